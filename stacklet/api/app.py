@@ -1,0 +1,78 @@
+"""The ASGI application: every OpenStack API of stacklet behind one listening port.
+
+    /identity/...     Keystone v3
+    /networking/...   Neutron v2.0
+    (compute, image and metadata join here in later issues)
+
+Each service is a mounted sub-application with its own error format. ``create_app`` is the
+only place that wires configuration, database and services together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Mount, Route
+
+from stacklet import errors
+from stacklet.api import identity as identity_api
+from stacklet.api import networking as networking_api
+from stacklet.api.common import json_response
+from stacklet.config import Config
+from stacklet.context import RequestContext
+from stacklet.services.identity import IdentityService
+from stacklet.services.networking import NetworkingServices
+from stacklet.store.db import Database
+
+
+@dataclass
+class Services:
+    conf: Config
+    db: Database
+    identity: IdentityService
+    networking: NetworkingServices
+
+
+def build_services(conf: Config, db: Database | None = None) -> Services:
+    db = db or Database(conf.database_url, max_retries=conf.database.max_retries)
+    identity = IdentityService(db, conf)
+    return Services(conf=conf, db=db, identity=identity,
+                    networking=NetworkingServices(db, conf))
+
+
+def _authenticator(services: Services):  # noqa: ANN202
+    def authenticate(request: Request) -> RequestContext:
+        token = request.headers.get("x-auth-token")
+        if not token:
+            raise errors.Unauthorized()
+        return services.identity.validate_token(token)
+    return authenticate
+
+
+async def _root(request: Request):  # noqa: ANN201
+    base = str(request.base_url).rstrip("/")
+    return json_response({
+        "name": "stacklet",
+        "services": {
+            "identity": f"{base}/identity/v3",
+            "network": f"{base}/networking",
+        },
+    })
+
+
+def create_app(conf: Config, services: Services | None = None) -> Starlette:
+    services = services or build_services(conf)
+    app = Starlette(routes=[
+        Route("/", _root),
+        Mount("/identity", app=identity_api.create_app()),
+        Mount("/networking", app=networking_api.create_app()),
+    ])
+    app.state.services = services
+    app.state.authenticate = _authenticator(services)
+    for sub in app.routes:
+        if isinstance(sub, Mount):
+            sub.app.state.services = services  # type: ignore[union-attr]
+            sub.app.state.authenticate = app.state.authenticate  # type: ignore[union-attr]
+    return app

@@ -1,0 +1,97 @@
+"""Plumbing shared by every API: JSON in and out, authentication, sync handlers off the loop.
+
+Handlers are plain synchronous functions ``fn(call: Call) -> Response | data``; ``endpoint()``
+wraps one into an ASGI endpoint that reads and parses the body, authenticates the caller, and runs
+the handler in the thread pool (database work is synchronous).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from stacklet import errors
+from stacklet.context import RequestContext
+
+JSON_TYPE = "application/json"
+
+
+class JSONResponse(Response):
+    media_type = JSON_TYPE
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(data, status_code=status, headers=headers)
+
+
+def empty_response(status: int = 204, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, headers=headers)
+
+
+@dataclass
+class Call:
+    """One API request as a handler sees it."""
+
+    request: Request
+    context: RequestContext | None
+    body: Any
+    path: dict[str, str]
+
+    @property
+    def query(self) -> list[tuple[str, str]]:
+        return self.request.query_params.multi_items()
+
+    @property
+    def headers(self):  # noqa: ANN201
+        return self.request.headers
+
+    @property
+    def services(self):  # noqa: ANN201
+        return self.request.app.state.services
+
+    def url_for_collection(self) -> str:
+        return str(self.request.url.replace(query=""))
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.HTTPBadRequest(f"Malformed request body: {exc}") from None
+
+
+Authenticator = Callable[[Request], RequestContext]
+
+
+def endpoint(handler: Callable[[Call], Any], *, authenticate: bool = True,
+             status: int = 200) -> Callable[[Request], Any]:
+    """Wrap a synchronous handler into an ASGI endpoint."""
+
+    async def asgi_endpoint(request: Request) -> Response:
+        raw = await request.body()
+
+        def run() -> Any:
+            context = request.app.state.authenticate(request) if authenticate else None
+            body = parse_json(raw)
+            return handler(Call(request, context, body, dict(request.path_params)))
+
+        result = await run_in_threadpool(run)
+        if isinstance(result, Response):
+            return result
+        if result is None:
+            return empty_response()
+        return json_response(result, status=status)
+
+    asgi_endpoint.__name__ = getattr(handler, "__name__", "endpoint")
+    return asgi_endpoint

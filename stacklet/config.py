@@ -1,0 +1,246 @@
+"""Configuration: one INI file whose sections a Neutron operator recognises.
+
+Every option is declared once in ``OPTIONS`` with its type, default and help text. Nothing reads
+configuration at import time: a ``Config`` is built by ``load()`` and passed to whoever needs it.
+``stacklet config sample`` prints a fully commented file generated from these declarations.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_DATA_DIR = Path(os.environ.get("STACKLET_DATA_DIR", "/var/lib/stacklet"))
+CONFIG_FILE_NAME = "stacklet.conf"
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Option:
+    section: str
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+
+    def render_default(self) -> str:
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if isinstance(self.default, list):
+            return ",".join(self.default)
+        return "" if self.default is None else str(self.default)
+
+
+OPTIONS: tuple[Option, ...] = (
+    # [DEFAULT]
+    Option("DEFAULT", "host", None,
+           "Name of this node, as agents and port bindings see it. Default: the machine's "
+           "host name."),
+    Option("DEFAULT", "bind_host", "127.0.0.1",
+           "Address the API server listens on (identity, networking, compute, image and "
+           "metadata share one port)."),
+    Option("DEFAULT", "bind_port", 9600, "TCP port the API server listens on.", int),
+    Option("DEFAULT", "public_host", None,
+           "Host name or address put into the service catalog. Default: bind_host."),
+    Option("DEFAULT", "region_name", "RegionOne", "Region of every catalog endpoint."),
+    Option("DEFAULT", "base_mac", "fa:16:3e:00:00:00",
+           "Base MAC address for ports. The first three octets are kept; the rest are random."),
+    Option("DEFAULT", "global_physnet_mtu", 1500,
+           "MTU of the underlying physical networks; network MTUs are derived from it.", int),
+    Option("DEFAULT", "max_fixed_ips_per_port", 5,
+           "Maximum number of fixed IPs one port may hold.", int),
+    Option("DEFAULT", "allow_overlapping_ips", True,
+           "Let different networks use overlapping subnets (Neutron's default).", _bool),
+    Option("DEFAULT", "default_availability_zones", ["nova"],
+           "Availability zones reported for networks when none are requested.", _list),
+    Option("DEFAULT", "log_level", "info", "Log level of the server: debug, info, warning."),
+    # [database]
+    Option("database", "connection", None,
+           "SQLAlchemy URL of the database: sqlite:///path, postgresql+psycopg://..., "
+           "mysql+pymysql://... Default: an SQLite file in the data directory."),
+    Option("database", "max_retries", 10,
+           "How often a transaction that lost a race (duplicate address, deadlock, lock "
+           "timeout) is retried before the request fails.", int),
+    # [token]
+    Option("token", "expiration", 3600, "Lifetime of an issued token, in seconds.", int),
+    Option("token", "cache_time", 5,
+           "Seconds a validated token is trusted without asking the database again. A revoked "
+           "token is refused at once by the server that revoked it.", int),
+    # [ml2]
+    Option("ml2", "type_drivers", ["local", "flat", "vlan", "vxlan", "gre"],
+           "Network types that may be created.", _list),
+    Option("ml2", "tenant_network_types", ["vxlan"],
+           "Ordered list of network types tried for project networks.", _list),
+    Option("ml2", "mechanism_drivers", ["openvswitch"], "Mechanism drivers (only openvswitch).",
+           _list),
+    Option("ml2", "extension_drivers", ["port_security"], "Extension drivers.", _list),
+    Option("ml2", "path_mtu", 1500,
+           "Maximum MTU of overlay traffic paths; 0 means global_physnet_mtu.", int),
+    Option("ml2", "physical_network_mtus", [],
+           "Per physical network MTU, as physnet:mtu entries.", _list),
+    # [ml2_type_flat]
+    Option("ml2_type_flat", "flat_networks", ["*"],
+           "Physical networks on which flat networks may be created; * allows any.", _list),
+    # [ml2_type_vlan]
+    Option("ml2_type_vlan", "network_vlan_ranges", ["public"],
+           "physnet or physnet:min:max entries. A bare physnet allows provider VLANs only; "
+           "a range also serves project networks.", _list),
+    # [ml2_type_vxlan]
+    Option("ml2_type_vxlan", "vni_ranges", ["1:1000"],
+           "min:max ranges of VXLAN VNIs for project networks.", _list),
+    # [ml2_type_gre]
+    Option("ml2_type_gre", "tunnel_id_ranges", ["1:1000"],
+           "min:max ranges of GRE tunnel ids for project networks.", _list),
+    # [ovs]
+    Option("ovs", "integration_bridge", "br-int", "Integration bridge."),
+    Option("ovs", "tunnel_bridge", "br-tun", "Tunnel bridge."),
+    Option("ovs", "bridge_mappings", ["public:br-ex"],
+           "physnet:bridge entries: the bridge that carries each physical network.", _list),
+    Option("ovs", "local_ip", None, "This node's tunnel endpoint address."),
+    Option("ovs", "datapath_type", "netdev",
+           "Open vSwitch datapath: netdev (userspace) or system (kernel module)."),
+    Option("ovs", "ovsdb_connection", None,
+           "OVSDB to use. Default: the system's when its daemons run, else a private one under "
+           "the data directory."),
+    # [agent]
+    Option("agent", "tunnel_types", ["vxlan"], "Tunnel types this node terminates.", _list),
+    Option("agent", "l2_population", True,
+           "Flood a network only to nodes with ports on it and answer ARP locally.", _bool),
+    Option("agent", "report_interval", 10, "Seconds between agent heartbeats.", int),
+    Option("agent", "agent_down_time", 75,
+           "Seconds without a heartbeat after which an agent is considered dead.", int),
+    # [securitygroup]
+    Option("securitygroup", "enable_security_group", True,
+           "Enforce security groups on ports.", _bool),
+    Option("securitygroup", "firewall_driver", "openvswitch",
+           "Firewall implementation (openvswitch: OpenFlow with conntrack).", str),
+    # [quotas]
+    Option("quotas", "quota_network", 100, "Networks per project; -1 is unlimited.", int),
+    Option("quotas", "quota_subnet", 100, "Subnets per project; -1 is unlimited.", int),
+    Option("quotas", "quota_port", 500, "Ports per project; -1 is unlimited.", int),
+    Option("quotas", "quota_router", 10, "Routers per project; -1 is unlimited.", int),
+    Option("quotas", "quota_floatingip", 50, "Floating IPs per project; -1 is unlimited.", int),
+    Option("quotas", "quota_security_group", 10,
+           "Security groups per project; -1 is unlimited.", int),
+    Option("quotas", "quota_security_group_rule", 100,
+           "Security group rules per project; -1 is unlimited.", int),
+    Option("quotas", "quota_rbac_policy", 10, "RBAC policies per project; -1 is unlimited.", int),
+    Option("quotas", "quota_subnetpool", -1, "Subnet pools per project; -1 is unlimited.", int),
+)
+
+_BY_KEY = {(o.section, o.name): o for o in OPTIONS}
+
+
+class Section:
+    """Attribute access to the options of one section."""
+
+    def __init__(self, name: str, values: dict[str, Any]) -> None:
+        self._name = name
+        self._values = values
+
+    def __getattr__(self, item: str) -> Any:
+        try:
+            return self._values[item]
+        except KeyError:
+            raise AttributeError(f"no option [{self._name}] {item}") from None
+
+
+@dataclass
+class Config:
+    data_dir: Path
+    values: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def __getattr__(self, section: str) -> Section:
+        if section.startswith("_") or section in ("data_dir", "values"):
+            raise AttributeError(section)
+        names = {name: v for (s, name), v in self.values.items() if s == section}
+        if not names:
+            raise AttributeError(f"no section [{section}]")
+        return Section(section, names)
+
+    @property
+    def host(self) -> str:
+        return self.values[("DEFAULT", "host")] or socket.gethostname()
+
+    @property
+    def database_url(self) -> str:
+        return self.values[("database", "connection")] or f"sqlite:///{self.data_dir}/stacklet.db"
+
+    @property
+    def public_url(self) -> str:
+        host = self.values[("DEFAULT", "public_host")] or self.values[("DEFAULT", "bind_host")]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.values[('DEFAULT', 'bind_port')]}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / CONFIG_FILE_NAME
+
+    def set(self, section: str, name: str, value: Any) -> None:
+        if (section, name) not in _BY_KEY:
+            raise KeyError(f"unknown option [{section}] {name}")
+        self.values[(section, name)] = value
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load(data_dir: Path | str | None = None, path: Path | str | None = None) -> Config:
+    """Build a Config from defaults, overlaid with the INI file if it exists."""
+    data_dir = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
+    conf = Config(data_dir=data_dir.resolve(),
+                  values={(o.section, o.name): o.default for o in OPTIONS})
+    path = Path(path) if path else conf.config_file
+    if not path.exists():
+        return conf
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(path)
+    sections = [("DEFAULT", parser.defaults())] + [(s, parser[s]) for s in parser.sections()]
+    for section, items in sections:
+        for name, raw in items.items():
+            if section != "DEFAULT" and name in parser.defaults():
+                continue
+            option = _BY_KEY.get((section, name))
+            if option is None:
+                raise ConfigError(f"{path}: unknown option [{section}] {name}")
+            try:
+                conf.values[(section, name)] = option.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: [{section}] {name}: {exc}") from None
+    return conf
+
+
+def sample() -> str:
+    """A complete, commented configuration file with every option at its default."""
+    lines = ["# stacklet configuration. Every option is shown at its default, commented out.", ""]
+    current = None
+    for option in OPTIONS:
+        if option.section != current:
+            if current is not None:
+                lines.append("")
+            lines.append(f"[{option.section}]")
+            current = option.section
+        lines.append(f"# {option.help}")
+        lines.append(f"#{option.name} = {option.render_default()}")
+    return "\n".join(lines) + "\n"

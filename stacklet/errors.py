@@ -1,0 +1,218 @@
+"""Every error stacklet reports to a client, in one place.
+
+Services raise these; each API renders them in its own service's format (Neutron's
+``{"NeutronError": {"type", "message", "detail"}}``, Keystone's ``{"error": {"code", "title",
+"message"}}``, Nova's ``{"itemNotFound": {"code", "message"}}``). The class name is the ``type``
+Neutron reports, so names follow Neutron's exceptions where a client could see them.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+
+class StackletError(Exception):
+    status: int = 500
+    message: str = "An unknown exception occurred."
+
+    def __init__(self, message: str | None = None, detail: str = "", **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        template = message if message is not None else self.message
+        try:
+            self.msg = template.format(**kwargs) if kwargs else template
+        except (KeyError, IndexError):
+            self.msg = template
+        self.detail = detail
+        super().__init__(self.msg)
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    @property
+    def title(self) -> str:
+        return HTTPStatus(self.status).phrase
+
+
+# --- generic HTTP-level errors --------------------------------------------------------------
+
+class BadRequest(StackletError):
+    status = 400
+    message = "Bad request."
+
+
+class HTTPBadRequest(BadRequest):
+    """Request-level validation failure (the type Neutron's API layer reports)."""
+
+
+class InvalidInput(BadRequest):
+    message = "Invalid input for operation: {error_message}."
+
+
+class ValidationError(BadRequest):
+    """Keystone's name for a malformed request."""
+    message = "Expecting to find {attribute} in {target}. The server could not comply with the " \
+              "request since it is either malformed or otherwise incorrect. The client is " \
+              "assumed to be in error."
+
+
+class Unauthorized(StackletError):
+    status = 401
+    message = "The request you have made requires authentication."
+
+
+class Forbidden(StackletError):
+    status = 403
+    message = "You are not authorized to perform the requested action."
+
+
+class PolicyNotAuthorized(Forbidden):
+    message = "({action}) is disallowed by policy."
+
+
+class NotFound(StackletError):
+    status = 404
+    message = "The resource could not be found."
+
+
+class HTTPNotFound(NotFound):
+    pass
+
+
+class MethodNotAllowed(StackletError):
+    status = 405
+    message = "The method is not allowed for the requested URL."
+
+
+class Conflict(StackletError):
+    status = 409
+    message = "Conflict."
+
+
+class InUse(Conflict):
+    message = "The resource is in use."
+
+
+class PreconditionFailed(StackletError):
+    status = 412
+    message = "Precondition failed."
+
+
+class ServiceUnavailable(StackletError):
+    status = 503
+    message = "The service is unavailable."
+
+
+# --- Networking -----------------------------------------------------------------------------
+
+class NetworkNotFound(NotFound):
+    message = "Network {net_id} could not be found."
+
+
+class SubnetNotFound(NotFound):
+    message = "Subnet {subnet_id} could not be found."
+
+
+class PortNotFound(NotFound):
+    message = "Port {port_id} could not be found."
+
+
+class ExtensionNotFound(NotFound):
+    message = "Extension with alias {alias} does not exist."
+
+
+class TagNotFound(NotFound):
+    message = "Tag {tag} could not be found for {resource} {resource_id}."
+
+
+class NetworkInUse(InUse):
+    message = "Unable to complete operation on network {net_id}. There are one or more ports " \
+              "still in use on the network."
+
+
+class SubnetInUse(InUse):
+    message = "Unable to complete operation on subnet {subnet_id}: One or more ports have an IP " \
+              "allocation from this subnet."
+
+
+class IpAddressInUse(InUse):
+    message = "Unable to complete operation for network {net_id}. The IP address {ip_address} " \
+              "is in use."
+
+
+class IpAddressAlreadyAllocated(Conflict):
+    message = "IP address {ip} already allocated in subnet {subnet_id}"
+
+
+class IpAddressGenerationFailure(Conflict):
+    message = "No more IP addresses available on network {net_id}."
+
+
+class MacAddressInUse(InUse):
+    message = "Unable to complete operation for network {net_id}. The mac address {mac} is in " \
+              "use."
+
+
+class MacAddressGenerationFailure(ServiceUnavailable):
+    message = "Unable to generate unique mac on network {net_id}."
+
+
+class NoNetworkAvailable(ServiceUnavailable):
+    message = "Unable to create the network. No tenant network is available for allocation."
+
+
+class SegmentationIdInUse(InUse):
+    message = "Unable to create the network. The {network_type} {segmentation_id} on physical " \
+              "network {physical_network} is in use."
+
+
+class TunnelIdInUse(InUse):
+    message = "Unable to create the network. The tunnel ID {tunnel_id} is in use."
+
+
+class OverQuota(Conflict):
+    message = "Quota exceeded for resources: {overs}."
+
+
+class InvalidQuotaValue(Conflict):
+    message = "Change would make usage less than 0 for the following resources: {unders}."
+
+
+class RevisionNumberConstraintFailed(PreconditionFailed):
+    message = "Constrained to {expected}, but current revision is {current}"
+
+
+class InvalidAllocationPool(BadRequest):
+    message = "The allocation pool {pool} is not valid."
+
+
+class OverlappingAllocationPools(Conflict):
+    message = "Found overlapping allocation pools: {pool_1} {pool_2} for subnet {subnet_cidr}."
+
+
+class OutOfBoundsAllocationPool(BadRequest):
+    message = "The allocation pool {pool} spans beyond the subnet cidr {subnet_cidr}."
+
+
+class GatewayConflictWithAllocationPools(InUse):
+    message = "Gateway ip {ip_address} conflicts with allocation pool {pool}"
+
+
+class InvalidIpForSubnet(BadRequest):
+    message = "IP address {ip_address} is not a valid IP for the specified subnet."
+
+
+class InvalidIpForNetwork(BadRequest):
+    message = "IP address {ip_address} is not a valid IP for any of the subnets on the " \
+              "specified network."
+
+
+class InvalidSharedSetting(Conflict):
+    message = "Unable to reconfigure sharing settings for network {network}. Multiple tenants " \
+              "are using it."
+
+
+class PortBindingError(StackletError):
+    status = 500
+    message = "Binding failed for port {port_id}."
