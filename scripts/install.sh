@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Prepare this checkout to run stacklet on Debian 12, as root. Idempotent and fast when re-run:
+# system packages are installed only when one is missing, the virtualenv only when absent, and
+# pip only runs again when pyproject.toml or the requested extras changed.
+#
+#   scripts/install.sh [EXTRAS]      EXTRAS: clients (default) or test, as in pyproject.toml
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+EXTRAS="${1:-clients}"
+VENV="${VENV:-.venv}"
+
+# Needed now: Python and a compiler for wheels without binaries; the rest serves the dataplane.
+PACKAGES=(python3 python3-venv python3-dev gcc iproute2 psmisc curl
+          openvswitch-switch dnsmasq-base iptables ethtool)
+
+log() { printf '%s\n' "install: $*"; }
+
+installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]
+}
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    installed "$pkg" || missing+=("$pkg")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install: missing Debian packages: ${missing[*]}; run as root or install them" >&2
+        exit 1
+    fi
+    log "apt-get install ${missing[*]}"
+    # Without systemd (containers), package scripts cannot start services; tell them not to try.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -d /run/systemd/system ] && [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+fi
+
+stamp="$VENV/.stacklet-installed-$EXTRAS"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
+if [ -x "$VENV/bin/stacklet" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+log "pip install -e '.[$EXTRAS]'"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+echo "$want" > "$stamp"

@@ -1,0 +1,302 @@
+"""The ``stacklet`` command: up, down, status, server, db, config.
+
+Thin on purpose: process handling is in ``stacklet.daemon``, first-start files in
+``stacklet.bootstrap``, migrations in ``stacklet.store.migrate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
+
+from stacklet import bootstrap, daemon
+from stacklet import config as config_mod
+from stacklet.config import Config, ConfigError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+START_TIMEOUT = 40.0
+STOP_TIMEOUT = 15.0
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    explicit = args.data_dir or os.environ.get("STACKLET_DATA_DIR")
+    return Path(explicit) if explicit else config_mod.DEFAULT_DATA_DIR
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return config_mod.load(_data_dir(args))
+
+
+def _server_process(conf: Config) -> daemon.Managed:
+    return daemon.Managed(
+        name="server",
+        pidfile=conf.data_dir / "run" / "server.pid",
+        logfile=conf.data_dir / "log" / "server.log",
+        markers=("server", str(conf.data_dir)),
+    )
+
+
+def _health_url(conf: Config) -> str:
+    return bootstrap.auth_url(conf)
+
+
+def _safe_db_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown as written
+        return url
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from stacklet.store import migrate
+
+    os.umask(0o077)  # the database and logs hold secrets
+    data_dir = _data_dir(args)
+    bootstrap.ensure_dirs(data_dir)
+    conf = config_mod.load(data_dir)
+    if bootstrap.ensure_config_file(conf):
+        print(f"wrote {conf.config_file}")
+    passwords = bootstrap.ensure_passwords(conf.data_dir)
+    migrate.upgrade(conf.database_url)
+    bootstrap.bootstrap_identity(conf, passwords)
+
+    proc = _server_process(conf)
+    url = _health_url(conf)
+    pid = daemon.running_pid(proc)
+    if pid is not None:
+        try:
+            daemon.wait_healthy(url, None, proc.logfile, timeout=10.0)
+        except daemon.StartError as exc:
+            print(f"error: stacklet server (pid {pid}) runs but is not healthy: {exc}\n"
+                  f"Try `stacklet down --data-dir {conf.data_dir}` and `up` again.",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        bootstrap.write_client_files(conf, passwords)
+        print(f"stacklet is already running (pid {pid}) at {conf.public_url}")
+        _print_usage(conf)
+        return EXIT_OK
+
+    proc.pidfile.unlink(missing_ok=True)
+    host, port = conf.DEFAULT.bind_host, conf.DEFAULT.bind_port
+    if not _port_free(host, port):
+        print(f"error: {host}:{port} is already in use by another process; set bind_port in "
+              f"{conf.config_file}", file=sys.stderr)
+        return EXIT_FAILED
+    argv = [sys.executable, "-m", "stacklet.cli", "server", "--data-dir", str(conf.data_dir)]
+    child = daemon.spawn(proc, argv)
+    try:
+        daemon.wait_healthy(url, child, proc.logfile, timeout=START_TIMEOUT)
+    except daemon.StartError as exc:
+        daemon.stop(proc, timeout=5.0)
+        print(f"error: stacklet server did not start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    bootstrap.write_client_files(conf, passwords)
+    print(f"stacklet is running (pid {child.pid}) at {conf.public_url}")
+    _print_usage(conf)
+    return EXIT_OK
+
+
+def _openstack_command() -> str:
+    """How to call the openstack client: plain when on PATH, else the one next to stacklet."""
+    local = Path(sys.executable).parent / "openstack"
+    found = shutil.which("openstack")
+    if local.exists() and (found is None or Path(found).resolve() != local.resolve()):
+        return str(local)
+    return "openstack"
+
+
+def _print_usage(conf: Config) -> None:
+    clouds = conf.data_dir / bootstrap.CLOUDS_FILE
+    rc = conf.data_dir / bootstrap.OPENRC_FILE
+    print(f"""
+Use it with the OpenStack client:
+    export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=stacklet-admin
+    {_openstack_command()} network list
+OS_CLOUD=stacklet is the demo user in project demo. `. {rc}` sets the admin
+credentials as OS_* variables instead.""")
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    conf = _load(args)
+    pid = daemon.stop(_server_process(conf), timeout=STOP_TIMEOUT)
+    if pid is None:
+        print("stacklet is not running")
+    else:
+        print(f"stopped stacklet server (pid {pid}); data kept in {conf.data_dir}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    conf = _load(args)
+    proc = _server_process(conf)
+    pid = daemon.running_pid(proc)
+    url = _health_url(conf)
+    if pid is None:
+        state, code = "not running", EXIT_NOT_RUNNING
+    elif daemon.healthy(url):
+        state, code = f"running (pid {pid}), healthy", EXIT_OK
+    else:
+        state, code = f"running (pid {pid}), NOT healthy: {url} does not answer 200", EXIT_FAILED
+    print(f"stacklet server: {state}")
+    rows = [
+        ("url", conf.public_url),
+        ("identity", url),
+        ("data dir", str(conf.data_dir)),
+        ("config", f"{conf.config_file}" + ("" if conf.config_file.exists() else " (absent)")),
+        ("database", _safe_db_url(conf.database_url)),
+        ("log", str(proc.logfile)),
+        ("clouds.yaml", str(conf.data_dir / bootstrap.CLOUDS_FILE)),
+    ]
+    for label, value in rows:
+        print(f"  {label + ':':<13}{value}")
+    return code
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from stacklet.api.app import create_app
+
+    os.umask(0o077)
+    conf = _load(args)
+    level = str(conf.DEFAULT.log_level).lower()
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(conf)
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=conf.DEFAULT.bind_host, port=conf.DEFAULT.bind_port, log_level=level,
+        access_log=False, http=http, loop="auto"))
+    server.run()  # uvicorn shuts down gracefully on SIGTERM and SIGINT
+    return EXIT_OK if server.started else EXIT_FAILED
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from stacklet.store import migrate
+
+    os.umask(0o077)
+    conf = _load(args)
+    bootstrap.ensure_dirs(conf.data_dir)
+    migrate.upgrade(conf.database_url, args.revision)
+    print(f"database at revision {migrate.current_revision(conf.database_url)}: "
+          f"{_safe_db_url(conf.database_url)}")
+    return EXIT_OK
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from stacklet.store import migrate
+
+    conf = _load(args)
+    current = migrate.current_revision(conf.database_url)
+    head = migrate.head_revision()
+    print(f"current: {current or '(empty database)'}  head: {head}")
+    return EXIT_OK if current == head else EXIT_FAILED
+
+
+def cmd_db_revision(args: argparse.Namespace) -> int:
+    from stacklet.store import migrate
+
+    conf = _load(args)
+    migrate.revision(conf.database_url, args.message, autogenerate=args.autogenerate)
+    return EXIT_OK
+
+
+def cmd_config_sample(args: argparse.Namespace) -> int:
+    sys.stdout.write(config_mod.sample())
+    return EXIT_OK
+
+
+# --- argument parsing -----------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stacklet", description="An OpenStack-compatible private cloud in one package.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument(
+        "--data-dir", type=Path, default=None,
+        help=f"data directory (default: $STACKLET_DATA_DIR or {config_mod.DEFAULT_DATA_DIR})")
+
+    def add(name: str, func, help_: str, parents=(data_dir,)):  # noqa: ANN001, ANN202
+        sub = commands.add_parser(name, help=help_, description=help_, parents=list(parents))
+        sub.set_defaults(func=func)
+        return sub
+
+    add("up", cmd_up, "Initialise the data directory if needed and start the server.")
+    add("down", cmd_down, "Stop what `up` started; the data stays.")
+    add("status", cmd_status,
+        "Show what runs where and whether it is healthy (exit 0 healthy, 1 unhealthy, "
+        "3 not running).")
+    add("server", cmd_server, "Run the API server in the foreground.")
+
+    db = commands.add_parser("db", help="Database schema migrations.")
+    db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    upgrade = db_commands.add_parser("upgrade", parents=[data_dir],
+                                     help="Migrate the database to the latest schema.")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+    current = db_commands.add_parser("current", parents=[data_dir],
+                                     help="Show the database's schema revision.")
+    current.set_defaults(func=cmd_db_current)
+    revision = db_commands.add_parser("revision", parents=[data_dir],
+                                      help="Write a new migration script (for developers).")
+    revision.add_argument("-m", "--message", required=True)
+    revision.add_argument("--no-autogenerate", dest="autogenerate", action="store_false",
+                          help="write an empty script instead of comparing with the models")
+    revision.set_defaults(func=cmd_db_revision)
+
+    conf = commands.add_parser("config", help="Configuration helpers.")
+    conf_commands = conf.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND",
+                                        required=True)
+    sample = conf_commands.add_parser("sample", help="Print a commented file with every option.")
+    sample.set_defaults(func=cmd_config_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OperationalError as exc:
+        print(f"error: database: {exc.orig or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
