@@ -62,7 +62,8 @@ def _safe_db_url(url: str) -> str:
         return url
 
 
-def _port_free(host: str, port: int) -> bool:
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port, or None when it can."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -70,9 +71,9 @@ def _port_free(host: str, port: int) -> bool:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
+                return f"{host}:{port} is already in use by another process"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -108,9 +109,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     proc.pidfile.unlink(missing_ok=True)
     host, port = conf.DEFAULT.bind_host, conf.DEFAULT.bind_port
-    if not _port_free(host, port):
-        print(f"error: {host}:{port} is already in use by another process; set bind_port in "
-              f"{conf.config_file}", file=sys.stderr)
+    problem = _bind_problem(host, port)
+    if problem:
+        print(f"error: {problem}; see bind_host and bind_port in {conf.config_file}",
+              file=sys.stderr)
         return EXIT_FAILED
     argv = [sys.executable, "-m", "stacklet.cli", "server", "--data-dir", str(conf.data_dir)]
     child = daemon.spawn(proc, argv)
@@ -196,7 +198,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     server = uvicorn.Server(uvicorn.Config(
         app, host=conf.DEFAULT.bind_host, port=conf.DEFAULT.bind_port, log_level=level,
-        access_log=False, http=http, loop="auto"))
+        access_log=False, http=http, loop="auto", log_config=None))
     server.run()  # uvicorn shuts down gracefully on SIGTERM and SIGINT
     return EXIT_OK if server.started else EXIT_FAILED
 

@@ -1,0 +1,326 @@
+"""Shared fixtures: a real stacklet started with `stacklet up` for the whole test session.
+
+    def test_something(cloud):
+        cloud.openstack("network", "create", unique_name("net"), "-f", "json").json()
+        cloud.request("GET", "/networking/v2.0/networks", token=cloud.admin_token)
+
+Set STACKLET_TEST_KEEP=1 to keep the session's data directory (and its server log) afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from stacklet import config
+
+BIN_DIR = Path(sys.executable).parent
+STACKLET = str(BIN_DIR / "stacklet")
+OPENSTACK = str(BIN_DIR / "openstack")
+UP_TIMEOUT = 90
+CLI_TIMEOUT = 120
+
+
+def unique_name(prefix: str = "test") -> str:
+    """A name no other test (or earlier run) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(name="unique_name")
+def unique_name_fixture():  # noqa: ANN201
+    return unique_name
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- running commands -----------------------------------------------------------------------
+
+class CommandError(AssertionError):
+    pass
+
+
+@dataclass
+class Result:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.stdout)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"not JSON ({exc}) from {' '.join(self.args)}:\n"
+                               f"stdout: {self.stdout}\nstderr: {self.stderr}") from None
+
+    def check(self) -> "Result":
+        if self.returncode != 0:
+            raise CommandError(f"{' '.join(self.args)} exited {self.returncode}\n"
+                               f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}")
+        return self
+
+
+def run(args: Sequence[str], *, env: dict[str, str] | None = None, check: bool = True,
+        timeout: float = CLI_TIMEOUT) -> Result:
+    proc = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    result = Result(list(args), proc.returncode, proc.stdout, proc.stderr)
+    return result.check() if check else result
+
+
+def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment without OS_* settings that could leak into a CLI call."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(extra or {})
+    return env
+
+
+def stacklet(*args: str, data_dir: Path, check: bool = True, timeout: float = UP_TIMEOUT) -> Result:
+    return run([STACKLET, *args, "--data-dir", str(data_dir)], env=_clean_env(), check=check,
+               timeout=timeout)
+
+
+def server_log(data_dir: Path, lines: int = 60) -> str:
+    path = data_dir / "log" / "server.log"
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return f"(no {path})"
+    return "\n".join(text[-lines:])
+
+
+def write_config(data_dir: Path, port: int, extra: str = "") -> None:
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (data_dir / "stacklet.conf").write_text(f"[DEFAULT]\nbind_port = {port}\n{extra}")
+
+
+# --- the cloud ------------------------------------------------------------------------------
+
+class Keystone:
+    """Token issuing and caching over raw HTTP, shared by Cloud and ProjectUser."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=60)
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def token(self, user: str, password: str, project: str, domain: str = "Default") -> str:
+        key = (user, project, domain)
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached and cached[1] > time.time() + 60:
+                return cached[0]
+        body = {"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": user, "password": password, "domain": {"name": domain}}}},
+            "scope": {"project": {"name": project, "domain": {"name": domain}}},
+        }}
+        response = self.http.post("/identity/v3/auth/tokens", json=body)
+        if response.status_code != 201:
+            raise CommandError(f"token for {user}/{project}: {response.status_code} "
+                               f"{response.text}")
+        token = response.headers["x-subject-token"]
+        expires = _expiry(response)
+        with self._lock:
+            self._tokens[key] = (token, expires)
+        return token
+
+
+def _expiry(response: httpx.Response) -> float:
+    """The token's expiry as a timestamp; ten minutes when the body does not say."""
+    try:
+        text = response.json()["token"]["expires_at"]
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, KeyError, TypeError):
+        return time.time() + 600
+
+
+@dataclass
+class ProjectUser:
+    """A fresh project with one user holding one role, for isolation tests."""
+
+    cloud: "Cloud"
+    project_id: str
+    project_name: str
+    user_id: str
+    user_name: str
+    password: str
+    role: str
+
+    @property
+    def token(self) -> str:
+        return self.cloud.token(self.user_name, self.password, self.project_name)
+
+    def env(self) -> dict[str, str]:
+        return _clean_env({
+            "OS_CLIENT_CONFIG_FILE": str(self.cloud.clouds_yaml),
+            "OS_AUTH_TYPE": "password",
+            "OS_AUTH_URL": f"{self.cloud.url}/identity/v3",
+            "OS_IDENTITY_API_VERSION": "3",
+            "OS_REGION_NAME": "RegionOne",
+            "OS_INTERFACE": "public",
+            "OS_USERNAME": self.user_name,
+            "OS_PASSWORD": self.password,
+            "OS_PROJECT_NAME": self.project_name,
+            "OS_USER_DOMAIN_NAME": "Default",
+            "OS_PROJECT_DOMAIN_NAME": "Default",
+        })
+
+    def openstack(self, *args: str, check: bool = True) -> Result:
+        return run([OPENSTACK, *args], env=self.env(), check=check)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.cloud.request(method, path, token=self.token, **kwargs)
+
+
+@dataclass
+class Cloud:
+    url: str
+    data_dir: Path
+    clouds_yaml: Path
+    admin_password: str
+    demo_password: str
+    _keystone: Keystone = field(init=False, repr=False)
+    _role_ids: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._keystone = Keystone(self.url)
+
+    @classmethod
+    def from_data_dir(cls, data_dir: Path, url: str) -> "Cloud":
+        clouds_yaml = data_dir / "clouds.yaml"
+        clouds = yaml.safe_load(clouds_yaml.read_text())["clouds"]
+        return cls(url=url, data_dir=data_dir, clouds_yaml=clouds_yaml,
+                   admin_password=clouds["stacklet-admin"]["auth"]["password"],
+                   demo_password=clouds["stacklet"]["auth"]["password"])
+
+    # HTTP
+    def request(self, method: str, path: str, token: str | None = None, json: Any = None,
+                headers: dict[str, str] | None = None, params: Any = None,
+                content: bytes | str | None = None) -> httpx.Response:
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["X-Auth-Token"] = token
+        return self._keystone.http.request(method, path, json=json, headers=all_headers,
+                                           params=params, content=content)
+
+    def token(self, user: str, password: str, project: str, domain: str = "Default") -> str:
+        return self._keystone.token(user, password, project, domain)
+
+    @property
+    def admin_token(self) -> str:
+        return self.token("admin", self.admin_password, "admin")
+
+    @property
+    def demo_token(self) -> str:
+        return self.token("demo", self.demo_password, "demo")
+
+    # clients
+    def openstack(self, *args: str, cloud_name: str = "stacklet-admin", check: bool = True,
+                  env: dict[str, str] | None = None) -> Result:
+        full_env = _clean_env({"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml)})
+        full_env.update(env or {})
+        return run([OPENSTACK, "--os-cloud", cloud_name, *args], env=full_env, check=check)
+
+    def sdk(self, cloud_name: str = "stacklet-admin"):  # noqa: ANN201
+        """An openstack.connection.Connection for a cloud of clouds.yaml."""
+        from openstack import config as os_config
+        from openstack import connection
+
+        region = os_config.OpenStackConfig(config_files=[str(self.clouds_yaml)],
+                                           load_envvars=False).get_one(cloud=cloud_name)
+        return connection.Connection(config=region)
+
+    # isolation helpers
+    def role_id(self, name: str) -> str:
+        if name not in self._role_ids:
+            response = self.request("GET", "/identity/v3/roles", token=self.admin_token,
+                                    params={"name": name})
+            _expect(response, 200, f"list roles named {name}")
+            roles = [r for r in response.json()["roles"] if r["name"] == name]
+            if not roles:
+                raise CommandError(f"no role named {name!r}")
+            self._role_ids[name] = roles[0]["id"]
+        return self._role_ids[name]
+
+    def new_project(self, role: str = "member") -> ProjectUser:
+        token = self.admin_token
+        name = unique_name("proj")
+        response = self.request("POST", "/identity/v3/projects", token=token, json={
+            "project": {"name": name, "domain_id": "default", "enabled": True}})
+        _expect(response, 201, "create project")
+        project = response.json()["project"]
+        password = uuid.uuid4().hex
+        user_name = unique_name("user")
+        response = self.request("POST", "/identity/v3/users", token=token, json={
+            "user": {"name": user_name, "password": password, "domain_id": "default",
+                     "default_project_id": project["id"], "enabled": True}})
+        _expect(response, 201, "create user")
+        user = response.json()["user"]
+        response = self.request(
+            "PUT", f"/identity/v3/projects/{project['id']}/users/{user['id']}/roles/"
+                   f"{self.role_id(role)}", token=token)
+        _expect(response, 204, f"grant {role}")
+        return ProjectUser(cloud=self, project_id=project["id"], project_name=name,
+                           user_id=user["id"], user_name=user_name, password=password,
+                           role=role)
+
+
+def _expect(response: httpx.Response, status: int, what: str) -> None:
+    if response.status_code != status:
+        raise CommandError(f"{what}: expected {status}, got {response.status_code}: "
+                           f"{response.text}")
+
+
+# --- starting and stopping ------------------------------------------------------------------
+
+def start_cloud(data_dir: Path) -> Cloud:
+    """`stacklet up` on a data dir (given a free port on first use); raises with the log."""
+    if not (data_dir / "stacklet.conf").exists():
+        write_config(data_dir, free_port())
+    result = stacklet("up", data_dir=data_dir, check=False)
+    if result.returncode != 0:
+        raise CommandError(f"stacklet up failed ({result.returncode})\n--- stdout\n"
+                           f"{result.stdout}\n--- stderr\n{result.stderr}\n--- server log\n"
+                           f"{server_log(data_dir)}")
+    return Cloud.from_data_dir(data_dir, config.load(data_dir).public_url)
+
+
+def stop_cloud(data_dir: Path) -> None:
+    if data_dir.exists():
+        stacklet("down", data_dir=data_dir, check=False)
+
+
+@pytest.fixture(scope="session")
+def cloud() -> Iterator[Cloud]:
+    data_dir = Path(tempfile.mkdtemp(prefix="stacklet-test-")) / "data"
+    try:
+        yield start_cloud(data_dir)
+    finally:
+        stop_cloud(data_dir)
+        if os.environ.get("STACKLET_TEST_KEEP"):
+            print(f"\nkept {data_dir}")
+        else:
+            shutil.rmtree(data_dir.parent, ignore_errors=True)
