@@ -158,13 +158,20 @@ class MacAddressGenerationFailure(ServiceUnavailable):
     message = "Unable to generate unique mac on network {net_id}."
 
 
-class NoNetworkAvailable(ServiceUnavailable):
+class NoNetworkAvailable(Conflict):
+    """Neutron answers 503 here; stacklet answers 409, as a range exhausted by other projects'
+    networks is a conflict with existing state, not an outage."""
     message = "Unable to create the network. No tenant network is available for allocation."
 
 
-class SegmentationIdInUse(InUse):
-    message = "Unable to create the network. The {network_type} {segmentation_id} on physical " \
-              "network {physical_network} is in use."
+class VlanIdInUse(InUse):
+    message = "Unable to create the network. The VLAN {vlan_id} on physical network " \
+              "{physical_network} is in use."
+
+
+class FlatNetworkInUse(InUse):
+    message = "Unable to create the flat network. Physical network {physical_network} is in " \
+              "use."
 
 
 class TunnelIdInUse(InUse):

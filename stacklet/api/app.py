@@ -62,7 +62,30 @@ async def _root(request: Request):  # noqa: ANN201
     })
 
 
-def create_app(conf: Config, services: Services | None = None) -> Starlette:
+MOUNTS = ("/identity", "/networking")
+
+
+class NormalizePath:
+    """Accept what OpenStack's servers accept: trailing slashes and a ``.json`` suffix."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001, ANN204
+        if scope["type"] == "http":
+            path = scope["path"]
+            new = path[:-5] if path.endswith(".json") else path
+            if len(new) > 1:
+                new = new.rstrip("/") or "/"
+                if new in MOUNTS:
+                    new += "/"
+            if new != path:
+                scope = dict(scope, path=new, raw_path=new.encode())
+        await self.app(scope, receive, send)
+
+
+def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
     services = services or build_services(conf)
     app = Starlette(routes=[
         Route("/", _root),
@@ -75,4 +98,4 @@ def create_app(conf: Config, services: Services | None = None) -> Starlette:
         if isinstance(sub, Mount):
             sub.app.state.services = services  # type: ignore[union-attr]
             sub.app.state.authenticate = app.state.authenticate  # type: ignore[union-attr]
-    return app
+    return NormalizePath(app)

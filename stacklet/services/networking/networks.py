@@ -1,0 +1,229 @@
+"""Networks: create with a segment (requested by an admin or allocated), update, delete.
+
+Deleting a network removes its subnets and its service ports (DHCP); ports of instances or
+routers keep it in use (409 NetworkInUse), as in Neutron.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy.orm import Session
+
+from stacklet import errors
+from stacklet.context import RequestContext
+from stacklet.resources.networking import NETWORK
+from stacklet.services.networking import segments
+from stacklet.services.networking.common import (
+    Collection, bump, check_if_match, chunks, owner_for_create, standard_fields,
+)
+from stacklet.store.models.base import new_id, utcnow
+from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
+
+# Ports that exist only to serve a network and go away with it (Neutron's AUTO_DELETE owners).
+AUTO_DELETE_OWNERS = ("network:dhcp", "network:distributed", "network:floatingip_agent_gateway")
+
+PROVIDER_KEYS = ("provider:network_type", "provider:physical_network",
+                 "provider:segmentation_id")
+
+
+class NetworkService(Collection):
+    resource = NETWORK
+    model = Network
+    not_found = errors.NetworkNotFound
+    not_found_key = "net_id"
+
+    def __init__(self, db, conf, quotas) -> None:  # noqa: ANN001
+        super().__init__(db, conf)
+        self.quotas = quotas
+        self.ranges = segments.SegmentRanges.from_config(conf)
+        self.known_azs = tuple(conf.DEFAULT.default_availability_zones)
+
+    def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
+        if ctx.is_admin:
+            return None
+        return or_(Network.project_id == (ctx.project_id or ""), Network.shared.is_(True),
+                   Network.router_external.is_(True))
+
+    def filter_clause(self, name: str, values: list[Any]) -> ColumnElement[bool]:
+        if name in PROVIDER_KEYS:
+            column = {"provider:network_type": NetworkSegment.network_type,
+                      "provider:physical_network": NetworkSegment.physical_network,
+                      "provider:segmentation_id": NetworkSegment.segmentation_id}[name]
+            values = ["" if v is None else v for v in values]
+            return Network.id.in_(select(NetworkSegment.network_id).where(column.in_(values)))
+        return super().filter_clause(name, values)
+
+    # --- representation -------------------------------------------------------------------
+
+    def to_dicts(self, session: Session, rows: Sequence[Network],
+                 ctx: RequestContext) -> list[dict]:
+        ids = [r.id for r in rows]
+        tags = self.load_tags(session, ids)
+        subnets: dict[str, list[str]] = {}
+        segs: dict[str, NetworkSegment] = {}
+        for part in chunks(ids):
+            for net_id, subnet_id in session.execute(
+                    select(Subnet.network_id, Subnet.id).where(Subnet.network_id.in_(part))
+                    .order_by(Subnet.created_at, Subnet.id)):
+                subnets.setdefault(net_id, []).append(subnet_id)
+            for seg in session.scalars(
+                    select(NetworkSegment).where(NetworkSegment.network_id.in_(part))):
+                segs.setdefault(seg.network_id, seg)
+        out = []
+        for row in rows:
+            seg = segs.get(row.id)
+            item = standard_fields(row, tags.get(row.id, []))
+            item.update({
+                "admin_state_up": row.admin_state_up,
+                "status": row.status,
+                "shared": row.shared,
+                "router:external": row.router_external,
+                "mtu": row.mtu,
+                "port_security_enabled": row.port_security_enabled,
+                "provider:network_type": seg.network_type if seg else None,
+                "provider:physical_network": (seg.physical_network or None) if seg else None,
+                "provider:segmentation_id": (seg.segmentation_id
+                                             if seg and seg.network_type not in ("flat", "local")
+                                             else None),
+                "availability_zone_hints": list(row.availability_zone_hints or []),
+                "availability_zones": [],
+                "subnets": subnets.get(row.id, []),
+                "ipv4_address_scope": None,
+                "ipv6_address_scope": None,
+                "is_default": False,
+            })
+            out.append(item)
+        return out
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def _segment_request(self, body: dict) -> segments.SegmentRequest | None:
+        provided = {k: body.pop(k) for k in PROVIDER_KEYS if k in body}
+        if not any(v is not None for v in provided.values()):
+            return None
+        network_type = provided.get("provider:network_type")
+        if network_type is None:
+            raise errors.InvalidInput(error_message="provider:network_type required")
+        return segments.validate_provider(self.ranges, network_type,
+                                          provided.get("provider:physical_network"),
+                                          provided.get("provider:segmentation_id"))
+
+    def _check_azs(self, hints: list[str]) -> None:
+        for hint in hints:
+            if hint not in self.known_azs:
+                raise errors.NotFound(f"AvailabilityZone {hint} could not be found.")
+
+    def create(self, ctx: RequestContext, items: list[dict]) -> list[dict]:
+        prepared = []
+        for body in items:
+            owner = owner_for_create(ctx, body, "network")
+            request = self._segment_request(body)
+            self._check_azs(body.get("availability_zone_hints", []))
+            prepared.append((owner, request, body))
+
+        def write(session: Session) -> list[Network]:
+            per_project: dict[str, int] = {}
+            for owner, _, _ in prepared:
+                per_project[owner] = per_project.get(owner, 0) + 1
+            for owner, count in per_project.items():
+                self.quotas.enforce(session, owner, {"network": count})
+            rows = []
+            for owner, request, body in prepared:
+                rows.append(self._insert(session, owner, request, body))
+            return rows
+
+        with_rows = self.db.retrying(lambda s: [r.id for r in write(s)])
+        with self.db.read() as session:
+            rows = session.scalars(select(Network).where(Network.id.in_(with_rows))).all()
+            order = {rid: i for i, rid in enumerate(with_rows)}
+            rows = sorted(rows, key=lambda r: order[r.id])
+            return self.to_dicts(session, rows, ctx)
+
+    def _insert(self, session: Session, owner: str, request: segments.SegmentRequest | None,
+                body: dict) -> Network:
+        net_id = new_id()
+        now = utcnow()
+        network = Network(
+            id=net_id, project_id=owner, name=body.get("name", ""),
+            description=body.get("description", ""),
+            admin_state_up=body.get("admin_state_up", True), status="ACTIVE",
+            shared=body.get("shared", False), router_external=body.get("router:external", False),
+            port_security_enabled=body.get("port_security_enabled", True),
+            availability_zone_hints=body.get("availability_zone_hints", []),
+            created_at=now, updated_at=now, revision_number=1, mtu=0)
+        session.add(network)
+        session.flush()
+        segment = segments.allocate(session, self.ranges, net_id, request)
+        max_mtu = self.ranges.max_mtu(segment.network_type, segment.physical_network)
+        network.mtu = self._check_mtu(body.get("mtu"), max_mtu)
+        session.flush()
+        return network
+
+    @staticmethod
+    def _check_mtu(requested: int | None, max_mtu: int) -> int:
+        if requested is None:
+            return max_mtu
+        if requested > max_mtu:
+            raise errors.InvalidInput(
+                error_message=f"Requested MTU is too big, maximum is {max_mtu}")
+        return requested
+
+    def update(self, ctx: RequestContext, net_id: str, changes: dict,
+               if_match: int | None = None) -> dict:
+        def write(session: Session) -> None:
+            row = self.find(session, ctx, net_id, for_update=True)
+            self.check_owner(ctx, row, "update")
+            check_if_match(row, if_match)
+            if "mtu" in changes and changes["mtu"] is not None:
+                seg = session.scalars(select(NetworkSegment).where(
+                    NetworkSegment.network_id == net_id)).first()
+                max_mtu = self.ranges.max_mtu(seg.network_type, seg.physical_network) \
+                    if seg else self.ranges.global_mtu
+                row.mtu = self._check_mtu(changes["mtu"], max_mtu)
+            for key, column in (("name", "name"), ("description", "description"),
+                                ("admin_state_up", "admin_state_up"), ("shared", "shared"),
+                                ("router:external", "router_external"),
+                                ("port_security_enabled", "port_security_enabled")):
+                if key in changes:
+                    setattr(row, column, changes[key])
+            if changes.get("shared") is False:
+                self._check_unshare(session, row)
+            bump(row)
+        self.db.retrying(write)
+        return self.get(ctx, net_id)
+
+    @staticmethod
+    def _check_unshare(session: Session, row: Network) -> None:
+        other = session.scalars(select(Port.id).where(
+            Port.network_id == row.id, Port.project_id != row.project_id,
+            Port.device_owner.notin_(AUTO_DELETE_OWNERS)).limit(1)).first()
+        if other is not None:
+            raise errors.InvalidSharedSetting(network=row.id)
+
+    def delete(self, ctx: RequestContext, net_id: str, if_match: int | None = None) -> None:
+        def write(session: Session) -> None:
+            row = self.find(session, ctx, net_id, for_update=True)
+            self.check_owner(ctx, row, "delete")
+            check_if_match(row, if_match)
+            in_use = session.scalars(select(Port.id).where(
+                Port.network_id == net_id,
+                Port.device_owner.notin_(AUTO_DELETE_OWNERS)).limit(1)).first()
+            if in_use is not None:
+                raise errors.NetworkInUse(net_id=net_id)
+            service_ports = list(session.scalars(
+                select(Port.id).where(Port.network_id == net_id)))
+            session.execute(delete(IPAllocation).where(IPAllocation.network_id == net_id))
+            for port_id in service_ports:
+                self.delete_tags(session, port_id)
+            session.execute(delete(Port).where(Port.network_id == net_id))
+            for subnet_id in session.scalars(select(Subnet.id).where(
+                    Subnet.network_id == net_id)):
+                self.delete_tags(session, subnet_id)
+            session.execute(delete(Subnet).where(Subnet.network_id == net_id))
+            session.execute(delete(NetworkSegment).where(NetworkSegment.network_id == net_id))
+            self.delete_tags(session, net_id)
+            session.delete(row)
+        self.db.retrying(write)

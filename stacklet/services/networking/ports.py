@@ -1,0 +1,338 @@
+"""Ports: MAC and fixed IP allocation, port security, address pairs, DHCP options, binding.
+
+A port's fixed IPs are rows in ``ipallocations``; its MAC is unique per network by constraint.
+Both are chosen inside the create transaction, so a lost race rolls the whole port back and the
+request is retried with fresh picks: no duplicate address or MAC, ever.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, or_, select
+from sqlalchemy.orm import Session
+
+from stacklet import errors
+from stacklet.context import RequestContext
+from stacklet.resources.networking import PORT
+from stacklet.services.networking import ipam
+from stacklet.services.networking.common import (
+    Collection, bump, check_if_match, chunks, owner_for_create, standard_fields,
+)
+from stacklet.store.models.base import new_id, utcnow
+from stacklet.store.models.network import IPAllocation, Network, Port, Subnet
+
+MAC_TRIES = 16
+
+
+def random_mac(base_mac: str) -> str:
+    """A MAC with the base's first three octets and three random ones (Neutron's default)."""
+    octets = base_mac.split(":")[:3]
+    octets += [f"{random.randint(0, 255):02x}" for _ in range(3)]
+    return ":".join(octets)
+
+
+def _invalid(message: str) -> errors.InvalidInput:
+    return errors.InvalidInput(error_message=message)
+
+
+class PortService(Collection):
+    resource = PORT
+    model = Port
+    not_found = errors.PortNotFound
+    not_found_key = "port_id"
+
+    def __init__(self, db, conf, quotas, networks) -> None:  # noqa: ANN001
+        super().__init__(db, conf)
+        self.quotas = quotas
+        self.networks = networks
+        self.base_mac = conf.DEFAULT.base_mac
+        self.max_fixed_ips = conf.DEFAULT.max_fixed_ips_per_port
+
+    # --- visibility and filters -------------------------------------------------------------
+
+    def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
+        if ctx.is_admin:
+            return None
+        own_networks = select(Network.id).where(Network.project_id == (ctx.project_id or ""))
+        return or_(Port.project_id == (ctx.project_id or ""), Port.network_id.in_(own_networks))
+
+    def filter_clause(self, name: str, values: list[Any]) -> ColumnElement[bool]:
+        if name != "fixed_ips":
+            return super().filter_clause(name, values)
+        clauses = []
+        for key, value in values:
+            if key == "ip_address":
+                cond = IPAllocation.ip_address == value
+            elif key == "subnet_id":
+                cond = IPAllocation.subnet_id == value
+            else:
+                cond = IPAllocation.ip_address.contains(value)
+            clauses.append(Port.id.in_(select(IPAllocation.port_id).where(cond)))
+        return and_(*clauses)
+
+    # --- representation ---------------------------------------------------------------------
+
+    def to_dicts(self, session: Session, rows: Sequence[Port],
+                 ctx: RequestContext) -> list[dict]:
+        ids = [r.id for r in rows]
+        tags = self.load_tags(session, ids)
+        ips: dict[str, list[tuple]] = {}
+        for part in chunks(ids):
+            for port_id, subnet_id, ip in session.execute(
+                    select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address)
+                    .where(IPAllocation.port_id.in_(part))):
+                ips.setdefault(port_id, []).append((":" in ip, subnet_id, ip))
+        out = []
+        for row in rows:
+            item = standard_fields(row, tags.get(row.id, []))
+            allocations = sorted(ips.get(row.id, []))
+            item.update({
+                "network_id": row.network_id,
+                "admin_state_up": row.admin_state_up,
+                "mac_address": row.mac_address,
+                "fixed_ips": [{"subnet_id": s, "ip_address": ip} for _, s, ip in allocations],
+                "device_id": row.device_id,
+                "device_owner": row.device_owner,
+                "status": row.status,
+                "port_security_enabled": row.port_security_enabled,
+                "allowed_address_pairs": list(row.allowed_address_pairs or []),
+                "extra_dhcp_opts": list(row.extra_dhcp_opts or []),
+                "binding:host_id": row.binding_host_id,
+                "binding:profile": dict(row.binding_profile or {}),
+                "binding:vif_type": row.binding_vif_type,
+                "binding:vif_details": dict(row.binding_vif_details or {}),
+                "binding:vnic_type": row.binding_vnic_type,
+                "ip_allocation": "immediate",
+            })
+            out.append(item)
+        return out
+
+    # --- validation shared by create and update ---------------------------------------------
+
+    def _check_privileged(self, ctx: RequestContext, network: Network, body: dict,
+                          action: str) -> None:
+        """Fields only admins and the network's owner may set (Neutron's default policy)."""
+        if ctx.is_admin or network.project_id == ctx.project_id:
+            return
+        if body.get("device_owner", "").startswith("network:"):
+            raise errors.PolicyNotAuthorized(action=f"{action}_port:device_owner")
+        if "mac_address" in body:
+            raise errors.PolicyNotAuthorized(action=f"{action}_port:mac_address")
+        if any("ip_address" in entry for entry in body.get("fixed_ips") or []):
+            raise errors.PolicyNotAuthorized(action=f"{action}_port:fixed_ips:ip_address")
+
+    def _check_fixed_ips_shape(self, fixed_ips: list[dict] | None) -> None:
+        if fixed_ips is None:
+            return
+        if len(fixed_ips) > self.max_fixed_ips:
+            raise _invalid("Exceeded maximum amount of fixed ips per port.")
+        seen = set()
+        for entry in fixed_ips:
+            if not entry:
+                raise _invalid("Fixed IP entries need a subnet_id or an ip_address")
+            if "ip_address" in entry:
+                if entry["ip_address"] in seen:
+                    raise _invalid(f"Duplicate IP address '{entry['ip_address']}'")
+                seen.add(entry["ip_address"])
+
+    @staticmethod
+    def _check_security(port_security: bool, pairs: list[dict]) -> None:
+        if not port_security and pairs:
+            raise errors.Conflict("Port Security must be enabled in order to have allowed "
+                                  "address pairs on a port.")
+
+    # --- MAC and IP allocation ---------------------------------------------------------------
+
+    def _mac(self, session: Session, network_id: str, requested: str | None) -> str:
+        def taken(mac: str) -> bool:
+            return session.scalars(select(Port.id).where(
+                Port.network_id == network_id, Port.mac_address == mac)).first() is not None
+        if requested:
+            if taken(requested):
+                raise errors.MacAddressInUse(net_id=network_id, mac=requested)
+            return requested
+        for _ in range(MAC_TRIES):
+            mac = random_mac(self.base_mac)
+            if not taken(mac):
+                return mac
+        raise errors.MacAddressGenerationFailure(net_id=network_id)
+
+    @staticmethod
+    def _subnets(session: Session, network_id: str) -> list[Subnet]:
+        return list(session.scalars(select(Subnet).where(Subnet.network_id == network_id)
+                                    .order_by(Subnet.created_at, Subnet.id)))
+
+    def _allocate_default(self, session: Session, network: Network, subnets: list[Subnet],
+                          port_id: str, mac: str) -> None:
+        """No fixed_ips requested: one IPv4, one stateful IPv6, and every SLAAC address."""
+        v4 = [s for s in subnets if s.ip_version == 4]
+        v6_stateful = [s for s in subnets if s.ip_version == 6 and not ipam.is_auto_address(s)]
+        for family in (v4, v6_stateful):
+            if not family:
+                continue
+            for subnet in family:
+                ip = ipam.pick_free(session, subnet)
+                if ip is not None:
+                    ipam.claim(session, subnet, ip, port_id)
+                    break
+            else:
+                raise errors.IpAddressGenerationFailure(net_id=network.id)
+        for subnet in subnets:
+            if ipam.is_auto_address(subnet):
+                ipam.claim(session, subnet, ipam.eui64(subnet.cidr, mac), port_id)
+
+    def _allocate_requested(self, session: Session, network: Network, subnets: list[Subnet],
+                            requested: list[dict], port_id: str, mac: str) -> None:
+        by_id = {s.id: s for s in subnets}
+        for entry in requested:
+            subnet_id, ip = entry.get("subnet_id"), entry.get("ip_address")
+            if subnet_id is not None:
+                subnet = by_id.get(subnet_id)
+                if subnet is None:
+                    raise _invalid(f"Failed to create port on network {network.id}, because "
+                                   f"fixed_ips included invalid subnet {subnet_id}")
+            else:
+                subnet = next((s for s in subnets if ipam.is_valid_host(s.cidr, ip)), None)
+                if subnet is None:
+                    raise errors.InvalidIpForNetwork(ip_address=ip)
+            if ip is not None:
+                if not ipam.is_valid_host(subnet.cidr, ip):
+                    raise errors.InvalidIpForSubnet(ip_address=ip)
+                ipam.claim(session, subnet, ip, port_id)
+            elif ipam.is_auto_address(subnet):
+                ipam.claim(session, subnet, ipam.eui64(subnet.cidr, mac), port_id)
+            else:
+                picked = ipam.pick_free(session, subnet)
+                if picked is None:
+                    raise errors.IpAddressGenerationFailure(net_id=network.id)
+                ipam.claim(session, subnet, picked, port_id)
+
+    # --- create -----------------------------------------------------------------------------
+
+    def create(self, ctx: RequestContext, items: list[dict]) -> list[dict]:
+        prepared = []
+        for body in items:
+            owner = owner_for_create(ctx, body, "port")
+            self._check_fixed_ips_shape(body.get("fixed_ips"))
+            prepared.append((owner, body))
+
+        def write(session: Session) -> list[str]:
+            counts: dict[str, int] = {}
+            for owner, _ in prepared:
+                counts[owner] = counts.get(owner, 0) + 1
+            for owner, count in counts.items():
+                self.quotas.enforce(session, owner, {"port": count})
+            return [self._insert(session, ctx, owner, body) for owner, body in prepared]
+
+        ids = self.db.retrying(write)
+        with self.db.read() as session:
+            rows = {r.id: r for r in session.scalars(select(Port).where(Port.id.in_(ids)))}
+            return self.to_dicts(session, [rows[i] for i in ids], ctx)
+
+    def _insert(self, session: Session, ctx: RequestContext, owner: str, body: dict) -> str:
+        network = self.networks.find(session, ctx, body["network_id"])
+        self._check_privileged(ctx, network, body, "create")
+        port_security = body.get("port_security_enabled")
+        if port_security is None:
+            port_security = network.port_security_enabled
+        pairs = body.get("allowed_address_pairs", [])
+        self._check_security(port_security, pairs)
+        port_id = new_id()
+        mac = self._mac(session, network.id, body.get("mac_address"))
+        now = utcnow()
+        host = body.get("binding:host_id", "")
+        port = Port(
+            id=port_id, project_id=owner, network_id=network.id, name=body.get("name", ""),
+            description=body.get("description", ""), mac_address=mac,
+            admin_state_up=body.get("admin_state_up", True), status="DOWN",
+            device_id=body.get("device_id", ""), device_owner=body.get("device_owner", ""),
+            port_security_enabled=port_security, allowed_address_pairs=pairs,
+            extra_dhcp_opts=body.get("extra_dhcp_opts", []), binding_host_id=host,
+            binding_profile=body.get("binding:profile", {}),
+            binding_vnic_type=body.get("binding:vnic_type", "normal"),
+            binding_vif_type="binding_failed" if host else "unbound", binding_vif_details={},
+            created_at=now, updated_at=now, revision_number=1)
+        session.add(port)
+        session.flush()
+        subnets = self._subnets(session, network.id)
+        requested = body.get("fixed_ips")
+        if requested is None:
+            self._allocate_default(session, network, subnets, port_id, mac)
+        else:
+            self._allocate_requested(session, network, subnets, requested, port_id, mac)
+        session.flush()
+        return port_id
+
+    # --- update -----------------------------------------------------------------------------
+
+    def update(self, ctx: RequestContext, port_id: str, changes: dict,
+               if_match: int | None = None) -> dict:
+        self._check_fixed_ips_shape(changes.get("fixed_ips"))
+
+        def write(session: Session) -> None:
+            row = self.find(session, ctx, port_id, for_update=True)
+            self.check_owner(ctx, row, "update")
+            check_if_match(row, if_match)
+            network = session.get(Network, row.network_id)
+            self._check_privileged(ctx, network, changes, "update")
+            port_security = changes.get("port_security_enabled", row.port_security_enabled)
+            pairs = changes.get("allowed_address_pairs", row.allowed_address_pairs)
+            self._check_security(port_security, pairs)
+            if "fixed_ips" in changes:
+                self._update_fixed_ips(session, network, row, changes["fixed_ips"] or [])
+            simple = {"name": "name", "description": "description",
+                      "admin_state_up": "admin_state_up", "device_id": "device_id",
+                      "device_owner": "device_owner",
+                      "port_security_enabled": "port_security_enabled",
+                      "allowed_address_pairs": "allowed_address_pairs",
+                      "extra_dhcp_opts": "extra_dhcp_opts",
+                      "binding:profile": "binding_profile",
+                      "binding:vnic_type": "binding_vnic_type"}
+            for key, column in simple.items():
+                if key in changes:
+                    setattr(row, column, changes[key])
+            if "binding:host_id" in changes:
+                row.binding_host_id = changes["binding:host_id"]
+                row.binding_vif_type = "binding_failed" if row.binding_host_id else "unbound"
+            bump(row)
+        self.db.retrying(write)
+        return self.get(ctx, port_id)
+
+    def _update_fixed_ips(self, session: Session, network: Network, row: Port,
+                          requested: list[dict]) -> None:
+        current = list(session.scalars(select(IPAllocation).where(
+            IPAllocation.port_id == row.id)))
+        keep: list[IPAllocation] = []
+        new: list[dict] = []
+        for entry in requested:
+            match = next((a for a in current if a not in keep and (
+                ("ip_address" in entry and a.ip_address == entry["ip_address"] and
+                 entry.get("subnet_id", a.subnet_id) == a.subnet_id) or
+                ("ip_address" not in entry and entry.get("subnet_id") == a.subnet_id))), None)
+            if match is not None:
+                keep.append(match)
+            else:
+                new.append(entry)
+        for allocation in current:
+            if allocation not in keep:
+                session.delete(allocation)
+        session.flush()
+        if new:
+            self._allocate_requested(session, network, self._subnets(session, network.id),
+                                     new, row.id, row.mac_address)
+
+    # --- delete -----------------------------------------------------------------------------
+
+    def delete(self, ctx: RequestContext, port_id: str, if_match: int | None = None) -> None:
+        def write(session: Session) -> None:
+            row = self.find(session, ctx, port_id, for_update=True)
+            self.check_owner(ctx, row, "delete")
+            check_if_match(row, if_match)
+            session.execute(delete(IPAllocation).where(IPAllocation.port_id == port_id))
+            self.delete_tags(session, port_id)
+            session.delete(row)
+        self.db.retrying(write)
+
