@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -311,6 +312,13 @@ def start_cloud(data_dir: Path) -> Cloud:
 def stop_cloud(data_dir: Path) -> None:
     if data_dir.exists():
         stacklet("down", data_dir=data_dir, check=False)
+
+
+@pytest.fixture(scope="session")
+def stacklet_tools() -> SimpleNamespace:
+    """The helpers above, for tests that manage their own clouds (no import of conftest)."""
+    return SimpleNamespace(start=start_cloud, stop=stop_cloud, run=stacklet, log=server_log,
+                           write_config=write_config, free_port=free_port, Cloud=Cloud)
 
 
 @pytest.fixture(scope="session")
