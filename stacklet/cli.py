@@ -89,6 +89,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"wrote {conf.config_file}")
     passwords = bootstrap.ensure_passwords(conf.data_dir)
     migrate.upgrade(conf.database_url)
+    _warn_schema_drift(conf.database_url)
     bootstrap.bootstrap_identity(conf, passwords)
 
     proc = _server_process(conf)
@@ -135,6 +136,17 @@ def _openstack_command() -> str:
     if local.exists() and (found is None or Path(found).resolve() != local.resolve()):
         return str(local)
     return "openstack"
+
+
+def _warn_schema_drift(url: str) -> None:
+    """Tell developers when the models have tables or columns no migration creates."""
+    from stacklet.store import migrate
+
+    diffs = migrate.schema_differences(url)
+    if diffs:
+        print(f"warning: the database schema differs from the models in {len(diffs)} places "
+              f"(first: {diffs[0]!r}); run scripts/regen-initial-migration or add a migration "
+              f"with `stacklet db revision`", file=sys.stderr)
 
 
 def _print_usage(conf: Config) -> None:

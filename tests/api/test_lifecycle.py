@@ -210,3 +210,17 @@ def test_stop_escalates_to_sigkill_and_ignores_recycled_pids(tmp_path: Path) -> 
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+def test_migrations_create_exactly_the_models(tmp_path: Path) -> None:
+    from stacklet.store import migrate
+
+    url = f"sqlite:///{tmp_path}/schema.db"
+    migrate.upgrade(url)
+    assert migrate.current_revision(url) == migrate.head_revision()
+    diffs = migrate.schema_differences(url)
+    assert not diffs, ("the models differ from the migrations; run "
+                       f"scripts/regen-initial-migration: {diffs}")
+    migrate.downgrade(url, "base")
