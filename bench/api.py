@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Networking API latency and throughput, against a real server started with `stacklet up`.
+
+    .venv/bin/python bench/api.py [--ports 10000] [--out bench/results/api.json]
+
+Measures p50/p95 of network, subnet and port create, port show, port list with 1,000 and
+10,000 ports, port delete, and port-create throughput with 8 concurrent clients. Everything runs
+on loopback against a private data directory that is removed afterwards. Not a test: it writes
+figures, it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+BIN = Path(sys.executable).parent
+NET = "/networking/v2.0"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentiles(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]  # noqa: E731
+    return {"n": len(ordered), "p50_ms": round(pick(0.50) * 1000, 2),
+            "p95_ms": round(pick(0.95) * 1000, 2), "mean_ms": round(statistics.mean(ordered) * 1000, 2)}
+
+
+class Bench:
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.token = token
+        self.http = httpx.Client(base_url=url, headers={"X-Auth-Token": token}, timeout=120)
+
+    def call(self, method: str, path: str, expect: int, **kwargs) -> tuple[float, httpx.Response]:
+        start = time.perf_counter()
+        response = self.http.request(method, path, **kwargs)
+        elapsed = time.perf_counter() - start
+        if response.status_code != expect:
+            raise SystemExit(f"{method} {path}: {response.status_code} {response.text[:300]}")
+        return elapsed, response
+
+    def timed(self, n: int, method: str, path_fn, expect: int, body_fn=None) -> tuple[list, list]:
+        samples, responses = [], []
+        for i in range(n):
+            kwargs = {"json": body_fn(i)} if body_fn else {}
+            elapsed, response = self.call(method, path_fn(i), expect, **kwargs)
+            samples.append(elapsed)
+            responses.append(response)
+        return samples, responses
+
+
+def start_cloud(data_dir: Path) -> tuple[str, str]:
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "stacklet.conf").write_text(
+        f"[DEFAULT]\nbind_port = {port}\n[quotas]\nquota_port = -1\nquota_network = -1\n"
+        f"quota_subnet = -1\n")
+    subprocess.run([str(BIN / "stacklet"), "up", "--data-dir", str(data_dir)], check=True,
+                   stdout=subprocess.DEVNULL)
+    clouds = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"]["stacklet-admin"]
+    auth = clouds["auth"]
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": auth["username"], "password": auth["password"], "domain": {"name": "Default"}}}},
+        "scope": {"project": {"name": auth["project_name"], "domain": {"name": "Default"}}}}}
+    url = f"http://127.0.0.1:{port}"
+    response = httpx.post(f"{url}/identity/v3/auth/tokens", json=body, timeout=60)
+    response.raise_for_status()
+    return url, response.headers["x-subject-token"]
+
+
+def run(bench: Bench, total_ports: int) -> dict:
+    results: dict = {}
+    samples, responses = bench.timed(
+        100, "POST", lambda i: f"{NET}/networks", 201, lambda i: {"network": {"name": f"n{i}"}})
+    results["network_create"] = percentiles(samples)
+    nets = [r.json()["network"]["id"] for r in responses]
+    samples, responses = bench.timed(
+        100, "POST", lambda i: f"{NET}/subnets", 201,
+        lambda i: {"subnet": {"network_id": nets[i], "ip_version": 4,
+                              "cidr": "10.0.0.0/16" if i == 0 else f"10.{i}.0.0/24"}})
+    results["subnet_create"] = percentiles(samples)
+    net = nets[0]
+    samples, responses = bench.timed(
+        1000, "POST", lambda i: f"{NET}/ports", 201,
+        lambda i: {"port": {"network_id": net, "name": f"p{i}"}})
+    results["port_create"] = percentiles(samples)
+    ports = [r.json()["port"]["id"] for r in responses]
+    samples, _ = bench.timed(500, "GET", lambda i: f"{NET}/ports/{ports[i]}", 200)
+    results["port_show"] = percentiles(samples)
+    samples, _ = bench.timed(20, "GET", lambda i: f"{NET}/ports", 200)
+    results["port_list_1000"] = percentiles(samples)
+
+    results["port_create_8_clients"] = concurrent_creates(bench, net, clients=8, each=125)
+
+    existing = 1000 + 8 * 125
+    while existing < total_ports:
+        batch = min(200, total_ports - existing)
+        bench.call("POST", f"{NET}/ports", 201, json={"ports": [
+            {"network_id": net} for _ in range(batch)]})
+        existing += batch
+    samples, responses = bench.timed(10, "GET", lambda i: f"{NET}/ports", 200)
+    results[f"port_list_{total_ports}"] = percentiles(samples)
+    results[f"port_list_{total_ports}"]["count"] = len(responses[-1].json()["ports"])
+    samples, _ = bench.timed(500, "DELETE", lambda i: f"{NET}/ports/{ports[i]}", 204)
+    results["port_delete"] = percentiles(samples)
+    return results
+
+
+def concurrent_creates(bench: Bench, net: str, clients: int, each: int) -> dict:
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        client = httpx.Client(base_url=bench.url, headers={"X-Auth-Token": bench.token},
+                              timeout=120)
+        for _ in range(each):
+            start = time.perf_counter()
+            response = client.post(f"{NET}/ports", json={"port": {"network_id": net}})
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+                if response.status_code != 201:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    out = percentiles(latencies)
+    out.update({"clients": clients, "requests": clients * each, "failures": len(failures),
+                "wall_s": round(wall, 2), "throughput_per_s": round(clients * each / wall, 1)})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ports", type=int, default=10000, help="ports for the large list")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "api.json"))
+    args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="stacklet-bench-"))
+    try:
+        url, token = start_cloud(data_dir)
+        results = run(Bench(url, token), args.ports)
+    finally:
+        subprocess.run([str(BIN / "stacklet"), "down", "--data-dir", str(data_dir)],
+                       stdout=subprocess.DEVNULL, check=False)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    report = {
+        "benchmark": "api",
+        "database": "sqlite",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "targets": {"port_create_p50_ms": 10, "port_list_1000_ms": 100,
+                    "port_list_10000_ms": 1000},
+        "results": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
