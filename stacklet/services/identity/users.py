@@ -31,8 +31,8 @@ def _password_bytes(password: str) -> bytes:
     return password.encode()[:BCRYPT_MAX_BYTES]
 
 
-def hash_password(password: str, rounds: int = BCRYPT_ROUNDS) -> str:
-    return bcrypt.hashpw(_password_bytes(password), bcrypt.gensalt(rounds)).decode()
+def hash_password(password: str) -> str:
+    return bcrypt.hashpw(_password_bytes(password), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
 
 
 # Compared against when the user has no password, so that a miss costs as long as a hit.
