@@ -39,6 +39,11 @@ UP_TIMEOUT = 90
 CLI_TIMEOUT = 120
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # openstacksdk's own deprecation notices about its internals are not ours to fix
+    config.addinivalue_line("filterwarnings", r"ignore::DeprecationWarning:openstack(\..*)?")
+
+
 def unique_name(prefix: str = "test") -> str:
     """A name no other test (or earlier run) uses."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 02:58:41.544969
+Create Date: 2026-11-22 03:09:27.077983
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def upgrade() -> None:
     sa.Column('project_id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.Column('revision_number', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_networks'))
     )
@@ -206,8 +206,8 @@ def upgrade() -> None:
     sa.Column('project_id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.Column('revision_number', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['network_id'], ['networks.id'], name=op.f('fk_ports_network_id_networks')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ports')),
@@ -235,8 +235,8 @@ def upgrade() -> None:
     sa.Column('project_id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.Column('revision_number', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['network_id'], ['networks.id'], name=op.f('fk_subnets_network_id_networks')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_subnets'))
