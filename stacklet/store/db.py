@@ -18,11 +18,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+import orjson
 from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 class RetryableConflict(Exception):
@@ -47,7 +52,8 @@ class Database:
         self.url = url
         self.max_retries = max_retries
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict = {"echo": echo, "future": True}
+        kwargs: dict = {"echo": echo, "json_serializer": _json_dumps,
+                        "json_deserializer": orjson.loads}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30,
                                       "isolation_level": None}

@@ -8,9 +8,9 @@ ports costs a handful of queries, not 10,000).
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 from sqlalchemy import ColumnElement, and_, delete, false, func, not_, or_, select
@@ -21,7 +21,7 @@ from stacklet.config import Config
 from stacklet.context import RequestContext
 from stacklet.resources.attributes import Resource
 from stacklet.store.db import Database
-from stacklet.store.models.base import utcnow
+from stacklet.store.models.base import isotime
 from stacklet.store.models.network import Tag
 
 CHUNK = 900  # ids per IN (...) list; stays far below every database's parameter limit
@@ -30,10 +30,6 @@ CHUNK = 900  # ids per IN (...) list; stays far below every database's parameter
 def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def timestamp(value: datetime.datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 @dataclass
@@ -56,15 +52,15 @@ def standard_fields(row: Any, tags: list[str]) -> dict:
         "project_id": row.project_id,
         "tenant_id": row.project_id,
         "tags": tags,
-        "created_at": timestamp(row.created_at),
-        "updated_at": timestamp(row.updated_at),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
         "revision_number": row.revision_number,
     }
 
 
 def bump(row: Any) -> None:
     row.revision_number = (row.revision_number or 0) + 1
-    row.updated_at = utcnow()
+    row.updated_at = isotime()
 
 
 def check_if_match(row: Any, if_match: int | None) -> None:
@@ -155,13 +151,17 @@ class Collection:
     def list(self, ctx: RequestContext, query: ListQuery) -> list[dict]:
         with self.db.read() as session:
             stmt = self._list_statement(session, ctx, query)
-            rows = session.scalars(stmt).all()
+            result = session.execute(stmt)
+            keys = list(result.keys())
+            # Attribute access on SQLAlchemy rows costs microseconds; on a namespace, nanoseconds.
+            rows = [SimpleNamespace(**dict(zip(keys, r))) for r in result.tuples()]
             if query.page_reverse:
                 rows = list(reversed(rows))
             return self.to_dicts(session, rows, ctx)
 
     def _list_statement(self, session: Session, ctx: RequestContext, query: ListQuery):  # noqa: ANN202
-        stmt = select(self.model)
+        # Plain rows, not ORM objects: a list of 10,000 is read several times faster.
+        stmt = select(self.model.__table__)
         visible = self.visible_clause(ctx)
         if visible is not None:
             stmt = stmt.where(visible)
@@ -223,12 +223,18 @@ class Collection:
 
     # --- tags -------------------------------------------------------------------------------
 
-    @staticmethod
-    def load_tags(session: Session, ids: Sequence[str]) -> dict[str, list[str]]:
+    def load_tags(self, session: Session, ids: Sequence[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
-        for part in chunks(ids):
+        columns = select(Tag.resource_id, Tag.tag)
+        if len(ids) > CHUNK:
+            # Many resources: read every tag of this kind once, keep the ones asked for.
+            wanted = set(ids)
             for rid, tag in session.execute(
-                    select(Tag.resource_id, Tag.tag).where(Tag.resource_id.in_(part))):
+                    columns.where(Tag.resource_type == self.resource.singular)):
+                if rid in wanted:
+                    found.setdefault(rid, []).append(tag)
+        elif ids:
+            for rid, tag in session.execute(columns.where(Tag.resource_id.in_(ids))):
                 found.setdefault(rid, []).append(tag)
         for tags in found.values():
             tags.sort()

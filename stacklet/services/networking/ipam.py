@@ -19,7 +19,8 @@ from stacklet import errors
 from stacklet.store.models.network import IPAllocation, Subnet
 
 SAMPLE = 16          # free addresses to choose among when scanning
-RANDOM_TRIES = 16    # random probes before falling back to a scan
+QUICK_PROBES = 3     # random probes before asking how full the subnet is
+RANDOM_TRIES = 16    # further random probes while it is less than half full
 
 
 # --- pure arithmetic -------------------------------------------------------------------------
@@ -106,6 +107,14 @@ def _exists(session: Session, subnet_id: str, ip: str) -> bool:
         IPAllocation.subnet_id == subnet_id, IPAllocation.ip_address == ip)).first() is not None
 
 
+def _nth_address(bounds: list[tuple[int, int]], offset: int, version: int) -> str:
+    for low, high in bounds:
+        if offset <= high - low:
+            return str(netaddr.IPAddress(low + offset, version))
+        offset -= high - low + 1
+    raise IndexError(offset)
+
+
 def pick_free(session: Session, subnet: Subnet, exclude: set[str] = frozenset()) -> str | None:
     """A free address from the subnet's pools, or None when they are exhausted."""
     bounds = pool_bounds(subnet.allocation_pools)
@@ -113,18 +122,15 @@ def pick_free(session: Session, subnet: Subnet, exclude: set[str] = frozenset())
     if total <= 0:
         return None
     version = subnet.ip_version
-    used_count = session.scalar(select(func.count()).select_from(IPAllocation).where(
-        IPAllocation.subnet_id == subnet.id)) or 0
-    if used_count < total // 2:
-        for _ in range(RANDOM_TRIES):
-            offset = random.randrange(total)
-            for low, high in bounds:
-                if offset <= high - low:
-                    ip = str(netaddr.IPAddress(low + offset, version))
-                    break
-                offset -= high - low + 1
-            if ip not in exclude and not _exists(session, subnet.id, ip):
-                return ip
+    for probe in range(QUICK_PROBES + RANDOM_TRIES):
+        if probe == QUICK_PROBES:
+            used_count = session.scalar(select(func.count()).select_from(IPAllocation).where(
+                IPAllocation.subnet_id == subnet.id)) or 0
+            if used_count >= total // 2:
+                break
+        ip = _nth_address(bounds, random.randrange(total), version)
+        if ip not in exclude and not _exists(session, subnet.id, ip):
+            return ip
     used = {int(netaddr.IPAddress(ip)) for ip in session.scalars(
         select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet.id))}
     used |= {int(netaddr.IPAddress(ip)) for ip in exclude}
@@ -142,9 +148,15 @@ def pick_free(session: Session, subnet: Subnet, exclude: set[str] = frozenset())
     return str(netaddr.IPAddress(random.choice(free), version))
 
 
-def claim(session: Session, subnet: Subnet, ip: str, port_id: str) -> None:
-    """Record an allocation; a taken address is IpAddressAlreadyAllocated (409)."""
-    if _exists(session, subnet.id, ip):
+def claim(session: Session, subnet: Subnet, ip: str, port_id: str,
+          known_free: bool = False) -> tuple[str, str]:
+    """Record an allocation; a taken address is IpAddressAlreadyAllocated (409).
+
+    ``known_free`` skips the check for an address ``pick_free`` just found free in this
+    transaction; if another transaction takes it first, the primary key stops the insert and the
+    transaction is retried."""
+    if not known_free and _exists(session, subnet.id, ip):
         raise errors.IpAddressAlreadyAllocated(ip=ip, subnet_id=subnet.id)
     session.add(IPAllocation(subnet_id=subnet.id, ip_address=ip, port_id=port_id,
                              network_id=subnet.network_id))
+    return subnet.id, ip

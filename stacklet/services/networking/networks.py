@@ -19,7 +19,7 @@ from stacklet.services.networking import segments
 from stacklet.services.networking.common import (
     Collection, bump, check_if_match, chunks, owner_for_create, standard_fields,
 )
-from stacklet.store.models.base import new_id, utcnow
+from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
 
 # Ports that exist only to serve a network and go away with it (Neutron's AUTO_DELETE owners).
@@ -145,7 +145,7 @@ class NetworkService(Collection):
     def _insert(self, session: Session, owner: str, request: segments.SegmentRequest | None,
                 body: dict) -> Network:
         net_id = new_id()
-        now = utcnow()
+        now = isotime()
         network = Network(
             id=net_id, project_id=owner, name=body.get("name", ""),
             description=body.get("description", ""),

@@ -19,19 +19,41 @@ from stacklet.context import RequestContext
 from stacklet.resources.networking import PORT
 from stacklet.services.networking import ipam
 from stacklet.services.networking.common import (
-    Collection, bump, check_if_match, chunks, owner_for_create, standard_fields,
+    CHUNK, Collection, bump, check_if_match, chunks, owner_for_create, standard_fields,
 )
-from stacklet.store.models.base import new_id, utcnow
+from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.network import IPAllocation, Network, Port, Subnet
-
-MAC_TRIES = 16
-
 
 def random_mac(base_mac: str) -> str:
     """A MAC with the base's first three octets and three random ones (Neutron's default)."""
     octets = base_mac.split(":")[:3]
     octets += [f"{random.randint(0, 255):02x}" for _ in range(3)]
     return ":".join(octets)
+
+
+def port_dict(row: Port, allocations: Sequence[tuple[str, str]], tags: list[str]) -> dict:
+    """The API form of a port; allocations are (subnet_id, ip_address) pairs."""
+    if len(allocations) > 1:  # IPv4 first, then by subnet and address
+        allocations = sorted(allocations, key=lambda a: (":" in a[1], a[0], a[1]))
+    return {
+        **standard_fields(row, tags),
+        "network_id": row.network_id,
+        "admin_state_up": row.admin_state_up,
+        "mac_address": row.mac_address,
+        "fixed_ips": [{"subnet_id": s, "ip_address": ip} for s, ip in allocations],
+        "device_id": row.device_id,
+        "device_owner": row.device_owner,
+        "status": row.status,
+        "port_security_enabled": row.port_security_enabled,
+        "allowed_address_pairs": row.allowed_address_pairs or [],
+        "extra_dhcp_opts": row.extra_dhcp_opts or [],
+        "binding:host_id": row.binding_host_id,
+        "binding:profile": row.binding_profile or {},
+        "binding:vif_type": row.binding_vif_type,
+        "binding:vif_details": row.binding_vif_details or {},
+        "binding:vnic_type": row.binding_vnic_type,
+        "ip_allocation": "immediate",
+    }
 
 
 def _invalid(message: str) -> errors.InvalidInput:
@@ -79,36 +101,19 @@ class PortService(Collection):
                  ctx: RequestContext) -> list[dict]:
         ids = [r.id for r in rows]
         tags = self.load_tags(session, ids)
-        ips: dict[str, list[tuple]] = {}
-        for part in chunks(ids):
-            for port_id, subnet_id, ip in session.execute(
-                    select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address)
-                    .where(IPAllocation.port_id.in_(part))):
-                ips.setdefault(port_id, []).append((":" in ip, subnet_id, ip))
-        out = []
-        for row in rows:
-            item = standard_fields(row, tags.get(row.id, []))
-            allocations = sorted(ips.get(row.id, []))
-            item.update({
-                "network_id": row.network_id,
-                "admin_state_up": row.admin_state_up,
-                "mac_address": row.mac_address,
-                "fixed_ips": [{"subnet_id": s, "ip_address": ip} for _, s, ip in allocations],
-                "device_id": row.device_id,
-                "device_owner": row.device_owner,
-                "status": row.status,
-                "port_security_enabled": row.port_security_enabled,
-                "allowed_address_pairs": list(row.allowed_address_pairs or []),
-                "extra_dhcp_opts": list(row.extra_dhcp_opts or []),
-                "binding:host_id": row.binding_host_id,
-                "binding:profile": dict(row.binding_profile or {}),
-                "binding:vif_type": row.binding_vif_type,
-                "binding:vif_details": dict(row.binding_vif_details or {}),
-                "binding:vnic_type": row.binding_vnic_type,
-                "ip_allocation": "immediate",
-            })
-            out.append(item)
-        return out
+        columns = select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address)
+        if len(ids) > CHUNK:
+            # Many ports: read their networks' allocations whole rather than by id chunks.
+            networks = sorted({r.network_id for r in rows})
+            queries = [columns.where(IPAllocation.network_id.in_(part))
+                       for part in chunks(networks)]
+        else:
+            queries = [columns.where(IPAllocation.port_id.in_(ids))] if ids else []
+        ips: dict[str, list[tuple[str, str]]] = {}
+        for query in queries:
+            for port_id, subnet_id, ip in session.execute(query):
+                ips.setdefault(port_id, []).append((subnet_id, ip))
+        return [port_dict(row, ips.get(row.id, ()), tags.get(row.id, [])) for row in rows]
 
     # --- validation shared by create and update ---------------------------------------------
 
@@ -147,18 +152,15 @@ class PortService(Collection):
     # --- MAC and IP allocation ---------------------------------------------------------------
 
     def _mac(self, session: Session, network_id: str, requested: str | None) -> str:
-        def taken(mac: str) -> bool:
-            return session.scalars(select(Port.id).where(
-                Port.network_id == network_id, Port.mac_address == mac)).first() is not None
-        if requested:
-            if taken(requested):
-                raise errors.MacAddressInUse(net_id=network_id, mac=requested)
-            return requested
-        for _ in range(MAC_TRIES):
-            mac = random_mac(self.base_mac)
-            if not taken(mac):
-                return mac
-        raise errors.MacAddressGenerationFailure(net_id=network_id)
+        """The requested MAC if free; else a random one. A random MAC that collides (one in 16
+        million) trips the unique constraint and the transaction is retried with a new one."""
+        if not requested:
+            return random_mac(self.base_mac)
+        taken = session.scalars(select(Port.id).where(
+            Port.network_id == network_id, Port.mac_address == requested)).first()
+        if taken is not None:
+            raise errors.MacAddressInUse(net_id=network_id, mac=requested)
+        return requested
 
     @staticmethod
     def _subnets(session: Session, network_id: str) -> list[Subnet]:
@@ -166,8 +168,9 @@ class PortService(Collection):
                                     .order_by(Subnet.created_at, Subnet.id)))
 
     def _allocate_default(self, session: Session, network: Network, subnets: list[Subnet],
-                          port_id: str, mac: str) -> None:
+                          port_id: str, mac: str) -> list[tuple[str, str]]:
         """No fixed_ips requested: one IPv4, one stateful IPv6, and every SLAAC address."""
+        out: list[tuple[str, str]] = []
         v4 = [s for s in subnets if s.ip_version == 4]
         v6_stateful = [s for s in subnets if s.ip_version == 6 and not ipam.is_auto_address(s)]
         for family in (v4, v6_stateful):
@@ -176,17 +179,20 @@ class PortService(Collection):
             for subnet in family:
                 ip = ipam.pick_free(session, subnet)
                 if ip is not None:
-                    ipam.claim(session, subnet, ip, port_id)
+                    out.append(ipam.claim(session, subnet, ip, port_id, known_free=True))
                     break
             else:
                 raise errors.IpAddressGenerationFailure(net_id=network.id)
         for subnet in subnets:
             if ipam.is_auto_address(subnet):
-                ipam.claim(session, subnet, ipam.eui64(subnet.cidr, mac), port_id)
+                out.append(ipam.claim(session, subnet, ipam.eui64(subnet.cidr, mac), port_id))
+        return out
 
     def _allocate_requested(self, session: Session, network: Network, subnets: list[Subnet],
-                            requested: list[dict], port_id: str, mac: str) -> None:
+                            requested: list[dict], port_id: str,
+                            mac: str) -> list[tuple[str, str]]:
         by_id = {s.id: s for s in subnets}
+        out: list[tuple[str, str]] = []
         for entry in requested:
             subnet_id, ip = entry.get("subnet_id"), entry.get("ip_address")
             if subnet_id is not None:
@@ -201,14 +207,15 @@ class PortService(Collection):
             if ip is not None:
                 if not ipam.is_valid_host(subnet.cidr, ip):
                     raise errors.InvalidIpForSubnet(ip_address=ip)
-                ipam.claim(session, subnet, ip, port_id)
+                out.append(ipam.claim(session, subnet, ip, port_id))
             elif ipam.is_auto_address(subnet):
-                ipam.claim(session, subnet, ipam.eui64(subnet.cidr, mac), port_id)
+                out.append(ipam.claim(session, subnet, ipam.eui64(subnet.cidr, mac), port_id))
             else:
                 picked = ipam.pick_free(session, subnet)
                 if picked is None:
                     raise errors.IpAddressGenerationFailure(net_id=network.id)
-                ipam.claim(session, subnet, picked, port_id)
+                out.append(ipam.claim(session, subnet, picked, port_id, known_free=True))
+        return out
 
     # --- create -----------------------------------------------------------------------------
 
@@ -219,7 +226,7 @@ class PortService(Collection):
             self._check_fixed_ips_shape(body.get("fixed_ips"))
             prepared.append((owner, body))
 
-        def write(session: Session) -> list[str]:
+        def write(session: Session) -> list[dict]:
             counts: dict[str, int] = {}
             for owner, _ in prepared:
                 counts[owner] = counts.get(owner, 0) + 1
@@ -227,12 +234,10 @@ class PortService(Collection):
                 self.quotas.enforce(session, owner, {"port": count})
             return [self._insert(session, ctx, owner, body) for owner, body in prepared]
 
-        ids = self.db.retrying(write)
-        with self.db.read() as session:
-            rows = {r.id: r for r in session.scalars(select(Port).where(Port.id.in_(ids)))}
-            return self.to_dicts(session, [rows[i] for i in ids], ctx)
+        return self.db.retrying(write)
 
-    def _insert(self, session: Session, ctx: RequestContext, owner: str, body: dict) -> str:
+    def _insert(self, session: Session, ctx: RequestContext, owner: str, body: dict) -> dict:
+        """Insert one port with its MAC and addresses; returns its API form."""
         network = self.networks.find(session, ctx, body["network_id"])
         self._check_privileged(ctx, network, body, "create")
         port_security = body.get("port_security_enabled")
@@ -242,7 +247,7 @@ class PortService(Collection):
         self._check_security(port_security, pairs)
         port_id = new_id()
         mac = self._mac(session, network.id, body.get("mac_address"))
-        now = utcnow()
+        now = isotime()
         host = body.get("binding:host_id", "")
         port = Port(
             id=port_id, project_id=owner, network_id=network.id, name=body.get("name", ""),
@@ -256,15 +261,15 @@ class PortService(Collection):
             binding_vif_type="binding_failed" if host else "unbound", binding_vif_details={},
             created_at=now, updated_at=now, revision_number=1)
         session.add(port)
-        session.flush()
         subnets = self._subnets(session, network.id)
         requested = body.get("fixed_ips")
         if requested is None:
-            self._allocate_default(session, network, subnets, port_id, mac)
+            allocations = self._allocate_default(session, network, subnets, port_id, mac)
         else:
-            self._allocate_requested(session, network, subnets, requested, port_id, mac)
+            allocations = self._allocate_requested(session, network, subnets, requested,
+                                                   port_id, mac)
         session.flush()
-        return port_id
+        return port_dict(port, allocations, [])
 
     # --- update -----------------------------------------------------------------------------
 

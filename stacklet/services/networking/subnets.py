@@ -16,7 +16,7 @@ from stacklet.services.networking.common import (
     Collection, bump, check_if_match, owner_for_create, standard_fields,
 )
 from stacklet.services.networking.networks import AUTO_DELETE_OWNERS
-from stacklet.store.models.base import new_id, utcnow
+from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.network import IPAllocation, Network, Port, Subnet
 
 
@@ -191,7 +191,7 @@ class SubnetService(Collection):
             if existing.version == new.version and (new in existing or existing in new):
                 raise _invalid(f"Requested subnet with cidr: {values['cidr']} for network: "
                                f"{network.id} overlaps with another subnet")
-        now = utcnow()
+        now = isotime()
         subnet = Subnet(id=new_id(), created_at=now, updated_at=now, revision_number=1,
                         **values)
         session.add(subnet)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 03:09:27.077983
+Create Date: 2026-11-22 03:10:17.372911
 """
 
 from __future__ import annotations
