@@ -153,6 +153,13 @@ def test_cli_token_issue(cloud: Any, admin: Admin) -> None:
     assert response.json()["token"]["user"]["name"] == "admin"
 
 
+def test_cli_token_revoke(cloud: Any) -> None:
+    token = osc(cloud, "token", "issue", cloud_name="stacklet")["id"]
+    assert cloud.request("GET", f"{V3}/auth/projects", token=token).status_code == 200
+    cloud.openstack("token", "revoke", token, cloud_name="stacklet")
+    expect_error(cloud.request("GET", f"{V3}/auth/projects", token=token), 401)
+
+
 def test_cli_catalog_list(cloud: Any) -> None:
     catalog = {entry["Type"]: entry for entry in osc(cloud, "catalog", "list")}
     assert set(catalog) >= {"identity", "network", "compute", "image"}

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 
 from stacklet import errors
 from stacklet.services.identity import tokencache
 from stacklet.services.identity.tokencache import Scope, TokenCache, TokenInfo
-from stacklet.services.identity.tokens import (DEFAULT, ScopeRequest, parse_auth, parse_scope,
-                                               token_body)
+from stacklet.services.identity.tokens import (DEFAULT, ScopeRequest, new_token_id, parse_auth,
+                                               parse_scope, token_body)
 
 ISSUED = datetime.datetime(2025, 1, 1, 0, 0, 0)
 EXPIRES = datetime.datetime(2099, 1, 1, 0, 0, 0)
@@ -241,3 +242,10 @@ def test_cache_evicts_when_full(clock: Clock) -> None:
         cache.put(f"T{i}", info(), cache.generation)
     assert len(cache) <= 10
     assert cache.get("T24") is not None
+
+
+def test_token_ids_are_long_urlsafe_and_never_look_like_options() -> None:
+    ids = {new_token_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(t) == 43 and not t.startswith("-") for t in ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", t) for t in ids)

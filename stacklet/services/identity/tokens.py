@@ -155,6 +155,15 @@ def token_body(info: TokenInfo, catalog: list[dict[str, Any]] | None = None) -> 
     return {"token": token}
 
 
+def new_token_id() -> str:
+    """256 random bits, URL-safe, never starting with "-" (which a CLI would read as an option,
+    e.g. ``openstack token revoke <id>``)."""
+    while True:
+        token_id = secrets.token_urlsafe(32)
+        if not token_id.startswith("-"):
+            return token_id
+
+
 def hash_token(token_id: str) -> str:
     return hashlib.sha256(token_id.encode()).hexdigest()
 
@@ -198,7 +207,7 @@ class TokenManager:
             kind, target = self._scope_target(session, user_id, request.scope)
             info = self._token_info(session, user_id, kind, target, tuple(methods), audit_ids,
                                     now, expires_at)
-        token_id = secrets.token_urlsafe(32)
+        token_id = new_token_id()
         row = Token(id_hash=hash_token(token_id), user_id=user_id,
                     project_id=target if kind == PROJECT else None,
                     domain_id=target if kind == DOMAIN else None, system=kind == SYSTEM,
