@@ -64,10 +64,6 @@ class IdentityService:
         """A project as Keystone shows it; ``errors.NotFound`` if there is none."""
         return self.projects.get(project_id)
 
-    def find_project(self, name: str, domain_id: str = DEFAULT_DOMAIN_ID) -> dict[str, Any] | None:
-        found = self.projects.list({"name": name, "domain_id": domain_id})
-        return found[0] if found else None
-
     # --- tokens -------------------------------------------------------------------------------
 
     def issue_token(self, body: Any) -> tuple[str, TokenInfo]:

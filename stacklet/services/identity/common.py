@@ -31,10 +31,6 @@ def duplicate(kind: str, name: str) -> errors.Conflict:
                            f"found with name {name}.")
 
 
-def forbidden(message: str) -> errors.Forbidden:
-    return errors.Forbidden(message)
-
-
 def invalid(message: str) -> errors.ValidationError:
     return errors.ValidationError(message)
 

@@ -61,16 +61,6 @@ def get_project(session: Session, project_id: str) -> Project:
     return project
 
 
-def find_domain(session: Session, *, id: str | None = None, name: str | None = None) -> Domain:
-    """A domain by id or by name (as auth requests name them); NotFound when there is none."""
-    if id is not None:
-        return get_domain(session, id)
-    domain = session.scalar(select(Domain).where(Domain.name == name))
-    if domain is None:
-        raise common.not_found("domain", str(name))
-    return domain
-
-
 def match_tags(tags: list[str], filters: dict[str, str]) -> bool:
     """Keystone's tag filters: tags (all of), tags-any, not-tags, not-tags-any."""
     have = set(tags)

@@ -179,17 +179,6 @@ class UserManager:
         self._db.retrying(txn)
         self._cache.drop_user(user_id)
 
-    def lookup(self, *, id: str | None = None, name: str | None = None,
-               domain_id: str | None = None) -> tuple[dict, str | None] | None:
-        """A user (with its password hash) by id, or by name in a domain; None if unknown."""
-        with self._db.read() as session:
-            if id is not None:
-                user = session.get(User, id)
-            else:
-                user = session.scalar(select(User).where(User.name == name,
-                                                         User.domain_id == domain_id))
-            return (user_dict(user), user.password_hash) if user is not None else None
-
     # --- groups -------------------------------------------------------------------------------
 
     def list_groups(self, filters: dict[str, str] | None = None,
