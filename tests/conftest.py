@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +43,14 @@ CLI_TIMEOUT = 120
 def pytest_configure(config: pytest.Config) -> None:
     # openstacksdk's own deprecation notices about its internals are not ours to fix
     config.addinivalue_line("filterwarnings", r"ignore::DeprecationWarning:openstack(\..*)?")
+    # `timeout` and CI runners stop tests with SIGTERM: turn it into an interrupt so fixture
+    # finalizers still run and no stacklet server outlives the session
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def unique_name(prefix: str = "test") -> str:
