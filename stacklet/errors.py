@@ -220,6 +220,10 @@ class InvalidSharedSetting(Conflict):
               "are using it."
 
 
+class AddressPairAndPortSecurityRequired(Conflict):
+    message = "Port Security must be enabled in order to have allowed address pairs on a port."
+
+
 class PortBindingError(StackletError):
     status = 500
     message = "Binding failed for port {port_id}."

@@ -146,8 +146,13 @@ class PortService(Collection):
     @staticmethod
     def _check_security(port_security: bool, pairs: list[dict]) -> None:
         if not port_security and pairs:
-            raise errors.Conflict("Port Security must be enabled in order to have allowed "
-                                  "address pairs on a port.")
+            raise errors.AddressPairAndPortSecurityRequired()
+
+    @staticmethod
+    def _pairs_with_mac(pairs: list[dict], mac: str) -> list[dict]:
+        """A pair without a MAC stands for the port's own MAC, as Neutron stores it."""
+        return [{"ip_address": p["ip_address"], "mac_address": p.get("mac_address") or mac}
+                for p in pairs]
 
     # --- MAC and IP allocation ---------------------------------------------------------------
 
@@ -247,6 +252,7 @@ class PortService(Collection):
         self._check_security(port_security, pairs)
         port_id = new_id()
         mac = self._mac(session, network.id, body.get("mac_address"))
+        pairs = self._pairs_with_mac(pairs, mac)
         now = isotime()
         host = body.get("binding:host_id", "")
         port = Port(
@@ -286,6 +292,8 @@ class PortService(Collection):
             port_security = changes.get("port_security_enabled", row.port_security_enabled)
             pairs = changes.get("allowed_address_pairs", row.allowed_address_pairs)
             self._check_security(port_security, pairs)
+            if "allowed_address_pairs" in changes:
+                changes["allowed_address_pairs"] = self._pairs_with_mac(pairs, row.mac_address)
             if "fixed_ips" in changes:
                 self._update_fixed_ips(session, network, row, changes["fixed_ips"] or [])
             simple = {"name": "name", "description": "description",
