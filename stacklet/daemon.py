@@ -1,8 +1,9 @@
 """Process management for ``stacklet up/down/status``: pidfiles, detached children, health checks.
 
 Processes are only ever addressed by the PID recorded in their pidfile, and only after checking
-that the PID still belongs to the process we started (its command line holds the expected arguments, such as the data directory),
-so a recycled PID is never signalled. Nothing here looks processes up by name.
+that the PID still belongs to the process we started (its command line holds the expected
+arguments, such as the data directory), so a recycled PID is never signalled. Nothing here looks
+processes up by name.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def running_pid(proc: Managed) -> int | None:
     return pid
 
 
-def spawn(proc: Managed, argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn(proc: Managed, argv: Sequence[str],
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``argv`` detached (new session, no terminal), output appended to the log file."""
     proc.logfile.parent.mkdir(parents=True, exist_ok=True)
     with open(proc.logfile, "ab") as log:

@@ -89,7 +89,7 @@ class Result:
             raise CommandError(f"not JSON ({exc}) from {' '.join(self.args)}:\n"
                                f"stdout: {self.stdout}\nstderr: {self.stderr}") from None
 
-    def check(self) -> "Result":
+    def check(self) -> Result:
         if self.returncode != 0:
             raise CommandError(f"{' '.join(self.args)} exited {self.returncode}\n"
                                f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}")
@@ -176,7 +176,7 @@ def _expiry(response: httpx.Response) -> float:
 class ProjectUser:
     """A fresh project with one user holding one role, for isolation tests."""
 
-    cloud: "Cloud"
+    cloud: Cloud
     project_id: str
     project_name: str
     user_id: str
@@ -224,7 +224,7 @@ class Cloud:
         self._keystone = Keystone(self.url)
 
     @classmethod
-    def from_data_dir(cls, data_dir: Path, url: str) -> "Cloud":
+    def from_data_dir(cls, data_dir: Path, url: str) -> Cloud:
         clouds_yaml = data_dir / "clouds.yaml"
         clouds = yaml.safe_load(clouds_yaml.read_text())["clouds"]
         return cls(url=url, data_dir=data_dir, clouds_yaml=clouds_yaml,

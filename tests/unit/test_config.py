@@ -61,7 +61,8 @@ l2_population = off
 
 
 def test_public_host_wins_over_bind_host(tmp_path: Path) -> None:
-    conf = config.load(write(tmp_path, "[DEFAULT]\nbind_port = 1234\npublic_host = cloud.example\n"))
+    conf = config.load(write(tmp_path,
+                             "[DEFAULT]\nbind_port = 1234\npublic_host = cloud.example\n"))
     assert conf.public_url == "http://cloud.example:1234"
 
 
