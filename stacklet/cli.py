@@ -79,52 +79,62 @@ def _bind_problem(host: str, port: int) -> str | None:
 # --- commands -------------------------------------------------------------------------------
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from stacklet.store import migrate
-
     os.umask(0o077)  # the database and logs hold secrets
     data_dir = _data_dir(args)
     bootstrap.ensure_dirs(data_dir)
     conf = config_mod.load(data_dir)
     if bootstrap.ensure_config_file(conf):
         print(f"wrote {conf.config_file}")
-    passwords = bootstrap.ensure_passwords(conf.data_dir)
-    migrate.upgrade(conf.database_url)
-    _warn_schema_drift(conf.database_url)
-    bootstrap.bootstrap_identity(conf, passwords)
-
     proc = _server_process(conf)
-    url = _health_url(conf)
     pid = daemon.running_pid(proc)
-    if pid is not None:
-        try:
-            daemon.wait_healthy(url, None, proc.logfile, timeout=10.0)
-        except daemon.StartError as exc:
-            print(f"error: stacklet server (pid {pid}) runs but is not healthy: {exc}\n"
-                  f"Try `stacklet down --data-dir {conf.data_dir}` and `up` again.",
+    if pid is None:
+        proc.pidfile.unlink(missing_ok=True)
+        problem = _bind_problem(conf.DEFAULT.bind_host, conf.DEFAULT.bind_port)
+        if problem:
+            print(f"error: {problem}; see bind_host and bind_port in {conf.config_file}",
                   file=sys.stderr)
             return EXIT_FAILED
-        bootstrap.write_client_files(conf, passwords)
-        print(f"stacklet is already running (pid {pid}) at {conf.public_url}")
-        _print_usage(conf)
-        return EXIT_OK
 
-    proc.pidfile.unlink(missing_ok=True)
-    host, port = conf.DEFAULT.bind_host, conf.DEFAULT.bind_port
-    problem = _bind_problem(host, port)
-    if problem:
-        print(f"error: {problem}; see bind_host and bind_port in {conf.config_file}",
-              file=sys.stderr)
-        return EXIT_FAILED
+    passwords = _prepare_database(conf)
+    if pid is not None:
+        return _confirm_running(conf, proc, pid, passwords)
+
     argv = [sys.executable, "-m", "stacklet.cli", "server", "--data-dir", str(conf.data_dir)]
     child = daemon.spawn(proc, argv)
     try:
-        daemon.wait_healthy(url, child, proc.logfile, timeout=START_TIMEOUT)
+        daemon.wait_healthy(_health_url(conf), child, proc.logfile, timeout=START_TIMEOUT)
     except daemon.StartError as exc:
         daemon.stop(proc, timeout=5.0)
         print(f"error: stacklet server did not start: {exc}", file=sys.stderr)
         return EXIT_FAILED
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is running (pid {child.pid}) at {conf.public_url}")
+    _print_usage(conf)
+    return EXIT_OK
+
+
+def _prepare_database(conf: Config) -> bootstrap.Passwords:
+    """Migrate the schema and (re)bootstrap identity; on every `up`, both are idempotent."""
+    from stacklet.store import migrate
+
+    passwords = bootstrap.ensure_passwords(conf.data_dir)
+    migrate.upgrade(conf.database_url)
+    _warn_schema_drift(conf.database_url)
+    bootstrap.bootstrap_identity(conf, passwords)
+    return passwords
+
+
+def _confirm_running(conf: Config, proc: daemon.Managed, pid: int,
+                     passwords: bootstrap.Passwords) -> int:
+    try:
+        daemon.wait_healthy(_health_url(conf), None, proc.logfile, timeout=10.0)
+    except daemon.StartError as exc:
+        print(f"error: stacklet server (pid {pid}) runs but is not healthy: {exc}\n"
+              f"Try `stacklet down --data-dir {conf.data_dir}` and `up` again.",
+              file=sys.stderr)
+        return EXIT_FAILED
+    bootstrap.write_client_files(conf, passwords)
+    print(f"stacklet is already running (pid {pid}) at {conf.public_url}")
     _print_usage(conf)
     return EXIT_OK
 

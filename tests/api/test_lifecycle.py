@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -160,15 +161,14 @@ def test_data_survives_down_and_up(fresh_dirs, tools, unique_name) -> None:
 
 def test_up_refuses_a_port_in_use(fresh_dirs, tools) -> None:
     data_dir = fresh_dirs()
-    first = tools.start(data_dir)
-    other = fresh_dirs()
-    other.mkdir(parents=True)
-    port = first.url.rsplit(":", 1)[1]
-    (other / "stacklet.conf").write_text(f"[DEFAULT]\nbind_port = {port}\n")
-    result = tools.run("up", data_dir=other, check=False)
-    assert result.returncode == 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        tools.write_config(data_dir, taken.getsockname()[1])
+        result = tools.run("up", data_dir=data_dir, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
     assert "already in use" in result.stderr
-    assert not (other / "run" / "server.pid").exists()
+    assert not (data_dir / "run" / "server.pid").exists()
 
 
 # --- process handling -----------------------------------------------------------------------
