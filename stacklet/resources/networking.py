@@ -183,6 +183,9 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
      "networks", "2012-09-07T10:00:00-00:00"),
     ("quotas", "Quota management support", "Expose functions for quotas management per "
      "tenant", "2012-07-29T10:00:00-00:00"),
+    ("quota-check-limit", "Quota engine limit check",
+     "Support for checking the resource usage before applying a new quota limit",
+     "2021-09-08T16:00:00-00:00"),
     ("quota_details", "Quota details management support",
      "Expose functions for quotas usage statistics per project",
      "2017-02-10T10:00:00-00:00"),

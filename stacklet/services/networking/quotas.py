@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.config import Config
 from stacklet.context import RequestContext
+from stacklet.resources.attributes import Invalid, to_bool
 from stacklet.store.db import Database
 from stacklet.store.models.network import Network, Port, Quota, Subnet
 
@@ -96,7 +97,16 @@ class QuotaService:
             raise errors.PolicyNotAuthorized(action="update_quota")
         if not isinstance(body, dict) or not isinstance(body.get("quota"), dict):
             raise errors.HTTPBadRequest("Body must contain a 'quota' object")
-        changes = body["quota"]
+        changes = dict(body["quota"])
+        # Not limits: whether to refuse a limit below current usage (the CLI's `quota set`
+        # sends check_limit=True, `quota set --force` sends force=True), as Neutron accepts.
+        force, check_limit = changes.pop("force", None), changes.pop("check_limit", None)
+        try:
+            check = not to_bool(force) if force is not None else (
+                check_limit is not None and to_bool(check_limit))
+        except Invalid as exc:
+            raise errors.HTTPBadRequest(f"Invalid input for check_limit. Reason: {exc}.") \
+                from None
         unknown = sorted(set(changes) - set(self.counted))
         if unknown:
             raise errors.HTTPBadRequest("Unrecognized attribute(s) '" + ", ".join(unknown) + "'")
@@ -115,6 +125,12 @@ class QuotaService:
             parsed[name] = number
 
         def write(session: Session) -> dict[str, int]:
+            for name, number in parsed.items():
+                used = self.usage(session, project_id, name) if check and number >= 0 else 0
+                if used > number:
+                    raise errors.HTTPBadRequest(
+                        f"Quota limit {number} for {name} must be greater than or equal to "
+                        f"already used {used}")
             for name, number in parsed.items():
                 row = session.get(Quota, (project_id, name))
                 if row is None:
