@@ -56,6 +56,10 @@ def test_filters_on_attributes_and_any_of(admin, group) -> None:
     assert find(admin_state_up="False") == ["a", "d"]
     assert find(admin_state_up="true", mtu=1400) == ["b", "c"]  # different keys: all of
     assert find(id=group["by_letter"]["c"]["id"]) == ["c"]
+    project = group["nets"][0]["project_id"]
+    assert find(tenant_id=project) == find(project_id=project) == ["a", "b", "c", "d", "e"]
+    assert find(project_id="no-such-project") == []
+    assert find(description="") == ["a", "b", "c", "d", "e"]
     assert find(shared="False", status="ACTIVE") == ["a", "b", "c", "d", "e"]
     assert find(**{"provider:network_type": "vxlan"}) == ["a", "b", "c", "d", "e"]
     assert find(**{"provider:network_type": "vlan"}) == []

@@ -268,6 +268,8 @@ def test_pool_exhausted_is_409(admin) -> None:
     # An address outside the pools but inside the subnet may still be asked for by an admin.
     outside = admin.create("port", network_id=net["id"], fixed_ips=[{"ip_address": "10.42.0.6"}])
     assert outside["fixed_ips"][0]["ip_address"] == "10.42.0.6"
+    # An empty fixed_ips asks for no address (what `port create --no-fixed-ip` sends).
+    assert admin.create("port", network_id=net["id"], fixed_ips=[])["fixed_ips"] == []
     # A network without subnets gives ports no address at all.
     bare = admin.create("network", name=uname("bare"))
     assert admin.create("port", network_id=bare["id"])["fixed_ips"] == []
