@@ -59,10 +59,10 @@ def post_raw(user: Any, path: str, content: str) -> Any:
 
 # --- malformed requests ------------------------------------------------------------------------
 
-def test_malformed_json(user, unchanged) -> None:
+def test_malformed_json(user, lan, unchanged) -> None:
     for body in ('{"network": {"name": "x"', "not json", '{"network": {"name": "x",}}'):
         expect(post_raw(user, "networks", body), 400, "HTTPBadRequest")
-    expect(user.req("PUT", f"networks/{unchanged.before['network'][0][0]}",
+    expect(user.req("PUT", f"networks/{lan[0]['id']}",
                     content='{"network": ', headers={"Content-Type": "application/json"}),
            400, "HTTPBadRequest")
 

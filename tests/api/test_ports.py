@@ -43,7 +43,8 @@ def in_pool(ip: str, sub: dict) -> bool:
 def test_cli_create_defaults(cloud, admin, lan) -> None:
     net, sub = lan
     name = uname("port")
-    out, shown, listed = osc(cloud, ["port", "create", name, "--network", net["name"], "-f", "json"],
+    out, shown, listed = osc(cloud,
+                             ["port", "create", name, "--network", net["name"], "-f", "json"],
                              ["port", "show", name, "-f", "json"],
                              ["port", "list", "--network", net["id"], "-f", "json"])
     track(admin, out)
