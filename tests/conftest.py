@@ -41,8 +41,10 @@ CLI_TIMEOUT = 120
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # openstacksdk's own deprecation notices about its internals are not ours to fix
-    config.addinivalue_line("filterwarnings", r"ignore::DeprecationWarning:openstack(\..*)?")
+    # openstacksdk's deprecation notices about its own internals are not ours to fix
+    for category in ("OpenStackDeprecationWarning", "RemovedInSDK50Warning",
+                     "RemovedInSDK60Warning"):
+        config.addinivalue_line("filterwarnings", f"ignore::openstack.warnings.{category}")
     # `timeout` and CI runners stop tests with SIGTERM: turn it into an interrupt so fixture
     # finalizers still run and no stacklet server outlives the session
     if threading.current_thread() is threading.main_thread():
