@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, default=None,
         help=f"data directory (default: $STACKLET_DATA_DIR or {config_mod.DEFAULT_DATA_DIR})")
 
-    def add(name: str, func, help_: str, parents=(data_dir,)):  # noqa: ANN001, ANN202
+    def add(name: str, func, help_: str, parents=(data_dir,)):
         sub = commands.add_parser(name, help=help_, description=help_, parents=list(parents))
         sub.set_defaults(func=func)
         return sub

@@ -10,9 +10,10 @@ from __future__ import annotations
 import configparser
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_DATA_DIR = Path(os.environ.get("STACKLET_DATA_DIR", "/var/lib/stacklet"))
 CONFIG_FILE_NAME = "stacklet.conf"

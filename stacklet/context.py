@@ -29,7 +29,7 @@ class RequestContext:
         return bool(self.roles & {"admin", "member"})
 
     @classmethod
-    def admin(cls) -> "RequestContext":
+    def admin(cls) -> RequestContext:
         """An internal admin identity, for bootstrap and server-side housekeeping."""
         return cls(user_id=None, project_id=None, roles=frozenset({"admin", "member", "reader"}),
                    system_scope=True)

@@ -61,7 +61,7 @@ def unique_name(prefix: str = "test") -> str:
 
 
 @pytest.fixture(name="unique_name")
-def unique_name_fixture():  # noqa: ANN201
+def unique_name_fixture():
     return unique_name
 
 
@@ -261,7 +261,7 @@ class Cloud:
         full_env.update(env or {})
         return run([OPENSTACK, "--os-cloud", cloud_name, *args], env=full_env, check=check)
 
-    def sdk(self, cloud_name: str = "stacklet-admin"):  # noqa: ANN201
+    def sdk(self, cloud_name: str = "stacklet-admin"):
         """An openstack.connection.Connection for a cloud of clouds.yaml."""
         from openstack import config as os_config
         from openstack import connection

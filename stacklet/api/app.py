@@ -42,7 +42,7 @@ def build_services(conf: Config, db: Database | None = None) -> Services:
                     networking=NetworkingServices(db, conf))
 
 
-def _authenticator(services: Services):  # noqa: ANN202
+def _authenticator(services: Services):
     def authenticate(request: Request) -> RequestContext:
         token = request.headers.get("x-auth-token")
         if not token:
@@ -51,7 +51,7 @@ def _authenticator(services: Services):  # noqa: ANN202
     return authenticate
 
 
-async def _root(request: Request):  # noqa: ANN201
+async def _root(request: Request):
     base = str(request.base_url).rstrip("/")
     return json_response({
         "name": "stacklet",
@@ -72,10 +72,10 @@ class NormalizePath:
         self.app = app
         self.state = app.state
 
-    async def __call__(self, scope, receive, send):  # noqa: ANN001, ANN204
+    async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             path = scope["path"]
-            new = path[:-5] if path.endswith(".json") else path
+            new = path.removesuffix(".json")
             if len(new) > 1:
                 new = new.rstrip("/") or "/"
                 if new in MOUNTS:

@@ -51,11 +51,11 @@ class Call:
         return self.request.query_params.multi_items()
 
     @property
-    def headers(self):  # noqa: ANN201
+    def headers(self):
         return self.request.headers
 
     @property
-    def services(self):  # noqa: ANN201
+    def services(self):
         return self.request.app.state.services
 
     def url_for_collection(self) -> str:

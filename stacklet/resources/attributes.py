@@ -257,7 +257,7 @@ class Resource:
         object.__setattr__(self, "by_name", {a.name: a for a in self.attrs})
 
     @classmethod
-    def declare(cls, singular: str, plural: str, attrs: Iterable[Attr]) -> "Resource":
+    def declare(cls, singular: str, plural: str, attrs: Iterable[Attr]) -> Resource:
         return cls(singular, plural, STANDARD + tuple(attrs))
 
     def _bad(self, attr: str, reason: str) -> errors.HTTPBadRequest:

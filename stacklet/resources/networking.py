@@ -8,8 +8,23 @@ default policies (provider and binding attributes are admin-only, ``shared`` and
 from __future__ import annotations
 
 from stacklet.resources.attributes import (
-    REQUIRED, Attr, Invalid, Resource, any_dict, dict_of, ip_or_none, list_of, one_of, string,
-    to_bool, to_cidr, to_int, to_ip, to_mac, to_uuid, uuid_or_none,
+    REQUIRED,
+    Attr,
+    Invalid,
+    Resource,
+    any_dict,
+    dict_of,
+    ip_or_none,
+    list_of,
+    one_of,
+    string,
+    to_bool,
+    to_cidr,
+    to_int,
+    to_ip,
+    to_mac,
+    to_uuid,
+    uuid_or_none,
 )
 
 NETWORK_TYPES = ("local", "flat", "vlan", "vxlan", "gre", "geneve")

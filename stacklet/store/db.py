@@ -72,7 +72,7 @@ class Database:
     @staticmethod
     def _setup_sqlite(engine: Engine) -> None:
         @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        def _on_connect(dbapi_conn, _record):
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -80,7 +80,7 @@ class Database:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _on_begin(conn):  # noqa: ANN001
+        def _on_begin(conn):
             immediate = conn.get_execution_options().get("sqlite_immediate")
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -121,7 +121,7 @@ class Database:
             try:
                 with self.write() as session:
                     return fn(session)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 attempt += 1
                 if not _is_retryable(error) or attempt > self.max_retries:
                     raise

@@ -214,7 +214,7 @@ def test_if_match_and_revision_numbers(admin) -> None:
 
 
 def test_timestamps(admin) -> None:
-    start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    start = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     net = admin.create("network", name=uname("ts"))
     sub = admin.create("subnet", network_id=net["id"], ip_version=4, cidr="10.83.0.0/24")
     port = admin.create("port", network_id=net["id"])
@@ -222,7 +222,7 @@ def test_timestamps(admin) -> None:
         assert TIMESTAMP.match(item["created_at"]), item
         assert TIMESTAMP.match(item["updated_at"]), item
         created = datetime.datetime.strptime(item["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.timezone.utc)
+            tzinfo=datetime.UTC)
         assert abs((created - start).total_seconds()) < 120
         assert item["updated_at"] >= item["created_at"]
     updated = admin.update("port", port["id"], name="later")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, func, select
 
+import stacklet.store.models  # noqa: F401  (every table into Base.metadata)
 from stacklet import config, errors
 from stacklet.services.identity import IdentityService, users
 from stacklet.services.identity.assignments import Grant
 from stacklet.store.db import Database
-import stacklet.store.models  # noqa: F401  (every table into Base.metadata)
 from stacklet.store.models.base import Base
 from stacklet.store.models.identity import Endpoint, Project, Role, Service, User
 

@@ -10,8 +10,14 @@ import pytest
 from stacklet import errors
 from stacklet.services.identity import tokencache
 from stacklet.services.identity.tokencache import Scope, TokenCache, TokenInfo
-from stacklet.services.identity.tokens import (DEFAULT, ScopeRequest, new_token_id, parse_auth,
-                                               parse_scope, token_body)
+from stacklet.services.identity.tokens import (
+    DEFAULT,
+    ScopeRequest,
+    new_token_id,
+    parse_auth,
+    parse_scope,
+    token_body,
+)
 
 ISSUED = datetime.datetime(2025, 1, 1, 0, 0, 0)
 EXPIRES = datetime.datetime(2099, 1, 1, 0, 0, 0)
@@ -149,7 +155,7 @@ def test_context_of_a_project_token() -> None:
     assert ctx.roles == frozenset({"admin", "member", "reader"})
     assert ctx.is_admin and ctx.can_write and not ctx.system_scope
     assert ctx.token_id == "T" and ctx.audit_id == "a1"
-    assert ctx.expires_at == EXPIRES.replace(tzinfo=datetime.timezone.utc).timestamp()
+    assert ctx.expires_at == EXPIRES.replace(tzinfo=datetime.UTC).timestamp()
 
 
 def test_context_of_system_and_domain_tokens() -> None:

@@ -8,8 +8,15 @@ from starlette.routing import Route
 
 from stacklet.api.common import Call
 from stacklet.api.identity.base import enforce, flag, listing, route, service, v3_url
-from stacklet.services.identity.assignments import (DOMAIN, GROUP, PROJECT, SYSTEM, SYSTEM_ALL,
-                                                    USER, Grant)
+from stacklet.services.identity.assignments import (
+    DOMAIN,
+    GROUP,
+    PROJECT,
+    SYSTEM,
+    SYSTEM_ALL,
+    USER,
+    Grant,
+)
 
 READ = ["GET", "HEAD"]
 

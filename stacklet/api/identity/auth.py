@@ -8,8 +8,15 @@ from starlette.responses import Response
 
 from stacklet import errors
 from stacklet.api.common import Call, empty_response, json_response
-from stacklet.api.identity.base import (collection_links, enforce, flag, listing, route,
-                                        service, v3_url)
+from stacklet.api.identity.base import (
+    collection_links,
+    enforce,
+    flag,
+    listing,
+    route,
+    service,
+    v3_url,
+)
 from stacklet.services.identity import TokenInfo
 from stacklet.services.identity.tokencache import UNSCOPED
 

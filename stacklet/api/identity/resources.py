@@ -8,8 +8,17 @@ from starlette.responses import Response
 
 from stacklet import errors
 from stacklet.api.common import Call, empty_response
-from stacklet.api.identity.base import (collection_links, default_domain, enforce, filters,
-                                        listing, route, service, v3_url, with_links)
+from stacklet.api.identity.base import (
+    collection_links,
+    default_domain,
+    enforce,
+    filters,
+    listing,
+    route,
+    service,
+    v3_url,
+    with_links,
+)
 from stacklet.services.identity import common
 from stacklet.services.identity.common import entity
 

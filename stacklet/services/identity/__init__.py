@@ -23,8 +23,7 @@ from stacklet.context import RequestContext
 from stacklet.services.identity import bootstrap as _bootstrap
 from stacklet.services.identity.assignments import AssignmentManager
 from stacklet.services.identity.catalog import CatalogManager
-from stacklet.services.identity.resources import (DEFAULT_DOMAIN_ID, DomainManager,
-                                                  ProjectManager)
+from stacklet.services.identity.resources import DEFAULT_DOMAIN_ID, DomainManager, ProjectManager
 from stacklet.services.identity.roles import RoleManager
 from stacklet.services.identity.tokencache import TokenCache, TokenInfo
 from stacklet.services.identity.tokens import TokenManager, token_body

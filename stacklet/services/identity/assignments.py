@@ -11,15 +11,20 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.services.identity import common
-from stacklet.services.identity.resources import (domain_dict, get_domain, get_project,
-                                                  project_dict)
-from stacklet.services.identity.roles import (RoleManager, expand_implied, get_role,
-                                              role_dict)
+from stacklet.services.identity.resources import domain_dict, get_domain, get_project, project_dict
+from stacklet.services.identity.roles import RoleManager, expand_implied, get_role, role_dict
 from stacklet.services.identity.tokencache import TokenCache
 from stacklet.services.identity.users import get_group, get_user
 from stacklet.store.db import Database
-from stacklet.store.models.identity import (Assignment, Domain, Group, GroupMembership, Project,
-                                            Role, User)
+from stacklet.store.models.identity import (
+    Assignment,
+    Domain,
+    Group,
+    GroupMembership,
+    Project,
+    Role,
+    User,
+)
 
 USER, GROUP = "user", "group"
 PROJECT, DOMAIN, SYSTEM = "project", "domain", "system"

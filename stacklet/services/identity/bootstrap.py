@@ -12,8 +12,17 @@ from stacklet.services.identity.catalog import INTERFACES
 from stacklet.services.identity.resources import DEFAULT_DOMAIN_ID
 from stacklet.services.identity.users import hash_password, verify_password
 from stacklet.store.db import Database
-from stacklet.store.models.identity import (Assignment, Domain, Endpoint, ImpliedRole, Project,
-                                            Region, Role, Service, User)
+from stacklet.store.models.identity import (
+    Assignment,
+    Domain,
+    Endpoint,
+    ImpliedRole,
+    Project,
+    Region,
+    Role,
+    Service,
+    User,
+)
 
 ROLES = ("admin", "member", "reader")
 IMPLIED = (("admin", "member"), ("member", "reader"))

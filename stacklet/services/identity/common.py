@@ -19,7 +19,7 @@ def isotime(value: datetime.datetime) -> str:
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
 
 
 def not_found(kind: str, ident: str) -> errors.NotFound:

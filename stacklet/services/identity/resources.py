@@ -11,8 +11,15 @@ from stacklet import errors
 from stacklet.services.identity import common
 from stacklet.services.identity.tokencache import TokenCache
 from stacklet.store.db import Database
-from stacklet.store.models.identity import (Assignment, Domain, Group, GroupMembership, Project,
-                                            Token, User)
+from stacklet.store.models.identity import (
+    Assignment,
+    Domain,
+    Group,
+    GroupMembership,
+    Project,
+    Token,
+    User,
+)
 
 DEFAULT_DOMAIN_ID = "default"
 

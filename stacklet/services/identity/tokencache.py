@@ -45,7 +45,7 @@ class TokenInfo:
 
     @property
     def expires_ts(self) -> float:
-        return self.expires_at.replace(tzinfo=datetime.timezone.utc).timestamp()
+        return self.expires_at.replace(tzinfo=datetime.UTC).timestamp()
 
     def touches_domain(self, domain_id: str) -> bool:
         return domain_id in (self.user_domain_id, self.scope.domain_id) or (

@@ -22,8 +22,16 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.services.identity import common
 from stacklet.services.identity.assignments import AssignmentManager
-from stacklet.services.identity.tokencache import (DOMAIN, PROJECT, SYSTEM, UNSCOPED, Entry,
-                                                   Scope, TokenCache, TokenInfo)
+from stacklet.services.identity.tokencache import (
+    DOMAIN,
+    PROJECT,
+    SYSTEM,
+    UNSCOPED,
+    Entry,
+    Scope,
+    TokenCache,
+    TokenInfo,
+)
 from stacklet.services.identity.users import verify_password
 from stacklet.store.db import Database
 from stacklet.store.models.identity import Domain, Project, Token, User

@@ -58,6 +58,12 @@ def standard_fields(row: Any, tags: list[str]) -> dict:
     }
 
 
+def bump_if_changed(session: Session, row: Any, changed: bool = False) -> None:
+    """Bump the revision when an update really changed something (a no-op PUT does not)."""
+    if changed or session.is_modified(row):
+        bump(row)
+
+
 def bump(row: Any) -> None:
     row.revision_number = (row.revision_number or 0) + 1
     row.updated_at = isotime()
@@ -159,7 +165,7 @@ class Collection:
                 rows = list(reversed(rows))
             return self.to_dicts(session, rows, ctx)
 
-    def _list_statement(self, session: Session, ctx: RequestContext, query: ListQuery):  # noqa: ANN202
+    def _list_statement(self, session: Session, ctx: RequestContext, query: ListQuery):
         # Plain rows, not ORM objects: a list of 10,000 is read several times faster.
         stmt = select(self.model.__table__)
         visible = self.visible_clause(ctx)

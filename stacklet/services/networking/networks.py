@@ -17,7 +17,12 @@ from stacklet.context import RequestContext
 from stacklet.resources.networking import NETWORK
 from stacklet.services.networking import segments
 from stacklet.services.networking.common import (
-    Collection, bump, check_if_match, chunks, owner_for_create, standard_fields,
+    Collection,
+    bump_if_changed,
+    check_if_match,
+    chunks,
+    owner_for_create,
+    standard_fields,
 )
 from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
@@ -35,7 +40,7 @@ class NetworkService(Collection):
     not_found = errors.NetworkNotFound
     not_found_key = "net_id"
 
-    def __init__(self, db, conf, quotas) -> None:  # noqa: ANN001
+    def __init__(self, db, conf, quotas) -> None:
         super().__init__(db, conf)
         self.quotas = quotas
         self.ranges = segments.SegmentRanges.from_config(conf)
@@ -191,7 +196,7 @@ class NetworkService(Collection):
                     setattr(row, column, changes[key])
             if changes.get("shared") is False:
                 self._check_unshare(session, row)
-            bump(row)
+            bump_if_changed(session, row)
         self.db.retrying(write)
         return self.get(ctx, net_id)
 

@@ -19,10 +19,17 @@ from stacklet.context import RequestContext
 from stacklet.resources.networking import PORT
 from stacklet.services.networking import ipam
 from stacklet.services.networking.common import (
-    CHUNK, Collection, bump, check_if_match, chunks, owner_for_create, standard_fields,
+    CHUNK,
+    Collection,
+    bump_if_changed,
+    check_if_match,
+    chunks,
+    owner_for_create,
+    standard_fields,
 )
 from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.network import IPAllocation, Network, Port, Subnet
+
 
 def random_mac(base_mac: str) -> str:
     """A MAC with the base's first three octets and three random ones (Neutron's default)."""
@@ -66,7 +73,7 @@ class PortService(Collection):
     not_found = errors.PortNotFound
     not_found_key = "port_id"
 
-    def __init__(self, db, conf, quotas, networks) -> None:  # noqa: ANN001
+    def __init__(self, db, conf, quotas, networks) -> None:
         super().__init__(db, conf)
         self.quotas = quotas
         self.networks = networks
@@ -294,8 +301,8 @@ class PortService(Collection):
             self._check_security(port_security, pairs)
             if "allowed_address_pairs" in changes:
                 changes["allowed_address_pairs"] = self._pairs_with_mac(pairs, row.mac_address)
-            if "fixed_ips" in changes:
-                self._update_fixed_ips(session, network, row, changes["fixed_ips"] or [])
+            ips_changed = "fixed_ips" in changes and self._update_fixed_ips(
+                session, network, row, changes["fixed_ips"] or [])
             simple = {"name": "name", "description": "description",
                       "admin_state_up": "admin_state_up", "device_id": "device_id",
                       "device_owner": "device_owner",
@@ -310,12 +317,14 @@ class PortService(Collection):
             if "binding:host_id" in changes:
                 row.binding_host_id = changes["binding:host_id"]
                 row.binding_vif_type = "binding_failed" if row.binding_host_id else "unbound"
-            bump(row)
+            bump_if_changed(session, row, changed=ips_changed)
         self.db.retrying(write)
         return self.get(ctx, port_id)
 
     def _update_fixed_ips(self, session: Session, network: Network, row: Port,
-                          requested: list[dict]) -> None:
+                          requested: list[dict]) -> bool:
+        """Keep the requested addresses the port holds, release the rest, allocate the new;
+        True when anything changed."""
         current = list(session.scalars(select(IPAllocation).where(
             IPAllocation.port_id == row.id)))
         keep: list[IPAllocation] = []
@@ -336,6 +345,7 @@ class PortService(Collection):
         if new:
             self._allocate_requested(session, network, self._subnets(session, network.id),
                                      new, row.id, row.mac_address)
+        return bool(new) or len(keep) != len(current)
 
     # --- delete -----------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ class SegmentRanges:
     path_mtu: int
 
     @classmethod
-    def from_config(cls, conf: Config) -> "SegmentRanges":
+    def from_config(cls, conf: Config) -> SegmentRanges:
         vlan_physnets: list[str] = []
         vlan_ranges: dict[str, list[tuple[int, int]]] = {}
         for entry in conf.ml2_type_vlan.network_vlan_ranges:

@@ -13,7 +13,12 @@ from stacklet.context import RequestContext
 from stacklet.resources.networking import SUBNET
 from stacklet.services.networking import ipam
 from stacklet.services.networking.common import (
-    Collection, bump, check_if_match, owner_for_create, standard_fields,
+    Collection,
+    bump,
+    bump_if_changed,
+    check_if_match,
+    owner_for_create,
+    standard_fields,
 )
 from stacklet.services.networking.networks import AUTO_DELETE_OWNERS
 from stacklet.store.models.base import isotime, new_id
@@ -51,10 +56,10 @@ def check_gateway(cidr: str, gateway_ip: str | None) -> None:
     net = netaddr.IPNetwork(cidr)
     gateway = netaddr.IPAddress(gateway_ip)
     if gateway.version != net.version:
-        raise _invalid(f"Gateway IP version inconsistent with allocation pool version")
+        raise _invalid("Gateway IP version inconsistent with allocation pool version")
     if gateway not in net or (net.version == 4 and net.prefixlen < 31 and
                               gateway in (net.network, net.broadcast)):
-        raise _invalid(f"Gateway is not valid on subnet")
+        raise _invalid("Gateway is not valid on subnet")
 
 
 def check_routes_and_dns(ip_version: int, host_routes: list[dict], dns: list[str]) -> None:
@@ -76,7 +81,7 @@ class SubnetService(Collection):
     not_found = errors.SubnetNotFound
     not_found_key = "subnet_id"
 
-    def __init__(self, db, conf, quotas, networks) -> None:  # noqa: ANN001
+    def __init__(self, db, conf, quotas, networks) -> None:
         super().__init__(db, conf)
         self.quotas = quotas
         self.networks = networks
@@ -226,7 +231,7 @@ class SubnetService(Collection):
                         "dns_nameservers", "service_types"):
                 if key in changes:
                     setattr(row, key, changes[key])
-            bump(row)
+            bump_if_changed(session, row)
         self.db.retrying(write)
         return self.get(ctx, subnet_id)
 

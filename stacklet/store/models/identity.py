@@ -11,8 +11,7 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Index, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stacklet.store.models.base import Base, utcnow

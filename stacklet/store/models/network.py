@@ -8,7 +8,7 @@ for them; the database decides who wins and the loser retries.
 
 from __future__ import annotations
 
-from sqlalchemy import (Boolean, ForeignKey, Index, Integer, String, UniqueConstraint)
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stacklet.store.models.base import Base, StandardAttrs
