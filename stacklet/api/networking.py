@@ -20,7 +20,6 @@ from starlette.routing import Route
 from stacklet import errors
 from stacklet.api.common import Call, endpoint, json_response
 from stacklet.resources.attributes import RESERVED_QUERY, Resource
-from stacklet.resources.networking import EXTENSIONS
 from stacklet.services.networking.common import Collection, ListQuery
 
 LOG = logging.getLogger(__name__)
@@ -206,6 +205,15 @@ def update_item(call: Call) -> dict:
     return {res.singular: res.present(item, call.context.is_admin)}
 
 
+def member_action(call: Call) -> Any:
+    """``PUT /v2.0/<collection>/<id>/<action>``: e.g. a router's ``add_router_interface``."""
+    coll = _collection(call)
+    action = coll.actions.get(call.path["action"])
+    if action is None:
+        raise errors.HTTPNotFound()
+    return action(call.context, call.path["id"], call.body)
+
+
 def delete_item(call: Call) -> None:
     _collection(call).delete(call.context, call.path["id"], if_match=_if_match(call))
 
@@ -294,11 +302,11 @@ def _extension(alias: str, name: str, description: str, updated: str) -> dict:
 
 
 def extensions_list(call: Call) -> dict:
-    return {"extensions": [_extension(*e) for e in EXTENSIONS]}
+    return {"extensions": [_extension(*e) for e in call.services.networking.extensions()]}
 
 
 def extension_show(call: Call) -> dict:
-    for ext in EXTENSIONS:
+    for ext in call.services.networking.extensions():
         if ext[0] == call.path["alias"]:
             return {"extension": _extension(*ext)}
     raise errors.ExtensionNotFound(alias=call.path["alias"])
@@ -322,7 +330,8 @@ async def versions(request: Request) -> Response:
 
 async def resources_index(request: Request) -> Response:
     base = _base(request)
-    names = (("network", "networks"), ("subnet", "subnets"), ("port", "ports"))
+    collections = request.app.state.services.networking.collections.values()
+    names = [(c.resource.singular, c.resource.plural) for c in collections]
     return json_response({"resources": [
         {"name": s, "collection": p, "links": [{"rel": "self", "href": f"{base}/v2.0/{p}"}]}
         for s, p in names]})
@@ -356,6 +365,7 @@ def create_app() -> Starlette:
         Route(item + "/tags/{tag}", endpoint(tag_get), methods=["GET"]),
         Route(item + "/tags/{tag}", endpoint(tag_put), methods=["PUT"]),
         Route(item + "/tags/{tag}", endpoint(tag_delete), methods=["DELETE"]),
+        Route(item + "/{action}", endpoint(member_action), methods=["PUT"]),
     ]
     return Starlette(routes=routes, exception_handlers={
         errors.StackletError: _stacklet_error,

@@ -1,8 +1,14 @@
-"""The Networking service (Neutron v2.0): networks, subnets, ports, quotas."""
+"""The Networking service (Neutron v2.0).
+
+Each collection is registered once in ``NetworkingServices.collections``; the generic API serves
+every registered collection (list, show, create, update, delete, tags, member actions) and
+advertises the extensions it declares.
+"""
 
 from __future__ import annotations
 
 from stacklet.config import Config
+from stacklet.resources.networking import EXTENSIONS as CORE_EXTENSIONS
 from stacklet.services.networking.networks import NetworkService
 from stacklet.services.networking.ports import PortService
 from stacklet.services.networking.quotas import QuotaService
@@ -21,3 +27,10 @@ class NetworkingServices:
             "subnets": self.subnets,
             "ports": self.ports,
         }
+
+    def extensions(self) -> list[tuple[str, str, str, str]]:
+        """Every implemented extension, sorted by alias, each listed once."""
+        found = {ext[0]: ext for ext in CORE_EXTENSIONS}
+        for collection in self.collections.values():
+            found.update({ext[0]: ext for ext in collection.extensions})
+        return [found[alias] for alias in sorted(found)]

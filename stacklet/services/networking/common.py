@@ -100,6 +100,14 @@ class Collection:
     model: ClassVar[Any]
     not_found: ClassVar[type[errors.NotFound]]
     not_found_key: ClassVar[str]
+    # Extensions this collection implements: (alias, name, description, updated).
+    extensions: ClassVar[tuple[tuple[str, str, str, str], ...]] = ()
+
+    @property
+    def actions(self) -> dict[str, Any]:
+        """Member actions served at ``PUT /<collection>/<id>/<name>``: name -> fn(ctx, id,
+        body) returning the response body."""
+        return {}
 
     def __init__(self, db: Database, conf: Config) -> None:
         self.db = db
