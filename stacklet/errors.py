@@ -118,6 +118,10 @@ class PortNotFound(NotFound):
     message = "Port {port_id} could not be found."
 
 
+class AgentNotFound(NotFound):
+    message = "Agent {id} could not be found."
+
+
 class ExtensionNotFound(NotFound):
     message = "Extension with alias {alias} does not exist."
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from stacklet.config import Config
 from stacklet.resources.networking import EXTENSIONS as CORE_EXTENSIONS
+from stacklet.services.networking.agents import AgentService
 from stacklet.services.networking.networks import NetworkService
 from stacklet.services.networking.ports import PortService
 from stacklet.services.networking.quotas import QuotaService
@@ -22,10 +23,12 @@ class NetworkingServices:
         self.networks = NetworkService(db, conf, self.quotas)
         self.subnets = SubnetService(db, conf, self.quotas, self.networks)
         self.ports = PortService(db, conf, self.quotas, self.networks)
+        self.agents = AgentService(db, conf)
         self.collections = {
             "networks": self.networks,
             "subnets": self.subnets,
             "ports": self.ports,
+            "agents": self.agents,
         }
 
     def extensions(self) -> list[tuple[str, str, str, str]]:

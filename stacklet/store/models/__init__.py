@@ -1,5 +1,6 @@
 """Every table module, imported so that Base.metadata is complete."""
 from stacklet.store.models import (
+    agents,  # noqa: F401
     identity,  # noqa: F401
     network,  # noqa: F401
 )

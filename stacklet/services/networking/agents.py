@@ -1,0 +1,139 @@
+"""Agents (``GET /v2.0/agents``): what each node's agent reported, and whether it is alive.
+
+Agents register and heartbeat through ``report_state`` (the node agent calls it); the API lets
+admins list, show, disable (``admin_state_up``), describe and delete them. An agent is alive while
+its last heartbeat is younger than ``[agent] agent_down_time``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, select
+from sqlalchemy.orm import Session
+
+from stacklet import errors
+from stacklet.context import RequestContext
+from stacklet.resources.attributes import Attr, Resource, string, to_bool, to_uuid
+from stacklet.services.networking.common import Collection
+from stacklet.store.models.agents import Agent
+from stacklet.store.models.base import isotime
+
+AGENT = Resource("agent", "agents", (
+    Attr("id", to_uuid, allow_post=False, allow_put=False, sort=True, column="id"),
+    Attr("agent_type", string(255), allow_post=False, allow_put=False, sort=True,
+         column="agent_type"),
+    Attr("binary", string(255), allow_post=False, allow_put=False, sort=True, column="binary"),
+    Attr("topic", string(255), allow_post=False, allow_put=False, column="topic"),
+    Attr("host", string(255), allow_post=False, allow_put=False, sort=True, column="host"),
+    Attr("availability_zone", string(255), allow_post=False, allow_put=False,
+         column="availability_zone"),
+    Attr("admin_state_up", to_bool, allow_post=False, column="admin_state_up"),
+    Attr("description", string(255), allow_post=False, column="description"),
+    Attr("alive", to_bool, allow_post=False, allow_put=False),
+    Attr("configurations", allow_post=False, allow_put=False, filter=False),
+    Attr("resources_synced", allow_post=False, allow_put=False, filter=False),
+    Attr("created_at", allow_post=False, allow_put=False, filter=False),
+    Attr("started_at", allow_post=False, allow_put=False, filter=False),
+    Attr("heartbeat_timestamp", allow_post=False, allow_put=False, filter=False),
+))
+
+
+def _neutron_time(iso: str) -> str:
+    """Neutron shows agent times as '2026-11-22 03:40:38'."""
+    return iso.replace("T", " ").rstrip("Z")
+
+
+class AgentService(Collection):
+    resource = AGENT
+    model = Agent
+    not_found = errors.AgentNotFound
+    not_found_key = "id"
+    extensions = (("agent", "agent", "The agent management extension.",
+                   "2013-02-03T10:00:00-00:00"),)
+
+    def __init__(self, db, conf, clock: Callable[[], datetime.datetime] | None = None) -> None:  # noqa: ANN001
+        super().__init__(db, conf)
+        self.down_time = datetime.timedelta(seconds=conf.agent.agent_down_time)
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
+
+    def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
+        return None if ctx.is_admin else false()
+
+    def check_owner(self, ctx: RequestContext, row: Any, action: str) -> None:
+        if not ctx.is_admin:
+            raise errors.PolicyNotAuthorized(action=f"{action}_agent")
+
+    def is_alive(self, heartbeat: str) -> bool:
+        beat = datetime.datetime.strptime(heartbeat, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.timezone.utc)
+        return self.clock() - beat < self.down_time
+
+    def filter_clause(self, name: str, values: list[Any]) -> ColumnElement[bool]:
+        if name == "alive":
+            # A heartbeat newer than the cut-off is alive; timestamps sort as strings.
+            cutoff = (self.clock() - self.down_time).strftime("%Y-%m-%dT%H:%M:%SZ")
+            alive = Agent.heartbeat_timestamp > cutoff
+            if all(values):
+                return alive
+            return ~alive if not any(values) else Agent.id.isnot(None)
+        return super().filter_clause(name, values)
+
+    def to_dicts(self, session: Session, rows: Sequence[Any],
+                 ctx: RequestContext) -> list[dict]:
+        return [{
+            "id": r.id, "agent_type": r.agent_type, "binary": r.binary, "topic": r.topic,
+            "host": r.host, "availability_zone": r.availability_zone,
+            "admin_state_up": r.admin_state_up, "description": r.description,
+            "alive": self.is_alive(r.heartbeat_timestamp),
+            "configurations": r.configurations or {}, "resources_synced": r.resources_synced,
+            "created_at": _neutron_time(r.created_at), "started_at": _neutron_time(r.started_at),
+            "heartbeat_timestamp": _neutron_time(r.heartbeat_timestamp),
+        } for r in rows]
+
+    def create(self, ctx: RequestContext, items: list[dict]) -> list[dict]:
+        raise errors.MethodNotAllowed("Agents register themselves; they cannot be created.")
+
+    def update(self, ctx: RequestContext, agent_id: str, changes: dict,
+               if_match: int | None = None) -> dict:
+        def write(session: Session) -> None:
+            row = self.find(session, ctx, agent_id)
+            self.check_owner(ctx, row, "update")
+            for key in ("admin_state_up", "description"):
+                if key in changes:
+                    setattr(row, key, changes[key])
+        self.db.retrying(write)
+        return self.get(ctx, agent_id)
+
+    def delete(self, ctx: RequestContext, agent_id: str, if_match: int | None = None) -> None:
+        def write(session: Session) -> None:
+            row = self.find(session, ctx, agent_id)
+            self.check_owner(ctx, row, "delete")
+            session.delete(row)
+        self.db.retrying(write)
+
+    def report_state(self, agent_type: str, binary: str, topic: str, host: str,
+                     configurations: dict, availability_zone: str | None = None,
+                     start_flag: bool = False) -> str:
+        """Register or heartbeat an agent; returns its id. Called by node agents."""
+        def write(session: Session) -> str:
+            now = isotime()
+            row = session.scalars(select(Agent).where(
+                Agent.agent_type == agent_type, Agent.host == host)).first()
+            if row is None:
+                row = Agent(agent_type=agent_type, binary=binary, topic=topic, host=host,
+                            availability_zone=availability_zone, created_at=now,
+                            started_at=now, heartbeat_timestamp=now,
+                            configurations=configurations)
+                session.add(row)
+                session.flush()
+                return row.id
+            row.heartbeat_timestamp = now
+            row.configurations = configurations
+            row.availability_zone = availability_zone
+            if start_flag:
+                row.started_at = now
+            return row.id
+        return self.db.retrying(write)

@@ -1,0 +1,27 @@
+"""Agents that report from the nodes (Open vSwitch, DHCP, L3, metadata)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from stacklet.store.models.base import Base, isotime, new_id
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("agent_type", "host"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    agent_type: Mapped[str] = mapped_column(String(255))
+    binary: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    availability_zone: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    configurations: Mapped[dict] = mapped_column(default=dict)
+    resources_synced: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    created_at: Mapped[str] = mapped_column(String(20), default=isotime)
+    started_at: Mapped[str] = mapped_column(String(20), default=isotime)
+    heartbeat_timestamp: Mapped[str] = mapped_column(String(20), default=isotime)
