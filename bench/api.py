@@ -4,7 +4,9 @@
     .venv/bin/python bench/api.py [--ports 10000] [--out bench/results/api.json]
 
 Measures p50/p95 of network, subnet and port create, port show, port list with 1,000 and
-10,000 ports, port delete, and port-create throughput with 8 concurrent clients. Everything runs
+10,000 ports, port delete, port-create throughput with 8 concurrent clients, and (when the
+extensions are there) security group rule create, router add interface, floating IP create and
+associate. Everything runs
 on loopback against a private data directory that is removed afterwards. Not a test: it writes
 figures, it asserts nothing.
 """
@@ -74,7 +76,8 @@ def start_cloud(data_dir: Path) -> tuple[str, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "stacklet.conf").write_text(
         f"[DEFAULT]\nbind_port = {port}\n[quotas]\nquota_port = -1\nquota_network = -1\n"
-        f"quota_subnet = -1\n")
+        f"quota_subnet = -1\nquota_router = -1\nquota_floatingip = -1\n"
+        f"quota_security_group_rule = -1\n")
     subprocess.run([str(BIN / "stacklet"), "up", "--data-dir", str(data_dir)], check=True,
                    stdout=subprocess.DEVNULL)
     clouds = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"]["stacklet-admin"]
@@ -123,6 +126,53 @@ def run(bench: Bench, total_ports: int) -> dict:
     results[f"port_list_{total_ports}"]["count"] = len(responses[-1].json()["ports"])
     samples, _ = bench.timed(500, "DELETE", lambda i: f"{NET}/ports/{ports[i]}", 204)
     results["port_delete"] = percentiles(samples)
+    aliases = {e["alias"] for e in bench.call("GET", f"{NET}/extensions", 200)[1].json()[
+        "extensions"]}
+    if "security-group" in aliases:
+        results.update(security_group_rules(bench))
+    if {"router", "floatingip"} <= aliases:
+        results.update(routers_and_floating_ips(bench, nets[1:]))
+    return results
+
+
+def security_group_rules(bench: Bench) -> dict:
+    _, response = bench.call("POST", f"{NET}/security-groups", 201,
+                             json={"security_group": {"name": "bench"}})
+    group = response.json()["security_group"]["id"]
+    samples, _ = bench.timed(
+        200, "POST", lambda i: f"{NET}/security-group-rules", 201,
+        lambda i: {"security_group_rule": {
+            "security_group_id": group, "direction": "ingress", "ethertype": "IPv4",
+            "protocol": "tcp", "port_range_min": 1000 + i, "port_range_max": 1000 + i}})
+    return {"security_group_rule_create": percentiles(samples)}
+
+
+def routers_and_floating_ips(bench: Bench, subnet_networks: list[str]) -> dict:
+    results = {}
+    _, response = bench.call("POST", f"{NET}/networks", 201, json={"network": {
+        "name": "public-bench", "router:external": True}})
+    public = response.json()["network"]["id"]
+    bench.call("POST", f"{NET}/subnets", 201, json={"subnet": {
+        "network_id": public, "ip_version": 4, "cidr": "198.51.100.0/24"}})
+    _, response = bench.call("POST", f"{NET}/routers", 201, json={"router": {
+        "name": "bench", "external_gateway_info": {"network_id": public}}})
+    router = response.json()["router"]["id"]
+    subnets = [s["id"] for s in bench.call("GET", f"{NET}/subnets", 200)[1].json()["subnets"]
+               if s["network_id"] in set(subnet_networks[:50])]
+    samples, _ = bench.timed(
+        len(subnets), "PUT", lambda i: f"{NET}/routers/{router}/add_router_interface", 200,
+        lambda i: {"subnet_id": subnets[i]})
+    results["router_add_interface"] = percentiles(samples)
+    net_of = subnet_networks[0]
+    samples, responses = bench.timed(100, "POST", lambda i: f"{NET}/floatingips", 201,
+                                     lambda i: {"floatingip": {"floating_network_id": public}})
+    results["floatingip_create"] = percentiles(samples)
+    fips = [r.json()["floatingip"]["id"] for r in responses]
+    ports = [bench.call("POST", f"{NET}/ports", 201, json={"port": {"network_id": net_of}})[1]
+             .json()["port"]["id"] for _ in range(100)]
+    samples, _ = bench.timed(100, "PUT", lambda i: f"{NET}/floatingips/{fips[i]}", 200,
+                             lambda i: {"floatingip": {"port_id": ports[i]}})
+    results["floatingip_associate"] = percentiles(samples)
     return results
 
 
@@ -175,7 +225,9 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "targets": {"port_create_p50_ms": 10, "port_list_1000_ms": 100,
-                    "port_list_10000_ms": 1000},
+                    "port_list_10000_ms": 1000, "security_group_rule_create_p50_ms": 15,
+                    "router_add_interface_p50_ms": 15, "floatingip_create_p50_ms": 15,
+                    "floatingip_associate_p50_ms": 15},
         "results": results,
     }
     out = Path(args.out)
