@@ -42,7 +42,7 @@ def free_port() -> int:
 
 def percentiles(samples: list[float]) -> dict:
     ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
     return {"n": len(ordered), "p50_ms": round(pick(0.50) * 1000, 2),
             "p95_ms": round(pick(0.95) * 1000, 2), "mean_ms": round(statistics.mean(ordered) * 1000, 2)}
 
