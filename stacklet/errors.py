@@ -231,3 +231,77 @@ class AddressPairAndPortSecurityRequired(Conflict):
 class PortBindingError(StackletError):
     status = 500
     message = "Binding failed for port {port_id}."
+
+
+# --- routers and floating IPs (neutron_lib.exceptions.l3 and .extraroute) -------------------
+
+class RouterNotFound(NotFound):
+    message = "Router {router_id} could not be found"
+
+
+class RouterInUse(InUse):
+    message = "Router {router_id} {reason}"
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("reason", "still has ports")
+        super().__init__(**kwargs)
+
+
+class RouterInterfaceNotFound(NotFound):
+    message = "Router {router_id} does not have an interface with id {port_id}"
+
+
+class RouterInterfaceNotFoundForSubnet(NotFound):
+    message = "Router {router_id} has no interface on subnet {subnet_id}"
+
+
+class RouterInterfaceInUseByFloatingIP(InUse):
+    message = "Router interface for subnet {subnet_id} on router {router_id} cannot be " \
+              "deleted, as it is required by one or more floating IPs."
+
+
+class RouterInterfaceInUseByRoute(InUse):
+    message = "Router interface for subnet {subnet_id} on router {router_id} cannot be " \
+              "deleted, as it is required by one or more routes."
+
+
+class RouterExternalGatewayInUseByFloatingIp(InUse):
+    message = "Gateway cannot be updated for router {router_id}, since a gateway to external " \
+              "network {net_id} is required by one or more floating IPs."
+
+
+class InvalidRoutes(BadRequest):
+    message = "Invalid format for routes: {routes}, {reason}"
+
+
+class RoutesExhausted(BadRequest):
+    message = "Unable to complete operation for {router_id}. The number of routes exceeds " \
+              "the maximum {quota}."
+
+
+class FloatingIPNotFound(NotFound):
+    message = "Floating IP {floatingip_id} could not be found"
+
+
+class ExternalGatewayForFloatingIPNotFound(NotFound):
+    message = "External network {external_network_id} is not reachable from subnet " \
+              "{subnet_id}.  Therefore, cannot associate Port {port_id} with a Floating IP."
+
+
+class FloatingIPPortAlreadyAssociated(InUse):
+    message = "Cannot associate floating IP {floating_ip_address} ({fip_id}) with port " \
+              "{port_id} using fixed IP {fixed_ip}, as that fixed IP already has a floating " \
+              "IP on external network {net_id}."
+
+
+class ExternalIpAddressExhausted(BadRequest):
+    message = "Unable to find any IP address on external network {net_id}."
+
+
+class PortInUse(InUse):
+    message = "Unable to complete operation on port {port_id} for network {net_id}. Port " \
+              "already has an attached device {device_id}."
+
+
+class ServicePortInUse(InUse):
+    message = "Port {port_id} cannot be deleted directly via the port API: {reason}."
