@@ -305,3 +305,27 @@ class PortInUse(InUse):
 
 class ServicePortInUse(InUse):
     message = "Port {port_id} cannot be deleted directly via the port API: {reason}."
+
+
+# --- RBAC policies (neutron_lib.exceptions.rbac) ----------------------------------------------
+
+class HTTPForbidden(Forbidden):
+    """The API layer's 403 (e.g. a port on a network neither owned nor shared)."""
+
+
+class RbacPolicyNotFound(NotFound):
+    message = "RBAC policy of type {object_type} with ID {id} not found"
+
+
+class RbacPolicyInUse(InUse):
+    message = "RBAC policy on object {object_id} cannot be removed because other objects " \
+              "depend on it.\nDetails: {details}"
+
+
+class DuplicateRbacPolicy(Conflict):
+    message = "An RBAC policy already exists with those values."
+
+
+class InvalidActionForType(InvalidInput):
+    message = "Invalid action '{action}' for object type '{object_type}'. Valid actions: " \
+              "{valid_actions}"
