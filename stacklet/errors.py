@@ -329,3 +329,79 @@ class DuplicateRbacPolicy(Conflict):
 class InvalidActionForType(InvalidInput):
     message = "Invalid action '{action}' for object type '{object_type}'. Valid actions: " \
               "{valid_actions}"
+
+
+# --- subnet pools and address scopes (neutron_lib.exceptions and .address_scope) ------------
+
+class SubnetPoolNotFound(NotFound):
+    message = "Subnet pool {subnetpool_id} could not be found."
+
+
+class AddressScopeNotFound(NotFound):
+    message = "Address scope {address_scope_id} could not be found."
+
+
+class AddressScopeInUse(InUse):
+    message = "Unable to complete operation on address scope {address_scope_id}. There are " \
+              "one or more subnet pools in use on the address scope."
+
+
+class AddressScopeUpdateError(BadRequest):
+    message = "Unable to update address scope {address_scope_id} : {reason}."
+
+
+class AddressScopePrefixConflict(Conflict):
+    message = "Failed to associate address scope: subnetpools within an address scope must " \
+              "have unique prefixes."
+
+
+class IllegalSubnetPoolAssociationToAddressScope(BadRequest):
+    message = "Illegal subnetpool association: subnetpool {subnetpool_id} cannot be " \
+              "associated with address scope {address_scope_id}."
+
+
+class IllegalSubnetPoolIpVersionAssociationToAddressScope(BadRequest):
+    message = "Illegal subnetpool association: subnetpool {subnetpool_id} cannot associate " \
+              "with address scope {address_scope_id} because subnetpool ip_version is not " \
+              "{ip_version}."
+
+
+class EmptySubnetPoolPrefixList(BadRequest):
+    message = "Empty subnet pool prefix list."
+
+
+class PrefixVersionMismatch(BadRequest):
+    message = "Cannot mix IPv4 and IPv6 prefixes in a subnet pool."
+
+
+class IllegalSubnetPoolPrefixBounds(BadRequest):
+    message = "Illegal prefix bounds: {prefix_type}={prefixlen}, " \
+              "{base_prefix_type}={base_prefixlen}."
+
+
+class IllegalSubnetPoolPrefixUpdate(BadRequest):
+    message = "Illegal update to prefixes: {msg}."
+
+
+class SubnetAllocationError(Conflict):
+    """Neutron raises this as a bare NeutronException; stacklet answers 409, as running out of
+    prefix space is a conflict with the pool's state."""
+    message = "Failed to allocate subnet: {reason}."
+
+
+class MinPrefixSubnetAllocationError(BadRequest):
+    message = "Unable to allocate subnet with prefix length {prefixlen}, minimum allowed " \
+              "prefix is {min_prefixlen}."
+
+
+class MaxPrefixSubnetAllocationError(BadRequest):
+    message = "Unable to allocate subnet with prefix length {prefixlen}, maximum allowed " \
+              "prefix is {max_prefixlen}."
+
+
+class SubnetPoolDeleteError(BadRequest):
+    message = "Unable to delete subnet pool: {reason}."
+
+
+class SubnetPoolQuotaExceeded(OverQuota):
+    message = "Per-tenant subnet pool prefix quota exceeded."
