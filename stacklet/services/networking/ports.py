@@ -8,7 +8,7 @@ request is retried with fresh picks: no duplicate address or MAC, ever.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select
@@ -79,6 +79,9 @@ class PortService(Collection):
         self.networks = networks
         self.base_mac = conf.DEFAULT.base_mac
         self.max_fixed_ips = conf.DEFAULT.max_fixed_ips_per_port
+        # fn(session, port) run before a port is deleted: may refuse (router and floating IP
+        # ports) or tidy what refers to the port (floating IP associations).
+        self.delete_checks: list[Callable[[Session, Port], None]] = []
 
     # --- visibility and filters -------------------------------------------------------------
 
@@ -354,6 +357,8 @@ class PortService(Collection):
             row = self.find(session, ctx, port_id, for_update=True)
             self.check_owner(ctx, row, "delete")
             check_if_match(row, if_match)
+            for check in self.delete_checks:
+                check(session, row)
             session.execute(delete(IPAllocation).where(IPAllocation.port_id == port_id))
             self.delete_tags(session, port_id)
             session.delete(row)
