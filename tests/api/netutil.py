@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 
 API = "/networking/v2.0"
-PLURAL = {"network": "networks", "subnet": "subnets", "port": "ports"}
+PLURAL = {"network": "networks", "subnet": "subnets", "port": "ports",
+          "router": "routers", "floatingip": "floatingips"}
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 PROVIDER_KEYS = ("provider:network_type", "provider:physical_network",
                  "provider:segmentation_id")
@@ -139,8 +140,9 @@ class Api:
                 self.created.append((kind, item["id"]))
 
     def cleanup(self) -> None:
-        """Delete what this Api created (ports, subnets, networks); already gone is fine."""
-        for kind in ("port", "subnet", "network"):
+        """Delete what this Api created (floating IPs, routers, ports, subnets, networks);
+        already gone is fine."""
+        for kind in ("floatingip", "router", "port", "subnet", "network"):
             for k, rid in reversed(self.created):
                 if k == kind:
                     self.req("DELETE", f"{PLURAL[kind]}/{rid}")
