@@ -405,3 +405,96 @@ class SubnetPoolDeleteError(BadRequest):
 
 class SubnetPoolQuotaExceeded(OverQuota):
     message = "Per-tenant subnet pool prefix quota exceeded."
+
+
+# --- security groups (neutron-lib's securitygroup and port security exceptions) --------------
+
+class SecurityGroupNotFound(NotFound):
+    message = "Security group {id} does not exist"
+
+
+class SecurityGroupRuleNotFound(NotFound):
+    message = "Security group rule {id} does not exist"
+
+
+class SecurityGroupInUse(InUse):
+    message = "Security Group {id} in use."
+
+
+class SecurityGroupCannotRemoveDefault(InUse):
+    message = "Insufficient rights for removing default security group."
+
+
+class SecurityGroupCannotUpdateDefault(InUse):
+    message = "Updating default security group not allowed."
+
+
+class SecurityGroupDefaultAlreadyExists(InUse):
+    message = "Default security group already exists."
+
+
+class SecurityGroupRuleExists(InUse):
+    message = "Security group rule already exists. Rule id is {rule_id}."
+
+
+class DuplicateSecurityGroupRuleInPost(InUse):
+    message = "Duplicate Security Group Rule in POST."
+
+
+class SecurityGroupRuleInvalidProtocol(InvalidInput):
+    message = "Security group rule protocol {protocol} not supported. Only protocol values " \
+              "{values} and integer representations [0 to 255] are supported."
+
+
+class SecurityGroupRuleInvalidEtherType(InvalidInput):
+    message = "Security group rule for ethertype '{ethertype}' not supported. Allowed values " \
+              "are {values}."
+
+
+class SecurityGroupRemoteGroupAndRemoteIpPrefix(InvalidInput):
+    message = "Only remote_ip_prefix or remote_group_id may be provided."
+
+
+class SecurityGroupProtocolRequiredWithPorts(InvalidInput):
+    message = "Must also specify protocol if port range is given."
+
+
+class SecurityGroupInvalidPortRange(InvalidInput):
+    message = "For TCP/UDP protocols, port_range_min must be <= port_range_max"
+
+
+class SecurityGroupInvalidPortValue(InvalidInput):
+    message = "Invalid value for port {port}"
+
+
+class SecurityGroupInvalidIcmpValue(InvalidInput):
+    message = "Invalid value for ICMP {field} ({attr}) {value}. It must be 0 to 255."
+
+
+class SecurityGroupMissingIcmpType(InvalidInput):
+    message = "ICMP code (port-range-max) {value} is provided but ICMP type " \
+              "(port-range-min) is missing."
+
+
+class SecurityGroupInvalidProtocolForPort(InvalidInput):
+    message = "Invalid protocol {protocol} for port range, only supported for TCP, UDP, " \
+              "UDPLITE, SCTP and DCCP protocols. Valid port protocols are " \
+              "{valid_port_protocols}."
+
+
+class SecurityGroupEthertypeConflictWithProtocol(InvalidInput):
+    message = "Invalid ethertype {ethertype} for protocol {protocol}."
+
+
+class SecurityGroupRuleParameterConflict(InvalidInput):
+    message = "Conflicting value ethertype {ethertype} for CIDR {cidr}"
+
+
+class PortSecurityAndIPRequiredForSecurityGroups(InvalidInput):
+    message = "Port security must be enabled and port must have an IP address in order to " \
+              "use security groups."
+
+
+class PortSecurityPortHasSecurityGroup(InUse):
+    message = "Port has security group associated. Cannot disable port security or IP address " \
+              "until security group is removed"
