@@ -13,8 +13,10 @@ from stacklet.services.networking.agents import AgentService
 from stacklet.services.networking.networks import NetworkService
 from stacklet.services.networking.ports import PortService
 from stacklet.services.networking.quotas import QuotaService
+from stacklet.services.networking.rbac import RbacService
 from stacklet.services.networking.subnets import SubnetService
 from stacklet.store.db import Database
+from stacklet.store.models.rbac import RbacPolicy
 
 
 class NetworkingServices:
@@ -23,11 +25,15 @@ class NetworkingServices:
         self.networks = NetworkService(db, conf, self.quotas)
         self.subnets = SubnetService(db, conf, self.quotas, self.networks)
         self.ports = PortService(db, conf, self.quotas, self.networks)
+        self.rbac = RbacService(db, conf, self.quotas)
+        self.rbac.register(self.networks.rbac_target())
+        self.quotas.register("rbac_policy", RbacPolicy)
         self.agents = AgentService(db, conf)
         self.collections = {
             "networks": self.networks,
             "subnets": self.subnets,
             "ports": self.ports,
+            "rbac-policies": self.rbac,
             "agents": self.agents,
         }
 

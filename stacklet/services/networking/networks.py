@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.context import RequestContext
 from stacklet.resources.networking import NETWORK
-from stacklet.services.networking import segments
+from stacklet.services.networking import rbac, segments
 from stacklet.services.networking.common import (
     Collection,
+    bump,
     bump_if_changed,
     check_if_match,
     chunks,
@@ -29,6 +30,10 @@ from stacklet.store.models.network import IPAllocation, Network, NetworkSegment,
 
 # Ports that exist only to serve a network and go away with it (Neutron's AUTO_DELETE owners).
 AUTO_DELETE_OWNERS = ("network:dhcp", "network:distributed", "network:floatingip_agent_gateway")
+
+RBAC_ACTIONS = ("access_as_shared", "access_as_external")
+# Ports through which a project uses an external network (its routers' gateways, floating IPs).
+EXTERNAL_USERS = ("network:router_gateway", "network:floatingip")
 
 PROVIDER_KEYS = ("provider:network_type", "provider:physical_network",
                  "provider:segmentation_id")
@@ -49,8 +54,55 @@ class NetworkService(Collection):
     def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
         if ctx.is_admin:
             return None
-        return or_(Network.project_id == (ctx.project_id or ""), Network.shared.is_(True),
-                   Network.router_external.is_(True))
+        # Shared (access_as_shared) or external (access_as_external) to this project or to all.
+        return or_(Network.project_id == (ctx.project_id or ""),
+                   Network.id.in_(rbac.shared_with("network", ctx.project_id, RBAC_ACTIONS)))
+
+    def shared_to(self, session: Session, ids: Sequence[str], ctx: RequestContext) -> set[str]:
+        """Networks shared with the caller's own project by a policy naming it: Neutron shows
+        ``shared`` true to that project (``*`` policies are the ``shared`` column)."""
+        found: set[str] = set()
+        for part in chunks(ids):
+            found.update(session.scalars(
+                rbac.shared_with("network", ctx.project_id)
+                .where(rbac.RbacPolicy.object_id.in_(part),
+                       rbac.RbacPolicy.target_project != rbac.WILDCARD)))
+        return found
+
+    # --- RBAC target ----------------------------------------------------------------------
+
+    def rbac_target(self) -> rbac.RbacTarget:
+        return rbac.RbacTarget("network", self, RBAC_ACTIONS, self.rbac_users,
+                               self.rbac_in_use_detail, self.sync_rbac, extension=False)
+
+    @staticmethod
+    def rbac_users(session: Session, net_id: str, action: str) -> set[str]:
+        """Projects whose ports (shared) or routers and floating IPs (external) use it."""
+        stmt = select(Port.project_id).where(Port.network_id == net_id).distinct()
+        if action == rbac.ACCESS_EXTERNAL:
+            stmt = stmt.where(Port.device_owner.in_(EXTERNAL_USERS))
+        return set(session.scalars(stmt))
+
+    @staticmethod
+    def rbac_in_use_detail(net_id: str, action: str) -> str:
+        if action == rbac.ACCESS_EXTERNAL:
+            return ("There are routers attached to this network that depend on this policy "
+                    "for access.")
+        return errors.InvalidSharedSetting(network=net_id).msg
+
+    @staticmethod
+    def sync_rbac(session: Session, net_id: str) -> None:
+        """``shared`` is true while a ``*`` access_as_shared policy exists; ``router:external``
+        while any access_as_external policy does (Neutron's rules)."""
+        row = session.get(Network, net_id)
+        if row is None:
+            return
+        shared = rbac.has_policy(session, "network", net_id, rbac.ACCESS_SHARED)
+        external = rbac.has_policy(session, "network", net_id, rbac.ACCESS_EXTERNAL,
+                                   target=None)
+        if (row.shared, row.router_external) != (shared, external):
+            row.shared, row.router_external = shared, external
+            bump(row)
 
     def filter_clause(self, name: str, values: list[Any]) -> ColumnElement[bool]:
         if name in PROVIDER_KEYS:
@@ -77,6 +129,7 @@ class NetworkService(Collection):
             for seg in session.scalars(
                     select(NetworkSegment).where(NetworkSegment.network_id.in_(part))):
                 segs.setdefault(seg.network_id, seg)
+        shared_to = set() if not ids or not ctx.project_id else self.shared_to(session, ids, ctx)
         out = []
         for row in rows:
             seg = segs.get(row.id)
@@ -84,7 +137,7 @@ class NetworkService(Collection):
             item.update({
                 "admin_state_up": row.admin_state_up,
                 "status": row.status,
-                "shared": row.shared,
+                "shared": row.shared or row.id in shared_to,
                 "router:external": row.router_external,
                 "mtu": row.mtu,
                 "port_security_enabled": row.port_security_enabled,
@@ -161,6 +214,10 @@ class NetworkService(Collection):
             created_at=now, updated_at=now, revision_number=1, mtu=0)
         session.add(network)
         session.flush()
+        if network.shared:
+            rbac.grant(session, "network", net_id, owner, rbac.ACCESS_SHARED)
+        if network.router_external:
+            rbac.grant(session, "network", net_id, owner, rbac.ACCESS_EXTERNAL)
         segment = segments.allocate(session, self.ranges, net_id, request)
         max_mtu = self.ranges.max_mtu(segment.network_type, segment.physical_network)
         network.mtu = self._check_mtu(body.get("mtu"), max_mtu)
@@ -189,24 +246,34 @@ class NetworkService(Collection):
                     if seg else self.ranges.global_mtu
                 row.mtu = self._check_mtu(changes["mtu"], max_mtu)
             for key, column in (("name", "name"), ("description", "description"),
-                                ("admin_state_up", "admin_state_up"), ("shared", "shared"),
-                                ("router:external", "router_external"),
+                                ("admin_state_up", "admin_state_up"),
                                 ("port_security_enabled", "port_security_enabled")):
                 if key in changes:
                     setattr(row, column, changes[key])
-            if changes.get("shared") is False:
-                self._check_unshare(session, row)
-            bump_if_changed(session, row)
+            changed = session.is_modified(row)  # before RBAC queries autoflush the row
+            revision = row.revision_number
+            self._update_rbac(session, row, changes)
+            if row.revision_number == revision:
+                bump_if_changed(session, row, changed)
         self.db.retrying(write)
         return self.get(ctx, net_id)
 
-    @staticmethod
-    def _check_unshare(session: Session, row: Network) -> None:
-        other = session.scalars(select(Port.id).where(
-            Port.network_id == row.id, Port.project_id != row.project_id,
-            Port.device_owner.notin_(AUTO_DELETE_OWNERS)).limit(1)).first()
-        if other is not None:
-            raise errors.InvalidSharedSetting(network=row.id)
+    def _update_rbac(self, session: Session, row: Network, changes: dict) -> None:
+        """``shared`` and ``router:external`` are ``*`` RBAC policies underneath."""
+        if changes.get("shared") is True:
+            rbac.grant(session, "network", row.id, row.project_id, rbac.ACCESS_SHARED)
+        elif changes.get("shared") is False and row.shared:
+            users = self.rbac_users(session, row.id, rbac.ACCESS_SHARED)
+            if rbac.users_blocking(session, "network", row.id, row.project_id,
+                                   rbac.ACCESS_SHARED, rbac.WILDCARD, users):
+                raise errors.InvalidSharedSetting(network=row.id)
+            rbac.revoke(session, "network", row.id, rbac.ACCESS_SHARED)
+        external = changes.get("router:external")
+        if external is True and not row.router_external:
+            rbac.grant(session, "network", row.id, row.project_id, rbac.ACCESS_EXTERNAL)
+        elif external is False and row.router_external:
+            rbac.revoke(session, "network", row.id, rbac.ACCESS_EXTERNAL, target=None)
+        self.sync_rbac(session, row.id)
 
     def delete(self, ctx: RequestContext, net_id: str, if_match: int | None = None) -> None:
         def write(session: Session) -> None:
@@ -229,6 +296,7 @@ class NetworkService(Collection):
                 self.delete_tags(session, subnet_id)
             session.execute(delete(Subnet).where(Subnet.network_id == net_id))
             session.execute(delete(NetworkSegment).where(NetworkSegment.network_id == net_id))
+            rbac.delete_for(session, "network", net_id)
             self.delete_tags(session, net_id)
             session.delete(row)
         self.db.retrying(write)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.context import RequestContext
 from stacklet.resources.networking import PORT
-from stacklet.services.networking import ipam
+from stacklet.services.networking import ipam, rbac
 from stacklet.services.networking.common import (
     CHUNK,
     Collection,
@@ -254,6 +254,11 @@ class PortService(Collection):
     def _insert(self, session: Session, ctx: RequestContext, owner: str, body: dict) -> dict:
         """Insert one port with its MAC and addresses; returns its API form."""
         network = self.networks.find(session, ctx, body["network_id"])
+        if not ctx.is_admin and network.project_id != owner and not network.shared and \
+                not rbac.has_policy(session, "network", network.id, rbac.ACCESS_SHARED, owner):
+            # Visible but not shared with the owner (external only): Neutron's API layer says no.
+            raise errors.HTTPForbidden(f"Tenant {owner} not allowed to create port on this "
+                                       f"network")
         self._check_privileged(ctx, network, body, "create")
         port_security = body.get("port_security_enabled")
         if port_security is None:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.context import RequestContext
 from stacklet.resources.networking import SUBNET
-from stacklet.services.networking import ipam
+from stacklet.services.networking import ipam, rbac
 from stacklet.services.networking.common import (
     Collection,
     bump,
@@ -20,7 +20,7 @@ from stacklet.services.networking.common import (
     owner_for_create,
     standard_fields,
 )
-from stacklet.services.networking.networks import AUTO_DELETE_OWNERS
+from stacklet.services.networking.networks import AUTO_DELETE_OWNERS, RBAC_ACTIONS
 from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.network import IPAllocation, Network, Port, Subnet
 
@@ -89,8 +89,8 @@ class SubnetService(Collection):
     def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
         if ctx.is_admin:
             return None
-        public = select(Network.id).where(
-            or_(Network.shared.is_(True), Network.router_external.is_(True)))
+        # Subnets of networks shared with (or external for) this project or all projects.
+        public = rbac.shared_with("network", ctx.project_id, RBAC_ACTIONS)
         return or_(Subnet.project_id == (ctx.project_id or ""), Subnet.network_id.in_(public))
 
     def to_dicts(self, session: Session, rows: Sequence[Subnet],

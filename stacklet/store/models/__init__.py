@@ -3,4 +3,5 @@ from stacklet.store.models import (
     agents,  # noqa: F401
     identity,  # noqa: F401
     network,  # noqa: F401
+    rbac,  # noqa: F401
 )

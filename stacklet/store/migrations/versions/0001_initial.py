@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 03:41:23.198467
+Create Date: 2026-11-22 03:48:53.629100
 """
 
 from __future__ import annotations
@@ -115,6 +115,19 @@ def upgrade() -> None:
     sa.Column('limit', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('project_id', 'resource', name=op.f('pk_quotas'))
     )
+    op.create_table('rbac_policies',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('project_id', sa.String(length=255), nullable=False),
+    sa.Column('object_type', sa.String(length=32), nullable=False),
+    sa.Column('object_id', sa.String(length=36), nullable=False),
+    sa.Column('action', sa.String(length=255), nullable=False),
+    sa.Column('target_project', sa.String(length=255), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_rbac_policies')),
+    sa.UniqueConstraint('object_type', 'object_id', 'action', 'target_project', name=op.f('uq_rbac_policies_object_type_object_id_action_target_project'))
+    )
+    op.create_index(op.f('ix_rbac_policies_object_id'), 'rbac_policies', ['object_id'], unique=False)
+    op.create_index(op.f('ix_rbac_policies_project_id'), 'rbac_policies', ['project_id'], unique=False)
+    op.create_index('ix_rbac_policies_type_target', 'rbac_policies', ['object_type', 'target_project'], unique=False)
     op.create_table('tags',
     sa.Column('resource_id', sa.String(length=36), nullable=False),
     sa.Column('tag', sa.String(length=255), nullable=False),
@@ -318,6 +331,10 @@ def downgrade() -> None:
     op.drop_table('identity_assignments')
     op.drop_index(op.f('ix_tags_resource_type'), table_name='tags')
     op.drop_table('tags')
+    op.drop_index('ix_rbac_policies_type_target', table_name='rbac_policies')
+    op.drop_index(op.f('ix_rbac_policies_project_id'), table_name='rbac_policies')
+    op.drop_index(op.f('ix_rbac_policies_object_id'), table_name='rbac_policies')
+    op.drop_table('rbac_policies')
     op.drop_table('quotas')
     op.drop_index(op.f('ix_networks_project_id'), table_name='networks')
     op.drop_table('networks')
