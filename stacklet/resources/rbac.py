@@ -39,10 +39,10 @@ EXTENSION_RBAC = ("rbac-policies", "RBAC Policies",
                    "to resources."), "2015-06-17T12:15:12-00:00")
 # Per object type, the extension that says it can be shared (added when the type is wired).
 TYPE_EXTENSIONS: dict[str, tuple[str, str, str, str]] = {
-    "security_group": ("rbac-security-groups", "Add security_group type to RBAC",
-                       "Add security_group type to RBAC", "2019-01-03T00:00:00-00:00"),
+    "security_group": ("rbac-security-groups", "Add security_group type to network RBAC",
+                       "Add security_group type to network RBAC", "2019-02-14T00:00:00-00:00"),
     "address_scope": ("rbac-address-scope", "Add address_scope type to RBAC",
-                      "Add address_scope type to RBAC", "2019-01-03T00:00:00-00:00"),
+                      "Add address_scope type to RBAC", "2020-02-12T00:00:00-00:00"),
     "subnetpool": ("rbac-subnetpool", "Add subnetpool type to RBAC",
-                   "Add subnetpool type to RBAC", "2019-01-03T00:00:00-00:00"),
+                   "Add subnetpool type to RBAC", "2020-02-05T00:00:00-00:00"),
 }
