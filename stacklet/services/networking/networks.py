@@ -84,7 +84,7 @@ class NetworkService(Collection):
         return set(session.scalars(stmt))
 
     @staticmethod
-    def rbac_in_use_detail(net_id: str, action: str) -> str:
+    def rbac_in_use_detail(net_id: str, action: str, blocking: list[str]) -> str:
         if action == rbac.ACCESS_EXTERNAL:
             return ("There are routers attached to this network that depend on this policy "
                     "for access.")

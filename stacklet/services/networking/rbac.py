@@ -28,7 +28,7 @@ from stacklet.resources.rbac import (
     TYPE_EXTENSIONS,
     WILDCARD,
 )
-from stacklet.services.networking.common import Collection, owner_for_create
+from stacklet.services.networking.common import Collection, bump, owner_for_create
 from stacklet.store.models.base import new_id
 from stacklet.store.models.rbac import RbacPolicy
 
@@ -121,8 +121,8 @@ class RbacTarget:
     actions: tuple[str, ...]
     # (session, object_id, action) -> project ids that use the object under that action
     users: Callable[[Session, str, str], Iterable[str]]
-    # (object_id, action) -> the detail of RbacPolicyInUse
-    in_use_detail: Callable[[str, str], str]
+    # (object_id, action, projects that would lose access) -> the detail of RbacPolicyInUse
+    in_use_detail: Callable[[str, str, list[str]], str]
     # (session, object_id) -> None: keep derived columns (network shared, router:external) true
     after_change: Callable[[Session, str], None] | None = None
     extension: bool = True            # advertise rbac-<type> (not for networks: core)
@@ -147,6 +147,24 @@ class RbacService(Collection):
         ext = TYPE_EXTENSIONS.get(target.object_type)
         if ext is not None and target.extension:
             self.extensions = tuple(dict.fromkeys(self.extensions + (ext,)))
+
+
+def bound_projects_detail(object_id: str, action: str, blocking: list[str]) -> str:
+    """The detail Neutron's generic RBAC objects give: the project still bound."""
+    return f"tenant_id={blocking[0]}"
+
+
+def sync_shared(model: Any, object_type: str) -> Callable[[Session, str], None]:
+    """An ``after_change`` hook for types whose ``shared`` column means "a ``*`` policy"."""
+    def sync(session: Session, object_id: str) -> None:
+        row = session.get(model, object_id)
+        if row is None:
+            return
+        shared = has_policy(session, object_type, object_id, ACCESS_SHARED)
+        if bool(row.shared) != shared:
+            row.shared = shared
+            bump(row)
+    return sync
 
     def not_found_error(self, resource_id: str) -> errors.NotFound:
         return errors.RbacPolicyNotFound(id=resource_id, object_type="unknown")
@@ -189,11 +207,11 @@ class RbacService(Collection):
         if owner is None:
             return
         users = target.users(session, row.object_id, row.action)
-        if users_blocking(session, row.object_type, row.object_id, owner, row.action,
-                          row.target_project, users, keep, exclude_policy=row.id):
-            raise errors.RbacPolicyInUse(object_id=row.object_id,
-                                         details=target.in_use_detail(row.object_id,
-                                                                      row.action))
+        blocking = users_blocking(session, row.object_type, row.object_id, owner, row.action,
+                                  row.target_project, users, keep, exclude_policy=row.id)
+        if blocking:
+            raise errors.RbacPolicyInUse(object_id=row.object_id, details=target.in_use_detail(
+                row.object_id, row.action, blocking))
 
     # --- writes -----------------------------------------------------------------------------
 
