@@ -10,12 +10,15 @@ from __future__ import annotations
 from stacklet.config import Config
 from stacklet.resources.networking import EXTENSIONS as CORE_EXTENSIONS
 from stacklet.services.networking.agents import AgentService
+from stacklet.services.networking.floatingips import FloatingIPService
 from stacklet.services.networking.networks import NetworkService
 from stacklet.services.networking.ports import PortService
 from stacklet.services.networking.quotas import QuotaService
 from stacklet.services.networking.rbac import RbacService
+from stacklet.services.networking.routers import RouterService
 from stacklet.services.networking.subnets import SubnetService
 from stacklet.store.db import Database
+from stacklet.store.models.l3 import FloatingIP, Router
 from stacklet.store.models.rbac import RbacPolicy
 
 
@@ -28,6 +31,11 @@ class NetworkingServices:
         self.rbac = RbacService(db, conf, self.quotas)
         self.rbac.register(self.networks.rbac_target())
         self.quotas.register("rbac_policy", RbacPolicy)
+        self.routers = RouterService(db, conf, self.quotas, self.networks, self.subnets,
+                                     self.ports)
+        self.floatingips = FloatingIPService(db, conf, self.quotas, self.networks, self.ports)
+        self.quotas.register("router", Router)
+        self.quotas.register("floatingip", FloatingIP)
         self.agents = AgentService(db, conf)
         self.collections = {
             "networks": self.networks,
@@ -35,6 +43,8 @@ class NetworkingServices:
             "ports": self.ports,
             "rbac-policies": self.rbac,
             "agents": self.agents,
+            "routers": self.routers,
+            "floatingips": self.floatingips,
         }
 
     def extensions(self) -> list[tuple[str, str, str, str]]:
