@@ -162,6 +162,8 @@ PORT = Resource.declare("port", "ports", (
     Attr("binding:vnic_type", one_of(*VNIC_TYPES), default="normal",
          column="binding_vnic_type"),
     Attr("ip_allocation", allow_post=False, allow_put=False, filter=False),
+    Attr("security_groups", list_of(to_uuid, unique=True), default=None,
+         filter_convert=to_uuid),
 ))
 
 # Extensions implemented, exactly: (alias, name, description, updated).

@@ -16,6 +16,8 @@ from stacklet.services.networking.ports import PortService
 from stacklet.services.networking.quotas import QuotaService
 from stacklet.services.networking.rbac import RbacService
 from stacklet.services.networking.routers import RouterService
+from stacklet.services.networking.security_groups import SecurityGroupService
+from stacklet.services.networking.sg_rules import SecurityGroupRuleService
 from stacklet.services.networking.subnets import SubnetService
 from stacklet.store.db import Database
 from stacklet.store.models.l3 import FloatingIP, Router
@@ -28,6 +30,12 @@ class NetworkingServices:
         self.networks = NetworkService(db, conf, self.quotas)
         self.subnets = SubnetService(db, conf, self.quotas, self.networks)
         self.ports = PortService(db, conf, self.quotas, self.networks)
+        self.security_groups = SecurityGroupService(db, conf, self.quotas)
+        self.security_group_rules = SecurityGroupRuleService(db, conf, self.quotas,
+                                                             self.security_groups)
+        self.ports.security_groups = self.security_groups
+        self.quotas.register("security_group", SecurityGroupService.model)
+        self.quotas.register("security_group_rule", SecurityGroupRuleService.model)
         self.rbac = RbacService(db, conf, self.quotas)
         self.rbac.register(self.networks.rbac_target())
         self.quotas.register("rbac_policy", RbacPolicy)
@@ -41,6 +49,8 @@ class NetworkingServices:
             "networks": self.networks,
             "subnets": self.subnets,
             "ports": self.ports,
+            "security-groups": self.security_groups,
+            "security-group-rules": self.security_group_rules,
             "rbac-policies": self.rbac,
             "agents": self.agents,
             "routers": self.routers,

@@ -79,6 +79,8 @@ class PortService(Collection):
         self.networks = networks
         self.base_mac = conf.DEFAULT.base_mac
         self.max_fixed_ips = conf.DEFAULT.max_fixed_ips_per_port
+        # The security groups service (set by NetworkingServices): groups of ports.
+        self.security_groups: Any = None
         # fn(session, port) run before a port is deleted: may refuse (router and floating IP
         # ports) or tidy what refers to the port (floating IP associations).
         self.delete_checks: list[Callable[[Session, Port], None]] = []
@@ -92,6 +94,8 @@ class PortService(Collection):
         return or_(Port.project_id == (ctx.project_id or ""), Port.network_id.in_(own_networks))
 
     def filter_clause(self, name: str, values: list[Any]) -> ColumnElement[bool]:
+        if name == "security_groups" and self.security_groups is not None:
+            return Port.id.in_(self.security_groups.ports_in_groups(values))
         if name != "fixed_ips":
             return super().filter_clause(name, values)
         clauses = []
@@ -123,7 +127,12 @@ class PortService(Collection):
         for query in queries:
             for port_id, subnet_id, ip in session.execute(query):
                 ips.setdefault(port_id, []).append((subnet_id, ip))
-        return [port_dict(row, ips.get(row.id, ()), tags.get(row.id, [])) for row in rows]
+        out = [port_dict(row, ips.get(row.id, ()), tags.get(row.id, [])) for row in rows]
+        if self.security_groups is not None:
+            groups = self.security_groups.port_groups(session, ids)
+            for item in out:
+                item["security_groups"] = groups.get(item["id"], [])
+        return out
 
     # --- validation shared by create and update ---------------------------------------------
 
@@ -290,7 +299,11 @@ class PortService(Collection):
             allocations = self._allocate_requested(session, network, subnets, requested,
                                                    port_id, mac)
         session.flush()
-        return port_dict(port, allocations, [])
+        item = port_dict(port, allocations, [])
+        if self.security_groups is not None:
+            item["security_groups"] = self.security_groups.bind_new_port(
+                session, ctx, owner, port_id, body, port_security)
+        return item
 
     # --- update -----------------------------------------------------------------------------
 
@@ -311,6 +324,10 @@ class PortService(Collection):
                 changes["allowed_address_pairs"] = self._pairs_with_mac(pairs, row.mac_address)
             ips_changed = "fixed_ips" in changes and self._update_fixed_ips(
                 session, network, row, changes["fixed_ips"] or [])
+            # Before the plain fields are set: its queries flush, and a flushed change no
+            # longer shows as a modification to bump_if_changed.
+            groups_changed = self.security_groups is not None and \
+                self.security_groups.update_port(session, ctx, row, changes)
             simple = {"name": "name", "description": "description",
                       "admin_state_up": "admin_state_up", "device_id": "device_id",
                       "device_owner": "device_owner",
@@ -325,7 +342,7 @@ class PortService(Collection):
             if "binding:host_id" in changes:
                 row.binding_host_id = changes["binding:host_id"]
                 row.binding_vif_type = "binding_failed" if row.binding_host_id else "unbound"
-            bump_if_changed(session, row, changed=ips_changed)
+            bump_if_changed(session, row, changed=ips_changed or groups_changed)
         self.db.retrying(write)
         return self.get(ctx, port_id)
 

@@ -5,4 +5,5 @@ from stacklet.store.models import (
     l3,  # noqa: F401
     network,  # noqa: F401
     rbac,  # noqa: F401
+    security_groups,  # noqa: F401
 )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 03:51:52.852219
+Create Date: 2026-11-22 03:53:13.599699
 """
 
 from __future__ import annotations
@@ -128,6 +128,18 @@ def upgrade() -> None:
     op.create_index(op.f('ix_rbac_policies_object_id'), 'rbac_policies', ['object_id'], unique=False)
     op.create_index(op.f('ix_rbac_policies_project_id'), 'rbac_policies', ['project_id'], unique=False)
     op.create_index('ix_rbac_policies_type_target', 'rbac_policies', ['object_type', 'target_project'], unique=False)
+    op.create_table('securitygroups',
+    sa.Column('stateful', sa.Boolean(), nullable=False),
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('project_id', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.Column('updated_at', sa.String(length=20), nullable=False),
+    sa.Column('revision_number', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_securitygroups'))
+    )
+    op.create_index(op.f('ix_securitygroups_project_id'), 'securitygroups', ['project_id'], unique=False)
     op.create_table('tags',
     sa.Column('resource_id', sa.String(length=36), nullable=False),
     sa.Column('tag', sa.String(length=255), nullable=False),
@@ -135,6 +147,13 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('resource_id', 'tag', name=op.f('pk_tags'))
     )
     op.create_index(op.f('ix_tags_resource_type'), 'tags', ['resource_type'], unique=False)
+    op.create_table('default_security_groups',
+    sa.Column('project_id', sa.String(length=64), nullable=False),
+    sa.Column('security_group_id', sa.String(length=36), nullable=False),
+    sa.ForeignKeyConstraint(['security_group_id'], ['securitygroups.id'], name=op.f('fk_default_security_groups_security_group_id_securitygroups'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('project_id', name=op.f('pk_default_security_groups')),
+    sa.UniqueConstraint('security_group_id', name=op.f('uq_default_security_groups_security_group_id'))
+    )
     op.create_table('identity_assignments',
     sa.Column('actor_type', sa.String(length=16), nullable=False),
     sa.Column('actor_id', sa.String(length=64), nullable=False),
@@ -248,6 +267,30 @@ def upgrade() -> None:
     op.create_index('ix_ports_device_id', 'ports', ['device_id'], unique=False)
     op.create_index(op.f('ix_ports_network_id'), 'ports', ['network_id'], unique=False)
     op.create_index(op.f('ix_ports_project_id'), 'ports', ['project_id'], unique=False)
+    op.create_table('securitygrouprules',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('project_id', sa.String(length=64), nullable=False),
+    sa.Column('security_group_id', sa.String(length=36), nullable=False),
+    sa.Column('remote_group_id', sa.String(length=36), nullable=True),
+    sa.Column('direction', sa.String(length=16), nullable=False),
+    sa.Column('ethertype', sa.String(length=8), nullable=False),
+    sa.Column('protocol', sa.String(length=40), nullable=True),
+    sa.Column('port_range_min', sa.Integer(), nullable=True),
+    sa.Column('port_range_max', sa.Integer(), nullable=True),
+    sa.Column('remote_ip_prefix', sa.String(length=64), nullable=True),
+    sa.Column('rule_key', sa.String(length=255), nullable=False),
+    sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.Column('updated_at', sa.String(length=20), nullable=False),
+    sa.Column('revision_number', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['remote_group_id'], ['securitygroups.id'], name=op.f('fk_securitygrouprules_remote_group_id_securitygroups'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['security_group_id'], ['securitygroups.id'], name=op.f('fk_securitygrouprules_security_group_id_securitygroups'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_securitygrouprules')),
+    sa.UniqueConstraint('security_group_id', 'rule_key', name=op.f('uq_securitygrouprules_security_group_id_rule_key'))
+    )
+    op.create_index(op.f('ix_securitygrouprules_project_id'), 'securitygrouprules', ['project_id'], unique=False)
+    op.create_index(op.f('ix_securitygrouprules_remote_group_id'), 'securitygrouprules', ['remote_group_id'], unique=False)
+    op.create_index(op.f('ix_securitygrouprules_security_group_id'), 'securitygrouprules', ['security_group_id'], unique=False)
     op.create_table('subnets',
     sa.Column('network_id', sa.String(length=36), nullable=False),
     sa.Column('ip_version', sa.Integer(), nullable=False),
@@ -340,11 +383,21 @@ def upgrade() -> None:
     op.create_index(op.f('ix_routers_gw_network_id'), 'routers', ['gw_network_id'], unique=False)
     op.create_index(op.f('ix_routers_gw_port_id'), 'routers', ['gw_port_id'], unique=False)
     op.create_index(op.f('ix_routers_project_id'), 'routers', ['project_id'], unique=False)
+    op.create_table('securitygroupportbindings',
+    sa.Column('port_id', sa.String(length=36), nullable=False),
+    sa.Column('security_group_id', sa.String(length=36), nullable=False),
+    sa.ForeignKeyConstraint(['port_id'], ['ports.id'], name=op.f('fk_securitygroupportbindings_port_id_ports'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['security_group_id'], ['securitygroups.id'], name=op.f('fk_securitygroupportbindings_security_group_id_securitygroups')),
+    sa.PrimaryKeyConstraint('port_id', 'security_group_id', name=op.f('pk_securitygroupportbindings'))
+    )
+    op.create_index(op.f('ix_securitygroupportbindings_security_group_id'), 'securitygroupportbindings', ['security_group_id'], unique=False)
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_index(op.f('ix_securitygroupportbindings_security_group_id'), table_name='securitygroupportbindings')
+    op.drop_table('securitygroupportbindings')
     op.drop_index(op.f('ix_routers_project_id'), table_name='routers')
     op.drop_index(op.f('ix_routers_gw_port_id'), table_name='routers')
     op.drop_index(op.f('ix_routers_gw_network_id'), table_name='routers')
@@ -363,6 +416,10 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_subnets_project_id'), table_name='subnets')
     op.drop_index(op.f('ix_subnets_network_id'), table_name='subnets')
     op.drop_table('subnets')
+    op.drop_index(op.f('ix_securitygrouprules_security_group_id'), table_name='securitygrouprules')
+    op.drop_index(op.f('ix_securitygrouprules_remote_group_id'), table_name='securitygrouprules')
+    op.drop_index(op.f('ix_securitygrouprules_project_id'), table_name='securitygrouprules')
+    op.drop_table('securitygrouprules')
     op.drop_index(op.f('ix_ports_project_id'), table_name='ports')
     op.drop_index(op.f('ix_ports_network_id'), table_name='ports')
     op.drop_index('ix_ports_device_id', table_name='ports')
@@ -384,8 +441,11 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_identity_assignments_role_id'), table_name='identity_assignments')
     op.drop_index(op.f('ix_identity_assignments_actor_id'), table_name='identity_assignments')
     op.drop_table('identity_assignments')
+    op.drop_table('default_security_groups')
     op.drop_index(op.f('ix_tags_resource_type'), table_name='tags')
     op.drop_table('tags')
+    op.drop_index(op.f('ix_securitygroups_project_id'), table_name='securitygroups')
+    op.drop_table('securitygroups')
     op.drop_index('ix_rbac_policies_type_target', table_name='rbac_policies')
     op.drop_index(op.f('ix_rbac_policies_project_id'), table_name='rbac_policies')
     op.drop_index(op.f('ix_rbac_policies_object_id'), table_name='rbac_policies')
