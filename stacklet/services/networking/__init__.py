@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from stacklet.config import Config
 from stacklet.resources.networking import EXTENSIONS as CORE_EXTENSIONS
+from stacklet.services.networking.address_scopes import AddressScopeService
 from stacklet.services.networking.agents import AgentService
 from stacklet.services.networking.floatingips import FloatingIPService
 from stacklet.services.networking.networks import NetworkService
@@ -18,6 +19,7 @@ from stacklet.services.networking.rbac import RbacService
 from stacklet.services.networking.routers import RouterService
 from stacklet.services.networking.security_groups import SecurityGroupService
 from stacklet.services.networking.sg_rules import SecurityGroupRuleService
+from stacklet.services.networking.subnetpools import SubnetPoolService
 from stacklet.services.networking.subnets import SubnetService
 from stacklet.store.db import Database
 from stacklet.store.models.l3 import FloatingIP, Router
@@ -29,6 +31,10 @@ class NetworkingServices:
         self.quotas = QuotaService(db, conf)
         self.networks = NetworkService(db, conf, self.quotas)
         self.subnets = SubnetService(db, conf, self.quotas, self.networks)
+        self.address_scopes = AddressScopeService(db, conf)
+        self.subnetpools = SubnetPoolService(db, conf, self.quotas, self.address_scopes)
+        self.subnets.subnetpools = self.subnetpools
+        self.quotas.register("subnetpool", SubnetPoolService.model)
         self.ports = PortService(db, conf, self.quotas, self.networks)
         self.security_groups = SecurityGroupService(db, conf, self.quotas)
         self.security_group_rules = SecurityGroupRuleService(db, conf, self.quotas,
@@ -49,6 +55,8 @@ class NetworkingServices:
             "networks": self.networks,
             "subnets": self.subnets,
             "ports": self.ports,
+            "subnetpools": self.subnetpools,
+            "address-scopes": self.address_scopes,
             "security-groups": self.security_groups,
             "security-group-rules": self.security_group_rules,
             "rbac-policies": self.rbac,

@@ -25,6 +25,7 @@ from stacklet.services.networking.common import (
     owner_for_create,
     standard_fields,
 )
+from stacklet.services.networking.subnetpools import scopes_by_network
 from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
 
@@ -129,6 +130,7 @@ class NetworkService(Collection):
             for seg in session.scalars(
                     select(NetworkSegment).where(NetworkSegment.network_id.in_(part))):
                 segs.setdefault(seg.network_id, seg)
+        scopes = scopes_by_network(session, ids)
         shared_to = set() if not ids or not ctx.project_id else self.shared_to(session, ids, ctx)
         out = []
         for row in rows:
@@ -149,8 +151,8 @@ class NetworkService(Collection):
                 "availability_zone_hints": list(row.availability_zone_hints or []),
                 "availability_zones": [],
                 "subnets": subnets.get(row.id, []),
-                "ipv4_address_scope": None,
-                "ipv6_address_scope": None,
+                "ipv4_address_scope": scopes.get(row.id, {}).get(4),
+                "ipv6_address_scope": scopes.get(row.id, {}).get(6),
                 "is_default": False,
             })
             out.append(item)

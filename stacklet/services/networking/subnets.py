@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import netaddr
 from sqlalchemy import ColumnElement, delete, or_, select
@@ -80,6 +81,7 @@ class SubnetService(Collection):
     model = Subnet
     not_found = errors.SubnetNotFound
     not_found_key = "subnet_id"
+    subnetpools: Any = None  # the SubnetPoolService, set by NetworkingServices
 
     def __init__(self, db, conf, quotas, networks) -> None:
         super().__init__(db, conf)
@@ -121,14 +123,22 @@ class SubnetService(Collection):
 
     def _prepare(self, ctx: RequestContext, body: dict) -> dict:
         owner = owner_for_create(ctx, body, "subnet")
-        if body.get("subnetpool_id") or body.get("use_default_subnetpool"):
-            raise errors.HTTPBadRequest("Subnet pools are not supported yet; specify a cidr")
         if body.get("segment_id"):
             raise errors.HTTPBadRequest("Routed network segments are not supported")
         cidr = body.get("cidr")
+        if body.get("subnetpool_id") or body.get("use_default_subnetpool"):
+            if cidr and body.get("prefixlen") is not None:
+                raise errors.BadRequest("Bad subnets request: cidr and prefixlen must not be "
+                                        "supplied together.")
+            # The CIDR comes from the pool, inside the transaction (_from_pool).
+            return {"project_id": owner, "network_id": body["network_id"], "pool": body}
         if not cidr:
             raise errors.HTTPBadRequest("A cidr must be specified in the absence of a subnet "
                                         "pool")
+        return self._complete(owner, body, cidr)
+
+    def _complete(self, owner: str, body: dict, cidr: str) -> dict:
+        """The subnet's columns once its CIDR is known."""
         net = netaddr.IPNetwork(cidr)
         if net.ip != net.network:
             raise errors.HTTPBadRequest(
@@ -177,6 +187,8 @@ class SubnetService(Collection):
                 self.quotas.enforce(session, owner, {"subnet": count})
             ids = []
             for values in prepared:
+                if "pool" in values:
+                    values = self._from_pool(session, ctx, values)
                 ids.append(self._insert(session, ctx, values))
             return ids
 
@@ -184,6 +196,18 @@ class SubnetService(Collection):
         with self.db.read() as session:
             rows = {r.id: r for r in session.scalars(select(Subnet).where(Subnet.id.in_(ids)))}
             return self.to_dicts(session, [rows[i] for i in ids], ctx)
+
+    def _from_pool(self, session: Session, ctx: RequestContext, values: dict) -> dict:
+        """Allocate the subnet's CIDR from its subnet pool (or the default one)."""
+        body, pools = values["pool"], self.subnetpools
+        pool = pools.pool_for_subnet(session, ctx, body.get("subnetpool_id"),
+                                     body.get("use_default_subnetpool", False),
+                                     body["ip_version"])
+        cidr = pools.allocate(session, pool, values["project_id"], body.get("cidr"),
+                              body.get("prefixlen"))
+        out = self._complete(values["project_id"], body, cidr)
+        out["subnetpool_id"] = pool.id
+        return out
 
     def _insert(self, session: Session, ctx: RequestContext, values: dict) -> str:
         network = self.networks.find(session, ctx, values["network_id"])

@@ -6,4 +6,5 @@ from stacklet.store.models import (
     network,  # noqa: F401
     rbac,  # noqa: F401
     security_groups,  # noqa: F401
+    subnetpools,  # noqa: F401
 )
