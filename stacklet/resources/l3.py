@@ -62,7 +62,7 @@ ROUTER = Resource.declare("router", "routers", (
     Attr("admin_state_up", to_bool, default=True, column="admin_state_up"),
     Attr("status", allow_post=False, allow_put=False, sort=True, column="status"),
     Attr("external_gateway_info", gateway_info, default=None, filter=False),
-    Attr("routes", routes, default=[], filter=False),
+    Attr("routes", routes, default=[], allow_post=False, filter=False),
     Attr("ha", to_bool, default=False, admin_only=True, column="ha"),
     Attr("distributed", to_bool, default=False, admin_only=True, column="distributed"),
     Attr("availability_zone_hints", _az_hints, default=[], allow_put=False, filter=False),
