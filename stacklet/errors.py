@@ -498,3 +498,8 @@ class PortSecurityAndIPRequiredForSecurityGroups(InvalidInput):
 class PortSecurityPortHasSecurityGroup(InUse):
     message = "Port has security group associated. Cannot disable port security or IP address " \
               "until security group is removed"
+
+
+class ExternalNetworkInUse(InUse):
+    message = "External network {net_id} cannot be updated to be made non-external, since it " \
+              "has existing gateway ports."

@@ -178,6 +178,21 @@ def test_access_as_external(admin, b, c, pb) -> None:
     assert policies_of(admin, net["id"]) == []
 
 
+def test_external_policy_in_use_by_a_router(admin, b, pb) -> None:
+    net = admin.create("network", name=uname("ext-r"))
+    admin.create("subnet", network_id=net["id"], ip_version=4, cidr="10.84.0.0/24")
+    pol = policy(admin, net["id"], pb.project_id, action="access_as_external")
+    router = b.create("router", name=uname("r"),
+                      external_gateway_info={"network_id": net["id"]})
+    admin.delete(f"{RBAC}/{pol['id']}", 409, "RbacPolicyInUse")
+    admin.put(f"networks/{net['id']}", {"network": {"router:external": False}}, 409,
+              "ExternalNetworkInUse")
+    assert b.show("network", net["id"])["router:external"] is True
+    b.remove("router", router["id"])
+    admin.delete(f"{RBAC}/{pol['id']}")
+    b.get(f"networks/{net['id']}", 404, "NetworkNotFound")
+
+
 def test_quota(admin, a, pa, pb) -> None:
     admin.put(f"quotas/{pa.project_id}", {"quota": {"rbac_policy": 1}})
     try:

@@ -112,6 +112,24 @@ def users_blocking(session: Session, object_type: str, object_id: str, owner: st
     return sorted(using)
 
 
+def bound_projects_detail(object_id: str, action: str, blocking: list[str]) -> str:
+    """The detail Neutron's generic RBAC objects give: the project still bound."""
+    return f"tenant_id={blocking[0]}"
+
+
+def sync_shared(model: Any, object_type: str) -> Callable[[Session, str], None]:
+    """An ``after_change`` hook for types whose ``shared`` column means "a ``*`` policy"."""
+    def sync(session: Session, object_id: str) -> None:
+        row = session.get(model, object_id)
+        if row is None:
+            return
+        shared = has_policy(session, object_type, object_id, ACCESS_SHARED)
+        if bool(row.shared) != shared:
+            row.shared = shared
+            bump(row)
+    return sync
+
+
 @dataclass(frozen=True)
 class RbacTarget:
     """One object type that policies may grant."""
@@ -148,23 +166,6 @@ class RbacService(Collection):
         if ext is not None and target.extension:
             self.extensions = tuple(dict.fromkeys(self.extensions + (ext,)))
 
-
-def bound_projects_detail(object_id: str, action: str, blocking: list[str]) -> str:
-    """The detail Neutron's generic RBAC objects give: the project still bound."""
-    return f"tenant_id={blocking[0]}"
-
-
-def sync_shared(model: Any, object_type: str) -> Callable[[Session, str], None]:
-    """An ``after_change`` hook for types whose ``shared`` column means "a ``*`` policy"."""
-    def sync(session: Session, object_id: str) -> None:
-        row = session.get(model, object_id)
-        if row is None:
-            return
-        shared = has_policy(session, object_type, object_id, ACCESS_SHARED)
-        if bool(row.shared) != shared:
-            row.shared = shared
-            bump(row)
-    return sync
 
     def not_found_error(self, resource_id: str) -> errors.NotFound:
         return errors.RbacPolicyNotFound(id=resource_id, object_type="unknown")
