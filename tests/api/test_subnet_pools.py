@@ -356,3 +356,30 @@ def test_concurrent_allocation(admin, trash) -> None:
         second = list(workers.map(allocate, nets[8:]))
     for response in second:
         expect(response, 409, "SubnetAllocationError")
+
+
+def test_concurrent_defaults_and_scope_members(admin, trash) -> None:
+    """Racing requests cannot make two default pools of one IP version, nor put overlapping
+    pools into one address scope."""
+    def create(body: dict) -> Any:
+        return admin.req("POST", "subnetpools", json={"subnetpool": body})
+
+    bodies = [{"name": uname("d6"), "prefixes": [f"2001:db8:{i}::/48"], "is_default": True}
+              for i in range(6)]
+    s = scope(admin, trash)
+    bodies += [{"name": uname("sc"), "prefixes": ["10.200.0.0/16"], "address_scope_id": s["id"]}
+               for _ in range(6)]
+    with ThreadPoolExecutor(8) as workers:
+        responses = list(workers.map(create, bodies))
+    for response in responses:
+        if response.status_code == 201:
+            trash.add(admin, f"subnetpools/{response.json()['subnetpool']['id']}")
+    defaults, members = responses[:6], responses[6:]
+    assert sorted(r.status_code for r in defaults) == [201] + [400] * 5
+    assert sorted(r.status_code for r in members) == [201] + [409] * 5
+    for response in defaults:
+        if response.status_code == 400:
+            expect(response, 400, "InvalidInput")
+    for response in members:
+        if response.status_code == 409:
+            expect(response, 409, "AddressScopePrefixConflict")

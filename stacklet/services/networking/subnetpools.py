@@ -34,11 +34,21 @@ from stacklet.services.networking.common import (
 from stacklet.store.db import RetryableConflict
 from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.network import Subnet
-from stacklet.store.models.subnetpools import SubnetPool
+from stacklet.store.models.subnetpools import AddressScope, SubnetPool
 
 
 def _bad_subnet(msg: str) -> errors.BadRequest:
     return errors.BadRequest(f"Bad subnets request: {msg}.")
+
+
+def swap_hash(session: Session, model: Any, row_id: str) -> None:
+    """Swap a row's ``hash``; losing the swap to a concurrent transaction re-runs this one."""
+    seen = session.scalar(select(model.hash).where(model.id == row_id))
+    result = session.execute(
+        update(model).where(model.id == row_id, model.hash == seen)
+        .values(hash=new_id()).execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise RetryableConflict(f"{model.__tablename__} {row_id} changed concurrently")
 
 
 def scopes_by_network(session: Session, net_ids: Sequence[str]) -> dict[str, dict[int, str]]:
@@ -103,6 +113,7 @@ class SubnetPoolService(Collection):
         if scope.ip_version != ip_version:
             raise errors.IllegalSubnetPoolIpVersionAssociationToAddressScope(
                 subnetpool_id=pool_id, address_scope_id=scope_id, ip_version=scope.ip_version)
+        swap_hash(session, AddressScope, scope_id)
         for other in session.scalars(select(SubnetPool.prefixes).where(
                 SubnetPool.address_scope_id == scope_id, SubnetPool.id != pool_id)):
             if px.overlaps(other, prefixes):
@@ -137,6 +148,7 @@ class SubnetPoolService(Collection):
             "prefixes": prefixes, "min_prefixlen": min_len, "max_prefixlen": max_len,
             "default_prefixlen": default_len, "shared": body.get("shared", False),
             "is_default": body.get("is_default", False),
+            "default_for": version if body.get("is_default") else None,
             "default_quota": body.get("default_quota"),
             "address_scope_id": body.get("address_scope_id"),
         }
@@ -207,6 +219,7 @@ class SubnetPoolService(Collection):
         for key in ("name", "description", "is_default", "default_quota"):
             if key in changes:
                 setattr(row, key, changes[key])
+        row.default_for = row.ip_version if row.is_default else None
         bump_if_changed(session, row)
 
     def delete(self, ctx: RequestContext, pool_id: str, if_match: int | None = None) -> None:
@@ -271,12 +284,7 @@ class SubnetPoolService(Collection):
     @staticmethod
     def _lock(session: Session, pool_id: str) -> None:
         """Swap the pool's allocation token; losing the swap re-runs the transaction."""
-        seen = session.scalar(select(SubnetPool.hash).where(SubnetPool.id == pool_id))
-        result = session.execute(
-            update(SubnetPool).where(SubnetPool.id == pool_id, SubnetPool.hash == seen)
-            .values(hash=new_id()).execution_options(synchronize_session=False))
-        if result.rowcount != 1:
-            raise RetryableConflict(f"subnet pool {pool_id} changed concurrently")
+        swap_hash(session, SubnetPool, pool_id)
 
     def pool_for_subnet(self, session: Session, ctx: RequestContext, pool_id: str | None,
                         use_default: bool, ip_version: int) -> SubnetPool:

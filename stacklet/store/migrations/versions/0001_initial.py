@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 03:56:03.677681
+Create Date: 2026-11-22 03:57:45.404103
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def upgrade() -> None:
     op.create_table('address_scopes',
     sa.Column('ip_version', sa.Integer(), nullable=False),
     sa.Column('shared', sa.Boolean(), nullable=False),
+    sa.Column('hash', sa.String(length=36), nullable=False),
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('project_id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
@@ -164,6 +165,7 @@ def upgrade() -> None:
     sa.Column('default_quota', sa.Integer(), nullable=True),
     sa.Column('address_scope_id', sa.String(length=36), nullable=True),
     sa.Column('hash', sa.String(length=36), nullable=False),
+    sa.Column('default_for', sa.Integer(), nullable=True),
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('project_id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
@@ -171,7 +173,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.String(length=20), nullable=False),
     sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.Column('revision_number', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_subnetpools'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_subnetpools')),
+    sa.UniqueConstraint('default_for', name=op.f('uq_subnetpools_default_for'))
     )
     op.create_index(op.f('ix_subnetpools_address_scope_id'), 'subnetpools', ['address_scope_id'], unique=False)
     op.create_index(op.f('ix_subnetpools_project_id'), 'subnetpools', ['project_id'], unique=False)
