@@ -330,11 +330,13 @@ async def versions(request: Request) -> Response:
 
 async def resources_index(request: Request) -> Response:
     base = _base(request)
-    collections = request.app.state.services.networking.collections.values()
-    names = [(c.resource.singular, c.resource.plural) for c in collections]
+    collections = request.app.state.services.networking.collections.items()
+    # The path segment is the registered name ("security-groups"), the collection the plural.
+    names = [(c.resource.singular, c.resource.plural, path) for path, c in collections]
     return json_response({"resources": [
-        {"name": s, "collection": p, "links": [{"rel": "self", "href": f"{base}/v2.0/{p}"}]}
-        for s, p in names]})
+        {"name": s, "collection": p, "links": [{"rel": "self",
+                                                "href": f"{base}/v2.0/{path}"}]}
+        for s, p, path in names]})
 
 
 def create_app() -> Starlette:

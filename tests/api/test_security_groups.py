@@ -379,3 +379,43 @@ def test_quotas(admin, cloud) -> None:
     finally:
         groups.cleanup()
         admin.api.req("DELETE", f"quotas/{project}")
+
+
+def test_concurrent_duplicate_rules_and_remote_group_cascade(cloud, admin) -> None:
+    group = admin.create()
+    token = admin.api.token
+    body = {"security_group_rule": {"security_group_id": group["id"], "direction": "ingress",
+                                    "protocol": "tcp", "port_range_min": 443,
+                                    "port_range_max": 443}}
+    statuses: list[int] = []
+
+    def post() -> None:
+        statuses.append(cloud.request("POST", "/networking/v2.0/security-group-rules",
+                                      token=token, json=body).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201] + [409] * 7, statuses
+    assert len(admin.show(group["id"])["security_group_rules"]) == 3
+    # A rule naming another group as remote goes away with that group.
+    other = admin.create()
+    admin.rule(security_group_id=group["id"], remote_group_id=other["id"])
+    before = admin.show(group["id"])
+    admin.api.delete(f"{SG}/{other['id']}")
+    admin.made.remove(other["id"])
+    after = admin.show(group["id"])
+    assert len(after["security_group_rules"]) == 3
+    assert after["revision_number"] == before["revision_number"] + 1
+
+
+def test_discovery(admin) -> None:
+    aliases = {e["alias"] for e in admin.api.get("extensions")["extensions"]}
+    assert {"security-group", "stateful-security-group", "standard-attr-tag",
+            "standard-attr-revisions", "standard-attr-timestamp",
+            "standard-attr-description"} <= aliases
+    resources = {r["collection"]: r for r in admin.api.get("")["resources"]}
+    assert resources["security_groups"]["links"][0]["href"].endswith("/v2.0/security-groups")
+    assert resources["security_group_rules"]["name"] == "security_group_rule"

@@ -20,6 +20,7 @@ from stacklet.resources.security_groups import ETHERTYPES, EXTENSIONS, SECURITY_
 from stacklet.services.networking.common import (
     Collection,
     ListQuery,
+    bump,
     bump_if_changed,
     check_if_match,
     chunks,
@@ -181,6 +182,13 @@ class SecurityGroupService(Collection):
                 raise errors.SecurityGroupCannotRemoveDefault()
             if self._in_use(session, row.id):
                 raise errors.SecurityGroupInUse(id=row.id)
+            # Rules of other groups naming this one as their remote group go with it.
+            referring = set(session.scalars(select(SecurityGroupRule.security_group_id).where(
+                SecurityGroupRule.remote_group_id == row.id,
+                SecurityGroupRule.security_group_id != row.id)))
+            for other in session.scalars(select(SecurityGroup).where(
+                    SecurityGroup.id.in_(referring))):
+                bump(other)
             session.execute(delete(SecurityGroupRule).where(or_(
                 SecurityGroupRule.security_group_id == row.id,
                 SecurityGroupRule.remote_group_id == row.id)))
