@@ -93,21 +93,19 @@ class FloatingIPService(Collection):
     def create(self, ctx: RequestContext, items: list[dict]) -> list[dict]:
         prepared = [(owner_for_create(ctx, body, "floatingip"), body) for body in items]
 
-        def write(session: Session) -> list[str]:
+        def write(session: Session) -> list[dict]:
             counts: dict[str, int] = {}
             for owner, _ in prepared:
                 counts[owner] = counts.get(owner, 0) + 1
             for owner, count in counts.items():
                 self.quotas.enforce(session, owner, {"floatingip": count})
-            return [self._insert(session, ctx, owner, body) for owner, body in prepared]
+            rows = [self._insert(session, ctx, owner, body) for owner, body in prepared]
+            return self.to_dicts(session, rows, ctx)
 
-        created = self.db.retrying(write)
-        with self.db.read() as session:
-            rows = session.scalars(select(FloatingIP).where(FloatingIP.id.in_(created))).all()
-            order = {rid: i for i, rid in enumerate(created)}
-            return self.to_dicts(session, sorted(rows, key=lambda r: order[r.id]), ctx)
+        return self.db.retrying(write)
 
-    def _insert(self, session: Session, ctx: RequestContext, owner: str, body: dict) -> str:
+    def _insert(self, session: Session, ctx: RequestContext, owner: str,
+                body: dict) -> FloatingIP:
         network = self.networks.find(session, ctx, body["floating_network_id"])
         if not network.router_external:
             raise bad_fip(f"Network {network.id} is not a valid external network")
@@ -127,7 +125,7 @@ class FloatingIPService(Collection):
         session.flush()
         if body.get("port_id"):
             self._associate(session, ctx, fip, body["port_id"], body.get("fixed_ip_address"))
-        return fip_id
+        return fip
 
     def _allocate(self, session: Session, network: Network, port: Port,
                   subnet_id: str | None, address: str | None) -> str:
@@ -221,7 +219,7 @@ class FloatingIPService(Collection):
 
     def update(self, ctx: RequestContext, fip_id: str, changes: dict,
                if_match: int | None = None) -> dict:
-        def write(session: Session) -> None:
+        def write(session: Session) -> dict:
             row = self.find(session, ctx, fip_id, for_update=True)
             self.check_owner(ctx, row, "update")
             check_if_match(row, if_match)
@@ -237,8 +235,9 @@ class FloatingIPService(Collection):
                 else:
                     self._associate(session, ctx, row, port_id, changes.get("fixed_ip_address"))
             bump_if_changed(session, row)
-        self.db.retrying(write)
-        return self.get(ctx, fip_id)
+            session.flush()
+            return self.to_dicts(session, [row], ctx)[0]
+        return self.db.retrying(write)
 
     def delete(self, ctx: RequestContext, fip_id: str, if_match: int | None = None) -> None:
         def write(session: Session) -> None:
