@@ -358,6 +358,9 @@ def test_quotas(admin, cloud) -> None:
     groups = Groups(user_api(user))
     project = user.project_id
     try:
+        # An admin listing a project's groups gives it its default group, as Neutron does.
+        [default] = admin.listed(project_id=project)
+        assert default["name"] == "default" and len(default["security_group_rules"]) == 4
         admin.api.put(f"quotas/{project}", {"quota": {"security_group": 2,
                                                       "security_group_rule": 8}})
         groups.create()  # the default group comes first and counts

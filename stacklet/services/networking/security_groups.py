@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.context import RequestContext
 from stacklet.resources.security_groups import ETHERTYPES, EXTENSIONS, SECURITY_GROUP
+from stacklet.services.networking import rbac
 from stacklet.services.networking.common import (
     Collection,
     ListQuery,
@@ -52,8 +53,9 @@ class SecurityGroupService(Collection):
 
     def usable_clause(self, project_id: str) -> ColumnElement[bool]:
         """SQL condition for the groups ``project_id`` may see and use (on its ports, as a
-        rule's remote group): its own. RBAC adds the groups shared with the project here."""
-        return SecurityGroup.project_id == project_id
+        rule's remote group): its own and those an RBAC policy shares with it (or with all)."""
+        return or_(SecurityGroup.project_id == project_id,
+                   SecurityGroup.id.in_(rbac.shared_with("security_group", project_id)))
 
     def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
         if ctx.is_admin:
@@ -116,7 +118,10 @@ class SecurityGroupService(Collection):
                  "security_group_rules": rules.get(row.id, [])} for row in rows]
 
     def list(self, ctx: RequestContext, query: ListQuery) -> list[dict]:
-        self.ensure_default(ctx.project_id)
+        # As Neutron: the default group of the project filtered on (one), else the caller's.
+        named = query.filters.get("project_id") or []
+        project = named[0] if len(named) == 1 and ctx.is_admin else ctx.project_id
+        self.ensure_default(project)
         return super().list(ctx, query)
 
     # --- writes -------------------------------------------------------------------------------
@@ -182,6 +187,7 @@ class SecurityGroupService(Collection):
                 raise errors.SecurityGroupCannotRemoveDefault()
             if self._in_use(session, row.id):
                 raise errors.SecurityGroupInUse(id=row.id)
+            rbac.delete_for(session, "security_group", row.id)
             # Rules of other groups naming this one as their remote group go with it.
             referring = set(session.scalars(select(SecurityGroupRule.security_group_id).where(
                 SecurityGroupRule.remote_group_id == row.id,
