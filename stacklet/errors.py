@@ -503,3 +503,8 @@ class PortSecurityPortHasSecurityGroup(InUse):
 class ExternalNetworkInUse(InUse):
     message = "External network {net_id} cannot be updated to be made non-external, since it " \
               "has existing gateway ports."
+
+
+class SubnetPoolInUse(InUse):
+    message = "Unable to complete operation on subnet pool {subnet_pool_id}. Two or more " \
+              "concurrent subnets allocated."

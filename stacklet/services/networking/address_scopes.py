@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.context import RequestContext
 from stacklet.resources.subnetpools import ADDRESS_SCOPE, EXTENSIONS
+from stacklet.services.networking import rbac
 from stacklet.services.networking.common import (
     Collection,
     bump_if_changed,
@@ -26,13 +27,18 @@ from stacklet.services.networking.common import (
 from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.subnetpools import AddressScope, SubnetPool
 
+# RBAC object type of each shareable table here.
+RBAC_TYPES = {"address_scopes": "address_scope", "subnetpools": "subnetpool"}
+
 
 def shared_or_own(model: Any, ctx: RequestContext) -> ColumnElement[bool] | None:
-    """Rows a caller may see: its project's and shared ones (admins: all). RBAC grants
-    (``access_as_shared`` to the caller's project) are to be added here, once."""
+    """Rows a caller may see: its project's, shared ones and those an RBAC policy shares with
+    its project (admins: all)."""
     if ctx.is_admin:
         return None
-    return or_(model.project_id == (ctx.project_id or ""), model.shared.is_(True))
+    granted = rbac.shared_with(RBAC_TYPES[model.__tablename__], ctx.project_id)
+    return or_(model.project_id == (ctx.project_id or ""), model.shared.is_(True),
+               model.id.in_(granted))
 
 
 class AddressScopeService(Collection):
@@ -68,6 +74,8 @@ class AddressScopeService(Collection):
                     shared=body.get("shared", False), created_at=now, updated_at=now,
                     revision_number=1)
                 session.add(row)
+                if row.shared:
+                    rbac.grant(session, "address_scope", row.id, owner, rbac.ACCESS_SHARED)
                 ids.append(row.id)
             session.flush()
             return ids
@@ -90,6 +98,8 @@ class AddressScopeService(Collection):
             for key in ("name", "description", "shared"):
                 if key in changes:
                     setattr(row, key, changes[key])
+            if changes.get("shared"):
+                rbac.grant(session, "address_scope", row.id, row.project_id, rbac.ACCESS_SHARED)
             bump_if_changed(session, row)
         self.db.retrying(write)
         return self.get(ctx, scope_id)
@@ -103,6 +113,7 @@ class AddressScopeService(Collection):
                 SubnetPool.address_scope_id == scope_id).limit(1)).first()
             if in_use is not None:
                 raise errors.AddressScopeInUse(address_scope_id=scope_id)
+            rbac.delete_for(session, "address_scope", scope_id)
             self.delete_tags(session, scope_id)
             session.delete(row)
         self.db.retrying(write)

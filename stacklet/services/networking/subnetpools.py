@@ -21,6 +21,7 @@ from stacklet import errors
 from stacklet.context import RequestContext
 from stacklet.resources.subnetpools import EXTENSIONS, SUBNETPOOL
 from stacklet.services.networking import prefixes as px
+from stacklet.services.networking import rbac
 from stacklet.services.networking.address_scopes import shared_or_own
 from stacklet.services.networking.common import (
     Collection,
@@ -41,6 +42,14 @@ def _bad_subnet(msg: str) -> errors.BadRequest:
     return errors.BadRequest(f"Bad subnets request: {msg}.")
 
 
+class PoolChanged(errors.SubnetPoolInUse, RetryableConflict):
+    """Lost a swap: the transaction is re-run; after too many losses the client gets 409."""
+
+
+class ScopeChanged(errors.Conflict, RetryableConflict):
+    message = "Address scope {address_scope_id} changed concurrently; try again."
+
+
 def swap_hash(session: Session, model: Any, row_id: str) -> None:
     """Swap a row's ``hash``; losing the swap to a concurrent transaction re-runs this one."""
     seen = session.scalar(select(model.hash).where(model.id == row_id))
@@ -48,7 +57,9 @@ def swap_hash(session: Session, model: Any, row_id: str) -> None:
         update(model).where(model.id == row_id, model.hash == seen)
         .values(hash=new_id()).execution_options(synchronize_session=False))
     if result.rowcount != 1:
-        raise RetryableConflict(f"{model.__tablename__} {row_id} changed concurrently")
+        if model is SubnetPool:
+            raise PoolChanged(subnet_pool_id=row_id)
+        raise ScopeChanged(address_scope_id=row_id)
 
 
 def scopes_by_network(session: Session, net_ids: Sequence[str]) -> dict[str, dict[int, str]]:
@@ -107,7 +118,10 @@ class SubnetPoolService(Collection):
     def _check_scope(self, session: Session, ctx: RequestContext, pool_id: str,
                      scope_id: str, ip_version: int, prefixes: list[str]) -> None:
         scope = self.scopes.find(session, ctx, scope_id)
-        if not ctx.is_admin and scope.project_id != ctx.project_id:
+        if not ctx.is_admin and scope.project_id != ctx.project_id and not scope.shared and \
+                not rbac.has_policy(session, "address_scope", scope_id, rbac.ACCESS_SHARED,
+                                    ctx.project_id):
+            # Neutron's is_accessible: owned, shared, or shared with the project by RBAC.
             raise errors.IllegalSubnetPoolAssociationToAddressScope(
                 subnetpool_id=pool_id, address_scope_id=scope_id)
         if scope.ip_version != ip_version:
@@ -172,6 +186,9 @@ class SubnetPoolService(Collection):
                 session.add(SubnetPool(created_at=now, updated_at=now, revision_number=1,
                                        hash=new_id(), **values))
                 session.flush()
+                if values["shared"]:
+                    rbac.grant(session, "subnetpool", values["id"], values["project_id"],
+                               rbac.ACCESS_SHARED)
             return [v["id"] for v in prepared]
 
         ids = self.db.retrying(write)
@@ -232,6 +249,7 @@ class SubnetPoolService(Collection):
                 Subnet.subnetpool_id == pool_id).limit(1)).first()
             if in_use is not None:
                 raise errors.SubnetPoolDeleteError(reason="Subnet pool has existing allocations")
+            rbac.delete_for(session, "subnetpool", pool_id)
             self.delete_tags(session, pool_id)
             session.delete(row)
         self.db.retrying(write)
