@@ -310,11 +310,11 @@ def test_isolation(cloud, admin, trash) -> None:
         b.post("subnetpools", {"subnetpool": {"prefixes": ["10.182.0.0/16"],
                                               "address_scope_id": a_scope["id"]}},
                404, "AddressScopeNotFound")
-        # A shared scope is visible, but only its owner (or an admin) puts pools in it.
+        # A shared scope is visible, and others may put their pools in it (Neutron's
+        # is_accessible).
         b.get(f"address-scopes/{shared_scope['id']}")
-        b.post("subnetpools", {"subnetpool": {"prefixes": ["10.182.0.0/16"],
-                                              "address_scope_id": shared_scope["id"]}},
-               400, "IllegalSubnetPoolAssociationToAddressScope")
+        member = pool(b, trash, prefixes=["10.182.0.0/16"], address_scope_id=shared_scope["id"])
+        assert member["address_scope_id"] == shared_scope["id"]
         listed = [p["id"] for p in b.get("subnetpools")["subnetpools"]]
         assert shared["id"] in listed and a_pool["id"] not in listed
         scopes = [s["id"] for s in b.get("address-scopes")["address_scopes"]]

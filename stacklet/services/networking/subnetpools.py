@@ -118,10 +118,7 @@ class SubnetPoolService(Collection):
     def _check_scope(self, session: Session, ctx: RequestContext, pool_id: str,
                      scope_id: str, ip_version: int, prefixes: list[str]) -> None:
         scope = self.scopes.find(session, ctx, scope_id)
-        if not ctx.is_admin and scope.project_id != ctx.project_id and not scope.shared and \
-                not rbac.has_policy(session, "address_scope", scope_id, rbac.ACCESS_SHARED,
-                                    ctx.project_id):
-            # Neutron's is_accessible: owned, shared, or shared with the project by RBAC.
+        if not ctx.is_admin and scope.project_id != ctx.project_id:
             raise errors.IllegalSubnetPoolAssociationToAddressScope(
                 subnetpool_id=pool_id, address_scope_id=scope_id)
         if scope.ip_version != ip_version:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 04:00:21.956079
+Create Date: 2026-11-22 04:01:57.070250
 """
 
 from __future__ import annotations
