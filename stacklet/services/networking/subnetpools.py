@@ -117,10 +117,9 @@ class SubnetPoolService(Collection):
 
     def _check_scope(self, session: Session, ctx: RequestContext, pool_id: str,
                      scope_id: str, ip_version: int, prefixes: list[str]) -> None:
+        # Neutron's rule is AddressScope.is_accessible: owned, shared, or shared with the
+        # project by RBAC, which is exactly what the caller may see (else 404).
         scope = self.scopes.find(session, ctx, scope_id)
-        if not ctx.is_admin and scope.project_id != ctx.project_id:
-            raise errors.IllegalSubnetPoolAssociationToAddressScope(
-                subnetpool_id=pool_id, address_scope_id=scope_id)
         if scope.ip_version != ip_version:
             raise errors.IllegalSubnetPoolIpVersionAssociationToAddressScope(
                 subnetpool_id=pool_id, address_scope_id=scope_id, ip_version=scope.ip_version)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 04:01:57.070250
+Create Date: 2026-11-22 04:03:33.900126
 """
 
 from __future__ import annotations
