@@ -508,3 +508,7 @@ class ExternalNetworkInUse(InUse):
 class SubnetPoolInUse(InUse):
     message = "Unable to complete operation on subnet pool {subnet_pool_id}. Two or more " \
               "concurrent subnets allocated."
+
+
+class NetworkSubnetPoolAffinityError(BadRequest):
+    message = "Subnets hosted on the same network must be allocated from the same subnet pool."

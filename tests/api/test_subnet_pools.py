@@ -229,6 +229,10 @@ def test_allocation_errors(admin, trash) -> None:
     admin.created.append(("subnet", second["id"]))
     err = fail(409, "SubnetAllocationError", subnetpool_id=pid, prefixlen=26)
     assert "Insufficient prefix space to allocate subnet size /26" in err["message"]
+    # One network, one pool per IP version (Neutron's NetworkSubnetPoolAffinityError).
+    other = pool(admin, trash, prefixes=["10.132.0.0/24"], default_prefixlen=26)
+    fail(400, "NetworkSubnetPoolAffinityError", subnetpool_id=other["id"])
+    fail(400, "NetworkSubnetPoolAffinityError", cidr="10.133.0.0/24")
     # Nothing half-created by the failures.
     subnets = admin.get("subnets", params={"network_id": net["id"]})["subnets"]
     assert sorted(s["cidr"] for s in subnets) == ["10.130.0.0/26", "10.130.0.64/26"]

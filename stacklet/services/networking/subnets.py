@@ -217,6 +217,9 @@ class SubnetService(Collection):
         for other in session.scalars(select(Subnet).where(
                 Subnet.network_id == network.id)):
             existing = netaddr.IPNetwork(other.cidr)
+            if existing.version == new.version and \
+                    other.subnetpool_id != values.get("subnetpool_id"):
+                raise errors.NetworkSubnetPoolAffinityError()
             if existing.version == new.version and (new in existing or existing in new):
                 raise _invalid(f"Requested subnet with cidr: {values['cidr']} for network: "
                                f"{network.id} overlaps with another subnet")

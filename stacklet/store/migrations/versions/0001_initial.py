@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 04:03:33.900126
+Create Date: 2026-11-22 04:05:15.297733
 """
 
 from __future__ import annotations
