@@ -238,3 +238,74 @@ def test_cli(cloud, admin, pa, pb, b) -> None:
     admin.delete(f"{RBAC}/{all_projects['id']}")
     assert admin.show("network", net["id"])["shared"] is False
     admin.remove("network", net["id"])
+
+
+# --- security groups, subnet pools, address scopes ----------------------------------------------
+
+def test_share_security_group(a, b, pb) -> None:
+    group = a.post("security-groups", {"security_group": {"name": uname("sg")}})[
+        "security_group"]
+    try:
+        net = b.create("network", name=uname("b-net"))
+        b.create("subnet", network_id=net["id"], ip_version=4, cidr="10.85.0.0/24")
+        b.get(f"security-groups/{group['id']}", 404, "SecurityGroupNotFound")
+        b.post("ports", {"port": {"network_id": net["id"], "security_groups": [group["id"]]}},
+               404, "SecurityGroupNotFound")
+        pol = policy(a, group["id"], pb.project_id, object_type="security_group")
+        policy(a, group["id"], pb.project_id, action="access_as_external",
+               object_type="security_group", status=400, type_="InvalidActionForType")
+        assert group["id"] in ids(b.get("security-groups")["security_groups"])
+        port = b.create("port", network_id=net["id"], security_groups=[group["id"]])
+        assert port["security_groups"] == [group["id"]]
+        # Shared is not owned: B may use the group, not change or delete it.
+        b.put(f"security-groups/{group['id']}", {"security_group": {"name": "x"}}, 403)
+        a.delete(f"{RBAC}/{pol['id']}", 409, "RbacPolicyInUse")
+        b.remove("port", port["id"])
+        a.delete(f"{RBAC}/{pol['id']}")
+        b.get(f"security-groups/{group['id']}", 404, "SecurityGroupNotFound")
+        # Deleting the group deletes its policies.
+        again = policy(a, group["id"], pb.project_id, object_type="security_group")
+    finally:
+        a.delete(f"security-groups/{group['id']}")
+    a.get(f"{RBAC}/{again['id']}", 404, "RbacPolicyNotFound")
+
+
+def test_share_subnet_pool_and_address_scope(admin, a, b, pb) -> None:
+    scope = a.post("address-scopes", {"address_scope": {"name": uname("as"),
+                                                        "ip_version": 4}})["address_scope"]
+    pool = a.post("subnetpools", {"subnetpool": {"name": uname("sp"),
+                                                 "prefixes": ["10.86.0.0/16"],
+                                                 "default_prefixlen": 26}})["subnetpool"]
+    net = b.create("network", name=uname("b-net"))
+    sub = None
+    try:
+        b.get(f"subnetpools/{pool['id']}", 404, "SubnetPoolNotFound")
+        b.get(f"address-scopes/{scope['id']}", 404, "AddressScopeNotFound")
+        pool_pol = policy(a, pool["id"], pb.project_id, object_type="subnetpool")
+        scope_pol = policy(a, scope["id"], pb.project_id, object_type="address_scope")
+        assert b.get(f"subnetpools/{pool['id']}")["subnetpool"]["shared"] is False
+        b.get(f"address-scopes/{scope['id']}")
+        # B allocates a subnet from A's pool on its own network.
+        sub = b.create("subnet", network_id=net["id"], ip_version=4,
+                       subnetpool_id=pool["id"], prefixlen=26)
+        assert sub["subnetpool_id"] == pool["id"] and sub["cidr"].startswith("10.86.")
+        a.delete(f"{RBAC}/{pool_pol['id']}", 409, "RbacPolicyInUse")
+        b.remove("subnet", sub["id"])
+        a.delete(f"{RBAC}/{pool_pol['id']}")
+        b.get(f"subnetpools/{pool['id']}", 404, "SubnetPoolNotFound")
+        # B may put its own pool into A's scope once it is shared with B.
+        mine = b.post("subnetpools", {"subnetpool": {
+            "name": uname("b-sp"), "prefixes": ["10.87.0.0/16"],
+            "address_scope_id": scope["id"]}})["subnetpool"]
+        a.delete(f"{RBAC}/{scope_pol['id']}", 409, "RbacPolicyInUse")
+        b.delete(f"subnetpools/{mine['id']}")
+        a.delete(f"{RBAC}/{scope_pol['id']}")
+        b.get(f"address-scopes/{scope['id']}", 404, "AddressScopeNotFound")
+        # A `*` policy is shared=True (admins only), and back.
+        wild = policy(admin, pool["id"], "*", object_type="subnetpool")
+        assert b.get(f"subnetpools/{pool['id']}")["subnetpool"]["shared"] is True
+        admin.delete(f"{RBAC}/{wild['id']}")
+        assert a.get(f"subnetpools/{pool['id']}")["subnetpool"]["shared"] is False
+    finally:
+        a.delete(f"subnetpools/{pool['id']}")
+        a.delete(f"address-scopes/{scope['id']}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from stacklet.config import Config
 from stacklet.resources.networking import EXTENSIONS as CORE_EXTENSIONS
+from stacklet.services.networking import rbac_targets
 from stacklet.services.networking.address_scopes import AddressScopeService
 from stacklet.services.networking.agents import AgentService
 from stacklet.services.networking.floatingips import FloatingIPService
@@ -43,7 +44,6 @@ class NetworkingServices:
         self.quotas.register("security_group", SecurityGroupService.model)
         self.quotas.register("security_group_rule", SecurityGroupRuleService.model)
         self.rbac = RbacService(db, conf, self.quotas)
-        self.rbac.register(self.networks.rbac_target())
         self.quotas.register("rbac_policy", RbacPolicy)
         self.routers = RouterService(db, conf, self.quotas, self.networks, self.subnets,
                                      self.ports)
@@ -64,6 +64,7 @@ class NetworkingServices:
             "routers": self.routers,
             "floatingips": self.floatingips,
         }
+        rbac_targets.register(self)
 
     def extensions(self) -> list[tuple[str, str, str, str]]:
         """Every implemented extension, sorted by alias, each listed once."""

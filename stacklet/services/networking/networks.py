@@ -27,14 +27,13 @@ from stacklet.services.networking.common import (
 )
 from stacklet.services.networking.subnetpools import scopes_by_network
 from stacklet.store.models.base import isotime, new_id
+from stacklet.store.models.l3 import FloatingIP, Router
 from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
 
 # Ports that exist only to serve a network and go away with it (Neutron's AUTO_DELETE owners).
 AUTO_DELETE_OWNERS = ("network:dhcp", "network:distributed", "network:floatingip_agent_gateway")
 
 RBAC_ACTIONS = ("access_as_shared", "access_as_external")
-# Ports through which a project uses an external network (its routers' gateways, floating IPs).
-EXTERNAL_USERS = ("network:router_gateway", "network:floatingip")
 
 PROVIDER_KEYS = ("provider:network_type", "provider:physical_network",
                  "provider:segmentation_id")
@@ -79,10 +78,12 @@ class NetworkService(Collection):
     @staticmethod
     def rbac_users(session: Session, net_id: str, action: str) -> set[str]:
         """Projects whose ports (shared) or routers and floating IPs (external) use it."""
-        stmt = select(Port.project_id).where(Port.network_id == net_id).distinct()
         if action == rbac.ACCESS_EXTERNAL:
-            stmt = stmt.where(Port.device_owner.in_(EXTERNAL_USERS))
-        return set(session.scalars(stmt))
+            return set(session.scalars(select(Router.project_id).where(
+                Router.gw_network_id == net_id))) | set(session.scalars(
+                    select(FloatingIP.project_id).where(FloatingIP.floating_network_id == net_id)))
+        return set(session.scalars(
+            select(Port.project_id).where(Port.network_id == net_id).distinct()))
 
     @staticmethod
     def rbac_in_use_detail(net_id: str, action: str, blocking: list[str]) -> str:
@@ -274,6 +275,9 @@ class NetworkService(Collection):
         if external is True and not row.router_external:
             rbac.grant(session, "network", row.id, row.project_id, rbac.ACCESS_EXTERNAL)
         elif external is False and row.router_external:
+            if session.scalars(select(Router.id).where(Router.gw_network_id == row.id)
+                               .limit(1)).first() is not None:
+                raise errors.ExternalNetworkInUse(net_id=row.id)
             rbac.revoke(session, "network", row.id, rbac.ACCESS_EXTERNAL, target=None)
         self.sync_rbac(session, row.id)
 
