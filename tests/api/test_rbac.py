@@ -309,3 +309,11 @@ def test_share_subnet_pool_and_address_scope(admin, a, b, pb) -> None:
     finally:
         a.delete(f"subnetpools/{pool['id']}")
         a.delete(f"address-scopes/{scope['id']}")
+
+
+def test_extensions(a) -> None:
+    aliases = {e["alias"] for e in a.get("extensions")["extensions"]}
+    assert {"rbac-policies", "rbac-security-groups", "rbac-subnetpool",
+            "rbac-address-scope"} <= aliases
+    policy(a, "6a2f6f2e-0000-4000-8000-000000000000", "x", object_type="qos_policy",
+           status=400, type_="HTTPBadRequest")
