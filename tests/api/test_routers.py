@@ -182,6 +182,22 @@ def test_gateway_errors(alice, public) -> None:
     alice.delete(f"networks/{pub['id']}", 403)
 
 
+def test_gateway_overlapping_an_interface(alice, admin) -> None:
+    ext = admin.create("network", name=uname("ext"), **{"router:external": True})
+    ext_sub = admin.create("subnet", network_id=ext["id"], ip_version=4, cidr="10.69.0.0/16")
+    _, sub = alice.network_with_subnet("10.69.1.0/24")
+    router = alice.create("router", name=uname("r"))
+    add_if(alice, router, subnet_id=sub["id"])
+    alice.put(f"routers/{router['id']}", {"router": {"external_gateway_info": {
+        "network_id": ext["id"]}}}, 400, "BadRequest",
+        contains=f"Cidr 10.69.0.0/16 of subnet {ext_sub['id']} overlaps with cidr "
+                 f"10.69.1.0/24 of subnet {sub['id']}")
+    assert admin.list("port", {"network_id": ext["id"]}) == []
+    assert alice.show("router", router["id"])["external_gateway_info"] is None
+    remove_if(alice, router, subnet_id=sub["id"])
+    alice.remove("router", router["id"])
+
+
 def test_admin_only_flags(alice, admin) -> None:
     alice.post("routers", {"router": {"name": "x", "ha": True}}, 403, "PolicyNotAuthorized")
     alice.post("routers", {"router": {"name": "x", "distributed": True}}, 403,

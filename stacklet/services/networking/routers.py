@@ -196,9 +196,6 @@ class RouterService(Collection):
                          requested: list[dict] | None) -> None:
         subnets = self.ports._subnets(session, network.id)
         if requested:
-            self._check_overlap(session, port.device_id,
-                                [s for s in subnets
-                                 if any(r.get("subnet_id") == s.id for r in requested)])
             got = self.ports._allocate_requested(session, network, subnets, requested, port.id,
                                                  port.mac_address)
         else:
@@ -206,6 +203,9 @@ class RouterService(Collection):
                                                port.mac_address) if subnets else []
         if not got:
             raise bad_router(f"No IPs available for external network {network.id}")
+        used = {subnet_id for subnet_id, _ in got}
+        self._check_overlap(session, port.device_id, [s for s in subnets if s.id in used],
+                            exclude_port=port.id)
 
     def _readdress_gateway(self, session: Session, router: Router, network: Network,
                            requested: list[dict]) -> None:
@@ -374,8 +374,10 @@ class RouterService(Collection):
                 "network_id": port.network_id, "subnet_id": subnet_ids[0] if subnet_ids else None,
                 "subnet_ids": subnet_ids}
 
-    def _check_overlap(self, session: Session, router_id: str, new: list[Subnet]) -> None:
-        attached = router_ports(session, router_id)
+    def _check_overlap(self, session: Session, router_id: str, new: list[Subnet],
+                       exclude_port: str | None = None) -> None:
+        session.flush()
+        attached = [p for p in router_ports(session, router_id) if p[0] != exclude_port]
         known = {p[3] for p in attached}
         cidrs = {sid: cidr for sid, cidr in session.execute(
             select(Subnet.id, Subnet.cidr).where(Subnet.id.in_(known)))} if known else {}
