@@ -377,19 +377,23 @@ class RouterService(Collection):
     def _check_overlap(self, session: Session, router_id: str, new: list[Subnet],
                        exclude_port: str | None = None) -> None:
         session.flush()
-        attached = [p for p in router_ports(session, router_id) if p[0] != exclude_port]
-        known = {p[3] for p in attached}
-        cidrs = {sid: cidr for sid, cidr in session.execute(
-            select(Subnet.id, Subnet.cidr).where(Subnet.id.in_(known)))} if known else {}
+        stmt = (select(Subnet.id, Subnet.cidr)
+                .join(IPAllocation, IPAllocation.subnet_id == Subnet.id)
+                .join(Port, Port.id == IPAllocation.port_id)
+                .where(Port.device_id == router_id,
+                       Port.device_owner.in_(INTERFACE_OWNERS + (GATEWAY,))))
+        if exclude_port:
+            stmt = stmt.where(Port.id != exclude_port)
+        cidrs = {sid: netaddr.IPNetwork(cidr) for sid, cidr in session.execute(stmt)}
         for subnet in new:
-            for _, _, _, sub_id, _ in attached:
+            net = netaddr.IPNetwork(subnet.cidr)
+            for sub_id, other in cidrs.items():
                 if sub_id == subnet.id:
                     raise bad_router(f"Router already has a port on subnet {subnet.id}")
-                cidr = cidrs[sub_id]
-                if netaddr.IPNetwork(cidr) in netaddr.IPNetwork(subnet.cidr) or \
-                        netaddr.IPNetwork(subnet.cidr) in netaddr.IPNetwork(cidr):
+                if other.version == net.version and other.first <= net.last and \
+                        net.first <= other.last:
                     raise bad_router(f"Cidr {subnet.cidr} of subnet {subnet.id} overlaps with "
-                                     f"cidr {cidr} of subnet {sub_id}")
+                                     f"cidr {other} of subnet {sub_id}")
 
     def add_interface(self, ctx: RequestContext, router_id: str, body: Any) -> dict:
         subnet_id, port_id = self._interface_body(body)
