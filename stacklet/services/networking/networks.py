@@ -7,9 +7,10 @@ routers keep it in use (409 NetworkInUse), as in Neutron.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy import ColumnElement, delete, not_, or_, select
 from sqlalchemy.orm import Session
 
 from stacklet import errors
@@ -18,6 +19,7 @@ from stacklet.resources.networking import NETWORK
 from stacklet.services.networking import rbac, segments
 from stacklet.services.networking.common import (
     Collection,
+    ListQuery,
     bump,
     bump_if_changed,
     check_if_match,
@@ -105,6 +107,17 @@ class NetworkService(Collection):
         if (row.shared, row.router_external) != (shared, external):
             row.shared, row.router_external = shared, external
             bump(row)
+
+    def _list_statement(self, session: Session, ctx: RequestContext, query: ListQuery):
+        """``shared=True`` means shared with the caller (a ``*`` policy or one naming its
+        project), as Neutron translates the filter into the network's RBAC entries."""
+        wanted = query.filters.get("shared")
+        if not wanted:
+            return super()._list_statement(session, ctx, query)
+        rest = replace(query, filters={k: v for k, v in query.filters.items() if k != "shared"})
+        granted = Network.id.in_(rbac.shared_with("network", ctx.project_id))
+        return super()._list_statement(session, ctx, rest).where(
+            granted if wanted[0] else not_(granted))
 
     def filter_clause(self, name: str, values: list[Any]) -> ColumnElement[bool]:
         if name in PROVIDER_KEYS:
