@@ -80,6 +80,10 @@ def test_share_network_with_one_project(a, b, c, pa, pb) -> None:
     assert b.show("network", net["id"])["shared"] is True
     assert a.show("network", net["id"])["shared"] is False
     assert net["id"] in ids(b.list("network")) and sub["id"] in ids(b.list("subnet"))
+    assert net["id"] in ids(b.list("network", {"shared": "true"}))
+    assert net["id"] not in ids(b.list("network", {"shared": "false"}))
+    assert net["id"] in ids(a.list("network", {"shared": "false", "limit": "1000"}))
+    assert net["id"] not in ids(a.list("network", {"shared": "true"}))
     c.get(f"networks/{net['id']}", 404, "NetworkNotFound")
     # The policy is A's: B neither sees nor changes it, and cannot re-share A's network.
     b.get(f"{RBAC}/{pol['id']}", 404, "RbacPolicyNotFound")
