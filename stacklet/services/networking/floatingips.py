@@ -94,11 +94,7 @@ class FloatingIPService(Collection):
         prepared = [(owner_for_create(ctx, body, "floatingip"), body) for body in items]
 
         def write(session: Session) -> list[dict]:
-            counts: dict[str, int] = {}
-            for owner, _ in prepared:
-                counts[owner] = counts.get(owner, 0) + 1
-            for owner, count in counts.items():
-                self.quotas.enforce(session, owner, {"floatingip": count})
+            self.quotas.enforce_new(session, "floatingip", [p[0] for p in prepared])
             rows = [self._insert(session, ctx, owner, body) for owner, body in prepared]
             return self.to_dicts(session, rows, ctx)
 

@@ -199,11 +199,7 @@ class NetworkService(Collection):
             prepared.append((owner, request, body))
 
         def write(session: Session) -> list[Network]:
-            per_project: dict[str, int] = {}
-            for owner, _, _ in prepared:
-                per_project[owner] = per_project.get(owner, 0) + 1
-            for owner, count in per_project.items():
-                self.quotas.enforce(session, owner, {"network": count})
+            self.quotas.enforce_new(session, "network", [p[0] for p in prepared])
             rows = []
             for owner, request, body in prepared:
                 rows.append(self._insert(session, owner, request, body))

@@ -251,11 +251,7 @@ class PortService(Collection):
             prepared.append((owner, body))
 
         def write(session: Session) -> list[dict]:
-            counts: dict[str, int] = {}
-            for owner, _ in prepared:
-                counts[owner] = counts.get(owner, 0) + 1
-            for owner, count in counts.items():
-                self.quotas.enforce(session, owner, {"port": count})
+            self.quotas.enforce_new(session, "port", [p[0] for p in prepared])
             return [self._insert(session, ctx, owner, body) for owner, body in prepared]
 
         return self.db.retrying(write)

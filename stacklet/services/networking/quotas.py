@@ -6,6 +6,8 @@ the limit fails whole with 409 OverQuota.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -59,6 +61,11 @@ class QuotaService:
                 overs.append(resource)
         if overs:
             raise errors.OverQuota(overs=sorted(overs))
+
+    def enforce_new(self, session: Session, resource: str, owners: Iterable[str]) -> None:
+        """Check that one new ``resource`` per entry of ``owners`` fits each project's quota."""
+        for owner, count in Counter(owners).items():
+            self.enforce(session, owner, {resource: count})
 
     # --- API -------------------------------------------------------------------------------
 

@@ -229,11 +229,7 @@ class RbacService(Collection):
             prepared.append((owner, target, body))
 
         def write(session: Session) -> list[str]:
-            counts: dict[str, int] = {}
-            for owner, _, _ in prepared:
-                counts[owner] = counts.get(owner, 0) + 1
-            for owner, count in counts.items():
-                self.quotas.enforce(session, owner, {"rbac_policy": count})
+            self.quotas.enforce_new(session, "rbac_policy", [p[0] for p in prepared])
             ids = []
             for owner, target, body in prepared:
                 self._object(session, ctx, target, body["object_id"])

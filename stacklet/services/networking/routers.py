@@ -143,11 +143,7 @@ class RouterService(Collection):
             prepared.append((owner, body))
 
         def write(session: Session) -> list[str]:
-            counts: dict[str, int] = {}
-            for owner, _ in prepared:
-                counts[owner] = counts.get(owner, 0) + 1
-            for owner, count in counts.items():
-                self.quotas.enforce(session, owner, {"router": count})
+            self.quotas.enforce_new(session, "router", [p[0] for p in prepared])
             return [self._insert(session, ctx, owner, body) for owner, body in prepared]
 
         return self._result(ctx, self.db.retrying(write))

@@ -137,11 +137,7 @@ class SecurityGroupService(Collection):
             self.ensure_default(owner)
 
         def write(session: Session) -> list[dict]:
-            counts: dict[str, int] = {}
-            for owner, _ in prepared:
-                counts[owner] = counts.get(owner, 0) + 1
-            for owner, count in counts.items():
-                self.quotas.enforce(session, owner, {"security_group": count})
+            self.quotas.enforce_new(session, "security_group", [p[0] for p in prepared])
             rows = [self._new_group(session, owner, body.get("name", ""),
                                     body.get("description", ""), body.get("stateful", True))
                     for owner, body in prepared]

@@ -179,11 +179,7 @@ class SecurityGroupRuleService(Collection):
             prepared.append((owner, rule))
 
         def write(session: Session) -> list[dict]:
-            counts: dict[str, int] = {}
-            for owner, _ in prepared:
-                counts[owner] = counts.get(owner, 0) + 1
-            for owner, count in counts.items():
-                self.quotas.enforce(session, owner, {"security_group_rule": count})
+            self.quotas.enforce_new(session, "security_group_rule", [p[0] for p in prepared])
             rows = [self._insert(session, ctx, owner, rule) for owner, rule in prepared]
             session.flush()
             return [rule_dict(row) for row in rows]

@@ -167,11 +167,7 @@ class SubnetPoolService(Collection):
         prepared = [self._prepare(ctx, body) for body in items]
 
         def write(session: Session) -> list[str]:
-            counts: dict[str, int] = {}
-            for values in prepared:
-                counts[values["project_id"]] = counts.get(values["project_id"], 0) + 1
-            for owner, count in counts.items():
-                self.quotas.enforce(session, owner, {"subnetpool": count})
+            self.quotas.enforce_new(session, "subnetpool", [v["project_id"] for v in prepared])
             for values in prepared:
                 if values["address_scope_id"]:
                     self._check_scope(session, ctx, values["id"], values["address_scope_id"],

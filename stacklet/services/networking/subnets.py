@@ -180,11 +180,7 @@ class SubnetService(Collection):
         prepared = [self._prepare(ctx, body) for body in items]
 
         def write(session: Session) -> list[str]:
-            counts: dict[str, int] = {}
-            for values in prepared:
-                counts[values["project_id"]] = counts.get(values["project_id"], 0) + 1
-            for owner, count in counts.items():
-                self.quotas.enforce(session, owner, {"subnet": count})
+            self.quotas.enforce_new(session, "subnet", [v["project_id"] for v in prepared])
             ids = []
             for values in prepared:
                 if "pool" in values:
