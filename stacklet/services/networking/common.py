@@ -168,7 +168,7 @@ class Collection:
             result = session.execute(stmt)
             keys = list(result.keys())
             # Attribute access on SQLAlchemy rows costs microseconds; on a namespace, nanoseconds.
-            rows = [SimpleNamespace(**dict(zip(keys, r))) for r in result.tuples()]
+            rows = [SimpleNamespace(**dict(zip(keys, r))) for r in result]
             if query.page_reverse:
                 rows = list(reversed(rows))
             return self.to_dicts(session, rows, ctx)
