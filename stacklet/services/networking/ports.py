@@ -129,7 +129,8 @@ class PortService(Collection):
                 ips.setdefault(port_id, []).append((subnet_id, ip))
         out = [port_dict(row, ips.get(row.id, ()), tags.get(row.id, [])) for row in rows]
         if self.security_groups is not None:
-            groups = self.security_groups.port_groups(session, ids)
+            groups = self.security_groups.port_groups(
+                session, ids, sorted({r.network_id for r in rows}))
             for item in out:
                 item["security_groups"] = groups.get(item["id"], [])
         return out

@@ -19,6 +19,7 @@ from stacklet.context import RequestContext
 from stacklet.resources.security_groups import ETHERTYPES, EXTENSIONS, SECURITY_GROUP
 from stacklet.services.networking import rbac
 from stacklet.services.networking.common import (
+    CHUNK,
     Collection,
     ListQuery,
     bump,
@@ -30,6 +31,7 @@ from stacklet.services.networking.common import (
 )
 from stacklet.services.networking.sg_rules import insert_rule, plain_rule, rule_dict
 from stacklet.store.models.base import isotime, new_id
+from stacklet.store.models.network import Port
 from stacklet.store.models.security_groups import (
     DefaultSecurityGroup,
     PortSecurityGroupBinding,
@@ -202,14 +204,25 @@ class SecurityGroupService(Collection):
 
     # --- the groups of ports (called by the ports service inside its transactions) ----------
 
-    def port_groups(self, session: Session, port_ids: Sequence[str]) -> dict[str, list[str]]:
+    def port_groups(self, session: Session, port_ids: Sequence[str],
+                    network_ids: Sequence[str] = ()) -> dict[str, list[str]]:
+        """Group ids per port. Given the ports' networks, a big list reads the bindings of
+        those networks' ports in a few queries instead of one query per chunk of ids."""
         found: dict[str, list[str]] = {}
-        for part in chunks(list(port_ids)):
-            for port_id, group_id in session.execute(
-                    select(PortSecurityGroupBinding.port_id,
-                           PortSecurityGroupBinding.security_group_id)
-                    .where(PortSecurityGroupBinding.port_id.in_(part))):
-                found.setdefault(port_id, []).append(group_id)
+        columns = select(PortSecurityGroupBinding.port_id,
+                         PortSecurityGroupBinding.security_group_id)
+        if network_ids and len(port_ids) > CHUNK:
+            wanted = set(port_ids)
+            queries = [columns.join(Port, Port.id == PortSecurityGroupBinding.port_id)
+                       .where(Port.network_id.in_(part)) for part in chunks(network_ids)]
+        else:
+            wanted = None
+            queries = [columns.where(PortSecurityGroupBinding.port_id.in_(part))
+                       for part in chunks(list(port_ids))]
+        for query in queries:
+            for port_id, group_id in session.execute(query):
+                if wanted is None or port_id in wanted:
+                    found.setdefault(port_id, []).append(group_id)
         for groups in found.values():
             groups.sort()
         return found
