@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.store.models.identity import Token
+
+T = TypeVar("T")
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.000000Z"
 
@@ -24,6 +26,14 @@ def utcnow() -> datetime.datetime:
 
 def not_found(kind: str, ident: str) -> errors.NotFound:
     return errors.NotFound(f"Could not find {kind}: {ident}.")
+
+
+def get_or_404(session: Session, model: type[T], kind: str, ident: str) -> T:
+    """The row with this primary key, or Keystone's "Could not find <kind>: <id>." 404."""
+    row = session.get(model, ident)
+    if row is None:
+        raise not_found(kind, ident)
+    return row
 
 
 def duplicate(kind: str, name: str) -> errors.Conflict:

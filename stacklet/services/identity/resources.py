@@ -55,17 +55,11 @@ def project_dict(project: Project) -> dict[str, Any]:
 
 
 def get_domain(session: Session, domain_id: str) -> Domain:
-    domain = session.get(Domain, domain_id)
-    if domain is None:
-        raise common.not_found("domain", domain_id)
-    return domain
+    return common.get_or_404(session, Domain, "domain", domain_id)
 
 
 def get_project(session: Session, project_id: str) -> Project:
-    project = session.get(Project, project_id)
-    if project is None:
-        raise common.not_found("project", project_id)
-    return project
+    return common.get_or_404(session, Project, "project", project_id)
 
 
 def match_tags(tags: list[str], filters: dict[str, str]) -> bool:

@@ -52,10 +52,7 @@ def role_dict(role: Role) -> dict[str, Any]:
 
 
 def get_role(session: Session, role_id: str) -> Role:
-    role = session.get(Role, role_id)
-    if role is None:
-        raise common.not_found("role", role_id)
-    return role
+    return common.get_or_404(session, Role, "role", role_id)
 
 
 class RoleManager:

@@ -61,17 +61,11 @@ def group_dict(group: Group) -> dict[str, Any]:
 
 
 def get_user(session: Session, user_id: str) -> User:
-    user = session.get(User, user_id)
-    if user is None:
-        raise common.not_found("user", user_id)
-    return user
+    return common.get_or_404(session, User, "user", user_id)
 
 
 def get_group(session: Session, group_id: str) -> Group:
-    group = session.get(Group, group_id)
-    if group is None:
-        raise common.not_found("group", group_id)
-    return group
+    return common.get_or_404(session, Group, "group", group_id)
 
 
 def _check_password(ref: dict[str, Any]) -> None:
