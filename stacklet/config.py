@@ -126,6 +126,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("agent", "report_interval", 10, "Seconds between agent heartbeats.", int),
     Option("agent", "agent_down_time", 75,
            "Seconds without a heartbeat after which an agent is considered dead.", int),
+    Option("agent", "server_url", None,
+           "Where the agent reaches the server: unix:<path> or http://host:port. Default: "
+           "unix:<data dir>/run/agent.sock."),
+    Option("agent", "resync_interval", 60,
+           "Seconds between full resyncs of the agent, a safety net beside change events.", int),
+    Option("agent", "enabled", True,
+           "Whether `stacklet up` runs Open vSwitch and an agent for this node.", _bool),
     # [securitygroup]
     Option("securitygroup", "enable_security_group", True,
            "Enforce security groups on ports.", _bool),
@@ -178,6 +185,17 @@ class Config:
     @property
     def host(self) -> str:
         return self.values[("DEFAULT", "host")] or socket.gethostname()
+
+    @property
+    def agent_server_url(self) -> str:
+        return (self.values[("agent", "server_url")]
+                or f"unix:{self.data_dir / 'run' / 'agent.sock'}")
+
+    @property
+    def ovsdb_connection(self) -> str:
+        """The OVSDB the agent programs: configured, else the private one under the data dir."""
+        return (self.values[("ovs", "ovsdb_connection")]
+                or f"unix:{self.data_dir / 'ovs' / 'db.sock'}")
 
     @property
     def database_url(self) -> str:

@@ -1,0 +1,1 @@
+"""The Open vSwitch role: bridges, patch and tunnel ports, VIF wiring, flows, security groups."""
