@@ -187,11 +187,11 @@ def veth_add(name: str, peer: str, netns: str | None = None,
 
 
 def bridge_add(name: str, netns: str | None = None) -> None:
-    """A Linux bridge that forwards at once (no STP, no multicast snooping, no VLAN filtering,
-    bridged frames not passed to iptables) and is up."""
+    """A Linux bridge that forwards at once (no STP, no multicast snooping, bridged frames not
+    passed to iptables; VLAN filtering is off by default) and is up."""
     check_ifname(name)
     run(["ip", "link", "add", name, "type", "bridge", "stp_state", "0", "forward_delay", "0",
-         "mcast_snooping", "0", "vlan_filtering", "0", "nf_call_iptables", "0",
+         "mcast_snooping", "0", "nf_call_iptables", "0",
          "nf_call_ip6tables", "0", "nf_call_arptables", "0"], netns)
     run(["ip", "link", "set", "dev", name, "up"], netns)
 
@@ -205,7 +205,8 @@ def tx_off(name: str, netns: str | None = None) -> None:
 
 def addr_add(name: str, cidr: str, netns: str | None = None, *, exist_ok: bool = True) -> None:
     proc = run(["ip", "addr", "add", cidr, "dev", name], netns, check=False)
-    if proc.returncode != 0 and not (exist_ok and "File exists" in proc.stderr):
+    exists = "File exists" in proc.stderr or "already assigned" in proc.stderr
+    if proc.returncode != 0 and not (exist_ok and exists):
         raise CommandFailed(proc.args, proc.returncode, proc.stdout, proc.stderr)
 
 

@@ -1,0 +1,631 @@
+"""Simulated nodes on one machine: namespaces, private OVS per node, underlay segments, agents.
+
+    cluster = Cluster(work_dir, server_socket=data_dir / "run" / "agent.sock", prefix="sk1a2b")
+    n1 = cluster.add_node("n1")
+    vm = n1.plug(port, network_mtu=1450, cidrs={subnet_id: "10.0.0.0/24"}, gateway="10.0.0.1")
+    vm.ping("10.0.0.5")
+    cluster.close()
+
+Layout (root namespace): one Linux bridge `<prefix>ovl` for the overlay segment (tunnel
+endpoints, 172.30.<k>.0/24, no address in the root namespace) and one Linux bridge
+`<prefix>pn<j>` per physical network (flat and VLAN provider traffic). Node i is the namespace
+`<prefix>-<name>` with its own ovsdb-server and ovs-vswitchd (run dir <work_dir>/<name>/ovs);
+a veth `<prefix>o<i>` <-> `ovl0` joins the overlay segment through the netdev bridge `br-phy`,
+which carries the node's tunnel IP (userspace tunnelling); a veth `<prefix>p<i><j>` <-> `prv<j>`
+joins the provider segment of each physnet through `br-<physnet>`. Instances are namespaces
+`<prefix>-i-<port id[:8]>` joined to the node by a veth `tap<port id[:11]>` (on br-int) <->
+`eth0`, as Nova plugs a VIF.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from stacklet import linux
+from stacklet.ovs import OvsDaemons
+
+MAX_PREFIX = 8
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+def _cmd(cmd: Sequence[str] | str) -> list[str]:
+    return shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+
+
+# --- tiny servers run inside instance namespaces --------------------------------------------
+
+_TCP_SERVER = textwrap.dedent("""
+    import socket, sys
+    port = int(sys.argv[1])
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        addr = ("::", port)
+    except OSError:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        addr = ("0.0.0.0", port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(addr)
+    s.listen(128)
+    print("ready", flush=True)
+    while True:
+        c, _ = s.accept()
+        try:
+            c.sendall(b"stacklet\\n")
+        except OSError:
+            pass
+        c.close()
+""")
+
+_UDP_SERVER = textwrap.dedent("""
+    import socket, sys
+    port = int(sys.argv[1])
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        addr = ("::", port)
+    except OSError:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        addr = ("0.0.0.0", port)
+    s.bind(addr)
+    print("ready", flush=True)
+    while True:
+        data, peer = s.recvfrom(65535)
+        s.sendto(data, peer)
+""")
+
+_TCP_CLIENT = textwrap.dedent("""
+    import socket, sys
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])) as c:
+            c.settimeout(float(sys.argv[3]))
+            sys.exit(0 if c.recv(64).startswith(b"stacklet") else 1)
+    except OSError:
+        sys.exit(1)
+""")
+
+_UDP_CLIENT = textwrap.dedent("""
+    import socket, sys
+    ip, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(b"stacklet-udp", (ip, port))
+            data, _ = s.recvfrom(64)
+            sys.exit(0 if data == b"stacklet-udp" else 1)
+        except OSError:
+            sys.exit(1)
+""")
+
+
+class PingRun:
+    """A ping running in the background (`Instance.ping_background`)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+
+    def stop(self) -> tuple[int, int]:
+        """Stop it (SIGINT, as ^C) and return (transmitted, received)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=10)
+        match = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", out)
+        if not match:
+            raise HarnessError(f"no ping summary in: {out[-500:]}")
+        return int(match.group(1)), int(match.group(2))
+
+
+class Instance:
+    """A port plugged into a node as Nova plugs a VIF, with a namespace for a guest."""
+
+    def __init__(self, node: Node, port: dict, netns: str, tap: str, mtu: int) -> None:
+        self.node = node
+        self.port = port
+        self.port_id: str = port["id"]
+        self.mac: str = port["mac_address"]
+        self.netns = netns
+        self.tap = tap
+        self.mtu = mtu
+        self.ips: list[str] = [ip["ip_address"] for ip in port.get("fixed_ips", [])]
+        self._procs: list[subprocess.Popen] = []
+
+    @property
+    def ip(self) -> str:
+        return self.ips[0]
+
+    def __repr__(self) -> str:
+        return f"Instance({self.netns}, {self.tap}, {self.ips})"
+
+    def exec(self, cmd: Sequence[str] | str, *, check: bool = False,
+             timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return linux.run(_cmd(cmd), self.netns, check=check, timeout=timeout)
+
+    def popen(self, cmd: Sequence[str] | str, **kwargs) -> subprocess.Popen:
+        """A background process in the instance; ended by unplug()/close()."""
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        kwargs.setdefault("text", True)
+        proc = subprocess.Popen(linux.in_netns(_cmd(cmd), self.netns), **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    # --- reachability -------------------------------------------------------------------
+
+    def ping(self, ip: str, count: int = 1, timeout: float = 2, interval: float = 0.2) -> bool:
+        """True when at least one of `count` echo requests is answered."""
+        proc = self.exec(["ping", "-n", "-q", "-c", str(count), "-i", str(interval),
+                          "-W", str(timeout), ip], timeout=timeout + count * interval + 10)
+        return proc.returncode == 0
+
+    def ping_count(self, ip: str, count: int, interval: float = 0.05,
+                   timeout: float = 1) -> tuple[int, int]:
+        """(transmitted, received) of `count` pings."""
+        proc = self.exec(["ping", "-n", "-q", "-c", str(count), "-i", str(interval),
+                          "-W", str(timeout), ip], timeout=timeout + count * interval + 10)
+        match = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received",
+                          proc.stdout)
+        if not match:
+            raise HarnessError(f"ping {ip}: {proc.stdout} {proc.stderr}")
+        return int(match.group(1)), int(match.group(2))
+
+    def ping_background(self, ip: str, interval: float = 0.05) -> PingRun:
+        """A continuous ping (20/s by default); `.stop()` returns (transmitted, received)."""
+        proc = self.popen(["ping", "-n", "-q", "-i", str(interval), "-W", "1", ip],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        return PingRun(proc)
+
+    def _server(self, script: str, port: int) -> subprocess.Popen:
+        proc = self.popen([sys.executable, "-c", script, str(port)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            proc.kill()
+            raise HarnessError(f"server on port {port} in {self.netns} failed: {line}")
+        return proc
+
+    def tcp_listen(self, port: int) -> subprocess.Popen:
+        """A TCP server answering every connection with a greeting (until unplug)."""
+        return self._server(_TCP_SERVER, port)
+
+    def udp_listen(self, port: int) -> subprocess.Popen:
+        """A UDP echo server (until unplug)."""
+        return self._server(_UDP_SERVER, port)
+
+    def tcp_connect(self, ip: str, port: int, timeout: float = 2) -> bool:
+        """True when a TCP connection to a `tcp_listen` server succeeds and gets its greeting."""
+        proc = self.exec([sys.executable, "-c", _TCP_CLIENT, ip, str(port), str(timeout)],
+                         timeout=timeout + 10)
+        return proc.returncode == 0
+
+    def udp_request(self, ip: str, port: int, timeout: float = 2) -> bool:
+        """True when a datagram to a `udp_listen` server comes back."""
+        proc = self.exec([sys.executable, "-c", _UDP_CLIENT, ip, str(port), str(timeout)],
+                         timeout=timeout + 10)
+        return proc.returncode == 0
+
+    # --- misbehaving guests -------------------------------------------------------------
+
+    def set_mac(self, mac: str) -> None:
+        linux.link_set("eth0", self.netns, mac=mac)
+
+    def add_ip(self, cidr: str) -> None:
+        linux.addr_add("eth0", cidr, self.netns)
+        # announce it (gratuitous ARP) the way a guest taking over a VIP would, when possible
+        self.exec(["ip", "neigh", "flush", "dev", "eth0"])
+
+    def del_ip(self, cidr: str) -> None:
+        self.exec(["ip", "addr", "del", cidr, "dev", "eth0"])
+
+    # --- teardown -----------------------------------------------------------------------
+
+    def stop_processes(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.communicate(timeout=5)
+            except (subprocess.TimeoutExpired, ValueError):
+                pass
+        self._procs.clear()
+
+    def unplug(self) -> None:
+        """Remove the VIF from br-int and delete the instance namespace (and its veth)."""
+        self.stop_processes()
+        if self.node.ovs.running("ovsdb-server"):
+            self.node.ovs.vsctl("--if-exists", "del-port", "br-int", self.tap, check=False)
+        linux.link_delete(self.tap, self.node.netns)
+        linux.netns_delete(self.netns)
+        self.node.instances.pop(self.port_id, None)
+
+
+class Node:
+    """A simulated compute/network node: a namespace with its own OVS and (optionally) agent."""
+
+    def __init__(self, cluster: Cluster, name: str, index: int, host: str,
+                 tunnel_types: Sequence[str], physnets: Sequence[str],
+                 extra_config: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.index = index
+        self.host = host
+        self.netns = f"{cluster.prefix}-{name}"
+        self.tunnel_types = tuple(tunnel_types)
+        self.physnets = tuple(physnets)
+        self.dir = cluster.work_dir / name
+        self.ovs = OvsDaemons(self.dir / "ovs", self.netns)
+        net = cluster.overlay_net
+        self.tunnel_ip = str(net.network_address + 10 + index)
+        self.overlay_veth = f"{cluster.prefix}o{index}"
+        self.provider_veths = {p: f"{cluster.prefix}p{index}{cluster.physnet_index(p)}"
+                               for p in self.physnets}
+        self.config_path = self.dir / "agent.ini"
+        self.agent_log = self.dir / "agent.log"
+        self.agent_pidfile = self.dir / "agent.pid"
+        self.extra_config = extra_config or {}
+        self.instances: dict[str, Instance] = {}
+        self._agent: subprocess.Popen | None = None
+
+    def __repr__(self) -> str:
+        return f"Node({self.name}, {self.netns}, {self.tunnel_ip})"
+
+    @property
+    def bridge_mappings(self) -> dict[str, str]:
+        return {p: f"br-{p}" for p in self.physnets}
+
+    # --- building -----------------------------------------------------------------------
+
+    def setup(self) -> None:
+        cluster = self.cluster
+        self.dir.mkdir(parents=True, exist_ok=True)
+        linux.netns_add(self.netns)
+        self.ovs.start()
+        # overlay: ovl0 in br-phy, the tunnel IP on the br-phy device, OVS's route to the segment
+        linux.veth_add(self.overlay_veth, "ovl0", None, self.netns)
+        self._wire_underlay_end(self.overlay_veth, cluster.overlay_bridge, "ovl0")
+        self.ovs.vsctl("--may-exist", "add-br", "br-phy", "--",
+                       "set", "Bridge", "br-phy", "datapath_type=netdev", "--",
+                       "--may-exist", "add-port", "br-phy", "ovl0")
+        self._underlay_ip()
+        # provider: prv<j> in br-<physnet> (the agent adds its patch ports with --may-exist)
+        for physnet, veth in self.provider_veths.items():
+            inner = f"prv{cluster.physnet_index(physnet)}"
+            linux.veth_add(veth, inner, None, self.netns)
+            self._wire_underlay_end(veth, cluster.provider_bridge(physnet), inner)
+            bridge = f"br-{physnet}"
+            linux.check_ifname(bridge)
+            self.ovs.vsctl("--may-exist", "add-br", bridge, "--",
+                           "set", "Bridge", bridge, "datapath_type=netdev", "--",
+                           "--may-exist", "add-port", bridge, inner)
+        self.write_config()
+
+    def _wire_underlay_end(self, outer: str, segment: str, inner: str) -> None:
+        linux.link_set(outer, master=segment, up=True)
+        linux.tx_off(outer)
+        linux.tx_off(inner, self.netns)
+        linux.link_set(inner, self.netns, up=True)
+
+    def _underlay_ip(self) -> None:
+        """The tunnel IP on br-phy and OVS's route to the overlay segment (again after an
+        ovs-vswitchd restart: OVS's route table lives in the process)."""
+        self.ovs.wait_bridge("br-phy")
+        prefixlen = self.cluster.overlay_net.prefixlen
+        linux.addr_add("br-phy", f"{self.tunnel_ip}/{prefixlen}", self.netns)
+        linux.link_set("br-phy", self.netns, up=True)
+        routes = self.ovs.appctl("ovs-vswitchd", "ovs/route/show")
+        cidr = str(self.cluster.overlay_net)
+        if not any(cidr in line and "br-phy" in line and "Cached" not in line
+                   for line in routes.splitlines()):
+            self.ovs.appctl("ovs-vswitchd", "ovs/route/add", cidr, "br-phy")
+
+    def agent_config(self) -> str:
+        sections: dict[str, dict[str, str]] = {
+            "DEFAULT": {"host": self.host, "debug": "true"},
+            "ovs": {
+                "ovsdb_connection": self.ovs.db_connection,
+                "run_dir": str(self.ovs.run_dir),
+                "local_ip": self.tunnel_ip,
+                "bridge_mappings": ",".join(f"{p}:{b}" for p, b in self.bridge_mappings.items()),
+                "datapath_type": "netdev",
+                "integration_bridge": "br-int",
+                "tunnel_bridge": "br-tun",
+            },
+            "agent": {
+                "tunnel_types": ",".join(self.tunnel_types),
+                "l2_population": "true",
+                "server_url": f"unix:{self.cluster.server_socket}",
+                "report_interval": "2",
+            },
+            "securitygroup": {"enable_security_group": "true", "firewall_driver": "openvswitch"},
+        }
+        for section, values in self.extra_config.items():
+            sections.setdefault(section, {}).update(values)
+        lines: list[str] = []
+        for section, values in sections.items():
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {value}" for key, value in values.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+    def write_config(self) -> Path:
+        self.config_path.write_text(self.agent_config())
+        return self.config_path
+
+    # --- the agent ----------------------------------------------------------------------
+
+    def start_agent(self, wait_registered: bool = False) -> int:
+        """Start `stacklet agent` in the node's namespace; returns its PID."""
+        if self.agent_running():
+            return self._agent.pid
+        env = dict(os.environ)
+        env.update(self.ovs.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        log = open(self.agent_log, "ab")
+        try:
+            self._agent = subprocess.Popen(
+                linux.in_netns([sys.executable, "-m", "stacklet.cli", "agent", "--config-file",
+                                str(self.config_path)], self.netns),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                cwd=str(self.dir))
+        finally:
+            log.close()
+        self.agent_pidfile.write_text(f"{self._agent.pid}\n")
+        return self._agent.pid
+
+    @property
+    def agent_pid(self) -> int | None:
+        return self._agent.pid if self.agent_running() else None
+
+    def agent_running(self) -> bool:
+        return self._agent is not None and self._agent.poll() is None
+
+    def stop_agent(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        """Signal the agent, wait for it to end (SIGKILL after timeout); its exit code."""
+        if self._agent is None:
+            return None
+        if self._agent.poll() is None:
+            self._agent.send_signal(sig)
+            try:
+                self._agent.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._agent.kill()
+                self._agent.wait(5)
+        try:
+            self.agent_pidfile.unlink()
+        except FileNotFoundError:
+            pass
+        return self._agent.returncode
+
+    def kill_agent(self) -> int | None:
+        return self.stop_agent(signal.SIGKILL)
+
+    def agent_log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.agent_log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return f"(no {self.agent_log})"
+
+    # --- OVS ----------------------------------------------------------------------------
+
+    def restart_vswitchd(self) -> None:
+        """Stop and start ovs-vswitchd (the database stays), then restore the underlay route."""
+        self.ovs.restart_vswitchd()
+        self._underlay_ip()
+
+    def vsctl(self, *args: str, check: bool = True) -> str:
+        return self.ovs.vsctl(*args, check=check)
+
+    def ofctl(self, *args: str, check: bool = True) -> str:
+        return self.ovs.ofctl(*args, check=check)
+
+    def appctl(self, *args: str, check: bool = True) -> str:
+        return self.ovs.appctl("ovs-vswitchd", *args, check=check)
+
+    def ofctl_dump(self, bridge: str, *, stats: bool = False,
+                   protocol: str = "OpenFlow15") -> list[str]:
+        """The bridge's flows, one string per flow, sorted (no counters unless stats)."""
+        args = ["-O", protocol, "dump-flows", bridge]
+        if not stats:
+            args.insert(0, "--no-stats")
+        out = self.ovs.ofctl(*args)
+        flows = [line.strip() for line in out.splitlines()
+                 if line.strip() and not line.startswith(("NXST_FLOW", "OFPST_FLOW"))]
+        return sorted(flows)
+
+    def exec(self, cmd: Sequence[str] | str, *, check: bool = False,
+             timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a command in the node's namespace with the node's OVS environment."""
+        return linux.run(_cmd(cmd), self.netns, check=check, env=self.ovs.env, timeout=timeout)
+
+    # --- VIFs ---------------------------------------------------------------------------
+
+    def plug(self, port: Mapping, network_mtu: int = 1500,
+             cidrs: Mapping[str, str] | None = None, gateway: str | None = None,
+             device_id: str | None = None, bridge: str = "br-int") -> Instance:
+        """Plug a port as Nova does and give its guest a namespace.
+
+        cidrs: subnet id -> CIDR, for the prefix length of each fixed IP (a fixed IP whose
+        subnet is missing gets /32 or /128). gateway: default route of the guest.
+        """
+        port = dict(port)
+        port_id = port["id"]
+        if port_id in self.instances:
+            raise HarnessError(f"port {port_id} already plugged on {self.name}")
+        tap = f"tap{port_id[:11]}"
+        netns = f"{self.cluster.prefix}-i-{port_id[:8]}"
+        vm_uuid = device_id or port.get("device_id") or str(uuid.uuid4())
+        mac = port["mac_address"]
+        linux.netns_add(netns)
+        instance = Instance(self, port, netns, tap, network_mtu)
+        self.instances[port_id] = instance
+        try:
+            linux.veth_add(tap, "eth0", self.netns, netns)
+            linux.link_set("eth0", netns, mac=mac, mtu=network_mtu)
+            linux.link_set(tap, self.netns, mtu=network_mtu)
+            linux.tx_off("eth0", netns)
+            linux.tx_off(tap, self.netns)
+            # guests do not need DAD delays or router solicitations here
+            linux.run(["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0",
+                       "net.ipv6.conf.eth0.dad_transmits=0"], netns, check=False)
+            linux.link_set(tap, self.netns, up=True)
+            self.ovs.vsctl(
+                "--may-exist", "add-br", bridge, "--",
+                "set", "Bridge", bridge, "datapath_type=netdev", "--",
+                "--may-exist", "add-port", bridge, tap, "--",
+                "set", "Interface", tap,
+                f"external_ids:iface-id={port_id}", f"external_ids:attached-mac={mac}",
+                "external_ids:iface-status=active", f"external_ids:vm-uuid={vm_uuid}",
+                f"mtu_request={network_mtu}")
+            for fixed in port.get("fixed_ips", []):
+                ip = ipaddress.ip_address(fixed["ip_address"])
+                cidr = (cidrs or {}).get(fixed.get("subnet_id", ""))
+                prefixlen = ipaddress.ip_network(cidr).prefixlen if cidr else ip.max_prefixlen
+                args = ["ip", "addr", "add", f"{ip}/{prefixlen}", "dev", "eth0"]
+                if ip.version == 6:
+                    args.append("nodad")
+                linux.run(args, netns)
+            linux.link_set("eth0", netns, up=True)
+            if gateway:
+                linux.route_add("default", netns, via=gateway, dev="eth0")
+        except BaseException:
+            instance.unplug()
+            raise
+        return instance
+
+    # --- teardown -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the agent, unplug instances, stop OVS, delete the namespace and veths."""
+        errors: list[BaseException] = []
+        for step in (self.kill_agent_quietly, self._unplug_all, self.ovs.stop,
+                     lambda: linux.netns_delete(self.netns),
+                     lambda: [linux.link_delete(v) for v in
+                              (self.overlay_veth, *self.provider_veths.values())]):
+            try:
+                step()
+            except Exception as exc:  # keep going: everything must go
+                errors.append(exc)
+        if errors:
+            raise HarnessError(f"closing node {self.name}: {errors}")
+
+    def kill_agent_quietly(self) -> None:
+        if self.agent_running():
+            self.stop_agent(signal.SIGTERM, timeout=5)
+
+    def _unplug_all(self) -> None:
+        for instance in list(self.instances.values()):
+            instance.unplug()
+
+
+class Cluster:
+    """N simulated nodes sharing underlay segments; everything named with `prefix`."""
+
+    def __init__(self, work_dir: Path | str, server_socket: Path | str, prefix: str,
+                 overlay_net: int = 0) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9]{1,7}", prefix):
+            raise ValueError(f"prefix {prefix!r}: 2..{MAX_PREFIX} lowercase letters/digits, "
+                             "starting with a letter")
+        self.work_dir = Path(work_dir).absolute()
+        self.server_socket = Path(server_socket)
+        self.prefix = prefix
+        self.overlay_net = ipaddress.ip_network(f"172.30.{overlay_net}.0/24")
+        self.overlay_bridge = f"{prefix}ovl"
+        self.nodes: dict[str, Node] = {}
+        self._physnets: list[str] = []
+        self._closed = False
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        linux.bridge_add(self.overlay_bridge)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def physnet_index(self, physnet: str) -> int:
+        if physnet not in self._physnets:
+            if len(self._physnets) >= 10:
+                raise HarnessError("at most 10 physical networks")
+            self._physnets.append(physnet)
+        return self._physnets.index(physnet)
+
+    def provider_bridge(self, physnet: str) -> str:
+        """The Linux bridge of a physical network's segment (created on first use)."""
+        name = f"{self.prefix}pn{self.physnet_index(physnet)}"
+        if not linux.link_exists(name):
+            linux.bridge_add(name)
+        return name
+
+    def add_node(self, name: str, *, tunnel_types: Iterable[str] = ("vxlan", "gre"),
+                 physnets: Iterable[str] = ("physnet1",), start_agent: bool = True,
+                 host: str | None = None,
+                 extra_config: Mapping[str, Mapping[str, str]] | None = None) -> Node:
+        """A new node (namespace, OVS, underlay, config), with its agent unless start_agent
+        is false. host defaults to the node's namespace name, unique per run."""
+        if self._closed:
+            raise HarnessError("cluster is closed")
+        if name in self.nodes:
+            raise HarnessError(f"node {name} exists")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,20}", name):
+            raise ValueError(f"bad node name {name!r}")
+        index = len(self.nodes) + 1
+        if index > 99:
+            raise HarnessError("at most 99 nodes")
+        node = Node(self, name, index, host or f"{self.prefix}-{name}", tuple(tunnel_types),
+                    tuple(physnets), extra_config)
+        self.nodes[name] = node
+        node.setup()
+        if start_agent:
+            node.start_agent()
+        return node
+
+    def node(self, name: str, **kwargs) -> Node:
+        """The node of that name, created (with add_node's keywords) if missing."""
+        return self.nodes[name] if name in self.nodes else self.add_node(name, **kwargs)
+
+    def close(self) -> None:
+        """Remove every agent, OVS, namespace, veth and bridge of this cluster; then sweep."""
+        self._closed = True
+        errors: list[BaseException] = []
+        for node in list(self.nodes.values()):
+            try:
+                node.close()
+            except Exception as exc:
+                errors.append(exc)
+        self.nodes.clear()
+        try:
+            sweep(self.prefix)
+        except Exception as exc:
+            errors.append(exc)
+        if errors:
+            raise HarnessError(f"closing cluster {self.prefix}: {errors}")
+
+
+def sweep(prefix: str) -> list[str]:
+    """Remove leftovers of a (crashed) run with this prefix: processes in its namespaces,
+    the namespaces, and root-namespace links named with the prefix. Returns what it removed."""
+    if not re.fullmatch(r"[a-z][a-z0-9]{1,7}", prefix):
+        raise ValueError(f"refusing to sweep prefix {prefix!r}")
+    removed: list[str] = []
+    for ns in linux.netns_list():
+        if ns.startswith(f"{prefix}-"):
+            linux.netns_delete(ns, kill=True)
+            removed.append(f"netns {ns}")
+    for name in linux.link_names():
+        if name.startswith(prefix) and linux.link_exists(name):
+            linux.link_delete(name.split("@")[0])
+            removed.append(f"link {name}")
+    return removed
