@@ -37,7 +37,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return config_mod.load(_data_dir(args))
+    return config_mod.load(_data_dir(args), getattr(args, "config_file", None))
 
 
 def _server_process(conf: Config) -> daemon.Managed:
@@ -109,6 +109,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is running (pid {child.pid}) at {conf.public_url}")
+    _start_local_node(conf)
     _print_usage(conf)
     return EXIT_OK
 
@@ -135,8 +136,30 @@ def _confirm_running(conf: Config, proc: daemon.Managed, pid: int,
         return EXIT_FAILED
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is already running (pid {pid}) at {conf.public_url}")
+    _start_local_node(conf)
     _print_usage(conf)
     return EXIT_OK
+
+
+def _start_local_node(conf: Config) -> None:
+    """Open vSwitch and the agent for this node (skipped with [agent] enabled = false)."""
+    if not conf.agent.enabled:
+        return
+    from stacklet import local_node
+    from stacklet.store.models.base import isotime
+
+    since = isotime()
+    try:
+        pid, connection = local_node.start(conf)
+    except Exception as exc:  # noqa: BLE001 - the API stays usable without a dataplane
+        print(f"warning: the local node's dataplane did not start: {exc}", file=sys.stderr)
+        return
+    if local_node.wait_registered(conf, pid, since):
+        print(f"agent for host {conf.host} is running (pid {pid}), Open vSwitch at {connection}")
+    else:
+        print(f"warning: the agent (pid {pid}) did not report within "
+              f"{local_node.AGENT_START_TIMEOUT:.0f} s; see "
+              f"{local_node.agent_process(conf).logfile}", file=sys.stderr)
 
 
 def _openstack_command() -> str:
@@ -172,6 +195,9 @@ credentials as OS_* variables instead.""")
 
 def cmd_down(args: argparse.Namespace) -> int:
     conf = _load(args)
+    from stacklet import local_node
+    for what in local_node.stop(conf):
+        print(f"stopped {what}")
     pid = daemon.stop(_server_process(conf), timeout=STOP_TIMEOUT)
     if pid is None:
         print("stacklet is not running")
@@ -201,6 +227,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("log", str(proc.logfile)),
         ("clouds.yaml", str(conf.data_dir / bootstrap.CLOUDS_FILE)),
     ]
+    if conf.agent.enabled:
+        from stacklet import local_node
+        rows += local_node.status_rows(conf)
     for label, value in rows:
         print(f"  {label + ':':<13}{value}")
     return code
@@ -217,12 +246,60 @@ def cmd_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(conf)
+    bus = app.state.services.bus
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    server = uvicorn.Server(uvicorn.Config(
+    uconf = uvicorn.Config(
         app, host=conf.DEFAULT.bind_host, port=conf.DEFAULT.bind_port, log_level=level,
-        access_log=False, http=http, loop="auto", log_config=None))
-    server.run()  # uvicorn shuts down gracefully on SIGTERM and SIGINT
+        access_log=False, http=http, loop="auto", log_config=None)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:  # noqa: ANN001
+            bus.close()  # pending long polls answer now instead of holding the shutdown
+            await super().shutdown(sockets)
+
+    server = Server(uconf)
+    # One server, two listeners: TCP for the OpenStack APIs, the unix socket for agents.
+    tcp = uconf.bind_socket()  # exits with uvicorn's message when the port is taken
+    agent_path = conf.data_dir / "run" / "agent.sock"
+    agent_sock = _agent_socket(agent_path)
+    try:
+        # uvicorn shuts down gracefully on SIGTERM and SIGINT
+        server.run(sockets=[tcp] + ([agent_sock] if agent_sock else []))
+    finally:
+        if agent_sock is not None:
+            agent_sock.close()
+            agent_path.unlink(missing_ok=True)
     return EXIT_OK if server.started else EXIT_FAILED
+
+
+def _agent_socket(path: Path) -> socket.socket | None:
+    """The agents' unix socket (mode 0600; a stale one is replaced); None when it cannot be
+    created, so the OpenStack APIs still start."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        logging.getLogger("stacklet.server").error(
+            "cannot listen on %s for agents: %s", path, exc)
+        return None
+    sock.set_inheritable(True)
+    logging.getLogger("stacklet.server").info("agents' API on unix:%s", path)
+    return sock
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from stacklet.agent import agent
+
+    conf = _load(args)
+    level = str(conf.DEFAULT.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ovsdbapp").setLevel(logging.WARNING)
+    return agent.main(conf)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -283,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Show what runs where and whether it is healthy (exit 0 healthy, 1 unhealthy, "
         "3 not running).")
     add("server", cmd_server, "Run the API server in the foreground.")
+    agent = add("agent", cmd_agent,
+                "Run this node's agent in the foreground (Open vSwitch role); runs as root.")
+    agent.add_argument("--config-file", type=Path, default=None,
+                       help="configuration file (default: <data dir>/stacklet.conf)")
 
     db = commands.add_parser("db", help="Database schema migrations.")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)

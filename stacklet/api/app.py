@@ -10,16 +10,19 @@ only place that wires configuration, database and services together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount, Route
 
 from stacklet import errors
+from stacklet.api import agent as agent_api
 from stacklet.api import identity as identity_api
 from stacklet.api import networking as networking_api
 from stacklet.api.common import json_response
+from stacklet.bus import ChangeNotifier
+from stacklet.bus import install as install_bus
 from stacklet.config import Config
 from stacklet.context import RequestContext
 from stacklet.services.identity import IdentityService
@@ -33,13 +36,16 @@ class Services:
     db: Database
     identity: IdentityService
     networking: NetworkingServices
+    # Change events for node agents; fed by session hooks on ``db`` (see stacklet.bus).
+    bus: ChangeNotifier = field(default_factory=ChangeNotifier)
 
 
 def build_services(conf: Config, db: Database | None = None) -> Services:
     db = db or Database(conf.database_url, max_retries=conf.database.max_retries)
     identity = IdentityService(db, conf)
+    bus = install_bus(db._sessions, ChangeNotifier())
     return Services(conf=conf, db=db, identity=identity,
-                    networking=NetworkingServices(db, conf))
+                    networking=NetworkingServices(db, conf), bus=bus)
 
 
 def _authenticator(services: Services):
@@ -91,6 +97,8 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         Route("/", _root),
         Mount("/identity", app=identity_api.create_app()),
         Mount("/networking", app=networking_api.create_app()),
+        # Node agents, on the unix socket only (404 over TCP).
+        Mount("/agent/v1", app=agent_api.create_app()),
     ])
     app.state.services = services
     app.state.authenticate = _authenticator(services)

@@ -18,6 +18,7 @@ from stacklet import errors
 from stacklet.context import RequestContext
 from stacklet.resources.networking import PORT
 from stacklet.services.networking import ipam, rbac
+from stacklet.services.networking.binding import Binder
 from stacklet.services.networking.common import (
     CHUNK,
     Collection,
@@ -79,6 +80,7 @@ class PortService(Collection):
         self.networks = networks
         self.base_mac = conf.DEFAULT.base_mac
         self.max_fixed_ips = conf.DEFAULT.max_fixed_ips_per_port
+        self.binder = Binder(conf)  # binding:vif_type/vif_details from the host's agent
         # The security groups service (set by NetworkingServices): groups of ports.
         self.security_groups: Any = None
         # fn(session, port) run before a port is deleted: may refuse (router and floating IP
@@ -276,6 +278,8 @@ class PortService(Collection):
         pairs = self._pairs_with_mac(pairs, mac)
         now = isotime()
         host = body.get("binding:host_id", "")
+        vnic_type = body.get("binding:vnic_type", "normal")
+        vif_type, vif_details = self.binder.decide_for(session, host, network.id, vnic_type)
         port = Port(
             id=port_id, project_id=owner, network_id=network.id, name=body.get("name", ""),
             description=body.get("description", ""), mac_address=mac,
@@ -284,8 +288,8 @@ class PortService(Collection):
             port_security_enabled=port_security, allowed_address_pairs=pairs,
             extra_dhcp_opts=body.get("extra_dhcp_opts", []), binding_host_id=host,
             binding_profile=body.get("binding:profile", {}),
-            binding_vnic_type=body.get("binding:vnic_type", "normal"),
-            binding_vif_type="binding_failed" if host else "unbound", binding_vif_details={},
+            binding_vnic_type=vnic_type,
+            binding_vif_type=vif_type, binding_vif_details=vif_details,
             created_at=now, updated_at=now, revision_number=1)
         session.add(port)
         subnets = self._subnets(session, network.id)
@@ -336,9 +340,11 @@ class PortService(Collection):
             for key, column in simple.items():
                 if key in changes:
                     setattr(row, column, changes[key])
-            if "binding:host_id" in changes:
-                row.binding_host_id = changes["binding:host_id"]
-                row.binding_vif_type = "binding_failed" if row.binding_host_id else "unbound"
+            if "binding:host_id" in changes or "binding:vnic_type" in changes:
+                host = changes.get("binding:host_id", row.binding_host_id)
+                host_changed = host != row.binding_host_id
+                row.binding_host_id = host
+                self.binder.bind(session, row, host_changed)  # a changed binding: DOWN
             bump_if_changed(session, row, changed=ips_changed or groups_changed)
         self.db.retrying(write)
         return self.get(ctx, port_id)

@@ -1,0 +1,191 @@
+"""``/agent/v1``: what node agents call, served only on the unix socket ``run/agent.sock``.
+
+    POST /agent/v1/report_state              register / heartbeat → {"id"}
+    GET  /agent/v1/hosts/{host}/state        the host's desired state (host_state snapshot)
+    GET  /agent/v1/hosts/{host}/events       long poll: ?epoch=E&after=N&timeout=S → {"epoch","seq"}
+    POST /agent/v1/hosts/{host}/port_status  {"up": [ids], "down": [ids]} → {"updated": n}
+
+No token: reaching the socket (mode 0600, root's) is the authentication. Requests that arrived
+over TCP get 404, as if the prefix did not exist (``UnixSocketOnly``). The long poll is a
+coroutine waiting on the change notifier, so idle agents hold no worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from stacklet import errors
+from stacklet.api.common import Call, endpoint, json_response
+from stacklet.services.networking.binding import OVS_AGENT, VIF_OVS
+from stacklet.services.networking.common import CHUNK, chunks
+from stacklet.services.networking.host_state import host_state
+from stacklet.store.models.agents import Agent
+from stacklet.store.models.base import isotime
+from stacklet.store.models.network import Port
+
+LOG = logging.getLogger(__name__)
+
+
+def _bad(message: str) -> errors.HTTPBadRequest:
+    return errors.HTTPBadRequest(message)
+
+
+def _string(body: dict, key: str, default: str | None = None) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str) or (default is None and not value):
+        raise _bad(f"'{key}' must be a non-empty string")
+    return value
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+def report_state(call: Call) -> dict:
+    body = call.body
+    if not isinstance(body, dict):
+        raise _bad("expected a JSON object")
+    host = _string(body, "host")
+    agent_type = _string(body, "agent_type")
+    configurations = body.get("configurations") or {}
+    if not isinstance(configurations, dict):
+        raise _bad("'configurations' must be an object")
+    start_flag = bool(body.get("start_flag", False))
+    services = call.services
+    db = services.db
+    networking = services.networking
+    with db.read() as session:
+        before = session.execute(select(Agent.configurations, Agent.heartbeat_timestamp).where(
+            Agent.agent_type == agent_type, Agent.host == host)).first()
+    agent_id = networking.agents.report_state(
+        agent_type, _string(body, "binary", "stacklet-openvswitch-agent"),
+        _string(body, "topic", "N/A"), host, configurations,
+        body.get("availability_zone"), start_flag)
+    if agent_type == OVS_AGENT:
+        binder = networking.ports.binder
+        # Ports that failed to bind may bind now: a new or restarted agent, new mappings, or
+        # an agent that was dead and is back.
+        if before is None or start_flag or (before[0] or {}) != configurations or \
+                not binder.is_alive(before[1]):
+            bound = binder.rebind_failed(db, host)
+            if bound:
+                LOG.info("bound %d port(s) on %s after its agent reported", bound, host)
+    return {"id": agent_id}
+
+
+def state(call: Call) -> dict:
+    services = call.services
+    host = call.path["host"]
+    current = services.bus.current(host)  # before the query: a later change bumps past it
+    with services.db.read() as session:
+        snapshot = host_state(session, host)
+    return {**current, **snapshot}
+
+
+def _id_list(body: dict, key: str) -> list[str]:
+    value = body.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(f"'{key}' must be a list of port ids")
+    return value
+
+
+def port_status(call: Call) -> dict:
+    body = call.body
+    if not isinstance(body, dict):
+        raise _bad("expected a JSON object")
+    host = call.path["host"]
+    up = sorted(set(_id_list(body, "up")))
+    down = sorted(set(_id_list(body, "down")) - set(up))
+    if not up and not down:
+        return {"updated": 0}
+
+    def write(session) -> int:  # noqa: ANN001
+        now = isotime()
+        updated = 0
+        for status, ids, extra in (
+                ("ACTIVE", up, (Port.binding_vif_type == VIF_OVS,)),
+                ("DOWN", down, ())):
+            for part in chunks(ids, CHUNK):
+                result = session.execute(
+                    update(Port)
+                    .where(Port.id.in_(part), Port.binding_host_id == host,
+                           Port.status != status, *extra)
+                    .values(status=status, revision_number=Port.revision_number + 1,
+                            updated_at=now)
+                    .execution_options(synchronize_session=False))
+                updated += result.rowcount or 0
+        return updated
+
+    return {"updated": call.services.db.retrying(write)}
+
+
+async def events(request: Request) -> Response:
+    bus = request.app.state.services.bus
+    params = request.query_params
+    try:
+        after = int(params.get("after", "0"))
+        timeout = float(params.get("timeout", "30"))
+    except ValueError:
+        return json_response({"error": {"code": 400, "message":
+                                        "'after' must be an integer, 'timeout' a number"}}, 400)
+    result = await bus.wait(request.path_params["host"], params.get("epoch"), after, timeout)
+    return json_response(result)
+
+
+# --- the application ------------------------------------------------------------------------
+
+async def _stacklet_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.StackletError)
+    return json_response({"error": {"code": exc.status, "title": exc.title,
+                                     "message": exc.msg}}, exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return json_response({"error": {"code": exc.status_code, "message": exc.detail}},
+                         exc.status_code)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    LOG.exception("agent API %s %s failed", request.method, request.url.path)
+    return json_response({"error": {"code": 500, "message": "internal error"}}, 500)
+
+
+class UnixSocketOnly:
+    """Serve the wrapped app only for connections that came in on a unix socket: uvicorn sets
+    ``scope["server"]`` to ``(path, None)`` for those and ``(host, port)`` for TCP."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            server = scope.get("server")
+            if not (isinstance(server, tuple | list) and len(server) == 2 and server[1] is None):
+                response = json_response({"error": {"code": 404, "message": "Not Found"}}, 404)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app() -> UnixSocketOnly:
+    host = "/hosts/{host}"
+    app = Starlette(routes=[
+        Route("/report_state", endpoint(report_state, authenticate=False), methods=["POST"]),
+        Route(host + "/state", endpoint(state, authenticate=False), methods=["GET"]),
+        Route(host + "/events", events, methods=["GET"]),
+        Route(host + "/port_status", endpoint(port_status, authenticate=False),
+              methods=["POST"]),
+    ], exception_handlers={
+        errors.StackletError: _stacklet_error,
+        HTTPException: _http_error,
+        Exception: _internal_error,
+    })
+    return UnixSocketOnly(app)
