@@ -192,12 +192,6 @@ class Config:
                 or f"unix:{self.data_dir / 'run' / 'agent.sock'}")
 
     @property
-    def ovsdb_connection(self) -> str:
-        """The OVSDB the agent programs: configured, else the private one under the data dir."""
-        return (self.values[("ovs", "ovsdb_connection")]
-                or f"unix:{self.data_dir / 'ovs' / 'db.sock'}")
-
-    @property
     def database_url(self) -> str:
         return self.values[("database", "connection")] or f"sqlite:///{self.data_dir}/stacklet.db"
 

@@ -1,0 +1,211 @@
+"""The node agent process (``stacklet agent``): one loop, woken by change events.
+
+Threads:
+- *events*: long-polls the server for this host's change events and wakes the loop;
+- *heartbeat*: reports the agent's state every ``[agent] report_interval`` seconds;
+- the OVSDB connection (ovsdbapp) wakes the loop when bridges, ports or interfaces change;
+- *main*: the level-triggered loop — fetch the host snapshot when the server changed, sync the
+  dataplane, report port statuses; every ``TICK`` it checks that ovs-vswitchd still has the
+  flows (canary) and every ``resync_interval`` it rewrites everything as a safety net.
+
+The agent holds no state that it cannot rebuild from the server and the node: restarted, it
+restores local VLANs from OVSDB, keeps the flows in place and replaces them generation by
+generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from stacklet.agent.l2.ofctl import OfctlError
+from stacklet.agent.l2.ovsdb import Ovsdb
+from stacklet.agent.l2.role import L2Config, OvsRole
+from stacklet.agent.rpc import ServerClient, ServerUnavailable
+from stacklet import local_node
+from stacklet.config import Config
+
+LOG = logging.getLogger(__name__)
+TICK = 0.5
+
+
+def l2_config(conf: Config) -> L2Config:
+    mappings = {}
+    for entry in conf.ovs.bridge_mappings:
+        physnet, _, bridge = entry.partition(":")
+        if physnet and bridge:
+            mappings[physnet.strip()] = bridge.strip()
+    return L2Config(
+        integration_bridge=conf.ovs.integration_bridge,
+        tunnel_bridge=conf.ovs.tunnel_bridge,
+        bridge_mappings=mappings,
+        datapath_type=conf.ovs.datapath_type,
+        local_ip=conf.ovs.local_ip or None,
+        tunnel_types=tuple(conf.agent.tunnel_types),
+        l2_population=conf.agent.l2_population,
+        enable_security_group=conf.securitygroup.enable_security_group,
+    )
+
+
+class Agent:
+    def __init__(self, conf: Config) -> None:
+        self.conf = conf
+        self.host = conf.host
+        self.l2conf = l2_config(conf)
+        self.client = ServerClient(conf.agent_server_url, self.host)
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.server_changed = True
+        self.local_changed = True
+        self.epoch: str | None = None
+        self.seq = -1
+        self.snapshot: dict | None = None
+        self.reported: dict[str, str] = {}      # port id → status we last reported
+        self.devices = 0
+        self.registered = False
+        connection = local_node.ovsdb_choice(conf)[0]
+        self.ovsdb = Ovsdb(connection, on_change=self._local_change)
+        self.role = OvsRole(self.l2conf, self.ovsdb, local_node.run_dir(connection))
+
+    # -- wake-ups -----------------------------------------------------------------------------
+
+    def _local_change(self) -> None:
+        self.local_changed = True
+        self.wake.set()
+
+    def _events(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                answer = self.client.wait(self.epoch, self.seq, timeout=30)
+            except ServerUnavailable as exc:
+                LOG.debug("events: %s", exc)
+                self.stopping.wait(1.0)
+                continue
+            except Exception:  # noqa: BLE001 - keep polling whatever happens
+                LOG.exception("events")
+                self.stopping.wait(1.0)
+                continue
+            if answer.get("epoch") != self.epoch or answer.get("seq", -1) > self.seq:
+                self.server_changed = True
+                self.wake.set()
+                # Don't poll again for the same change before the loop has read it.
+                self.epoch, self.seq = answer.get("epoch"), answer.get("seq", -1)
+
+    def _heartbeat(self) -> None:
+        start = True
+        while not self.stopping.is_set():
+            try:
+                self.client.report_state(self.l2conf.configurations(self.devices),
+                                         start_flag=start)
+                if start:
+                    LOG.info("registered with the server as host %s", self.host)
+                start = False
+                self.registered = True
+            except ServerUnavailable as exc:
+                LOG.warning("heartbeat: %s", exc)
+                start = True   # tell the server again when it returns (it re-binds ports)
+            except Exception:  # noqa: BLE001
+                LOG.exception("heartbeat")
+            self.stopping.wait(self.conf.agent.report_interval if not start else 1.0)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.role.setup()
+        for target in (self._events, self._heartbeat):
+            threading.Thread(target=target, name=target.__name__.strip("_"),
+                             daemon=True).start()
+        last_full = time.monotonic()
+        while not self.stopping.is_set():
+            self.wake.wait(TICK)
+            self.wake.clear()
+            if self.stopping.is_set():
+                break
+            try:
+                if self._ovs_restarted():
+                    self.local_changed = True
+                if time.monotonic() - last_full > self.conf.agent.resync_interval:
+                    last_full = time.monotonic()
+                    self.server_changed = True
+                    self.role.forget_flows()
+                    self.local_changed = True
+                if self.server_changed or self.local_changed:
+                    self._pass()
+            except ServerUnavailable as exc:
+                LOG.warning("server unavailable, dataplane kept as is: %s", exc)
+                self.stopping.wait(1.0)
+                self.wake.set()
+            except OfctlError as exc:
+                LOG.warning("Open vSwitch: %s", exc)
+                self.role.forget_flows()
+                self.local_changed = True
+                self.stopping.wait(0.2)
+            except Exception:  # noqa: BLE001 - the agent must keep going
+                LOG.exception("sync failed; retrying")
+                self.role.forget_flows()
+                self.server_changed = self.local_changed = True
+                self.stopping.wait(1.0)
+        self.client.close()
+        self.ovsdb.stop()
+
+    def _ovs_restarted(self) -> bool:
+        try:
+            restarted = self.role.vswitchd_restarted()
+        except OfctlError:
+            return False
+        if restarted:
+            LOG.warning("br-int lost its flows (ovs-vswitchd restarted?): reprogramming")
+            self.role.setup()
+        return restarted
+
+    def _pass(self) -> None:
+        if self.server_changed or self.snapshot is None:
+            self.server_changed = False
+            snapshot = self.client.host_state()
+            self.snapshot = snapshot
+            if snapshot.get("epoch") != self.epoch or snapshot.get("seq", -1) > self.seq:
+                self.epoch, self.seq = snapshot.get("epoch"), snapshot.get("seq", -1)
+        self.local_changed = False
+        started = time.monotonic()
+        result = self.role.sync(self.snapshot)
+        self.devices = len(result.wired)
+        self._report(result)
+        if result.flow_mods:
+            LOG.info("synced: %d ports wired, %d flow mods in %.0f ms", len(result.wired),
+                     result.flow_mods, (time.monotonic() - started) * 1000)
+
+    def _report(self, result) -> None:  # noqa: ANN001
+        up, down = [], []
+        for port in self.snapshot.get("ports", []):
+            pid = port["id"]
+            want = "ACTIVE" if pid in result.wired else "DOWN"
+            if port.get("status") == want:
+                self.reported.pop(pid, None)
+                continue
+            if self.reported.get(pid) == want:
+                continue
+            (up if want == "ACTIVE" else down).append(pid)
+        if up or down:
+            self.client.port_status(up, down)
+            for pid in up:
+                self.reported[pid] = "ACTIVE"
+            for pid in down:
+                self.reported[pid] = "DOWN"
+        known = {p["id"] for p in self.snapshot.get("ports", [])}
+        for pid in list(self.reported):
+            if pid not in known:
+                del self.reported[pid]
+
+    def stop(self, *_: object) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+
+def main(conf: Config) -> int:
+    agent = Agent(conf)
+    signal.signal(signal.SIGTERM, agent.stop)
+    signal.signal(signal.SIGINT, agent.stop)
+    agent.run()
+    return 0

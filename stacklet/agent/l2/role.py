@@ -1,0 +1,261 @@
+"""The Open vSwitch role of the agent: from the host snapshot and the node's OVSDB to bridges,
+tunnels, VIF tags and flows, and back to port statuses.
+
+``sync(snapshot)`` is one level-triggered pass: read the node, compute everything as data,
+apply the differences (OVSDB transaction, one OpenFlow bundle per bridge), and return which
+ports are wired. It is safe to call at any time and as often as wanted; with nothing changed it
+sends nothing to Open vSwitch.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+from stacklet.agent.l2 import br_int, br_phys, br_tun, firewall
+from stacklet.agent.l2.flows import CANARY, DEAD_VLAN, GENERATION_SHIFT
+from stacklet.agent.l2.ofctl import FlowTable, Ofctl, OfctlError
+from stacklet.agent.l2.ovsdb import Ovsdb, OvsPort
+from stacklet.agent.l2.plan import (LocalNet, Plan, RemoteHost, RemotePort, int_patch_name,
+                                    phys_patch_name, tunnel_port_name)
+
+LOG = logging.getLogger(__name__)
+TUN_PATCH = "patch-tun"
+INT_PATCH = "patch-int"
+
+
+@dataclass
+class L2Config:
+    integration_bridge: str = "br-int"
+    tunnel_bridge: str = "br-tun"
+    bridge_mappings: dict[str, str] = field(default_factory=dict)
+    datapath_type: str = "netdev"
+    local_ip: str | None = None
+    tunnel_types: tuple[str, ...] = ("vxlan",)
+    l2_population: bool = True
+    arp_responder: bool = True
+    enable_security_group: bool = True
+
+    @property
+    def tunnelling(self) -> bool:
+        return bool(self.local_ip and self.tunnel_types)
+
+    def configurations(self, devices: int) -> dict:
+        """What the agent reports, with Neutron's OVS agent's keys."""
+        return {
+            "bridge_mappings": dict(self.bridge_mappings),
+            "tunnel_types": list(self.tunnel_types) if self.tunnelling else [],
+            "tunneling_ip": self.local_ip if self.tunnelling else None,
+            "l2_population": self.l2_population,
+            "arp_responder_enabled": self.arp_responder,
+            "datapath_type": self.datapath_type,
+            "integration_bridge": self.integration_bridge,
+            "ovs_hybrid_plug": False,
+            "enable_distributed_routing": False,
+            "in_distributed_mode": False,
+            "firewall_driver": "openvswitch" if self.enable_security_group else "noop",
+            "devices": devices,
+            "extensions": [],
+            "resource_provider_bandwidths": {},
+        }
+
+
+@dataclass
+class SyncResult:
+    wired: set[str] = field(default_factory=set)       # port ids with flows installed
+    plugged: set[str] = field(default_factory=set)     # port ids with a VIF on br-int
+    flow_mods: int = 0
+
+
+class OvsRole:
+    def __init__(self, conf: L2Config, ovsdb: Ovsdb, run_dir: str | None) -> None:
+        self.conf = conf
+        self.ovsdb = ovsdb
+        self.run_dir = run_dir
+        self.tables: dict[str, FlowTable] = {}
+        self.lvids: dict[str, int] = {}
+        self.generation = 0
+
+    # -- bridges ------------------------------------------------------------------------------
+
+    def bridges(self) -> list[str]:
+        names = [self.conf.integration_bridge]
+        if self.conf.tunnelling:
+            names.append(self.conf.tunnel_bridge)
+        names += [self.conf.bridge_mappings[p] for p in sorted(self.conf.bridge_mappings)]
+        return names
+
+    def setup(self) -> None:
+        """Bridges and patch ports (idempotent), a new flow generation, local VLANs restored
+        from OVSDB. Flows already on the bridges keep forwarding until the first sync."""
+        c = self.conf
+        self.ovsdb.ensure_bridge(c.integration_bridge, c.datapath_type)
+        if c.tunnelling:
+            self.ovsdb.ensure_bridge(c.tunnel_bridge, c.datapath_type)
+            self.ovsdb.ensure_patch(c.integration_bridge, TUN_PATCH, INT_PATCH)
+            self.ovsdb.ensure_patch(c.tunnel_bridge, INT_PATCH, TUN_PATCH)
+        for physnet, bridge in sorted(c.bridge_mappings.items()):
+            self.ovsdb.ensure_bridge(bridge, c.datapath_type)
+            self.ovsdb.ensure_patch(c.integration_bridge, int_patch_name(physnet),
+                                    phys_patch_name(physnet))
+            self.ovsdb.ensure_patch(bridge, phys_patch_name(physnet), int_patch_name(physnet))
+        used = set()
+        for bridge in self.bridges():
+            try:
+                used |= {cookie >> GENERATION_SHIFT for cookie in Ofctl(bridge, self.run_dir)
+                         .cookies()}
+            except OfctlError:
+                pass
+        self.generation = random.choice([g for g in range(1, 0x10000) if g not in used])
+        self.tables = {b: FlowTable(Ofctl(b, self.run_dir), self.generation)
+                       for b in self.bridges()}
+        self.lvids = self._restore_lvids()
+        LOG.info("bridges ready: %s; generation %#x; %d local VLANs restored",
+                 ", ".join(self.bridges()), self.generation, len(self.lvids))
+
+    def _restore_lvids(self) -> dict[str, int]:
+        lvids = {}
+        for port in self.ovsdb.bridge_ports(self.conf.integration_bridge):
+            net = port.other_config.get("net_uuid")
+            tag = port.other_config.get("tag")
+            if net and tag and tag.isdigit():
+                lvids[net] = int(tag)
+        return lvids
+
+    def vswitchd_restarted(self) -> bool:
+        """The canary flow is gone: ovs-vswitchd restarted (or someone flushed br-int)."""
+        table = self.tables.get(self.conf.integration_bridge)
+        if table is None or table.installed is None:
+            return False
+        return not table.ofctl.dump(f"table={CANARY}")
+
+    def forget_flows(self) -> None:
+        for table in self.tables.values():
+            table.reset()
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    def sync(self, snapshot: dict) -> SyncResult:
+        c = self.conf
+        ports = {p["id"]: p for p in snapshot.get("ports", [])}
+        networks = snapshot.get("networks", {})
+        ovs_ports = self.ovsdb.bridge_ports(c.integration_bridge)
+        vifs = [p for p in ovs_ports if p.iface_id and p.type != "patch"]
+
+        result = SyncResult()
+        live: list[tuple[OvsPort, dict, dict]] = []
+        for vif in vifs:
+            port = ports.get(vif.iface_id)
+            if port is None:
+                continue
+            result.plugged.add(port["id"])
+            net = networks.get(port["network_id"])
+            if net is None or vif.ofport <= 0 or not port["admin_state_up"]:
+                continue
+            live.append((vif, port, net))
+
+        self._allocate_lvids({net["id"] for _, _, net in live})
+        nets = [self._local_net(networks[n]) for n in sorted(self.lvids) if n in networks]
+        self._set_tags(vifs, {vif.name: (port, net) for vif, port, net in live})
+
+        plan = self._plan(snapshot, nets)
+        fw_ports = [firewall.FwPort(
+            id=port["id"], ofport=vif.ofport, lvid=self.lvids[net["id"]],
+            mac=port["mac_address"].lower(),
+            fixed_ips=tuple(ip["ip_address"] for ip in port.get("fixed_ips", [])),
+            allowed_address_pairs=tuple((p["ip_address"], (p.get("mac_address")
+                                                            or port["mac_address"]).lower())
+                                        for p in port.get("allowed_address_pairs", [])),
+            security_groups=tuple(port.get("security_groups", [])),
+            port_security_enabled=port.get("port_security_enabled", True),
+            device_owner=port.get("device_owner", "")) for vif, port, net in live]
+        int_flows = br_int.flows(plan) + firewall.firewall_flows(
+            fw_ports, snapshot.get("security_groups", {}), snapshot.get("remote_groups", {}),
+            enable_security_group=c.enable_security_group)
+        result.flow_mods += self.tables[c.integration_bridge].sync(int_flows)
+        if c.tunnelling:
+            result.flow_mods += self.tables[c.tunnel_bridge].sync(br_tun.flows(plan))
+        for physnet, bridge in c.bridge_mappings.items():
+            result.flow_mods += self.tables[bridge].sync(br_phys.flows(plan, physnet))
+        result.wired = {port["id"] for _, port, _ in live}
+        return result
+
+    # -- pieces of a pass ---------------------------------------------------------------------
+
+    def _allocate_lvids(self, needed: set[str]) -> None:
+        for net in list(self.lvids):
+            if net not in needed:
+                del self.lvids[net]
+        used = set(self.lvids.values())
+        free = (v for v in range(1, DEAD_VLAN) if v not in used)
+        for net in sorted(needed - set(self.lvids)):
+            self.lvids[net] = next(free)
+
+    def _local_net(self, net: dict) -> LocalNet:
+        return LocalNet(id=net["id"], lvid=self.lvids[net["id"]],
+                        network_type=net["network_type"],
+                        physical_network=net.get("physical_network"),
+                        segmentation_id=net.get("segmentation_id"), mtu=net.get("mtu", 1500))
+
+    def _set_tags(self, vifs: list[OvsPort], live: dict[str, tuple[dict, dict]]) -> None:
+        changes = []
+        for vif in vifs:
+            if vif.name in live:
+                port, net = live[vif.name]
+                tag = self.lvids[net["id"]]
+                other = {"net_uuid": net["id"], "network_type": net["network_type"],
+                         "physical_network": str(net.get("physical_network") or "None"),
+                         "segmentation_id": str(net.get("segmentation_id") or "None"),
+                         "tag": str(tag)}
+            else:
+                tag, other = DEAD_VLAN, {}
+            if vif.tag != tag or vif.other_config != other:
+                changes.append((vif.name, tag, other))
+        self.ovsdb.set_port_tags(changes)
+
+    def _plan(self, snapshot: dict, nets: list[LocalNet]) -> Plan:
+        c = self.conf
+        int_ofports = self.ovsdb.ofports(c.integration_bridge)
+        plan = Plan(nets=nets, bridge_mappings=dict(c.bridge_mappings),
+                    l2_population=c.l2_population, arp_responder=c.arp_responder)
+        plan.int_ofports = {n: of for n, of in int_ofports.items()
+                            if n == TUN_PATCH or n.startswith("int-br-")}
+        for physnet, bridge in c.bridge_mappings.items():
+            plan.phys_ofports[physnet] = self.ovsdb.ofports(bridge).get(
+                phys_patch_name(physnet), -1)
+        if c.tunnelling:
+            self._sync_tunnels(snapshot)
+            tun_ports = self.ovsdb.bridge_ports(c.tunnel_bridge)
+            plan.tun_patch_ofport = next((p.ofport for p in tun_ports if p.name == INT_PATCH),
+                                         -1)
+            plan.tunnels = {p.name: (p.type, p.ofport, self._remote_of(p.name))
+                            for p in tun_ports if p.type in ("vxlan", "gre")}
+            for net_id, hosts in snapshot.get("l2pop", {}).items():
+                plan.l2pop[net_id] = [RemoteHost(
+                    host=h["host"], tunnel_ip=h["tunnel_ip"],
+                    ports=tuple(RemotePort(p["mac_address"].lower(),
+                                           tuple(p.get("ip_addresses", [])))
+                                for p in h.get("ports", []))) for h in hosts]
+        return plan
+
+    def _sync_tunnels(self, snapshot: dict) -> None:
+        c = self.conf
+        wanted = {}
+        self._remotes: dict[str, str] = {}
+        for remote in snapshot.get("tunnels", []):
+            ip = remote.get("tunnel_ip")
+            if not ip or ip == c.local_ip:
+                continue
+            for kind in remote.get("tunnel_types", []):
+                if kind not in c.tunnel_types:
+                    continue
+                name = tunnel_port_name(kind, ip)
+                self._remotes[name] = ip
+                wanted[name] = (kind, {"remote_ip": ip, "local_ip": c.local_ip,
+                                       "in_key": "flow", "out_key": "flow"})
+        self.ovsdb.set_tunnels(c.tunnel_bridge, wanted)
+
+    def _remote_of(self, name: str) -> str:
+        return getattr(self, "_remotes", {}).get(name) or self.ovsdb.tunnel_ports(
+            self.conf.tunnel_bridge).get(name, {}).get("remote_ip", "")
