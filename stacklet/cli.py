@@ -298,7 +298,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     conf = _load(args)
     level = str(conf.DEFAULT.log_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("ovsdbapp").setLevel(logging.WARNING)
+    for noisy in ("ovsdbapp", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return agent.main(conf)
 
 

@@ -39,14 +39,16 @@ class L2Config:
 
     @property
     def tunnelling(self) -> bool:
-        return bool(self.local_ip and self.tunnel_types)
+        """br-tun exists and tunnel networks bind here; tunnels to other nodes need local_ip
+        (a single node without one still hosts VXLAN/GRE networks, switched locally)."""
+        return bool(self.tunnel_types)
 
     def configurations(self, devices: int) -> dict:
         """What the agent reports, with Neutron's OVS agent's keys."""
         return {
             "bridge_mappings": dict(self.bridge_mappings),
             "tunnel_types": list(self.tunnel_types) if self.tunnelling else [],
-            "tunneling_ip": self.local_ip if self.tunnelling else None,
+            "tunneling_ip": self.local_ip if self.tunnelling and self.local_ip else None,
             "l2_population": self.l2_population,
             "arp_responder_enabled": self.arp_responder,
             "datapath_type": self.datapath_type,
@@ -243,7 +245,7 @@ class OvsRole:
         c = self.conf
         wanted = {}
         self._remotes: dict[str, str] = {}
-        for remote in snapshot.get("tunnels", []):
+        for remote in snapshot.get("tunnels", []) if c.local_ip else []:
             ip = remote.get("tunnel_ip")
             if not ip or ip == c.local_ip:
                 continue
