@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -292,6 +291,9 @@ class Node:
         cluster = self.cluster
         self.dir.mkdir(parents=True, exist_ok=True)
         linux.netns_add(self.netns)
+        if not self.ovs.running():      # a new node starts from an empty database
+            for stale in (self.ovs.db_path, self.ovs.run_dir / ".conf.db.~lock~"):
+                stale.unlink(missing_ok=True)
         self.ovs.start()
         # overlay: ovl0 in br-phy, the tunnel IP on the br-phy device, OVS's route to the segment
         linux.veth_add(self.overlay_veth, "ovl0", None, self.netns)
@@ -373,15 +375,12 @@ class Node:
         env = dict(os.environ)
         env.update(self.ovs.env)
         env["PYTHONUNBUFFERED"] = "1"
-        log = open(self.agent_log, "ab")
-        try:
+        with open(self.agent_log, "ab") as log:
             self._agent = subprocess.Popen(
                 linux.in_netns([sys.executable, "-m", "stacklet.cli", "agent", "--config-file",
                                 str(self.config_path)], self.netns),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=str(self.dir))
-        finally:
-            log.close()
         self.agent_pidfile.write_text(f"{self._agent.pid}\n")
         return self._agent.pid
 
@@ -516,7 +515,7 @@ class Node:
                               (self.overlay_veth, *self.provider_veths.values())]):
             try:
                 step()
-            except Exception as exc:  # keep going: everything must go
+            except Exception as exc:  # noqa: BLE001 - keep going: everything must go
                 errors.append(exc)
         if errors:
             raise HarnessError(f"closing node {self.name}: {errors}")
@@ -549,7 +548,7 @@ class Cluster:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         linux.bridge_add(self.overlay_bridge)
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Cluster:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -603,15 +602,26 @@ class Cluster:
         for node in list(self.nodes.values()):
             try:
                 node.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the other nodes still go
                 errors.append(exc)
         self.nodes.clear()
         try:
             sweep(self.prefix)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         if errors:
             raise HarnessError(f"closing cluster {self.prefix}: {errors}")
+
+
+def fake_port(ip: str, subnet_id: str = "subnet", mac: str | None = None,
+              port_id: str | None = None) -> dict:
+    """A port dict shaped like the API's, for plumbing tests without a server."""
+    port_id = port_id or str(uuid.uuid4())
+    if mac is None:
+        raw = uuid.UUID(port_id).bytes
+        mac = "fa:16:3e:" + ":".join(f"{b:02x}" for b in raw[-3:])
+    return {"id": port_id, "mac_address": mac, "device_id": str(uuid.uuid4()),
+            "fixed_ips": [{"subnet_id": subnet_id, "ip_address": ip}]}
 
 
 def sweep(prefix: str) -> list[str]:

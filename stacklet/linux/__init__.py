@@ -41,7 +41,7 @@ def run(cmd: Sequence[str] | str, netns: str | None = None, *, check: bool = Tru
     if env:
         full_env = dict(os.environ)
         full_env.update(env)
-    proc = subprocess.run(in_netns(args, netns), capture_output=True, text=True, env=full_env,
+    proc = subprocess.run(in_netns(args, netns), check=False, capture_output=True, text=True, env=full_env,
                           timeout=timeout, input=input,
                           stdin=None if input is not None else subprocess.DEVNULL)
     if check and proc.returncode != 0:
