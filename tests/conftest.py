@@ -127,9 +127,20 @@ def server_log(data_dir: Path, lines: int = 60) -> str:
     return "\n".join(text[-lines:])
 
 
+# Test clouds run no local dataplane (two private Open vSwitch instances in one network
+# namespace would clash); the e2e tests bring their own nodes, and the all-in-one test its
+# own cloud with `[agent] enabled = true`.
+TEST_AGENT_SECTION = "[agent]\nenabled = false\nagent_down_time = 10\n"
+
+
 def write_config(data_dir: Path, port: int, extra: str = "") -> None:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (data_dir / "stacklet.conf").write_text(f"[DEFAULT]\nbind_port = {port}\n{extra}")
+    default, _, sections = extra.partition("\n[")
+    sections = f"[{sections}" if sections else ""
+    if "[agent]" not in extra:
+        sections += TEST_AGENT_SECTION
+    (data_dir / "stacklet.conf").write_text(
+        f"[DEFAULT]\nbind_port = {port}\n{default}\n{sections}")
 
 
 # --- the cloud ------------------------------------------------------------------------------
