@@ -1,0 +1,393 @@
+"""The agents' API (``/agent/v1`` on ``run/agent.sock``), driven by a fake agent: registration,
+port binding decisions, host snapshots, change events with long polls, port status reports.
+
+Host names are random so the cloud's own node (which may run a real agent) is never touched.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from netutil import admin_api, uname
+from sqlalchemy import create_engine, text
+
+from stacklet import config
+
+OVS = "Open vSwitch agent"
+
+
+def _host(tag: str) -> str:
+    return f"fake-{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def configurations(mappings: dict | None = None, tunnel_types: list | None = None,
+                   tunneling_ip: str | None = None) -> dict:
+    return {"bridge_mappings": mappings or {}, "tunnel_types": tunnel_types or [],
+            "tunneling_ip": tunneling_ip, "l2_population": True, "arp_responder_enabled": True,
+            "datapath_type": "netdev", "integration_bridge": "br-int", "ovs_hybrid_plug": False,
+            "enable_distributed_routing": False, "devices": 0, "extensions": [],
+            "resource_provider_bandwidths": {}}
+
+
+class FakeAgent:
+    def __init__(self, http: httpx.Client, host: str, conf: dict) -> None:
+        self.http, self.host, self.conf = http, host, conf
+        self.id: str | None = None
+
+    def report(self, start_flag: bool = False, conf: dict | None = None) -> str:
+        if conf is not None:
+            self.conf = conf
+        response = self.http.post("/agent/v1/report_state", json={
+            "agent_type": OVS, "binary": "stacklet-openvswitch-agent", "topic": "N/A",
+            "host": self.host, "configurations": self.conf, "availability_zone": "nova",
+            "start_flag": start_flag})
+        assert response.status_code == 200, response.text
+        self.id = response.json()["id"]
+        return self.id
+
+    def state(self) -> dict:
+        response = self.http.get(f"/agent/v1/hosts/{self.host}/state")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def events(self, epoch: str | None, after: int, timeout: float) -> dict:
+        params: dict[str, Any] = {"after": after, "timeout": timeout}
+        if epoch is not None:
+            params["epoch"] = epoch
+        response = self.http.get(f"/agent/v1/hosts/{self.host}/events", params=params,
+                                 timeout=timeout + 10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def port_status(self, up: list[str] = (), down: list[str] = ()) -> int:
+        response = self.http.post(f"/agent/v1/hosts/{self.host}/port_status",
+                                  json={"up": list(up), "down": list(down)})
+        assert response.status_code == 200, response.text
+        return response.json()["updated"]
+
+
+@pytest.fixture(scope="module")
+def http(cloud):
+    sock = cloud.data_dir / "run" / "agent.sock"
+    assert sock.exists() and (sock.stat().st_mode & 0o777) == 0o600
+    client = httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://agent",
+                          timeout=30)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def admin(cloud):
+    api = admin_api(cloud)
+    yield api
+    api.cleanup()
+
+
+@pytest.fixture(scope="module")
+def physnet() -> str:
+    return f"phys{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def agents(http, admin, physnet):
+    """Three fake hosts: A (the physnet, vxlan), B (gre only), C (vxlan)."""
+    made = {
+        "a": FakeAgent(http, _host("a"), configurations({physnet: "br-phys"}, ["vxlan"],
+                                                        "172.30.0.11")),
+        "b": FakeAgent(http, _host("b"), configurations({}, ["gre"], "172.30.0.12")),
+        "c": FakeAgent(http, _host("c"), configurations({}, ["vxlan"], "172.30.0.13")),
+    }
+    for agent in made.values():
+        agent.report(start_flag=True)
+    yield made
+    _delete_agents(admin, made.values())
+
+
+def _delete_agents(admin, agents) -> None:
+    for agent in agents:
+        if agent.id:
+            admin.req("DELETE", f"agents/{agent.id}")
+
+
+@pytest.fixture(scope="module")
+def vxlan_net(admin):
+    net, sub = admin.network_with_subnet("10.77.0.0/24")
+    assert net["provider:network_type"] == "vxlan"
+    return net, sub
+
+
+@pytest.fixture(scope="module")
+def flat_net(admin, physnet):
+    net = admin.create("network", name=uname("flat"), **{
+        "provider:network_type": "flat", "provider:physical_network": physnet})
+    sub = admin.create("subnet", network_id=net["id"], ip_version=4, cidr="10.78.0.0/24")
+    return net, sub
+
+
+def port_on(admin, net: dict, host: str, **attrs: Any) -> dict:
+    return admin.create("port", network_id=net["id"], **{"binding:host_id": host}, **attrs)
+
+
+def _age_heartbeat(cloud, host: str) -> None:
+    """Make an agent look dead (its last heartbeat long ago), straight in the database."""
+    engine = create_engine(config.load(cloud.data_dir).database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE agents SET heartbeat_timestamp = '2000-01-01T00:00:00Z' "
+                              "WHERE host = :host"), {"host": host})
+    finally:
+        engine.dispose()
+
+
+# --- transport ------------------------------------------------------------------------------
+
+def test_agent_api_is_404_over_tcp(cloud):
+    for method, path in (("GET", "/agent/v1/hosts/x/state"), ("POST", "/agent/v1/report_state"),
+                         ("GET", "/agent/v1/hosts/x/events")):
+        assert cloud.request(method, path, json={}).status_code == 404, path
+
+
+def test_bad_bodies_are_400(http):
+    assert http.post("/agent/v1/report_state", json={"host": ""}).status_code == 400
+    assert http.post("/agent/v1/hosts/x/port_status", json={"up": "x"}).status_code == 400
+    assert http.get("/agent/v1/hosts/x/events", params={"after": "z"}).status_code == 400
+
+
+def test_registration_shows_in_the_agents_api(admin, agents, physnet):
+    shown = admin.get(f"agents/{agents['a'].id}")["agent"]
+    assert shown["host"] == agents["a"].host and shown["agent_type"] == OVS
+    assert shown["alive"] is True
+    assert shown["configurations"]["bridge_mappings"] == {physnet: "br-phys"}
+    assert agents["a"].report() == agents["a"].id  # a heartbeat keeps the same agent
+
+
+# --- binding --------------------------------------------------------------------------------
+
+DETAILS = {"connectivity": "l2", "port_filter": True, "ovs_hybrid_plug": False,
+           "datapath_type": "netdev", "bridge_name": "br-int"}
+
+
+def test_vxlan_binds_where_the_agent_has_vxlan(admin, agents, vxlan_net):
+    net, _ = vxlan_net
+    bound = port_on(admin, net, agents["a"].host)
+    assert bound["binding:vif_type"] == "ovs" and bound["binding:vif_details"] == DETAILS
+    assert bound["status"] == "DOWN"
+    failed = port_on(admin, net, agents["b"].host)
+    assert failed["binding:vif_type"] == "binding_failed"
+    assert failed["binding:vif_details"] == {}
+
+
+def test_flat_binds_where_the_physnet_is_mapped(admin, agents, flat_net):
+    net, _ = flat_net
+    assert port_on(admin, net, agents["a"].host)["binding:vif_type"] == "ovs"
+    assert port_on(admin, net, agents["c"].host)["binding:vif_type"] == "binding_failed"
+
+
+def test_no_agent_fails_and_clearing_the_host_unbinds(admin, agents, vxlan_net):
+    net, _ = vxlan_net
+    port = port_on(admin, net, _host("none"))
+    assert port["binding:vif_type"] == "binding_failed"
+    moved = admin.update("port", port["id"], **{"binding:host_id": agents["a"].host})
+    assert moved["binding:vif_type"] == "ovs" and moved["binding:vif_details"] == DETAILS
+    assert moved["revision_number"] > port["revision_number"]
+    cleared = admin.update("port", port["id"], **{"binding:host_id": ""})
+    assert cleared["binding:vif_type"] == "unbound" and cleared["binding:vif_details"] == {}
+    assert cleared["status"] == "DOWN"
+
+
+def test_rebinding_makes_an_active_port_down(admin, agents, vxlan_net):
+    net, _ = vxlan_net
+    port = port_on(admin, net, agents["a"].host)
+    assert agents["a"].port_status(up=[port["id"]]) == 1
+    assert admin.show("port", port["id"])["status"] == "ACTIVE"
+    moved = admin.update("port", port["id"], **{"binding:host_id": agents["c"].host})
+    assert moved["binding:vif_type"] == "ovs" and moved["status"] == "DOWN"
+
+
+def test_dead_agent_fails_and_binds_again_when_it_reports(cloud, http, admin, vxlan_net):
+    net, _ = vxlan_net
+    agent = FakeAgent(http, _host("dead"), configurations({}, ["vxlan"], "172.30.0.21"))
+    agent.report(start_flag=True)
+    try:
+        _age_heartbeat(cloud, agent.host)
+        assert admin.get(f"agents/{agent.id}")["agent"]["alive"] is False
+        port = port_on(admin, net, agent.host)
+        assert port["binding:vif_type"] == "binding_failed"
+        agent.report()  # back alive, without start_flag: its failed ports bind
+        shown = admin.show("port", port["id"])
+        assert shown["binding:vif_type"] == "ovs" and shown["status"] == "DOWN"
+        assert shown["revision_number"] > port["revision_number"]
+    finally:
+        _delete_agents(admin, [agent])
+
+
+def test_failed_ports_bind_when_the_agent_registers_later(http, admin, vxlan_net, flat_net,
+                                                         physnet):
+    agent = FakeAgent(http, _host("late"), configurations({}, ["vxlan"], "172.30.0.22"))
+    vx = port_on(admin, vxlan_net[0], agent.host)
+    flat = port_on(admin, flat_net[0], agent.host)
+    assert vx["binding:vif_type"] == flat["binding:vif_type"] == "binding_failed"
+    try:
+        agent.report(start_flag=True)
+        assert admin.show("port", vx["id"])["binding:vif_type"] == "ovs"
+        assert admin.show("port", flat["id"])["binding:vif_type"] == "binding_failed"
+        # New bridge mappings: the flat port binds too.
+        agent.report(conf=configurations({physnet: "br-phys"}, ["vxlan"], "172.30.0.22"))
+        shown = admin.show("port", flat["id"])
+        assert shown["binding:vif_type"] == "ovs" and shown["binding:vif_details"] == DETAILS
+    finally:
+        _delete_agents(admin, [agent])
+
+
+# --- snapshot -------------------------------------------------------------------------------
+
+def test_snapshot(admin, agents, vxlan_net, flat_net, physnet):
+    net, sub = vxlan_net
+    a, b, c = agents["a"], agents["b"], agents["c"]
+    remote = admin.post("security-groups", {"security_group": {"name": uname("remote")}})[
+        "security_group"]
+    group = admin.post("security-groups", {"security_group": {"name": uname("sg")}})[
+        "security_group"]
+    try:
+        rule = admin.post("security-group-rules", {"security_group_rule": {
+            "security_group_id": group["id"], "direction": "ingress", "ethertype": "IPv4",
+            "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+            "remote_group_id": remote["id"]}})["security_group_rule"]
+        local = port_on(admin, net, a.host, security_groups=[group["id"]],
+                        allowed_address_pairs=[{"ip_address": "10.77.0.200"}])
+        flat_port = port_on(admin, flat_net[0], a.host, port_security_enabled=False)
+        failed = port_on(admin, net, b.host)
+        member = port_on(admin, net, c.host, security_groups=[remote["id"]],
+                         allowed_address_pairs=[{"ip_address": "10.99.0.0/24"}])
+        state = a.state()
+        assert isinstance(state["epoch"], str) and isinstance(state["seq"], int)
+        assert state["host"] == a.host
+        by_id = {p["id"]: p for p in state["ports"]}
+        assert failed["id"] not in by_id and member["id"] not in by_id
+        mine = by_id[local["id"]]
+        assert mine == {
+            "id": local["id"], "network_id": net["id"], "mac_address": local["mac_address"],
+            "fixed_ips": local["fixed_ips"], "admin_state_up": True,
+            "port_security_enabled": True,
+            "allowed_address_pairs": [{"ip_address": "10.77.0.200",
+                                       "mac_address": local["mac_address"]}],
+            "security_groups": [group["id"]], "device_owner": "", "device_id": "",
+            "status": "DOWN", "revision_number": local["revision_number"]}
+        assert by_id[flat_port["id"]]["security_groups"] == []
+        assert by_id[flat_port["id"]]["port_security_enabled"] is False
+
+        assert state["networks"][net["id"]] == {
+            "id": net["id"], "network_type": "vxlan", "physical_network": None,
+            "segmentation_id": net["provider:segmentation_id"], "mtu": net["mtu"],
+            "admin_state_up": True}
+        assert state["networks"][flat_net[0]["id"]]["physical_network"] == physnet
+        assert state["networks"][flat_net[0]["id"]]["segmentation_id"] is None
+
+        sg = state["security_groups"][group["id"]]
+        assert sg["stateful"] is True
+        rules = {r["id"]: r for r in sg["rules"]}
+        assert rules[rule["id"]] == {
+            "id": rule["id"], "direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+            "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": None,
+            "remote_group_id": remote["id"]}
+        assert len(rules) == 3  # plus the two default egress rules of a new group
+        member_ips = [ip["ip_address"] for ip in member["fixed_ips"]]
+        # (the project's default group is there too: A's other ports use it)
+        assert state["remote_groups"][remote["id"]] == {
+            "IPv4": sorted(member_ips + ["10.99.0.0/24"]), "IPv6": []}
+        default_members = state["remote_groups"][by_id[next(
+            p for p in by_id if p not in (local["id"], flat_port["id"]))]["security_groups"][0]]
+        assert set(default_members["IPv4"]) >= {
+            ip["ip_address"] for p in state["ports"] if p["security_groups"]
+            and p["id"] != local["id"] for ip in p["fixed_ips"]}
+
+        tunnels = {t["host"]: t for t in state["tunnels"]}
+        assert a.host not in tunnels
+        assert tunnels[b.host] == {"host": b.host, "tunnel_ip": "172.30.0.12",
+                                   "tunnel_types": ["gre"]}
+        assert tunnels[c.host]["tunnel_ip"] == "172.30.0.13"
+
+        # l2 population: C's port on the vxlan network; no flat network entry.
+        assert flat_net[0]["id"] not in state["l2pop"]
+        entries = {e["host"]: e for e in state["l2pop"][net["id"]]}
+        assert a.host not in entries and b.host not in entries  # B's port failed to bind
+        ports_c = entries[c.host]["ports"]
+        assert entries[c.host]["tunnel_ip"] == "172.30.0.13"
+        assert {"mac_address": member["mac_address"], "ip_addresses": member_ips} in ports_c
+    finally:
+        for rid in (locals().get("local"), locals().get("member")):
+            if rid:
+                admin.req("DELETE", f"ports/{rid['id']}")
+        admin.req("DELETE", f"security-groups/{group['id']}")
+        admin.req("DELETE", f"security-groups/{remote['id']}")
+
+
+def test_snapshot_of_an_unknown_host_is_empty(http):
+    state = FakeAgent(http, _host("nobody"), {}).state()
+    assert state["ports"] == [] and state["networks"] == {} and state["l2pop"] == {}
+    assert state["security_groups"] == {} and state["remote_groups"] == {}
+
+
+# --- events ---------------------------------------------------------------------------------
+
+def test_events_time_out_without_changes_and_heartbeats_do_not_bump(agents):
+    a = agents["a"]
+    first = a.events(None, 0, 0)  # no epoch yet: answered at once
+    epoch, seq = first["epoch"], first["seq"]
+    a.report()  # heartbeat
+    started = time.monotonic()
+    again = a.events(epoch, seq, 0.5)
+    assert again == {"epoch": epoch, "seq": seq}
+    assert 0.4 < time.monotonic() - started < 5
+    started = time.monotonic()
+    assert a.events("older-epoch", seq, 30)["epoch"] == epoch
+    assert time.monotonic() - started < 5
+
+
+def test_events_return_early_on_a_change(admin, agents, vxlan_net):
+    a = agents["a"]
+    port = port_on(admin, vxlan_net[0], agents["c"].host)
+    current = a.events(None, 0, 0)
+    result: dict = {}
+
+    def poll() -> None:
+        started = time.monotonic()
+        result["answer"] = a.events(current["epoch"], current["seq"], 30)
+        result["took"] = time.monotonic() - started
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.3)
+    admin.update("port", port["id"], name=uname("renamed"))
+    thread.join(20)
+    assert result["answer"]["seq"] > current["seq"]
+    assert result["took"] < 10
+    # A later snapshot carries the new seq (read before its query).
+    assert a.state()["seq"] >= result["answer"]["seq"]
+
+
+# --- port status ----------------------------------------------------------------------------
+
+def test_port_status_only_for_ports_bound_to_the_host(admin, agents, vxlan_net):
+    net, _ = vxlan_net
+    a, b, c = agents["a"], agents["b"], agents["c"]
+    port = port_on(admin, net, a.host)
+    failed = port_on(admin, net, b.host)
+    unknown = str(uuid.uuid4())
+    assert c.port_status(up=[port["id"]]) == 0  # bound elsewhere
+    assert b.port_status(up=[failed["id"]]) == 0  # binding failed: never ACTIVE
+    before = a.events(None, 0, 0)
+    assert a.port_status(up=[port["id"], unknown]) == 1
+    shown = admin.show("port", port["id"])
+    assert shown["status"] == "ACTIVE"
+    assert shown["revision_number"] == port["revision_number"] + 1
+    assert a.events(before["epoch"], 0, 0)["seq"] > before["seq"]
+    assert a.port_status(up=[port["id"]]) == 0  # already ACTIVE
+    assert a.port_status(down=[port["id"]]) == 1
+    assert admin.show("port", port["id"])["status"] == "DOWN"
+    assert admin.show("port", failed["id"])["status"] == "DOWN"
