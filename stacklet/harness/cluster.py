@@ -335,10 +335,9 @@ class Node:
 
     def agent_config(self) -> str:
         sections: dict[str, dict[str, str]] = {
-            "DEFAULT": {"host": self.host, "debug": "true"},
+            "DEFAULT": {"host": self.host, "log_level": "debug"},
             "ovs": {
                 "ovsdb_connection": self.ovs.db_connection,
-                "run_dir": str(self.ovs.run_dir),
                 "local_ip": self.tunnel_ip,
                 "bridge_mappings": ",".join(f"{p}:{b}" for p, b in self.bridge_mappings.items()),
                 "datapath_type": "netdev",
@@ -378,7 +377,8 @@ class Node:
         with open(self.agent_log, "ab") as log:
             self._agent = subprocess.Popen(
                 linux.in_netns([sys.executable, "-m", "stacklet.cli", "agent", "--config-file",
-                                str(self.config_path)], self.netns),
+                                str(self.config_path), "--data-dir", str(self.dir)],
+                               self.netns),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=str(self.dir))
         self.agent_pidfile.write_text(f"{self._agent.pid}\n")

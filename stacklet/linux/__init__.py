@@ -20,7 +20,8 @@ IFNAMSIZ = 15
 
 class CommandFailed(RuntimeError):
     def __init__(self, args: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
-        super().__init__(f"{shlex.join(args)} exited {returncode}: {stderr.strip() or stdout.strip()}")
+        detail = stderr.strip() or stdout.strip()
+        super().__init__(f"{shlex.join(args)} exited {returncode}: {detail}")
         self.args_ = list(args)
         self.returncode = returncode
         self.stdout = stdout
@@ -41,8 +42,8 @@ def run(cmd: Sequence[str] | str, netns: str | None = None, *, check: bool = Tru
     if env:
         full_env = dict(os.environ)
         full_env.update(env)
-    proc = subprocess.run(in_netns(args, netns), check=False, capture_output=True, text=True, env=full_env,
-                          timeout=timeout, input=input,
+    proc = subprocess.run(in_netns(args, netns), check=False, capture_output=True, text=True,
+                          env=full_env, timeout=timeout, input=input,
                           stdin=None if input is not None else subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise CommandFailed(proc.args, proc.returncode, proc.stdout, proc.stderr)

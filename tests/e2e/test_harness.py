@@ -214,3 +214,33 @@ def test_sweep_removes_leftovers_of_a_crashed_run(cluster_factory):
     assert not [name for name in linux.link_names() if name.startswith(prefix)]
     with pytest.raises(ValueError):
         sweep("")
+
+
+def test_agent_of_a_node_registers_with_the_cloud(cloud, cluster):
+    """The `cluster` fixture's nodes run `stacklet agent` against the session cloud."""
+    started = time.monotonic()
+    node = cluster.node("h1")
+    agent = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and agent is None:
+        response = cloud.request("GET", "/networking/v2.0/agents", token=cloud.admin_token,
+                                 params={"host": node.host})
+        assert response.status_code == 200, response.text
+        agents = [a for a in response.json()["agents"] if a["host"] == node.host]
+        agent = agents[0] if agents and agents[0]["alive"] else None
+        if agent is None:
+            assert node.agent_running(), node.agent_log_tail()
+            time.sleep(0.1)
+    assert agent is not None, node.agent_log_tail()
+    print(f"\nnode with agent registered in {time.monotonic() - started:.2f} s")
+    assert agent["agent_type"] == "Open vSwitch agent"
+    assert agent["configurations"]["tunneling_ip"] == node.tunnel_ip
+    assert agent["configurations"]["bridge_mappings"] == {"physnet1": "br-physnet1"}
+    # the agent builds its bridges in the node's own OVS
+    deadline = time.monotonic() + 10
+    while "br-tun" not in node.vsctl("list-br").split() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert {"br-int", "br-tun", "br-physnet1"} <= set(node.vsctl("list-br").split())
+    pid = node.agent_pid
+    node.kill_agent()
+    assert not linux.pid_alive(pid)
