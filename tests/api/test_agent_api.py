@@ -94,7 +94,7 @@ def physnet() -> str:
 
 
 @pytest.fixture(scope="module")
-def agents(http, admin, physnet):
+def agents(cloud, http, admin, physnet):
     """Three fake hosts: A (the physnet, vxlan), B (gre only), C (vxlan)."""
     made = {
         "a": FakeAgent(http, _host("a"), configurations({physnet: "br-phys"}, ["vxlan"],
@@ -104,7 +104,22 @@ def agents(http, admin, physnet):
     }
     for agent in made.values():
         agent.report(start_flag=True)
+    # Keep them alive as real agents do (test clouds declare agents dead after 10 s).
+    stop = threading.Event()
+    beat_http = httpx.Client(transport=httpx.HTTPTransport(
+        uds=str(cloud.data_dir / "run" / "agent.sock")), base_url="http://agent", timeout=30)
+
+    def heartbeat() -> None:
+        while not stop.wait(2.0):
+            for agent in made.values():
+                FakeAgent(beat_http, agent.host, agent.conf).report()
+
+    thread = threading.Thread(target=heartbeat, daemon=True)
+    thread.start()
     yield made
+    stop.set()
+    thread.join(10)
+    beat_http.close()
     _delete_agents(admin, made.values())
 
 
