@@ -252,23 +252,23 @@ def cmd_server(args: argparse.Namespace) -> int:
         app, host=conf.DEFAULT.bind_host, port=conf.DEFAULT.bind_port, log_level=level,
         access_log=False, http=http, loop="auto", log_config=None)
 
+    agent_path = conf.data_dir / "run" / "agent.sock"
+
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None) -> None:  # noqa: ANN001
             bus.close()  # pending long polls answer now instead of holding the shutdown
-            await super().shutdown(sockets)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                # Here, not after run(): uvicorn re-raises SIGTERM once serving is over.
+                agent_path.unlink(missing_ok=True)
 
     server = Server(uconf)
     # One server, two listeners: TCP for the OpenStack APIs, the unix socket for agents.
     tcp = uconf.bind_socket()  # exits with uvicorn's message when the port is taken
-    agent_path = conf.data_dir / "run" / "agent.sock"
     agent_sock = _agent_socket(agent_path)
-    try:
-        # uvicorn shuts down gracefully on SIGTERM and SIGINT
-        server.run(sockets=[tcp] + ([agent_sock] if agent_sock else []))
-    finally:
-        if agent_sock is not None:
-            agent_sock.close()
-            agent_path.unlink(missing_ok=True)
+    # uvicorn shuts down gracefully on SIGTERM and SIGINT
+    server.run(sockets=[tcp] + ([agent_sock] if agent_sock else []))
     return EXIT_OK if server.started else EXIT_FAILED
 
 
