@@ -27,8 +27,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from stacklet import linux
@@ -367,22 +368,41 @@ class Node:
 
     # --- the agent ----------------------------------------------------------------------
 
-    def start_agent(self, wait_registered: bool = False) -> int:
-        """Start `stacklet agent` in the node's namespace; returns its PID."""
-        if self.agent_running():
-            return self._agent.pid
-        env = dict(os.environ)
-        env.update(self.ovs.env)
-        env["PYTHONUNBUFFERED"] = "1"
-        with open(self.agent_log, "ab") as log:
-            self._agent = subprocess.Popen(
-                linux.in_netns([sys.executable, "-m", "stacklet.cli", "agent", "--config-file",
-                                str(self.config_path), "--data-dir", str(self.dir)],
-                               self.netns),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                cwd=str(self.dir))
-        self.agent_pidfile.write_text(f"{self._agent.pid}\n")
+    def start_agent(self, wait: bool = True, timeout: float = 20) -> int:
+        """Start `stacklet agent` in the node's namespace; returns its PID. With wait, and when
+        the cluster has an `agent_ready` check, return once it passes (the agent is known to
+        the server as alive): ports bound to the node right after bind instead of failing."""
+        if not self.agent_running():
+            env = dict(os.environ)
+            env.update(self.ovs.env)
+            env["PYTHONUNBUFFERED"] = "1"
+            with open(self.agent_log, "ab") as log:
+                self._agent = subprocess.Popen(
+                    linux.in_netns([sys.executable, "-m", "stacklet.cli", "agent",
+                                    "--config-file", str(self.config_path),
+                                    "--data-dir", str(self.dir)], self.netns),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    cwd=str(self.dir))
+            self.agent_pidfile.write_text(f"{self._agent.pid}\n")
+        if wait:
+            self.wait_agent(timeout)
         return self._agent.pid
+
+    def wait_agent(self, timeout: float = 20) -> None:
+        """Wait until the cluster's agent_ready check passes for this node (no check: return)."""
+        check = self.cluster.agent_ready
+        if check is None:
+            return
+        deadline = time.monotonic() + timeout
+        while not check(self):
+            if not self.agent_running():
+                raise HarnessError(f"agent of {self.name} exited "
+                                   f"({self._agent.returncode if self._agent else None}):\n"
+                                   f"{self.agent_log_tail()}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"agent of {self.name} not ready within {timeout} s:\n"
+                                   f"{self.agent_log_tail()}")
+            time.sleep(0.05)
 
     @property
     def agent_pid(self) -> int | None:
@@ -533,7 +553,8 @@ class Cluster:
     """N simulated nodes sharing underlay segments; everything named with `prefix`."""
 
     def __init__(self, work_dir: Path | str, server_socket: Path | str, prefix: str,
-                 overlay_net: int = 0) -> None:
+                 overlay_net: int = 0,
+                 agent_ready: Callable[[Node], bool] | None = None) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]{1,7}", prefix):
             raise ValueError(f"prefix {prefix!r}: 2..{MAX_PREFIX} lowercase letters/digits, "
                              "starting with a letter")
@@ -542,6 +563,7 @@ class Cluster:
         self.prefix = prefix
         self.overlay_net = ipaddress.ip_network(f"172.30.{overlay_net}.0/24")
         self.overlay_bridge = f"{prefix}ovl"
+        self.agent_ready = agent_ready      # node -> is its agent alive for the server?
         self.nodes: dict[str, Node] = {}
         self._physnets: list[str] = []
         self._closed = False

@@ -72,7 +72,7 @@ def sweep_stale_clusters() -> None:
         entry.unlink(missing_ok=True)
 
 
-def open_cluster(server_socket: Path) -> tuple[Cluster, Path]:
+def open_cluster(server_socket: Path, agent_ready=None) -> tuple[Cluster, Path]:
     sweep_stale_clusters()
     prefix = new_prefix()
     LEDGER.mkdir(exist_ok=True)
@@ -80,7 +80,7 @@ def open_cluster(server_socket: Path) -> tuple[Cluster, Path]:
     # short: unix socket paths (<work>/<node>/ovs/br-physnet1.mgmt) must stay under 108 bytes
     work_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
     try:
-        return Cluster(work_dir, server_socket, prefix), work_dir
+        return Cluster(work_dir, server_socket, prefix, agent_ready=agent_ready), work_dir
     except BaseException:
         sweep(prefix)
         (LEDGER / prefix).unlink(missing_ok=True)
@@ -98,11 +98,24 @@ def close_cluster(cluster: Cluster, work_dir: Path) -> None:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
+def agent_alive(cloud):
+    """A Cluster.agent_ready check: the cloud lists the node's Open vSwitch agent as alive."""
+
+    def ready(node) -> bool:
+        response = cloud.request("GET", "/networking/v2.0/agents", token=cloud.admin_token,
+                                 params={"host": node.host, "agent_type": "Open vSwitch agent"})
+        return response.status_code == 200 and any(
+            a["host"] == node.host and a["alive"] for a in response.json()["agents"])
+
+    return ready
+
+
 @pytest.fixture(scope="module")
 def cluster(cloud) -> Iterator[Cluster]:
     """Simulated nodes whose agents report to the session cloud; add nodes with
-    `cluster.node(name)` / `cluster.add_node(name, ...)`."""
-    c, work_dir = open_cluster(cloud.data_dir / "run" / "agent.sock")
+    `cluster.node(name)` / `cluster.add_node(name, ...)`, which return once the cloud lists
+    the node's agent as alive (so ports bound to node.host bind)."""
+    c, work_dir = open_cluster(cloud.data_dir / "run" / "agent.sock", agent_alive(cloud))
     try:
         yield c
     finally:
