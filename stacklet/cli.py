@@ -255,7 +255,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     agent_path = conf.data_dir / "run" / "agent.sock"
 
     class Server(uvicorn.Server):
-        async def shutdown(self, sockets=None) -> None:  # noqa: ANN001
+        async def shutdown(self, sockets=None) -> None:
             bus.close()  # pending long polls answer now instead of holding the shutdown
             try:
                 await super().shutdown(sockets)

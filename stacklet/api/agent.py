@@ -105,7 +105,7 @@ def port_status(call: Call) -> dict:
     if not up and not down:
         return {"updated": 0}
 
-    def write(session) -> int:  # noqa: ANN001
+    def write(session) -> int:
         now = isotime()
         updated = 0
         for status, ids, extra in (

@@ -209,7 +209,7 @@ def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
         if session.info.pop(MARK, False):
             try:
                 notifier.publish()
-            except Exception:  # noqa: BLE001 - never fail a committed transaction
+            except Exception:
                 LOG.exception("publishing a change event failed")
 
     @event.listens_for(factory, "after_rollback")
