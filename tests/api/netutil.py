@@ -25,7 +25,8 @@ import httpx
 
 API = "/networking/v2.0"
 PLURAL = {"network": "networks", "subnet": "subnets", "port": "ports",
-          "router": "routers", "floatingip": "floatingips"}
+          "router": "routers", "floatingip": "floatingips",
+          "security_group": "security-groups", "security_group_rule": "security-group-rules"}
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 PROVIDER_KEYS = ("provider:network_type", "provider:physical_network",
                  "provider:segmentation_id")
@@ -142,7 +143,8 @@ class Api:
     def cleanup(self) -> None:
         """Delete what this Api created (floating IPs, routers, ports, subnets, networks);
         already gone is fine."""
-        for kind in ("floatingip", "router", "port", "subnet", "network"):
+        for kind in ("floatingip", "router", "port", "security_group_rule", "security_group",
+                     "subnet", "network"):
             for k, rid in reversed(self.created):
                 if k == kind:
                     self.req("DELETE", f"{PLURAL[kind]}/{rid}")

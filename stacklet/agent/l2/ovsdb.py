@@ -17,7 +17,7 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 
 LOG = logging.getLogger(__name__)
 
-PROTOCOLS = ["OpenFlow10", "OpenFlow13", "OpenFlow14"]
+PROTOCOLS = ["OpenFlow10", "OpenFlow13", "OpenFlow14", "OpenFlow15"]
 WATCHED = {"Bridge", "Port", "Interface", "Open_vSwitch"}
 
 
