@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -180,8 +181,8 @@ def test_anti_spoofing_with_allowed_address_pairs():
     assert egress[(65, f"ip,{me},dl_src={mac},nw_src=10.0.0.100")] == ct
     assert egress[(65, f"ipv6,{me},dl_src={mac},ipv6_src=2001:db8::1")] == ct
     assert egress[(65, f"ipv6,{me},dl_src={mac},ipv6_src=fe80::f816:3eff:fe00:1")] == ct
-    assert egress[(95, f"arp,{me},dl_src={pair_mac},arp_spa=10.0.0.64/26,"
-                       f"arp_sha={pair_mac}")] == "resubmit(,73)"
+    pair_arp = f"arp,{me},dl_src={pair_mac},arp_spa=10.0.0.64/26,arp_sha={pair_mac}"
+    assert egress[(95, pair_arp)] == "resubmit(,73)"
     assert egress[(95, f"arp,{me},dl_src={mac},arp_spa=10.0.0.1,arp_sha={mac}")] == \
         "resubmit(,73)"
     # a pair address is not allowed with the port's own MAC, nor a fixed IP with the pair MAC
@@ -300,7 +301,7 @@ def _fewest(low: int, high: int) -> int:
 
 
 def test_port_range_masks_exhaustive_on_small_ranges():
-    for low in range(0, 70):
+    for low in range(70):
         for high in range(low, 140):
             pairs = port_range_masks(low, high)
             covered = _covered(pairs)
@@ -443,7 +444,7 @@ class PrivateOvs:
     def run(self, *args: str, input: str | None = None, netns: bool = False) -> str:
         cmd = (["ip", "netns", "exec", self.ns] if netns else []) + list(args)
         done = subprocess.run(cmd, env=self.env, input=input, capture_output=True, text=True,
-                              timeout=30)
+                              timeout=30, check=False)
         if done.returncode:
             raise AssertionError(f"{' '.join(cmd)}: {done.stderr.strip()}")
         return done.stdout
@@ -482,13 +483,13 @@ class PrivateOvs:
                     os.kill(pid, 0)
                 except OSError:
                     break
-                subprocess.run(["sleep", "0.1"])
+                time.sleep(0.1)
             else:
                 try:
                     os.kill(pid, 9)
                 except OSError:
                     pass
-        subprocess.run(["ip", "netns", "delete", self.ns], capture_output=True)
+        subprocess.run(["ip", "netns", "delete", self.ns], capture_output=True, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -371,8 +371,7 @@ def protocol_number(protocol: str | int | None, ethertype: str) -> int | None:
     text = str(protocol).strip().lower()
     if text in ("", "any"):
         return None
-    number = int(text) if text.isdigit() else PROTOCOL_NUMBERS[text] if \
-        text in PROTOCOL_NUMBERS else None
+    number = int(text) if text.isdigit() else PROTOCOL_NUMBERS.get(text)
     if number is None or not 0 <= number <= 255:
         raise ValueError(f"unknown protocol {protocol!r}")
     if ethertype == "IPv6" and number == ICMP:
