@@ -440,6 +440,7 @@ class PrivateOvs:
         self.env = {**os.environ, "OVS_RUNDIR": str(self.dir), "OVS_LOGDIR": str(self.dir),
                     "OVS_DBDIR": str(self.dir)}
         self.db = f"unix:{self.dir}/db.sock"
+        self.extra_ns: list[str] = []
 
     def run(self, *args: str, input: str | None = None, netns: bool = False) -> str:
         cmd = (["ip", "netns", "exec", self.ns] if netns else []) + list(args)
@@ -489,7 +490,8 @@ class PrivateOvs:
                     os.kill(pid, 9)
                 except OSError:
                     pass
-        subprocess.run(["ip", "netns", "delete", self.ns], capture_output=True, check=False)
+        for ns in [*self.extra_ns, self.ns]:
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -539,3 +541,100 @@ def test_real_ovs_accepts_the_flows_and_prints_them_as_compiled(ovs):
     ovs.ofctl("--bundle", "replace-flows", "br-int", "-",
               input="".join(f.spec() + "\n" for f in big))
     assert len(dumped_flows(ovs)) == len(big)
+
+
+SERVER = """
+import socket, sys, threading
+def serve(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(8)
+    while True:
+        c, _ = s.accept(); c.sendall(b"hi"); c.close()
+for p in (8080, 9090):
+    threading.Thread(target=serve, args=(p,), daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+CLIENT = """
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5)
+    print(s.recv(2).decode())
+except OSError as e:
+    print("fail", e)
+"""
+
+
+@needs_ovs
+def test_packets_through_the_firewall(ovs):
+    """Two "instances" (namespaces) on br-int with only the firewall's flows and a table-0
+    default drop: allowed traffic passes, forbidden does not, rule changes apply live."""
+    tag = ovs.ns[3:]
+    a, b = f"fwa{tag}", f"fwb{tag}"
+    ovs.extra_ns += [a, b]
+    ports = []
+    for n, (ns, ofport) in enumerate(((a, 5), (b, 6)), start=1):
+        inside, outside = f"i{tag}{n}", f"o{tag}{n}"
+        ovs.run("ip", "netns", "add", ns)
+        ovs.run("ip", "link", "add", inside, "netns", ns, "type", "veth", "peer", "name",
+                outside, "netns", ovs.ns)
+        mac = f"fa:16:3e:00:00:{n:02x}"
+        for cmd in (["ip", "link", "set", inside, "address", mac], ["ip", "link", "set", "lo", "up"],
+                    ["ip", "addr", "add", f"10.0.0.{n}/24", "dev", inside],
+                    ["ip", "link", "set", inside, "up"], ["ethtool", "-K", inside, "tx", "off"]):
+            ovs.run("ip", "netns", "exec", ns, *cmd)
+        ovs.run("ip", "link", "set", outside, "up", netns=True)
+        ovs.run("ethtool", "-K", outside, "tx", "off", netns=True)
+        ovs.vsctl("add-port", "br-int", outside, "tag=3", "--", "set", "interface", outside,
+                  f"ofport_request={ofport}")
+        ports.append(FwPort(f"b0000000-0000-4000-8000-{n:012d}", ofport, 3, mac,
+                            (f"10.0.0.{n}",), (), (SG_WEB,), True))
+    icmp = rule(2, SG_WEB, protocol="icmp", remote_group_id=SG_WEB)
+    rules = [rule(1, SG_WEB, direction="egress"), icmp,
+             rule(3, SG_WEB, protocol="tcp", port_range_min=8000, port_range_max=8191)]
+    remote = {SG_WEB: {"IPv4": ["10.0.0.1", "10.0.0.2"], "IPv6": []}}
+
+    def apply(rule_list):
+        flows = firewall_flows(ports, {SG_WEB: {"id": SG_WEB, "stateful": True,
+                                                "rules": rule_list}}, remote)
+        flows.append(Flow(0, 0, "", "drop"))
+        ovs.ofctl("--bundle", "replace-flows", "br-int", "-",
+                  input="".join(f.spec() + "\n" for f in flows))
+
+    def ping(src, dst, *extra):
+        done = subprocess.run(["ip", "netns", "exec", src, "ping", "-c", "1", "-W", "1",
+                               *extra, dst], capture_output=True, check=False, timeout=10)
+        return done.returncode == 0
+
+    def tcp(src, dst, port_number):
+        return ovs.run("ip", "netns", "exec", src, "python3", "-c", CLIENT, dst,
+                       str(port_number)).strip()
+
+    apply(rules)
+    server = subprocess.Popen(["ip", "netns", "exec", b, "python3", "-c", SERVER],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        assert ping(a, "10.0.0.2")
+        assert tcp(a, "10.0.0.2", 8080) == "hi"          # in the 8000-8191 mask range
+        assert tcp(a, "10.0.0.2", 9090).startswith("fail")   # not allowed: default deny
+        # B's egress is allowed, so B reaches A's... nothing: A has no server, but ping works
+        assert ping(b, "10.0.0.1")
+        # spoofed source address from A: dropped by anti-spoofing
+        ovs.run("ip", "netns", "exec", a, "ip", "addr", "add", "10.0.0.50/24", "dev",
+                f"i{tag}1")
+        assert not ping(a, "10.0.0.2", "-I", "10.0.0.50")
+        # rule removed: ping stops (even though the connection is established)
+        apply([r for r in rules if r is not icmp])
+        assert not ping(a, "10.0.0.2")
+        apply(rules)
+        assert ping(a, "10.0.0.2")
+        # spoofed MAC from A: nothing passes
+        ovs.run("ip", "netns", "exec", a, "ip", "link", "set", f"i{tag}1", "address",
+                "fa:16:3e:00:00:77")
+        ovs.run("ip", "netns", "exec", a, "ip", "neigh", "flush", "all")
+        assert not ping(a, "10.0.0.2")
+    finally:
+        server.kill()
+        server.wait()
