@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -625,10 +626,34 @@ def test_packets_through_the_firewall(ovs):
         ovs.run("ip", "netns", "exec", a, "ip", "addr", "add", "10.0.0.50/24", "dev",
                 f"i{tag}1")
         assert not ping(a, "10.0.0.2", "-I", "10.0.0.50")
-        # rule removed: ping stops (even though the connection is established)
-        apply([r for r in rules if r is not icmp])
-        assert not ping(a, "10.0.0.2")
-        apply(rules)
+        # a running ping (one conntrack entry, +est after the first reply) stops as soon as
+        # its rule is removed and resumes when the rule is back
+        replies: list[float] = []
+        pinger = subprocess.Popen(["ip", "netns", "exec", a, "ping", "-i", "0.05", "10.0.0.2"],
+                                  stdout=subprocess.PIPE, text=True)
+
+        def collect():
+            for line in pinger.stdout:
+                if "bytes from" in line:
+                    replies.append(time.monotonic())
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+        try:
+            time.sleep(1)
+            assert len(replies) >= 5
+            apply([r for r in rules if r is not icmp])
+            removed = time.monotonic()
+            time.sleep(1)
+            assert not [t for t in replies if t > removed + 0.1]
+            assert not ping(a, "10.0.0.2")
+            apply(rules)
+            added = time.monotonic()
+            time.sleep(1)
+            assert len([t for t in replies if t > added]) >= 5
+        finally:
+            pinger.kill()
+            pinger.wait()
         assert ping(a, "10.0.0.2")
         # spoofed MAC from A: nothing passes
         ovs.run("ip", "netns", "exec", a, "ip", "link", "set", f"i{tag}1", "address",
