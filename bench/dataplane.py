@@ -252,7 +252,7 @@ def fast_neigh(netns: str) -> None:
 
 # --- 1. binding -> ACTIVE, -> first ping --------------------------------------------------
 
-def bench_binding(api: Api, n1: Node, n2: Node, count: int) -> dict:
+def bench_binding(api: Api, n1: Node, n2: Node, count: int, profile: bool) -> dict:
     net, sub = network(api, "bench-binding", "10.50.0.0/16")
     cidrs = {sub["id"]: sub["cidr"]}
     ref_port = vm_port(api, net, n2)
@@ -274,11 +274,11 @@ def bench_binding(api: Api, n1: Node, n2: Node, count: int) -> dict:
         vm = n1.plug(port, network_mtu=net["mtu"], cidrs=cidrs)
         t_plugged = time.time()
         instances.append(vm)
-        ping = subprocess.Popen(linux.in_netns(["sh", "-c",
-            "sysctl -qw net.ipv4.neigh.eth0.retrans_time_ms=10 "
-            "net.ipv4.neigh.eth0.mcast_solicit=200 net.ipv4.neigh.eth0.ucast_solicit=200; "
-            f"exec ping -D -n -c 1 -i 0.01 -W 0.05 -w 10 {ref.ip}"], vm.netns),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        script = ("sysctl -qw net.ipv4.neigh.eth0.retrans_time_ms=10 "
+                  "net.ipv4.neigh.eth0.mcast_solicit=200 net.ipv4.neigh.eth0.ucast_solicit=200; "
+                  f"exec ping -D -n -c 1 -i 0.01 -W 0.05 -w 10 {ref.ip}")
+        ping = subprocess.Popen(linux.in_netns(["sh", "-c", script], vm.netns),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         t_active = None
         while time.time() - t_plugged < 10:
             if api.status(port["id"]) == "ACTIVE":
@@ -286,7 +286,7 @@ def bench_binding(api: Api, n1: Node, n2: Node, count: int) -> dict:
                 break
             time.sleep(0.005)
         out, _ = ping.communicate(timeout=20)
-        replies = re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)
+        replies = re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.MULTILINE)
         create_s.append(t1 - t0)
         plug_s.append(t_plugged - t1)
         if t_active is not None:
@@ -305,10 +305,18 @@ def bench_binding(api: Api, n1: Node, n2: Node, count: int) -> dict:
         "create_and_plug_to_active": percentiles(create_to_active),
         "port_create_api": percentiles(create_s),
         "plug_duration": percentiles(plug_s),
+        "plug_to_active_by_tenth": [percentiles(to_active[k:k + max(1, count // 10)])
+                                    for k in range(0, len(to_active), max(1, count // 10))],
         "not_active_within_10s": count - len(to_active),
         "no_ping_reply_within_10s": misses,
         "targets": {"plug_to_active_p50_ms": 100, "plug_to_active_p95_ms": 300},
     }
+    if profile:
+        try:
+            result["profile_node_with_ports"] = len(instances)
+            result["profile"] = profile_sync(n1)
+        except Exception as exc:  # noqa: BLE001 - a profile is a bonus
+            result["profile"] = {"error": repr(exc)}
     for vm in instances:
         vm.unplug()
         api.delete("port", vm.port_id)
@@ -343,7 +351,7 @@ def offloads(vm) -> dict:
                 "generic-receive-offload", "scatter-gather")
         out[dev.split("tap")[0] or "tap"] = {
             k: m.group(1) for k in keys
-            if (m := re.search(rf"^{k}: (\w+)", text, re.M))}
+            if (m := re.search(rf"^{k}: (\w+)", text, re.MULTILINE))}
         out[(dev.split("tap")[0] or "tap") + "_mtu"] = linux.link_info(dev, ns)["mtu"]
     return out
 
@@ -395,7 +403,8 @@ def bench_iperf(api: Api, cluster: Cluster, n1: Node, n2: Node, runs: int, secon
         drop_node(cluster, node)
     agent_gbps, base_gbps = statistics.median(agent_rates), statistics.median(base_rates)
     return {
-        "tool": subprocess.run(["iperf3", "--version"], capture_output=True, text=True)
+        "tool": subprocess.run(["iperf3", "--version"], check=False, capture_output=True,
+                               text=True)
         .stdout.splitlines()[0],
         "seconds_per_run": seconds, "runs": runs,
         "stacklet_vxlan_sg_gbps": round(agent_gbps, 3),
@@ -579,6 +588,25 @@ def bench_sg(api: Api, cluster: Cluster) -> dict:
 
 # --- in-process profile of one full sync --------------------------------------------------------
 
+HOT = ("role.py:sync", "ovsdb.py:bridge_ports", "ovsdb.py:set_port_tags", "ovsdb.py:set_tunnels",
+       "firewall.py:firewall_flows", "br_int.py:flows", "br_tun.py:flows",
+       "flows.py:merge_conjunctions", "ofctl.py:sync", "ofctl.py:bundle", "ofctl.py:cookies",
+       "subprocess.py:run")
+
+
+def hot_spots(profiler) -> dict:
+    """Cumulative ms of the agent's main steps in a cProfile run (summed over calls)."""
+    import pstats
+    out: dict = {}
+    for (path, _, func), (_, calls, _, cumulative, _) in pstats.Stats(profiler).stats.items():
+        key = f"{Path(path).name}:{func}"
+        if key in HOT:
+            prev = out.get(key, {"calls": 0, "ms": 0})
+            out[key] = {"calls": prev["calls"] + calls,
+                        "ms": round(prev["ms"] + cumulative * 1000)}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["ms"]))
+
+
 def profile_sync(node: Node, top: int = 25) -> dict:
     """cProfile of one full sync with the node's agent stopped: the agent's own code, in this
     process, against the node's OVSDB and ovs-vswitchd (setup() starts a new generation, so
@@ -593,8 +621,18 @@ def profile_sync(node: Node, top: int = 25) -> dict:
     node.kill_agent()
     conf = stacklet_config.load(node.dir, node.config_path)
     os.environ.update(node.ovs.env)
-    agent = Agent(conf)
     timings = {}
+    t = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import stacklet.cli, stacklet.agent.agent"],
+                   check=True)
+    timings["python_start_and_imports_ms"] = round((time.monotonic() - t) * 1000)
+    # ovsdbapp keeps one connection per API class (a class attribute): forget an earlier
+    # profile's connection to another node's (now stopped) OVSDB
+    from ovsdbapp.schema.open_vswitch import impl_idl
+    impl_idl.OvsdbIdl._ovsdb_connection = None
+    t = time.monotonic()
+    agent = Agent(conf)            # connects the OVSDB IDL (initial dump of every row)
+    timings["agent_init_ovsdb_connect_ms"] = round((time.monotonic() - t) * 1000)
     t = time.monotonic()
     agent.role.setup()
     timings["setup_ms"] = round((time.monotonic() - t) * 1000)
@@ -610,10 +648,23 @@ def profile_sync(node: Node, top: int = 25) -> dict:
     timings["flow_mods"] = result.flow_mods
     stream = io.StringIO()
     pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(top)
+    # a second pass with nothing changed: the fixed cost every event pays on this node
+    noop = cProfile.Profile()
+    t = time.monotonic()
+    noop.enable()
+    again = agent.role.sync(snapshot)
+    noop.disable()
+    timings["noop_sync_ms"] = round((time.monotonic() - t) * 1000)
+    timings["noop_flow_mods"] = again.flow_mods
+    noop_stream = io.StringIO()
+    pstats.Stats(noop, stream=noop_stream).sort_stats("cumulative").print_stats(top)
     agent.ovsdb.stop()
     agent.client.close()
-    node.start_agent(wait=False)
-    return {"timings": timings, "cprofile_cumulative": stream.getvalue().splitlines()}
+    node.start_agent(wait=True, timeout=60)
+    return {"timings": timings, "full_sync_hot_spots": hot_spots(profiler),
+            "noop_sync_hot_spots": hot_spots(noop),
+            "cprofile_full_sync": stream.getvalue().splitlines(),
+            "cprofile_noop_sync": noop_stream.getvalue().splitlines()}
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -626,11 +677,13 @@ def machine() -> dict:
                     if line.startswith("model name")), "")
     except OSError:
         pass
-    ovs = subprocess.run(["ovs-vswitchd", "--version"], capture_output=True, text=True)
+    ovs = subprocess.run(["ovs-vswitchd", "--version"], check=False, capture_output=True,
+                         text=True)
     return {"cpus": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
             "python": platform.python_version(),
             "ovs": ovs.stdout.splitlines()[0] if ovs.stdout else "?",
-            "datapath": "netdev (userspace), no kernel OVS module"}
+            "datapath": "netdev (userspace), no kernel OVS module",
+            "loadavg_at_end": os.getloadavg()}
 
 
 METHOD = {
@@ -679,9 +732,9 @@ def main() -> None:
     parser.add_argument("--iperf-runs", type=int, default=3)
     parser.add_argument("--iperf-seconds", type=int, default=5)
     parser.add_argument("--only", default="binding,iperf,resync,sg")
-    parser.add_argument("--profile", action="store_true",
-                        help="cProfile one full sync of the resync node (else only when the "
-                             "resync target is missed)")
+    parser.add_argument("--no-profile", dest="profile", action="store_false",
+                        help="skip the in-process cProfile of one full and one no-op sync "
+                             "(node 1 after the binding run, the 1,000-port node)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                              "dataplane.json"))
     args = parser.parse_args()
@@ -704,8 +757,9 @@ def main() -> None:
             n1 = cluster.add_node("n1", tunnel_types=("vxlan",), physnets=())
             n2 = cluster.add_node("n2", tunnel_types=("vxlan",), physnets=())
         if "binding" in only:
+            results["loadavg_at_start"] = os.getloadavg()
             print("binding ...", file=sys.stderr)
-            results["binding"] = bench_binding(api, n1, n2, args.ports)
+            results["binding"] = bench_binding(api, n1, n2, args.ports, args.profile)
         if "iperf" in only:
             print("iperf ...", file=sys.stderr)
             results["throughput"] = bench_iperf(api, cluster, n1, n2, args.iperf_runs,
@@ -718,7 +772,7 @@ def main() -> None:
             resync = bench_resync(api, cluster, args.resync_ports, args.restarts)
             node = resync.pop("_node")
             resync.pop("_snapshot_net")
-            if args.profile or resync["process_start_to_synced_ms_median"] > 3000:
+            if args.profile:
                 try:
                     resync["profile"] = profile_sync(node)
                 except Exception as exc:  # noqa: BLE001 - a profile is a bonus
