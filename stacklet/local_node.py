@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from stacklet import daemon
+from stacklet import daemon, linux
 from stacklet.config import Config
 from stacklet.ovs.daemons import SYSTEM_DB_SOCKETS, OvsDaemons, db_answers, system_ovs_running
 
@@ -47,11 +47,33 @@ def run_dir(connection: str) -> str | None:
     return None
 
 
+def other_vswitchd() -> int | None:
+    """The PID of an ovs-vswitchd in our network namespace, if any."""
+    ours = os.readlink("/proc/self/ns/net")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if ((entry / "comm").read_text().strip() == "ovs-vswitchd"
+                    and os.readlink(entry / "ns" / "net") == ours):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
 def start(conf: Config) -> tuple[int, str]:
     """Start Open vSwitch (if ours) and the agent; returns (agent pid, OVSDB connection)."""
     connection, private = ovsdb_choice(conf)
     if private:
-        private_ovs(conf).start()
+        ovs = private_ovs(conf)
+        other = other_vswitchd() if not ovs.running("ovs-vswitchd") else None
+        if other:
+            raise RuntimeError(
+                f"another ovs-vswitchd (pid {other}) runs in this network namespace and two "
+                "userspace datapaths clash: stop it, or point [ovs] ovsdb_connection at its "
+                "database")
+        ovs.start()
     proc = agent_process(conf)
     pid = daemon.running_pid(proc)
     if pid is None:
@@ -95,7 +117,14 @@ def stop(conf: Config) -> list[str]:
         stopped.append(f"agent (pid {pid})")
     ovs = private_ovs(conf)
     if ovs.running("ovsdb-server") or ovs.running("ovs-vswitchd"):
+        bridges = ovs.vsctl("list-br", check=False).split() if ovs.running("ovsdb-server") \
+            else []
         ovs.stop()
+        # The userspace datapath's tap devices outlive ovs-vswitchd ("persist on"); remove
+        # ours so that nothing of the cloud stays in the namespace. The next start recreates
+        # them from OVSDB.
+        for device in ["ovs-netdev", *bridges]:
+            linux.link_delete(device)
         stopped.append("Open vSwitch")
     return stopped
 

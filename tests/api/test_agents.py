@@ -5,11 +5,13 @@ from netutil import expect
 API = "/networking/v2.0"
 
 
-def test_agent_list_is_empty_and_served_to_the_cli(cloud):
+def test_agent_list_matches_the_cli_and_filters_by_host(cloud):
     body = expect(cloud.request("GET", f"{API}/agents", token=cloud.admin_token), 200)
-    assert body == {"agents": []}
     result = cloud.openstack("network", "agent", "list", "-f", "json").json()
-    assert result == []
+    assert sorted(a["ID"] for a in result) == sorted(a["id"] for a in body["agents"])
+    nobody = expect(cloud.request("GET", f"{API}/agents?host=no-such-host",
+                                  token=cloud.admin_token), 200)
+    assert nobody == {"agents": []}
 
 
 def test_unknown_agent_is_404_and_agents_cannot_be_created(cloud):

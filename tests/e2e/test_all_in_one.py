@@ -1,0 +1,126 @@
+"""`stacklet up` on one machine: its own Open vSwitch and agent for the local node, readable
+with the usual tools, ports on it wired; `stacklet down` stops them.
+
+This cloud runs its Open vSwitch in the root namespace (as an operator's would), so it is the
+only test cloud with `[agent] enabled = true`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+from dputil import Api, wait_for, wait_status
+
+from stacklet import config, linux
+
+
+@pytest.fixture(scope="module")
+def aio(stacklet_tools):
+    root = Path(tempfile.mkdtemp(prefix="stacklet-aio-", dir="/tmp"))
+    data_dir = root / "d"
+    stacklet_tools.write_config(data_dir, stacklet_tools.free_port(),
+                                "\n[agent]\nenabled = true\nreport_interval = 2\n")
+    try:
+        yield stacklet_tools.start(data_dir)
+    finally:
+        stacklet_tools.stop(data_dir)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def ovs_env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "OVS_RUNDIR": str(data_dir / "ovs")}
+
+
+def vsctl(data_dir: Path, *args: str) -> str:
+    return subprocess.run(["ovs-vsctl", f"--db=unix:{data_dir / 'ovs' / 'db.sock'}", *args],
+                          capture_output=True, text=True, check=True,
+                          env=ovs_env(data_dir)).stdout
+
+
+class Vif:
+    """A port plugged into the local br-int as Nova plugs it, its guest in a namespace."""
+
+    def __init__(self, data_dir: Path, port: dict, cidr: str) -> None:
+        self.port, self.data_dir = port, data_dir
+        self.tap = f"tap{port['id'][:11]}"
+        self.ns = f"aio-{port['id'][:8]}"
+        linux.netns_add(self.ns)
+        linux.veth_add(self.tap, "eth0", None, self.ns)
+        linux.link_set("eth0", self.ns, mac=port["mac_address"], mtu=1450, up=True)
+        linux.link_set(self.tap, None, mtu=1450, up=True)
+        linux.tx_off("eth0", self.ns)
+        linux.tx_off(self.tap, None)
+        prefix = cidr.split("/")[1]
+        linux.run(["ip", "addr", "add", f"{port['fixed_ips'][0]['ip_address']}/{prefix}",
+                   "dev", "eth0"], self.ns)
+        vsctl(data_dir, "add-port", "br-int", self.tap, "--", "set", "Interface", self.tap,
+              f"external_ids:iface-id={port['id']}",
+              f"external_ids:attached-mac={port['mac_address']}",
+              "external_ids:iface-status=active", f"external_ids:vm-uuid={uuid.uuid4()}")
+
+    def ping(self, ip: str) -> bool:
+        return linux.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", ip], self.ns,
+                         check=False).returncode == 0
+
+    def close(self) -> None:
+        subprocess.run(["ovs-vsctl", f"--db=unix:{self.data_dir / 'ovs' / 'db.sock'}",
+                        "--if-exists", "del-port", "br-int", self.tap],
+                       capture_output=True, env=ovs_env(self.data_dir))
+        linux.link_delete(self.tap)
+        linux.netns_delete(self.ns)
+
+
+def test_up_runs_open_vswitch_and_an_agent_for_this_node(aio, stacklet_tools):
+    data_dir = aio.data_dir
+    host = config.load(data_dir).host
+    status = stacklet_tools.run("status", data_dir=data_dir).stdout
+    assert f"unix:{data_dir / 'ovs' / 'db.sock'}" in status and "agent" in status
+    show = vsctl(data_dir, "show")
+    for name in ("Bridge br-int", "Bridge br-tun", "Bridge br-ex", "Port patch-tun",
+                 "Port patch-int", "Port int-br-public", "Port phy-br-public"):
+        assert name in show, show
+    assert "datapath_type: netdev" in show
+    flows = subprocess.run(["ovs-ofctl", "dump-flows", "br-int"], capture_output=True,
+                           text=True, check=True, env=ovs_env(data_dir)).stdout
+    assert "table=23" in flows and "table=60" in flows
+    agents = aio.openstack("network", "agent", "list", "-f", "json").json()
+    assert [(a["Host"], a["Agent Type"], a["Alive"]) for a in agents] == [
+        (host, "Open vSwitch agent", True)]
+
+
+def test_ports_bound_to_this_node_are_wired(aio):
+    api = Api(aio, lambda: aio.admin_token)
+    host = config.load(aio.data_dir).host
+    net = api.create("network", name="aio")
+    sub = api.create("subnet", network_id=net["id"], ip_version=4, cidr="10.77.0.0/24")
+    vifs = []
+    try:
+        for _ in range(2):
+            port = api.create("port", network_id=net["id"], device_owner="compute:nova",
+                              **{"binding:host_id": host})
+            assert port["binding:vif_type"] == "ovs"
+            vifs.append(Vif(aio.data_dir, port, sub["cidr"]))
+        for vif in vifs:
+            wait_status(api, vif.port["id"], "ACTIVE")
+        # the default group lets members of the group talk to each other
+        assert vifs[0].ping(vifs[1].port["fixed_ips"][0]["ip_address"])
+    finally:
+        for vif in vifs:
+            vif.close()
+        api.cleanup()
+
+
+def test_down_stops_the_agent_and_open_vswitch(aio, stacklet_tools):
+    data_dir = aio.data_dir
+    pid = int((data_dir / "ovs" / "ovs-vswitchd.pid").read_text().split()[0])
+    stacklet_tools.run("down", data_dir=data_dir)
+    wait_for(lambda: not linux.pid_alive(pid), 10, what="ovs-vswitchd to stop")
+    assert not (data_dir / "run" / "agent.pid").exists()
+    assert not linux.link_exists("br-int")
+    stacklet_tools.start(data_dir)      # the fixture's teardown stops it again
