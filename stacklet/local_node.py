@@ -137,6 +137,7 @@ def status_rows(conf: Config) -> list[tuple[str, str]]:
             ("ovsdb", connection + (" (private)" if private else ""))]
     rd = run_dir(connection)
     if rd:
-        rows.append(("ovs tools", f"OVS_RUNDIR={rd} ovs-vsctl --db={connection} show; "
-                                  f"OVS_RUNDIR={rd} ovs-ofctl dump-flows br-int"))
+        tools = (f"OVS_RUNDIR={rd} ovs-vsctl --db={connection} show; "
+                 f"OVS_RUNDIR={rd} ovs-ofctl dump-flows br-int")
+        rows.append(("ovs tools", tools))
     return rows

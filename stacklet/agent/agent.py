@@ -20,11 +20,11 @@ import signal
 import threading
 import time
 
+from stacklet import local_node
 from stacklet.agent.l2.ofctl import OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb
 from stacklet.agent.l2.role import L2Config, OvsRole
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
-from stacklet import local_node
 from stacklet.config import Config
 
 LOG = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Agent:
                 LOG.debug("events: %s", exc)
                 self.stopping.wait(1.0)
                 continue
-            except Exception:  # noqa: BLE001 - keep polling whatever happens
+            except Exception:
                 LOG.exception("events")
                 self.stopping.wait(1.0)
                 continue
@@ -106,7 +106,7 @@ class Agent:
             except ServerUnavailable as exc:
                 LOG.warning("heartbeat: %s", exc)
                 start = True   # tell the server again when it returns (it re-binds ports)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 LOG.exception("heartbeat")
             self.stopping.wait(self.conf.agent.report_interval if not start else 1.0)
 
@@ -142,7 +142,7 @@ class Agent:
                 self.role.forget_flows()
                 self.local_changed = True
                 self.stopping.wait(0.2)
-            except Exception:  # noqa: BLE001 - the agent must keep going
+            except Exception:
                 LOG.exception("sync failed; retrying")
                 self.role.forget_flows()
                 self.server_changed = self.local_changed = True
@@ -176,7 +176,7 @@ class Agent:
             LOG.info("synced: %d ports wired, %d flow mods in %.0f ms", len(result.wired),
                      result.flow_mods, (time.monotonic() - started) * 1000)
 
-    def _report(self, result) -> None:  # noqa: ANN001
+    def _report(self, result) -> None:
         up, down = [], []
         for port in self.snapshot.get("ports", []):
             pid = port["id"]

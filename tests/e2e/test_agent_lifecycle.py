@@ -93,7 +93,7 @@ def test_deleting_a_port_removes_every_flow_it_owned(api, pair, net):
     a, _ = pair
     vm = boot(api, a, *net)
     owner = owner_cookie(KIND_PORT, vm.port["id"])
-    owned = lambda: [line for line in flows_of(a)  # noqa: E731
+    owned = lambda: [line for line in flows_of(a)
                      if int(COOKIE.search(line).group(1), 16) & OWNER_MASK == owner]
     assert owned(), "a wired port owns flows"
     api.remove("port", vm.port["id"])

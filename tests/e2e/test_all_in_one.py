@@ -71,7 +71,7 @@ class Vif:
     def close(self) -> None:
         subprocess.run(["ovs-vsctl", f"--db=unix:{self.data_dir / 'ovs' / 'db.sock'}",
                         "--if-exists", "del-port", "br-int", self.tap],
-                       capture_output=True, env=ovs_env(self.data_dir))
+                       capture_output=True, env=ovs_env(self.data_dir), check=False)
         linux.link_delete(self.tap)
         linux.netns_delete(self.ns)
 

@@ -3,8 +3,17 @@ canary. Per-VIF flows and tables 60–93 come from ``firewall.py``."""
 
 from __future__ import annotations
 
-from stacklet.agent.l2.flows import (CANARY, KIND_BASE, KIND_CANARY, KIND_NETWORK,
-                                     LOCAL_SWITCHING, REG_NET, TRANSIENT, Flow, owner_cookie)
+from stacklet.agent.l2.flows import (
+    CANARY,
+    KIND_BASE,
+    KIND_CANARY,
+    KIND_NETWORK,
+    LOCAL_SWITCHING,
+    REG_NET,
+    TRANSIENT,
+    Flow,
+    owner_cookie,
+)
 from stacklet.agent.l2.plan import Plan, int_patch_name
 
 BASE = owner_cookie(KIND_BASE, 1)

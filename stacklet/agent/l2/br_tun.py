@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import ipaddress
 
-from stacklet.agent.l2.flows import (KIND_BASE, KIND_NETWORK, KIND_REMOTE_NODE,
-                                     TUN_ARP_RESPONDER, TUN_FLOOD, TUN_GRE_TO_LV, TUN_LEARN,
-                                     TUN_PATCH_LV_TO_TUN, TUN_UCAST, TUN_VXLAN_TO_LV, Flow,
-                                     owner_cookie)
+from stacklet.agent.l2.flows import (
+    KIND_BASE,
+    KIND_NETWORK,
+    KIND_REMOTE_NODE,
+    TUN_ARP_RESPONDER,
+    TUN_FLOOD,
+    TUN_GRE_TO_LV,
+    TUN_LEARN,
+    TUN_PATCH_LV_TO_TUN,
+    TUN_UCAST,
+    TUN_VXLAN_TO_LV,
+    Flow,
+    owner_cookie,
+)
 from stacklet.agent.l2.plan import Plan
 
 BASE = owner_cookie(KIND_BASE, 3)

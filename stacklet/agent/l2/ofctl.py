@@ -35,7 +35,7 @@ class Ofctl:
             self.env["OVS_RUNDIR"] = run_dir
 
     def run(self, *args: str, stdin: str | None = None) -> str:
-        proc = subprocess.run(["ovs-ofctl", "-O", "OpenFlow14", *args], input=stdin,
+        proc = subprocess.run(["ovs-ofctl", "-O", "OpenFlow14", *args], input=stdin, check=False,
                               capture_output=True, text=True, env=self.env, timeout=60)
         if proc.returncode != 0:
             raise OfctlError(f"ovs-ofctl {' '.join(args[:2])} {self.bridge}: "

@@ -38,7 +38,7 @@ class OvsPort:
 class _NotifyingIdl(connection.OvsdbIdl):
     on_change: Callable[[], None] | None = None
 
-    def notify(self, event, row, updates=None):  # noqa: ANN001 - python-ovs signature
+    def notify(self, event, row, updates=None):
         if self.on_change is not None and row._table.name in WATCHED:
             self.on_change()
 

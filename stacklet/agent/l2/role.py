@@ -17,8 +17,15 @@ from stacklet.agent.l2 import br_int, br_phys, br_tun, firewall
 from stacklet.agent.l2.flows import CANARY, DEAD_VLAN, GENERATION_SHIFT
 from stacklet.agent.l2.ofctl import FlowTable, Ofctl, OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb, OvsPort
-from stacklet.agent.l2.plan import (LocalNet, Plan, RemoteHost, RemotePort, int_patch_name,
-                                    phys_patch_name, tunnel_port_name)
+from stacklet.agent.l2.plan import (
+    LocalNet,
+    Plan,
+    RemoteHost,
+    RemotePort,
+    int_patch_name,
+    phys_patch_name,
+    tunnel_port_name,
+)
 
 LOG = logging.getLogger(__name__)
 TUN_PATCH = "patch-tun"
@@ -204,7 +211,7 @@ class OvsRole:
         changes = []
         for vif in vifs:
             if vif.name in live:
-                port, net = live[vif.name]
+                _, net = live[vif.name]
                 tag = self.lvids[net["id"]]
                 other = {"net_uuid": net["id"], "network_type": net["network_type"],
                          "physical_network": str(net.get("physical_network") or "None"),
