@@ -168,7 +168,7 @@ class OvsRole:
         nets = [self._local_net(networks[n]) for n in sorted(self.lvids) if n in networks]
         self._set_tags(vifs, {vif.name: (port, net) for vif, port, net in live})
 
-        plan = self._plan(snapshot, nets)
+        plan = self._plan(snapshot, nets, ovs_ports)
         fw_ports = [firewall.FwPort(
             id=port["id"], ofport=vif.ofport, lvid=self.lvids[net["id"]],
             mac=port["mac_address"].lower(),
@@ -223,9 +223,11 @@ class OvsRole:
                 changes.append((vif.name, tag, other))
         self.ovsdb.set_port_tags(changes)
 
-    def _plan(self, snapshot: dict, nets: list[LocalNet]) -> Plan:
+    def _plan(self, snapshot: dict, nets: list[LocalNet], int_ports: list[OvsPort]) -> Plan:
+        """int_ports: br-int's ports as read at the start of this pass (reading OVSDB's
+        replica is the costliest part of a pass on a busy node: read it once)."""
         c = self.conf
-        int_ofports = self.ovsdb.ofports(c.integration_bridge)
+        int_ofports = {p.name: p.ofport for p in int_ports}
         plan = Plan(nets=nets, bridge_mappings=dict(c.bridge_mappings),
                     l2_population=c.l2_population, arp_responder=c.arp_responder)
         plan.int_ofports = {n: of for n, of in int_ofports.items()
