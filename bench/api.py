@@ -18,8 +18,6 @@ import json
 import os
 import platform
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,22 +27,10 @@ from pathlib import Path
 
 import httpx
 import yaml
+from common import free_port, percentiles
 
 BIN = Path(sys.executable).parent
 NET = "/networking/v2.0"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentiles(samples: list[float]) -> dict:
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-    return {"n": len(ordered), "p50_ms": round(pick(0.50) * 1000, 2),
-            "p95_ms": round(pick(0.95) * 1000, 2), "mean_ms": round(statistics.mean(ordered) * 1000, 2)}
 
 
 class Bench:

@@ -33,7 +33,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,8 @@ from pathlib import Path
 
 import httpx
 import yaml
+from common import free_port
+from common import percentiles as common_percentiles
 
 from stacklet import linux
 from stacklet.harness import Cluster, Node, fake_port, sweep
@@ -55,18 +56,8 @@ SYNCED = re.compile(r"^(\S+ \S+) INFO \S+: synced: (\d+) ports wired, (\d+) flow
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def percentiles(samples: list[float]) -> dict:
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-    return {"n": len(ordered), "p50_ms": round(pick(0.50) * 1000, 1),
-            "p95_ms": round(pick(0.95) * 1000, 1), "max_ms": round(ordered[-1] * 1000, 1),
-            "mean_ms": round(statistics.mean(ordered) * 1000, 1)}
+    return common_percentiles(samples, digits=1, with_max=True)
 
 
 def log_time(line: str) -> float | None:
@@ -611,10 +602,6 @@ def profile_sync(node: Node, top: int = 25) -> dict:
     """cProfile of one full sync with the node's agent stopped: the agent's own code, in this
     process, against the node's OVSDB and ovs-vswitchd (setup() starts a new generation, so
     the sync rewrites every flow as after a restart)."""
-    import cProfile
-    import io
-    import pstats
-
     from stacklet import config as stacklet_config
     from stacklet.agent.agent import Agent
 
@@ -639,32 +626,35 @@ def profile_sync(node: Node, top: int = 25) -> dict:
     t = time.monotonic()
     snapshot = agent.client.host_state()
     timings["snapshot_fetch_ms"] = round((time.monotonic() - t) * 1000)
-    profiler = cProfile.Profile()
-    t = time.monotonic()
-    profiler.enable()
-    result = agent.role.sync(snapshot)
-    profiler.disable()
-    timings["sync_ms"] = round((time.monotonic() - t) * 1000)
+    result, timings["sync_ms"], profiler, full_text = profiled(agent.role.sync, snapshot, top)
     timings["flow_mods"] = result.flow_mods
-    stream = io.StringIO()
-    pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(top)
     # a second pass with nothing changed: the fixed cost every event pays on this node
-    noop = cProfile.Profile()
-    t = time.monotonic()
-    noop.enable()
-    again = agent.role.sync(snapshot)
-    noop.disable()
-    timings["noop_sync_ms"] = round((time.monotonic() - t) * 1000)
+    again, timings["noop_sync_ms"], noop, noop_text = profiled(agent.role.sync, snapshot, top)
     timings["noop_flow_mods"] = again.flow_mods
-    noop_stream = io.StringIO()
-    pstats.Stats(noop, stream=noop_stream).sort_stats("cumulative").print_stats(top)
     agent.ovsdb.stop()
     agent.client.close()
     node.start_agent(wait=True, timeout=60)
     return {"timings": timings, "full_sync_hot_spots": hot_spots(profiler),
             "noop_sync_hot_spots": hot_spots(noop),
-            "cprofile_full_sync": stream.getvalue().splitlines(),
-            "cprofile_noop_sync": noop_stream.getvalue().splitlines()}
+            "cprofile_full_sync": full_text.splitlines(),
+            "cprofile_noop_sync": noop_text.splitlines()}
+
+
+def profiled(fn, arg, top: int):
+    """fn(arg) under cProfile: (result, elapsed ms, profile, the top entries as text)."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    t = time.monotonic()
+    profiler.enable()
+    result = fn(arg)
+    profiler.disable()
+    elapsed = round((time.monotonic() - t) * 1000)
+    stream = io.StringIO()
+    pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(top)
+    return result, elapsed, profiler, stream.getvalue()
 
 
 # --- main ---------------------------------------------------------------------------------------

@@ -1,0 +1,24 @@
+"""Pieces every benchmark uses: a free TCP port, latency percentiles."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentiles(samples: list[float], digits: int = 2, with_max: bool = False) -> dict:
+    """n, p50, p95 (and max) and mean of samples in seconds, as milliseconds."""
+    ordered = sorted(samples)
+    ms = lambda value: round(value * 1000, digits)
+    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    result = {"n": len(ordered), "p50_ms": ms(pick(0.50)), "p95_ms": ms(pick(0.95))}
+    if with_max:
+        result["max_ms"] = ms(ordered[-1])
+    result["mean_ms"] = ms(statistics.mean(ordered))
+    return result
