@@ -240,8 +240,9 @@ class OvsRole:
             tun_ports = self.ovsdb.bridge_ports(c.tunnel_bridge)
             plan.tun_patch_ofport = next((p.ofport for p in tun_ports if p.name == INT_PATCH),
                                          -1)
-            plan.tunnels = {p.name: (p.type, p.ofport, self._remote_of(p.name))
-                            for p in tun_ports if p.type in ("vxlan", "gre")}
+            options = self.ovsdb.tunnel_ports(c.tunnel_bridge)
+            plan.tunnels = {p.name: (p.type, p.ofport, options[p.name].get("remote_ip", ""))
+                            for p in tun_ports if p.name in options}
             for net_id, hosts in snapshot.get("l2pop", {}).items():
                 plan.l2pop[net_id] = [RemoteHost(
                     host=h["host"], tunnel_ip=h["tunnel_ip"],
@@ -253,7 +254,6 @@ class OvsRole:
     def _sync_tunnels(self, snapshot: dict) -> None:
         c = self.conf
         wanted = {}
-        self._remotes: dict[str, str] = {}
         for remote in snapshot.get("tunnels", []) if c.local_ip else []:
             ip = remote.get("tunnel_ip")
             if not ip or ip == c.local_ip:
@@ -262,11 +262,6 @@ class OvsRole:
                 if kind not in c.tunnel_types:
                     continue
                 name = tunnel_port_name(kind, ip)
-                self._remotes[name] = ip
                 wanted[name] = (kind, {"remote_ip": ip, "local_ip": c.local_ip,
                                        "in_key": "flow", "out_key": "flow"})
         self.ovsdb.set_tunnels(c.tunnel_bridge, wanted)
-
-    def _remote_of(self, name: str) -> str:
-        return getattr(self, "_remotes", {}).get(name) or self.ovsdb.tunnel_ports(
-            self.conf.tunnel_bridge).get(name, {}).get("remote_ip", "")
