@@ -71,6 +71,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("DEFAULT", "default_availability_zones", ["nova"],
            "Availability zones reported for networks when none are requested.", _list),
     Option("DEFAULT", "log_level", "info", "Log level of the server: debug, info, warning."),
+    Option("DEFAULT", "dhcp_agents_per_network", 1,
+           "Number of DHCP agents scheduled to serve each network with a DHCP subnet.", int),
     # [database]
     Option("database", "connection", None,
            "SQLAlchemy URL of the database: sqlite:///path, postgresql+psycopg://..., "
@@ -133,6 +135,27 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds between full resyncs of the agent, a safety net beside change events.", int),
     Option("agent", "enabled", True,
            "Whether `stacklet up` runs Open vSwitch and an agent for this node.", _bool),
+    # [dhcp]
+    Option("dhcp", "enabled", True,
+           "Whether this node's agent also runs the DHCP role (a \"DHCP agent\": dnsmasq in a "
+           "qdhcp- namespace for each network scheduled here).", _bool),
+    Option("dhcp", "dhcp_lease_duration", 86400,
+           "DHCP lease time in seconds; -1 for infinite leases.", int),
+    Option("dhcp", "dns_domain", "openstacklocal",
+           "Domain of the host names handed out (option 15, and <name>.<domain> in dnsmasq's "
+           "host files)."),
+    Option("dhcp", "dnsmasq_dns_servers", [],
+           "DNS servers offered to subnets without dns_nameservers. Default: the DHCP port's "
+           "address (dnsmasq answers for the network's hosts).", _list),
+    Option("dhcp", "enable_isolated_metadata", True,
+           "Offer the route to 169.254.169.254 through the DHCP port on subnets without a "
+           "router, where the metadata proxy of the DHCP namespace answers.", _bool),
+    # [metadata]
+    Option("metadata", "metadata_proxy_shared_secret", None,
+           "Secret of the X-Instance-ID-Signature (HMAC-SHA256 of the instance id) that "
+           "metadata proxies may send. Default: generated on first start into "
+           "<data dir>/metadata_proxy_shared_secret. Set the same value on every node whose "
+           "proxies reach the server over TCP, where a signature is required."),
     # [securitygroup]
     Option("securitygroup", "enable_security_group", True,
            "Enforce security groups on ports.", _bool),

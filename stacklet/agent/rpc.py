@@ -43,8 +43,8 @@ class ServerClient:
 
     def report_state(self, configurations: dict, start_flag: bool,
                      agent_type: str = "Open vSwitch agent",
-                     binary: str = "stacklet-openvswitch-agent") -> str:
-        body = {"agent_type": agent_type, "binary": binary, "topic": "N/A", "host": self.host,
+                     binary: str = "stacklet-openvswitch-agent", topic: str = "N/A") -> str:
+        body = {"agent_type": agent_type, "binary": binary, "topic": topic, "host": self.host,
                 "configurations": configurations, "availability_zone": "nova",
                 "start_flag": start_flag}
         return self._call(self._client, "POST", "/report_state", json=body).get("id", "")

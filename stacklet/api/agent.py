@@ -26,6 +26,7 @@ from stacklet import errors
 from stacklet.api.common import Call, endpoint, json_response
 from stacklet.services.networking.binding import OVS_AGENT, VIF_OVS
 from stacklet.services.networking.common import CHUNK, chunks
+from stacklet.services.networking.dhcp_scheduler import DHCP_AGENT
 from stacklet.services.networking.host_state import host_state
 from stacklet.store.models.agents import Agent
 from stacklet.store.models.base import isotime
@@ -76,6 +77,12 @@ def report_state(call: Call) -> dict:
             bound = binder.rebind_failed(db, host)
             if bound:
                 LOG.info("bound %d port(s) on %s after its agent reported", bound, host)
+    elif agent_type == DHCP_AGENT:
+        # Every heartbeat moves networks off dead DHCP agents; a new, restarted or returning
+        # agent (or new configurations) also takes the networks that lack agents.
+        registered = before is None or start_flag or (before[0] or {}) != configurations or \
+            not networking.ports.binder.is_alive(before[1])
+        networking.dhcp_scheduler.agent_reported(host, registered)
     return {"id": agent_id}
 
 

@@ -294,6 +294,33 @@ def quota_tenant(call: Call) -> dict:
     return {"tenant": {"tenant_id": call.context.project_id}}
 
 
+# --- DHCP agent scheduler (admin only) -------------------------------------------------------
+
+def network_dhcp_agents(call: Call) -> dict:
+    net = call.services.networking
+    return {"agents": [net.agents.resource.present(a, True, []) for a in
+                       net.dhcp_scheduler.network_agents(call.context, net.networks, net.agents,
+                                                         call.path["id"])]}
+
+
+def agent_dhcp_networks(call: Call) -> dict:
+    net = call.services.networking
+    return {"networks": [net.networks.resource.present(n, True, []) for n in
+                         net.dhcp_scheduler.agent_networks(call.context, net.networks,
+                                                           call.path["id"])]}
+
+
+def agent_add_dhcp_network(call: Call) -> Response:
+    net = call.services.networking
+    net.dhcp_scheduler.add_network(call.context, net.networks, call.path["id"], call.body)
+    return json_response(None, status=201)
+
+
+def agent_remove_dhcp_network(call: Call) -> None:
+    call.services.networking.dhcp_scheduler.remove_network(call.context, call.path["id"],
+                                                           call.path["network_id"])
+
+
 # --- discovery -------------------------------------------------------------------------------
 
 def _extension(alias: str, name: str, description: str, updated: str) -> dict:
@@ -356,6 +383,12 @@ def create_app() -> Starlette:
         Route(v + "/quotas/{project_id}", endpoint(quota_reset), methods=["DELETE"]),
         Route(v + "/quotas/{project_id}/default", endpoint(quota_defaults)),
         Route(v + "/quotas/{project_id}/details", endpoint(quota_details)),
+        Route(v + "/networks/{id}/dhcp-agents", endpoint(network_dhcp_agents), methods=["GET"]),
+        Route(v + "/agents/{id}/dhcp-networks", endpoint(agent_dhcp_networks), methods=["GET"]),
+        Route(v + "/agents/{id}/dhcp-networks", endpoint(agent_add_dhcp_network),
+              methods=["POST"]),
+        Route(v + "/agents/{id}/dhcp-networks/{network_id}",
+              endpoint(agent_remove_dhcp_network), methods=["DELETE"]),
         Route(v + "/{collection}", endpoint(list_items), methods=["GET"]),
         Route(v + "/{collection}", endpoint(create_items), methods=["POST"]),
         Route(item, endpoint(show_item), methods=["GET"]),

@@ -98,7 +98,7 @@ def test_snapshot_is_a_few_queries_and_fast(db):
             best = min(best, time.perf_counter() - started)
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
-    assert len(statements) <= 12
+    assert len(statements) <= 16  # 12 for the L2 part, at most 4 for DHCP networks
     # The budget is 100 ms; a loaded CI machine gets slack.
     assert best < 0.5, f"snapshot of {PORTS} ports took {best * 1000:.0f} ms"
     print(f"\nsnapshot of {PORTS} ports: {best * 1000:.1f} ms, {len(statements)} queries")

@@ -12,6 +12,8 @@ from stacklet.resources.networking import EXTENSIONS as CORE_EXTENSIONS
 from stacklet.services.networking import rbac_targets
 from stacklet.services.networking.address_scopes import AddressScopeService
 from stacklet.services.networking.agents import AgentService
+from stacklet.services.networking.dhcp_scheduler import EXTENSION as DHCP_SCHEDULER_EXTENSION
+from stacklet.services.networking.dhcp_scheduler import DhcpScheduler
 from stacklet.services.networking.floatingips import FloatingIPService
 from stacklet.services.networking.networks import NetworkService
 from stacklet.services.networking.ports import PortService
@@ -51,6 +53,8 @@ class NetworkingServices:
         self.quotas.register("router", Router)
         self.quotas.register("floatingip", FloatingIP)
         self.agents = AgentService(db, conf)
+        self.dhcp_scheduler = DhcpScheduler(db, conf, self.ports.binder)
+        self.subnets.on_change.append(self.dhcp_scheduler.subnet_changed)
         self.collections = {
             "networks": self.networks,
             "subnets": self.subnets,
@@ -69,6 +73,7 @@ class NetworkingServices:
     def extensions(self) -> list[tuple[str, str, str, str]]:
         """Every implemented extension, sorted by alias, each listed once."""
         found = {ext[0]: ext for ext in CORE_EXTENSIONS}
+        found[DHCP_SCHEDULER_EXTENSION[0]] = DHCP_SCHEDULER_EXTENSION
         for collection in self.collections.values():
             found.update({ext[0]: ext for ext in collection.extensions})
         return [found[alias] for alias in sorted(found)]

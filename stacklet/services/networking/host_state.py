@@ -10,7 +10,9 @@ ports is served in a few tens of milliseconds:
 5. their groups; 6. those groups' rules;
 7./8. members of the groups named as remote groups (fixed IPs, address pairs);
 9. the Open vSwitch agents (tunnel endpoints);
-10./11. ports of other hosts on the local tunnelled networks (l2 population) and their IPs.
+10./11. ports of other hosts on the local tunnelled networks (l2 population) and their IPs;
+12.-14. the DHCP networks scheduled to the host's DHCP agent (with MTU), their subnets, and
+    every port of them with its fixed IPs (15.) — what dnsmasq serves.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from stacklet.services.networking.binding import OVS_AGENT, TUNNEL_TYPES, VIF_OVS
-from stacklet.store.models.agents import Agent
-from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port
+from stacklet.services.networking.dhcp_scheduler import DHCP_AGENT, DHCP_OWNER
+from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding
+from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
 from stacklet.store.models.security_groups import (
     PortSecurityGroupBinding,
     SecurityGroup,
@@ -108,6 +111,7 @@ def host_state(session: Session, host: str) -> dict[str, Any]:
         "host": host, "ports": ports, "networks": networks,
         "security_groups": security_groups, "remote_groups": remote_groups,
         "tunnels": tunnels, "l2pop": l2pop,
+        "dhcp_networks": _dhcp_networks(session, host),
     }
 
 
@@ -211,3 +215,59 @@ def _l2pop(session: Session, host: str, network_ids: list[str],
     return {net_id: [{"host": other, "tunnel_ip": agents[other]["tunnel_ip"], "ports": ports}
                      for other, ports in hosts.items()]
             for net_id, hosts in by_net.items()}
+
+
+ROUTER_OWNERS = ("network:router_interface", "network:router_interface_distributed",
+                 "network:ha_router_replicated_interface")
+
+
+def _dhcp_networks(session: Session, host: str) -> list[dict]:
+    """12.-15. each network scheduled to this host's DHCP agent: its DHCP port (the one bound
+    to this host), subnets and every port with addresses. ``isolated`` subnets have no router
+    interface: the DHCP namespace offers the metadata route there."""
+    hosted = (select(NetworkDhcpAgentBinding.network_id)
+              .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
+              .where(Agent.agent_type == DHCP_AGENT, Agent.host == host))
+    nets = {net_id: {"id": net_id, "mtu": mtu, "admin_state_up": bool(up), "port": None,
+                     "subnets": [], "ports": []}
+            for net_id, mtu, up in session.execute(
+                select(Network.id, Network.mtu, Network.admin_state_up)
+                .where(Network.id.in_(hosted)).order_by(Network.id))}
+    if not nets:
+        return []
+    for (subnet_id, net_id, cidr, version, gateway, dhcp, dns, routes, ra_mode,
+         address_mode) in session.execute(
+            select(Subnet.id, Subnet.network_id, Subnet.cidr, Subnet.ip_version,
+                   Subnet.gateway_ip, Subnet.enable_dhcp, Subnet.dns_nameservers,
+                   Subnet.host_routes, Subnet.ipv6_ra_mode, Subnet.ipv6_address_mode)
+            .where(Subnet.network_id.in_(hosted)).order_by(Subnet.network_id, Subnet.id)):
+        nets[net_id]["subnets"].append({
+            "id": subnet_id, "cidr": cidr, "ip_version": version, "gateway_ip": gateway,
+            "enable_dhcp": bool(dhcp), "dns_nameservers": list(dns or []),
+            "host_routes": list(routes or []), "ipv6_ra_mode": ra_mode,
+            "ipv6_address_mode": address_mode, "isolated": True})
+    ips: dict[str, list[tuple[str, str]]] = {}
+    for port_id, subnet_id, address in session.execute(
+            select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address)
+            .where(IPAllocation.network_id.in_(hosted))):
+        ips.setdefault(port_id, []).append((subnet_id, address))
+    routed: set[str] = set()
+    for port_id, net_id, mac, owner, device, port_host, admin_up, opts in session.execute(
+            select(Port.id, Port.network_id, Port.mac_address, Port.device_owner,
+                   Port.device_id, Port.binding_host_id, Port.admin_state_up,
+                   Port.extra_dhcp_opts)
+            .where(Port.network_id.in_(hosted)).order_by(Port.network_id, Port.id)):
+        allocations = sorted(ips.get(port_id, ()), key=_ip_sort_key)
+        port = {"id": port_id, "mac_address": mac, "device_owner": owner,
+                "admin_state_up": bool(admin_up),
+                "fixed_ips": [{"subnet_id": s, "ip_address": a} for s, a in allocations],
+                "extra_dhcp_opts": list(opts or [])}
+        nets[net_id]["ports"].append(port)
+        if owner in ROUTER_OWNERS:
+            routed.update(s for s, _ in allocations)
+        if owner == DHCP_OWNER and port_host == host and device.startswith("dhcp"):
+            nets[net_id]["port"] = port
+    for net in nets.values():
+        for subnet in net["subnets"]:
+            subnet["isolated"] = subnet["id"] not in routed
+    return list(nets.values())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import netaddr
@@ -87,6 +87,13 @@ class SubnetService(Collection):
         super().__init__(db, conf)
         self.quotas = quotas
         self.networks = networks
+        # fn(session, network_id) run after a subnet of the network was written, in the same
+        # transaction (the DHCP scheduler: agents and DHCP port addresses follow the subnets).
+        self.on_change: list[Callable[[Session, str], None]] = []
+
+    def _changed(self, session: Session, network_id: str) -> None:
+        for hook in self.on_change:
+            hook(session, network_id)
 
     def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
         if ctx.is_admin:
@@ -225,6 +232,7 @@ class SubnetService(Collection):
         session.add(subnet)
         bump(network)
         session.flush()
+        self._changed(session, network.id)
         return subnet.id
 
     # --- update / delete --------------------------------------------------------------------
@@ -255,6 +263,9 @@ class SubnetService(Collection):
                 if key in changes:
                     setattr(row, key, changes[key])
             bump_if_changed(session, row)
+            if "enable_dhcp" in changes:
+                session.flush()
+                self._changed(session, row.network_id)
         self.db.retrying(write)
         return self.get(ctx, subnet_id)
 

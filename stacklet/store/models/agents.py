@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stacklet.store.models.base import Base, isotime, new_id
@@ -25,3 +25,15 @@ class Agent(Base):
     created_at: Mapped[str] = mapped_column(String(20), default=isotime)
     started_at: Mapped[str] = mapped_column(String(20), default=isotime)
     heartbeat_timestamp: Mapped[str] = mapped_column(String(20), default=isotime)
+
+
+class NetworkDhcpAgentBinding(Base):
+    """A network served by a DHCP agent (Neutron's ``networkdhcpagentbindings``). Both keys
+    cascade: deleting the network or the agent removes the binding."""
+
+    __tablename__ = "networkdhcpagentbindings"
+
+    network_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True)
+    dhcp_agent_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True)

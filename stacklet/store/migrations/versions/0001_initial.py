@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 04:05:15.297733
+Create Date: 2026-11-30 18:39:15.078626
 """
 
 from __future__ import annotations
@@ -275,6 +275,14 @@ def upgrade() -> None:
     sa.UniqueConstraint('network_type', 'physical_network', 'segmentation_id', name=op.f('uq_network_segments_network_type_physical_network_segmentation_id'))
     )
     op.create_index(op.f('ix_network_segments_network_id'), 'network_segments', ['network_id'], unique=False)
+    op.create_table('networkdhcpagentbindings',
+    sa.Column('network_id', sa.String(length=36), nullable=False),
+    sa.Column('dhcp_agent_id', sa.String(length=36), nullable=False),
+    sa.ForeignKeyConstraint(['dhcp_agent_id'], ['agents.id'], name=op.f('fk_networkdhcpagentbindings_dhcp_agent_id_agents'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['network_id'], ['networks.id'], name=op.f('fk_networkdhcpagentbindings_network_id_networks'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('network_id', 'dhcp_agent_id', name=op.f('pk_networkdhcpagentbindings'))
+    )
+    op.create_index(op.f('ix_networkdhcpagentbindings_dhcp_agent_id'), 'networkdhcpagentbindings', ['dhcp_agent_id'], unique=False)
     op.create_table('ports',
     sa.Column('network_id', sa.String(length=36), nullable=False),
     sa.Column('mac_address', sa.String(length=32), nullable=False),
@@ -463,6 +471,8 @@ def downgrade() -> None:
     op.drop_index('ix_ports_device_id', table_name='ports')
     op.drop_index(op.f('ix_ports_binding_host_id'), table_name='ports')
     op.drop_table('ports')
+    op.drop_index(op.f('ix_networkdhcpagentbindings_dhcp_agent_id'), table_name='networkdhcpagentbindings')
+    op.drop_table('networkdhcpagentbindings')
     op.drop_index(op.f('ix_network_segments_network_id'), table_name='network_segments')
     op.drop_table('network_segments')
     op.drop_index(op.f('ix_identity_users_domain_id'), table_name='identity_users')
