@@ -2,7 +2,8 @@
 
     /identity/...     Keystone v3
     /networking/...   Neutron v2.0
-    (compute, image and metadata join here in later issues)
+    /metadata/...     the metadata service for instances, called by metadata proxies
+    (compute and image join here in later issues)
 
 Each service is a mounted sub-application with its own error format. ``create_app`` is the
 only place that wires configuration, database and services together.
@@ -19,12 +20,14 @@ from starlette.routing import Mount, Route
 from stacklet import errors
 from stacklet.api import agent as agent_api
 from stacklet.api import identity as identity_api
+from stacklet.api import metadata as metadata_api
 from stacklet.api import networking as networking_api
 from stacklet.api.common import json_response
 from stacklet.bus import ChangeNotifier
 from stacklet.bus import install as install_bus
 from stacklet.config import Config
 from stacklet.context import RequestContext
+from stacklet.metadata.service import MetadataService
 from stacklet.services.identity import IdentityService
 from stacklet.services.networking import NetworkingServices
 from stacklet.store.db import Database
@@ -36,6 +39,7 @@ class Services:
     db: Database
     identity: IdentityService
     networking: NetworkingServices
+    metadata: MetadataService
     # Change events for node agents; fed by session hooks on ``db`` (see stacklet.bus).
     bus: ChangeNotifier = field(default_factory=ChangeNotifier)
 
@@ -45,7 +49,8 @@ def build_services(conf: Config, db: Database | None = None) -> Services:
     identity = IdentityService(db, conf)
     bus = install_bus(db._sessions, ChangeNotifier())
     return Services(conf=conf, db=db, identity=identity,
-                    networking=NetworkingServices(db, conf), bus=bus)
+                    networking=NetworkingServices(db, conf),
+                    metadata=MetadataService(db, conf), bus=bus)
 
 
 def _authenticator(services: Services):
@@ -69,10 +74,13 @@ async def _root(request: Request):
 
 
 MOUNTS = ("/identity", "/networking")
+# Served as written: in instance metadata paths ".json" is part of a name ("meta_data.json").
+VERBATIM = "/metadata"
 
 
 class NormalizePath:
-    """Accept what OpenStack's servers accept: trailing slashes and a ``.json`` suffix."""
+    """Accept what OpenStack's servers accept: trailing slashes and a ``.json`` suffix (not
+    under ``/metadata``, whose paths are file names)."""
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
@@ -82,7 +90,9 @@ class NormalizePath:
         if scope["type"] == "http":
             path = scope["path"]
             new = path.removesuffix(".json")
-            if len(new) > 1:
+            if path == VERBATIM or path.startswith(VERBATIM + "/"):
+                new = path + "/" if path == VERBATIM else path
+            elif len(new) > 1:
                 new = new.rstrip("/") or "/"
                 if new in MOUNTS:
                     new += "/"
@@ -97,6 +107,7 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         Route("/", _root),
         Mount("/identity", app=identity_api.create_app()),
         Mount("/networking", app=networking_api.create_app()),
+        Mount(VERBATIM, app=metadata_api.create_app()),
         # Node agents, on the unix socket only (404 over TCP).
         Mount("/agent/v1", app=agent_api.create_app()),
     ])
