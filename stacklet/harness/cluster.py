@@ -36,6 +36,7 @@ from stacklet import linux
 from stacklet.ovs import OvsDaemons
 
 MAX_PREFIX = 8
+ETH_P_ARP = 0x0806
 
 
 class HarnessError(RuntimeError):
@@ -250,6 +251,25 @@ class Instance:
         linux.link_delete(self.tap, self.node.netns)
         linux.netns_delete(self.netns)
         self.node.instances.pop(self.port_id, None)
+
+    # --- raw frames (forged ARP and the like) -------------------------------------------
+
+    def send_frame(self, frame: bytes, count: int = 1, interval: float = 0.01) -> None:
+        """Send a raw Ethernet frame out of eth0 (an AF_PACKET socket), as a guest that writes
+        its own headers can: the firewall, not the guest's stack, must stop a forged one."""
+        self.exec([sys.executable, "-c", _FRAME_SENDER, frame.hex(), str(count), str(interval)],
+                  check=True)
+
+    def capture(self, ethertype: int = ETH_P_ARP) -> Capture:
+        """Start recording the frames of one ethertype that arrive on eth0 (not those the
+        guest sends); `.stop()` returns them. Recording has begun when this returns."""
+        proc = self.popen([sys.executable, "-c", _FRAME_SNIFFER, str(ethertype)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            proc.kill()
+            raise HarnessError(f"sniffer in {self.netns} failed: {line}")
+        return Capture(proc)
 
 
 class Node:
@@ -661,3 +681,69 @@ def sweep(prefix: str) -> list[str]:
             linux.link_delete(name.split("@")[0])
             removed.append(f"link {name}")
     return removed
+
+
+# --- raw frames: senders, sniffers, ARP ------------------------------------------------------
+
+_FRAME_SENDER = textwrap.dedent("""
+    import socket, sys, time
+    frame, count, interval = bytes.fromhex(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind(("eth0", 0))
+        for _ in range(count):
+            s.send(frame)
+            time.sleep(interval)
+""")
+
+_FRAME_SNIFFER = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(int(sys.argv[1])))
+    s.bind(("eth0", 0))
+    print("ready", flush=True)
+    while True:
+        data, addr = s.recvfrom(65535)
+        if addr[2] != socket.PACKET_OUTGOING:
+            print(data.hex(), flush=True)
+""")
+
+
+class Capture:
+    """A sniffer running in an instance (`Instance.capture`)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+
+    def stop(self) -> list[bytes]:
+        """Stop it; the frames it received, in order of arrival."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        return [bytes.fromhex(line) for line in out.split()]
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def arp_frame(op: int, sha: str, spa: str, tpa: str, tha: str = "00:00:00:00:00:00", *,
+              eth_src: str | None = None, eth_dst: str = "ff:ff:ff:ff:ff:ff") -> bytes:
+    """An Ethernet/ARP frame (op 1 request, 2 reply); the Ethernet source defaults to sha."""
+    eth = _mac_bytes(eth_dst) + _mac_bytes(eth_src or sha) + ETH_P_ARP.to_bytes(2, "big")
+    arp = (bytes.fromhex("000108000604") + op.to_bytes(2, "big")
+           + _mac_bytes(sha) + ipaddress.IPv4Address(spa).packed
+           + _mac_bytes(tha) + ipaddress.IPv4Address(tpa).packed)
+    return (eth + arp).ljust(60, b"\0")
+
+
+def parse_arp(frame: bytes) -> dict | None:
+    """The fields of an untagged Ethernet/ARP frame (MACs lower case), None for anything else."""
+    if len(frame) < 42 or frame[12:14] != ETH_P_ARP.to_bytes(2, "big"):
+        return None
+
+    def mac(raw: bytes) -> str:
+        return ":".join(f"{b:02x}" for b in raw)
+
+    return {"eth_dst": mac(frame[0:6]), "eth_src": mac(frame[6:12]),
+            "op": int.from_bytes(frame[20:22], "big"),
+            "sha": mac(frame[22:28]), "spa": str(ipaddress.IPv4Address(frame[28:32])),
+            "tha": mac(frame[32:38]), "tpa": str(ipaddress.IPv4Address(frame[38:42]))}
