@@ -144,7 +144,7 @@ def address_hostname(address: str) -> str:
 
 
 def ec2_instance_id(number: int) -> str:
-    return "i-%08x" % number
+    return f"i-{number:08x}"
 
 
 def _newer(required: str, requested: str, versions: tuple[str, ...]) -> bool:

@@ -28,8 +28,14 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.config import Config
 from stacklet.metadata import signing
-from stacklet.metadata.formats import Instance, InstanceMetadata, Subnet, Vif
-from stacklet.metadata.formats import address_hostname, sanitize_hostname
+from stacklet.metadata.formats import (
+    Instance,
+    InstanceMetadata,
+    Subnet,
+    Vif,
+    address_hostname,
+    sanitize_hostname,
+)
 from stacklet.services.networking.l3ports import INTERFACE_OWNERS
 from stacklet.store.db import Database
 from stacklet.store.models.l3 import FloatingIP

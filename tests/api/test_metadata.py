@@ -8,6 +8,7 @@ Before compute exists a port's device_id stands for the instance.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import httpx
@@ -275,7 +276,7 @@ def test_network_data_lists_every_port_of_the_instance(sock, alice, lan) -> None
 
 
 def test_dhcp_port_makes_the_network_dhcp(sock, admin, alice) -> None:
-    net, sub = alice.network_with_subnet("10.97.0.0/24")
+    net, _ = alice.network_with_subnet("10.97.0.0/24")
     admin.create("port", network_id=net["id"], device_owner="network:dhcp",
                  device_id="dhcp-" + uuid.uuid4().hex[:8], project_id=alice.user.project_id)
     port = vm(alice, net)
@@ -297,8 +298,7 @@ def test_ec2_tree_and_public_ipv4_follows_the_floating_ip(sock, alice, lan, publ
             "placement/", "security-groups", "ami-launch-index"} <= set(listing)
     assert "public-keys/" not in listing
     instance_id = ec2("instance-id").text
-    assert instance_id.startswith("i-") and len(instance_id) == 10
-    int(instance_id[2:], 16)
+    assert re.fullmatch(r"i-[0-9a-f]{8}", instance_id)
     assert ec2("instance-id").text == instance_id            # stable
     assert ec2("hostname").text == "ec2-vm" == ec2("local-hostname").text
     assert ec2("local-ipv4").text == ip_of(port)
@@ -321,3 +321,19 @@ def test_answers_are_per_instance(sock, alice, lan) -> None:
     for port in (one, two):
         data = json.loads(ask(sock, OS_MD, port, network=lan["net"]["id"]).text)
         assert (data["uuid"], data["name"]) == (port["device_id"], port["name"])
+
+
+def test_a_borrowed_device_id_learns_nothing_of_the_other_project(sock, alice, bob, lan) -> None:
+    """Before compute anyone may set any device_id; another project's port claiming Alice's
+    instance id sees only itself, and Alice's instance does not see it."""
+    mine = vm(alice, lan["net"], name="alice-vm")
+    b_net, _ = bob.network_with_subnet("10.98.0.0/24")
+    borrowed = vm(bob, b_net, name="bob-vm", device_id=mine["device_id"])
+    theirs = meta(ask(sock, OS_MD, borrowed, network=b_net["id"]))
+    assert theirs["project_id"] == bob.user.project_id and theirs["name"] == "bob-vm"
+    nd = meta(ask(sock, "/metadata/openstack/latest/network_data.json", borrowed,
+                  network=b_net["id"]))
+    assert [link["vif_id"] for link in nd["links"]] == [borrowed["id"]]
+    nd = meta(ask(sock, "/metadata/openstack/latest/network_data.json", mine,
+                  network=lan["net"]["id"]))
+    assert [link["vif_id"] for link in nd["links"]] == [mine["id"]]

@@ -18,25 +18,19 @@ NET = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a"
 
 
 def instance(**kw) -> Instance:
-    base = dict(uuid=UUID, name="Web Server_1", hostname="web-server-1", project_id="p1",
-                availability_zone="nova", ec2_id=0x2A)
-    base.update(kw)
-    return Instance(**base)
+    return Instance(**{"uuid": UUID, "name": "Web Server_1", "hostname": "web-server-1",
+                       "project_id": "p1", "availability_zone": "nova", "ec2_id": 0x2A} | kw)
 
 
 def static_v4(**kw) -> Subnet:
-    base = dict(id="s4", cidr="10.0.0.0/24", ip_version=4, ips=("10.0.0.5",),
-                gateway_ip="10.0.0.1", dns_nameservers=("192.0.2.53", "192.0.2.54"),
-                host_routes=(("172.16.0.0/16", "10.0.0.254"),))
-    base.update(kw)
-    return Subnet(**base)
+    return Subnet(**{"id": "s4", "cidr": "10.0.0.0/24", "ip_version": 4, "ips": ("10.0.0.5",),
+                     "gateway_ip": "10.0.0.1", "dns_nameservers": ("192.0.2.53", "192.0.2.54"),
+                     "host_routes": (("172.16.0.0/16", "10.0.0.254"),)} | kw)
 
 
 def vif(*subnets: Subnet, port: str = PORT, fips: tuple[str, ...] = (), **kw) -> Vif:
-    base = dict(port_id=port, mac_address="fa:16:3e:00:00:01", network_id=NET, mtu=1450,
-                vif_type="ovs", subnets=subnets, floating_ips=fips)
-    base.update(kw)
-    return Vif(**base)
+    return Vif(**{"port_id": port, "mac_address": "fa:16:3e:00:00:01", "network_id": NET,
+                  "mtu": 1450, "vif_type": "ovs", "subnets": subnets, "floating_ips": fips} | kw)
 
 
 def md(inst: Instance | None = None, vifs: tuple[Vif, ...] | None = None,
