@@ -13,7 +13,7 @@ VENV="${VENV:-.venv}"
 # Needed now: Python and a compiler for wheels without binaries; the rest serves the dataplane.
 PACKAGES=(python3 python3-venv python3-dev gcc iproute2 psmisc curl
           openvswitch-switch dnsmasq-base iptables ethtool iperf3 netcat-openbsd
-          iputils-ping)
+          iputils-ping python3-openvswitch)
 
 log() { printf '%s\n' "install: $*"; }
 
@@ -49,11 +49,27 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 
+# python-ovs from PyPI parses OVSDB's JSON in pure Python (1.4 s to load a node with 1,000
+# ports); Debian's python3-openvswitch carries the C parser. Lend it to the venv's copy when the
+# interpreters share an ABI (same `ovs._json` API in both).
+link_ovs_json() {
+    local suffix site src
+    suffix="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+    site="$("$VENV/bin/python" -c 'import ovs, os; print(os.path.dirname(ovs.__file__))' 2>/dev/null)" || return 0
+    src="/usr/lib/python3/dist-packages/ovs/_json$suffix"
+    if [ -f "$src" ] && [ ! -e "$site/_json$suffix" ]; then
+        ln -s "$src" "$site/_json$suffix"
+        "$VENV/bin/python" -c 'import ovs._json' 2>/dev/null || rm -f "$site/_json$suffix"
+    fi
+}
+
 stamp="$VENV/.stacklet-installed-$EXTRAS"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
 if [ -x "$VENV/bin/stacklet" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    link_ovs_json
     exit 0
 fi
 log "pip install -e '.[$EXTRAS]'"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+link_ovs_json
 echo "$want" > "$stamp"

@@ -4,7 +4,10 @@ send the difference in one atomic OpenFlow bundle (``ovs-ofctl --bundle``).
 A new agent generation starts with ``installed`` unknown: its first sync adds every desired
 flow with the new generation in the cookie (an ``add`` of an existing match and priority
 replaces the entry in place, so no packet meets a gap) and, in the same bundle, deletes every
-flow whose cookie carries an older generation — the stale flows.
+flow whose cookie carries an older generation — the stale flows. The older generations are
+known from the bridge's ``external_ids:stacklet-generations`` (kept by the role), so the sweep
+is one ``delete`` per generation with a cookie mask, not a dump of the bridge; generation 0
+(flows not written by an agent, e.g. a bridge's default NORMAL flow) is always swept.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import subprocess
 from collections.abc import Iterable
 
 from stacklet.agent.l2.flows import GENERATION_SHIFT, Flow, merge_conjunctions
+
+GENERATION_MASK = 0xFFFF << GENERATION_SHIFT
 
 LOG = logging.getLogger(__name__)
 COOKIE = re.compile(r"cookie=(0x[0-9a-f]+)")
@@ -58,9 +63,13 @@ class Ofctl:
 class FlowTable:
     """What one agent generation has installed on one bridge, and how to change it."""
 
-    def __init__(self, ofctl: Ofctl, generation: int) -> None:
+    def __init__(self, ofctl: Ofctl, generation: int,
+                 stale_generations: Iterable[int] | None = None) -> None:
         self.ofctl = ofctl
         self.generation = generation
+        # None: unknown, sweep by dumping the bridge's cookies
+        self.stale_generations = None if stale_generations is None else \
+            sorted(set(stale_generations) - {generation})
         self.installed: dict[tuple[int, int, str], Flow] | None = None   # None: unknown
 
     def reset(self) -> None:
@@ -72,14 +81,21 @@ class FlowTable:
         flows = {f.key: f for f in merge_conjunctions(list(desired))}
         if self.installed is None:
             lines = [f"add {f.spec(self.generation)}" for f in flows.values()]
-            stale = {c for c in self.ofctl.cookies()
-                     if c >> GENERATION_SHIFT != self.generation}
-            lines += [f"delete cookie={c:#x}/-1" for c in sorted(stale)]
+            if self.stale_generations is None:
+                stale = {c >> GENERATION_SHIFT for c in self.ofctl.cookies()}
+            else:
+                stale = {0, *self.stale_generations}
+            lines += [f"delete cookie={g << GENERATION_SHIFT:#x}/{GENERATION_MASK:#x}"
+                      for g in sorted(stale - {self.generation})]
         else:
             lines = [f"delete_strict {f.strict_match()}" for key, f in self.installed.items()
                      if key not in flows]
             lines += [f"add {f.spec(self.generation)}" for key, f in flows.items()
                       if self.installed.get(key) != f]
+        if lines and LOG.isEnabledFor(logging.DEBUG):
+            LOG.debug("%s: %d flow mods: %s%s", self.ofctl.bridge, len(lines),
+                      "; ".join(lines[:4]), " …" if len(lines) > 4 else "")
         self.ofctl.bundle(lines)
         self.installed = flows
+        self.stale_generations = []
         return len(lines)

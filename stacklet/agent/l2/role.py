@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 
 from stacklet.agent.l2 import br_int, br_phys, br_tun, firewall
@@ -28,6 +29,7 @@ from stacklet.agent.l2.plan import (
 )
 
 LOG = logging.getLogger(__name__)
+GENERATIONS = "stacklet-generations"   # bridge external_ids: generations whose flows may be there
 TUN_PATCH = "patch-tun"
 INT_PATCH = "patch-int"
 
@@ -75,6 +77,7 @@ class SyncResult:
     wired: set[str] = field(default_factory=set)       # port ids with flows installed
     plugged: set[str] = field(default_factory=set)     # port ids with a VIF on br-int
     flow_mods: int = 0
+    timings: dict[str, float] = field(default_factory=dict)   # phase → seconds
 
 
 class OvsRole:
@@ -83,6 +86,7 @@ class OvsRole:
         self.ovsdb = ovsdb
         self.run_dir = run_dir
         self.tables: dict[str, FlowTable] = {}
+        self._swept: set[str] = set()   # bridges whose old generations are gone
         self.lvids: dict[str, int] = {}
         self.generation = 0
 
@@ -109,19 +113,35 @@ class OvsRole:
             self.ovsdb.ensure_patch(c.integration_bridge, int_patch_name(physnet),
                                     phys_patch_name(physnet))
             self.ovsdb.ensure_patch(bridge, phys_patch_name(physnet), int_patch_name(physnet))
-        used = set()
-        for bridge in self.bridges():
-            try:
-                used |= {cookie >> GENERATION_SHIFT for cookie in Ofctl(bridge, self.run_dir)
-                         .cookies()}
-            except OfctlError:
-                pass
+        recorded = {b: self._recorded_generations(b) for b in self.bridges()}
+        used = set().union(*(g for g in recorded.values() if g is not None))
         self.generation = random.choice([g for g in range(1, 0x10000) if g not in used])
-        self.tables = {b: FlowTable(Ofctl(b, self.run_dir), self.generation)
+        # Record the new generation before any flow carries it, so that whatever happens to
+        # this process, the next one knows which generations to sweep.
+        for bridge, generations in recorded.items():
+            if generations is not None:
+                self._record_generations(bridge, [*generations, self.generation])
+        self.tables = {b: FlowTable(Ofctl(b, self.run_dir), self.generation, recorded[b])
                        for b in self.bridges()}
+        self._swept = set()
         self.lvids = self._restore_lvids()
         LOG.info("bridges ready: %s; generation %#x; %d local VLANs restored",
                  ", ".join(self.bridges()), self.generation, len(self.lvids))
+
+    def _recorded_generations(self, bridge: str) -> list[int] | None:
+        """The generations whose flows may be on the bridge; None if the bridge has no record
+        (first start on it: the first sync then reads its cookies)."""
+        value = self.ovsdb.bridge_external_ids(bridge).get(GENERATIONS)
+        if value is None:
+            return None
+        try:
+            return [int(g, 16) for g in value.split(",") if g]
+        except ValueError:
+            return None
+
+    def _record_generations(self, bridge: str, generations: list[int]) -> None:
+        value = ",".join(f"{g:#06x}" for g in sorted(set(generations)))
+        self.ovsdb.set_bridge_external_ids(bridge, {GENERATIONS: value})
 
     def _restore_lvids(self) -> dict[str, int]:
         lvids = {}
@@ -147,12 +167,20 @@ class OvsRole:
 
     def sync(self, snapshot: dict) -> SyncResult:
         c = self.conf
+        clock = time.monotonic()
         ports = {p["id"]: p for p in snapshot.get("ports", [])}
         networks = snapshot.get("networks", {})
         ovs_ports = self.ovsdb.bridge_ports(c.integration_bridge)
         vifs = [p for p in ovs_ports if p.iface_id and p.type != "patch"]
 
         result = SyncResult()
+
+        def lap(phase: str) -> None:
+            nonlocal clock
+            now = time.monotonic()
+            result.timings[phase] = result.timings.get(phase, 0.0) + now - clock
+            clock = now
+
         live: list[tuple[OvsPort, dict, dict]] = []
         for vif in vifs:
             port = ports.get(vif.iface_id)
@@ -164,9 +192,11 @@ class OvsRole:
                 continue
             live.append((vif, port, net))
 
+        lap("read")
         self._allocate_lvids({net["id"] for _, _, net in live})
         nets = [self._local_net(networks[n]) for n in sorted(self.lvids) if n in networks]
         self._set_tags(vifs, {vif.name: (port, net) for vif, port, net in live})
+        lap("tags")
 
         plan = self._plan(snapshot, nets, ovs_ports)
         fw_ports = [firewall.FwPort(
@@ -182,11 +212,17 @@ class OvsRole:
         int_flows = br_int.flows(plan) + firewall.firewall_flows(
             fw_ports, snapshot.get("security_groups", {}), snapshot.get("remote_groups", {}),
             enable_security_group=c.enable_security_group)
+        lap("compute")
         result.flow_mods += self.tables[c.integration_bridge].sync(int_flows)
         if c.tunnelling:
             result.flow_mods += self.tables[c.tunnel_bridge].sync(br_tun.flows(plan))
         for physnet, bridge in c.bridge_mappings.items():
             result.flow_mods += self.tables[bridge].sync(br_phys.flows(plan, physnet))
+        lap("flows")
+        for bridge, table in self.tables.items():
+            if bridge not in self._swept:
+                self._record_generations(bridge, [self.generation])
+                self._swept.add(bridge)
         result.wired = {port["id"] for _, port, _ in live}
         return result
 
