@@ -101,31 +101,37 @@ def merge_conjunctions(flows: list[Flow]) -> list[Flow]:
     ``conjunction(...)`` actions into one flow carrying all of them (sorted, so the result does
     not depend on input order). The first cookie in sorted order owns the merged flow.
     Flows with the same key and other actions are a compiler bug: ValueError."""
-    by_key: dict[tuple[int, int, str], list[Flow]] = {}
+    first: dict[tuple[int, int, str], Flow] = {}
+    shared: dict[tuple[int, int, str], list[Flow]] = {}
     for flow in flows:
-        by_key.setdefault(flow.key, []).append(flow)
+        key = flow[:3]          # (table, priority, match), without building the key property
+        seen = first.setdefault(key, flow)
+        if seen is not flow:
+            shared.setdefault(key, [seen]).append(flow)
+    if not shared:              # the common case: nothing to fold
+        return list(first.values())
     merged = []
-    for key, group in by_key.items():
-        if len(group) == 1:
-            merged.append(group[0])
-            continue
-        actions = set()
-        for flow in group:
-            parts = flow.actions.split("),")
-            for part in parts:
-                part = part if part.endswith(")") else part + ")"
-                if not part.startswith("conjunction("):
-                    if len({f.actions for f in group}) == 1:
-                        break
-                    raise ValueError(f"two flows share {key} with different actions: "
-                                     f"{[f.actions for f in group]}")
-                actions.add(part)
-        if not actions:   # identical duplicates
-            merged.append(min(group, key=lambda f: f.cookie))
-            continue
-        cookie = min(f.cookie for f in group)
-        merged.append(Flow(*key, ",".join(sorted(actions, key=_conj_order)), cookie))
+    for key, flow in first.items():
+        group = shared.get(key)
+        merged.append(flow if group is None else _merge(key, group))
     return merged
+
+
+def _merge(key: tuple[int, int, str], group: list[Flow]) -> Flow:
+    actions = set()
+    for flow in group:
+        for part in flow.actions.split("),"):
+            part = part if part.endswith(")") else part + ")"
+            if not part.startswith("conjunction("):
+                if len({f.actions for f in group}) == 1:
+                    break
+                raise ValueError(f"two flows share {key} with different actions: "
+                                 f"{[f.actions for f in group]}")
+            actions.add(part)
+    if not actions:   # identical duplicates
+        return min(group, key=lambda f: f.cookie)
+    cookie = min(f.cookie for f in group)
+    return Flow(*key, ",".join(sorted(actions, key=_conj_order)), cookie)
 
 
 def _conj_order(action: str) -> tuple[int, str]:
