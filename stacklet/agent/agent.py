@@ -2,11 +2,14 @@
 
 Threads:
 - *events*: long-polls the server for this host's change events and wakes the loop;
-- *heartbeat*: reports the agent's state every ``[agent] report_interval`` seconds;
+- *heartbeat*: reports the agent's state every ``[agent] report_interval`` seconds — one
+  agent row per role: "Open vSwitch agent", and "DHCP agent" when ``[dhcp] enabled``;
 - the OVSDB connection (ovsdbapp) wakes the loop when bridges, ports or interfaces change;
 - *main*: the level-triggered loop — fetch the host snapshot when the server changed, sync the
   dataplane, report port statuses; every ``TICK`` it checks that ovs-vswitchd still has the
-  flows (canary) and every ``resync_interval`` it rewrites everything as a safety net.
+  flows (canary) and every ``resync_interval`` it rewrites everything as a safety net. After
+  each L2 pass (and every ``DHCP_CHECK`` seconds, to restart a dnsmasq that died) the DHCP role
+  applies the snapshot's ``dhcp_networks``; its failures never hold up the L2 role.
 
 The agent holds no state that it cannot rebuild from the server and the node: restarted, it
 restores local VLANs from OVSDB, keeps the flows in place and replaces them generation by
@@ -21,6 +24,8 @@ import threading
 import time
 
 from stacklet import local_node
+from stacklet.agent.dhcp.dnsmasq import DhcpConfig
+from stacklet.agent.dhcp.role import DhcpRole
 from stacklet.agent.l2.ofctl import OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb
 from stacklet.agent.l2.role import L2Config, OvsRole
@@ -29,6 +34,8 @@ from stacklet.config import Config
 
 LOG = logging.getLogger(__name__)
 TICK = 0.5
+DHCP_CHECK = 5.0
+DHCP_AGENT = ("DHCP agent", "stacklet-dhcp-agent", "dhcp_agent")  # type, binary, topic
 
 
 def l2_config(conf: Config) -> L2Config:
@@ -68,6 +75,8 @@ class Agent:
         connection = local_node.ovsdb_choice(conf)[0]
         self.ovsdb = Ovsdb(connection, on_change=self._local_change)
         self.role = OvsRole(self.l2conf, self.ovsdb, local_node.run_dir(connection))
+        self.dhcp = dhcp_role(conf, connection) if conf.dhcp.enabled else None
+        self.dhcp_due = 0.0     # monotonic time of the next DHCP check without a pass
 
     # -- wake-ups -----------------------------------------------------------------------------
 
@@ -99,6 +108,10 @@ class Agent:
             try:
                 self.client.report_state(self.l2conf.configurations(self.devices),
                                          start_flag=start)
+                if self.dhcp is not None:
+                    agent_type, binary, topic = DHCP_AGENT
+                    self.client.report_state(self.dhcp.configurations(), start_flag=start,
+                                             agent_type=agent_type, binary=binary, topic=topic)
                 if start:
                     LOG.info("registered with the server as host %s", self.host)
                 start = False
@@ -133,6 +146,9 @@ class Agent:
                     self.local_changed = True
                 if self.server_changed or self.local_changed:
                     self._pass()
+                    self._dhcp_sync()
+                elif time.monotonic() >= self.dhcp_due:
+                    self._dhcp_sync()
             except ServerUnavailable as exc:
                 LOG.warning("server unavailable, dataplane kept as is: %s", exc)
                 self.stopping.wait(1.0)
@@ -198,9 +214,29 @@ class Agent:
             if pid not in known:
                 del self.reported[pid]
 
+    def _dhcp_sync(self) -> None:
+        if self.dhcp is None or self.snapshot is None:
+            return
+        self.dhcp_due = time.monotonic() + DHCP_CHECK
+        try:
+            self.dhcp.sync(self.snapshot)
+        except Exception:
+            LOG.exception("DHCP sync failed; retrying")
+            self.dhcp_due = time.monotonic() + 1.0
+
     def stop(self, *_: object) -> None:
         self.stopping.set()
         self.wake.set()
+
+
+def dhcp_role(conf: Config, ovsdb_connection: str) -> DhcpRole:
+    dhcp = conf.dhcp
+    return DhcpRole(
+        DhcpConfig(lease_duration=dhcp.dhcp_lease_duration, domain=dhcp.dns_domain,
+                   dns_servers=tuple(dhcp.dnsmasq_dns_servers),
+                   enable_isolated_metadata=dhcp.enable_isolated_metadata),
+        conf.data_dir / "dhcp", ["ovs-vsctl", f"--db={ovsdb_connection}", "--timeout=10"],
+        conf.ovs.integration_bridge)
 
 
 def main(conf: Config) -> int:

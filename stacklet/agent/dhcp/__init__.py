@@ -1,0 +1,1 @@
+"""The DHCP role: dnsmasq in a qdhcp- namespace for each network scheduled to this node."""

@@ -1,0 +1,273 @@
+"""The DHCP role of the agent: for each network scheduled here, a ``qdhcp-<network id>``
+namespace holding the DHCP port and one dnsmasq serving static leases from the port table.
+
+``sync(snapshot)`` is level-triggered like the L2 role: it compares each network's desired
+setup (port, addresses, MTU, files, command line) with what it last applied and with the node
+(the veth exists, dnsmasq's PID is alive), and changes only the difference:
+
+- the namespace with ``lo`` up, and a veth ``tapXXXXXXXX-XX`` (on br-int, with
+  ``external_ids`` ``iface-id``/``attached-mac``/``iface-status`` as Nova sets them, so the L2
+  role wires it like any port) ↔ ``ns-XXXXXXXX-XX`` in the namespace with the port's MAC,
+  addresses and MTU; TX checksum offload off on both ends (netdev datapath);
+- files written to a temporary name and renamed (dnsmasq never reads half a file);
+- dnsmasq started once; a file change is a SIGHUP (it re-reads host, options and addn-hosts
+  files), never a restart; a restart only when its command line changes or it died;
+- a network no longer scheduled here: dnsmasq stopped (PID from its pid file), the port
+  unplugged, the namespace and the state directory removed. Only networks with a state
+  directory are removed: the role never touches namespaces it did not make.
+
+State lives in ``<data dir>/dhcp/<network id>/`` (files, pid file). A restarted agent adopts a
+running dnsmasq by its pid file when the process's command line is the one it would start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from stacklet.agent.dhcp import dnsmasq
+from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
+
+LOG = logging.getLogger(__name__)
+
+
+class DhcpError(RuntimeError):
+    pass
+
+
+def _run(cmd: Sequence[str], check: bool = True, timeout: float = 30) -> str:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise DhcpError(f"{' '.join(cmd)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def _write_atomic(path: Path, content: str) -> bool:
+    """Write when the content differs; True when written."""
+    try:
+        if path.read_text() == content:
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(content)
+    os.replace(tmp, path)
+    return True
+
+
+def _cmdline(pid: int) -> tuple[str, ...] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return tuple(part.decode() for part in raw.split(b"\0") if part)
+
+
+class DhcpRole:
+    def __init__(self, conf: DhcpConfig, state_dir: Path | str, vsctl: Sequence[str],
+                 integration_bridge: str = "br-int") -> None:
+        self.conf = conf
+        self.state_dir = Path(state_dir)
+        self.vsctl = list(vsctl)
+        self.bridge = integration_bridge
+        self.applied: dict[str, str] = {}       # network id → what was last applied (JSON)
+        self.plugged: dict[str, str] = {}       # network id → the port setup last applied
+        self.counts = {"networks": 0, "subnets": 0, "ports": 0}
+        # fn(network, namespace) after a network's namespace is ready / before it goes: where
+        # the metadata proxy for isolated networks plugs in.
+        self.on_ready: list[Callable[[dict, str], None]] = []
+        self.on_remove: list[Callable[[str, str], None]] = []
+
+    def configurations(self) -> dict:
+        """What the DHCP agent reports, with Neutron's keys."""
+        return {"dhcp_driver": "stacklet.agent.dhcp.dnsmasq",
+                "dhcp_lease_duration": self.conf.lease_duration,
+                "log_agent_heartbeats": False, **self.counts}
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    def sync(self, snapshot: dict) -> None:
+        wanted = {n["id"]: n for n in snapshot.get("dhcp_networks", [])
+                  if dnsmasq.can_serve(n)}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        links = {link["ifname"] for link in json.loads(_run(["ip", "-j", "link", "show"]))}
+        failures = []
+        for net_id, net in sorted(wanted.items()):
+            try:
+                self._apply(net, links)
+            except (DhcpError, OSError, subprocess.SubprocessError) as exc:
+                self.applied.pop(net_id, None)
+                self.plugged.pop(net_id, None)
+                failures.append(f"{net_id}: {exc}")
+        # Only what this role set up (it has a state directory): a namespace of another agent
+        # sharing the machine's /run/netns is not ours to remove.
+        present = {p.name for p in self.state_dir.iterdir() if p.is_dir()}
+        for net_id in sorted(present - set(wanted)):
+            try:
+                self.remove(net_id)
+            except (DhcpError, OSError, subprocess.SubprocessError) as exc:
+                failures.append(f"{net_id}: {exc}")
+        self.counts = {
+            "networks": len(wanted),
+            "subnets": sum(len(n["subnets"]) for n in wanted.values()),
+            "ports": sum(len(n["ports"]) for n in wanted.values())}
+        if failures:
+            raise DhcpError("; ".join(failures))
+
+    @staticmethod
+    def _namespaces() -> list[str]:
+        out = _run(["ip", "-j", "netns", "list"], check=False).strip()
+        return [n["name"] for n in json.loads(out or "[]") if n["name"].startswith("qdhcp-")]
+
+    def _apply(self, net: dict, links: set[str]) -> None:
+        directory = self.state_dir / net["id"]
+        config = dnsmasq.build(net, self.conf, str(directory))
+        port = net["port"]
+        tap, _ = dnsmasq.device_names(port["id"])
+        fingerprint = json.dumps([net, config.command], sort_keys=True)
+        pid = self._pid(directory, config.command)
+        if self.applied.get(net["id"]) == fingerprint and tap in links and pid:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        ns = dnsmasq.namespace(net["id"])
+        plug = json.dumps([port, net.get("mtu"), [(s["id"], s["cidr"]) for s in net["subnets"]]],
+                          sort_keys=True)
+        if self.plugged.get(net["id"]) != plug or tap not in links:
+            self._plug(net, ns, directory, tap in links)
+            self.plugged[net["id"]] = plug
+        changed = False
+        for name, content in config.files.items():
+            changed |= _write_atomic(directory / name, content)
+        if pid is None:
+            self._start(config, directory, ns)
+        elif changed:
+            os.kill(pid, signal.SIGHUP)
+            LOG.info("dnsmasq of %s (pid %d) reloads its files", net["id"], pid)
+        for hook in self.on_ready:
+            hook(net, ns)
+        self.applied[net["id"]] = fingerprint
+
+    # -- the port in the namespace ------------------------------------------------------------
+
+    def _plug(self, net: dict, ns: str, directory: Path, tap_exists: bool) -> None:
+        port = net["port"]
+        tap, inner = dnsmasq.device_names(port["id"])
+        mac, mtu = port["mac_address"], int(net.get("mtu") or 1500)
+        if ns not in self._namespaces():
+            _run(["ip", "netns", "add", ns])
+        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        previous = directory / "port"
+        old = previous.read_text().strip() if previous.exists() else ""
+        if old and old != port["id"]:
+            self._unplug(old)
+            tap_exists = False
+        if not tap_exists:
+            _run(["ip", "-n", ns, "link", "del", inner], check=False)
+            _run(["ip", "link", "add", tap, "mtu", str(mtu), "type", "veth", "peer", "name",
+                  inner, "mtu", str(mtu), "address", mac, "netns", ns])
+            _run(["ethtool", "-K", tap, "tx", "off"], check=False)
+            _run(["ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off"], check=False)
+        _write_atomic(previous, port["id"] + "\n")
+        _run(["ip", "link", "set", tap, "mtu", str(mtu), "up"])
+        _run(["ip", "-n", ns, "link", "set", inner, "address", mac, "mtu", str(mtu), "up"])
+        _run([*self.vsctl, "--may-exist", "add-port", self.bridge, tap, "--",
+              "set", "Interface", tap, f"external_ids:iface-id={port['id']}",
+              f"external_ids:attached-mac={mac}", "external_ids:iface-status=active",
+              f"mtu_request={mtu}"])
+        self._addresses(net, ns, inner)
+
+    def _addresses(self, net: dict, ns: str, inner: str) -> None:
+        prefixes = {s["id"]: ipaddress.ip_network(s["cidr"]).prefixlen for s in net["subnets"]}
+        wanted = {f"{f['ip_address']}/{prefixes[f['subnet_id']]}"
+                  for f in net["port"]["fixed_ips"] if f["subnet_id"] in prefixes}
+        current = set()
+        for entry in json.loads(_run(["ip", "-j", "-n", ns, "addr", "show", "dev", inner])):
+            for info in entry.get("addr_info", []):
+                if info.get("scope") == "global":
+                    current.add(f"{info['local']}/{info['prefixlen']}")
+        for cidr in sorted(current - wanted):
+            _run(["ip", "-n", ns, "addr", "del", cidr, "dev", inner])
+        for cidr in sorted(wanted - current):
+            extra = ["nodad"] if ":" in cidr else []
+            _run(["ip", "-n", ns, "addr", "add", cidr, "dev", inner, *extra])
+
+    def _unplug(self, port_id: str) -> None:
+        tap, _ = dnsmasq.device_names(port_id)
+        _run([*self.vsctl, "--if-exists", "del-port", self.bridge, tap], check=False)
+        _run(["ip", "link", "del", tap], check=False)
+
+    # -- dnsmasq ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _pid(directory: Path, command: Sequence[str] | None) -> int | None:
+        """The running dnsmasq of this directory (its command line equal to ``command`` when
+        given), from its pid file."""
+        try:
+            pid = int((directory / "pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        cmdline = _cmdline(pid)
+        if not cmdline or f"--pid-file={directory}/pid" not in cmdline:
+            return None
+        if command is not None and cmdline != tuple(command):
+            return None
+        return pid
+
+    def _start(self, config: Dnsmasq, directory: Path, ns: str) -> None:
+        running = self._pid(directory, None)
+        if running:
+            LOG.info("dnsmasq %d of %s has another command line: restarting", running, ns)
+            self._stop(running)
+        (directory / "pid").unlink(missing_ok=True)
+        _run(["ip", "netns", "exec", ns, *config.command])
+        LOG.info("dnsmasq started in %s", ns)
+
+    @staticmethod
+    def _stop(pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while _cmdline(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _cmdline(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    # -- teardown -----------------------------------------------------------------------------
+
+    def remove(self, net_id: str) -> None:
+        """Stop the network's dnsmasq, unplug its port, delete its namespace and state."""
+        directory = self.state_dir / net_id
+        ns = dnsmasq.namespace(net_id)
+        for hook in self.on_remove:
+            hook(net_id, ns)
+        pid = self._pid(directory, None)
+        if pid:
+            self._stop(pid)
+        port_file = directory / "port"
+        if port_file.exists():
+            self._unplug(port_file.read_text().strip())
+        if ns in self._namespaces():
+            _run(["ip", "netns", "delete", ns])
+        shutil.rmtree(directory, ignore_errors=True)
+        self.applied.pop(net_id, None)
+        self.plugged.pop(net_id, None)
+        LOG.info("DHCP for network %s removed from this node", net_id)
+
+    def remove_all(self) -> list[str]:
+        """Everything this role set up on the node (``stacklet down``, a node going away)."""
+        ids = sorted(p.name for p in self.state_dir.iterdir() if p.is_dir()) \
+            if self.state_dir.is_dir() else []
+        for net_id in ids:
+            self.remove(net_id)
+        return ids

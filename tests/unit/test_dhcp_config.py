@@ -1,0 +1,178 @@
+"""The DHCP role's pure part: one snapshot network → dnsmasq's host, options and addn-hosts
+files and its command line, in Neutron's formats."""
+
+from __future__ import annotations
+
+import copy
+
+from stacklet.agent.dhcp import dnsmasq
+from stacklet.agent.dhcp.dnsmasq import DhcpConfig
+
+NET = "6f1c5a2e-0000-4000-8000-00000000000a"
+V4 = "11111111-0000-4000-8000-000000000001"
+V4B = "11111111-0000-4000-8000-000000000002"
+V6 = "22222222-0000-4000-8000-000000000001"
+SLAAC = "22222222-0000-4000-8000-000000000002"
+OFF = "33333333-0000-4000-8000-000000000001"
+DHCP_PORT = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+VM = "bbbbbbbb-0000-4000-8000-000000000001"
+ROUTER = "cccccccc-0000-4000-8000-000000000001"
+
+
+def subnet(sid: str, cidr: str, version: int = 4, gateway: str | None = None, **extra) -> dict:
+    return {"id": sid, "cidr": cidr, "ip_version": version, "gateway_ip": gateway,
+            "enable_dhcp": True, "dns_nameservers": [], "host_routes": [],
+            "ipv6_ra_mode": None, "ipv6_address_mode": None, "isolated": True, **extra}
+
+
+def port(pid: str, mac: str, *ips: tuple[str, str], owner: str = "compute:nova",
+         opts: list | None = None) -> dict:
+    return {"id": pid, "mac_address": mac, "device_owner": owner, "admin_state_up": True,
+            "fixed_ips": [{"subnet_id": s, "ip_address": a} for s, a in ips],
+            "extra_dhcp_opts": opts or []}
+
+
+def network(**changes) -> dict:
+    dhcp = port(DHCP_PORT, "fa:16:3e:00:00:02", (V4, "10.0.0.2"), owner="network:dhcp")
+    net = {
+        "id": NET, "mtu": 1450, "admin_state_up": True, "port": dhcp,
+        "subnets": [subnet(V4, "10.0.0.0/24", gateway="10.0.0.1")],
+        "ports": [dhcp, port(VM, "FA:16:3E:00:00:05", (V4, "10.0.0.5"))],
+    }
+    net.update(changes)
+    return net
+
+
+CONF = DhcpConfig()
+
+
+def test_hosts_file_has_one_static_lease_per_address_on_dhcp_subnets():
+    net = network()
+    net["subnets"].append(subnet(OFF, "10.9.0.0/24", gateway="10.9.0.1", enable_dhcp=False))
+    net["ports"][1]["fixed_ips"].append({"subnet_id": OFF, "ip_address": "10.9.0.7"})
+    assert dnsmasq.hosts_file(net, CONF) == (
+        "fa:16:3e:00:00:02,host-10-0-0-2.openstacklocal,10.0.0.2\n"
+        "fa:16:3e:00:00:05,host-10-0-0-5.openstacklocal,10.0.0.5\n")
+
+
+def test_ipv6_stateful_addresses_in_brackets_stateless_and_slaac_have_none():
+    net = network(subnets=[
+        subnet(V4, "10.0.0.0/24", gateway="10.0.0.1"),
+        subnet(V6, "2001:db8::/64", 6, "2001:db8::1", ipv6_address_mode="dhcpv6-stateful"),
+        subnet(SLAAC, "2001:db8:1::/64", 6, "2001:db8:1::1", ipv6_address_mode="slaac",
+               ipv6_ra_mode="slaac")])
+    net["ports"][1]["fixed_ips"] += [{"subnet_id": V6, "ip_address": "2001:db8::5"},
+                                     {"subnet_id": SLAAC, "ip_address": "2001:db8:1::5"}]
+    hosts = dnsmasq.hosts_file(net, CONF)
+    assert "fa:16:3e:00:00:05,host-2001-db8--5.openstacklocal,[2001:db8::5]\n" in hosts
+    assert "2001:db8:1::5" not in hosts
+    ranges = dnsmasq.ranges(net, CONF)
+    assert ranges == [f"set:subnet-{V4},10.0.0.0,static,255.255.255.0,86400s",
+                      f"set:subnet-{V6},2001:db8::,static,64,86400s"]
+    stateless = copy.deepcopy(net)
+    stateless["subnets"][1]["ipv6_address_mode"] = "dhcpv6-stateless"
+    assert "2001:db8::5" not in dnsmasq.hosts_file(stateless, CONF)
+    assert f"set:subnet-{V6},2001:db8::,static,64,86400s" in dnsmasq.ranges(stateless, CONF)
+    opts = dnsmasq.opts_file(net, CONF)
+    assert f"tag:subnet-{V6},option6:domain-search,openstacklocal\n" in opts
+    assert f"tag:subnet-{V6},option6:dns-server,[2001:db8::" not in opts  # no DHCP port IP
+
+
+def test_options_router_dns_and_classless_routes_with_the_metadata_route_when_isolated():
+    net = network()
+    net["subnets"][0]["host_routes"] = [{"destination": "192.0.2.0/24", "nexthop": "10.0.0.9"}]
+    net["subnets"][0]["dns_nameservers"] = ["198.51.100.53", "198.51.100.54"]
+    routes = ("192.0.2.0/24,10.0.0.9,169.254.169.254/32,10.0.0.2,0.0.0.0/0,10.0.0.1")
+    assert dnsmasq.opts_file(net, CONF) == (
+        f"tag:subnet-{V4},option:dns-server,198.51.100.53,198.51.100.54\n"
+        f"tag:subnet-{V4},option:classless-static-route,{routes}\n"
+        f"tag:subnet-{V4},249,{routes}\n"
+        f"tag:subnet-{V4},option:router,10.0.0.1\n")
+
+
+def test_a_routed_subnet_gets_no_metadata_route_and_dns_defaults_to_the_dhcp_port():
+    net = network()
+    net["subnets"][0]["isolated"] = False
+    net["ports"].append(port(ROUTER, "fa:16:3e:00:00:01", (V4, "10.0.0.1"),
+                             owner="network:router_interface"))
+    opts = dnsmasq.opts_file(net, CONF)
+    assert "169.254.169.254" not in opts
+    assert f"tag:subnet-{V4},option:classless-static-route,0.0.0.0/0,10.0.0.1\n" in opts
+    assert f"tag:subnet-{V4},option:dns-server,10.0.0.2\n" in opts
+    configured = dnsmasq.opts_file(net, DhcpConfig(dns_servers=("192.0.2.53", "2001:db8::53")))
+    assert f"tag:subnet-{V4},option:dns-server,192.0.2.53\n" in configured
+    no_metadata = dnsmasq.opts_file(network(), DhcpConfig(enable_isolated_metadata=False))
+    assert "169.254.169.254" not in no_metadata
+
+
+def test_other_subnets_on_link_and_no_gateway_means_an_empty_router_option():
+    net = network(subnets=[subnet(V4, "10.0.0.0/24", gateway=None),
+                           subnet(V4B, "10.1.0.0/24", gateway="10.1.0.1")])
+    net["port"]["fixed_ips"].append({"subnet_id": V4B, "ip_address": "10.1.0.2"})
+    opts = dnsmasq.opts_file(net, CONF).splitlines()
+    assert f"tag:subnet-{V4},option:router" in opts
+    assert (f"tag:subnet-{V4},option:classless-static-route,10.1.0.0/24,0.0.0.0,"
+            f"169.254.169.254/32,10.0.0.2") in opts
+    assert (f"tag:subnet-{V4B},option:classless-static-route,10.0.0.0/24,0.0.0.0,"
+            f"169.254.169.254/32,10.1.0.2,0.0.0.0/0,10.1.0.1") in opts
+
+
+def test_extra_dhcp_opts_tag_the_port():
+    opts = [{"opt_name": "bootfile-name", "opt_value": "pxelinux.0"},
+            {"opt_name": "66", "opt_value": "192.0.2.10"},
+            {"opt_name": "dns-server", "opt_value": "[2001:db8::53]", "ip_version": 6}]
+    net = network()
+    net["ports"][1]["extra_dhcp_opts"] = opts
+    assert f"fa:16:3e:00:00:05,host-10-0-0-5.openstacklocal,10.0.0.5,set:port-{VM}\n" in \
+        dnsmasq.hosts_file(net, CONF)
+    lines = dnsmasq.opts_file(net, CONF).splitlines()
+    assert lines[-3:] == [f"tag:port-{VM},option:bootfile-name,pxelinux.0",
+                          f"tag:port-{VM},66,192.0.2.10",
+                          f"tag:port-{VM},option6:dns-server,[2001:db8::53]"]
+
+
+def test_addn_hosts_names_every_address():
+    assert dnsmasq.addn_hosts_file(network(), CONF) == (
+        "10.0.0.2\thost-10-0-0-2.openstacklocal host-10-0-0-2\n"
+        "10.0.0.5\thost-10-0-0-5.openstacklocal host-10-0-0-5\n")
+
+
+def test_command_line_as_neutron_writes_it():
+    cmd = dnsmasq.command(network(), DhcpConfig(lease_duration=600, domain="example.org"),
+                          "/var/lib/stacklet/dhcp/" + NET)
+    d = "/var/lib/stacklet/dhcp/" + NET
+    assert cmd == (
+        "dnsmasq", "--no-hosts", "--no-resolv", "--conf-file=/dev/null",
+        f"--pid-file={d}/pid", f"--dhcp-hostsfile={d}/host", f"--addn-hosts={d}/addn_hosts",
+        f"--dhcp-optsfile={d}/opts", "--user=root", "--leasefile-ro", "--dhcp-authoritative",
+        "--interface=ns-aaaaaaaa-bb", "--bind-interfaces", "--except-interface=lo",
+        f"--dhcp-range=set:subnet-{V4},10.0.0.0,static,255.255.255.0,600s",
+        "--dhcp-option-force=option:mtu,1450", "--dhcp-lease-max=256", "--domain=example.org")
+    assert f"--dhcp-range=set:subnet-{V4},10.0.0.0,static,255.255.255.0,infinite" in \
+        dnsmasq.command(network(), DhcpConfig(lease_duration=-1), d)
+
+
+def test_port_changes_change_the_files_but_not_the_command_line():
+    before = dnsmasq.build(network(), CONF, "/d")
+    moved = network()
+    moved["ports"][1]["fixed_ips"][0]["ip_address"] = "10.0.0.77"
+    moved["ports"].append(port("dddddddd-0000-4000-8000-000000000001", "fa:16:3e:00:00:09",
+                               (V4, "10.0.0.9")))
+    after = dnsmasq.build(moved, CONF, "/d")
+    assert after.command == before.command
+    assert after.files["host"] != before.files["host"]
+    assert "10.0.0.77" in after.files["host"] and "10.0.0.5" not in after.files["host"]
+
+
+def test_names_and_when_dnsmasq_runs():
+    assert dnsmasq.device_names(DHCP_PORT) == ("tapaaaaaaaa-bb", "ns-aaaaaaaa-bb")
+    assert dnsmasq.namespace(NET) == f"qdhcp-{NET}"
+    assert dnsmasq.can_serve(network())
+    assert not dnsmasq.can_serve(network(port=None))
+    assert not dnsmasq.can_serve(network(admin_state_up=False))
+    no_address = network()
+    no_address["port"]["fixed_ips"] = []
+    assert not dnsmasq.can_serve(no_address)
+    off = network()
+    off["subnets"][0]["enable_dhcp"] = False
+    assert not dnsmasq.can_serve(off)
