@@ -15,17 +15,26 @@ which carries the node's tunnel IP (userspace tunnelling); a veth `<prefix>p<i><
 joins the provider segment of each physnet through `br-<physnet>`. Instances are namespaces
 `<prefix>-i-<port id[:8]>` joined to the node by a veth `tap<port id[:11]>` (on br-int) <->
 `eth0`, as Nova plugs a VIF.
+
+Each node also has a private mount namespace (kept in <work_dir>/<name>/mnt/ns) with its own
+tmpfs on /run/netns and the node's /sys, in which its agent runs: the `qdhcp-`/`qrouter-`
+namespaces an agent creates are seen only by that node (`ip netns` inside lists exactly them,
+as on a real node), so two nodes can host the same network and a dead node's namespaces never
+clash with its successor's. `Node.netns_exec(ns, cmd)` runs a command in one of them.
+Roles beyond L2 are enabled per node: `cluster.add_node("net1", roles=("dhcp",))`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -218,6 +227,34 @@ class Instance:
                          timeout=timeout + 10)
         return proc.returncode == 0
 
+    # --- DHCP ---------------------------------------------------------------------------
+
+    def dhcp(self, timeout: float = 10) -> dict | None:
+        """Ask for a lease with busybox's udhcpc on eth0 (nothing is configured); the lease as
+        udhcpc hands it to its script: ip, subnet, router, dns (lists), mtu, domain,
+        staticroutes, lease, serverid. None when no server answered."""
+        with tempfile.TemporaryDirectory(prefix="udhcpc-") as tmp:
+            script, out = Path(tmp) / "script", Path(tmp) / "lease"
+            script.write_text('#!/bin/sh\ncase "$1" in bound|renew) env > "$UDHCPC_OUT";; '
+                              "esac\n")
+            script.chmod(0o755)
+            tries = max(1, int(timeout))
+            linux.run(["udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", str(tries), "-T", "1",
+                       "-s", str(script), "-O", "mtu", "-O", "staticroutes", "-O", "domain"],
+                      self.netns, check=False, env={"UDHCPC_OUT": str(out)},
+                      timeout=timeout + 10)
+            if not out.exists():
+                return None
+            values = dict(line.split("=", 1) for line in out.read_text().splitlines()
+                          if "=" in line)
+        lease: dict = {k: values[k] for k in ("ip", "subnet", "domain", "staticroutes",
+                                              "serverid", "lease") if k in values}
+        lease["router"] = values.get("router", "").split()
+        lease["dns"] = values.get("dns", "").split()
+        if values.get("mtu", "").isdigit():
+            lease["mtu"] = int(values["mtu"])
+        return lease
+
     # --- misbehaving guests -------------------------------------------------------------
 
     def set_mac(self, mac: str) -> None:
@@ -277,7 +314,8 @@ class Node:
 
     def __init__(self, cluster: Cluster, name: str, index: int, host: str,
                  tunnel_types: Sequence[str], physnets: Sequence[str],
-                 extra_config: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 extra_config: Mapping[str, Mapping[str, str]] | None = None,
+                 roles: Sequence[str] = ()) -> None:
         self.cluster = cluster
         self.name = name
         self.index = index
@@ -296,6 +334,9 @@ class Node:
         self.agent_log = self.dir / "agent.log"
         self.agent_pidfile = self.dir / "agent.pid"
         self.extra_config = extra_config or {}
+        self.roles = tuple(roles)
+        self.mnt_dir = self.dir / "mnt"
+        self.mnt_ns = self.mnt_dir / "ns"       # the node's mount namespace (private netns)
         self.instances: dict[str, Instance] = {}
         self._agent: subprocess.Popen | None = None
 
@@ -312,6 +353,7 @@ class Node:
         cluster = self.cluster
         self.dir.mkdir(parents=True, exist_ok=True)
         linux.netns_add(self.netns)
+        self._private_mounts()
         if not self.ovs.running():      # a new node starts from an empty database
             for stale in (self.ovs.db_path, self.ovs.run_dir / ".conf.db.~lock~"):
                 stale.unlink(missing_ok=True)
@@ -372,6 +414,7 @@ class Node:
                 "report_interval": "2",
             },
             "securitygroup": {"enable_security_group": "true", "firewall_driver": "openvswitch"},
+            "dhcp": {"enabled": "true" if "dhcp" in self.roles else "false"},
         }
         for section, values in self.extra_config.items():
             sections.setdefault(section, {}).update(values)
@@ -398,9 +441,9 @@ class Node:
             env["PYTHONUNBUFFERED"] = "1"
             with open(self.agent_log, "ab") as log:
                 self._agent = subprocess.Popen(
-                    linux.in_netns([sys.executable, "-m", "stacklet.cli", "agent",
-                                    "--config-file", str(self.config_path),
-                                    "--data-dir", str(self.dir)], self.netns),
+                    self.node_command([sys.executable, "-m", "stacklet.cli", "agent",
+                                       "--config-file", str(self.config_path),
+                                       "--data-dir", str(self.dir)]),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     cwd=str(self.dir))
             self.agent_pidfile.write_text(f"{self._agent.pid}\n")
@@ -547,9 +590,11 @@ class Node:
     # --- teardown -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the agent, unplug instances, stop OVS, delete the namespace and veths."""
+        """Stop the agent, unplug instances, end the processes (dnsmasq...) of the node's own
+        namespaces and delete them, stop OVS, delete the namespace and veths."""
         errors: list[BaseException] = []
-        for step in (self.kill_agent_quietly, self._unplug_all, self.ovs.stop,
+        for step in (self.kill_agent_quietly, self._unplug_all, self.drop_private_netns,
+                     self.ovs.stop,
                      lambda: linux.netns_delete(self.netns),
                      lambda: [linux.link_delete(v) for v in
                               (self.overlay_veth, *self.provider_veths.values())]):
@@ -563,6 +608,56 @@ class Node:
     def kill_agent_quietly(self) -> None:
         if self.agent_running():
             self.stop_agent(signal.SIGTERM, timeout=5)
+
+    # --- the node's private /run/netns --------------------------------------------------
+
+    def _private_mounts(self) -> None:
+        """A mount namespace for the node, persisted by a bind mount of its nsfs file (on a
+        private mount, as the kernel requires), with a tmpfs on /run/netns and a /sys of the
+        node's network namespace."""
+        if _is_mountpoint(self.mnt_ns):
+            return
+        self.mnt_dir.mkdir(parents=True, exist_ok=True)
+        if not _is_mountpoint(self.mnt_dir):
+            linux.run(["mount", "--bind", str(self.mnt_dir), str(self.mnt_dir)])
+        linux.run(["mount", "--make-private", str(self.mnt_dir)])
+        self.mnt_ns.touch()
+        linux.run(["unshare", f"--mount={self.mnt_ns}", "--propagation", "private", "true"])
+        linux.run(self.node_command(["sh", "-c", "mount -t tmpfs -o mode=0755 tmpfs /run/netns"
+                                     " && umount -l /sys && mount -t sysfs sysfs /sys"]))
+
+    def node_command(self, cmd: Sequence[str]) -> list[str]:
+        """The command run in the node: its network namespace and its mount namespace."""
+        return ["nsenter", f"--mount={self.mnt_ns}", f"--net=/run/netns/{self.netns}", "--",
+                *cmd]
+
+    def private_netns(self) -> list[str]:
+        """The namespaces the node's agent made (`ip netns list` on the node)."""
+        if not _is_mountpoint(self.mnt_ns):
+            return []
+        out = linux.run(self.node_command(["ip", "-j", "netns", "list"]), check=False).stdout
+        return sorted(entry["name"] for entry in json.loads(out.strip() or "[]"))
+
+    def netns_exec(self, ns: str, cmd: Sequence[str] | str, *, check: bool = False,
+                   timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a command in one of the node's own namespaces (e.g. `qdhcp-<network id>`)."""
+        return linux.run(self.node_command(["ip", "netns", "exec", ns, *_cmd(cmd)]),
+                         check=check, timeout=timeout)
+
+    def netns_pids(self, ns: str) -> list[int]:
+        out = linux.run(self.node_command(["ip", "netns", "pids", ns]), check=False).stdout
+        return [int(p) for p in out.split() if p.strip().isdigit()]
+
+    def drop_private_netns(self) -> None:
+        """End every process in the node's own namespaces (a node going away takes its
+        dnsmasq with it), delete them, and release the mount namespace."""
+        if _is_mountpoint(self.mnt_ns):
+            for ns in self.private_netns():
+                linux.kill_pids(self.netns_pids(ns))
+                linux.run(self.node_command(["ip", "netns", "delete", ns]), check=False)
+            linux.run(["umount", str(self.mnt_ns)], check=False)
+        if _is_mountpoint(self.mnt_dir):
+            linux.run(["umount", "-l", str(self.mnt_dir)], check=False)
 
     def _unplug_all(self) -> None:
         for instance in list(self.instances.values()):
@@ -613,9 +708,11 @@ class Cluster:
     def add_node(self, name: str, *, tunnel_types: Iterable[str] = ("vxlan", "gre"),
                  physnets: Iterable[str] = ("physnet1",), start_agent: bool = True,
                  host: str | None = None,
-                 extra_config: Mapping[str, Mapping[str, str]] | None = None) -> Node:
+                 extra_config: Mapping[str, Mapping[str, str]] | None = None,
+                 roles: Iterable[str] = ()) -> Node:
         """A new node (namespace, OVS, underlay, config), with its agent unless start_agent
-        is false. host defaults to the node's namespace name, unique per run."""
+        is false. host defaults to the node's namespace name, unique per run. roles: agent
+        roles besides L2 ("dhcp")."""
         if self._closed:
             raise HarnessError("cluster is closed")
         if name in self.nodes:
@@ -626,7 +723,7 @@ class Cluster:
         if index > 99:
             raise HarnessError("at most 99 nodes")
         node = Node(self, name, index, host or f"{self.prefix}-{name}", tuple(tunnel_types),
-                    tuple(physnets), extra_config)
+                    tuple(physnets), extra_config, tuple(roles))
         self.nodes[name] = node
         node.setup()
         if start_agent:
@@ -672,6 +769,17 @@ def sweep(prefix: str) -> list[str]:
     if not re.fullmatch(r"[a-z][a-z0-9]{1,7}", prefix):
         raise ValueError(f"refusing to sweep prefix {prefix!r}")
     removed: list[str] = []
+    # processes working in the run's directories (dnsmasq of the nodes' own namespaces),
+    # then the nodes' mount namespaces
+    marker = f"/{prefix}-"
+    pids = [pid for pid, cmdline in _processes() if marker in cmdline and pid != os.getpid()]
+    if pids:
+        linux.kill_pids(pids)
+        removed += [f"process {pid}" for pid in pids]
+    for mount in sorted(_mountpoints(), key=len, reverse=True):
+        if marker in mount:
+            linux.run(["umount", "-l", mount], check=False)
+            removed.append(f"mount {mount}")
     for ns in linux.netns_list():
         if ns.startswith(f"{prefix}-"):
             linux.netns_delete(ns, kill=True)
@@ -681,6 +789,27 @@ def sweep(prefix: str) -> list[str]:
             linux.link_delete(name.split("@")[0])
             removed.append(f"link {name}")
     return removed
+
+
+def _processes() -> list[tuple[int, str]]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            out.append((int(entry), raw.replace(b"\0", b" ").decode(errors="replace")))
+    return out
+
+
+def _mountpoints() -> list[str]:
+    with open("/proc/self/mountinfo") as info:
+        return [line.split()[4] for line in info if len(line.split()) > 4]
+
+
+def _is_mountpoint(path: Path) -> bool:
+    return str(path) in _mountpoints()
 
 
 # --- raw frames: senders, sniffers, ARP ------------------------------------------------------

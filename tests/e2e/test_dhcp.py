@@ -1,0 +1,126 @@
+"""DHCP through the whole path: the server schedules a network to a DHCP node, whose agent runs
+dnsmasq in a qdhcp- namespace (the node's own: its private /run/netns); an instance on a
+compute node gets its address, gateway, MTU, DNS servers and routes from busybox udhcpc; a
+port's new address comes with the next lease without restarting dnsmasq; when the DHCP node
+dies its networks move to the other DHCP node and new instances still get leases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dputil import admin_api, boot, nodes, uname, wait_for, wait_status
+
+from stacklet import linux
+
+
+@pytest.fixture(scope="module")
+def api(cloud):
+    api = admin_api(cloud)
+    yield api
+    api.cleanup()
+
+
+@pytest.fixture(scope="module")
+def trio(api, cluster):
+    """Two DHCP nodes and a compute node."""
+    d1, d2 = nodes(api, cluster, "d1", "d2", roles=("dhcp",))
+    (c1,) = nodes(api, cluster, "c1")
+    for node in (d1, d2):
+        wait_for(lambda n=node: api.get("agents", params={
+            "host": n.host, "agent_type": "DHCP agent"})["agents"], 20,
+            what=f"DHCP agent of {node.name}")
+    return d1, d2, c1
+
+
+def dhcp_network(api, cidr: str, **subnet) -> tuple[dict, dict]:
+    net = api.create("network", name=uname("dhcp"))
+    sub = api.create("subnet", network_id=net["id"], ip_version=4, cidr=cidr, **subnet)
+    return net, sub
+
+
+def hosting_node(api, trio, net_id: str):
+    agents = api.get(f"networks/{net_id}/dhcp-agents")["agents"]
+    assert len(agents) == 1, agents
+    return next(n for n in trio if n.host == agents[0]["host"])
+
+
+def dhcp_port(api, net_id: str) -> dict:
+    (port,) = api.list("port", {"network_id": net_id, "device_owner": "network:dhcp"})
+    return port
+
+
+def dnsmasq_pid(node, net_id: str) -> int:
+    pid = int((Path(node.dir) / "dhcp" / net_id / "pid").read_text())
+    assert linux.pid_alive(pid)
+    return pid
+
+
+def test_an_instance_gets_address_gateway_mtu_dns_and_routes_from_another_node(api, trio):
+    d1, d2, c1 = trio
+    net, sub = dhcp_network(api, "10.60.0.0/24", dns_nameservers=["198.51.100.53"],
+                            host_routes=[{"destination": "192.0.2.0/24",
+                                          "nexthop": "10.60.0.254"}])
+    server = hosting_node(api, trio, net["id"])
+    other = d2 if server is d1 else d1
+    port = wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=20)
+    dhcp_ip = port["fixed_ips"][0]["ip_address"]
+    ns = f"qdhcp-{net['id']}"
+    # the namespace exists on the DHCP node only, never in the machine's /run/netns
+    assert wait_for(lambda: ns in server.private_netns(), 10)
+    assert ns not in other.private_netns() and ns not in linux.netns_list()
+    link = server.netns_exec(ns, ["ip", "-o", "addr", "show", "dev",
+                                  f"ns-{port['id'][:11]}"], check=True).stdout
+    assert f"{dhcp_ip}/24" in link
+    vm = boot(api, c1, net, sub)
+    lease = wait_for(lambda: vm.dhcp(timeout=3), 20, what="a lease")
+    assert lease["ip"] == vm.ip and lease["subnet"] == "255.255.255.0"
+    assert lease["router"] == [sub["gateway_ip"]]
+    assert lease["dns"] == ["198.51.100.53"]
+    assert lease["mtu"] == net["mtu"] == 1450
+    assert lease["domain"] == "openstacklocal"
+    assert lease["serverid"] == dhcp_ip
+    # option 121: host route, metadata via the DHCP port (no router), default route
+    assert lease["staticroutes"].split() == [
+        "192.0.2.0/24", "10.60.0.254", "169.254.169.254/32", dhcp_ip,
+        "0.0.0.0/0", sub["gateway_ip"]]
+    vm.unplug()
+
+
+def test_a_new_address_comes_with_the_next_lease_and_dnsmasq_is_only_signalled(api, trio):
+    d1, d2, c1 = trio
+    net, sub = dhcp_network(api, "10.61.0.0/24")
+    server = hosting_node(api, trio, net["id"])
+    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=20)
+    vm = boot(api, c1, net, sub)
+    assert wait_for(lambda: (lease := vm.dhcp(timeout=3)) and lease["ip"] == vm.ip, 20)
+    pid = dnsmasq_pid(server, net["id"])
+    api.update("port", vm.port_id, fixed_ips=[{"subnet_id": sub["id"],
+                                               "ip_address": "10.61.0.77"}])
+    assert wait_for(lambda: (lease := vm.dhcp(timeout=2)) and lease["ip"] == "10.61.0.77",
+                    20, what="a lease with the new address")
+    assert dnsmasq_pid(server, net["id"]) == pid, "dnsmasq must be signalled, not restarted"
+    hosts = (Path(server.dir) / "dhcp" / net["id"] / "host").read_text()
+    assert ",10.61.0.77" in hosts and f",{vm.ip}\n" not in hosts
+    vm.unplug()
+
+
+def test_the_dhcp_nodes_death_moves_its_networks_and_new_instances_still_get_leases(api, trio):
+    d1, d2, c1 = trio
+    net, sub = dhcp_network(api, "10.62.0.0/24")
+    server = hosting_node(api, trio, net["id"])
+    survivor = d2 if server is d1 else d1
+    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=20)
+    # the node is gone: its agent and its dnsmasq
+    server.kill_agent()
+    server.drop_private_netns()
+    moved = wait_for(lambda: hosting_node(api, trio, net["id"]) is survivor, 40,
+                     interval=0.5, what="the network to move to the surviving DHCP node")
+    assert moved
+    port = wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=20)
+    assert port["binding:host_id"] == survivor.host
+    vm = boot(api, c1, net, sub)
+    lease = wait_for(lambda: vm.dhcp(timeout=3), 20, what="a lease from the new DHCP node")
+    assert lease["ip"] == vm.ip and lease["serverid"] == port["fixed_ips"][0]["ip_address"]
+    assert f"qdhcp-{net['id']}" in survivor.private_netns()
+    vm.unplug()
