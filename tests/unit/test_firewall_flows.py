@@ -135,15 +135,15 @@ def test_flows_are_sorted_unique_and_conjunctions_merged():
 
 def test_only_firewall_tables_and_vif_classification_in_table_0():
     flows = firewall_flows(*realistic())
-    assert {f.table for f in flows} <= {0, 60, 71, 72, 73, 81, 82, 91, 92, 93}
+    assert {f.table for f in flows} <= {0, 60, 71, 72, 73, 81, 82, 91, 93, 94}
     for flow in table(flows, 0):
         assert flow.priority == 100 and flow.match.startswith("in_port=")
         assert cookie_kind(flow.cookie) == KIND_PORT
     # the defaults we own
     defaults = {(f.table, f.actions) for f in flows if f.priority == 0 and not f.match}
     assert defaults == {(71, "resubmit(,93)"), (72, "resubmit(,93)"), (73, "resubmit(,91)"),
-                        (81, "resubmit(,93)"), (82, "resubmit(,93)"), (91, "resubmit(,92)"),
-                        (92, "NORMAL"), (93, "drop")}
+                        (81, "resubmit(,93)"), (82, "resubmit(,93)"), (91, "resubmit(,94)"),
+                        (94, "NORMAL"), (93, "drop")}
     assert Flow(60, 3, "", "NORMAL", owner_cookie(1, 0)) in flows
 
 

@@ -131,7 +131,8 @@ def test_flow_table_first_sync_replaces_in_place_then_sweeps_old_generations():
     table.sync([a])
     lines = ofctl.sent[-1]
     assert lines[0].startswith("add table=0,priority=1,cookie=0x9")
-    assert lines[1:] == ["delete cookie=0x7000000000000/0xffff000000000000"]
+    assert lines[1:] == ["delete cookie=0x0/0xffff000000000000",
+                         "delete cookie=0x7000000000000/0xffff000000000000"]
 
 
 def test_flow_table_sweeps_recorded_generations_by_mask_without_reading_the_bridge():
@@ -161,3 +162,14 @@ def test_flow_table_sends_only_the_difference_and_nothing_when_equal():
     table.sync([a])
     assert sorted(ofctl.sent[-1]) == sorted(["delete_strict table=0,priority=1,in_port=2",
                                              "delete_strict table=0,priority=1,in_port=3"])
+
+
+def test_learned_flows_carry_a_generation_that_is_never_swept():
+    from stacklet.agent.l2.br_tun import LEARNED
+    from stacklet.agent.l2.flows import LEARNED_GENERATION
+    assert LEARNED >> GENERATION_SHIFT == LEARNED_GENERATION
+    ofctl = FakeOfctl(cookies={LEARNED, (3 << GENERATION_SHIFT) | 42})
+    FlowTable(ofctl, generation=9).sync([Flow(0, 1, "in_port=1", "drop", 42)])
+    swept = ofctl.sent[-1][1:]
+    assert swept == ["delete cookie=0x0/0xffff000000000000",
+                     "delete cookie=0x3000000000000/0xffff000000000000"]

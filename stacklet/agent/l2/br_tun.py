@@ -6,9 +6,11 @@ from __future__ import annotations
 import ipaddress
 
 from stacklet.agent.l2.flows import (
+    GENERATION_SHIFT,
     KIND_BASE,
     KIND_NETWORK,
     KIND_REMOTE_NODE,
+    LEARNED_GENERATION,
     TUN_ARP_RESPONDER,
     TUN_FLOOD,
     TUN_GRE_TO_LV,
@@ -22,7 +24,7 @@ from stacklet.agent.l2.flows import (
 from stacklet.agent.l2.plan import Plan
 
 BASE = owner_cookie(KIND_BASE, 3)
-LEARNED = owner_cookie(KIND_BASE, 4)
+LEARNED = (LEARNED_GENERATION << GENERATION_SHIFT) | owner_cookie(KIND_BASE, 4)
 FROM_TUNNEL = {"vxlan": TUN_VXLAN_TO_LV, "gre": TUN_GRE_TO_LV}
 UNICAST = "00:00:00:00:00:00/01:00:00:00:00:00"
 MULTICAST = "01:00:00:00:00:00/01:00:00:00:00:00"

@@ -37,7 +37,7 @@ in ``docs``-style at the bottom of this docstring):
       90  ip/ipv6,reg5=<port> → ct(table=82,zone=reg6)   (stateless: ct_clear → 82)
       0   → 93
   82  like 72, the accept action being output:NXM_NX_REG5[]
-  91  0 → 92;  92  0 → NORMAL;  93  0 → drop
+  91  0 → 94;  94  0 → NORMAL;  93  0 → drop
 
 Rules are conjunctive matches at priority 70, one conjunction per (security group, remote
 group or none, direction, ethertype):

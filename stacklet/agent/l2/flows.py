@@ -26,7 +26,7 @@ ACCEPT_OR_INGRESS = 73     # accepted egress: local destination → ingress, els
 BASE_INGRESS = 81          # ARP/DHCP to the VIF, into conntrack
 RULES_INGRESS = 82         # security group ingress rules (conjunctions)
 ACCEPTED_EGRESS = 91       # accepted egress traffic leaving the port
-ACCEPTED_EGRESS_NORMAL = 92  # → NORMAL
+ACCEPTED_EGRESS_NORMAL = 94  # → NORMAL
 DROPPED = 93               # drop (a table so that drops can be counted and traced)
 
 # br-tun tables (Neutron's numbers).
@@ -54,6 +54,10 @@ KIND_CANARY = 0x7
 
 OWNER_MASK = (1 << 48) - 1
 GENERATION_SHIFT = 48
+# Flows that OVS creates itself (br-tun's learn() action) carry this generation: no agent
+# generation is ever this one and no sweep deletes it, so learned MACs survive restarts and
+# resyncs until their own hard_timeout.
+LEARNED_GENERATION = 0xFFFF
 
 
 def owner_cookie(kind: int, owner: str | int = 0) -> int:

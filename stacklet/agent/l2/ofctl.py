@@ -7,7 +7,8 @@ replaces the entry in place, so no packet meets a gap) and, in the same bundle, 
 flow whose cookie carries an older generation — the stale flows. The older generations are
 known from the bridge's ``external_ids:stacklet-generations`` (kept by the role), so the sweep
 is one ``delete`` per generation with a cookie mask, not a dump of the bridge; generation 0
-(flows not written by an agent, e.g. a bridge's default NORMAL flow) is always swept.
+(flows not written by an agent, e.g. a bridge's default NORMAL flow) is always swept, the
+generation of learned flows never.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ import re
 import subprocess
 from collections.abc import Iterable
 
-from stacklet.agent.l2.flows import GENERATION_SHIFT, Flow, merge_conjunctions
+from stacklet.agent.l2.flows import (
+    GENERATION_SHIFT,
+    LEARNED_GENERATION,
+    Flow,
+    merge_conjunctions,
+)
 
 GENERATION_MASK = 0xFFFF << GENERATION_SHIFT
 
@@ -82,11 +88,11 @@ class FlowTable:
         if self.installed is None:
             lines = [f"add {f.spec(self.generation)}" for f in flows.values()]
             if self.stale_generations is None:
-                stale = {c >> GENERATION_SHIFT for c in self.ofctl.cookies()}
+                stale = {0, *(c >> GENERATION_SHIFT for c in self.ofctl.cookies())}
             else:
                 stale = {0, *self.stale_generations}
             lines += [f"delete cookie={g << GENERATION_SHIFT:#x}/{GENERATION_MASK:#x}"
-                      for g in sorted(stale - {self.generation})]
+                      for g in sorted(stale - {self.generation, LEARNED_GENERATION})]
         else:
             lines = [f"delete_strict {f.strict_match()}" for key, f in self.installed.items()
                      if key not in flows]

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from stacklet.agent.l2 import br_int, br_phys, br_tun, firewall
-from stacklet.agent.l2.flows import CANARY, DEAD_VLAN, GENERATION_SHIFT
+from stacklet.agent.l2.flows import CANARY, DEAD_VLAN, LEARNED_GENERATION
 from stacklet.agent.l2.ofctl import FlowTable, Ofctl, OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb, OvsPort
 from stacklet.agent.l2.plan import (
@@ -115,7 +115,8 @@ class OvsRole:
             self.ovsdb.ensure_patch(bridge, phys_patch_name(physnet), int_patch_name(physnet))
         recorded = {b: self._recorded_generations(b) for b in self.bridges()}
         used = set().union(*(g for g in recorded.values() if g is not None))
-        self.generation = random.choice([g for g in range(1, 0x10000) if g not in used])
+        self.generation = random.choice([g for g in range(1, LEARNED_GENERATION)
+                                         if g not in used])
         # Record the new generation before any flow carries it, so that whatever happens to
         # this process, the next one knows which generations to sweep.
         for bridge, generations in recorded.items():
