@@ -1,0 +1,122 @@
+"""The metadata proxy's haproxy configuration: a pure function of (identity, bind, socket).
+
+Neutron's ``neutron/agent/metadata/driver.py`` writes the same file: one ``listen`` section
+bound where instances send ``GET http://169.254.169.254/<path>``, forwarding to the server's
+``/metadata/<path>`` over a unix socket. The server decides who is asking from two things
+only, so the proxy is where they become trustworthy:
+
+- ``X-Forwarded-For``: every client-sent copy is deleted, then ``option forwardfor`` adds one
+  with the connection's source address (after an iptables REDIRECT in a ``qrouter-``
+  namespace the source is still the instance's);
+- ``X-Neutron-Router-ID`` / ``X-Neutron-Network-ID``: deleted, then the namespace's own set.
+
+``X-Instance-ID*``, ``X-Tenant-ID`` and ``Forwarded`` are deleted too: an instance must not be
+able to name another instance, even with a signature it cannot make. Values are checked before
+they enter the file (a newline in an id would add a configuration line).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+METADATA_IP = "169.254.169.254"
+# Neutron's binds: qrouter- namespaces listen here behind an iptables REDIRECT of
+# 169.254.169.254:80; qdhcp- namespaces hold the metadata address and listen on it.
+ROUTER_BIND = ("0.0.0.0", 9697)
+NETWORK_BIND = (METADATA_IP, 80)
+
+# (name, haproxy match method): headers an instance could use to pass for another.
+DROPPED_HEADERS = (
+    ("X-Forwarded-For", "str"),
+    ("Forwarded", "str"),
+    ("X-Neutron-", "beg"),
+    ("X-Instance-ID", "beg"),
+    ("X-Tenant-ID", "str"),
+)
+
+# sun_path is 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH = 107
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_PATH = re.compile(r"^/[^\s#'\"\\]+$")
+
+
+class ProxyConfigError(ValueError):
+    pass
+
+
+def check_id(value: str, what: str = "id") -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ProxyConfigError(f"{what} {value!r} is not a plain identifier")
+    return value
+
+
+def check_path(value: str, what: str) -> str:
+    if not _PATH.match(value):
+        raise ProxyConfigError(f"{what} {value!r} must be an absolute path without spaces "
+                               "or quotes")
+    return value
+
+
+def identity(router_id: str | None, network_id: str | None) -> tuple[str, str]:
+    """(header, id) for exactly one of router_id / network_id."""
+    if bool(router_id) == bool(network_id):
+        raise ProxyConfigError("give exactly one of router_id and network_id")
+    if router_id:
+        return "X-Neutron-Router-ID", check_id(router_id, "router_id")
+    return "X-Neutron-Network-ID", check_id(network_id or "", "network_id")
+
+
+def bind_address(bind: tuple[str, int]) -> str:
+    """``0.0.0.0:9697`` / ``:::80`` (haproxy takes the port after the last colon)."""
+    host, port = bind
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ProxyConfigError(f"bind address {host!r} is not an IP address") from None
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ProxyConfigError(f"bind port {port!r} is not a TCP port")
+    return f"{address}:{port}"
+
+
+def render(*, server_socket: str, bind: tuple[str, int],
+           router_id: str | None = None, network_id: str | None = None) -> str:
+    """The whole configuration file for one namespace's proxy."""
+    header, ident = identity(router_id, network_id)
+    check_path(server_socket, "server socket")
+    if len(server_socket.encode()) > MAX_SOCKET_PATH:
+        raise ProxyConfigError(f"server socket path is longer than {MAX_SOCKET_PATH} bytes: "
+                               f"{server_socket}")
+    lines = [
+        f"# stacklet metadata proxy for {'router' if router_id else 'network'} {ident}",
+        "global",
+        "    maxconn 1024",
+        "",
+        "defaults",
+        "    mode http",
+        "    option http-server-close",
+        "    option forwardfor",
+        "    retries 3",
+        "    timeout http-request 30s",
+        "    timeout connect 30s",
+        "    timeout client 32s",
+        "    timeout server 32s",
+        "    timeout http-keep-alive 30s",
+        "",
+        "listen listener",
+        f"    bind {bind_address(bind)}",
+        f"    server metadata {server_socket}",
+    ]
+    lines += [f"    http-request del-header {name} -m {method}"
+              for name, method in DROPPED_HEADERS]
+    lines += [
+        f"    http-request add-header {header} {ident}",
+        "    http-request set-path /metadata%[path]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def command(config_file: str, pid_file: str, haproxy: str = "haproxy") -> list[str]:
+    """Daemonised (``-D``): haproxy binds, writes the pid file and forks before it returns,
+    so a zero exit means the proxy is listening."""
+    return [haproxy, "-f", config_file, "-D", "-p", pid_file]
