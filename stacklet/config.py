@@ -150,6 +150,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("dhcp", "enable_isolated_metadata", True,
            "Offer the route to 169.254.169.254 through the DHCP port on subnets without a "
            "router, where the metadata proxy of the DHCP namespace answers.", _bool),
+    # [l3]
+    Option("l3", "enabled", True,
+           "Whether this node's agent also runs the L3 role (an \"L3 agent\": a qrouter- "
+           "namespace with NAT for each router scheduled here).", _bool),
     # [metadata]
     Option("metadata", "metadata_proxy_shared_secret", None,
            "Secret of the X-Instance-ID-Signature (HMAC-SHA256 of the instance id) that "

@@ -1,7 +1,8 @@
 """The agent's side of the server ↔ agent contract: HTTP to ``/agent/v1`` (usually on a unix socket).
 
 Calls: ``report_state`` (register, heartbeat), ``host_state`` (the host's desired state),
-``wait`` (long poll for change events) and ``port_status`` (ports wired / gone).
+``wait`` (long poll for change events), ``port_status`` (ports wired / gone) and
+``floatingip_status`` (floating IPs applied / dropped by the L3 role).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class ServerClient:
     def port_status(self, up: list[str], down: list[str]) -> dict:
         return self._call(self._client, "POST", f"/hosts/{self.host}/port_status",
                           json={"up": up, "down": down})
+
+    def floatingip_status(self, active: list[str], down: list[str]) -> dict:
+        return self._call(self._client, "POST", f"/hosts/{self.host}/floatingip_status",
+                          json={"active": active, "down": down})
 
     def close(self) -> None:
         self._client.close()

@@ -4,6 +4,7 @@
     GET  /agent/v1/hosts/{host}/state        the host's desired state (host_state snapshot)
     GET  /agent/v1/hosts/{host}/events       long poll: ?epoch=E&after=N&timeout=S → {"epoch","seq"}
     POST /agent/v1/hosts/{host}/port_status  {"up": [ids], "down": [ids]} → {"updated": n}
+    POST /agent/v1/hosts/{host}/floatingip_status  {"active": [ids], "down": [ids]} → {"updated"}
 
 No token: reaching the socket (mode 0600, root's) is the authentication. Requests that arrived
 over TCP get 404, as if the prefix did not exist (``UnixSocketOnly``). The long poll is a
@@ -28,7 +29,9 @@ from stacklet.services.networking.binding import OVS_AGENT, VIF_OVS
 from stacklet.services.networking.common import CHUNK, chunks
 from stacklet.services.networking.dhcp_scheduler import DHCP_AGENT
 from stacklet.services.networking.host_state import host_state
-from stacklet.store.models.agents import Agent
+from stacklet.services.networking.l3_scheduler import L3_AGENT
+from stacklet.store.models.agents import Agent, RouterL3AgentBinding
+from stacklet.store.models.l3 import FloatingIP
 from stacklet.store.models.base import isotime
 from stacklet.store.models.network import Port
 
@@ -83,6 +86,12 @@ def report_state(call: Call) -> dict:
         registered = before is None or start_flag or (before[0] or {}) != configurations or \
             not networking.ports.binder.is_alive(before[1])
         networking.dhcp_scheduler.agent_reported(host, registered)
+    elif agent_type == L3_AGENT:
+        # As for DHCP: routers move off dead L3 agents; a (re)registered agent takes the
+        # routers that have none.
+        registered = before is None or start_flag or (before[0] or {}) != configurations or \
+            not networking.ports.binder.is_alive(before[1])
+        networking.l3_scheduler.agent_reported(host, registered)
     return {"id": agent_id}
 
 
@@ -124,6 +133,39 @@ def port_status(call: Call) -> dict:
                     .where(Port.id.in_(part), Port.binding_host_id == host,
                            Port.status != status, *extra)
                     .values(status=status, revision_number=Port.revision_number + 1,
+                            updated_at=now)
+                    .execution_options(synchronize_session=False))
+                updated += result.rowcount or 0
+        return updated
+
+    return {"updated": call.services.db.retrying(write)}
+
+
+def floatingip_status(call: Call) -> dict:
+    """The L3 role applied (active) or dropped (down) these floating IPs; only those of
+    routers hosted by this host's L3 agent change."""
+    body = call.body
+    if not isinstance(body, dict):
+        raise _bad("expected a JSON object")
+    host = call.path["host"]
+    active = sorted(set(_id_list(body, "active")))
+    down = sorted(set(_id_list(body, "down")) - set(active))
+    if not active and not down:
+        return {"updated": 0}
+    hosted = (select(RouterL3AgentBinding.router_id)
+              .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
+              .where(Agent.agent_type == L3_AGENT, Agent.host == host))
+
+    def write(session) -> int:
+        now = isotime()
+        updated = 0
+        for status, ids in (("ACTIVE", active), ("DOWN", down)):
+            for part in chunks(ids, CHUNK):
+                result = session.execute(
+                    update(FloatingIP)
+                    .where(FloatingIP.id.in_(part), FloatingIP.router_id.in_(hosted),
+                           FloatingIP.status != status)
+                    .values(status=status, revision_number=FloatingIP.revision_number + 1,
                             updated_at=now)
                     .execution_options(synchronize_session=False))
                 updated += result.rowcount or 0
@@ -189,6 +231,8 @@ def create_app() -> UnixSocketOnly:
         Route(host + "/state", endpoint(state, authenticate=False), methods=["GET"]),
         Route(host + "/events", events, methods=["GET"]),
         Route(host + "/port_status", endpoint(port_status, authenticate=False),
+              methods=["POST"]),
+        Route(host + "/floatingip_status", endpoint(floatingip_status, authenticate=False),
               methods=["POST"]),
     ], exception_handlers={
         errors.StackletError: _stacklet_error,

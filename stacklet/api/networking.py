@@ -321,6 +321,34 @@ def agent_remove_dhcp_network(call: Call) -> None:
                                                            call.path["network_id"])
 
 
+# --- L3 agent scheduler (admin only) ---------------------------------------------------------
+
+def router_l3_agents(call: Call) -> dict:
+    net = call.services.networking
+    return {"agents": [net.agents.resource.present(a, True, []) for a in
+                       net.l3_scheduler.router_agents(call.context, net.routers, net.agents,
+                                                      call.path["id"])]}
+
+
+def agent_l3_routers(call: Call) -> dict:
+    net = call.services.networking
+    return {"routers": [net.routers.resource.present(r, True, []) for r in
+                        net.l3_scheduler.agent_routers(call.context, net.routers,
+                                                       call.path["id"])]}
+
+
+def agent_add_l3_router(call: Call) -> Response:
+    net = call.services.networking
+    net.l3_scheduler.add_router(call.context, net.routers, call.path["id"], call.body)
+    return json_response(None, status=201)
+
+
+def agent_remove_l3_router(call: Call) -> None:
+    net = call.services.networking
+    net.l3_scheduler.remove_router(call.context, net.routers, call.path["id"],
+                                   call.path["router_id"])
+
+
 # --- discovery -------------------------------------------------------------------------------
 
 def _extension(alias: str, name: str, description: str, updated: str) -> dict:
@@ -389,6 +417,11 @@ def create_app() -> Starlette:
               methods=["POST"]),
         Route(v + "/agents/{id}/dhcp-networks/{network_id}",
               endpoint(agent_remove_dhcp_network), methods=["DELETE"]),
+        Route(v + "/routers/{id}/l3-agents", endpoint(router_l3_agents), methods=["GET"]),
+        Route(v + "/agents/{id}/l3-routers", endpoint(agent_l3_routers), methods=["GET"]),
+        Route(v + "/agents/{id}/l3-routers", endpoint(agent_add_l3_router), methods=["POST"]),
+        Route(v + "/agents/{id}/l3-routers/{router_id}", endpoint(agent_remove_l3_router),
+              methods=["DELETE"]),
         Route(v + "/{collection}", endpoint(list_items), methods=["GET"]),
         Route(v + "/{collection}", endpoint(create_items), methods=["POST"]),
         Route(item, endpoint(show_item), methods=["GET"]),

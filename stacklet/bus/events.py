@@ -36,7 +36,7 @@ LOG = logging.getLogger(__name__)
 NETWORKING_TABLES = frozenset({
     "ports", "ipallocations", "networks", "network_segments", "subnets",
     "securitygroups", "securitygrouprules", "securitygroupportbindings",
-    "routers", "floatingips",
+    "routers", "floatingips", "routerl3agentbindings",
 })
 AGENT_TABLE = "agents"
 AGENT_ATTRS = ("configurations", "admin_state_up")

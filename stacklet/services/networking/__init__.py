@@ -15,6 +15,8 @@ from stacklet.services.networking.agents import AgentService
 from stacklet.services.networking.dhcp_scheduler import EXTENSION as DHCP_SCHEDULER_EXTENSION
 from stacklet.services.networking.dhcp_scheduler import DhcpScheduler
 from stacklet.services.networking.floatingips import FloatingIPService
+from stacklet.services.networking.l3_scheduler import EXTENSION as L3_SCHEDULER_EXTENSION
+from stacklet.services.networking.l3_scheduler import L3Scheduler
 from stacklet.services.networking.networks import NetworkService
 from stacklet.services.networking.ports import PortService
 from stacklet.services.networking.quotas import QuotaService
@@ -55,6 +57,8 @@ class NetworkingServices:
         self.agents = AgentService(db, conf)
         self.dhcp_scheduler = DhcpScheduler(db, conf, self.ports.binder)
         self.subnets.on_change.append(self.dhcp_scheduler.subnet_changed)
+        self.l3_scheduler = L3Scheduler(db, conf, self.ports.binder)
+        self.routers.on_change.append(self.l3_scheduler.router_changed)
         self.collections = {
             "networks": self.networks,
             "subnets": self.subnets,
@@ -74,6 +78,7 @@ class NetworkingServices:
         """Every implemented extension, sorted by alias, each listed once."""
         found = {ext[0]: ext for ext in CORE_EXTENSIONS}
         found[DHCP_SCHEDULER_EXTENSION[0]] = DHCP_SCHEDULER_EXTENSION
+        found[L3_SCHEDULER_EXTENSION[0]] = L3_SCHEDULER_EXTENSION
         for collection in self.collections.values():
             found.update({ext[0]: ext for ext in collection.extensions})
         return [found[alias] for alias in sorted(found)]

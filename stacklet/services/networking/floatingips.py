@@ -5,7 +5,8 @@ the external network, allocated by the same IPAM as every port, so concurrent al
 hand out one address twice. Association needs a router whose gateway is on the floating IP's
 network and that has an interface on the fixed IP's subnet; one fixed IP has at most one floating
 IP per external network, guarded by a unique constraint. Status stays DOWN until an L3 dataplane
-reports the floating IP configured (Neutron without an L3 agent behaves the same).
+reports the floating IP configured (Neutron without an L3 agent behaves the same), and goes back
+to DOWN when the association is removed or changed (the agent then reports the new one).
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ class FloatingIPService(Collection):
             raise errors.ExternalGatewayForFloatingIPNotFound(
                 external_network_id=fip.floating_network_id, subnet_id=subnet_id,
                 port_id=port.id)
+        if (fip.fixed_port_id, fip.fixed_ip_address, fip.router_id) != (port.id, ip, router_id):
+            fip.status = "DOWN"     # until the L3 agent reports the new mapping applied
         fip.fixed_port_id = port.id
         fip.fixed_ip_address = ip
         fip.router_id = router_id
@@ -207,6 +210,7 @@ class FloatingIPService(Collection):
 
     @staticmethod
     def _disassociate(fip: FloatingIP) -> None:
+        fip.status = "DOWN"
         fip.fixed_port_id = None
         fip.fixed_ip_address = None
         fip.router_id = None

@@ -12,7 +12,10 @@ ports is served in a few tens of milliseconds:
 9. the Open vSwitch agents (tunnel endpoints);
 10./11. ports of other hosts on the local tunnelled networks (l2 population) and their IPs;
 12.-14. the DHCP networks scheduled to the host's DHCP agent (with MTU), their subnets, and
-    every port of them with its fixed IPs (15.) — what dnsmasq serves.
+    every port of them with its fixed IPs (15.) — what dnsmasq serves;
+16.-19. the routers hosted by the host's L3 agent, their ports with fixed IPs and subnets,
+    the MTUs of those ports' networks, and their floating IPs — what the qrouter- namespaces
+    hold.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from sqlalchemy.orm import Session
 
 from stacklet.services.networking.binding import OVS_AGENT, TUNNEL_TYPES, VIF_OVS
 from stacklet.services.networking.dhcp_scheduler import DHCP_AGENT, DHCP_OWNER
-from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding
+from stacklet.services.networking.l3_scheduler import L3_AGENT, ROUTER_PORT_OWNERS
+from stacklet.services.networking.l3ports import GATEWAY
+from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding, RouterL3AgentBinding
+from stacklet.store.models.l3 import FloatingIP, Router
 from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
 from stacklet.store.models.security_groups import (
     PortSecurityGroupBinding,
@@ -112,6 +118,7 @@ def host_state(session: Session, host: str) -> dict[str, Any]:
         "security_groups": security_groups, "remote_groups": remote_groups,
         "tunnels": tunnels, "l2pop": l2pop,
         "dhcp_networks": _dhcp_networks(session, host),
+        "routers": _routers(session, host),
     }
 
 
@@ -271,3 +278,53 @@ def _dhcp_networks(session: Session, host: str) -> list[dict]:
         for subnet in net["subnets"]:
             subnet["isolated"] = subnet["id"] not in routed
     return list(nets.values())
+
+
+def _routers(session: Session, host: str) -> list[dict]:
+    """16.-19. each router hosted by this host's L3 agent: admin state, SNAT, extra routes,
+    its gateway port and interface ports (MAC, MTU, fixed IPs with their subnet's CIDR and
+    gateway), and its associated floating IPs."""
+    hosted = (select(RouterL3AgentBinding.router_id)
+              .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
+              .where(Agent.agent_type == L3_AGENT, Agent.host == host))
+    routers = {router_id: {"id": router_id, "admin_state_up": bool(up),
+                           "enable_snat": bool(snat), "routes": list(routes or []),
+                           "gw_port": None, "interfaces": [], "floating_ips": []}
+               for router_id, up, snat, routes in session.execute(
+                   select(Router.id, Router.admin_state_up, Router.enable_snat, Router.routes)
+                   .where(Router.id.in_(hosted)).order_by(Router.id))}
+    if not routers:
+        return []
+    router_ports = and_(Port.device_id.in_(hosted), Port.device_owner.in_(ROUTER_PORT_OWNERS))
+    ips: dict[str, list[dict]] = {}
+    for port_id, subnet_id, address, cidr, gateway in session.execute(
+            select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address,
+                   Subnet.cidr, Subnet.gateway_ip)
+            .join(Port, Port.id == IPAllocation.port_id)
+            .join(Subnet, Subnet.id == IPAllocation.subnet_id).where(router_ports)):
+        ips.setdefault(port_id, []).append({"subnet_id": subnet_id, "ip_address": address,
+                                            "cidr": cidr, "gateway_ip": gateway})
+    mtus = dict(session.execute(select(Network.id, Network.mtu).where(Network.id.in_(
+        select(Port.network_id).where(router_ports)))).all())
+    for port_id, router_id, network_id, owner, mac, port_host in session.execute(
+            select(Port.id, Port.device_id, Port.network_id, Port.device_owner,
+                   Port.mac_address, Port.binding_host_id)
+            .where(router_ports).order_by(Port.created_at, Port.id)):
+        port = {"id": port_id, "network_id": network_id, "mac_address": mac,
+                "mtu": mtus.get(network_id) or 1500, "host": port_host,
+                "fixed_ips": sorted(ips.get(port_id, []),
+                                    key=lambda f: _ip_sort_key((f["subnet_id"],
+                                                                f["ip_address"])))}
+        if owner == GATEWAY:
+            routers[router_id]["gw_port"] = port
+        else:
+            routers[router_id]["interfaces"].append(port)
+    for fip_id, router_id, floating, fixed, port_id, status in session.execute(
+            select(FloatingIP.id, FloatingIP.router_id, FloatingIP.floating_ip_address,
+                   FloatingIP.fixed_ip_address, FloatingIP.fixed_port_id, FloatingIP.status)
+            .where(FloatingIP.router_id.in_(hosted), FloatingIP.fixed_port_id.is_not(None))
+            .order_by(FloatingIP.floating_ip_address)):
+        routers[router_id]["floating_ips"].append({
+            "id": fip_id, "floating_ip_address": floating, "fixed_ip_address": fixed,
+            "port_id": port_id, "status": status})
+    return list(routers.values())

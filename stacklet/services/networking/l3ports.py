@@ -69,5 +69,5 @@ def check_port_delete(session: Session, port: Port) -> None:
             raise errors.ServicePortInUse(port_id=port.id,
                                           reason=f"has device owner {port.device_owner}")
     session.execute(update(FloatingIP).where(FloatingIP.fixed_port_id == port.id).values(
-        fixed_port_id=None, fixed_ip_address=None, router_id=None,
+        fixed_port_id=None, fixed_ip_address=None, router_id=None, status="DOWN",
         updated_at=isotime(), revision_number=FloatingIP.revision_number + 1))

@@ -9,7 +9,7 @@ or on the gateway keep them from being removed (409), as Neutron's L3 plugin doe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import netaddr
@@ -61,6 +61,13 @@ class RouterService(Collection):
         self.ports = ports
         self.known_azs = tuple(conf.DEFAULT.default_availability_zones)
         ports.delete_checks.append(check_port_delete)
+        # fn(session, router_id) run after a router was created or its gateway or interfaces
+        # changed, in the same transaction (the L3 scheduler: agent and port bindings).
+        self.on_change: list[Callable[[Session, str], None]] = []
+
+    def _changed(self, session: Session, router_id: str) -> None:
+        for hook in self.on_change:
+            hook(session, router_id)
 
     @property
     def actions(self) -> dict[str, Any]:
@@ -162,6 +169,7 @@ class RouterService(Collection):
         session.flush()
         if body.get("external_gateway_info"):
             self._set_gateway(session, ctx, router, body["external_gateway_info"])
+        self._changed(session, router.id)
         return router.id
 
     # --- the external gateway ---------------------------------------------------------------
@@ -263,6 +271,8 @@ class RouterService(Collection):
                 self._validate_routes(session, row, changes["routes"])
                 row.routes = changes["routes"]
             bump_if_changed(session, row, changed)
+            if changed:
+                self._changed(session, row.id)
         self.db.retrying(write)
         return self.get(ctx, router_id)
 
@@ -406,6 +416,7 @@ class RouterService(Collection):
             else:
                 port, subnets = self._interface_by_port(session, ctx, router, port_id)
             bump(router)
+            self._changed(session, router.id)
             return self._interface_info(router, port, subnets)
         return self.db.retrying(write)
 

@@ -37,3 +37,16 @@ class NetworkDhcpAgentBinding(Base):
         String(36), ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True)
     dhcp_agent_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class RouterL3AgentBinding(Base):
+    """A router hosted by an L3 agent (Neutron's ``routerl3agentbindings``): one agent per
+    router (legacy routers, no HA). Both keys cascade: deleting the router or the agent
+    removes the binding."""
+
+    __tablename__ = "routerl3agentbindings"
+
+    router_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("routers.id", ondelete="CASCADE"), primary_key=True)
+    l3_agent_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True)
