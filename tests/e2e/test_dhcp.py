@@ -1,7 +1,8 @@
 """DHCP through the whole path: the server schedules a network to a DHCP node, whose agent runs
 dnsmasq in a qdhcp- namespace (the node's own: its private /run/netns); an instance on a
 compute node gets its address, gateway, MTU, DNS servers and routes from busybox udhcpc; a
-port's new address comes with the next lease without restarting dnsmasq; when the DHCP node
+port's new address comes with the next lease without restarting dnsmasq (nor does an agent
+restart restart it); when the DHCP node
 dies its networks move to the other DHCP node and new instances still get leases."""
 
 from __future__ import annotations
@@ -102,6 +103,14 @@ def test_a_new_address_comes_with_the_next_lease_and_dnsmasq_is_only_signalled(a
     assert dnsmasq_pid(server, net["id"]) == pid, "dnsmasq must be signalled, not restarted"
     hosts = (Path(server.dir) / "dhcp" / net["id"] / "host").read_text()
     assert ",10.61.0.77" in hosts and f",{vm.ip}\n" not in hosts
+    # a restarted agent adopts the running dnsmasq (pid file, same command line)
+    server.stop_agent()
+    server.start_agent()
+    api.update("port", vm.port_id, fixed_ips=[{"subnet_id": sub["id"],
+                                               "ip_address": "10.61.0.78"}])
+    assert wait_for(lambda: (lease := vm.dhcp(timeout=2)) and lease["ip"] == "10.61.0.78",
+                    20, what="a lease after the agent restarted")
+    assert dnsmasq_pid(server, net["id"]) == pid, "a restarted agent keeps dnsmasq"
     vm.unplug()
 
 
