@@ -16,7 +16,7 @@ When scheduling runs:
   and every DHCP port of it an address on each DHCP subnet (none on the others);
 - a DHCP agent registers, restarts, comes back or changes configuration: networks lacking
   agents are scheduled;
-- every DHCP agent heartbeat checks (one cheap read) for bindings to dead agents; each is moved
+- every DHCP agent heartbeat checks (a read) for bindings to dead agents; each is moved
   to a live agent when one is eligible, else kept (a network keeps a dead agent rather than
   none, so a server-side hiccup cannot strip every network of its DHCP port).
 
@@ -260,16 +260,26 @@ class DhcpScheduler:
     def agent_reported(self, host: str, registered: bool) -> None:
         """A DHCP agent heartbeat: move networks off dead agents; when the agent (re)registered
         or came back, schedule the networks that lack agents."""
-        cutoff = self._cutoff()
         with self.db.read() as session:
-            dead = session.execute(
-                select(NetworkDhcpAgentBinding.network_id)
-                .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
-                .where(Agent.heartbeat_timestamp <= cutoff).limit(1)).first()
+            movable = self._movable(session)
             lacking = self._lacking(session, host) if registered else []
-        if dead is None and not lacking:
+        if not movable and not lacking:
             return
-        self.db.retrying(lambda session: self._heal(session, bool(dead), lacking))
+        self.db.retrying(lambda session: self._heal(session, bool(movable), lacking))
+
+    def _movable(self, session: Session) -> list[tuple[str, str, str]]:
+        """(network, dead agent, its host) for bindings to dead agents whose network has a
+        live candidate elsewhere (a read: usually there are none)."""
+        out = []
+        for network_id, agent_id, host in session.execute(
+                select(NetworkDhcpAgentBinding.network_id, Agent.id, Agent.host)
+                .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
+                .where(Agent.heartbeat_timestamp <= self._cutoff())
+                .order_by(NetworkDhcpAgentBinding.network_id)).all():
+            bound = {a.id for a in self._bound_agents(session, network_id)}
+            if self._candidates(session, network_id, bound):
+                out.append((network_id, agent_id, host))
+        return out
 
     def _lacking(self, session: Session, host: str) -> list[str]:
         """Networks with a DHCP subnet and fewer bindings than wanted that the host reaches."""
@@ -297,14 +307,8 @@ class DhcpScheduler:
     def _heal(self, session: Session, dead: bool, lacking: list[str]) -> None:
         todo = set(lacking)
         if dead:
-            cutoff = self._cutoff()
-            for network_id, agent_id, host in session.execute(
-                    select(NetworkDhcpAgentBinding.network_id, Agent.id, Agent.host)
-                    .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
-                    .where(Agent.heartbeat_timestamp <= cutoff)).all():
-                bound = {a.id for a in self._bound_agents(session, network_id)}
-                if not self._candidates(session, network_id, bound):
-                    continue  # nowhere to go: keep the dead agent's binding
+            # again inside the transaction: what the read saw may have changed
+            for network_id, agent_id, host in self._movable(session):
                 LOG.warning("DHCP agent on %s is dead: rescheduling network %s", host,
                             network_id)
                 session.execute(delete(NetworkDhcpAgentBinding).where(
