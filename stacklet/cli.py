@@ -110,6 +110,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is running (pid {child.pid}) at {conf.public_url}")
     _start_local_node(conf)
+    _demo_topology(conf, passwords)
     _print_usage(conf)
     return EXIT_OK
 
@@ -137,6 +138,7 @@ def _confirm_running(conf: Config, proc: daemon.Managed, pid: int,
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is already running (pid {pid}) at {conf.public_url}")
     _start_local_node(conf)
+    _demo_topology(conf, passwords)
     _print_usage(conf)
     return EXIT_OK
 
@@ -160,6 +162,27 @@ def _start_local_node(conf: Config) -> None:
         print(f"warning: the agent (pid {pid}) did not report within "
               f"{local_node.AGENT_START_TIMEOUT:.0f} s; see "
               f"{local_node.agent_process(conf).logfile}", file=sys.stderr)
+
+
+def _demo_topology(conf: Config, passwords: bootstrap.Passwords) -> None:
+    """DevStack's public/private/router1 on first start; the host holds public's gateway."""
+    from stacklet import demo
+
+    try:
+        done = demo.ensure(conf, passwords)
+    except Exception as exc:  # noqa: BLE001 - the cloud is usable without its demo
+        print(f"warning: the demo topology was not created: {exc}", file=sys.stderr)
+        return
+    if done is None:
+        return
+    if conf.agent.enabled:
+        from stacklet import local_node
+
+        public = done["public"]
+        if not local_node.hold_public_gateway(conf, public["cidr"], public["gateway_ip"]):
+            print("warning: br-ex did not appear: this host does not hold "
+                  f"{public['gateway_ip']}", file=sys.stderr)
+    print(demo.describe(done))
 
 
 def _openstack_command() -> str:

@@ -71,6 +71,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("DEFAULT", "default_availability_zones", ["nova"],
            "Availability zones reported for networks when none are requested.", _list),
     Option("DEFAULT", "log_level", "info", "Log level of the server: debug, info, warning."),
+    Option("DEFAULT", "create_demo_topology", True,
+           "On first start, create DevStack's demo topology: external network `public` "
+           "(203.0.113.0/24 on the physnet mapped to br-ex, its gateway held by this host) and "
+           "the demo project's `private` network behind `router1`.", _bool),
     Option("DEFAULT", "dhcp_agents_per_network", 1,
            "Number of DHCP agents scheduled to serve each network with a DHCP subnet.", int),
     # [database]

@@ -147,3 +147,20 @@ def status_rows(conf: Config) -> list[tuple[str, str]]:
                  f"OVS_RUNDIR={rd} ovs-ofctl dump-flows br-int")
         rows.append(("ovs tools", tools))
     return rows
+
+
+def hold_public_gateway(conf: Config, cidr: str, gateway_ip: str,
+                        timeout: float = 10.0) -> bool:
+    """Give br-ex (the bridge of the external network) the public subnet's gateway address,
+    so this host is the upstream of the cloud's routers: floating IPs answer from here, SNATed
+    traffic ends here. br-ex has no uplink, so nothing goes further. Waits for the agent to
+    have created br-ex; False if it did not appear."""
+    prefixlen = cidr.rsplit("/", 1)[1]
+    deadline = time.monotonic() + timeout
+    while not linux.link_exists("br-ex"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    linux.addr_add("br-ex", f"{gateway_ip}/{prefixlen}")
+    linux.link_set("br-ex", up=True)
+    return True

@@ -25,7 +25,8 @@ def aio(stacklet_tools):
     root = Path(tempfile.mkdtemp(prefix="stacklet-aio-", dir="/tmp"))
     data_dir = root / "d"
     stacklet_tools.write_config(data_dir, stacklet_tools.free_port(),
-                                "\n[agent]\nenabled = true\nreport_interval = 2\n")
+                                "create_demo_topology = true\n"
+                                "[agent]\nenabled = true\nreport_interval = 2\n")
     try:
         yield stacklet_tools.start(data_dir)
     finally:
@@ -114,6 +115,33 @@ def test_ports_bound_to_this_node_are_wired(aio):
         for vif in vifs:
             vif.close()
         api.cleanup()
+
+
+def test_first_start_creates_the_demo_topology_and_the_host_holds_its_gateway(
+        aio, stacklet_tools):
+    nets = {n["Name"]: n for n in aio.openstack("network", "list", "--long", "-f",
+                                                "json").json()}
+    assert nets["public"]["Router Type"] is True
+    assert nets["public"]["Network Type"] == "flat"
+    public = aio.openstack("subnet", "show", "public-subnet", "-f", "json").json()
+    assert (public["cidr"], public["gateway_ip"], public["enable_dhcp"]) == \
+        ("203.0.113.0/24", "203.0.113.1", False)
+    demo = aio.openstack("project", "show", "demo", "-f", "json").json()["id"]
+    assert nets["private"]["Project"] == demo
+    router = aio.openstack("router", "show", "router1", "-f", "json").json()
+    assert router["project_id"] == demo
+    gateway = router["external_gateway_info"]
+    assert gateway["network_id"] == nets["public"]["ID"]
+    assert gateway["external_fixed_ips"][0]["ip_address"].startswith("203.0.113.")
+    interfaces = aio.openstack("port", "list", "--router", "router1", "--network", "private",
+                               "-f", "json").json()
+    assert [ip["ip_address"] for ip in interfaces[0]["Fixed IP Addresses"]] == ["10.0.0.1"]
+    assert "203.0.113.1/24" in linux.addrs("br-ex")
+    # a second `up` (the cloud already running) creates nothing again
+    out = stacklet_tools.run("up", data_dir=aio.data_dir).stdout
+    assert "Demo topology" in out
+    names = [n["Name"] for n in aio.openstack("network", "list", "-f", "json").json()]
+    assert sorted(names).count("public") == 1 and names.count("private") == 1
 
 
 def test_down_stops_the_agent_and_open_vswitch(aio, stacklet_tools):

@@ -1,0 +1,164 @@
+"""The topology `stacklet up` creates on first start, as DevStack does.
+
+- ``public``: an external flat network on the physical network mapped to ``br-ex`` (``public``
+  by default), with the subnet ``public-subnet`` from a documentation range (203.0.113.0/24,
+  no DHCP). The host holds the subnet's gateway address on ``br-ex`` (see
+  ``local_node.hold_public_gateway``), so floating IPs answer from the host and SNATed traffic
+  ends at the host: nothing is routed or NATed beyond it, never out of the machine's uplink.
+- for the demo project: ``private`` with ``private-subnet`` (10.0.0.0/24) and ``router1``,
+  its gateway on ``public`` and an interface on ``private-subnet``.
+
+It goes through the public API with the admin's credentials, as an operator would. It runs
+once: a marker file in the data dir records what was made, so resources the user deletes later
+are not recreated; a run cut short resumes (each resource is looked up by name first).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stacklet import bootstrap
+from stacklet.config import Config
+
+LOG = logging.getLogger(__name__)
+
+MARKER = "demo-topology.json"
+PUBLIC_CIDR = "203.0.113.0/24"
+PUBLIC_GATEWAY = "203.0.113.1"
+PUBLIC_POOL = {"start": "203.0.113.10", "end": "203.0.113.250"}
+PRIVATE_CIDR = "10.0.0.0/24"
+DNS = ["192.0.2.53"]     # a documentation address: names resolve nowhere, as nothing leaves
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def public_physnet(conf: Config) -> str | None:
+    """The physical network whose bridge is br-ex (``public`` by default)."""
+    for entry in conf.ovs.bridge_mappings:
+        physnet, _, bridge = entry.partition(":")
+        if bridge.strip() == "br-ex" and physnet.strip():
+            return physnet.strip()
+    return None
+
+
+def recorded(data_dir: Path) -> dict | None:
+    path = data_dir / MARKER
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class _Client:
+    def __init__(self, conf: Config, password: str) -> None:
+        self.base = conf.public_url
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": bootstrap.ADMIN_USER, "password": password,
+            "domain": {"name": bootstrap.DOMAIN}}}},
+            "scope": {"project": {"name": bootstrap.ADMIN_PROJECT,
+                                  "domain": {"name": bootstrap.DOMAIN}}}}}
+        self.http = httpx.Client(base_url=self.base, timeout=30)
+        answer = self.http.post("/identity/v3/auth/tokens", json=body)
+        self._check(answer)
+        self.http.headers["X-Auth-Token"] = answer.headers["x-subject-token"]
+
+    @staticmethod
+    def _check(answer: httpx.Response) -> Any:
+        if answer.status_code >= 400:
+            raise DemoError(f"{answer.request.method} {answer.request.url.path}: "
+                            f"{answer.status_code} {answer.text[:300]}")
+        return answer.json() if answer.content else None
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._check(self.http.request(method, path, **kwargs))
+
+    def project_id(self, name: str) -> str:
+        projects = self.call("GET", "/identity/v3/projects", params={"name": name})["projects"]
+        if not projects:
+            raise DemoError(f"project {name!r} does not exist")
+        return projects[0]["id"]
+
+    def ensure(self, kind: str, plural: str, filters: dict, body: dict) -> dict:
+        """The resource matching filters, created with body when there is none."""
+        found = self.call("GET", f"/networking/v2.0/{plural}", params=filters)[plural]
+        if found:
+            return found[0]
+        return self.call("POST", f"/networking/v2.0/{plural}", json={kind: body})[kind]
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def ensure(conf: Config, passwords: bootstrap.Passwords) -> dict | None:
+    """Create the demo topology unless it was made before or is turned off; returns what the
+    marker records (names, ids, addresses), or None when there is none."""
+    done = recorded(conf.data_dir)
+    if done is not None or not conf.DEFAULT.create_demo_topology:
+        return done
+    physnet = public_physnet(conf)
+    if physnet is None:
+        LOG.info("no bridge mapping to br-ex: no demo topology")
+        return None
+    client = _Client(conf, passwords.admin)
+    try:
+        demo = client.project_id(bootstrap.DEMO_PROJECT)
+        admin = client.project_id(bootstrap.ADMIN_PROJECT)
+        public = client.ensure("network", "networks",
+                               {"name": "public", "router:external": "true"},
+                               {"name": "public", "router:external": True,
+                                "project_id": admin,
+                                "provider:network_type": "flat",
+                                "provider:physical_network": physnet})
+        public_subnet = client.ensure("subnet", "subnets",
+                                      {"name": "public-subnet", "network_id": public["id"]},
+                                      {"name": "public-subnet", "network_id": public["id"],
+                                       "project_id": admin, "ip_version": 4,
+                                       "cidr": PUBLIC_CIDR, "gateway_ip": PUBLIC_GATEWAY,
+                                       "allocation_pools": [PUBLIC_POOL],
+                                       "enable_dhcp": False})
+        private = client.ensure("network", "networks",
+                                {"name": "private", "project_id": demo},
+                                {"name": "private", "project_id": demo})
+        private_subnet = client.ensure("subnet", "subnets",
+                                       {"name": "private-subnet", "network_id": private["id"]},
+                                       {"name": "private-subnet", "network_id": private["id"],
+                                        "project_id": demo, "ip_version": 4,
+                                        "cidr": PRIVATE_CIDR, "dns_nameservers": DNS})
+        router = client.ensure("router", "routers", {"name": "router1", "project_id": demo},
+                               {"name": "router1", "project_id": demo,
+                                "external_gateway_info": {"network_id": public["id"]}})
+        interfaces = client.call("GET", "/networking/v2.0/ports", params={
+            "device_id": router["id"], "network_id": private["id"]})["ports"]
+        if not interfaces:
+            client.call("PUT", f"/networking/v2.0/routers/{router['id']}/add_router_interface",
+                        json={"subnet_id": private_subnet["id"]})
+        router = client.call("GET", f"/networking/v2.0/routers/{router['id']}")["router"]
+    finally:
+        client.close()
+    gateway_ips = [ip["ip_address"] for ip in
+                   (router.get("external_gateway_info") or {}).get("external_fixed_ips", [])]
+    done = {
+        "public": {"network_id": public["id"], "subnet_id": public_subnet["id"],
+                   "cidr": PUBLIC_CIDR, "gateway_ip": PUBLIC_GATEWAY, "physnet": physnet},
+        "private": {"network_id": private["id"], "subnet_id": private_subnet["id"],
+                    "cidr": PRIVATE_CIDR, "project": bootstrap.DEMO_PROJECT},
+        "router": {"id": router["id"], "name": "router1", "gateway_ips": gateway_ips},
+    }
+    (conf.data_dir / MARKER).write_text(json.dumps(done, indent=2) + "\n")
+    return done
+
+
+def describe(done: dict) -> str:
+    public, private, router = done["public"], done["private"], done["router"]
+    gateway = ", ".join(router.get("gateway_ips") or []) or "?"
+    return (f"Demo topology: external network `public` ({public['cidr']}, this host holds "
+            f"{public['gateway_ip']} on br-ex);\n"
+            f"project demo: network `private` ({private['cidr']}) behind `{router['name']}` "
+            f"(gateway {gateway}).")
