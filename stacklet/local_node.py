@@ -115,12 +115,16 @@ def stop(conf: Config) -> list[str]:
     pid = daemon.stop(agent_process(conf), timeout=10.0)
     if pid is not None:
         stopped.append(f"agent (pid {pid})")
-    from stacklet.agent.agent import dhcp_role  # the agent's modules only when stopping
+    from stacklet.agent.agent import dhcp_role, l3_role  # the agent's modules only now
 
     # dnsmasq outlives the agent (a restarted agent adopts it); the node going down does not
     networks = dhcp_role(conf, ovsdb_choice(conf)[0]).remove_all()
     if networks:
         stopped.append(f"DHCP for {len(networks)} network(s)")
+    # so do router namespaces and their metadata proxies
+    routers = l3_role(conf, ovsdb_choice(conf)[0]).remove_all()
+    if routers:
+        stopped.append(f"{len(routers)} router(s)")
     ovs = private_ovs(conf)
     if ovs.running("ovsdb-server") or ovs.running("ovs-vswitchd"):
         bridges = ovs.vsctl("list-br", check=False).split() if ovs.running("ovsdb-server") \

@@ -3,13 +3,16 @@
 Threads:
 - *events*: long-polls the server for this host's change events and wakes the loop;
 - *heartbeat*: reports the agent's state every ``[agent] report_interval`` seconds — one
-  agent row per role: "Open vSwitch agent", and "DHCP agent" when ``[dhcp] enabled``;
+  agent row per role: "Open vSwitch agent", "DHCP agent" when ``[dhcp] enabled``, "L3 agent"
+  when ``[l3] enabled``;
 - the OVSDB connection (ovsdbapp) wakes the loop when bridges, ports or interfaces change;
 - *main*: the level-triggered loop — fetch the host snapshot when the server changed, sync the
   dataplane, report port statuses; every ``TICK`` it checks that ovs-vswitchd still has the
   flows (canary) and every ``resync_interval`` it rewrites everything as a safety net. After
   each L2 pass (and every ``DHCP_CHECK`` seconds, to restart a dnsmasq that died) the DHCP role
-  applies the snapshot's ``dhcp_networks``; its failures never hold up the L2 role.
+  applies the snapshot's ``dhcp_networks``; its failures never hold up the L2 role. The L3
+  role likewise applies ``routers`` (every ``L3_CHECK`` seconds too) and reports floating IP
+  statuses.
 
 The agent holds no state that it cannot rebuild from the server and the node: restarted, it
 restores local VLANs from OVSDB, keeps the flows in place and replaces them generation by
@@ -29,6 +32,8 @@ from stacklet.agent.dhcp.role import DhcpRole
 from stacklet.agent.l2.ofctl import OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb
 from stacklet.agent.l2.role import L2Config, OvsRole
+from stacklet.agent.l3.role import L3Role
+from stacklet.agent.metadata import MetadataProxy
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
 from stacklet.config import Config
 
@@ -36,6 +41,8 @@ LOG = logging.getLogger(__name__)
 TICK = 0.5
 DHCP_CHECK = 5.0
 DHCP_AGENT = ("DHCP agent", "stacklet-dhcp-agent", "dhcp_agent")  # type, binary, topic
+L3_CHECK = 5.0
+L3_AGENT = ("L3 agent", "stacklet-l3-agent", "l3_agent")
 
 
 def l2_config(conf: Config) -> L2Config:
@@ -77,6 +84,9 @@ class Agent:
         self.role = OvsRole(self.l2conf, self.ovsdb, local_node.run_dir(connection))
         self.dhcp = dhcp_role(conf, connection) if conf.dhcp.enabled else None
         self.dhcp_due = 0.0     # monotonic time of the next DHCP check without a pass
+        self.l3 = l3_role(conf, connection) if conf.l3.enabled else None
+        self.l3_due = 0.0       # monotonic time of the next L3 check without a pass
+        self.fips_reported: dict[str, str] = {}  # floating IP id → status we last reported
 
     # -- wake-ups -----------------------------------------------------------------------------
 
@@ -111,6 +121,10 @@ class Agent:
                 if self.dhcp is not None:
                     agent_type, binary, topic = DHCP_AGENT
                     self.client.report_state(self.dhcp.configurations(), start_flag=start,
+                                             agent_type=agent_type, binary=binary, topic=topic)
+                if self.l3 is not None:
+                    agent_type, binary, topic = L3_AGENT
+                    self.client.report_state(self.l3.configurations(), start_flag=start,
                                              agent_type=agent_type, binary=binary, topic=topic)
                 if start:
                     LOG.info("registered with the server as host %s", self.host)
@@ -147,8 +161,12 @@ class Agent:
                 if self.server_changed or self.local_changed:
                     self._pass()
                     self._dhcp_sync()
-                elif time.monotonic() >= self.dhcp_due:
-                    self._dhcp_sync()
+                    self._l3_sync()
+                else:
+                    if time.monotonic() >= self.dhcp_due:
+                        self._dhcp_sync()
+                    if time.monotonic() >= self.l3_due:
+                        self._l3_sync()
             except ServerUnavailable as exc:
                 LOG.warning("server unavailable, dataplane kept as is: %s", exc)
                 self.stopping.wait(1.0)
@@ -224,6 +242,36 @@ class Agent:
             LOG.exception("DHCP sync failed; retrying")
             self.dhcp_due = time.monotonic() + 1.0
 
+    def _l3_sync(self) -> None:
+        """Apply the snapshot's routers; report the floating IPs that became ACTIVE (applied
+        on a router here) or DOWN (their router taken down here)."""
+        if self.l3 is None or self.snapshot is None:
+            return
+        self.l3_due = time.monotonic() + L3_CHECK
+        try:
+            result = self.l3.sync(self.snapshot)
+        except Exception:
+            LOG.exception("L3 sync failed; retrying")
+            self.l3_due = time.monotonic() + 1.0
+            return
+        if result.failures:
+            LOG.warning("L3 sync: %s", "; ".join(result.failures))
+            self.l3_due = time.monotonic() + 1.0
+        known = {f["id"]: f["status"] for r in self.snapshot.get("routers", [])
+                 for f in r.get("floating_ips", [])}
+        report: dict[str, list[str]] = {"ACTIVE": [], "DOWN": []}
+        for status, ids in (("ACTIVE", result.active_fips), ("DOWN", result.down_fips)):
+            for fip_id in ids:
+                if known.get(fip_id) != status and self.fips_reported.get(fip_id) != status:
+                    report[status].append(fip_id)
+        if report["ACTIVE"] or report["DOWN"]:
+            self.client.floatingip_status(report["ACTIVE"], report["DOWN"])
+            for status, ids in report.items():
+                self.fips_reported.update(dict.fromkeys(ids, status))
+        for fip_id in list(self.fips_reported):
+            if known.get(fip_id) in (None, self.fips_reported[fip_id]):
+                del self.fips_reported[fip_id]
+
     def stop(self, *_: object) -> None:
         self.stopping.set()
         self.wake.set()
@@ -237,6 +285,16 @@ def dhcp_role(conf: Config, ovsdb_connection: str) -> DhcpRole:
                    enable_isolated_metadata=dhcp.enable_isolated_metadata),
         conf.data_dir / "dhcp", ["ovs-vsctl", f"--db={ovsdb_connection}", "--timeout=10"],
         conf.ovs.integration_bridge)
+
+
+def l3_role(conf: Config, ovsdb_connection: str) -> L3Role:
+    """The L3 role, with a metadata proxy per router when the server is reached over a unix
+    socket on this node (where the proxies forward)."""
+    url = conf.agent_server_url
+    proxy = MetadataProxy(conf.data_dir / "metadata-proxy", url[len("unix:"):]) \
+        if url.startswith("unix:") else None
+    return L3Role(["ovs-vsctl", f"--db={ovsdb_connection}", "--timeout=10"],
+                  conf.ovs.integration_bridge, proxy)
 
 
 def main(conf: Config) -> int:

@@ -21,7 +21,7 @@ tmpfs on /run/netns and the node's /sys, in which its agent runs: the `qdhcp-`/`
 namespaces an agent creates are seen only by that node (`ip netns` inside lists exactly them,
 as on a real node), so two nodes can host the same network and a dead node's namespaces never
 clash with its successor's. `Node.netns_exec(ns, cmd)` runs a command in one of them.
-Roles beyond L2 are enabled per node: `cluster.add_node("net1", roles=("dhcp",))`.
+Roles beyond L2 are enabled per node: `cluster.add_node("net1", roles=("dhcp", "l3"))`.
 """
 
 from __future__ import annotations
@@ -415,6 +415,7 @@ class Node:
             },
             "securitygroup": {"enable_security_group": "true", "firewall_driver": "openvswitch"},
             "dhcp": {"enabled": "true" if "dhcp" in self.roles else "false"},
+            "l3": {"enabled": "true" if "l3" in self.roles else "false"},
         }
         for section, values in self.extra_config.items():
             sections.setdefault(section, {}).update(values)
@@ -712,7 +713,7 @@ class Cluster:
                  roles: Iterable[str] = ()) -> Node:
         """A new node (namespace, OVS, underlay, config), with its agent unless start_agent
         is false. host defaults to the node's namespace name, unique per run. roles: agent
-        roles besides L2 ("dhcp")."""
+        roles besides L2 ("dhcp", "l3")."""
         if self._closed:
             raise HarnessError("cluster is closed")
         if name in self.nodes:

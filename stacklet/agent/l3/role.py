@@ -1,0 +1,253 @@
+"""The L3 role of the agent: for each router scheduled here (and admin up), a
+``qrouter-<router id>`` namespace that routes between its subnets, NATs to the outside through
+its gateway, maps floating IPs 1:1 and runs the metadata proxy.
+
+``sync(snapshot)`` is level-triggered like the other roles. For each router it builds the
+wanted setup (``router.build``) and, unless the router's setup is the one it applied last and
+its devices still exist, compares it with the namespace and changes only the difference:
+
+- the namespace (``lo`` up, IPv4 forwarding on);
+- per router port a veth ``tapXXXXXXXX-XX`` (on br-int, with ``external_ids``
+  ``iface-id``/``attached-mac``/``iface-status`` like the DHCP port, so the L2 role wires it)
+  ↔ ``qr-``/``qg-XXXXXXXX-XX`` in the namespace — a veth because an OVS internal port of the
+  userspace datapath cannot move to another namespace; TX checksum offload off on both ends;
+  MAC, MTU and addresses set, extra addresses removed; devices of ports that went away deleted;
+- routes added and removed one by one (``proto static`` marks the ones the role owns);
+- the nat table replaced by one ``iptables-restore`` only when ``iptables-save`` shows other
+  rules. Nothing is flushed: conntrack entries (established SNAT and floating IP connections)
+  survive rule changes and agent restarts;
+- the metadata proxy (``stacklet.agent.metadata``) ensured in the namespace, listening on
+  9697 behind the nat REDIRECT of 169.254.169.254:80.
+
+A router no longer here: proxy stopped, its tap devices removed from br-int, namespace deleted.
+``sync`` returns the floating IPs applied (to be reported ACTIVE) and those of routers taken
+down here (DOWN); one router's failure does not stop the others.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from stacklet.agent.l3 import router as layout
+from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
+from stacklet.agent.l3.router import Device, RouterSetup
+
+LOG = logging.getLogger(__name__)
+PREFIX = "qrouter-"
+
+
+class L3Error(RuntimeError):
+    pass
+
+
+def _run(cmd: Sequence[str], check: bool = True, timeout: float = 30,
+         stdin: str | None = None) -> str:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
+                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise L3Error(f"{' '.join(cmd)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+@dataclass
+class SyncResult:
+    active_fips: list[str] = field(default_factory=list)
+    down_fips: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+class L3Role:
+    def __init__(self, vsctl: Sequence[str], integration_bridge: str = "br-int",
+                 metadata_proxy: MetadataProxy | None = None) -> None:
+        self.vsctl = list(vsctl)
+        self.bridge = integration_bridge
+        self.proxy = metadata_proxy         # None: no metadata for instances behind routers
+        self.applied: dict[str, RouterSetup] = {}
+        self.counts = {"routers": 0, "ex_gw_ports": 0, "interfaces": 0, "floating_ips": 0}
+
+    def configurations(self) -> dict:
+        """What the L3 agent reports, with Neutron's keys."""
+        return {"agent_mode": "legacy", "interface_driver": "openvswitch",
+                "handle_internal_only_routers": True, "gateway_external_network_id": "",
+                "external_network_bridge": "", "log_agent_heartbeats": False, **self.counts}
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    def sync(self, snapshot: dict) -> SyncResult:
+        result = SyncResult()
+        routers = snapshot.get("routers", [])
+        wanted = {r["id"]: layout.build(r) for r in routers if r.get("admin_state_up", True)}
+        for r in routers:
+            if r["id"] not in wanted:
+                result.down_fips += [f["id"] for f in r.get("floating_ips", [])]
+        links = self._links()
+        for router_id, setup in sorted(wanted.items()):
+            try:
+                self._apply(setup, links)
+                result.active_fips += list(setup.floating_ips)
+            except (L3Error, OSError, subprocess.SubprocessError) as exc:
+                self.applied.pop(router_id, None)
+                result.failures.append(f"{router_id}: {exc}")
+        for router_id in sorted(self._present() - set(wanted)):
+            try:
+                self.remove(router_id)
+            except (L3Error, OSError, subprocess.SubprocessError) as exc:
+                result.failures.append(f"{router_id}: {exc}")
+        setups = list(wanted.values())
+        self.counts = {
+            "routers": len(setups),
+            "ex_gw_ports": sum(1 for s in setups for d in s.devices if d.kind == "qg"),
+            "interfaces": sum(1 for s in setups for d in s.devices if d.kind == "qr"),
+            "floating_ips": sum(len(s.floating_ips) for s in setups)}
+        return result
+
+    @staticmethod
+    def _links() -> set[str]:
+        return {link["ifname"] for link in json.loads(_run(["ip", "-j", "link", "show"]))}
+
+    @staticmethod
+    def _namespaces() -> set[str]:
+        out = _run(["ip", "-j", "netns", "list"], check=False).strip()
+        return {n["name"] for n in json.loads(out or "[]") if n["name"].startswith(PREFIX)}
+
+    def _present(self) -> set[str]:
+        return {ns[len(PREFIX):] for ns in self._namespaces()} | set(self.applied)
+
+    def _apply(self, setup: RouterSetup, links: set[str]) -> None:
+        if self.applied.get(setup.router_id) == setup and \
+                all(d.outer in links for d in setup.devices):
+            self._ensure_proxy(setup)
+            return
+        ns = setup.namespace
+        if ns not in self._namespaces():
+            _run(["ip", "netns", "add", ns])
+            LOG.info("router %s: namespace created", setup.router_id)
+        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        present = self._devices(ns)
+        wanted = {d.inner for d in setup.devices}
+        for inner in sorted(set(present) - wanted):
+            self._unplug(ns, inner)
+        for device in setup.devices:
+            self._plug(ns, device, device.inner in present and device.outer in links)
+        self._routes(ns, setup.routes)
+        self._nat(ns, setup)
+        self._ensure_proxy(setup)
+        self.applied[setup.router_id] = setup
+        LOG.info("router %s applied: %d devices, %d routes, %d floating IPs", setup.router_id,
+                 len(setup.devices), len(setup.routes), len(setup.floating_ips))
+
+    # -- devices ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _devices(ns: str) -> dict[str, dict]:
+        """qr-/qg- devices in the namespace with their global addresses."""
+        out = {}
+        for entry in json.loads(_run(["ip", "-j", "-n", ns, "addr", "show"]) or "[]"):
+            name = entry["ifname"]
+            if name.startswith(("qr-", "qg-")):
+                out[name] = {"mac": entry.get("address"), "mtu": entry.get("mtu"),
+                             "addresses": {f"{a['local']}/{a['prefixlen']}"
+                                           for a in entry.get("addr_info", [])
+                                           if a.get("scope") == "global"}}
+        return out
+
+    def _plug(self, ns: str, device: Device, exists: bool) -> None:
+        mtu = str(device.mtu)
+        if not exists:
+            _run(["ip", "-n", ns, "link", "del", device.inner], check=False)
+            _run(["ip", "link", "del", device.outer], check=False)
+            _run(["ip", "link", "add", device.outer, "mtu", mtu, "type", "veth", "peer", "name",
+                  device.inner, "mtu", mtu, "address", device.mac, "netns", ns])
+            _run(["ethtool", "-K", device.outer, "tx", "off"], check=False)
+            _run(["ip", "netns", "exec", ns, "ethtool", "-K", device.inner, "tx", "off"],
+                 check=False)
+        _run(["ip", "link", "set", device.outer, "mtu", mtu, "up"])
+        _run(["ip", "-n", ns, "link", "set", device.inner, "address", device.mac, "mtu", mtu,
+              "up"])
+        _run([*self.vsctl, "--may-exist", "add-port", self.bridge, device.outer, "--",
+              "set", "Interface", device.outer, f"external_ids:iface-id={device.port_id}",
+              f"external_ids:attached-mac={device.mac}", "external_ids:iface-status=active",
+              f"mtu_request={device.mtu}"])
+        current = self._devices(ns).get(device.inner, {}).get("addresses", set())
+        wanted = set(device.addresses)
+        for cidr in sorted(current - wanted):
+            _run(["ip", "-n", ns, "addr", "del", cidr, "dev", device.inner])
+        for cidr in sorted(wanted - current):
+            extra = ["nodad"] if ":" in cidr else []
+            _run(["ip", "-n", ns, "addr", "add", cidr, "dev", device.inner, *extra])
+
+    def _unplug(self, ns: str, inner: str) -> None:
+        outer = "tap" + inner[3:]
+        _run([*self.vsctl, "--if-exists", "del-port", self.bridge, outer], check=False)
+        _run(["ip", "-n", ns, "link", "del", inner], check=False)
+        _run(["ip", "link", "del", outer], check=False)
+
+    # -- routes and NAT -----------------------------------------------------------------------
+
+    @staticmethod
+    def _routes(ns: str, wanted: Sequence[tuple[str, str]]) -> None:
+        current = set()
+        for entry in json.loads(_run(["ip", "-j", "-n", ns, "route", "show", "proto",
+                                      "static"]) or "[]"):
+            dst = entry.get("dst", "")
+            dst = "0.0.0.0/0" if dst == "default" else \
+                str(ipaddress.ip_network(dst, strict=False))
+            if entry.get("gateway"):
+                current.add((dst, entry["gateway"]))
+        for dst, via in sorted(current - set(wanted)):
+            _run(["ip", "-n", ns, "route", "del", dst, "via", via, "proto", "static"],
+                 check=False)
+        failed = []
+        for dst, via in wanted:
+            if (dst, via) in current:
+                continue
+            try:
+                _run(["ip", "-n", ns, "route", "replace", dst, "via", via, "proto", "static"])
+            except L3Error as exc:      # e.g. a next hop not on a connected subnet yet
+                failed.append(str(exc))
+        if failed:
+            raise L3Error("; ".join(failed))
+
+    @staticmethod
+    def _nat(ns: str, setup: RouterSetup) -> None:
+        saved = _run(["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"], check=False)
+        if [line for line in saved.splitlines() if line.startswith("-A ")] == \
+                list(setup.nat_rules):
+            return
+        _run(["ip", "netns", "exec", ns, "iptables-restore"], stdin=setup.nat)
+
+    def _ensure_proxy(self, setup: RouterSetup) -> None:
+        if self.proxy is None:
+            return
+        try:
+            self.proxy.ensure(setup.namespace, router_id=setup.router_id, bind=ROUTER_BIND)
+        except Exception as exc:  # noqa: BLE001 - metadata must not hold up routing
+            LOG.warning("router %s: metadata proxy: %s", setup.router_id, exc)
+
+    # -- teardown -----------------------------------------------------------------------------
+
+    def remove(self, router_id: str) -> None:
+        """Stop the router's metadata proxy, unplug its ports, delete its namespace."""
+        ns = layout.namespace(router_id)
+        if self.proxy is not None:
+            self.proxy.stop(router_id)
+        if ns in self._namespaces():
+            for inner in self._devices(ns):
+                self._unplug(ns, inner)
+            _run(["ip", "netns", "delete", ns])
+        self.applied.pop(router_id, None)
+        LOG.info("router %s removed from this node", router_id)
+
+    def remove_all(self) -> list[str]:
+        """Everything this role set up on the node (``stacklet down``, a node going away)."""
+        ids = sorted(self._present())
+        for router_id in ids:
+            self.remove(router_id)
+        return ids
+

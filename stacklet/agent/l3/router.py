@@ -1,0 +1,142 @@
+"""From one router of the host snapshot to what its ``qrouter-`` namespace must hold.
+
+Pure functions, no I/O: the role compares the result with the namespace and changes the
+difference. Names and rules follow Neutron's legacy L3 agent so that its documentation reads
+the same here:
+
+- devices: one veth per router port, ``tapXXXXXXXX-XX`` on br-int (carrying the port's
+  ``iface-id``: the L2 role wires it) ↔ ``qr-XXXXXXXX-XX`` (interfaces) or ``qg-XXXXXXXX-XX``
+  (gateway) in the namespace, with the port's MAC, MTU and addresses; the gateway device also
+  holds every floating IP as a /32, so the namespace answers ARP for them;
+- routes: the default route via the external subnet's gateway, and the router's extra routes;
+- NAT, one ``iptables-restore`` of the whole nat table (atomic, conntrack untouched), chains
+  named like Neutron's ``neutron-l3-agent-*`` with a ``stacklet-`` prefix:
+
+  ``stacklet-PREROUTING``  metadata REDIRECT to the proxy; floating IP DNAT
+  ``stacklet-OUTPUT``      floating IP DNAT for the router's own traffic
+  ``stacklet-POSTROUTING`` traffic neither entering nor leaving by the gateway (between
+                           internal subnets) and not DNATed: ACCEPT, never NATed
+  ``stacklet-snat``        ``stacklet-float-snat`` first (fixed → floating), then SNAT of
+                           what leaves by the gateway to the gateway address (enable_snat)
+
+The rules are written as ``iptables-save`` prints them, so the role can tell a namespace that
+already has them (an agent restart) and leave it alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from stacklet.agent.metadata.haproxy import METADATA_IP, ROUTER_BIND
+
+CHAIN = "stacklet"
+
+
+@dataclass(frozen=True)
+class Device:
+    port_id: str
+    kind: str                       # "qr" (interface) or "qg" (gateway)
+    outer: str                      # on br-int
+    inner: str                      # in the namespace
+    mac: str
+    mtu: int
+    addresses: tuple[str, ...]      # "ip/prefixlen"
+
+
+@dataclass(frozen=True)
+class RouterSetup:
+    router_id: str
+    namespace: str
+    devices: tuple[Device, ...]
+    routes: tuple[tuple[str, str], ...]     # (destination network, next hop)
+    nat_rules: tuple[str, ...]              # "-A chain ..." lines of the nat table
+    floating_ips: tuple[str, ...]           # ids of the floating IPs this setup applies
+
+    @property
+    def nat(self) -> str:
+        """The nat table for ``iptables-restore`` (replaces the whole table)."""
+        chains = [f":{c} ACCEPT [0:0]" for c in ("PREROUTING", "INPUT", "OUTPUT",
+                                                    "POSTROUTING")]
+        chains += [f":{CHAIN}-{c} - [0:0]" for c in ("OUTPUT", "POSTROUTING", "PREROUTING",
+                                                      "float-snat", "snat")]
+        return "\n".join(["*nat", *chains, *self.nat_rules, "COMMIT", ""])
+
+
+def namespace(router_id: str) -> str:
+    return f"qrouter-{router_id}"
+
+
+def device_names(port_id: str, kind: str) -> tuple[str, str]:
+    """(br-int end, namespace end) of a router port's veth."""
+    return f"tap{port_id[:11]}", f"{kind}-{port_id[:11]}"
+
+
+def _host(address: str) -> str:
+    return f"{address}/{32 if ':' not in address else 128}"
+
+
+def _device(port: dict, kind: str, extra: tuple[str, ...] = ()) -> Device:
+    outer, inner = device_names(port["id"], kind)
+    addresses = tuple(f"{f['ip_address']}/{ipaddress.ip_network(f['cidr']).prefixlen}"
+                      for f in port["fixed_ips"]) + extra
+    return Device(port["id"], kind, outer, inner, port["mac_address"],
+                  int(port.get("mtu") or 1500), addresses)
+
+
+def _v4(address: str | None) -> bool:
+    return bool(address) and ":" not in address
+
+
+def build(router: dict) -> RouterSetup:
+    """The namespace contents of one router (an entry of the snapshot's ``routers``)."""
+    gw_port = router.get("gw_port")
+    fips = [f for f in router.get("floating_ips", []) if _v4(f.get("fixed_ip_address"))]
+    devices = [_device(p, "qr") for p in router.get("interfaces", [])]
+    routes: list[tuple[str, str]] = []
+    gw_ip = None
+    gw_dev = None
+    if gw_port is not None:
+        gateway = _device(gw_port, "qg", tuple(_host(f["floating_ip_address"]) for f in fips))
+        devices.append(gateway)
+        gw_dev = gateway.inner
+        v4 = [f for f in gw_port["fixed_ips"] if _v4(f["ip_address"])]
+        if v4:
+            gw_ip = v4[0]["ip_address"]
+            if v4[0].get("gateway_ip"):
+                routes.append(("0.0.0.0/0", v4[0]["gateway_ip"]))
+    for route in router.get("routes", []):
+        routes.append((str(ipaddress.ip_network(route["destination"], strict=False)),
+                       route["nexthop"]))
+    rules = [f"-A PREROUTING -j {CHAIN}-PREROUTING",
+             f"-A OUTPUT -j {CHAIN}-OUTPUT",
+             f"-A POSTROUTING -j {CHAIN}-POSTROUTING",
+             f"-A POSTROUTING -j {CHAIN}-snat",
+             f"-A {CHAIN}-PREROUTING -d {METADATA_IP}/32 -i qr-+ -p tcp -m tcp --dport 80 "
+             f"-j REDIRECT --to-ports {ROUTER_BIND[1]}"]
+    if gw_dev is not None:
+        for fip in fips:
+            floating, fixed = fip["floating_ip_address"], fip["fixed_ip_address"]
+            rules += [f"-A {CHAIN}-PREROUTING -d {floating}/32 -j DNAT --to-destination {fixed}",
+                      f"-A {CHAIN}-OUTPUT -d {floating}/32 -j DNAT --to-destination {fixed}",
+                      f"-A {CHAIN}-float-snat -s {fixed}/32 -j SNAT --to-source {floating}"]
+        rules += [f"-A {CHAIN}-POSTROUTING ! -i {gw_dev} ! -o {gw_dev} -m conntrack ! "
+                  f"--ctstate DNAT -j ACCEPT",
+                  f"-A {CHAIN}-snat -j {CHAIN}-float-snat"]
+        if router.get("enable_snat", True) and gw_ip:
+            rules.append(f"-A {CHAIN}-snat -o {gw_dev} -j SNAT --to-source {gw_ip}")
+    return RouterSetup(router["id"], namespace(router["id"]), tuple(devices), tuple(routes),
+                       tuple(_ordered(rules)),
+                       tuple(f["id"] for f in fips) if gw_dev is not None else ())
+
+
+def _ordered(rules: list[str]) -> list[str]:
+    """Rules grouped by chain in iptables-save's order (built-in chains first, then the
+    others by name), each chain keeping its rules' order."""
+    builtin = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
+
+    def chain(rule: str) -> tuple[int, str]:
+        name = rule.split()[1]
+        return (builtin.index(name), "") if name in builtin else (len(builtin), name)
+
+    return sorted(rules, key=chain)

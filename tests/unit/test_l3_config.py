@@ -1,0 +1,104 @@
+"""The L3 role's pure part: a snapshot router → devices, routes and nat rules."""
+
+from __future__ import annotations
+
+import copy
+
+from stacklet.agent.l3.router import build, device_names
+
+GW_PORT = "aaaaaaaa-1111-4111-8111-111111111111"
+QR1 = "bbbbbbbb-2222-4222-8222-222222222222"
+QR2 = "cccccccc-3333-4333-8333-333333333333"
+ROUTER = {
+    "id": "rrrrrrrr-0000-4000-8000-000000000000", "admin_state_up": True, "enable_snat": True,
+    "routes": [{"destination": "10.70.0.5/16", "nexthop": "10.0.1.9"}],
+    "gw_port": {"id": GW_PORT, "mac_address": "fa:16:3e:00:00:01", "mtu": 1500,
+                "fixed_ips": [{"subnet_id": "ext", "ip_address": "203.0.113.5",
+                               "cidr": "203.0.113.0/24", "gateway_ip": "203.0.113.1"}]},
+    "interfaces": [
+        {"id": QR1, "mac_address": "fa:16:3e:00:00:02", "mtu": 1450,
+         "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.1.1", "cidr": "10.0.1.0/24",
+                        "gateway_ip": "10.0.1.1"}]},
+        {"id": QR2, "mac_address": "fa:16:3e:00:00:03", "mtu": 1450,
+         "fixed_ips": [{"subnet_id": "s2", "ip_address": "10.0.2.1", "cidr": "10.0.2.0/24",
+                        "gateway_ip": "10.0.2.1"},
+                       {"subnet_id": "s6", "ip_address": "2001:db8::1",
+                        "cidr": "2001:db8::/64", "gateway_ip": "2001:db8::1"}]}],
+    "floating_ips": [{"id": "fip1", "floating_ip_address": "203.0.113.20",
+                      "fixed_ip_address": "10.0.1.5", "port_id": "p1", "status": "DOWN"}],
+}
+QG, QR = device_names(GW_PORT, "qg")[1], "qr-+"
+
+
+def test_one_veth_per_port_named_like_neutrons_with_mac_mtu_and_addresses():
+    setup = build(ROUTER)
+    assert setup.namespace == f"qrouter-{ROUTER['id']}"
+    devices = {d.inner: d for d in setup.devices}
+    assert sorted(devices) == ["qg-aaaaaaaa-11", "qr-bbbbbbbb-22", "qr-cccccccc-33"]
+    gw = devices["qg-aaaaaaaa-11"]
+    assert (gw.outer, gw.kind, gw.mac, gw.mtu, gw.port_id) == (
+        "tapaaaaaaaa-11", "qg", "fa:16:3e:00:00:01", 1500, GW_PORT)
+    assert gw.addresses == ("203.0.113.5/24", "203.0.113.20/32"), "floating IPs as /32"
+    assert devices["qr-cccccccc-33"].addresses == ("10.0.2.1/24", "2001:db8::1/64")
+    assert devices["qr-bbbbbbbb-22"].mtu == 1450
+
+
+def test_default_route_via_the_external_gateway_and_extra_routes():
+    assert build(ROUTER).routes == (("0.0.0.0/0", "203.0.113.1"), ("10.70.0.0/16", "10.0.1.9"))
+    no_gateway = copy.deepcopy(ROUTER)
+    no_gateway["gw_port"]["fixed_ips"][0]["gateway_ip"] = None
+    assert build(no_gateway).routes == (("10.70.0.0/16", "10.0.1.9"),)
+
+
+def test_snat_floating_ips_and_no_nat_between_internal_subnets():
+    rules = build(ROUTER).nat_rules
+    assert f"-A stacklet-snat -o {QG} -j SNAT --to-source 203.0.113.5" in rules
+    assert "-A stacklet-PREROUTING -d 203.0.113.20/32 -j DNAT --to-destination 10.0.1.5" in rules
+    assert "-A stacklet-OUTPUT -d 203.0.113.20/32 -j DNAT --to-destination 10.0.1.5" in rules
+    assert "-A stacklet-float-snat -s 10.0.1.5/32 -j SNAT --to-source 203.0.113.20" in rules
+    accept = (f"-A stacklet-POSTROUTING ! -i {QG} ! -o {QG} -m conntrack ! --ctstate DNAT "
+              f"-j ACCEPT")
+    assert accept in rules
+    # floating SNAT before the router's SNAT: an instance with a FIP leaves with the FIP
+    snat = [r for r in rules if r.startswith("-A stacklet-snat")]
+    assert snat == ["-A stacklet-snat -j stacklet-float-snat",
+                    f"-A stacklet-snat -o {QG} -j SNAT --to-source 203.0.113.5"]
+    assert f"-A stacklet-PREROUTING -d 169.254.169.254/32 -i {QR} -p tcp -m tcp --dport 80 " \
+        "-j REDIRECT --to-ports 9697" in rules
+    assert build(ROUTER).floating_ips == ("fip1",)
+
+
+def test_enable_snat_false_keeps_floating_ips_but_no_router_snat():
+    router = dict(ROUTER, enable_snat=False)
+    rules = build(router).nat_rules
+    assert not any("--to-source 203.0.113.5" in r for r in rules)
+    assert "-A stacklet-float-snat -s 10.0.1.5/32 -j SNAT --to-source 203.0.113.20" in rules
+
+
+def test_without_a_gateway_only_metadata_and_no_floating_ips():
+    router = dict(ROUTER, gw_port=None)
+    setup = build(router)
+    assert [d.kind for d in setup.devices] == ["qr", "qr"]
+    assert setup.routes == (("10.70.0.0/16", "10.0.1.9"),)
+    assert not any("SNAT" in r or "DNAT" in r for r in setup.nat_rules)
+    assert setup.floating_ips == ()
+
+
+def test_rules_come_grouped_by_chain_as_iptables_save_prints_them():
+    rules = build(ROUTER).nat_rules
+    chains = [r.split()[1] for r in rules]
+    order = ["PREROUTING", "OUTPUT", "POSTROUTING", "stacklet-OUTPUT", "stacklet-POSTROUTING",
+             "stacklet-PREROUTING", "stacklet-float-snat", "stacklet-snat"]
+    assert sorted(chains, key=order.index) == chains
+    text = build(ROUTER).nat
+    assert text.startswith("*nat\n:PREROUTING ACCEPT [0:0]\n")
+    assert text.endswith("COMMIT\n")
+    for chain in order[3:]:
+        assert f":{chain} - [0:0]" in text
+
+
+def test_a_changed_floating_ip_changes_the_setup():
+    moved = copy.deepcopy(ROUTER)
+    moved["floating_ips"][0]["fixed_ip_address"] = "10.0.2.7"
+    assert build(moved) != build(ROUTER)
+    assert build(copy.deepcopy(ROUTER)) == build(ROUTER), "equal snapshots, equal setups"
