@@ -133,3 +133,26 @@ def test_the_dhcp_nodes_death_moves_its_networks_and_new_instances_still_get_lea
     assert lease["ip"] == vm.ip and lease["serverid"] == port["fixed_ips"][0]["ip_address"]
     assert f"qdhcp-{net['id']}" in survivor.private_netns()
     vm.unplug()
+
+
+def test_an_isolated_slaac_subnet_is_advertised_and_the_guest_takes_its_address(api, trio):
+    d1, d2, c1 = trio
+    net = api.create("network", name=uname("v6"))
+    v4 = api.create("subnet", network_id=net["id"], ip_version=4, cidr="10.64.0.0/24")
+    api.create("subnet", network_id=net["id"], ip_version=6, cidr="2001:db8:64::/64",
+               ipv6_ra_mode="slaac", ipv6_address_mode="slaac")
+    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=20)
+    port = api.create("port", network_id=net["id"], device_owner="compute:nova",
+                      **{"binding:host_id": c1.host})
+    v6 = next(ip["ip_address"] for ip in port["fixed_ips"] if ":" in ip["ip_address"])
+    # the guest starts with its IPv4 address only: the IPv6 one must come from the RA
+    vm = c1.plug(dict(port, fixed_ips=[ip for ip in port["fixed_ips"]
+                                       if ip["subnet_id"] == v4["id"]]),
+                 network_mtu=net["mtu"], cidrs={v4["id"]: v4["cidr"]})
+    wait_status(api, port["id"], "ACTIVE")
+    assert wait_for(lambda: f"{v6}/64" in vm.exec(["ip", "-6", "addr", "show", "dev",
+                                                   "eth0"]).stdout, 20,
+                    what="the SLAAC address from the router advertisement")
+    assert "default" not in vm.exec(["ip", "-6", "route", "show"]).stdout, \
+        "dnsmasq is no router: router lifetime 0"
+    vm.unplug()

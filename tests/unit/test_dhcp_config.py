@@ -68,7 +68,8 @@ def test_ipv6_stateful_addresses_in_brackets_stateless_and_slaac_have_none():
     assert "2001:db8:1::5" not in hosts
     ranges = dnsmasq.ranges(net, CONF)
     assert ranges == [f"set:subnet-{V4},10.0.0.0,static,255.255.255.0,86400s",
-                      f"set:subnet-{V6},2001:db8::,static,64,86400s"]
+                      f"set:subnet-{V6},2001:db8::,static,64,86400s",
+                      f"set:subnet-{SLAAC},2001:db8:1::,ra-only,64,86400s"]  # isolated: RA
     stateless = copy.deepcopy(net)
     stateless["subnets"][1]["ipv6_address_mode"] = "dhcpv6-stateless"
     assert "2001:db8::5" not in dnsmasq.hosts_file(stateless, CONF)
@@ -176,3 +177,21 @@ def test_names_and_when_dnsmasq_runs():
     off = network()
     off["subnets"][0]["enable_dhcp"] = False
     assert not dnsmasq.can_serve(off)
+
+
+def test_isolated_ipv6_subnets_with_an_ra_mode_get_router_advertisements_from_dnsmasq():
+    modes = ("slaac", "dhcpv6-stateless", "dhcpv6-stateful")
+    net = network(subnets=[subnet(V4, "10.0.0.0/24", gateway="10.0.0.1")] + [
+        subnet(f"4444444{i}-0000-4000-8000-000000000001", f"2001:db8:{i}::/64", 6,
+               f"2001:db8:{i}::1", ipv6_ra_mode=mode, ipv6_address_mode=mode)
+        for i, mode in enumerate(modes)])
+    cmd = dnsmasq.command(net, CONF, "/d")
+    assert "--enable-ra" in cmd and "--ra-param=ns-aaaaaaaa-bb,mtu:1450,0,0" in cmd
+    assert [r.split(",")[2] for r in dnsmasq.ranges(net, CONF)] == [
+        "static", "ra-only", "ra-stateless", "static"]
+    routed = copy.deepcopy(net)
+    for s in routed["subnets"]:
+        s["isolated"] = False
+    assert "--enable-ra" not in dnsmasq.command(routed, CONF, "/d")
+    assert [r.split(",")[2] for r in dnsmasq.ranges(routed, CONF)] == [
+        "static", "static", "static"]     # SLAAC without a router here: nothing to serve

@@ -14,8 +14,9 @@ Neutron's (``neutron/agent/linux/dhcp.py``) so a Neutron operator reads them as 
   route) and the router (3); per port (tag ``port-<id>``) its ``extra_dhcp_opts``.
 
 The command carries what changes rarely: the ranges (one static range per DHCP subnet: leases
-only for known MACs), the interface, the MTU (26, forced: sent even when not asked for) and
-the domain (15). Port changes touch only the files (dnsmasq re-reads them on SIGHUP); a changed
+only for known MACs), the interface, the MTU (26, forced: sent even when not asked for), the
+domain (15) and, for IPv6 subnets with an ``ipv6_ra_mode`` and no router, router
+advertisements (prefix, flags and MTU, router lifetime 0). Port changes touch only the files (dnsmasq re-reads them on SIGHUP); a changed
 command line means a restart.
 """
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 METADATA_IP = "169.254.169.254"
 DHCP_OWNER = "network:dhcp"
 STATEFUL_V6 = ("dhcpv6-stateful", None)
+RA_MODES = {"slaac": "ra-only", "dhcpv6-stateless": "ra-stateless", "dhcpv6-stateful": "static"}
 
 
 @dataclass(frozen=True)
@@ -170,9 +172,18 @@ def opts_file(net: dict, conf: DhcpConfig) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+def advertised(subnet: dict) -> bool:
+    """IPv6 subnets whose router advertisements dnsmasq sends: an ``ipv6_ra_mode`` and no
+    router on the subnet (a routed subnet's RAs are its router's, as in Neutron)."""
+    return subnet["ip_version"] == 6 and bool(subnet.get("ipv6_ra_mode")) and \
+        subnet.get("isolated", True)
+
+
 def ranges(net: dict, conf: DhcpConfig) -> list[str]:
     """``--dhcp-range`` values: a static range per DHCP subnet (IPv6: stateful and
-    stateless; SLAAC-only subnets get none), as Neutron writes them."""
+    stateless; SLAAC-only subnets get none), as Neutron writes them. Advertised IPv6 subnets
+    use dnsmasq's RA modes: ``ra-only`` (SLAAC: A flag), ``ra-stateless`` (A and O flags),
+    ``static`` (M flag)."""
     out = []
     for subnet in _dhcp_subnets(net):
         cidr = ipaddress.ip_network(subnet["cidr"])
@@ -180,9 +191,13 @@ def ranges(net: dict, conf: DhcpConfig) -> list[str]:
         if cidr.version == 4:
             out.append(f"{tag},{cidr.network_address},static,{cidr.netmask},{_lease(conf)}")
             continue
-        if subnet.get("ipv6_address_mode") == "slaac" or cidr.prefixlen < 64:
+        if advertised(subnet) and cidr.prefixlen == 64:
+            mode = RA_MODES[subnet["ipv6_ra_mode"]]
+        elif subnet.get("ipv6_address_mode") == "slaac" or cidr.prefixlen < 64:
             continue
-        out.append(f"{tag},{cidr.network_address},static,{cidr.prefixlen},{_lease(conf)}")
+        else:
+            mode = "static"
+        out.append(f"{tag},{cidr.network_address},{mode},{cidr.prefixlen},{_lease(conf)}")
     return out
 
 
@@ -200,6 +215,9 @@ def command(net: dict, conf: DhcpConfig, directory: str) -> tuple[str, ...]:
     argv += [f"--dhcp-range={r}" for r in ranges(net, conf)]
     if net.get("mtu"):
         argv.append(f"--dhcp-option-force=option:mtu,{net['mtu']}")
+    if any(advertised(s) for s in _dhcp_subnets(net)):
+        # prefixes and MTU, but a router lifetime of 0: dnsmasq is no router
+        argv += ["--enable-ra", f"--ra-param={inner},mtu:{net.get('mtu') or 1500},0,0"]
     argv += [f"--dhcp-lease-max={max(leases, 1)}", f"--domain={conf.domain}"]
     return tuple(argv)
 
