@@ -9,6 +9,7 @@ provider segment: upstream router 203.0.113.1, internet host 198.51.100.10.
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 import pytest
@@ -163,3 +164,19 @@ def test_an_l3_agent_restart_breaks_no_established_connection(world):
     whoami_listen(host, 8082)
     assert peer_address(a, INTERNET, 8082) == world["gateway_ip"]
     api.remove("floatingip", fip["id"])
+
+
+_FETCH = ("import json, sys, urllib.request; print(json.load(urllib.request.urlopen("
+          "'http://169.254.169.254/openstack/latest/meta_data.json', timeout=3))['uuid'])")
+
+
+def test_metadata_through_the_routers_proxy(world):
+    """169.254.169.254:80 from an instance is redirected to the router namespace's proxy,
+    which tells the server which router the request came through."""
+    a = world["vms"]["a"]
+
+    def fetch():
+        proc = a.exec([sys.executable, "-c", _FETCH], timeout=15)
+        return proc.returncode == 0 and proc.stdout.strip()
+
+    assert wait_for(fetch, 15, interval=0.5, what="metadata") == a.port["device_id"]

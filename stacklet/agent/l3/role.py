@@ -54,6 +54,11 @@ def _run(cmd: Sequence[str], check: bool = True, timeout: float = 30,
     return proc.stdout
 
 
+def _link(device: Device | None) -> tuple | None:
+    """What plugging a device sets (addresses are compared on their own)."""
+    return device and (device.port_id, device.outer, device.inner, device.mac, device.mtu)
+
+
 @dataclass
 class SyncResult:
     active_fips: list[str] = field(default_factory=list)
@@ -119,22 +124,29 @@ class L3Role:
         return {ns[len(PREFIX):] for ns in self._namespaces()} | set(self.applied)
 
     def _apply(self, setup: RouterSetup, links: set[str]) -> None:
-        if self.applied.get(setup.router_id) == setup and \
-                all(d.outer in links for d in setup.devices):
+        previous = self.applied.get(setup.router_id)
+        if previous == setup and all(d.outer in links for d in setup.devices):
             self._ensure_proxy(setup)
             return
         ns = setup.namespace
-        if ns not in self._namespaces():
-            _run(["ip", "netns", "add", ns])
-            LOG.info("router %s: namespace created", setup.router_id)
-        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        if previous is None or ns not in self._namespaces():
+            if ns not in self._namespaces():
+                _run(["ip", "netns", "add", ns])
+                LOG.info("router %s: namespace created", setup.router_id)
+            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
         present = self._devices(ns)
         wanted = {d.inner for d in setup.devices}
         for inner in sorted(set(present) - wanted):
             self._unplug(ns, inner)
+        before = {d.inner: d for d in previous.devices} if previous else {}
         for device in setup.devices:
-            self._plug(ns, device, device.inner in present and device.outer in links)
+            exists = device.inner in present and device.outer in links
+            if not exists or _link(before.get(device.inner)) != _link(device):
+                # new, changed, or first seen by this agent process: (re)state the link
+                self._plug(ns, device, exists)
+            self._addresses(ns, device, present.get(device.inner, {}).get("addresses", set())
+                            if exists else set())
         self._routes(ns, setup.routes)
         self._nat(ns, setup)
         self._ensure_proxy(setup)
@@ -174,7 +186,9 @@ class L3Role:
               "set", "Interface", device.outer, f"external_ids:iface-id={device.port_id}",
               f"external_ids:attached-mac={device.mac}", "external_ids:iface-status=active",
               f"mtu_request={device.mtu}"])
-        current = self._devices(ns).get(device.inner, {}).get("addresses", set())
+
+    @staticmethod
+    def _addresses(ns: str, device: Device, current: set[str]) -> None:
         wanted = set(device.addresses)
         for cidr in sorted(current - wanted):
             _run(["ip", "-n", ns, "addr", "del", cidr, "dev", device.inner])
