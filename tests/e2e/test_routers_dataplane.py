@@ -10,6 +10,7 @@ provider segment: upstream router 203.0.113.1, internet host 198.51.100.10.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 
 import pytest
@@ -126,10 +127,16 @@ def test_floating_ip_reach_disassociate_and_move(world):
     # the instance's own connections leave with the floating address
     whoami_listen(host, 8081)
     assert peer_address(a, INTERNET, 8081) == address
-    # disassociated: DOWN, unreachable
+    # disassociated: DOWN, unreachable, also for a ping that was running (its conntrack
+    # entry goes with the mapping)
+    run = host.ping_background(address, interval=0.05)
+    time.sleep(0.5)
     assert api.update("floatingip", fip["id"], port_id=None)["status"] == "DOWN"
     assert wait_for(lambda: not host.ping(address, count=1, timeout=1), 10,
                     what="the FIP to stop answering")
+    time.sleep(1.0)
+    sent, received = run.stop()
+    assert 5 <= received <= sent - 15, (sent, received)
     assert not host.tcp_connect(address, 7000, timeout=1)
     # associated with b: b answers on it, a does not
     api.update("floatingip", fip["id"], port_id=b.port_id)

@@ -66,6 +66,7 @@ def test_snat_floating_ips_and_no_nat_between_internal_subnets():
     assert f"-A stacklet-PREROUTING -d 169.254.169.254/32 -i {QR} -p tcp -m tcp --dport 80 " \
         "-j REDIRECT --to-ports 9697" in rules
     assert build(ROUTER).floating_ips == ("fip1",)
+    assert build(ROUTER).mappings == (("203.0.113.20", "10.0.1.5"),)
 
 
 def test_enable_snat_false_keeps_floating_ips_but_no_router_snat():
@@ -81,7 +82,7 @@ def test_without_a_gateway_only_metadata_and_no_floating_ips():
     assert [d.kind for d in setup.devices] == ["qr", "qr"]
     assert setup.routes == (("10.70.0.0/16", "10.0.1.9"),)
     assert not any("SNAT" in r or "DNAT" in r for r in setup.nat_rules)
-    assert setup.floating_ips == ()
+    assert setup.floating_ips == () and setup.mappings == ()
 
 
 def test_rules_come_grouped_by_chain_as_iptables_save_prints_them():

@@ -15,7 +15,8 @@ its devices still exist, compares it with the namespace and changes only the dif
 - routes added and removed one by one (``proto static`` marks the ones the role owns);
 - the nat table replaced by one ``iptables-restore`` only when ``iptables-save`` shows other
   rules. Nothing is flushed: conntrack entries (established SNAT and floating IP connections)
-  survive rule changes and agent restarts;
+  survive rule changes and agent restarts, except those of a floating address whose mapping
+  this process changed (``conntrack -D``, as Neutron);
 - the metadata proxy (``stacklet.agent.metadata``) ensured in the namespace, listening on
   9697 behind the nat REDIRECT of 169.254.169.254:80.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -149,6 +151,8 @@ class L3Role:
                             if exists else set())
         self._routes(ns, setup.routes)
         self._nat(ns, setup)
+        if previous is not None:
+            self._forget_connections(ns, set(previous.mappings) ^ set(setup.mappings))
         self._ensure_proxy(setup)
         self.applied[setup.router_id] = setup
         LOG.info("router %s applied: %d devices, %d routes, %d floating IPs", setup.router_id,
@@ -235,6 +239,19 @@ class L3Role:
                 list(setup.nat_rules):
             return
         _run(["ip", "netns", "exec", ns, "iptables-restore"], stdin=setup.nat)
+
+    @staticmethod
+    def _forget_connections(ns: str, mappings: set[tuple[str, str]]) -> None:
+        """Delete the conntrack entries of floating addresses whose mapping changed (as
+        Neutron does): an entry made before the change would keep translating (or not) the
+        packets of its connection the old way. Never at an agent's first pass, so a restart
+        keeps every connection."""
+        if not mappings or not shutil.which("conntrack"):
+            return
+        for floating in sorted({f for f, _ in mappings}):
+            for direction in ("-d", "-q"):     # original destination, reply destination
+                _run(["ip", "netns", "exec", ns, "conntrack", "-D", direction, floating],
+                     check=False)
 
     def _ensure_proxy(self, setup: RouterSetup) -> None:
         if self.proxy is None:

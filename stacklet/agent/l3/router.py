@@ -52,6 +52,7 @@ class RouterSetup:
     routes: tuple[tuple[str, str], ...]     # (destination network, next hop)
     nat_rules: tuple[str, ...]              # "-A chain ..." lines of the nat table
     floating_ips: tuple[str, ...]           # ids of the floating IPs this setup applies
+    mappings: tuple[tuple[str, str], ...] = ()  # (floating address, fixed address)
 
     @property
     def nat(self) -> str:
@@ -125,9 +126,11 @@ def build(router: dict) -> RouterSetup:
                   f"-A {CHAIN}-snat -j {CHAIN}-float-snat"]
         if router.get("enable_snat", True) and gw_ip:
             rules.append(f"-A {CHAIN}-snat -o {gw_dev} -j SNAT --to-source {gw_ip}")
+    applied = fips if gw_dev is not None else []
     return RouterSetup(router["id"], namespace(router["id"]), tuple(devices), tuple(routes),
-                       tuple(_ordered(rules)),
-                       tuple(f["id"] for f in fips) if gw_dev is not None else ())
+                       tuple(_ordered(rules)), tuple(f["id"] for f in applied),
+                       tuple((f["floating_ip_address"], f["fixed_ip_address"])
+                             for f in applied))
 
 
 def _ordered(rules: list[str]) -> list[str]:
