@@ -87,6 +87,7 @@ class Agent:
         self.l3 = l3_role(conf, connection) if conf.l3.enabled else None
         self.l3_due = 0.0       # monotonic time of the next L3 check without a pass
         self.fips_reported: dict[str, str] = {}  # floating IP id → status we last reported
+        self.wired: frozenset[str] = frozenset()  # ports the last L2 pass wired
 
     # -- wake-ups -----------------------------------------------------------------------------
 
@@ -205,6 +206,9 @@ class Agent:
         started = time.monotonic()
         result = self.role.sync(self.snapshot)
         self.devices = len(result.wired)
+        self.wired = frozenset(result.wired)
+        if self.l3 is not None:
+            self.l3.announce(self.wired)
         self._report(result)
         if result.flow_mods:
             LOG.info("synced: %d ports wired, %d flow mods in %.0f ms", len(result.wired),
@@ -257,6 +261,7 @@ class Agent:
         if result.failures:
             LOG.warning("L3 sync: %s", "; ".join(result.failures))
             self.l3_due = time.monotonic() + 1.0
+        self.l3.announce(self.wired)
         known = {f["id"]: f["status"] for r in self.snapshot.get("routers", [])
                  for f in r.get("floating_ips", [])}
         report: dict[str, list[str]] = {"ACTIVE": [], "DOWN": []}

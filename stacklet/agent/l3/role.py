@@ -11,7 +11,9 @@ its devices still exist, compares it with the namespace and changes only the dif
   ``iface-id``/``attached-mac``/``iface-status`` like the DHCP port, so the L2 role wires it)
   ↔ ``qr-``/``qg-XXXXXXXX-XX`` in the namespace — a veth because an OVS internal port of the
   userspace datapath cannot move to another namespace; TX checksum offload off on both ends;
-  MAC, MTU and addresses set, extra addresses removed; devices of ports that went away deleted;
+  MAC, MTU and addresses set (a gratuitous ARP for each new IPv4 address, floating IPs
+  included, once the port is wired: ``announce``), extra addresses removed; devices of ports
+  that went away deleted;
 - routes added and removed one by one (``proto static`` marks the ones the role owns);
 - the nat table replaced by one ``iptables-restore`` only when ``iptables-save`` shows other
   rules. Nothing is flushed: conntrack entries (established SNAT and floating IP connections)
@@ -75,6 +77,9 @@ class L3Role:
         self.bridge = integration_bridge
         self.proxy = metadata_proxy         # None: no metadata for instances behind routers
         self.applied: dict[str, RouterSetup] = {}
+        self.announcing: list[subprocess.Popen] = []   # arping runs (each lasts ~1 s)
+        # port id → (namespace, device, address) to announce once the L2 role wired the port
+        self.pending: dict[str, set[tuple[str, str, str]]] = {}
         self.counts = {"routers": 0, "ex_gw_ports": 0, "interfaces": 0, "floating_ips": 0}
 
     def configurations(self) -> dict:
@@ -87,25 +92,29 @@ class L3Role:
 
     def sync(self, snapshot: dict) -> SyncResult:
         result = SyncResult()
+        self.announcing = [p for p in self.announcing if p.poll() is None]
         routers = snapshot.get("routers", [])
         wanted = {r["id"]: layout.build(r) for r in routers if r.get("admin_state_up", True)}
         for r in routers:
             if r["id"] not in wanted:
                 result.down_fips += [f["id"] for f in r.get("floating_ips", [])]
         links = self._links()
+        namespaces = self._namespaces()
         for router_id, setup in sorted(wanted.items()):
             try:
-                self._apply(setup, links)
+                self._apply(setup, links, namespaces)
                 result.active_fips += list(setup.floating_ips)
             except (L3Error, OSError, subprocess.SubprocessError) as exc:
                 self.applied.pop(router_id, None)
                 result.failures.append(f"{router_id}: {exc}")
-        for router_id in sorted(self._present() - set(wanted)):
+        for router_id in sorted(self._present(namespaces) - set(wanted)):
             try:
                 self.remove(router_id)
             except (L3Error, OSError, subprocess.SubprocessError) as exc:
                 result.failures.append(f"{router_id}: {exc}")
         setups = list(wanted.values())
+        ports = {d.port_id for s in setups for d in s.devices}
+        self.pending = {p: a for p, a in self.pending.items() if p in ports}
         self.counts = {
             "routers": len(setups),
             "ex_gw_ports": sum(1 for s in setups for d in s.devices if d.kind == "qg"),
@@ -122,17 +131,18 @@ class L3Role:
         out = _run(["ip", "-j", "netns", "list"], check=False).strip()
         return {n["name"] for n in json.loads(out or "[]") if n["name"].startswith(PREFIX)}
 
-    def _present(self) -> set[str]:
-        return {ns[len(PREFIX):] for ns in self._namespaces()} | set(self.applied)
+    def _present(self, namespaces: set[str] | None = None) -> set[str]:
+        namespaces = self._namespaces() if namespaces is None else namespaces
+        return {ns[len(PREFIX):] for ns in namespaces} | set(self.applied)
 
-    def _apply(self, setup: RouterSetup, links: set[str]) -> None:
-        previous = self.applied.get(setup.router_id)
+    def _apply(self, setup: RouterSetup, links: set[str], namespaces: set[str]) -> None:
+        ns = setup.namespace
+        previous = self.applied.get(setup.router_id) if ns in namespaces else None
         if previous == setup and all(d.outer in links for d in setup.devices):
             self._ensure_proxy(setup)
             return
-        ns = setup.namespace
-        if previous is None or ns not in self._namespaces():
-            if ns not in self._namespaces():
+        if previous is None:
+            if ns not in namespaces:
                 _run(["ip", "netns", "add", ns])
                 LOG.info("router %s: namespace created", setup.router_id)
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -149,8 +159,12 @@ class L3Role:
                 self._plug(ns, device, exists)
             self._addresses(ns, device, present.get(device.inner, {}).get("addresses", set())
                             if exists else set())
-        self._routes(ns, setup.routes)
-        self._nat(ns, setup)
+        if previous is None or previous.routes != setup.routes:
+            self._routes(ns, setup.routes)
+        if previous is None:
+            self._nat(ns, setup)        # only when iptables-save shows other rules
+        elif previous.nat_rules != setup.nat_rules:
+            _run(["ip", "netns", "exec", ns, "iptables-restore"], stdin=setup.nat)
         if previous is not None:
             self._forget_connections(ns, set(previous.mappings) ^ set(setup.mappings))
         self._ensure_proxy(setup)
@@ -191,14 +205,32 @@ class L3Role:
               f"external_ids:attached-mac={device.mac}", "external_ids:iface-status=active",
               f"mtu_request={device.mtu}"])
 
-    @staticmethod
-    def _addresses(ns: str, device: Device, current: set[str]) -> None:
+    def _addresses(self, ns: str, device: Device, current: set[str]) -> None:
         wanted = set(device.addresses)
         for cidr in sorted(current - wanted):
             _run(["ip", "-n", ns, "addr", "del", cidr, "dev", device.inner])
         for cidr in sorted(wanted - current):
             extra = ["nodad"] if ":" in cidr else []
             _run(["ip", "-n", ns, "addr", "add", cidr, "dev", device.inner, *extra])
+            if ":" not in cidr:
+                self.pending.setdefault(device.port_id, set()).add(
+                    (ns, device.inner, cidr.split("/")[0]))
+
+    def announce(self, wired: set[str] | frozenset[str]) -> None:
+        """Send a gratuitous ARP for each new address whose port the L2 role has wired (the
+        agent calls this after each L2 pass and each L3 pass), as Neutron does: neighbours
+        that were already asking for it (instances for their gateway, the upstream router for
+        a floating IP) learn the MAC at once instead of at their next ARP retry, up to a
+        second later. arping lingers a second after sending: it runs in the background."""
+        ready = [p for p in self.pending if p in wired]
+        if not ready or not shutil.which("arping"):
+            return
+        for port_id in ready:
+            for ns, device, address in sorted(self.pending.pop(port_id)):
+                self.announcing.append(subprocess.Popen(
+                    ["ip", "netns", "exec", ns, "arping", "-U", "-c", "1", "-I", device,
+                     address], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL))
 
     def _unplug(self, ns: str, inner: str) -> None:
         outer = "tap" + inner[3:]
