@@ -283,13 +283,18 @@ class Agent:
 
 
 def dhcp_role(conf: Config, ovsdb_connection: str) -> DhcpRole:
+    """The DHCP role, with a metadata proxy per isolated network when the server is reached
+    over a unix socket on this node (where the proxies forward)."""
     dhcp = conf.dhcp
+    url = conf.agent_server_url
+    proxy = MetadataProxy(conf.data_dir / "metadata-proxy-dhcp", url[len("unix:"):]) \
+        if url.startswith("unix:") else None
     return DhcpRole(
         DhcpConfig(lease_duration=dhcp.dhcp_lease_duration, domain=dhcp.dns_domain,
                    dns_servers=tuple(dhcp.dnsmasq_dns_servers),
                    enable_isolated_metadata=dhcp.enable_isolated_metadata),
         conf.data_dir / "dhcp", ["ovs-vsctl", f"--db={ovsdb_connection}", "--timeout=10"],
-        conf.ovs.integration_bridge)
+        conf.ovs.integration_bridge, proxy)
 
 
 def l3_role(conf: Config, ovsdb_connection: str) -> L3Role:

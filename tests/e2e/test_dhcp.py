@@ -1,12 +1,14 @@
 """DHCP through the whole path: the server schedules a network to a DHCP node, whose agent runs
 dnsmasq in a qdhcp- namespace (the node's own: its private /run/netns); an instance on a
-compute node gets its address, gateway, MTU, DNS servers and routes from busybox udhcpc; a
+compute node gets its address, gateway, MTU, DNS servers and routes from busybox udhcpc (and,
+the network having no router, its metadata through the DHCP namespace's proxy); a
 port's new address comes with the next lease without restarting dnsmasq (nor does an agent
 restart restart it); when the DHCP node
 dies its networks move to the other DHCP node and new instances still get leases."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,10 @@ def trio(api, cluster):
             "host": n.host, "agent_type": "DHCP agent"})["agents"], 20,
             what=f"DHCP agent of {node.name}")
     return d1, d2, c1
+
+
+_FETCH = ("import json, urllib.request; print(json.load(urllib.request.urlopen("
+          "'http://169.254.169.254/openstack/latest/meta_data.json', timeout=3))['uuid'])")
 
 
 def dhcp_network(api, cidr: str, **subnet) -> tuple[dict, dict]:
@@ -85,6 +91,15 @@ def test_an_instance_gets_address_gateway_mtu_dns_and_routes_from_another_node(a
     assert lease["staticroutes"].split() == [
         "192.0.2.0/24", "10.60.0.254", "169.254.169.254/32", dhcp_ip,
         "0.0.0.0/0", sub["gateway_ip"]]
+    # that route leads to the metadata proxy of the DHCP namespace (no router here): the
+    # instance reads its own metadata
+    vm.exec(["ip", "route", "add", "169.254.169.254/32", "via", dhcp_ip], check=True)
+
+    def fetch():
+        proc = vm.exec([sys.executable, "-c", _FETCH], timeout=15)
+        return proc.returncode == 0 and proc.stdout.strip()
+
+    assert wait_for(fetch, 15, interval=0.5, what="metadata") == vm.port["device_id"]
     vm.unplug()
 
 

@@ -12,7 +12,11 @@ setup (port, addresses, MTU, files, command line) with what it last applied and 
 - files written to a temporary name and renamed (dnsmasq never reads half a file);
 - dnsmasq started once; a file change is a SIGHUP (it re-reads host, options and addn-hosts
   files), never a restart; a restart only when its command line changes or it died;
-- a network no longer scheduled here: dnsmasq stopped (PID from its pid file), the port
+- on networks with an isolated IPv4 DHCP subnet (no router; ``[dhcp]
+  enable_isolated_metadata``), 169.254.169.254/32 on the ``ns-`` device and the metadata proxy
+  (``stacklet.agent.metadata``) listening on it, where option 121 sends instances; stopped
+  when a router appears;
+- a network no longer scheduled here: dnsmasq (and the metadata proxy) stopped (PID from its pid file), the port
   unplugged, the namespace and the state directory removed. Only networks with a state
   directory are removed: the role never touches namespaces it did not make.
 
@@ -31,11 +35,12 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from stacklet.agent.dhcp import dnsmasq
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
+from stacklet.agent.metadata import METADATA_IP, NETWORK_BIND, MetadataProxy
 
 LOG = logging.getLogger(__name__)
 
@@ -75,7 +80,8 @@ def _cmdline(pid: int) -> tuple[str, ...] | None:
 
 class DhcpRole:
     def __init__(self, conf: DhcpConfig, state_dir: Path | str, vsctl: Sequence[str],
-                 integration_bridge: str = "br-int") -> None:
+                 integration_bridge: str = "br-int",
+                 metadata_proxy: MetadataProxy | None = None) -> None:
         self.conf = conf
         self.state_dir = Path(state_dir)
         self.vsctl = list(vsctl)
@@ -83,10 +89,7 @@ class DhcpRole:
         self.applied: dict[str, str] = {}       # network id → what was last applied (JSON)
         self.plugged: dict[str, str] = {}       # network id → the port setup last applied
         self.counts = {"networks": 0, "subnets": 0, "ports": 0}
-        # fn(network, namespace) after a network's namespace is ready / before it goes: where
-        # the metadata proxy for isolated networks plugs in.
-        self.on_ready: list[Callable[[dict, str], None]] = []
-        self.on_remove: list[Callable[[str, str], None]] = []
+        self.proxy = metadata_proxy         # None: no metadata for isolated networks
 
     def configurations(self) -> dict:
         """What the DHCP agent reports, with Neutron's keys."""
@@ -137,11 +140,12 @@ class DhcpRole:
         fingerprint = json.dumps([net, config.command], sort_keys=True)
         pid = self._pid(directory, config.command)
         if self.applied.get(net["id"]) == fingerprint and tap in links and pid:
+            self._metadata(net, dnsmasq.namespace(net["id"]))   # restarts a proxy that died
             return
         directory.mkdir(parents=True, exist_ok=True)
         ns = dnsmasq.namespace(net["id"])
-        plug = json.dumps([port, net.get("mtu"), [(s["id"], s["cidr"]) for s in net["subnets"]]],
-                          sort_keys=True)
+        plug = json.dumps([port, net.get("mtu"), self._serves_metadata(net),
+                           [(s["id"], s["cidr"]) for s in net["subnets"]]], sort_keys=True)
         if self.plugged.get(net["id"]) != plug or tap not in links:
             self._plug(net, ns, directory, tap in links)
             self.plugged[net["id"]] = plug
@@ -153,8 +157,7 @@ class DhcpRole:
         elif changed:
             os.kill(pid, signal.SIGHUP)
             LOG.info("dnsmasq of %s (pid %d) reloads its files", net["id"], pid)
-        for hook in self.on_ready:
-            hook(net, ns)
+        self._metadata(net, ns)
         self.applied[net["id"]] = fingerprint
 
     # -- the port in the namespace ------------------------------------------------------------
@@ -190,6 +193,8 @@ class DhcpRole:
         prefixes = {s["id"]: ipaddress.ip_network(s["cidr"]).prefixlen for s in net["subnets"]}
         wanted = {f"{f['ip_address']}/{prefixes[f['subnet_id']]}"
                   for f in net["port"]["fixed_ips"] if f["subnet_id"] in prefixes}
+        if self._serves_metadata(net):
+            wanted.add(f"{METADATA_IP}/32")
         current = set()
         for entry in json.loads(_run(["ip", "-j", "-n", ns, "addr", "show", "dev", inner])):
             for info in entry.get("addr_info", []):
@@ -200,6 +205,24 @@ class DhcpRole:
         for cidr in sorted(wanted - current):
             extra = ["nodad"] if ":" in cidr else []
             _run(["ip", "-n", ns, "addr", "add", cidr, "dev", inner, *extra])
+
+    # -- metadata for isolated networks -------------------------------------------------------
+
+    def _serves_metadata(self, net: dict) -> bool:
+        return self.proxy is not None and self.conf.enable_isolated_metadata and any(
+            s["ip_version"] == 4 and s["enable_dhcp"] and s.get("isolated", True)
+            for s in net["subnets"])
+
+    def _metadata(self, net: dict, ns: str) -> None:
+        if self.proxy is None:
+            return
+        try:
+            if self._serves_metadata(net):
+                self.proxy.ensure(ns, network_id=net["id"], bind=NETWORK_BIND)
+            else:
+                self.proxy.stop(net["id"])
+        except Exception as exc:  # noqa: BLE001 - metadata must not hold up DHCP
+            LOG.warning("network %s: metadata proxy: %s", net["id"], exc)
 
     def _unplug(self, port_id: str) -> None:
         tap, _ = dnsmasq.device_names(port_id)
@@ -249,8 +272,8 @@ class DhcpRole:
         """Stop the network's dnsmasq, unplug its port, delete its namespace and state."""
         directory = self.state_dir / net_id
         ns = dnsmasq.namespace(net_id)
-        for hook in self.on_remove:
-            hook(net_id, ns)
+        if self.proxy is not None:
+            self.proxy.stop(net_id)
         pid = self._pid(directory, None)
         if pid:
             self._stop(pid)
