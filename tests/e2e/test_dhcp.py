@@ -8,6 +8,8 @@ dies its networks move to the other DHCP node and new instances still get leases
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -126,6 +128,40 @@ def test_a_new_address_comes_with_the_next_lease_and_dnsmasq_is_only_signalled(a
     assert wait_for(lambda: (lease := vm.dhcp(timeout=2)) and lease["ip"] == "10.61.0.78",
                     20, what="a lease after the agent restarted")
     assert dnsmasq_pid(server, net["id"]) == pid, "a restarted agent keeps dnsmasq"
+    vm.unplug()
+
+
+def test_two_dhcp_nodes_serve_one_network_each_in_its_own_qdhcp_namespace(api, trio):
+    d1, d2, c1 = trio
+    net, sub = dhcp_network(api, "10.65.0.0/24")
+    first = hosting_node(api, trio, net["id"])
+    second = d2 if first is d1 else d1
+    agent = api.get("agents", params={"host": second.host,
+                                      "agent_type": "DHCP agent"})["agents"][0]
+    api.post(f"agents/{agent['id']}/dhcp-networks", {"network_id": net["id"]})
+    ports = wait_for(lambda: len(p := api.list("port", {
+        "network_id": net["id"], "device_owner": "network:dhcp"})) == 2 and p, 10)
+    for port in ports:
+        wait_status(api, port["id"], "ACTIVE", timeout=20)
+    ns = f"qdhcp-{net['id']}"
+    # the same name on both nodes, neither in the machine's /run/netns
+    assert wait_for(lambda: ns in first.private_netns() and ns in second.private_netns(), 10)
+    assert ns not in linux.netns_list()
+    servers = {p["fixed_ips"][0]["ip_address"] for p in ports}
+    vm = boot(api, c1, net, sub)
+    lease = wait_for(lambda: vm.dhcp(timeout=3), 20, what="a lease")
+    assert lease["ip"] == vm.ip and lease["serverid"] in servers
+    # either server alone still answers: stop the one that answered
+    answered = next(n for n in (d1, d2) if n.host == next(
+        p["binding:host_id"] for p in ports
+        if p["fixed_ips"][0]["ip_address"] == lease["serverid"]))
+    os.kill(dnsmasq_pid(answered, net["id"]), signal.SIGSTOP)
+    try:
+        again = wait_for(lambda: vm.dhcp(timeout=3), 20, what="a lease from the other")
+        assert again["ip"] == vm.ip and again["serverid"] == (servers - {
+            lease["serverid"]}).pop()
+    finally:
+        os.kill(dnsmasq_pid(answered, net["id"]), signal.SIGCONT)
     vm.unplug()
 
 
