@@ -196,7 +196,9 @@ class Agent:
         return restarted
 
     def _pass(self) -> None:
-        if self.server_changed or self.snapshot is None:
+        began = time.monotonic()
+        fetched = self.server_changed or self.snapshot is None
+        if fetched:
             self.server_changed = False
             snapshot = self.client.host_state()
             self.snapshot = snapshot
@@ -205,16 +207,22 @@ class Agent:
         self.local_changed = False
         started = time.monotonic()
         result = self.role.sync(self.snapshot)
+        synced = time.monotonic()
         self.devices = len(result.wired)
         self.wired = frozenset(result.wired)
         if self.l3 is not None:
             self.l3.announce(self.wired)
-        self._report(result)
+        reported = self._report(result)
         if result.flow_mods:
             LOG.info("synced: %d ports wired, %d flow mods in %.0f ms", len(result.wired),
-                     result.flow_mods, (time.monotonic() - started) * 1000)
+                     result.flow_mods, (synced - started) * 1000)
+        LOG.debug("pass: snapshot %s, sync %.0f ms (%s), %d flow mods, %d statuses "
+                  "reported in %.0f ms", f"{(started - began) * 1000:.0f} ms" if fetched
+                  else "kept", (synced - started) * 1000,
+                  ", ".join(f"{k} {v * 1000:.0f}" for k, v in result.timings.items()),
+                  result.flow_mods, reported, (time.monotonic() - synced) * 1000)
 
-    def _report(self, result) -> None:
+    def _report(self, result) -> int:
         up, down = [], []
         for port in self.snapshot.get("ports", []):
             pid = port["id"]
@@ -235,6 +243,7 @@ class Agent:
         for pid in list(self.reported):
             if pid not in known:
                 del self.reported[pid]
+        return len(up) + len(down)
 
     def _dhcp_sync(self) -> None:
         if self.dhcp is None or self.snapshot is None:
