@@ -77,7 +77,7 @@ class L3Role:
         self.bridge = integration_bridge
         self.proxy = metadata_proxy         # None: no metadata for instances behind routers
         self.applied: dict[str, RouterSetup] = {}
-        self.announcing: list[subprocess.Popen] = []   # arping runs (each lasts ~1 s)
+        self.background: list[subprocess.Popen] = []   # arping (lasts ~1 s), conntrack
         # port id → (namespace, device, address) to announce once the L2 role wired the port
         self.pending: dict[str, set[tuple[str, str, str]]] = {}
         self.counts = {"routers": 0, "ex_gw_ports": 0, "interfaces": 0, "floating_ips": 0}
@@ -92,7 +92,7 @@ class L3Role:
 
     def sync(self, snapshot: dict) -> SyncResult:
         result = SyncResult()
-        self.announcing = [p for p in self.announcing if p.poll() is None]
+        self.background = [p for p in self.background if p.poll() is None]
         routers = snapshot.get("routers", [])
         wanted = {r["id"]: layout.build(r) for r in routers if r.get("admin_state_up", True)}
         for r in routers:
@@ -156,7 +156,8 @@ class L3Role:
             exists = device.inner in present and device.outer in links
             if not exists or _link(before.get(device.inner)) != _link(device):
                 # new, changed, or first seen by this agent process: (re)state the link
-                self._plug(ns, device, exists)
+                self._plug(ns, device, exists, device.inner in present,
+                           device.outer in links)
             self._addresses(ns, device, present.get(device.inner, {}).get("addresses", set())
                             if exists else set())
         if previous is None or previous.routes != setup.routes:
@@ -187,11 +188,14 @@ class L3Role:
                                            if a.get("scope") == "global"}}
         return out
 
-    def _plug(self, ns: str, device: Device, exists: bool) -> None:
+    def _plug(self, ns: str, device: Device, exists: bool, inner_left: bool,
+              outer_left: bool) -> None:
         mtu = str(device.mtu)
-        if not exists:
-            _run(["ip", "-n", ns, "link", "del", device.inner], check=False)
-            _run(["ip", "link", "del", device.outer], check=False)
+        if not exists:      # a half of an old pair may be left: make a new pair
+            if inner_left:
+                _run(["ip", "-n", ns, "link", "del", device.inner], check=False)
+            if outer_left:
+                _run(["ip", "link", "del", device.outer], check=False)
             _run(["ip", "link", "add", device.outer, "mtu", mtu, "type", "veth", "peer", "name",
                   device.inner, "mtu", mtu, "address", device.mac, "netns", ns])
             _run(["ethtool", "-K", device.outer, "tx", "off"], check=False)
@@ -227,7 +231,7 @@ class L3Role:
             return
         for port_id in ready:
             for ns, device, address in sorted(self.pending.pop(port_id)):
-                self.announcing.append(subprocess.Popen(
+                self.background.append(subprocess.Popen(
                     ["ip", "netns", "exec", ns, "arping", "-U", "-c", "1", "-I", device,
                      address], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL))
@@ -272,18 +276,19 @@ class L3Role:
             return
         _run(["ip", "netns", "exec", ns, "iptables-restore"], stdin=setup.nat)
 
-    @staticmethod
-    def _forget_connections(ns: str, mappings: set[tuple[str, str]]) -> None:
+    def _forget_connections(self, ns: str, mappings: set[tuple[str, str]]) -> None:
         """Delete the conntrack entries of floating addresses whose mapping changed (as
         Neutron does): an entry made before the change would keep translating (or not) the
         packets of its connection the old way. Never at an agent's first pass, so a restart
-        keeps every connection."""
+        keeps every connection. In the background: the new rules are in place already."""
         if not mappings or not shutil.which("conntrack"):
             return
-        for floating in sorted({f for f, _ in mappings}):
-            for direction in ("-d", "-q"):     # original destination, reply destination
-                _run(["ip", "netns", "exec", ns, "conntrack", "-D", direction, floating],
-                     check=False)
+        script = "; ".join(f"conntrack -D {direction} {floating}"
+                           for floating in sorted({f for f, _ in mappings})
+                           for direction in ("-d", "-q"))  # original, reply destination
+        self.background.append(subprocess.Popen(
+            ["ip", "netns", "exec", ns, "sh", "-c", script], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def _ensure_proxy(self, setup: RouterSetup) -> None:
         if self.proxy is None:
