@@ -115,16 +115,8 @@ def stop(conf: Config) -> list[str]:
     pid = daemon.stop(agent_process(conf), timeout=10.0)
     if pid is not None:
         stopped.append(f"agent (pid {pid})")
-    from stacklet.agent.agent import dhcp_role, l3_role  # the agent's modules only now
-
-    # dnsmasq outlives the agent (a restarted agent adopts it); the node going down does not
-    networks = dhcp_role(conf, ovsdb_choice(conf)[0]).remove_all()
-    if networks:
-        stopped.append(f"DHCP for {len(networks)} network(s)")
-    # so do router namespaces and their metadata proxies
-    routers = l3_role(conf, ovsdb_choice(conf)[0]).remove_all()
-    if routers:
-        stopped.append(f"{len(routers)} router(s)")
+    if conf.agent.enabled:      # else the qdhcp-/qrouter- here belong to another cloud
+        stopped += _remove_roles(conf)
     ovs = private_ovs(conf)
     if ovs.running("ovsdb-server") or ovs.running("ovs-vswitchd"):
         bridges = ovs.vsctl("list-br", check=False).split() if ovs.running("ovsdb-server") \
@@ -137,6 +129,23 @@ def stop(conf: Config) -> list[str]:
             linux.link_delete(device)
         stopped.append("Open vSwitch")
     return stopped
+
+
+def _remove_roles(conf: Config) -> list[str]:
+    """dnsmasq and routers outlive the agent (a restarted agent adopts them); the node going
+    down does not."""
+    from stacklet.agent.agent import dhcp_role, l3_role  # the agent's modules only now
+
+    removed = []
+    if conf.dhcp.enabled:
+        networks = dhcp_role(conf, ovsdb_choice(conf)[0]).remove_all()
+        if networks:
+            removed.append(f"DHCP for {len(networks)} network(s)")
+    if conf.l3.enabled:
+        routers = l3_role(conf, ovsdb_choice(conf)[0]).remove_all()
+        if routers:
+            removed.append(f"{len(routers)} router(s)")
+    return removed
 
 
 def status_rows(conf: Config) -> list[tuple[str, str]]:
