@@ -91,8 +91,8 @@ def test_up_runs_open_vswitch_and_an_agent_for_this_node(aio, stacklet_tools):
                            text=True, check=True, env=ovs_env(data_dir)).stdout
     assert "table=23" in flows and "table=60" in flows
     agents = aio.openstack("network", "agent", "list", "-f", "json").json()
-    assert [(a["Host"], a["Agent Type"], a["Alive"]) for a in agents] == [
-        (host, "Open vSwitch agent", True)]
+    assert sorted((a["Host"], a["Agent Type"], a["Alive"]) for a in agents) == [
+        (host, "DHCP agent", True), (host, "L3 agent", True), (host, "Open vSwitch agent", True)]
 
 
 def test_ports_bound_to_this_node_are_wired(aio):
@@ -142,6 +142,38 @@ def test_first_start_creates_the_demo_topology_and_the_host_holds_its_gateway(
     assert "Demo topology" in out
     names = [n["Name"] for n in aio.openstack("network", "list", "-f", "json").json()]
     assert sorted(names).count("public") == 1 and names.count("private") == 1
+
+
+def test_a_floating_ip_on_the_demo_network_answers_from_the_host(aio):
+    """The demo router on this node NATs a floating address of public to an instance on
+    private; this host, holding public's gateway on br-ex, reaches it."""
+    api = Api(aio, lambda: aio.admin_token)
+    host = config.load(aio.data_dir).host
+    nets = {n["name"]: n for n in api.list("network")}
+    private_subnet = api.list("subnet", {"name": "private-subnet"})[0]
+    group = api.create("security_group", name="aio-icmp")
+    api.create("security_group_rule", security_group_id=group["id"], direction="ingress",
+               ethertype="IPv4", protocol="icmp")
+    port = api.create("port", network_id=nets["private"]["id"], device_owner="compute:nova",
+                      security_groups=[group["id"]], **{"binding:host_id": host})
+    vif = Vif(aio.data_dir, port, private_subnet["cidr"])
+    try:
+        linux.route_add("default", vif.ns, via=private_subnet["gateway_ip"])
+        wait_status(api, port["id"], "ACTIVE")
+        fip = api.create("floatingip", floating_network_id=nets["public"]["id"],
+                         port_id=port["id"])
+        address = fip["floating_ip_address"]
+        assert address.startswith("203.0.113.")
+        assert wait_for(lambda: linux.run(["ping", "-c", "1", "-W", "1", address],
+                                          check=False).returncode == 0, 20,
+                        what=f"the floating IP {address} to answer from the host")
+        api.update("floatingip", fip["id"], port_id=None)
+        assert wait_for(lambda: linux.run(["ping", "-c", "1", "-W", "1", address],
+                                          check=False).returncode != 0, 10,
+                        what="the disassociated floating IP to stop answering")
+    finally:
+        vif.close()
+        api.cleanup()
 
 
 def test_down_stops_the_agent_and_open_vswitch(aio, stacklet_tools):
