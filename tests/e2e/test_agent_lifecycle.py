@@ -9,7 +9,13 @@ import time
 import pytest
 from dputil import admin_api, boot, flows_of, network, nodes, wait_for, wait_status
 
-from stacklet.agent.l2.flows import GENERATION_SHIFT, KIND_PORT, OWNER_MASK, owner_cookie
+from stacklet.agent.l2.flows import (
+    GENERATION_SHIFT,
+    KIND_PORT,
+    LEARNED_GENERATION,
+    OWNER_MASK,
+    owner_cookie,
+)
 
 COOKIE = re.compile(r"cookie=(0x[0-9a-f]+)")
 
@@ -117,7 +123,7 @@ def test_agent_restart_loses_no_packet_and_sweeps_old_flows(api, pair, net):
     vm2 = boot(api, b, *net)
     assert vm1.ping(vm2.ip, count=2)
     old = cookies(settle(a)) | cookies(settle(a, "br-tun"))
-    old_generations = {c >> GENERATION_SHIFT for c in old} - {0}
+    old_generations = {c >> GENERATION_SHIFT for c in old} - {LEARNED_GENERATION}
     run = vm1.ping_background(vm2.ip, interval=0.05)
     time.sleep(1.0)
     a.stop_agent()
@@ -129,7 +135,10 @@ def test_agent_restart_loses_no_packet_and_sweeps_old_flows(api, pair, net):
     time.sleep(1.0)
     sent, received = run.stop()
     assert sent >= 40 and received == sent, f"lost {sent - received} of {sent} packets"
-    generations = {c >> GENERATION_SHIFT for c in new} - {0}   # 0: learned MACs on br-tun
+    generations = {c >> GENERATION_SHIFT for c in new}
+    learned = {c for c in new if c >> GENERATION_SHIFT == LEARNED_GENERATION}
+    assert learned, "br-tun's learned MACs are kept across the restart"
+    generations -= {LEARNED_GENERATION}
     assert len(generations) == 1 and not generations & old_generations, generations
     vm1.unplug()
     vm2.unplug()
