@@ -160,8 +160,7 @@ class Agent:
                     self.role.forget_flows()
                     self.local_changed = True
                 if self.server_changed or self.local_changed:
-                    self._pass()
-                    self._dhcp_sync()
+                    self._pass()        # the DHCP role runs within, before the flows
                     self._l3_sync()
                 else:
                     if time.monotonic() >= self.dhcp_due:
@@ -204,6 +203,9 @@ class Agent:
             self.snapshot = snapshot
             if snapshot.get("epoch") != self.epoch or snapshot.get("seq", -1) > self.seq:
                 self.epoch, self.seq = snapshot.get("epoch"), snapshot.get("seq", -1)
+            # dnsmasq's host files first: a new port's first DHCP request (from another node)
+            # waits on them, not on this node's flows
+            self._dhcp_sync()
         self.local_changed = False
         started = time.monotonic()
         result = self.role.sync(self.snapshot)
