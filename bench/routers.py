@@ -41,7 +41,6 @@ from dataplane import Api, close_cluster, interrupt, open_cluster, start_cloud, 
 from stacklet.harness.cluster import Instance, Node
 from stacklet.harness.external import External
 
-NET = "/networking/v2.0"
 REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from ")
 
 

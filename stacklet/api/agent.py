@@ -29,10 +29,10 @@ from stacklet.services.networking.binding import OVS_AGENT, VIF_OVS
 from stacklet.services.networking.common import CHUNK, chunks
 from stacklet.services.networking.dhcp_scheduler import DHCP_AGENT
 from stacklet.services.networking.host_state import host_state
-from stacklet.services.networking.l3_scheduler import L3_AGENT
+from stacklet.services.networking.l3_scheduler import L3_AGENT, L3_COUNTS
 from stacklet.store.models.agents import Agent, RouterL3AgentBinding
-from stacklet.store.models.l3 import FloatingIP
 from stacklet.store.models.base import isotime
+from stacklet.store.models.l3 import FloatingIP
 from stacklet.store.models.network import Port
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +50,11 @@ def _string(body: dict, key: str, default: str | None = None) -> str:
 
 
 # --- handlers -------------------------------------------------------------------------------
+
+def _settings(configurations: dict | None) -> dict:
+    """An L3 agent's configurations without the counts of what it hosts."""
+    return {k: v for k, v in (configurations or {}).items() if k not in L3_COUNTS}
+
 
 def report_state(call: Call) -> dict:
     body = call.body
@@ -88,8 +93,11 @@ def report_state(call: Call) -> dict:
         networking.dhcp_scheduler.agent_reported(host, registered)
     elif agent_type == L3_AGENT:
         # As for DHCP: routers move off dead L3 agents; a (re)registered agent takes the
-        # routers that have none.
-        registered = before is None or start_flag or (before[0] or {}) != configurations or \
+        # routers that have none. Its counts of routers, ports and floating IPs change with
+        # its work, not its registration: a router an admin took off an agent stays unhosted
+        # until an agent starts or comes back, as in Neutron.
+        registered = before is None or start_flag or \
+            _settings(before[0]) != _settings(configurations) or \
             not networking.ports.binder.is_alive(before[1])
         networking.l3_scheduler.agent_reported(host, registered)
     return {"id": agent_id}

@@ -70,8 +70,13 @@ class External:
         try:
             linux.netns_add(self.upstream_ns)
             linux.netns_add(self.host.netns)
+            segment = cluster.provider_bridge(physnet)
+            # The root namespace must not answer ARP on the segment for its own addresses
+            # (a `stacklet up` on this machine holds 203.0.113.1 on br-ex): it would take
+            # the upstream router's place.
+            linux.run(["sysctl", "-qw", f"net.ipv4.conf.{segment}.arp_ignore=8"])
             linux.veth_add(self.veth, "eth0", None, self.upstream_ns)
-            linux.link_set(self.veth, master=cluster.provider_bridge(physnet), up=True)
+            linux.link_set(self.veth, master=segment, up=True)
             linux.tx_off(self.veth)
             linux.tx_off("eth0", self.upstream_ns)
             linux.addr_add("eth0", f"{gateway}/{self.cidr.prefixlen}", self.upstream_ns)

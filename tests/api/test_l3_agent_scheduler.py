@@ -35,14 +35,14 @@ class FakeNode:
         self.http, self.host, self.physnet = http, host, physnet
         self.ids: dict[str, str] = {}
 
-    def report(self, start_flag: bool = False) -> None:
+    def report(self, start_flag: bool = False, **counts: int) -> None:
         ovs_conf = {"bridge_mappings": {f"{self.physnet}-{i}": "br-phys"
                                         for i in range(PHYSNETS)},
                     "tunnel_types": [], "tunneling_ip": None, "datapath_type": "netdev",
                     "integration_bridge": "br-int"}
         for agent_type, binary, topic, conf in (
                 (OVS, "stacklet-openvswitch-agent", "N/A", ovs_conf),
-                (L3, "stacklet-l3-agent", "l3_agent", L3_CONF)):
+                (L3, "stacklet-l3-agent", "l3_agent", {**L3_CONF, **counts})):
             response = self.http.post("/agent/v1/report_state", json={
                 "agent_type": agent_type, "binary": binary, "topic": topic, "host": self.host,
                 "configurations": conf, "availability_zone": "nova", "start_flag": start_flag})
@@ -280,13 +280,25 @@ def test_scheduler_api_with_the_cli(cloud, admin, nodes, physnet, external):
     dismantle(admin, router, sub)
 
 
-def test_removing_a_router_from_its_agent_unbinds_its_ports(admin, nodes, physnet, external):
+def test_a_router_taken_off_its_agent_stays_unhosted_until_an_agent_starts(
+        admin, nodes, physnet, external):
+    made, _ = nodes
     router, _, sub = router_with_ports(admin, physnet, external)
     (agent,) = hosting(admin, router["id"])
     admin.delete(f"agents/{agent['id']}/l3-routers/{router['id']}")
     assert hosting(admin, router["id"]) == []
     assert {(p["binding:host_id"], p["binding:vif_type"])
             for p in router_ports(admin, router["id"])} == {("", "unbound")}
+    # heartbeats whose counts changed are no (re)registration
+    for node in made:
+        node.report(routers=7, interfaces=9)
+    time.sleep(1.5)
+    assert hosting(admin, router["id"]) == []
+    # an agent that starts takes the routers without an agent
+    made[0].report(start_flag=True)
+    (agent,) = hosting(admin, router["id"])
+    host = next(n.host for n in made if n.l3_id == agent["id"])
+    assert {p["binding:host_id"] for p in router_ports(admin, router["id"])} == {host}
     dismantle(admin, router, sub)
 
 

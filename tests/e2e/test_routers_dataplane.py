@@ -187,3 +187,16 @@ def test_metadata_through_the_routers_proxy(world):
         return proc.returncode == 0 and proc.stdout.strip()
 
     assert wait_for(fetch, 15, interval=0.5, what="metadata") == a.port["device_id"]
+
+
+def test_a_router_taken_off_its_agent_leaves_the_node_and_comes_back(world):
+    api, node, router = world["api"], world["net_node"], world["router"]
+    a, b = world["vms"]["a"], world["vms"]["b"]
+    (agent,) = api.get(f"routers/{router['id']}/l3-agents")["agents"]
+    ns = f"qrouter-{router['id']}"
+    api.delete(f"agents/{agent['id']}/l3-routers/{router['id']}")
+    wait_for(lambda: ns not in node.private_netns(), 10, what="the namespace to go")
+    assert not node.vsctl("list-ports", "br-int").count("tap"), "router taps left on br-int"
+    assert not a.ping(b.ip, count=1, timeout=1)
+    api.post(f"agents/{agent['id']}/l3-routers", {"router_id": router["id"]})
+    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=1), 15, what="routing back")

@@ -46,6 +46,8 @@ from stacklet.store.models.network import NetworkSegment, Port
 LOG = logging.getLogger(__name__)
 
 L3_AGENT = "L3 agent"
+# configurations an L3 agent reports that count its work (they change without a re-register)
+L3_COUNTS = ("routers", "ex_gw_ports", "interfaces", "floating_ips")
 ROUTER_PORT_OWNERS = INTERFACE_OWNERS + (GATEWAY,)
 EXTENSION = ("l3_agent_scheduler", "L3 Agent Scheduler",
              "Schedule routers among l3 agents", "2013-02-07T10:00:00-00:00")
