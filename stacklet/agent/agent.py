@@ -8,11 +8,12 @@ Threads:
 - the OVSDB connection (ovsdbapp) wakes the loop when bridges, ports or interfaces change;
 - *main*: the level-triggered loop — fetch the host snapshot when the server changed, sync the
   dataplane, report port statuses; every ``TICK`` it checks that ovs-vswitchd still has the
-  flows (canary) and every ``resync_interval`` it rewrites everything as a safety net. After
-  each L2 pass (and every ``DHCP_CHECK`` seconds, to restart a dnsmasq that died) the DHCP role
-  applies the snapshot's ``dhcp_networks``; its failures never hold up the L2 role. The L3
-  role likewise applies ``routers`` (every ``L3_CHECK`` seconds too) and reports floating IP
-  statuses.
+  flows (canary) and every ``resync_interval`` it rewrites everything as a safety net. Each
+  new snapshot (and every ``DHCP_CHECK`` seconds, to restart a dnsmasq that died) the DHCP role
+  applies the snapshot's ``dhcp_networks`` before the flows; its failures never hold up the L2
+  role. The L3 role likewise applies ``routers`` (every ``L3_CHECK`` seconds too), plugging
+  router ports before the flows so that the same pass can wire them, and reports floating IP
+  statuses; its gratuitous ARPs wait for the L2 role to have wired the port.
 
 The agent holds no state that it cannot rebuild from the server and the node: restarted, it
 restores local VLANs from OVSDB, keeps the flows in place and replaces them generation by
@@ -160,8 +161,7 @@ class Agent:
                     self.role.forget_flows()
                     self.local_changed = True
                 if self.server_changed or self.local_changed:
-                    self._pass()        # the DHCP role runs within, before the flows
-                    self._l3_sync()
+                    self._pass()        # the DHCP and L3 roles run within, before the flows
                 else:
                     if time.monotonic() >= self.dhcp_due:
                         self._dhcp_sync()
@@ -206,6 +206,8 @@ class Agent:
             # dnsmasq's host files first: a new port's first DHCP request (from another node)
             # waits on them, not on this node's flows
             self._dhcp_sync()
+            # router devices too: plugged before the flows, this very pass may wire them
+            self._l3_sync()
         self.local_changed = False
         started = time.monotonic()
         result = self.role.sync(self.snapshot)
