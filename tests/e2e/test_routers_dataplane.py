@@ -148,6 +148,26 @@ def test_floating_ip_reach_disassociate_and_move(world):
     api.remove("floatingip", fip["id"])
 
 
+def test_an_instance_reaches_a_floating_ip_on_its_own_subnet(world, cluster):
+    """Hairpin: the router SNATs such a connection to its gateway address, so the answer
+    comes back through the router instead of straight from the neighbour."""
+    api, a = world["api"], world["vms"]["a"]
+    net = api.show("network", a.port["network_id"])
+    sub = api.show("subnet", a.port["fixed_ips"][0]["subnet_id"])
+    c = boot(api, cluster.node("c2"), net, sub, gateway=True,
+             security_groups=a.port["security_groups"])
+    fip = api.create("floatingip", floating_network_id=world["ext_net"]["id"],
+                     port_id=a.port_id)
+    wait_for(lambda: api.show("floatingip", fip["id"])["status"] == "ACTIVE", 10,
+             what="floating IP ACTIVE")
+    whoami_listen(a, 7100)
+    seen = wait_for(lambda: peer_address(c, fip["floating_ip_address"], 7100, timeout=1), 10,
+                    what="c → a's floating IP")
+    assert seen == world["gateway_ip"]
+    api.remove("floatingip", fip["id"])
+    c.unplug()
+
+
 def test_an_l3_agent_restart_breaks_no_established_connection(world):
     api, host, node = world["api"], world["external"].host, world["net_node"]
     a, b = world["vms"]["a"], world["vms"]["b"]

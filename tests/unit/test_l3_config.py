@@ -62,7 +62,9 @@ def test_snat_floating_ips_and_no_nat_between_internal_subnets():
     # floating SNAT before the router's SNAT: an instance with a FIP leaves with the FIP
     snat = [r for r in rules if r.startswith("-A stacklet-snat")]
     assert snat == ["-A stacklet-snat -j stacklet-float-snat",
-                    f"-A stacklet-snat -o {QG} -j SNAT --to-source 203.0.113.5"]
+                    f"-A stacklet-snat -o {QG} -j SNAT --to-source 203.0.113.5",
+                    f"-A stacklet-snat ! -i {QG} -m conntrack --ctstate DNAT -j SNAT "
+                    f"--to-source 203.0.113.5"]
     assert f"-A stacklet-PREROUTING -d 169.254.169.254/32 -i {QR} -p tcp -m tcp --dport 80 " \
         "-j REDIRECT --to-ports 9697" in rules
     assert build(ROUTER).floating_ips == ("fip1",)

@@ -17,7 +17,8 @@ the same here:
   ``stacklet-POSTROUTING`` traffic neither entering nor leaving by the gateway (between
                            internal subnets) and not DNATed: ACCEPT, never NATed
   ``stacklet-snat``        ``stacklet-float-snat`` first (fixed → floating), then SNAT of
-                           what leaves by the gateway to the gateway address (enable_snat)
+                           what leaves by the gateway to the gateway address (enable_snat),
+                           and of what came from inside to a floating IP (hairpin)
 
 The rules are written as ``iptables-save`` prints them, so the role can tell a namespace that
 already has them (an agent restart) and leave it alone.
@@ -125,7 +126,11 @@ def build(router: dict) -> RouterSetup:
                   f"--ctstate DNAT -j ACCEPT",
                   f"-A {CHAIN}-snat -j {CHAIN}-float-snat"]
         if router.get("enable_snat", True) and gw_ip:
-            rules.append(f"-A {CHAIN}-snat -o {gw_dev} -j SNAT --to-source {gw_ip}")
+            rules += [f"-A {CHAIN}-snat -o {gw_dev} -j SNAT --to-source {gw_ip}",
+                      # hairpin: an instance reaching a floating IP of its own subnet must
+                      # get the answer back through the router, not from its neighbour
+                      f"-A {CHAIN}-snat ! -i {gw_dev} -m conntrack --ctstate DNAT "
+                      f"-j SNAT --to-source {gw_ip}"]
     applied = fips if gw_dev is not None else []
     return RouterSetup(router["id"], namespace(router["id"]), tuple(devices), tuple(routes),
                        tuple(_ordered(rules)), tuple(f["id"] for f in applied),
