@@ -220,3 +220,25 @@ def test_a_router_taken_off_its_agent_leaves_the_node_and_comes_back(world):
     assert not a.ping(b.ip, count=1, timeout=1)
     api.post(f"agents/{agent['id']}/l3-routers", {"router_id": router["id"]})
     assert wait_for(lambda: a.ping(b.ip, count=1, timeout=1), 15, what="routing back")
+
+
+def test_an_admin_down_router_leaves_the_node_and_its_floating_ips_go_down(world):
+    api, node, router = world["api"], world["net_node"], world["router"]
+    a, b = world["vms"]["a"], world["vms"]["b"]
+    ns = f"qrouter-{router['id']}"
+    fip = api.create("floatingip", floating_network_id=world["ext_net"]["id"],
+                     port_id=a.port_id)
+    wait_for(lambda: api.show("floatingip", fip["id"])["status"] == "ACTIVE", 10,
+             what="floating IP ACTIVE")
+    api.update("router", router["id"], admin_state_up=False)
+    wait_for(lambda: ns not in node.private_netns(), 10, what="the namespace to go")
+    wait_for(lambda: api.show("floatingip", fip["id"])["status"] == "DOWN", 10,
+             what="floating IP DOWN")
+    assert not a.ping(b.ip, count=1, timeout=1)
+    api.update("router", router["id"], admin_state_up=True)
+    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=1), 15, what="routing back")
+    wait_for(lambda: api.show("floatingip", fip["id"])["status"] == "ACTIVE", 10,
+             what="floating IP ACTIVE again")
+    assert wait_for(lambda: world["external"].host.ping(fip["floating_ip_address"], timeout=1),
+                    10, what="the floating IP back")
+    api.remove("floatingip", fip["id"])
