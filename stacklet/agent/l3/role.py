@@ -6,7 +6,7 @@ its gateway, maps floating IPs 1:1 and runs the metadata proxy.
 wanted setup (``router.build``) and, unless the router's setup is the one it applied last and
 its devices still exist, compares it with the namespace and changes only the difference:
 
-- the namespace (``lo`` up, IPv4 forwarding on);
+- the namespace (``lo`` up, IPv4 and IPv6 forwarding on);
 - per router port a veth ``tapXXXXXXXX-XX`` (on br-int, with ``external_ids``
   ``iface-id``/``attached-mac``/``iface-status`` like the DHCP port, so the L2 role wires it)
   ↔ ``qr-``/``qg-XXXXXXXX-XX`` in the namespace — a veth because an OVS internal port of the
@@ -146,7 +146,8 @@ class L3Role:
                 _run(["ip", "netns", "add", ns])
                 LOG.info("router %s: namespace created", setup.router_id)
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                  "net.ipv6.conf.all.forwarding=1"])
         present = self._devices(ns)
         wanted = {d.inner for d in setup.devices}
         for inner in sorted(set(present) - wanted):
@@ -247,13 +248,14 @@ class L3Role:
     @staticmethod
     def _routes(ns: str, wanted: Sequence[tuple[str, str]]) -> None:
         current = set()
-        for entry in json.loads(_run(["ip", "-j", "-n", ns, "route", "show", "proto",
-                                      "static"]) or "[]"):
-            dst = entry.get("dst", "")
-            dst = "0.0.0.0/0" if dst == "default" else \
-                str(ipaddress.ip_network(dst, strict=False))
-            if entry.get("gateway"):
-                current.add((dst, entry["gateway"]))
+        for family, default in (("-4", "0.0.0.0/0"), ("-6", "::/0")):
+            for entry in json.loads(_run(["ip", "-j", family, "-n", ns, "route", "show",
+                                          "proto", "static"]) or "[]"):
+                dst = entry.get("dst", "")
+                dst = default if dst == "default" else \
+                    str(ipaddress.ip_network(dst, strict=False))
+                if entry.get("gateway"):
+                    current.add((dst, entry["gateway"]))
         for dst, via in sorted(current - set(wanted)):
             _run(["ip", "-n", ns, "route", "del", dst, "via", via, "proto", "static"],
                  check=False)
