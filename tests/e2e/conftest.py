@@ -111,6 +111,16 @@ def agent_alive(cloud):
 
 
 @pytest.fixture(scope="module")
+def api(cloud):
+    """The admin's networking API for a module; what the module created goes after it."""
+    from dputil import admin_api
+
+    api = admin_api(cloud)
+    yield api
+    api.cleanup()
+
+
+@pytest.fixture(scope="module")
 def cluster(cloud) -> Iterator[Cluster]:
     """Simulated nodes whose agents report to the session cloud; add nodes with
     `cluster.node(name)` / `cluster.add_node(name, ...)`, which return once the cloud lists

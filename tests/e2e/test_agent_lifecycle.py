@@ -7,7 +7,7 @@ import re
 import time
 
 import pytest
-from dputil import admin_api, boot, flows_of, network, nodes, wait_for, wait_status
+from dputil import boot, flows_of, network, nodes, wait_for, wait_status
 
 from stacklet.agent.l2.flows import (
     GENERATION_SHIFT,
@@ -18,13 +18,6 @@ from stacklet.agent.l2.flows import (
 )
 
 COOKIE = re.compile(r"cookie=(0x[0-9a-f]+)")
-
-
-@pytest.fixture(scope="module")
-def api(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")

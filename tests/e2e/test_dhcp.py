@@ -14,16 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from dputil import admin_api, boot, nodes, uname, wait_for, wait_status
+from dputil import boot, nodes, uname, wait_for, wait_status
 
 from stacklet import linux
-
-
-@pytest.fixture(scope="module")
-def api(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,7 @@ provider networks; networks with the same CIDR stay isolated."""
 from __future__ import annotations
 
 import pytest
-from dputil import admin_api, boot, network, nodes
-
-
-@pytest.fixture(scope="module")
-def api(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
+from dputil import boot, network, nodes
 
 
 @pytest.fixture(scope="module")

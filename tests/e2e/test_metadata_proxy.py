@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from dputil import admin_api, uname
+from dputil import uname
 
 from stacklet import linux
 from stacklet.agent.metadata import (
@@ -89,13 +89,6 @@ def isolated_network_site(site, net: str, vm_host: int) -> Site:
     linux.addr_add(s.proxy_dev, f"{METADATA_IP}/32", s.proxy_ns)
     linux.route_add(f"{METADATA_IP}/32", s.vm_ns, via=s.proxy_ip)
     return s
-
-
-@pytest.fixture(scope="module")
-def api(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture

@@ -7,14 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from dputil import admin_api, boot, network, nodes, uname, wait_for
-
-
-@pytest.fixture(scope="module")
-def api(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
+from dputil import boot, network, nodes, uname, wait_for
 
 
 @pytest.fixture(scope="module")

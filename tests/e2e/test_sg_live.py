@@ -16,16 +16,9 @@ import textwrap
 import time
 
 import pytest
-from dputil import admin_api, boot, network, nodes, uname, wait_for
+from dputil import boot, network, nodes, uname, wait_for
 
 from stacklet.harness.cluster import arp_frame, parse_arp
-
-
-@pytest.fixture(scope="module")
-def api(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")
