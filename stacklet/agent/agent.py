@@ -317,7 +317,7 @@ def l3_role(conf: Config, ovsdb_connection: str) -> L3Role:
     proxy = MetadataProxy(conf.data_dir / "metadata-proxy", url[len("unix:"):]) \
         if url.startswith("unix:") else None
     return L3Role(["ovs-vsctl", f"--db={ovsdb_connection}", "--timeout=10"],
-                  conf.ovs.integration_bridge, proxy)
+                  conf.data_dir / "l3", conf.ovs.integration_bridge, proxy)
 
 
 def main(conf: Config) -> int:

@@ -168,6 +168,36 @@ def test_an_instance_reaches_a_floating_ip_on_its_own_subnet(world, cluster):
     c.unplug()
 
 
+def test_ipv6_subnets_get_the_routers_advertisements_and_route_across(world, cluster):
+    """radvd in the router namespace: a guest booted on a SLAAC subnet learns its default
+    route from the router's advertisements and reaches a guest on another IPv6 subnet."""
+    api, router = world["api"], world["router"]
+    attached, vms = [], []
+    try:
+        for i, name in ((1, "c1"), (2, "c2")):
+            net = api.create("network", name=uname("v6"))
+            sub = api.create("subnet", network_id=net["id"], ip_version=6,
+                             cidr=f"2001:db8:{i}::/64", ipv6_ra_mode="slaac",
+                             ipv6_address_mode="slaac")
+            api.put(f"routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
+            attached.append(sub)
+            (port,) = api.list("port", {"device_id": router["id"], "network_id": net["id"]})
+            wait_status(api, port["id"], "ACTIVE", timeout=20)
+            vms.append(boot(api, cluster.node(name), net, sub))   # no route: the RA gives it
+        for vm in vms:
+            assert wait_for(lambda vm=vm: "proto ra" in vm.exec(
+                ["ip", "-6", "route", "show", "default"]).stdout, 20,
+                what=f"a default route from the router's advertisements in {vm}")
+        assert wait_for(lambda: vms[0].ping(vms[1].ip, count=1, timeout=1), 10,
+                        what="IPv6 across the router")
+    finally:
+        for vm in vms:
+            vm.unplug()
+        for sub in attached:
+            api.req("PUT", f"routers/{router['id']}/remove_router_interface",
+                    {"subnet_id": sub["id"]})
+
+
 def test_an_l3_agent_restart_breaks_no_established_connection(world):
     api, host, node = world["api"], world["external"].host, world["net_node"]
     a, b = world["vms"]["a"], world["vms"]["b"]
@@ -214,9 +244,11 @@ def test_a_router_taken_off_its_agent_leaves_the_node_and_comes_back(world):
     a, b = world["vms"]["a"], world["vms"]["b"]
     (agent,) = api.get(f"routers/{router['id']}/l3-agents")["agents"]
     ns = f"qrouter-{router['id']}"
+    taps = {f"tap{p['id'][:11]}" for p in api.list("port", {"device_id": router["id"]})}
+    assert taps <= set(node.vsctl("list-ports", "br-int").split())
     api.delete(f"agents/{agent['id']}/l3-routers/{router['id']}")
     wait_for(lambda: ns not in node.private_netns(), 10, what="the namespace to go")
-    assert not node.vsctl("list-ports", "br-int").count("tap"), "router taps left on br-int"
+    assert not taps & set(node.vsctl("list-ports", "br-int").split()), "router taps left"
     assert not a.ping(b.ip, count=1, timeout=1)
     api.post(f"agents/{agent['id']}/l3-routers", {"router_id": router["id"]})
     assert wait_for(lambda: a.ping(b.ip, count=1, timeout=1), 15, what="routing back")

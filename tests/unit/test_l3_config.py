@@ -105,3 +105,25 @@ def test_a_changed_floating_ip_changes_the_setup():
     moved["floating_ips"][0]["fixed_ip_address"] = "10.0.2.7"
     assert build(moved) != build(ROUTER)
     assert build(copy.deepcopy(ROUTER)) == build(ROUTER), "equal snapshots, equal setups"
+
+
+def test_router_advertisements_for_ipv6_subnets_with_an_ra_mode():
+    router = copy.deepcopy(ROUTER)
+    router["interfaces"][1]["fixed_ips"][1]["ipv6_ra_mode"] = "slaac"
+    router["interfaces"][0]["fixed_ips"].append(
+        {"subnet_id": "s7", "ip_address": "2001:db8:7::1", "cidr": "2001:db8:7::/64",
+         "gateway_ip": "2001:db8:7::1", "ipv6_ra_mode": "dhcpv6-stateful"})
+    conf = build(router).radvd
+    blocks = conf.split("};\ninterface ")
+    assert len(blocks) == 2
+    first, second = blocks
+    assert first.startswith("interface qr-bbbbbbbb-22\n{\n   AdvSendAdvert on;")
+    assert "AdvManagedFlag on;" in first and "AdvOtherConfigFlag" not in first
+    assert "prefix 2001:db8:7::/64\n   {\n        AdvOnLink on;\n        AdvAutonomous off;" \
+        in first
+    assert second.startswith("qr-cccccccc-33\n{")
+    assert "AdvLinkMTU 1450;" in second and "AdvManagedFlag" not in second
+    assert "prefix 2001:db8::/64\n   {\n        AdvOnLink on;\n        AdvAutonomous on;" \
+        in second
+    # no ra mode (an outside router announces), no IPv6: no radvd
+    assert build(ROUTER).radvd == ""

@@ -20,7 +20,8 @@ its devices still exist, compares it with the namespace and changes only the dif
   survive rule changes and agent restarts, except those of a floating address whose mapping
   this process changed (``conntrack -D``, as Neutron);
 - the metadata proxy (``stacklet.agent.metadata``) ensured in the namespace, listening on
-  9697 behind the nat REDIRECT of 169.254.169.254:80.
+  9697 behind the nat REDIRECT of 169.254.169.254:80;
+- radvd (state in ``<state dir>/<router id>/``) for the IPv6 subnets with an ``ipv6_ra_mode``.
 
 A router no longer here: proxy stopped, its tap devices removed from br-int, namespace deleted.
 ``sync`` returns the floating IPs applied (to be reported ACTIVE) and those of routers taken
@@ -29,13 +30,18 @@ down here (DOWN); one router's failure does not stop the others.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
+import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stacklet.agent.l3 import router as layout
 from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
@@ -58,6 +64,48 @@ def _run(cmd: Sequence[str], check: bool = True, timeout: float = 30,
     return proc.stdout
 
 
+def _write_atomic(path: Path, content: str) -> bool:
+    """Write when the content differs (to a temporary name, then renamed); True if written."""
+    try:
+        if path.read_text() == content:
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(content)
+    os.replace(tmp, path)
+    return True
+
+
+def _cmdline(pid: int) -> tuple[str, ...]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ()
+    return tuple(part.decode() for part in raw.split(b"\0") if part)
+
+
+def _radvd_pid(directory: Path) -> int | None:
+    """The live radvd of this router's directory, from its pid file."""
+    try:
+        pid = int((directory / "radvd.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if str(directory / "radvd.conf") in _cmdline(pid) else None
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM, then SIGKILL after 5 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while _cmdline(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if _cmdline(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _link(device: Device | None) -> tuple | None:
     """What plugging a device sets (addresses are compared on their own)."""
     return device and (device.port_id, device.outer, device.inner, device.mac, device.mtu)
@@ -71,9 +119,11 @@ class SyncResult:
 
 
 class L3Role:
-    def __init__(self, vsctl: Sequence[str], integration_bridge: str = "br-int",
+    def __init__(self, vsctl: Sequence[str], state_dir: Path | str,
+                 integration_bridge: str = "br-int",
                  metadata_proxy: MetadataProxy | None = None) -> None:
         self.vsctl = list(vsctl)
+        self.state_dir = Path(state_dir)    # <router id>/radvd.{conf,pid,log}
         self.bridge = integration_bridge
         self.proxy = metadata_proxy         # None: no metadata for instances behind routers
         self.applied: dict[str, RouterSetup] = {}
@@ -133,13 +183,16 @@ class L3Role:
 
     def _present(self, namespaces: set[str] | None = None) -> set[str]:
         namespaces = self._namespaces() if namespaces is None else namespaces
-        return {ns[len(PREFIX):] for ns in namespaces} | set(self.applied)
+        kept = {p.name for p in self.state_dir.iterdir() if p.is_dir()} \
+            if self.state_dir.is_dir() else set()
+        return {ns[len(PREFIX):] for ns in namespaces} | set(self.applied) | kept
 
     def _apply(self, setup: RouterSetup, links: set[str], namespaces: set[str]) -> None:
         ns = setup.namespace
         previous = self.applied.get(setup.router_id) if ns in namespaces else None
         if previous == setup and all(d.outer in links for d in setup.devices):
             self._ensure_proxy(setup)
+            self._radvd(setup, check_namespace=False)
             return
         if previous is None:
             if ns not in namespaces:
@@ -170,6 +223,7 @@ class L3Role:
         if previous is not None:
             self._forget_connections(ns, set(previous.mappings) ^ set(setup.mappings))
         self._ensure_proxy(setup)
+        self._radvd(setup, check_namespace=previous is None)
         self.applied[setup.router_id] = setup
         LOG.info("router %s applied: %d devices, %d routes, %d floating IPs", setup.router_id,
                  len(setup.devices), len(setup.routes), len(setup.floating_ips))
@@ -300,13 +354,50 @@ class L3Role:
         except Exception as exc:  # noqa: BLE001 - metadata must not hold up routing
             LOG.warning("router %s: metadata proxy: %s", setup.router_id, exc)
 
+    # -- router advertisements ----------------------------------------------------------------
+
+    def _radvd(self, setup: RouterSetup, check_namespace: bool) -> None:
+        """radvd in the namespace when the router has IPv6 subnets to announce: started
+        once, adopted by pid file after an agent restart, SIGHUPed when its configuration
+        changes, restarted if it died or runs in another namespace, stopped when unneeded."""
+        directory = self.state_dir / setup.router_id
+        conf = directory / "radvd.conf"
+        pid = _radvd_pid(directory)
+        if pid and check_namespace and \
+                _run(["ip", "netns", "identify", str(pid)], check=False).strip() != \
+                setup.namespace:
+            _stop(pid)
+            pid = None
+        if not setup.radvd:
+            if pid:
+                _stop(pid)
+                LOG.info("router %s: radvd stopped", setup.router_id)
+            conf.unlink(missing_ok=True)
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        changed = _write_atomic(conf, setup.radvd)
+        if pid is None:
+            (directory / "radvd.pid").unlink(missing_ok=True)
+            _run(["ip", "netns", "exec", setup.namespace, "radvd", "-C", str(conf),
+                  "-p", str(directory / "radvd.pid"), "-m", "logfile",
+                  "-l", str(directory / "radvd.log")])
+            LOG.info("router %s: radvd started", setup.router_id)
+        elif changed:
+            os.kill(pid, signal.SIGHUP)
+
     # -- teardown -----------------------------------------------------------------------------
 
     def remove(self, router_id: str) -> None:
-        """Stop the router's metadata proxy, unplug its ports, delete its namespace."""
+        """Stop the router's metadata proxy and radvd, unplug its ports, delete its
+        namespace and state."""
         ns = layout.namespace(router_id)
         if self.proxy is not None:
             self.proxy.stop(router_id)
+        directory = self.state_dir / router_id
+        pid = _radvd_pid(directory)
+        if pid:
+            _stop(pid)
+        shutil.rmtree(directory, ignore_errors=True)
         if ns in self._namespaces():
             for inner in self._devices(ns):
                 self._unplug(ns, inner)

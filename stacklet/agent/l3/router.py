@@ -9,6 +9,8 @@ the same here:
   (gateway) in the namespace, with the port's MAC, MTU and addresses; the gateway device also
   holds every floating IP as a /32, so the namespace answers ARP for them;
 - routes: the default route via the external subnet's gateway, and the router's extra routes;
+- router advertisements (``radvd.conf``) on interfaces with IPv6 subnets that have an
+  ``ipv6_ra_mode``, as Neutron's radvd;
 - NAT, one ``iptables-restore`` of the whole nat table (atomic, conntrack untouched), chains
   named like Neutron's ``neutron-l3-agent-*`` with a ``stacklet-`` prefix:
 
@@ -54,6 +56,7 @@ class RouterSetup:
     nat_rules: tuple[str, ...]              # "-A chain ..." lines of the nat table
     floating_ips: tuple[str, ...]           # ids of the floating IPs this setup applies
     mappings: tuple[tuple[str, str], ...] = ()  # (floating address, fixed address)
+    radvd: str = ""                             # radvd.conf ("": no IPv6 subnet to announce)
 
     @property
     def nat(self) -> str:
@@ -135,7 +138,43 @@ def build(router: dict) -> RouterSetup:
     return RouterSetup(router["id"], namespace(router["id"]), tuple(devices), tuple(routes),
                        tuple(_ordered(rules)), tuple(f["id"] for f in applied),
                        tuple((f["floating_ip_address"], f["fixed_ip_address"])
-                             for f in applied))
+                             for f in applied),
+                       radvd_config(router.get("interfaces", [])))
+
+
+RA_INTERVALS = (30, 100)    # Neutron's min_rtr_adv_interval, max_rtr_adv_interval
+IPV6_MIN_MTU = 1280
+
+
+def radvd_config(interfaces: list[dict]) -> str:
+    """radvd.conf as Neutron writes it: per interface port with IPv6 subnets that have an
+    ``ipv6_ra_mode``, router advertisements with the network's MTU, the M/O flags of the modes
+    and each prefix, autonomous (SLAAC) unless the subnet is DHCPv6-stateful."""
+    blocks = []
+    for port in interfaces:
+        subnets = [f for f in port["fixed_ips"]
+                   if ":" in f["ip_address"] and f.get("ipv6_ra_mode")]
+        if not subnets:
+            continue
+        modes = {f["ipv6_ra_mode"] for f in subnets}
+        lines = [f"interface {device_names(port['id'], 'qr')[1]}", "{",
+                 "   AdvSendAdvert on;",
+                 f"   MinRtrAdvInterval {RA_INTERVALS[0]};",
+                 f"   MaxRtrAdvInterval {RA_INTERVALS[1]};"]
+        mtu = int(port.get("mtu") or 1500)
+        if mtu >= IPV6_MIN_MTU:
+            lines.append(f"   AdvLinkMTU {mtu};")
+        if "dhcpv6-stateless" in modes:
+            lines.append("   AdvOtherConfigFlag on;")
+        if "dhcpv6-stateful" in modes:
+            lines.append("   AdvManagedFlag on;")
+        for subnet in sorted(subnets, key=lambda f: f["cidr"]):
+            autonomous = "off" if subnet["ipv6_ra_mode"] == "dhcpv6-stateful" else "on"
+            lines += [f"   prefix {subnet['cidr']}", "   {", "        AdvOnLink on;",
+                      f"        AdvAutonomous {autonomous};", "   };"]
+        lines.append("};")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks) + "\n" if blocks else ""
 
 
 def _ordered(rules: list[str]) -> list[str]:

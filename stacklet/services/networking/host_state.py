@@ -282,8 +282,8 @@ def _dhcp_networks(session: Session, host: str) -> list[dict]:
 
 def _routers(session: Session, host: str) -> list[dict]:
     """16.-19. each router hosted by this host's L3 agent: admin state, SNAT, extra routes,
-    its gateway port and interface ports (MAC, MTU, fixed IPs with their subnet's CIDR and
-    gateway), and its associated floating IPs."""
+    its gateway port and interface ports (MAC, MTU, fixed IPs with their subnet's CIDR,
+    gateway and IPv6 modes), and its associated floating IPs."""
     hosted = (select(RouterL3AgentBinding.router_id)
               .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
               .where(Agent.agent_type == L3_AGENT, Agent.host == host))
@@ -297,13 +297,16 @@ def _routers(session: Session, host: str) -> list[dict]:
         return []
     router_ports = and_(Port.device_id.in_(hosted), Port.device_owner.in_(ROUTER_PORT_OWNERS))
     ips: dict[str, list[dict]] = {}
-    for port_id, subnet_id, address, cidr, gateway in session.execute(
+    for port_id, subnet_id, address, cidr, gateway, ra_mode, address_mode in session.execute(
             select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address,
-                   Subnet.cidr, Subnet.gateway_ip)
+                   Subnet.cidr, Subnet.gateway_ip, Subnet.ipv6_ra_mode,
+                   Subnet.ipv6_address_mode)
             .join(Port, Port.id == IPAllocation.port_id)
             .join(Subnet, Subnet.id == IPAllocation.subnet_id).where(router_ports)):
         ips.setdefault(port_id, []).append({"subnet_id": subnet_id, "ip_address": address,
-                                            "cidr": cidr, "gateway_ip": gateway})
+                                            "cidr": cidr, "gateway_ip": gateway,
+                                            "ipv6_ra_mode": ra_mode,
+                                            "ipv6_address_mode": address_mode})
     mtus = dict(session.execute(select(Network.id, Network.mtu).where(Network.id.in_(
         select(Port.network_id).where(router_ports)))).all())
     for port_id, router_id, network_id, owner, mac, port_host in session.execute(
