@@ -1,9 +1,14 @@
-"""Pieces every benchmark uses: a free TCP port, latency percentiles."""
+"""Pieces every benchmark uses: a free TCP port, latency percentiles, writing results."""
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
+import platform
 import socket
 import statistics
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -22,3 +27,12 @@ def percentiles(samples: list[float], digits: int = 2, with_max: bool = False) -
         result["max_ms"] = ms(ordered[-1])
     result["mean_ms"] = ms(statistics.mean(ordered))
     return result
+
+
+def write_results(out: str | Path, results: dict) -> None:
+    """Results with the machine and date, into out (JSON) and on stdout."""
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "date": datetime.datetime.now(datetime.UTC).isoformat(
+                              timespec="seconds")}
+    Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))

@@ -26,6 +26,7 @@ Not a test: it writes figures, it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -142,6 +144,38 @@ def stop_cloud(data_dir: Path) -> None:
 
 
 # --- the cluster ----------------------------------------------------------------------------
+
+def require(*tools: str) -> None:
+    """Exit unless root with every tool on PATH (namespaces, veths, Open vSwitch)."""
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (namespaces, veths, Open vSwitch)")
+    for tool in tools:
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing")
+
+
+@contextlib.contextmanager
+def world() -> Iterator[tuple[Api, Cluster]]:
+    """A `stacklet up` cloud on a temporary data dir and an empty cluster of simulated nodes
+    reporting to it; both removed afterwards (STACKLET_BENCH_KEEP=1 keeps the data dir)."""
+    signal.signal(signal.SIGTERM, interrupt)
+    data_dir = Path(tempfile.mkdtemp(prefix="stacklet-bench-")) / "data"
+    cluster = None
+    try:
+        url, token = start_cloud(data_dir)
+        api = Api(url, token)
+        cluster = open_cluster(data_dir / "run" / "agent.sock", api)
+        yield api, cluster
+    finally:
+        try:
+            if cluster is not None:
+                close_cluster(cluster)
+        finally:
+            stop_cloud(data_dir)
+            if not os.environ.get("STACKLET_BENCH_KEEP"):
+                shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
 
 def open_cluster(server_socket: Path, api: Api) -> Cluster:
     prefix = "bd" + uuid.uuid4().hex[:5]
@@ -728,20 +762,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                              "dataplane.json"))
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (namespaces, veths, Open vSwitch)")
-    for tool in ("ovs-vswitchd", "ovsdb-server", "ovs-vsctl", "ip", "ethtool", "ping", "iperf3"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing")
-    signal.signal(signal.SIGTERM, interrupt)
+    require("ovs-vswitchd", "ovsdb-server", "ovs-vsctl", "ip", "ethtool", "ping", "iperf3")
     only = set(args.only.split(","))
-    data_dir = Path(tempfile.mkdtemp(prefix="stacklet-bench-")) / "data"
     results: dict = {}
-    cluster = None
-    try:
-        url, token = start_cloud(data_dir)
-        api = Api(url, token)
-        cluster = open_cluster(data_dir / "run" / "agent.sock", api)
+    with world() as (api, cluster):
         n1 = n2 = None
         if only & {"binding", "iperf"}:
             n1 = cluster.add_node("n1", tunnel_types=("vxlan",), physnets=())
@@ -772,14 +796,6 @@ def main() -> None:
         if "sg" in only:
             print("security groups ...", file=sys.stderr)
             results["security_group_flows"] = bench_sg(api, cluster)
-    finally:
-        try:
-            if cluster is not None:
-                close_cluster(cluster)
-        finally:
-            stop_cloud(data_dir)
-            if not os.environ.get("STACKLET_BENCH_KEEP"):
-                shutil.rmtree(data_dir.parent, ignore_errors=True)
     report = {
         "benchmark": "dataplane",
         "machine": machine(),

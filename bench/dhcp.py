@@ -20,23 +20,16 @@ Not a test: it writes figures, it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from common import percentiles
-from dataplane import Api, close_cluster, interrupt, open_cluster, start_cloud, stop_cloud
+from common import percentiles, write_results
+from dataplane import Api, require, world
 
 from stacklet.harness.cluster import Node
 
@@ -192,32 +185,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dhcp.json"))
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (namespaces, veths, Open vSwitch)")
-    for tool in ("ovs-vswitchd", "ovsdb-server", "ip", "ethtool", "dnsmasq", "nsenter"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing")
-    signal.signal(signal.SIGTERM, interrupt)
-    data_dir = Path(tempfile.mkdtemp(prefix="stacklet-bench-")) / "data"
-    cluster = None
-    try:
-        url, token = start_cloud(data_dir)
-        api = Api(url, token)
-        cluster = open_cluster(data_dir / "run" / "agent.sock", api)
+    require("ovs-vswitchd", "ovsdb-server", "ip", "ethtool", "dnsmasq", "nsenter")
+    with world() as (api, cluster):
         results = {"loadavg_at_start": os.getloadavg(), **bench(api, cluster, args.samples)}
-    finally:
-        try:
-            if cluster is not None:
-                close_cluster(cluster)
-        finally:
-            stop_cloud(data_dir)
-            shutil.rmtree(data_dir.parent, ignore_errors=True)
-    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "date": datetime.datetime.now(datetime.UTC).isoformat(
-                              timespec="seconds")}
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-
+    write_results(args.out, results)
 
 if __name__ == "__main__":
     main()

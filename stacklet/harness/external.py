@@ -35,7 +35,7 @@ from stacklet.harness.cluster import Cluster, HarnessError, Instance
 class Host(Instance):
     """A namespace with an address, with the reachability helpers of an Instance."""
 
-    def __init__(self, netns: str, ip: str) -> None:  # noqa: D107 - no port, no node
+    def __init__(self, netns: str, ip: str) -> None:
         self.node = None
         self.port = {}
         self.port_id = ""

@@ -17,7 +17,7 @@ MEMBER = RequestContext("u2", "p2", frozenset({"member", "reader"}))
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime.datetime.now(datetime.timezone.utc)
+        self.now = datetime.datetime.now(datetime.UTC)
 
     def __call__(self) -> datetime.datetime:
         return self.now

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 
 from stacklet.agent.l2 import br_int, br_phys, br_tun
-from stacklet.agent.l2.flows import (GENERATION_SHIFT, KIND_PORT, Flow, cookie_kind,
-                                     merge_conjunctions, owner_cookie)
+from stacklet.agent.l2.flows import (
+    GENERATION_SHIFT,
+    KIND_PORT,
+    Flow,
+    cookie_kind,
+    merge_conjunctions,
+    owner_cookie,
+)
 from stacklet.agent.l2.ofctl import FlowTable
 from stacklet.agent.l2.plan import LocalNet, Plan, RemoteHost, RemotePort, tunnel_port_name
 

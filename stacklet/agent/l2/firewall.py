@@ -63,7 +63,6 @@ which floods them to the VIFs without their ingress rules (ARP, DHCP, ND need th
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from stacklet.agent.l2 import br_int, br_phys, br_tun, firewall
 from stacklet.agent.l2.flows import CANARY, DEAD_VLAN, LEARNED_GENERATION
-from stacklet.agent.l2.ofctl import FlowTable, Ofctl, OfctlError
+from stacklet.agent.l2.ofctl import FlowTable, Ofctl
 from stacklet.agent.l2.ovsdb import Ovsdb, OvsPort
 from stacklet.agent.l2.plan import (
     LocalNet,

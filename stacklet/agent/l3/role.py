@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stacklet.agent.l3 import router as layout
-from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
 from stacklet.agent.l3.router import Device, RouterSetup
+from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
 
 LOG = logging.getLogger(__name__)
 PREFIX = "qrouter-"

@@ -54,10 +54,10 @@ class AgentService(Collection):
     extensions = (("agent", "agent", "The agent management extension.",
                    "2013-02-03T10:00:00-00:00"),)
 
-    def __init__(self, db, conf, clock: Callable[[], datetime.datetime] | None = None) -> None:  # noqa: ANN001
+    def __init__(self, db, conf, clock: Callable[[], datetime.datetime] | None = None) -> None:
         super().__init__(db, conf)
         self.down_time = datetime.timedelta(seconds=conf.agent.agent_down_time)
-        self.clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
 
     def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
         return None if ctx.is_admin else false()
@@ -68,7 +68,7 @@ class AgentService(Collection):
 
     def is_alive(self, heartbeat: str) -> bool:
         beat = datetime.datetime.strptime(heartbeat, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.timezone.utc)
+            tzinfo=datetime.UTC)
         return self.clock() - beat < self.down_time
 
     def filter_clause(self, name: str, values: list[Any]) -> ColumnElement[bool]:
