@@ -146,15 +146,20 @@ class Agent:
         for target in (self._events, self._heartbeat):
             threading.Thread(target=target, name=target.__name__.strip("_"),
                              daemon=True).start()
-        last_full = time.monotonic()
+        last_full = next_canary = time.monotonic()
         while not self.stopping.is_set():
             self.wake.wait(TICK)
             self.wake.clear()
             if self.stopping.is_set():
                 break
             try:
-                if self._ovs_restarted():
-                    self.local_changed = True
+                # At most once a TICK, not on every wake-up: on a busy userspace datapath
+                # the dump waits for ovs-vswitchd's main loop (up to hundreds of ms), and a
+                # change must not wait for it.
+                if time.monotonic() >= next_canary:
+                    next_canary = time.monotonic() + TICK
+                    if self._ovs_restarted():
+                        self.local_changed = True
                 if time.monotonic() - last_full > self.conf.agent.resync_interval:
                     last_full = time.monotonic()
                     self.server_changed = True

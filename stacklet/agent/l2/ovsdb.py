@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ovsdbapp.backend.ovs_idl import connection, idlutils
+from ovsdbapp.backend.ovs_idl import transaction as idl_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 LOG = logging.getLogger(__name__)
@@ -196,9 +197,16 @@ class Ovsdb:
         changes = list(changes)
         if not changes:
             return
-        with self.api.transaction(check_error=True) as txn:
-            for name, tag, other_config in changes:
-                # db_set merges map columns: clear first so that keys can go away
-                txn.add(self.api.db_clear("Port", name, "other_config"))
-                txn.add(self.api.db_set("Port", name, ("tag", tag),
-                                        ("other_config", other_config)))
+        # Like `ovs-vsctl --no-wait`: not waiting for ovs-vswitchd to reconfigure (tens to
+        # hundreds of ms on a busy userspace datapath) before the flows go in. vswitchd reads
+        # OVSDB before it serves the OpenFlow bundle that follows, so the tag is in place when
+        # the port is reported ACTIVE. A port being wired keeps the dead VLAN until then (a
+        # dropped packet at worst); a port being unwired loses its table-0 flows in that
+        # bundle, so only NORMAL flooding could still reach it for those milliseconds.
+        txn = idl_transaction.Transaction(self.api, self.conn, check_error=True)
+        for name, tag, other_config in changes:
+            # db_set merges map columns: clear first so that keys can go away
+            txn.add(self.api.db_clear("Port", name, "other_config"))
+            txn.add(self.api.db_set("Port", name, ("tag", tag),
+                                    ("other_config", other_config)))
+        txn.commit()
