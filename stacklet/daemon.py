@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from stacklet import linux
+
 
 @dataclass(frozen=True)
 class Managed:
@@ -58,14 +60,6 @@ def _proc_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
 def is_alive(pid: int) -> bool:
     """True when the process exists and is not a zombie."""
     state = _proc_state(pid)
@@ -77,7 +71,7 @@ def running_pid(proc: Managed) -> int | None:
     pid = read_pid(proc.pidfile)
     if pid is None or not is_alive(pid):
         return None
-    args = _cmdline(pid)
+    args = linux.cmdline(pid)
     if not all(marker in args for marker in proc.markers):
         return None  # the PID was recycled by an unrelated process
     return pid

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 IFNAMSIZ = 15
 
@@ -108,6 +109,29 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def cmdline(pid: int) -> tuple[str, ...]:
+    """A process's command line (empty when it is gone or unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ()
+    return tuple(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+
+
+def write_atomic(path: Path, content: str) -> bool:
+    """Write the file when its content differs, through a temporary name and a rename, so a
+    reader (dnsmasq on SIGHUP, haproxy, radvd) never sees half a file. True when written."""
+    try:
+        if path.read_text() == content:
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(content)
+    os.replace(tmp, path)
+    return True
 
 
 def pid_alive(pid: int) -> bool:

@@ -26,7 +26,6 @@ running dnsmasq by its pid file when the process's command line is the one it wo
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import logging
@@ -34,10 +33,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from stacklet import linux
 from stacklet.agent.dhcp import dnsmasq
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
 from stacklet.agent.metadata import METADATA_IP, NETWORK_BIND, MetadataProxy
@@ -47,35 +46,6 @@ LOG = logging.getLogger(__name__)
 
 class DhcpError(RuntimeError):
     pass
-
-
-def _run(cmd: Sequence[str], check: bool = True, timeout: float = 30) -> str:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise DhcpError(f"{' '.join(cmd)}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
-def _write_atomic(path: Path, content: str) -> bool:
-    """Write when the content differs; True when written."""
-    try:
-        if path.read_text() == content:
-            return False
-    except FileNotFoundError:
-        pass
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(content)
-    os.replace(tmp, path)
-    return True
-
-
-def _cmdline(pid: int) -> tuple[str, ...] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return tuple(part.decode() for part in raw.split(b"\0") if part)
 
 
 class DhcpRole:
@@ -103,12 +73,13 @@ class DhcpRole:
         wanted = {n["id"]: n for n in snapshot.get("dhcp_networks", [])
                   if dnsmasq.can_serve(n)}
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        links = {link["ifname"] for link in json.loads(_run(["ip", "-j", "link", "show"]))}
+        links = {link["ifname"]
+                 for link in json.loads(linux.run(["ip", "-j", "link", "show"]).stdout)}
         failures = []
         for net_id, net in sorted(wanted.items()):
             try:
                 self._apply(net, links)
-            except (DhcpError, OSError, subprocess.SubprocessError) as exc:
+            except (DhcpError, linux.CommandFailed, OSError, subprocess.SubprocessError) as exc:
                 self.applied.pop(net_id, None)
                 self.plugged.pop(net_id, None)
                 failures.append(f"{net_id}: {exc}")
@@ -118,7 +89,7 @@ class DhcpRole:
         for net_id in sorted(present - set(wanted)):
             try:
                 self.remove(net_id)
-            except (DhcpError, OSError, subprocess.SubprocessError) as exc:
+            except (DhcpError, linux.CommandFailed, OSError, subprocess.SubprocessError) as exc:
                 failures.append(f"{net_id}: {exc}")
         self.counts = {
             "networks": len(wanted),
@@ -129,7 +100,7 @@ class DhcpRole:
 
     @staticmethod
     def _namespaces() -> list[str]:
-        out = _run(["ip", "-j", "netns", "list"], check=False).strip()
+        out = linux.run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
         return [n["name"] for n in json.loads(out or "[]") if n["name"].startswith("qdhcp-")]
 
     def _apply(self, net: dict, links: set[str]) -> None:
@@ -151,7 +122,7 @@ class DhcpRole:
             self.plugged[net["id"]] = plug
         changed = False
         for name, content in config.files.items():
-            changed |= _write_atomic(directory / name, content)
+            changed |= linux.write_atomic(directory / name, content)
         if pid is None:
             self._start(config, directory, ns)
         elif changed:
@@ -167,26 +138,26 @@ class DhcpRole:
         tap, inner = dnsmasq.device_names(port["id"])
         mac, mtu = port["mac_address"], int(net.get("mtu") or 1500)
         if ns not in self._namespaces():
-            _run(["ip", "netns", "add", ns])
-        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            linux.run(["ip", "netns", "add", ns])
+        linux.run(["ip", "-n", ns, "link", "set", "lo", "up"])
         previous = directory / "port"
         old = previous.read_text().strip() if previous.exists() else ""
         if old and old != port["id"]:
             self._unplug(old)
             tap_exists = False
         if not tap_exists:
-            _run(["ip", "-n", ns, "link", "del", inner], check=False)
-            _run(["ip", "link", "add", tap, "mtu", str(mtu), "type", "veth", "peer", "name",
-                  inner, "mtu", str(mtu), "address", mac, "netns", ns])
-            _run(["ethtool", "-K", tap, "tx", "off"], check=False)
-            _run(["ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off"], check=False)
-        _write_atomic(previous, port["id"] + "\n")
-        _run(["ip", "link", "set", tap, "mtu", str(mtu), "up"])
-        _run(["ip", "-n", ns, "link", "set", inner, "address", mac, "mtu", str(mtu), "up"])
-        _run([*self.vsctl, "--may-exist", "add-port", self.bridge, tap, "--",
-              "set", "Interface", tap, f"external_ids:iface-id={port['id']}",
-              f"external_ids:attached-mac={mac}", "external_ids:iface-status=active",
-              f"mtu_request={mtu}"])
+            linux.run(["ip", "-n", ns, "link", "del", inner], check=False)
+            linux.run(["ip", "link", "add", tap, "mtu", str(mtu), "type", "veth", "peer", "name",
+                       inner, "mtu", str(mtu), "address", mac, "netns", ns])
+            linux.run(["ethtool", "-K", tap, "tx", "off"], check=False)
+            linux.run(["ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off"], check=False)
+        linux.write_atomic(previous, port["id"] + "\n")
+        linux.run(["ip", "link", "set", tap, "mtu", str(mtu), "up"])
+        linux.run(["ip", "-n", ns, "link", "set", inner, "address", mac, "mtu", str(mtu), "up"])
+        linux.run([*self.vsctl, "--may-exist", "add-port", self.bridge, tap, "--",
+                   "set", "Interface", tap, f"external_ids:iface-id={port['id']}",
+                   f"external_ids:attached-mac={mac}", "external_ids:iface-status=active",
+                   f"mtu_request={mtu}"])
         self._addresses(net, ns, inner)
 
     def _addresses(self, net: dict, ns: str, inner: str) -> None:
@@ -196,15 +167,16 @@ class DhcpRole:
         if self._serves_metadata(net):
             wanted.add(f"{METADATA_IP}/32")
         current = set()
-        for entry in json.loads(_run(["ip", "-j", "-n", ns, "addr", "show", "dev", inner])):
+        out = linux.run(["ip", "-j", "-n", ns, "addr", "show", "dev", inner]).stdout
+        for entry in json.loads(out):
             for info in entry.get("addr_info", []):
                 if info.get("scope") == "global":
                     current.add(f"{info['local']}/{info['prefixlen']}")
         for cidr in sorted(current - wanted):
-            _run(["ip", "-n", ns, "addr", "del", cidr, "dev", inner])
+            linux.run(["ip", "-n", ns, "addr", "del", cidr, "dev", inner])
         for cidr in sorted(wanted - current):
             extra = ["nodad"] if ":" in cidr else []
-            _run(["ip", "-n", ns, "addr", "add", cidr, "dev", inner, *extra])
+            linux.run(["ip", "-n", ns, "addr", "add", cidr, "dev", inner, *extra])
 
     # -- metadata for isolated networks -------------------------------------------------------
 
@@ -226,8 +198,8 @@ class DhcpRole:
 
     def _unplug(self, port_id: str) -> None:
         tap, _ = dnsmasq.device_names(port_id)
-        _run([*self.vsctl, "--if-exists", "del-port", self.bridge, tap], check=False)
-        _run(["ip", "link", "del", tap], check=False)
+        linux.run([*self.vsctl, "--if-exists", "del-port", self.bridge, tap], check=False)
+        linux.run(["ip", "link", "del", tap], check=False)
 
     # -- dnsmasq ------------------------------------------------------------------------------
 
@@ -239,7 +211,7 @@ class DhcpRole:
             pid = int((directory / "pid").read_text().strip())
         except (OSError, ValueError):
             return None
-        cmdline = _cmdline(pid)
+        cmdline = linux.cmdline(pid)
         if not cmdline or f"--pid-file={directory}/pid" not in cmdline:
             return None
         if command is not None and cmdline != tuple(command):
@@ -250,21 +222,10 @@ class DhcpRole:
         running = self._pid(directory, None)
         if running:
             LOG.info("dnsmasq %d of %s has another command line: restarting", running, ns)
-            self._stop(running)
+            linux.kill_pids([running], timeout=5)
         (directory / "pid").unlink(missing_ok=True)
-        _run(["ip", "netns", "exec", ns, *config.command])
+        linux.run(["ip", "netns", "exec", ns, *config.command])
         LOG.info("dnsmasq started in %s", ns)
-
-    @staticmethod
-    def _stop(pid: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while _cmdline(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if _cmdline(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
     # -- teardown -----------------------------------------------------------------------------
 
@@ -276,12 +237,12 @@ class DhcpRole:
             self.proxy.stop(net_id)
         pid = self._pid(directory, None)
         if pid:
-            self._stop(pid)
+            linux.kill_pids([pid], timeout=5)
         port_file = directory / "port"
         if port_file.exists():
             self._unplug(port_file.read_text().strip())
         if ns in self._namespaces():
-            _run(["ip", "netns", "delete", ns])
+            linux.run(["ip", "netns", "delete", ns])
         shutil.rmtree(directory, ignore_errors=True)
         self.applied.pop(net_id, None)
         self.plugged.pop(net_id, None)

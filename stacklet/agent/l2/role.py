@@ -220,7 +220,7 @@ class OvsRole:
         for physnet, bridge in c.bridge_mappings.items():
             result.flow_mods += self.tables[bridge].sync(br_phys.flows(plan, physnet))
         lap("flows")
-        for bridge, table in self.tables.items():
+        for bridge in self.tables:
             if bridge not in self._swept:
                 self._record_generations(bridge, [self.generation])
                 self._swept.add(bridge)

@@ -30,7 +30,6 @@ down here (DOWN); one router's failure does not stop the others.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import logging
@@ -38,11 +37,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stacklet import linux
 from stacklet.agent.l3 import router as layout
 from stacklet.agent.l3.router import Device, RouterSetup
 from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
@@ -55,55 +54,13 @@ class L3Error(RuntimeError):
     pass
 
 
-def _run(cmd: Sequence[str], check: bool = True, timeout: float = 30,
-         stdin: str | None = None) -> str:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
-                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise L3Error(f"{' '.join(cmd)}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
-def _write_atomic(path: Path, content: str) -> bool:
-    """Write when the content differs (to a temporary name, then renamed); True if written."""
-    try:
-        if path.read_text() == content:
-            return False
-    except FileNotFoundError:
-        pass
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(content)
-    os.replace(tmp, path)
-    return True
-
-
-def _cmdline(pid: int) -> tuple[str, ...]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ()
-    return tuple(part.decode() for part in raw.split(b"\0") if part)
-
-
 def _radvd_pid(directory: Path) -> int | None:
     """The live radvd of this router's directory, from its pid file."""
     try:
         pid = int((directory / "radvd.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if str(directory / "radvd.conf") in _cmdline(pid) else None
-
-
-def _stop(pid: int) -> None:
-    """SIGTERM, then SIGKILL after 5 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while _cmdline(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if _cmdline(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    return pid if str(directory / "radvd.conf") in linux.cmdline(pid) else None
 
 
 def _link(device: Device | None) -> tuple | None:
@@ -154,13 +111,13 @@ class L3Role:
             try:
                 self._apply(setup, links, namespaces)
                 result.active_fips += list(setup.floating_ips)
-            except (L3Error, OSError, subprocess.SubprocessError) as exc:
+            except (L3Error, linux.CommandFailed, OSError, subprocess.SubprocessError) as exc:
                 self.applied.pop(router_id, None)
                 result.failures.append(f"{router_id}: {exc}")
         for router_id in sorted(self._present(namespaces) - set(wanted)):
             try:
                 self.remove(router_id)
-            except (L3Error, OSError, subprocess.SubprocessError) as exc:
+            except (L3Error, linux.CommandFailed, OSError, subprocess.SubprocessError) as exc:
                 result.failures.append(f"{router_id}: {exc}")
         setups = list(wanted.values())
         ports = {d.port_id for s in setups for d in s.devices}
@@ -174,11 +131,12 @@ class L3Role:
 
     @staticmethod
     def _links() -> set[str]:
-        return {link["ifname"] for link in json.loads(_run(["ip", "-j", "link", "show"]))}
+        out = linux.run(["ip", "-j", "link", "show"]).stdout
+        return {link["ifname"] for link in json.loads(out)}
 
     @staticmethod
     def _namespaces() -> set[str]:
-        out = _run(["ip", "-j", "netns", "list"], check=False).strip()
+        out = linux.run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
         return {n["name"] for n in json.loads(out or "[]") if n["name"].startswith(PREFIX)}
 
     def _present(self, namespaces: set[str] | None = None) -> set[str]:
@@ -196,11 +154,11 @@ class L3Role:
             return
         if previous is None:
             if ns not in namespaces:
-                _run(["ip", "netns", "add", ns])
+                linux.run(["ip", "netns", "add", ns])
                 LOG.info("router %s: namespace created", setup.router_id)
-            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-                  "net.ipv6.conf.all.forwarding=1"])
+            linux.run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            linux.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                       "net.ipv6.conf.all.forwarding=1"])
         present = self._devices(ns)
         wanted = {d.inner for d in setup.devices}
         for inner in sorted(set(present) - wanted):
@@ -219,7 +177,7 @@ class L3Role:
         if previous is None:
             self._nat(ns, setup)        # only when iptables-save shows other rules
         elif previous.nat_rules != setup.nat_rules:
-            _run(["ip", "netns", "exec", ns, "iptables-restore"], stdin=setup.nat)
+            linux.run(["ip", "netns", "exec", ns, "iptables-restore"], input=setup.nat)
         if previous is not None:
             self._forget_connections(ns, set(previous.mappings) ^ set(setup.mappings))
         self._ensure_proxy(setup)
@@ -234,7 +192,7 @@ class L3Role:
     def _devices(ns: str) -> dict[str, dict]:
         """qr-/qg- devices in the namespace with their global addresses."""
         out = {}
-        for entry in json.loads(_run(["ip", "-j", "-n", ns, "addr", "show"]) or "[]"):
+        for entry in json.loads(linux.run(["ip", "-j", "-n", ns, "addr", "show"]).stdout or "[]"):
             name = entry["ifname"]
             if name.startswith(("qr-", "qg-")):
                 out[name] = {"mac": entry.get("address"), "mtu": entry.get("mtu"),
@@ -248,29 +206,30 @@ class L3Role:
         mtu = str(device.mtu)
         if not exists:      # a half of an old pair may be left: make a new pair
             if inner_left:
-                _run(["ip", "-n", ns, "link", "del", device.inner], check=False)
+                linux.run(["ip", "-n", ns, "link", "del", device.inner], check=False)
             if outer_left:
-                _run(["ip", "link", "del", device.outer], check=False)
-            _run(["ip", "link", "add", device.outer, "mtu", mtu, "type", "veth", "peer", "name",
-                  device.inner, "mtu", mtu, "address", device.mac, "netns", ns])
-            _run(["ethtool", "-K", device.outer, "tx", "off"], check=False)
-            _run(["ip", "netns", "exec", ns, "ethtool", "-K", device.inner, "tx", "off"],
-                 check=False)
-        _run(["ip", "link", "set", device.outer, "mtu", mtu, "up"])
-        _run(["ip", "-n", ns, "link", "set", device.inner, "address", device.mac, "mtu", mtu,
-              "up"])
-        _run([*self.vsctl, "--may-exist", "add-port", self.bridge, device.outer, "--",
-              "set", "Interface", device.outer, f"external_ids:iface-id={device.port_id}",
-              f"external_ids:attached-mac={device.mac}", "external_ids:iface-status=active",
-              f"mtu_request={device.mtu}"])
+                linux.run(["ip", "link", "del", device.outer], check=False)
+            linux.run(["ip", "link", "add", device.outer, "mtu", mtu, "type", "veth",
+                       "peer", "name", device.inner, "mtu", mtu, "address", device.mac,
+                       "netns", ns])
+            linux.run(["ethtool", "-K", device.outer, "tx", "off"], check=False)
+            linux.run(["ip", "netns", "exec", ns, "ethtool", "-K", device.inner, "tx", "off"],
+                      check=False)
+        linux.run(["ip", "link", "set", device.outer, "mtu", mtu, "up"])
+        linux.run(["ip", "-n", ns, "link", "set", device.inner, "address", device.mac, "mtu", mtu,
+                   "up"])
+        linux.run([*self.vsctl, "--may-exist", "add-port", self.bridge, device.outer, "--",
+                   "set", "Interface", device.outer, f"external_ids:iface-id={device.port_id}",
+                   f"external_ids:attached-mac={device.mac}", "external_ids:iface-status=active",
+                   f"mtu_request={device.mtu}"])
 
     def _addresses(self, ns: str, device: Device, current: set[str]) -> None:
         wanted = set(device.addresses)
         for cidr in sorted(current - wanted):
-            _run(["ip", "-n", ns, "addr", "del", cidr, "dev", device.inner])
+            linux.run(["ip", "-n", ns, "addr", "del", cidr, "dev", device.inner])
         for cidr in sorted(wanted - current):
             extra = ["nodad"] if ":" in cidr else []
-            _run(["ip", "-n", ns, "addr", "add", cidr, "dev", device.inner, *extra])
+            linux.run(["ip", "-n", ns, "addr", "add", cidr, "dev", device.inner, *extra])
             if ":" not in cidr:
                 self.pending.setdefault(device.port_id, set()).add(
                     (ns, device.inner, cidr.split("/")[0]))
@@ -293,9 +252,9 @@ class L3Role:
 
     def _unplug(self, ns: str, inner: str) -> None:
         outer = "tap" + inner[3:]
-        _run([*self.vsctl, "--if-exists", "del-port", self.bridge, outer], check=False)
-        _run(["ip", "-n", ns, "link", "del", inner], check=False)
-        _run(["ip", "link", "del", outer], check=False)
+        linux.run([*self.vsctl, "--if-exists", "del-port", self.bridge, outer], check=False)
+        linux.run(["ip", "-n", ns, "link", "del", inner], check=False)
+        linux.run(["ip", "link", "del", outer], check=False)
 
     # -- routes and NAT -----------------------------------------------------------------------
 
@@ -303,34 +262,35 @@ class L3Role:
     def _routes(ns: str, wanted: Sequence[tuple[str, str]]) -> None:
         current = set()
         for family, default in (("-4", "0.0.0.0/0"), ("-6", "::/0")):
-            for entry in json.loads(_run(["ip", "-j", family, "-n", ns, "route", "show",
-                                          "proto", "static"]) or "[]"):
+            for entry in json.loads(linux.run(["ip", "-j", family, "-n", ns, "route", "show",
+                                               "proto", "static"]).stdout or "[]"):
                 dst = entry.get("dst", "")
                 dst = default if dst == "default" else \
                     str(ipaddress.ip_network(dst, strict=False))
                 if entry.get("gateway"):
                     current.add((dst, entry["gateway"]))
         for dst, via in sorted(current - set(wanted)):
-            _run(["ip", "-n", ns, "route", "del", dst, "via", via, "proto", "static"],
-                 check=False)
+            linux.run(["ip", "-n", ns, "route", "del", dst, "via", via, "proto", "static"],
+                      check=False)
         failed = []
         for dst, via in wanted:
             if (dst, via) in current:
                 continue
-            try:
-                _run(["ip", "-n", ns, "route", "replace", dst, "via", via, "proto", "static"])
-            except L3Error as exc:      # e.g. a next hop not on a connected subnet yet
+            try:        # may fail, e.g. a next hop not on a connected subnet yet
+                linux.run(["ip", "-n", ns, "route", "replace", dst, "via", via, "proto", "static"])
+            except (L3Error, linux.CommandFailed) as exc:
                 failed.append(str(exc))
         if failed:
             raise L3Error("; ".join(failed))
 
     @staticmethod
     def _nat(ns: str, setup: RouterSetup) -> None:
-        saved = _run(["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"], check=False)
+        saved = linux.run(["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"],
+                          check=False).stdout
         if [line for line in saved.splitlines() if line.startswith("-A ")] == \
                 list(setup.nat_rules):
             return
-        _run(["ip", "netns", "exec", ns, "iptables-restore"], stdin=setup.nat)
+        linux.run(["ip", "netns", "exec", ns, "iptables-restore"], input=setup.nat)
 
     def _forget_connections(self, ns: str, mappings: set[tuple[str, str]]) -> None:
         """Delete the conntrack entries of floating addresses whose mapping changed (as
@@ -364,23 +324,23 @@ class L3Role:
         conf = directory / "radvd.conf"
         pid = _radvd_pid(directory)
         if pid and check_namespace and \
-                _run(["ip", "netns", "identify", str(pid)], check=False).strip() != \
+                linux.run(["ip", "netns", "identify", str(pid)], check=False).stdout.strip() != \
                 setup.namespace:
-            _stop(pid)
+            linux.kill_pids([pid], timeout=5)
             pid = None
         if not setup.radvd:
             if pid:
-                _stop(pid)
+                linux.kill_pids([pid], timeout=5)
                 LOG.info("router %s: radvd stopped", setup.router_id)
             conf.unlink(missing_ok=True)
             return
         directory.mkdir(parents=True, exist_ok=True)
-        changed = _write_atomic(conf, setup.radvd)
+        changed = linux.write_atomic(conf, setup.radvd)
         if pid is None:
             (directory / "radvd.pid").unlink(missing_ok=True)
-            _run(["ip", "netns", "exec", setup.namespace, "radvd", "-C", str(conf),
-                  "-p", str(directory / "radvd.pid"), "-m", "logfile",
-                  "-l", str(directory / "radvd.log")])
+            linux.run(["ip", "netns", "exec", setup.namespace, "radvd", "-C", str(conf),
+                       "-p", str(directory / "radvd.pid"), "-m", "logfile",
+                       "-l", str(directory / "radvd.log")])
             LOG.info("router %s: radvd started", setup.router_id)
         elif changed:
             os.kill(pid, signal.SIGHUP)
@@ -396,12 +356,12 @@ class L3Role:
         directory = self.state_dir / router_id
         pid = _radvd_pid(directory)
         if pid:
-            _stop(pid)
+            linux.kill_pids([pid], timeout=5)
         shutil.rmtree(directory, ignore_errors=True)
         if ns in self._namespaces():
             for inner in self._devices(ns):
                 self._unplug(ns, inner)
-            _run(["ip", "netns", "delete", ns])
+            linux.run(["ip", "netns", "delete", ns])
         self.applied.pop(router_id, None)
         LOG.info("router %s removed from this node", router_id)
 

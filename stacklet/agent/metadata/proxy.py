@@ -36,14 +36,6 @@ class MetadataProxyError(RuntimeError):
     pass
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
 def _same_file(a: str, b: str) -> bool:
     try:
         sa, sb = os.stat(a), os.stat(b)
@@ -57,12 +49,6 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
-
-
-def _write_atomic(path: Path, content: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(content)
-    os.replace(tmp, path)
 
 
 class MetadataProxy:
@@ -95,8 +81,8 @@ class MetadataProxy:
                 LOG.info("metadata proxy %s (pid %d) changed: restarting it", ident, pid)
                 linux.kill_pids([pid])
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_atomic(directory / CONFIG, config)
-            _write_atomic(directory / NETNS, netns)
+            linux.write_atomic(directory / CONFIG, config)
+            linux.write_atomic(directory / NETNS, netns)
             return self._start(directory, ident, netns)
 
     def stop(self, key: str) -> bool:
@@ -141,7 +127,7 @@ class MetadataProxy:
             pid = int((directory / PID).read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        if str(directory / CONFIG) not in _cmdline(pid) or not linux.pid_alive(pid):
+        if str(directory / CONFIG) not in linux.cmdline(pid) or not linux.pid_alive(pid):
             return None
         return pid
 
