@@ -9,60 +9,30 @@ module's flat networks can land on them (the session cloud is shared with other 
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
+from fakenodes import OVS, FakeNode, heartbeating
 from netutil import admin_api, expect, osc, uname
 from sqlalchemy import create_engine, text
 
 from stacklet import config
 
 API = "/networking/v2.0"
-OVS, DHCP = "Open vSwitch agent", "DHCP agent"
-
-
-PHYSNETS = 16  # flat networks: one per physical network
-
-
-def ovs_conf(physnet: str) -> dict:
-    return {"bridge_mappings": {f"{physnet}-{i}": "br-phys" for i in range(PHYSNETS)},
-            "tunnel_types": [], "tunneling_ip": None,
-            "datapath_type": "netdev", "integration_bridge": "br-int"}
+DHCP = "DHCP agent"
 
 
 DHCP_CONF = {"dhcp_driver": "stacklet.agent.dhcp.dnsmasq", "dhcp_lease_duration": 86400,
              "log_agent_heartbeats": False, "networks": 0, "subnets": 0, "ports": 0}
 
 
-class FakeNode:
+class DhcpNode(FakeNode):
     """One host with an Open vSwitch agent and a DHCP agent."""
 
-    def __init__(self, http: httpx.Client, host: str, physnet: str) -> None:
-        self.http, self.host, self.physnet = http, host, physnet
-        self.ids: dict[str, str] = {}
-
-    def report(self, start_flag: bool = False) -> None:
-        for agent_type, binary, topic, conf in (
-                (OVS, "stacklet-openvswitch-agent", "N/A", ovs_conf(self.physnet)),
-                (DHCP, "stacklet-dhcp-agent", "dhcp_agent", DHCP_CONF)):
-            response = self.http.post("/agent/v1/report_state", json={
-                "agent_type": agent_type, "binary": binary, "topic": topic, "host": self.host,
-                "configurations": conf, "availability_zone": "nova", "start_flag": start_flag})
-            assert response.status_code == 200, response.text
-            self.ids[agent_type] = response.json()["id"]
-
-    @property
-    def dhcp_id(self) -> str:
-        return self.ids[DHCP]
-
-    def state(self) -> dict:
-        response = self.http.get(f"/agent/v1/hosts/{self.host}/state")
-        assert response.status_code == 200, response.text
-        return response.json()
+    ROLE = (DHCP, "stacklet-dhcp-agent", "dhcp_agent", DHCP_CONF)
+    dhcp_id = FakeNode.role_id
 
 
 @pytest.fixture(scope="module")
@@ -79,33 +49,8 @@ def physnet() -> str:
 
 @pytest.fixture(scope="module")
 def nodes(cloud, admin, physnet):
-    """Two fake nodes, kept alive by heartbeats every 2 s unless listed in ``dead``."""
-    sock = str(cloud.data_dir / "run" / "agent.sock")
-    http = httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://agent",
-                        timeout=30)
-    made = [FakeNode(http, f"fake-dhcp-{i}-{uuid.uuid4().hex[:8]}", physnet) for i in (1, 2)]
-    for node in made:
-        node.report(start_flag=True)
-    stop, dead = threading.Event(), set()
-    beat = httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://agent",
-                        timeout=30)
-
-    def heartbeat() -> None:
-        while not stop.wait(1.0):
-            for node in made:
-                if node.host not in dead:
-                    FakeNode(beat, node.host, physnet).report()
-
-    thread = threading.Thread(target=heartbeat, daemon=True)
-    thread.start()
-    yield made, dead
-    stop.set()
-    thread.join(10)
-    beat.close()
-    for node in made:
-        for agent_id in node.ids.values():
-            admin.req("DELETE", f"agents/{agent_id}")
-    http.close()
+    with heartbeating(cloud, admin, physnet, DhcpNode, "dhcp") as pair:
+        yield pair
 
 
 _physnet_index = itertools.count()

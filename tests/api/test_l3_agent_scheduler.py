@@ -10,53 +10,27 @@ module's routers (on flat networks of those physical networks) can land on them.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
-import httpx
 import pytest
+from fakenodes import OVS, PHYSNETS, FakeNode, heartbeating
 from netutil import admin_api, expect, osc, uname
 from sqlalchemy import create_engine, text
 
 from stacklet import config
 
 API = "/networking/v2.0"
-OVS, L3 = "Open vSwitch agent", "L3 agent"
-PHYSNETS = 16  # flat networks: one per physical network; 0 is the external one
+L3 = "L3 agent"  # physical network <physnet>-0 is the external one
 L3_CONF = {"agent_mode": "legacy", "routers": 0, "ex_gw_ports": 0, "interfaces": 0,
            "floating_ips": 0, "interface_driver": "openvswitch"}
 
 
-class FakeNode:
+class L3Node(FakeNode):
     """One host with an Open vSwitch agent and an L3 agent."""
 
-    def __init__(self, http: httpx.Client, host: str, physnet: str) -> None:
-        self.http, self.host, self.physnet = http, host, physnet
-        self.ids: dict[str, str] = {}
-
-    def report(self, start_flag: bool = False, **counts: int) -> None:
-        ovs_conf = {"bridge_mappings": {f"{self.physnet}-{i}": "br-phys"
-                                        for i in range(PHYSNETS)},
-                    "tunnel_types": [], "tunneling_ip": None, "datapath_type": "netdev",
-                    "integration_bridge": "br-int"}
-        for agent_type, binary, topic, conf in (
-                (OVS, "stacklet-openvswitch-agent", "N/A", ovs_conf),
-                (L3, "stacklet-l3-agent", "l3_agent", {**L3_CONF, **counts})):
-            response = self.http.post("/agent/v1/report_state", json={
-                "agent_type": agent_type, "binary": binary, "topic": topic, "host": self.host,
-                "configurations": conf, "availability_zone": "nova", "start_flag": start_flag})
-            assert response.status_code == 200, response.text
-            self.ids[agent_type] = response.json()["id"]
-
-    @property
-    def l3_id(self) -> str:
-        return self.ids[L3]
-
-    def state(self) -> dict:
-        response = self.http.get(f"/agent/v1/hosts/{self.host}/state")
-        assert response.status_code == 200, response.text
-        return response.json()
+    ROLE = (L3, "stacklet-l3-agent", "l3_agent", L3_CONF)
+    l3_id = FakeNode.role_id
 
     def fip_status(self, active=(), down=()) -> int:
         response = self.http.post(f"/agent/v1/hosts/{self.host}/floatingip_status",
@@ -79,33 +53,8 @@ def physnet() -> str:
 
 @pytest.fixture(scope="module")
 def nodes(cloud, admin, physnet):
-    """Two fake nodes, kept alive by heartbeats every second unless listed in ``dead``."""
-    sock = str(cloud.data_dir / "run" / "agent.sock")
-    http = httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://agent",
-                        timeout=30)
-    made = [FakeNode(http, f"fake-l3-{i}-{uuid.uuid4().hex[:8]}", physnet) for i in (1, 2)]
-    for node in made:
-        node.report(start_flag=True)
-    stop, dead = threading.Event(), set()
-    beat = httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://agent",
-                        timeout=30)
-
-    def heartbeat() -> None:
-        while not stop.wait(1.0):
-            for node in made:
-                if node.host not in dead:
-                    FakeNode(beat, node.host, physnet).report()
-
-    thread = threading.Thread(target=heartbeat, daemon=True)
-    thread.start()
-    yield made, dead
-    stop.set()
-    thread.join(10)
-    beat.close()
-    for node in made:
-        for agent_id in node.ids.values():
-            admin.req("DELETE", f"agents/{agent_id}")
-    http.close()
+    with heartbeating(cloud, admin, physnet, L3Node, "l3") as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from dputil import admin_api, boot, nodes, uname, wait_for, wait_status
+from dputil import boot, nodes, uname, wait_for, wait_status
 
 from stacklet.harness.external import (
     External,
@@ -25,13 +25,6 @@ from stacklet.harness.external import (
 )
 
 INTERNET = "198.51.100.10"
-
-
-@pytest.fixture(scope="module")
-def api(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,95 @@
+"""Fake nodes for scheduler tests: hosts that register an Open vSwitch agent and one role's
+agent (DHCP, L3) through the agents' unix socket and keep them alive with heartbeats, with no
+dataplane behind them.
+
+Each host maps PHYSNETS physical networks ``<physnet>-<i>`` no other test uses and terminates
+no tunnel, so only the calling module's flat networks on those physnets can land on them (the
+session cloud is shared with other tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+OVS = "Open vSwitch agent"
+PHYSNETS = 16  # flat networks: one per physical network
+
+
+def agent_socket_client(data_dir: Path) -> httpx.Client:
+    sock = str(data_dir / "run" / "agent.sock")
+    return httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://agent",
+                        timeout=30)
+
+
+class FakeNode:
+    """One host with an Open vSwitch agent and the agent of ROLE = (type, binary, topic,
+    configurations); subclasses name the role."""
+
+    ROLE: tuple[str, str, str, dict]
+
+    def __init__(self, http: httpx.Client, host: str, physnet: str) -> None:
+        self.http, self.host, self.physnet = http, host, physnet
+        self.ids: dict[str, str] = {}
+
+    def report(self, start_flag: bool = False, **counts: int) -> None:
+        ovs_conf = {"bridge_mappings": {f"{self.physnet}-{i}": "br-phys"
+                                        for i in range(PHYSNETS)},
+                    "tunnel_types": [], "tunneling_ip": None, "datapath_type": "netdev",
+                    "integration_bridge": "br-int"}
+        role_type, role_binary, role_topic, role_conf = self.ROLE
+        for kind, binary, topic, conf in (
+                (OVS, "stacklet-openvswitch-agent", "N/A", ovs_conf),
+                (role_type, role_binary, role_topic, {**role_conf, **counts})):
+            response = self.http.post("/agent/v1/report_state", json={
+                "agent_type": kind, "binary": binary, "topic": topic, "host": self.host,
+                "configurations": conf, "availability_zone": "nova", "start_flag": start_flag})
+            assert response.status_code == 200, response.text
+            self.ids[kind] = response.json()["id"]
+
+    @property
+    def role_id(self) -> str:
+        return self.ids[self.ROLE[0]]
+
+    def state(self) -> dict:
+        response = self.http.get(f"/agent/v1/hosts/{self.host}/state")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@contextlib.contextmanager
+def heartbeating(cloud, admin, physnet: str, node_class: type[FakeNode],
+                 name: str) -> Iterator[tuple[list[FakeNode], set[str]]]:
+    """Two fake nodes, kept alive by heartbeats every second unless their host is put in the
+    yielded ``dead`` set; their agents are deleted afterwards."""
+    http = agent_socket_client(cloud.data_dir)
+    made = [node_class(http, f"fake-{name}-{i}-{uuid.uuid4().hex[:8]}", physnet)
+            for i in (1, 2)]
+    for node in made:
+        node.report(start_flag=True)
+    stop, dead = threading.Event(), set()
+    beat = agent_socket_client(cloud.data_dir)
+
+    def heartbeat() -> None:
+        while not stop.wait(1.0):
+            for node in made:
+                if node.host not in dead:
+                    node_class(beat, node.host, physnet).report()
+
+    thread = threading.Thread(target=heartbeat, daemon=True)
+    thread.start()
+    try:
+        yield made, dead
+    finally:
+        stop.set()
+        thread.join(10)
+        beat.close()
+        for node in made:
+            for agent_id in node.ids.values():
+                admin.req("DELETE", f"agents/{agent_id}")
+        http.close()
