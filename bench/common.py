@@ -8,6 +8,7 @@ import os
 import platform
 import socket
 import statistics
+import time
 from pathlib import Path
 
 
@@ -15,6 +16,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait(predicate, timeout: float, what: str) -> None:
+    """Poll predicate every 50 ms; give up (exit the benchmark) after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def percentiles(samples: list[float], digits: int = 2, with_max: bool = False) -> dict:

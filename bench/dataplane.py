@@ -108,9 +108,9 @@ class Api:
                                                    "fields": ["id", "status"]})["ports"]
         return {p["id"]: p["status"] for p in ports}
 
-    def agent_alive(self, node: Node) -> bool:
+    def agent_alive(self, node: Node, agent_type: str = "Open vSwitch agent") -> bool:
         agents = self.call("GET", "/agents", params={"host": node.host,
-                                                     "agent_type": "Open vSwitch agent"})
+                                                     "agent_type": agent_type})
         return any(a["host"] == node.host and a["alive"] for a in agents["agents"])
 
 

@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import percentiles, write_results
+from common import percentiles, wait, write_results
 from dataplane import Api, require, world
 
 from stacklet.harness.cluster import Node
@@ -84,19 +84,6 @@ CLIENT = textwrap.dedent("""
 """)
 
 
-def wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def dhcp_alive(api: Api, node: Node) -> bool:
-    agents = api.call("GET", "/agents", params={"host": node.host, "agent_type": "DHCP agent"})
-    return any(a["alive"] for a in agents["agents"])
-
-
 def lease(vm, began: float, timeout: float = 30) -> tuple[float, float]:
     """(first OFFER, ACK) in seconds after ``began``, from the guest's client."""
     proc = vm.exec([sys.executable, "-c", CLIENT, vm.mac, str(timeout)], timeout=timeout + 10)
@@ -133,7 +120,7 @@ def new_port(api: Api, node: Node, net: dict, sub: dict, hosts_file: Path,
 def bench(api: Api, cluster, samples: int) -> dict:
     dhcp_node = cluster.add_node("dhcp", roles=("dhcp",), tunnel_types=("vxlan",), physnets=())
     compute = cluster.add_node("c1", tunnel_types=("vxlan",), physnets=())
-    wait(lambda: dhcp_alive(api, dhcp_node), 30, "the DHCP agent")
+    wait(lambda: api.agent_alive(dhcp_node, "DHCP agent"), 30, "the DHCP agent")
     net = api.create("network", name="bench-dhcp")
     sub = api.create("subnet", network_id=net["id"], ip_version=4, cidr="10.90.0.0/16")
     dhcp_port = api.call("GET", "/ports", params={"network_id": net["id"],

@@ -29,26 +29,13 @@ import time
 import uuid
 from pathlib import Path
 
-from common import percentiles, write_results
+from common import percentiles, wait, write_results
 from dataplane import Api, require, world
 
 from stacklet.harness.cluster import Instance, Node
 from stacklet.harness.external import External
 
 REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from ")
-
-
-def wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def l3_alive(api: Api, node: Node) -> bool:
-    agents = api.call("GET", "/agents", params={"host": node.host, "agent_type": "L3 agent"})
-    return any(a["alive"] for a in agents["agents"])
 
 
 def instance(api: Api, node: Node, net: dict, sub: dict, group: str) -> Instance:
@@ -93,7 +80,7 @@ def bench(api: Api, cluster, samples: int) -> dict:
                                 tunnel_types=("vxlan",))
     c1 = cluster.add_node("c1", tunnel_types=("vxlan",), physnets=())
     c2 = cluster.add_node("c2", tunnel_types=("vxlan",), physnets=())
-    wait(lambda: l3_alive(api, net_node), 30, "the L3 agent")
+    wait(lambda: api.agent_alive(net_node, "L3 agent"), 30, "the L3 agent")
     external = External(cluster, physnet)
     try:
         ext_net = api.create("network", name="bench-public", **{

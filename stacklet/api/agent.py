@@ -119,67 +119,56 @@ def _id_list(body: dict, key: str) -> list[str]:
     return value
 
 
-def port_status(call: Call) -> dict:
+def _two_lists(call: Call, first: str, second: str) -> tuple[list[str], list[str]]:
+    """The body's two id lists (an id in both counts for the first)."""
     body = call.body
     if not isinstance(body, dict):
         raise _bad("expected a JSON object")
-    host = call.path["host"]
-    up = sorted(set(_id_list(body, "up")))
-    down = sorted(set(_id_list(body, "down")) - set(up))
-    if not up and not down:
-        return {"updated": 0}
+    one = sorted(set(_id_list(body, first)))
+    two = sorted(set(_id_list(body, second)) - set(one))
+    return one, two
 
+
+def _set_statuses(call: Call, model, groups) -> dict:
+    """For each (status, ids, conditions): set the status (and bump the revision) of the rows
+    among ids that match the conditions and have another status; one retried transaction."""
     def write(session) -> int:
         now = isotime()
         updated = 0
-        for status, ids, extra in (
-                ("ACTIVE", up, (Port.binding_vif_type == VIF_OVS,)),
-                ("DOWN", down, ())):
+        for status, ids, conditions in groups:
             for part in chunks(ids, CHUNK):
                 result = session.execute(
-                    update(Port)
-                    .where(Port.id.in_(part), Port.binding_host_id == host,
-                           Port.status != status, *extra)
-                    .values(status=status, revision_number=Port.revision_number + 1,
+                    update(model)
+                    .where(model.id.in_(part), model.status != status, *conditions)
+                    .values(status=status, revision_number=model.revision_number + 1,
                             updated_at=now)
                     .execution_options(synchronize_session=False))
                 updated += result.rowcount or 0
         return updated
 
+    if not any(ids for _, ids, _ in groups):
+        return {"updated": 0}
     return {"updated": call.services.db.retrying(write)}
+
+
+def port_status(call: Call) -> dict:
+    host = call.path["host"]
+    up, down = _two_lists(call, "up", "down")
+    here = Port.binding_host_id == host
+    return _set_statuses(call, Port, (("ACTIVE", up, (here, Port.binding_vif_type == VIF_OVS)),
+                                      ("DOWN", down, (here,))))
 
 
 def floatingip_status(call: Call) -> dict:
     """The L3 role applied (active) or dropped (down) these floating IPs; only those of
     routers hosted by this host's L3 agent change."""
-    body = call.body
-    if not isinstance(body, dict):
-        raise _bad("expected a JSON object")
-    host = call.path["host"]
-    active = sorted(set(_id_list(body, "active")))
-    down = sorted(set(_id_list(body, "down")) - set(active))
-    if not active and not down:
-        return {"updated": 0}
-    hosted = (select(RouterL3AgentBinding.router_id)
-              .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
-              .where(Agent.agent_type == L3_AGENT, Agent.host == host))
-
-    def write(session) -> int:
-        now = isotime()
-        updated = 0
-        for status, ids in (("ACTIVE", active), ("DOWN", down)):
-            for part in chunks(ids, CHUNK):
-                result = session.execute(
-                    update(FloatingIP)
-                    .where(FloatingIP.id.in_(part), FloatingIP.router_id.in_(hosted),
-                           FloatingIP.status != status)
-                    .values(status=status, revision_number=FloatingIP.revision_number + 1,
-                            updated_at=now)
-                    .execution_options(synchronize_session=False))
-                updated += result.rowcount or 0
-        return updated
-
-    return {"updated": call.services.db.retrying(write)}
+    active, down = _two_lists(call, "active", "down")
+    hosted = FloatingIP.router_id.in_(
+        select(RouterL3AgentBinding.router_id)
+        .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
+        .where(Agent.agent_type == L3_AGENT, Agent.host == call.path["host"]))
+    return _set_statuses(call, FloatingIP, (("ACTIVE", active, (hosted,)),
+                                            ("DOWN", down, (hosted,))))
 
 
 async def events(request: Request) -> Response:
