@@ -18,6 +18,7 @@ from stacklet import errors
 from stacklet.context import RequestContext
 from stacklet.resources.attributes import Attr, Resource, string, to_bool, to_uuid
 from stacklet.services.networking.common import Collection
+from stacklet.services.networking.liveness import Liveness
 from stacklet.store.models.agents import Agent
 from stacklet.store.models.base import isotime
 
@@ -56,8 +57,8 @@ class AgentService(Collection):
 
     def __init__(self, db, conf, clock: Callable[[], datetime.datetime] | None = None) -> None:
         super().__init__(db, conf)
-        self.down_time = datetime.timedelta(seconds=conf.agent.agent_down_time)
-        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        self.liveness = Liveness(conf, clock)
+        self.is_alive = self.liveness.is_alive
 
     def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
         return None if ctx.is_admin else false()
@@ -66,15 +67,10 @@ class AgentService(Collection):
         if not ctx.is_admin:
             raise errors.PolicyNotAuthorized(action=f"{action}_agent")
 
-    def is_alive(self, heartbeat: str) -> bool:
-        beat = datetime.datetime.strptime(heartbeat, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.UTC)
-        return self.clock() - beat < self.down_time
-
     def filter_clause(self, name: str, values: list[Any]) -> ColumnElement[bool]:
         if name == "alive":
             # A heartbeat newer than the cut-off is alive; timestamps sort as strings.
-            cutoff = (self.clock() - self.down_time).strftime("%Y-%m-%dT%H:%M:%SZ")
+            cutoff = self.liveness.cutoff()
             alive = Agent.heartbeat_timestamp > cutoff
             if all(values):
                 return alive

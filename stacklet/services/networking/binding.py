@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stacklet.services.networking.common import bump
+from stacklet.services.networking.liveness import Liveness
 from stacklet.store.models.agents import Agent
 from stacklet.store.models.network import NetworkSegment, Port
 
@@ -75,15 +76,8 @@ class Binder:
     """Binding decisions against the database (agents and segments)."""
 
     def __init__(self, conf: Any, clock: Callable[[], datetime.datetime] | None = None) -> None:
-        self.down_time = datetime.timedelta(seconds=conf.agent.agent_down_time)
-        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
-
-    def is_alive(self, heartbeat: str | None) -> bool:
-        if not heartbeat:
-            return False
-        beat = datetime.datetime.strptime(heartbeat, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.UTC)
-        return self.clock() - beat < self.down_time
+        self.liveness = Liveness(conf, clock)
+        self.is_alive = self.liveness.is_alive
 
     @staticmethod
     def _agent(session: Session, host: str) -> tuple[dict | None, str | None]:

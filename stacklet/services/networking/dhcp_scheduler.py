@@ -41,6 +41,7 @@ from stacklet.context import RequestContext
 from stacklet.services.networking import ipam
 from stacklet.services.networking.binding import OVS_AGENT, Binder, segment_reachable
 from stacklet.services.networking.common import bump
+from stacklet.services.networking.liveness import Liveness
 from stacklet.services.networking.ports import random_mac
 from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding
 from stacklet.store.models.base import isotime, new_id
@@ -83,14 +84,10 @@ class DhcpScheduler:
         self.db = db
         self.per_network = max(1, int(conf.DEFAULT.dhcp_agents_per_network))
         self.base_mac = conf.DEFAULT.base_mac
-        self.down_time = datetime.timedelta(seconds=conf.agent.agent_down_time)
         self.binder = binder
-        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        self.liveness = Liveness(conf, clock)
 
     # --- liveness ------------------------------------------------------------------------
-
-    def _cutoff(self) -> str:
-        return (self.clock() - self.down_time).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _usable(self, agent: Agent, cutoff: str) -> bool:
         return agent.admin_state_up and agent.heartbeat_timestamp > cutoff
@@ -108,7 +105,7 @@ class DhcpScheduler:
                     exclude: set[str]) -> list[tuple[str, str, int]]:
         """Usable DHCP agents (not in exclude) whose host reaches one of the network's
         segments, with how many networks each hosts."""
-        cutoff = self._cutoff()
+        cutoff = self.liveness.cutoff()
         agents = [a for a in session.scalars(select(Agent).where(Agent.agent_type == DHCP_AGENT))
                   if a.id not in exclude and self._usable(a, cutoff)]
         if not agents:
@@ -148,7 +145,7 @@ class DhcpScheduler:
         subnets = self._subnets(session, network_id)
         bound = self._bound_agents(session, network_id)
         if any(s.enable_dhcp for s in subnets):
-            cutoff = self._cutoff()
+            cutoff = self.liveness.cutoff()
             need = self.per_network - sum(1 for a in bound if self._usable(a, cutoff))
             if need > 0:
                 chosen = pick_agents(self._candidates(session, network_id,
@@ -274,7 +271,7 @@ class DhcpScheduler:
         for network_id, agent_id, host in session.execute(
                 select(NetworkDhcpAgentBinding.network_id, Agent.id, Agent.host)
                 .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
-                .where(Agent.heartbeat_timestamp <= self._cutoff())
+                .where(Agent.heartbeat_timestamp <= self.liveness.cutoff())
                 .order_by(NetworkDhcpAgentBinding.network_id)).all():
             bound = {a.id for a in self._bound_agents(session, network_id)}
             if self._candidates(session, network_id, bound):

@@ -39,6 +39,7 @@ from stacklet.context import RequestContext
 from stacklet.services.networking.binding import OVS_AGENT, Binder, segment_reachable
 from stacklet.services.networking.common import bump
 from stacklet.services.networking.l3ports import GATEWAY, INTERFACE_OWNERS
+from stacklet.services.networking.liveness import Liveness
 from stacklet.store.models.agents import Agent, RouterL3AgentBinding
 from stacklet.store.models.l3 import Router
 from stacklet.store.models.network import NetworkSegment, Port
@@ -75,14 +76,8 @@ class L3Scheduler:
     def __init__(self, db: Any, conf: Any, binder: Binder,
                  clock: Callable[[], datetime.datetime] | None = None) -> None:
         self.db = db
-        self.down_time = datetime.timedelta(seconds=conf.agent.agent_down_time)
         self.binder = binder
-        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
-
-    # --- liveness ------------------------------------------------------------------------
-
-    def _cutoff(self) -> str:
-        return (self.clock() - self.down_time).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.liveness = Liveness(conf, clock)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -101,7 +96,7 @@ class L3Scheduler:
                     exclude: set[str]) -> list[tuple[str, str, int]]:
         """Usable L3 agents (not in exclude) whose host reaches a segment of every network
         the router has a port on, with how many routers each hosts."""
-        cutoff = self._cutoff()
+        cutoff = self.liveness.cutoff()
         agents = [a for a in session.scalars(select(Agent).where(Agent.agent_type == L3_AGENT))
                   if a.id not in exclude and a.admin_state_up and
                   a.heartbeat_timestamp > cutoff]
@@ -184,7 +179,7 @@ class L3Scheduler:
     def agent_reported(self, host: str, registered: bool) -> None:
         """An L3 agent heartbeat: move routers off dead agents; when the agent (re)registered
         or came back, schedule the routers that have no agent."""
-        cutoff = self._cutoff()
+        cutoff = self.liveness.cutoff()
         with self.db.read() as session:
             dead = session.execute(
                 select(RouterL3AgentBinding.router_id)
@@ -202,7 +197,7 @@ class L3Scheduler:
     def _heal(self, session: Session, dead: bool, lacking: list[str]) -> None:
         todo = list(lacking)
         if dead:
-            cutoff = self._cutoff()
+            cutoff = self.liveness.cutoff()
             for router_id, agent_id, host in session.execute(
                     select(RouterL3AgentBinding.router_id, Agent.id, Agent.host)
                     .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
