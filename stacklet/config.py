@@ -139,6 +139,15 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds between full resyncs of the agent, a safety net beside change events.", int),
     Option("agent", "enabled", True,
            "Whether `stacklet up` runs Open vSwitch and an agent for this node.", _bool),
+    Option("agent", "check_interval", 3.0,
+           "Seconds between the checks in which the DHCP and L3 roles compare what they "
+           "applied with the node (addresses, routes, iptables, dnsmasq/haproxy/radvd alive) "
+           "and the L2 role looks for deleted bridges, repairing any difference.", float),
+    Option("agent", "daemons_dir", None,
+           "Directory of the files that dnsmasq and radvd read after dropping their "
+           "privileges (host and option files, radvd.conf): its subdirectories are readable "
+           "by the daemons' groups only, while the data directory stays 0700. Default: "
+           "/run/stacklet/<host>."),
     # [dhcp]
     Option("dhcp", "enabled", True,
            "Whether this node's agent also runs the DHCP role (a \"DHCP agent\": dnsmasq in a "
@@ -154,16 +163,41 @@ OPTIONS: tuple[Option, ...] = (
     Option("dhcp", "enable_isolated_metadata", True,
            "Offer the route to 169.254.169.254 through the DHCP port on subnets without a "
            "router, where the metadata proxy of the DHCP namespace answers.", _bool),
+    Option("dhcp", "dnsmasq_user", "nobody",
+           "User dnsmasq runs as once it has bound its sockets (as Neutron's dnsmasq).", str),
+    Option("dhcp", "dnsmasq_group", "nogroup",
+           "Group dnsmasq runs as; its files are readable by this group only.", str),
     # [l3]
     Option("l3", "enabled", True,
            "Whether this node's agent also runs the L3 role (an \"L3 agent\": a qrouter- "
            "namespace with NAT for each router scheduled here).", _bool),
+    Option("l3", "radvd_user", "nobody",
+           "User radvd runs as (radvd -u); its configuration is readable by this user's "
+           "group only.", str),
     # [metadata]
     Option("metadata", "metadata_proxy_shared_secret", None,
            "Secret of the X-Instance-ID-Signature (HMAC-SHA256 of the instance id) that "
            "metadata proxies may send. Default: generated on first start into "
            "<data dir>/metadata_proxy_shared_secret. Set the same value on every node whose "
            "proxies reach the server over TCP, where a signature is required."),
+    Option("metadata", "metadata_proxy_user", "haproxy",
+           "User the metadata proxies (haproxy) run as, chrooted to an empty directory where "
+           "the agent's relay socket is the only way out (to the server's /metadata only).",
+           str),
+    Option("metadata", "metadata_proxy_group", "haproxy",
+           "Group the metadata proxies run as.", str),
+    # [metadata_rate_limiting]
+    Option("metadata_rate_limiting", "rate_limit_enabled", True,
+           "Limit each instance's (source address's) metadata requests in its proxy; over "
+           "the limit the proxy answers 429 without asking the server.", _bool),
+    Option("metadata_rate_limiting", "base_window_duration", 10,
+           "Seconds of the base window.", int),
+    Option("metadata_rate_limiting", "base_query_rate_limit", 100,
+           "Requests an instance may make within the base window.", int),
+    Option("metadata_rate_limiting", "burst_window_duration", 1,
+           "Seconds of the burst window.", int),
+    Option("metadata_rate_limiting", "burst_query_rate_limit", 50,
+           "Requests an instance may make within the burst window.", int),
     # [securitygroup]
     Option("securitygroup", "enable_security_group", True,
            "Enforce security groups on ports.", _bool),

@@ -145,7 +145,8 @@ def test_command_line_as_neutron_writes_it():
     assert cmd == (
         "dnsmasq", "--no-hosts", "--no-resolv", "--conf-file=/dev/null",
         f"--pid-file={d}/pid", f"--dhcp-hostsfile={d}/host", f"--addn-hosts={d}/addn_hosts",
-        f"--dhcp-optsfile={d}/opts", "--user=root", "--leasefile-ro", "--dhcp-authoritative",
+        f"--dhcp-optsfile={d}/opts", "--user=nobody", "--group=nogroup", "--leasefile-ro",
+        "--dhcp-authoritative",
         "--interface=ns-aaaaaaaa-bb", "--bind-interfaces", "--except-interface=lo",
         f"--dhcp-range=set:subnet-{V4},10.0.0.0,static,255.255.255.0,600s",
         "--dhcp-option-force=option:mtu,1450", "--dhcp-lease-max=256", "--domain=example.org")

@@ -37,6 +37,8 @@ class DhcpConfig:
     domain: str = "openstacklocal"
     dns_servers: tuple[str, ...] = ()    # for subnets without dns_nameservers
     enable_isolated_metadata: bool = True
+    user: str = "nobody"                 # dnsmasq drops root for this user and group once
+    group: str = "nogroup"               # bound; its files are readable by the group
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,9 @@ def command(net: dict, conf: DhcpConfig, directory: str) -> tuple[str, ...]:
     argv = ["dnsmasq", "--no-hosts", "--no-resolv", "--conf-file=/dev/null",
             f"--pid-file={directory}/pid", f"--dhcp-hostsfile={directory}/host",
             f"--addn-hosts={directory}/addn_hosts", f"--dhcp-optsfile={directory}/opts",
-            # root: the state directory lies under the data directory (mode 0700), which
-            # dnsmasq's default user (nobody) cannot enter to re-read its files on SIGHUP
-            "--user=root", "--leasefile-ro", "--dhcp-authoritative", f"--interface={inner}",
+            # unprivileged once bound: it re-reads its files on SIGHUP as this user, from a
+            # directory readable by this group (stacklet.agent.unprivileged)
+            f"--user={conf.user}", f"--group={conf.group}", "--leasefile-ro", "--dhcp-authoritative", f"--interface={inner}",
             "--bind-interfaces", "--except-interface=lo"]
     argv += [f"--dhcp-range={r}" for r in ranges(net, conf)]
     if net.get("mtu"):

@@ -11,8 +11,11 @@ The API, for the roles (one object per agent)::
 
     from stacklet.agent.metadata import MetadataProxy, NETWORK_BIND, ROUTER_BIND
 
-    proxy = MetadataProxy(conf.data_dir / "metadata-proxy",     # state: <id>/{haproxy.cfg,pid,netns}
-                          conf.data_dir / "run" / "agent.sock") # the server's agent socket
+    proxy = MetadataProxy(conf.data_dir / "metadata-proxy",     # state: <id>/{haproxy.cfg,pid,netns,root/}
+                          conf.data_dir / "run" / "agent.sock", # the server's agent socket
+                          user="haproxy", group="haproxy",      # haproxy runs as, chrooted to <id>/root
+                          rate_limit=RateLimit(...),            # per instance; None: unlimited
+                          relay=MetadataRelay(...))             # shared by an agent's proxies
 
     # L3 role, per router (the role adds the nat PREROUTING rule
     #   -d 169.254.169.254/32 -i qr-+ -p tcp --dport 80 -j REDIRECT --to-ports 9697):
@@ -34,7 +37,9 @@ failed) and ``ProxyConfigError`` (bad id or bind). Stop the proxy before deletin
 namespace (``linux.netns_delete`` also ends it, by PID, and ``ensure`` restarts it later).
 
 The socket must be a unix socket on this node: over it the server accepts requests without
-the signed ``X-Instance-ID`` that it requires over TCP.
+the signed ``X-Instance-ID`` that it requires over TCP. haproxy never sees it: chrooted and
+unprivileged, it reaches only its relay socket, through which the agent passes on metadata
+requests and nothing else (``relay.py``).
 """
 
 from stacklet.agent.metadata.haproxy import (
@@ -42,8 +47,10 @@ from stacklet.agent.metadata.haproxy import (
     NETWORK_BIND,
     ROUTER_BIND,
     ProxyConfigError,
+    RateLimit,
 )
 from stacklet.agent.metadata.proxy import MetadataProxy, MetadataProxyError
+from stacklet.agent.metadata.relay import MetadataRelay
 
 __all__ = [
     "METADATA_IP",
@@ -51,5 +58,7 @@ __all__ = [
     "ROUTER_BIND",
     "MetadataProxy",
     "MetadataProxyError",
+    "MetadataRelay",
     "ProxyConfigError",
+    "RateLimit",
 ]

@@ -1,8 +1,10 @@
 """One haproxy per namespace, started, adopted and stopped by PID: ``MetadataProxy``.
 
 State lives in ``<state dir>/<router or network id>/``: ``haproxy.cfg``, ``pid`` (written by
-haproxy) and ``netns`` (the namespace it was started in). Nothing else is remembered, so a
-restarted agent finds its proxies on disk:
+haproxy as root) and ``netns`` (the namespace it was started in), and ``root/``, the empty
+directory haproxy chroots to as the proxy user, holding only ``metadata.sock``: the agent's
+relay to the server's ``/metadata`` (``relay.py``). Nothing else is remembered, so a restarted
+agent finds its proxies on disk (and serves their relay sockets again):
 
 - a proxy is *running* when the pid file names a live process whose command line carries this
   directory's ``haproxy.cfg`` (a reused PID is not mistaken for it) and whose network namespace
@@ -24,12 +26,16 @@ from pathlib import Path
 
 from stacklet import linux
 from stacklet.agent.metadata import haproxy
+from stacklet.agent.metadata.relay import MetadataRelay
+from stacklet.agent.unprivileged import Account
 
 LOG = logging.getLogger(__name__)
 
 CONFIG = "haproxy.cfg"
 PID = "pid"
 NETNS = "netns"
+CHROOT = "root"
+RELAY = "metadata.sock"         # inside the chroot
 
 
 class MetadataProxyError(RuntimeError):
@@ -55,11 +61,23 @@ class MetadataProxy:
     """The metadata proxies of one agent; safe to call from several roles' threads."""
 
     def __init__(self, state_dir: Path | str, server_socket: Path | str,
-                 haproxy_binary: str = "haproxy") -> None:
+                 haproxy_binary: str = "haproxy", *, user: str = "haproxy",
+                 group: str = "haproxy", rate_limit: haproxy.RateLimit | None = None,
+                 relay: MetadataRelay | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.server_socket = str(server_socket)
         self.haproxy_binary = haproxy_binary
+        self.user, self.group = user, group
+        self.rate_limit = rate_limit
+        self.relay = relay or MetadataRelay(server_socket)
+        self._account: Account | None = None
         self._lock = threading.Lock()
+
+    @property
+    def account(self) -> Account:
+        if self._account is None:
+            self._account = Account.of(self.user, self.group)
+        return self._account
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -68,19 +86,26 @@ class MetadataProxy:
         """Make the proxy for this router or network run in ``netns``, listening on ``bind``;
         returns its PID. Idempotent: a running proxy with this configuration is adopted as is.
         The bind address must already be on an interface of the namespace (or be 0.0.0.0)."""
-        _, ident = haproxy.identity(router_id, network_id)
-        config = haproxy.render(server_socket=self.server_socket, bind=bind,
-                                router_id=router_id, network_id=network_id)
+        header, ident = haproxy.identity(router_id, network_id)
+        account = self.account
+        directory = self.state_dir / ident
+        config = haproxy.render(server_socket="/" + RELAY, bind=bind,
+                                router_id=router_id, network_id=network_id,
+                                user=account.user, group=account.group,
+                                chroot=str(directory / CHROOT), rate_limit=self.rate_limit)
         with self._lock:
-            directory = self.state_dir / ident
             pid = self._running_pid(directory)
             if pid and _read(directory / CONFIG) == config \
                     and _read(directory / NETNS) == netns and self._in_netns(pid, netns):
+                self._serve(directory, header, ident)
                 return pid
             if pid:
                 LOG.info("metadata proxy %s (pid %d) changed: restarting it", ident, pid)
                 linux.kill_pids([pid])
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (directory / CHROOT).mkdir(mode=0o755, exist_ok=True)
+            os.chmod(directory / CHROOT, 0o755)
+            self._serve(directory, header, ident)
             linux.write_atomic(directory / CONFIG, config)
             linux.write_atomic(directory / NETNS, netns)
             return self._start(directory, ident, netns)
@@ -94,6 +119,7 @@ class MetadataProxy:
                 if directory.name != key and _read(directory / NETNS) != key:
                     continue
                 found = True
+                self.relay.close(directory / CHROOT / RELAY)
                 pid = self._running_pid(directory)
                 if pid:
                     linux.kill_pids([pid])
@@ -113,6 +139,10 @@ class MetadataProxy:
             return self._running_pid(self.state_dir / key)
 
     # -- the node -----------------------------------------------------------------------------
+
+    def _serve(self, directory: Path, header: str, ident: str) -> None:
+        account = self.account
+        self.relay.serve(directory / CHROOT / RELAY, header, ident, account.uid, account.gid)
 
     def _directories(self) -> list[Path]:
         try:
