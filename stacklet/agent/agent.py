@@ -6,14 +6,18 @@ Threads:
   agent row per role: "Open vSwitch agent", "DHCP agent" when ``[dhcp] enabled``, "L3 agent"
   when ``[l3] enabled``;
 - the OVSDB connection (ovsdbapp) wakes the loop when bridges, ports or interfaces change;
-- *main*: the level-triggered loop — fetch the host snapshot when the server changed, sync the
-  dataplane, report port statuses; every ``TICK`` it checks that ovs-vswitchd still has the
-  flows (canary) and every ``resync_interval`` it rewrites everything as a safety net. Each
-  new snapshot (and every ``DHCP_CHECK`` seconds, to restart a dnsmasq that died) the DHCP role
-  applies the snapshot's ``dhcp_networks`` before the flows; its failures never hold up the L2
-  role. The L3 role likewise applies ``routers`` (every ``L3_CHECK`` seconds too), plugging
-  router ports before the flows so that the same pass can wire them, and reports floating IP
-  statuses; its gratuitous ARPs wait for the L2 role to have wired the port.
+- *main*: the level-triggered loop of the L2 role — fetch the host snapshot when the server
+  changed, sync the dataplane, report port statuses; every ``TICK`` it checks that
+  ovs-vswitchd still has the flows (canary) and that no bridge was deleted (a deleted br-tun,
+  br-int or physnet bridge is made again and reprogrammed), and every ``resync_interval`` it
+  rewrites everything as a safety net;
+- *roles*: the DHCP and L3 roles, woken by each new snapshot and every ``[agent]
+  check_interval`` seconds (1 s after a failure). Each call compares what the role applied with
+  the node and repairs the difference (a flushed nat table, a deleted route or address, a dead
+  dnsmasq, haproxy or radvd). They run beside the main loop, never before it: a slow dnsmasq
+  or many routers never delay wiring a VIF. The router and DHCP ports they plug change OVSDB,
+  which wakes the main loop to wire them; the L3 role's gratuitous ARPs wait for that wiring,
+  and it reports floating IP statuses.
 
 The agent holds no state that it cannot rebuild from the server and the node: restarted, it
 restores local VLANs from OVSDB, keeps the flows in place and replaces them generation by
@@ -27,22 +31,24 @@ import signal
 import threading
 import time
 
+from pathlib import Path
+
 from stacklet import local_node
+from stacklet.agent import unprivileged
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig
 from stacklet.agent.dhcp.role import DhcpRole
 from stacklet.agent.l2.ofctl import OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb
 from stacklet.agent.l2.role import L2Config, OvsRole
 from stacklet.agent.l3.role import L3Role
-from stacklet.agent.metadata import MetadataProxy
+from stacklet.agent.metadata import MetadataProxy, MetadataRelay, RateLimit
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
 from stacklet.config import Config
 
 LOG = logging.getLogger(__name__)
 TICK = 0.5
-DHCP_CHECK = 5.0
+RETRY = 1.0         # seconds before the roles try again after a failure
 DHCP_AGENT = ("DHCP agent", "stacklet-dhcp-agent", "dhcp_agent")  # type, binary, topic
-L3_CHECK = 5.0
 L3_AGENT = ("L3 agent", "stacklet-l3-agent", "l3_agent")
 
 
@@ -83,10 +89,11 @@ class Agent:
         connection = local_node.ovsdb_choice(conf)[0]
         self.ovsdb = Ovsdb(connection, on_change=self._local_change)
         self.role = OvsRole(self.l2conf, self.ovsdb, local_node.run_dir(connection))
-        self.dhcp = dhcp_role(conf, connection) if conf.dhcp.enabled else None
-        self.dhcp_due = 0.0     # monotonic time of the next DHCP check without a pass
-        self.l3 = l3_role(conf, connection) if conf.l3.enabled else None
-        self.l3_due = 0.0       # monotonic time of the next L3 check without a pass
+        relay = metadata_relay(conf)
+        self.dhcp = dhcp_role(conf, connection, relay) if conf.dhcp.enabled else None
+        self.l3 = l3_role(conf, connection, relay) if conf.l3.enabled else None
+        self.roles_wake = threading.Event()     # a new snapshot for the DHCP and L3 roles
+        self.l3_lock = threading.Lock()         # l3.sync (roles thread) / l3.announce (main)
         self.fips_reported: dict[str, str] = {}  # floating IP id → status we last reported
         self.wired: frozenset[str] = frozenset()  # ports the last L2 pass wired
 
@@ -143,7 +150,7 @@ class Agent:
 
     def run(self) -> None:
         self.role.setup()
-        for target in (self._events, self._heartbeat):
+        for target in (self._events, self._heartbeat, self._roles):
             threading.Thread(target=target, name=target.__name__.strip("_"),
                              daemon=True).start()
         last_full = next_canary = time.monotonic()
@@ -158,7 +165,7 @@ class Agent:
                 # change must not wait for it.
                 if time.monotonic() >= next_canary:
                     next_canary = time.monotonic() + TICK
-                    if self._ovs_restarted():
+                    if self._ovs_restarted() or self._bridges_deleted():
                         self.local_changed = True
                 if time.monotonic() - last_full > self.conf.agent.resync_interval:
                     last_full = time.monotonic()
@@ -166,12 +173,7 @@ class Agent:
                     self.role.forget_flows()
                     self.local_changed = True
                 if self.server_changed or self.local_changed:
-                    self._pass()        # the DHCP and L3 roles run within, before the flows
-                else:
-                    if time.monotonic() >= self.dhcp_due:
-                        self._dhcp_sync()
-                    if time.monotonic() >= self.l3_due:
-                        self._l3_sync()
+                    self._pass()
             except ServerUnavailable as exc:
                 LOG.warning("server unavailable, dataplane kept as is: %s", exc)
                 self.stopping.wait(1.0)
@@ -199,6 +201,15 @@ class Agent:
             self.role.setup()
         return restarted
 
+    def _bridges_deleted(self) -> bool:
+        """A bridge of the L2 role is gone from OVSDB (read from the local replica: cheap):
+        make the bridges and patch ports again; the pass that follows reprograms them."""
+        missing = sorted(set(self.role.bridges()) - self.ovsdb.bridges())
+        if missing:
+            LOG.warning("bridges deleted: %s: making them again", ", ".join(missing))
+            self.role.setup()
+        return bool(missing)
+
     def _pass(self) -> None:
         began = time.monotonic()
         fetched = self.server_changed or self.snapshot is None
@@ -208,19 +219,18 @@ class Agent:
             self.snapshot = snapshot
             if snapshot.get("epoch") != self.epoch or snapshot.get("seq", -1) > self.seq:
                 self.epoch, self.seq = snapshot.get("epoch"), snapshot.get("seq", -1)
-            # dnsmasq's host files first: a new port's first DHCP request (from another node)
-            # waits on them, not on this node's flows
-            self._dhcp_sync()
-            # router devices too: plugged before the flows, this very pass may wire them
-            self._l3_sync()
+            self.roles_wake.set()       # the DHCP and L3 roles apply it in their thread
         self.local_changed = False
         started = time.monotonic()
         result = self.role.sync(self.snapshot)
         synced = time.monotonic()
         self.devices = len(result.wired)
         self.wired = frozenset(result.wired)
-        if self.l3 is not None:
-            self.l3.announce(self.wired)
+        if self.l3 is not None and self.l3_lock.acquire(blocking=False):
+            try:        # busy: the roles thread announces after its own sync
+                self.l3.announce(self.wired)
+            finally:
+                self.l3_lock.release()
         reported = self._report(result)
         if result.flow_mods:
             LOG.info("synced: %d ports wired, %d flow mods in %.0f ms", len(result.wired),
@@ -254,33 +264,61 @@ class Agent:
                 del self.reported[pid]
         return len(up) + len(down)
 
-    def _dhcp_sync(self) -> None:
-        if self.dhcp is None or self.snapshot is None:
+    # -- the DHCP and L3 roles (their own thread) -----------------------------------------------
+
+    def _roles(self) -> None:
+        """Apply each new snapshot, and compare with the node every ``check_interval``
+        seconds, for the DHCP and L3 roles; never in the way of the main loop."""
+        if self.dhcp is None and self.l3 is None:
             return
-        self.dhcp_due = time.monotonic() + DHCP_CHECK
+        interval = max(0.2, float(self.conf.agent.check_interval))
+        due = 0.0
+        while not self.stopping.is_set():
+            self.roles_wake.wait(max(0.0, due - time.monotonic()))
+            self.roles_wake.clear()
+            snapshot = self.snapshot
+            if self.stopping.is_set() or snapshot is None:
+                due = time.monotonic() + interval
+                continue
+            # DHCP first: a new port's first request (perhaps from another node) waits on
+            # dnsmasq's host file
+            ok = self._dhcp_sync(snapshot)
+            ok = self._l3_sync(snapshot) and ok
+            due = time.monotonic() + (interval if ok else RETRY)
+
+    def _dhcp_sync(self, snapshot: dict) -> bool:
+        if self.dhcp is None:
+            return True
         try:
-            self.dhcp.sync(self.snapshot)
+            self.dhcp.sync(snapshot)
         except Exception:
             LOG.exception("DHCP sync failed; retrying")
-            self.dhcp_due = time.monotonic() + 1.0
+            return False
+        return True
 
-    def _l3_sync(self) -> None:
+    def _l3_sync(self, snapshot: dict) -> bool:
         """Apply the snapshot's routers; report the floating IPs that became ACTIVE (applied
         on a router here) or DOWN (their router taken down here)."""
-        if self.l3 is None or self.snapshot is None:
-            return
-        self.l3_due = time.monotonic() + L3_CHECK
+        if self.l3 is None:
+            return True
         try:
-            result = self.l3.sync(self.snapshot)
+            with self.l3_lock:
+                result = self.l3.sync(snapshot)
+                self.l3.announce(self.wired)
         except Exception:
             LOG.exception("L3 sync failed; retrying")
-            self.l3_due = time.monotonic() + 1.0
-            return
+            return False
         if result.failures:
             LOG.warning("L3 sync: %s", "; ".join(result.failures))
-            self.l3_due = time.monotonic() + 1.0
-        self.l3.announce(self.wired)
-        known = {f["id"]: f["status"] for r in self.snapshot.get("routers", [])
+        try:
+            self._report_fips(snapshot, result)
+        except Exception as exc:  # noqa: BLE001 - reported again at the next call
+            LOG.warning("floating IP statuses: %s", exc)
+            return False
+        return not result.failures
+
+    def _report_fips(self, snapshot: dict, result) -> None:
+        known = {f["id"]: f["status"] for r in snapshot.get("routers", [])
                  for f in r.get("floating_ips", [])}
         report: dict[str, list[str]] = {"ACTIVE": [], "DOWN": []}
         for status, ids in (("ACTIVE", result.active_fips), ("DOWN", result.down_fips)):
@@ -300,29 +338,54 @@ class Agent:
         self.wake.set()
 
 
-def dhcp_role(conf: Config, ovsdb_connection: str) -> DhcpRole:
+def metadata_relay(conf: Config) -> MetadataRelay | None:
+    """The relay of the agent's metadata proxies, when the server is reached over a unix
+    socket on this node (where the proxies forward)."""
+    url = conf.agent_server_url
+    return MetadataRelay(url[len("unix:"):]) if url.startswith("unix:") else None
+
+
+def _proxy(conf: Config, state: str, relay: MetadataRelay | None) -> MetadataProxy | None:
+    if relay is None:
+        return None
+    limits = conf.metadata_rate_limiting
+    rate_limit = RateLimit(limits.base_window_duration, limits.base_query_rate_limit,
+                           limits.burst_window_duration, limits.burst_query_rate_limit) \
+        if limits.rate_limit_enabled else None
+    return MetadataProxy(conf.data_dir / state, relay.server_socket,
+                         user=conf.metadata.metadata_proxy_user,
+                         group=conf.metadata.metadata_proxy_group,
+                         rate_limit=rate_limit, relay=relay)
+
+
+def daemons_dir(conf: Config) -> Path:
+    return unprivileged.daemons_dir(conf.agent.daemons_dir, conf.host)
+
+
+def dhcp_role(conf: Config, ovsdb_connection: str,
+              relay: MetadataRelay | None = None) -> DhcpRole:
     """The DHCP role, with a metadata proxy per isolated network when the server is reached
     over a unix socket on this node (where the proxies forward)."""
     dhcp = conf.dhcp
-    url = conf.agent_server_url
-    proxy = MetadataProxy(conf.data_dir / "metadata-proxy-dhcp", url[len("unix:"):]) \
-        if url.startswith("unix:") else None
+    account = unprivileged.Account.of(dhcp.dnsmasq_user, dhcp.dnsmasq_group)
     return DhcpRole(
         DhcpConfig(lease_duration=dhcp.dhcp_lease_duration, domain=dhcp.dns_domain,
                    dns_servers=tuple(dhcp.dnsmasq_dns_servers),
-                   enable_isolated_metadata=dhcp.enable_isolated_metadata),
-        conf.data_dir / "dhcp", ["ovs-vsctl", f"--db={ovsdb_connection}", "--timeout=10"],
-        conf.ovs.integration_bridge, proxy)
+                   enable_isolated_metadata=dhcp.enable_isolated_metadata,
+                   user=account.user, group=account.group),
+        daemons_dir(conf) / "dhcp", ["ovs-vsctl", f"--db={ovsdb_connection}", "--timeout=10"],
+        conf.ovs.integration_bridge,
+        _proxy(conf, "metadata-proxy-dhcp", relay or metadata_relay(conf)), account.gid)
 
 
-def l3_role(conf: Config, ovsdb_connection: str) -> L3Role:
+def l3_role(conf: Config, ovsdb_connection: str,
+            relay: MetadataRelay | None = None) -> L3Role:
     """The L3 role, with a metadata proxy per router when the server is reached over a unix
     socket on this node (where the proxies forward)."""
-    url = conf.agent_server_url
-    proxy = MetadataProxy(conf.data_dir / "metadata-proxy", url[len("unix:"):]) \
-        if url.startswith("unix:") else None
     return L3Role(["ovs-vsctl", f"--db={ovsdb_connection}", "--timeout=10"],
-                  conf.data_dir / "l3", conf.ovs.integration_bridge, proxy)
+                  daemons_dir(conf) / "l3", conf.ovs.integration_bridge,
+                  _proxy(conf, "metadata-proxy", relay or metadata_relay(conf)),
+                  unprivileged.Account.of(conf.l3.radvd_user))
 
 
 def main(conf: Config) -> int:

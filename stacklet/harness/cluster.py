@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from stacklet import linux
+from stacklet.agent.unprivileged import RUN_ROOT
 from stacklet.ovs import OvsDaemons
 
 MAX_PREFIX = 8
@@ -344,6 +346,12 @@ class Node:
         return f"Node({self.name}, {self.netns}, {self.tunnel_ip})"
 
     @property
+    def daemons_dir(self) -> Path:
+        """Where the node's agent keeps dnsmasq's and radvd's files (``dhcp/<network id>/``,
+        ``l3/<router id>/``): its default ``[agent] daemons_dir``."""
+        return RUN_ROOT / self.host
+
+    @property
     def bridge_mappings(self) -> dict[str, str]:
         return {p: f"br-{p}" for p in self.physnets}
 
@@ -596,6 +604,8 @@ class Node:
         errors: list[BaseException] = []
         for step in (self.kill_agent_quietly, self._unplug_all, self.drop_private_netns,
                      self.ovs.stop,
+                     # the files of its dnsmasq and radvd (the agent's default daemons_dir)
+                     lambda: shutil.rmtree(RUN_ROOT / self.host, ignore_errors=True),
                      lambda: linux.netns_delete(self.netns),
                      lambda: [linux.link_delete(v) for v in
                               (self.overlay_veth, *self.provider_veths.values())]):
@@ -789,6 +799,9 @@ def sweep(prefix: str) -> list[str]:
         if name.startswith(prefix) and linux.link_exists(name):
             linux.link_delete(name.split("@")[0])
             removed.append(f"link {name}")
+    for directory in RUN_ROOT.glob(f"{prefix}-*") if RUN_ROOT.is_dir() else ():
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(f"directory {directory}")
     return removed
 
 

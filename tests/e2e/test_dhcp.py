@@ -53,7 +53,7 @@ def dhcp_port(api, net_id: str) -> dict:
 
 
 def dnsmasq_pid(node, net_id: str) -> int:
-    pid = int((Path(node.dir) / "dhcp" / net_id / "pid").read_text())
+    pid = int((node.daemons_dir / "dhcp" / net_id / "pid").read_text())
     assert linux.pid_alive(pid)
     return pid
 
@@ -111,7 +111,7 @@ def test_a_new_address_comes_with_the_next_lease_and_dnsmasq_is_only_signalled(a
     assert wait_for(lambda: (lease := vm.dhcp(timeout=2)) and lease["ip"] == "10.61.0.77",
                     20, what="a lease with the new address")
     assert dnsmasq_pid(server, net["id"]) == pid, "dnsmasq must be signalled, not restarted"
-    hosts = (Path(server.dir) / "dhcp" / net["id"] / "host").read_text()
+    hosts = (server.daemons_dir / "dhcp" / net["id"] / "host").read_text()
     assert ",10.61.0.77" in hosts and f",{vm.ip}\n" not in hosts
     # a restarted agent adopts the running dnsmasq (pid file, same command line)
     server.stop_agent()

@@ -3,7 +3,10 @@ namespace holding the DHCP port and one dnsmasq serving static leases from the p
 
 ``sync(snapshot)`` is level-triggered like the L2 role: it compares each network's desired
 setup (port, addresses, MTU, files, command line) with what it last applied and with the node
-(the veth exists, dnsmasq's PID is alive), and changes only the difference:
+(the veth exists, dnsmasq's PID is alive, the ``ns-`` device's addresses, the filter table,
+the metadata proxy alive), and changes only the difference. The agent calls it for each new
+snapshot and every ``[agent] check_interval`` seconds, so a killed dnsmasq or proxy or a
+deleted address comes back within that time:
 
 - the namespace with ``lo`` up, and a veth ``tapXXXXXXXX-XX`` (on br-int, with
   ``external_ids`` ``iface-id``/``attached-mac``/``iface-status`` as Nova sets them, so the L2
@@ -20,7 +23,12 @@ setup (port, addresses, MTU, files, command line) with what it last applied and 
   unplugged, the namespace and the state directory removed. Only networks with a state
   directory are removed: the role never touches namespaces it did not make.
 
-State lives in ``<data dir>/dhcp/<network id>/`` (files, pid file). A restarted agent adopts a
+dnsmasq runs as ``[dhcp] dnsmasq_user``/``dnsmasq_group`` once bound; the filter table
+accepts metadata requests (169.254.169.254:80) only from the ``ns-`` device.
+
+State lives in ``<daemons dir>/dhcp/<network id>/`` (files, pid file; directories
+``0750 root:<dnsmasq group>``, so the unprivileged dnsmasq re-reads its files on SIGHUP; see
+``stacklet.agent.unprivileged``). A restarted agent adopts a
 running dnsmasq by its pid file when the process's command line is the one it would start.
 """
 
@@ -37,11 +45,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stacklet import linux
+from stacklet.agent import iptables, unprivileged
 from stacklet.agent.dhcp import dnsmasq
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
 from stacklet.agent.metadata import METADATA_IP, NETWORK_BIND, MetadataProxy
 
 LOG = logging.getLogger(__name__)
+
+# The metadata proxy of the namespace answers only what came in on the ns- device.
+FILTER_RULES = (
+    "-A INPUT -j stacklet-INPUT",
+    f"-A stacklet-INPUT -d {METADATA_IP}/32 -i ns-+ -p tcp -m tcp --dport {NETWORK_BIND[1]} "
+    "-j ACCEPT",
+    f"-A stacklet-INPUT -d {METADATA_IP}/32 -p tcp -m tcp --dport {NETWORK_BIND[1]} -j DROP",
+)
 
 
 class DhcpError(RuntimeError):
@@ -51,9 +68,11 @@ class DhcpError(RuntimeError):
 class DhcpRole:
     def __init__(self, conf: DhcpConfig, state_dir: Path | str, vsctl: Sequence[str],
                  integration_bridge: str = "br-int",
-                 metadata_proxy: MetadataProxy | None = None) -> None:
+                 metadata_proxy: MetadataProxy | None = None,
+                 daemon_gid: int | None = None) -> None:
         self.conf = conf
         self.state_dir = Path(state_dir)
+        self.daemon_gid = daemon_gid        # dnsmasq's group: reads the state directories
         self.vsctl = list(vsctl)
         self.bridge = integration_bridge
         self.applied: dict[str, str] = {}       # network id → what was last applied (JSON)
@@ -72,7 +91,7 @@ class DhcpRole:
     def sync(self, snapshot: dict) -> None:
         wanted = {n["id"]: n for n in snapshot.get("dhcp_networks", [])
                   if dnsmasq.can_serve(n)}
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._directory(self.state_dir)
         links = {link["ifname"]
                  for link in json.loads(linux.run(["ip", "-j", "link", "show"]).stdout)}
         failures = []
@@ -110,11 +129,16 @@ class DhcpRole:
         tap, _ = dnsmasq.device_names(port["id"])
         fingerprint = json.dumps([net, config.command], sort_keys=True)
         pid = self._pid(directory, config.command)
-        if self.applied.get(net["id"]) == fingerprint and tap in links and pid:
-            self._metadata(net, dnsmasq.namespace(net["id"]))   # restarts a proxy that died
-            return
-        directory.mkdir(parents=True, exist_ok=True)
         ns = dnsmasq.namespace(net["id"])
+        if self.applied.get(net["id"]) == fingerprint and tap in links and pid:
+            # applied and alive: compare the rest with the node (addresses, INPUT rules,
+            # the metadata proxy) and repair what someone changed
+            _, inner = dnsmasq.device_names(port["id"])
+            self._addresses(net, ns, inner)
+            iptables.ensure(ns, "filter", FILTER_RULES)
+            self._metadata(net, ns)     # restarts a proxy that died
+            return
+        self._directory(directory)
         plug = json.dumps([port, net.get("mtu"), self._serves_metadata(net),
                            [(s["id"], s["cidr"]) for s in net["subnets"]]], sort_keys=True)
         if self.plugged.get(net["id"]) != plug or tap not in links:
@@ -128,8 +152,15 @@ class DhcpRole:
         elif changed:
             os.kill(pid, signal.SIGHUP)
             LOG.info("dnsmasq of %s (pid %d) reloads its files", net["id"], pid)
+        iptables.ensure(ns, "filter", FILTER_RULES)
         self._metadata(net, ns)
         self.applied[net["id"]] = fingerprint
+
+    def _directory(self, path: Path) -> None:
+        if self.daemon_gid is None:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            unprivileged.group_dir(path, self.daemon_gid)
 
     # -- the port in the namespace ------------------------------------------------------------
 
@@ -160,7 +191,7 @@ class DhcpRole:
                    f"mtu_request={mtu}"])
         self._addresses(net, ns, inner)
 
-    def _addresses(self, net: dict, ns: str, inner: str) -> None:
+    def _addresses(self, net: dict, ns: str, inner: str) -> bool:
         prefixes = {s["id"]: ipaddress.ip_network(s["cidr"]).prefixlen for s in net["subnets"]}
         wanted = {f"{f['ip_address']}/{prefixes[f['subnet_id']]}"
                   for f in net["port"]["fixed_ips"] if f["subnet_id"] in prefixes}
@@ -177,6 +208,10 @@ class DhcpRole:
         for cidr in sorted(wanted - current):
             extra = ["nodad"] if ":" in cidr else []
             linux.run(["ip", "-n", ns, "addr", "add", cidr, "dev", inner, *extra])
+        if current != wanted:
+            LOG.info("network %s: addresses of %s set (%s)", net["id"], inner,
+                     ", ".join(sorted(wanted ^ current)))
+        return current != wanted
 
     # -- metadata for isolated networks -------------------------------------------------------
 

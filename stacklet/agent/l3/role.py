@@ -3,8 +3,9 @@
 its gateway, maps floating IPs 1:1 and runs the metadata proxy.
 
 ``sync(snapshot)`` is level-triggered like the other roles. For each router it builds the
-wanted setup (``router.build``) and, unless the router's setup is the one it applied last and
-its devices still exist, compares it with the namespace and changes only the difference:
+wanted setup (``router.build``), compares it with the namespace on every call (the agent calls
+it for each new snapshot and every ``[agent] check_interval`` seconds) and changes only the
+difference, so what someone removed from the node comes back at the next check:
 
 - the namespace (``lo`` up, IPv4 and IPv6 forwarding on);
 - per router port a veth ``tapXXXXXXXX-XX`` (on br-int, with ``external_ids``
@@ -15,13 +16,14 @@ its devices still exist, compares it with the namespace and changes only the dif
   included, once the port is wired: ``announce``), extra addresses removed; devices of ports
   that went away deleted;
 - routes added and removed one by one (``proto static`` marks the ones the role owns);
-- the nat table replaced by one ``iptables-restore`` only when ``iptables-save`` shows other
-  rules. Nothing is flushed: conntrack entries (established SNAT and floating IP connections)
+- the nat and filter tables each replaced by one ``iptables-restore`` only when
+  ``iptables-save`` shows other rules. Nothing is flushed: conntrack entries (established SNAT and floating IP connections)
   survive rule changes and agent restarts, except those of a floating address whose mapping
   this process changed (``conntrack -D``, as Neutron);
 - the metadata proxy (``stacklet.agent.metadata``) ensured in the namespace, listening on
   9697 behind the nat REDIRECT of 169.254.169.254:80;
-- radvd (state in ``<state dir>/<router id>/``) for the IPv6 subnets with an ``ipv6_ra_mode``.
+- radvd (state in ``<state dir>/<router id>/``, a directory readable by radvd's group) for
+  the IPv6 subnets with an ``ipv6_ra_mode``, running as ``[l3] radvd_user``.
 
 A router no longer here: proxy stopped, its tap devices removed from br-int, namespace deleted.
 ``sync`` returns the floating IPs applied (to be reported ACTIVE) and those of routers taken
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stacklet import linux
+from stacklet.agent import iptables, unprivileged
 from stacklet.agent.l3 import router as layout
 from stacklet.agent.l3.router import Device, RouterSetup
 from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
@@ -78,9 +81,11 @@ class SyncResult:
 class L3Role:
     def __init__(self, vsctl: Sequence[str], state_dir: Path | str,
                  integration_bridge: str = "br-int",
-                 metadata_proxy: MetadataProxy | None = None) -> None:
+                 metadata_proxy: MetadataProxy | None = None,
+                 radvd_account: unprivileged.Account | None = None) -> None:
         self.vsctl = list(vsctl)
         self.state_dir = Path(state_dir)    # <router id>/radvd.{conf,pid,log}
+        self.radvd_account = radvd_account  # None: radvd keeps root
         self.bridge = integration_bridge
         self.proxy = metadata_proxy         # None: no metadata for instances behind routers
         self.applied: dict[str, RouterSetup] = {}
@@ -146,16 +151,17 @@ class L3Role:
         return {ns[len(PREFIX):] for ns in namespaces} | set(self.applied) | kept
 
     def _apply(self, setup: RouterSetup, links: set[str], namespaces: set[str]) -> None:
+        """Compare the namespace with the setup and change the difference. Every pass and
+        every check does the comparison (one ``ip addr``, two ``ip route``, two
+        ``iptables-save``): a flushed table, a deleted route, address or device is
+        repaired, not only what changed in the snapshot."""
         ns = setup.namespace
         previous = self.applied.get(setup.router_id) if ns in namespaces else None
-        if previous == setup and all(d.outer in links for d in setup.devices):
-            self._ensure_proxy(setup)
-            self._radvd(setup, check_namespace=False)
-            return
+        changed: list[str] = []
         if previous is None:
             if ns not in namespaces:
                 linux.run(["ip", "netns", "add", ns])
-                LOG.info("router %s: namespace created", setup.router_id)
+                changed.append("namespace")
             linux.run(["ip", "-n", ns, "link", "set", "lo", "up"])
             linux.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
                        "net.ipv6.conf.all.forwarding=1"])
@@ -163,6 +169,7 @@ class L3Role:
         wanted = {d.inner for d in setup.devices}
         for inner in sorted(set(present) - wanted):
             self._unplug(ns, inner)
+            changed.append(f"-{inner}")
         before = {d.inner: d for d in previous.devices} if previous else {}
         for device in setup.devices:
             exists = device.inner in present and device.outer in links
@@ -170,21 +177,29 @@ class L3Role:
                 # new, changed, or first seen by this agent process: (re)state the link
                 self._plug(ns, device, exists, device.inner in present,
                            device.outer in links)
-            self._addresses(ns, device, present.get(device.inner, {}).get("addresses", set())
-                            if exists else set())
-        if previous is None or previous.routes != setup.routes:
-            self._routes(ns, setup.routes)
-        if previous is None:
-            self._nat(ns, setup)        # only when iptables-save shows other rules
-        elif previous.nat_rules != setup.nat_rules:
-            linux.run(["ip", "netns", "exec", ns, "iptables-restore"], input=setup.nat)
+                if not exists or previous is not None:
+                    changed.append(device.inner)
+            if self._addresses(ns, device, present.get(device.inner, {}).get("addresses", set())
+                               if exists else set()):
+                changed.append(f"addresses of {device.inner}")
+        if self._routes(ns, setup.routes):
+            changed.append("routes")
+        if iptables.ensure(ns, "nat", setup.nat_rules, setup.nat):
+            changed.append("nat")
+        if iptables.ensure(ns, "filter", setup.filter_rules):
+            changed.append("filter")
         if previous is not None:
             self._forget_connections(ns, set(previous.mappings) ^ set(setup.mappings))
         self._ensure_proxy(setup)
         self._radvd(setup, check_namespace=previous is None)
         self.applied[setup.router_id] = setup
-        LOG.info("router %s applied: %d devices, %d routes, %d floating IPs", setup.router_id,
-                 len(setup.devices), len(setup.routes), len(setup.floating_ips))
+        if previous == setup and changed:
+            LOG.warning("router %s: the node differed from what was applied; repaired: %s",
+                        setup.router_id, ", ".join(changed))
+        elif previous != setup:
+            LOG.info("router %s applied: %d devices, %d routes, %d floating IPs%s",
+                     setup.router_id, len(setup.devices), len(setup.routes),
+                     len(setup.floating_ips), f" ({', '.join(changed)})" if changed else "")
 
     # -- devices ------------------------------------------------------------------------------
 
@@ -223,7 +238,7 @@ class L3Role:
                    f"external_ids:attached-mac={device.mac}", "external_ids:iface-status=active",
                    f"mtu_request={device.mtu}"])
 
-    def _addresses(self, ns: str, device: Device, current: set[str]) -> None:
+    def _addresses(self, ns: str, device: Device, current: set[str]) -> bool:
         wanted = set(device.addresses)
         for cidr in sorted(current - wanted):
             linux.run(["ip", "-n", ns, "addr", "del", cidr, "dev", device.inner])
@@ -233,6 +248,7 @@ class L3Role:
             if ":" not in cidr:
                 self.pending.setdefault(device.port_id, set()).add(
                     (ns, device.inner, cidr.split("/")[0]))
+        return current != wanted
 
     def announce(self, wired: set[str] | frozenset[str]) -> None:
         """Send a gratuitous ARP for each new address whose port the L2 role has wired (the
@@ -259,7 +275,8 @@ class L3Role:
     # -- routes and NAT -----------------------------------------------------------------------
 
     @staticmethod
-    def _routes(ns: str, wanted: Sequence[tuple[str, str]]) -> None:
+    def _routes(ns: str, wanted: Sequence[tuple[str, str]]) -> bool:
+        """Make the ``proto static`` routes exactly ``wanted``; True when any changed."""
         current = set()
         for family, default in (("-4", "0.0.0.0/0"), ("-6", "::/0")):
             for entry in json.loads(linux.run(["ip", "-j", family, "-n", ns, "route", "show",
@@ -273,24 +290,18 @@ class L3Role:
             linux.run(["ip", "-n", ns, "route", "del", dst, "via", via, "proto", "static"],
                       check=False)
         failed = []
+        changed = bool(current - set(wanted))
         for dst, via in wanted:
             if (dst, via) in current:
                 continue
+            changed = True
             try:        # may fail, e.g. a next hop not on a connected subnet yet
                 linux.run(["ip", "-n", ns, "route", "replace", dst, "via", via, "proto", "static"])
             except (L3Error, linux.CommandFailed) as exc:
                 failed.append(str(exc))
         if failed:
             raise L3Error("; ".join(failed))
-
-    @staticmethod
-    def _nat(ns: str, setup: RouterSetup) -> None:
-        saved = linux.run(["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"],
-                          check=False).stdout
-        if [line for line in saved.splitlines() if line.startswith("-A ")] == \
-                list(setup.nat_rules):
-            return
-        linux.run(["ip", "netns", "exec", ns, "iptables-restore"], input=setup.nat)
+        return changed
 
     def _forget_connections(self, ns: str, mappings: set[tuple[str, str]]) -> None:
         """Delete the conntrack entries of floating addresses whose mapping changed (as
@@ -334,13 +345,20 @@ class L3Role:
                 LOG.info("router %s: radvd stopped", setup.router_id)
             conf.unlink(missing_ok=True)
             return
-        directory.mkdir(parents=True, exist_ok=True)
+        # radvd re-reads its configuration on SIGHUP as radvd_user: a directory its group
+        # reads (stacklet.agent.unprivileged); pid and log files are opened as root
+        if self.radvd_account is not None:
+            unprivileged.group_dir(self.state_dir, self.radvd_account.gid)
+            unprivileged.group_dir(directory, self.radvd_account.gid)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
         changed = linux.write_atomic(conf, setup.radvd)
         if pid is None:
             (directory / "radvd.pid").unlink(missing_ok=True)
+            user = ["-u", self.radvd_account.user] if self.radvd_account is not None else []
             linux.run(["ip", "netns", "exec", setup.namespace, "radvd", "-C", str(conf),
                        "-p", str(directory / "radvd.pid"), "-m", "logfile",
-                       "-l", str(directory / "radvd.log")])
+                       "-l", str(directory / "radvd.log"), *user])
             LOG.info("router %s: radvd started", setup.router_id)
         elif changed:
             os.kill(pid, signal.SIGHUP)

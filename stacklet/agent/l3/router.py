@@ -22,6 +22,9 @@ the same here:
                            what leaves by the gateway to the gateway address (enable_snat),
                            and of what came from inside to a floating IP (hairpin)
 
+- filter, ``stacklet-INPUT``: the metadata proxy's port 9697 accepted from ``qr-`` devices
+  only, dropped from anywhere else (the external network), as Neutron's INPUT rules.
+
 The rules are written as ``iptables-save`` prints them, so the role can tell a namespace that
 already has them (an agent restart) and leave it alone.
 """
@@ -57,6 +60,7 @@ class RouterSetup:
     floating_ips: tuple[str, ...]           # ids of the floating IPs this setup applies
     mappings: tuple[tuple[str, str], ...] = ()  # (floating address, fixed address)
     radvd: str = ""                             # radvd.conf ("": no IPv6 subnet to announce)
+    filter_rules: tuple[str, ...] = ()          # "-A chain ..." lines of the filter table
 
     @property
     def nat(self) -> str:
@@ -139,7 +143,16 @@ def build(router: dict) -> RouterSetup:
                        tuple(_ordered(rules)), tuple(f["id"] for f in applied),
                        tuple((f["floating_ip_address"], f["fixed_ip_address"])
                              for f in applied),
-                       radvd_config(router.get("interfaces", [])))
+                       radvd_config(router.get("interfaces", [])), FILTER_RULES)
+
+
+# The metadata proxy's port answers only what came in on an internal interface (the nat
+# REDIRECT of 169.254.169.254:80), never the gateway side: Neutron's INPUT rules.
+FILTER_RULES = (
+    f"-A INPUT -j {CHAIN}-INPUT",
+    f"-A {CHAIN}-INPUT -i qr-+ -p tcp -m tcp --dport {ROUTER_BIND[1]} -j ACCEPT",
+    f"-A {CHAIN}-INPUT -p tcp -m tcp --dport {ROUTER_BIND[1]} -j DROP",
+)
 
 
 RA_INTERVALS = (30, 100)    # Neutron's min_rtr_adv_interval, max_rtr_adv_interval
