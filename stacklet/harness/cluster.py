@@ -340,6 +340,7 @@ class Node:
         self.mnt_dir = self.dir / "mnt"
         self.mnt_ns = self.mnt_dir / "ns"       # the node's mount namespace (private netns)
         self.instances: dict[str, Instance] = {}
+        self.agent_env: dict[str, str] = {}     # extra environment of the agent (PATH...)
         self._agent: subprocess.Popen | None = None
 
     def __repr__(self) -> str:
@@ -447,6 +448,7 @@ class Node:
         if not self.agent_running():
             env = dict(os.environ)
             env.update(self.ovs.env)
+            env.update(self.agent_env)
             env["PYTHONUNBUFFERED"] = "1"
             with open(self.agent_log, "ab") as log:
                 self._agent = subprocess.Popen(
