@@ -127,3 +127,16 @@ def test_router_advertisements_for_ipv6_subnets_with_an_ra_mode():
         in second
     # no ra mode (an outside router announces), no IPv6: no radvd
     assert build(ROUTER).radvd == ""
+
+
+def test_the_metadata_port_is_open_to_internal_interfaces_only():
+    from stacklet.agent import iptables
+
+    setup = build(ROUTER)
+    assert setup.filter_rules == (
+        "-A INPUT -j stacklet-INPUT",
+        "-A stacklet-INPUT -i qr-+ -p tcp -m tcp --dport 9697 -j ACCEPT",
+        "-A stacklet-INPUT -p tcp -m tcp --dport 9697 -j DROP")
+    assert iptables.restore_text("filter", setup.filter_rules).splitlines() == [
+        "*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+        ":stacklet-INPUT - [0:0]", *setup.filter_rules, "COMMIT"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stacklet.agent.metadata import haproxy
+from stacklet.agent.metadata import haproxy, relay
 from stacklet.agent.metadata.haproxy import NETWORK_BIND, ROUTER_BIND, ProxyConfigError
 
 SOCK = "/var/lib/stacklet/run/agent.sock"
@@ -78,3 +78,56 @@ def test_server_socket_must_be_an_absolute_plain_short_path(sock):
 def test_command_daemonises_with_a_pid_file():
     assert haproxy.command("/s/n/haproxy.cfg", "/s/n/pid") == [
         "haproxy", "-f", "/s/n/haproxy.cfg", "-D", "-p", "/s/n/pid"]
+
+
+def test_unprivileged_chrooted_proxy_with_a_rate_limit_per_source_address():
+    config = haproxy.render(server_socket="/metadata.sock", bind=ROUTER_BIND, router_id="r",
+                            user="haproxy", group="haproxy", chroot="/s/r/root",
+                            rate_limit=haproxy.RateLimit(10, 100, 1, 50))
+    lines = [line.strip() for line in config.splitlines()]
+    glob = lines[lines.index("global") + 1:lines.index("defaults")]
+    assert [g for g in glob if g] == ["maxconn 1024", "user haproxy", "group haproxy",
+                                      "chroot /s/r/root"]
+    assert "stick-table type ip size 10k expire 20s store http_req_rate(10s)" in lines
+    assert "stick-table type ip size 10k expire 20s store http_req_rate(1s)" in lines
+    listen = listen_lines(config)
+    assert listen[:4] == ["bind 0.0.0.0:9697", "server metadata /metadata.sock",
+                          "http-request track-sc0 src table base_rate_limiter",
+                          "http-request track-sc1 src table burst_rate_limiter"]
+    assert "http-request deny deny_status 429 if " \
+        "{ src_http_req_rate(base_rate_limiter) gt 100 }" in listen
+    assert "http-request deny deny_status 429 if " \
+        "{ src_http_req_rate(burst_rate_limiter) gt 50 }" in listen
+
+
+@pytest.mark.parametrize("kwargs", [{"user": "hap\nroxy"}, {"group": "a b"},
+                                    {"chroot": "relative"},
+                                    {"rate_limit": haproxy.RateLimit(0, 1, 1, 1)}])
+def test_account_chroot_and_limits_are_checked(kwargs):
+    with pytest.raises(ProxyConfigError):
+        haproxy.render(server_socket=SOCK, bind=ROUTER_BIND, router_id="r", **kwargs)
+
+
+def test_the_relay_passes_on_metadata_requests_only_with_its_own_identity():
+    head = (b"GET /metadata/latest/meta-data/?x=1 HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+            b"X-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: other\r\n"
+            b"x-neutron-network-id: n\r\nConnection: keep-alive\r\n\r\n")
+    assert relay.rewrite(head, "X-Neutron-Router-ID", "r-1") == (
+        b"GET /metadata/latest/meta-data/?x=1 HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+        b"X-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: r-1\r\nConnection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"GET /agent/v1/hosts/h/state HTTP/1.1\r\n\r\n", 403),
+    (b"POST /metadata/x HTTP/1.1\r\nContent-Length: 2\r\n\r\n", 403),
+    (b"GET /metadata/../agent/v1/report_state HTTP/1.1\r\n\r\n", 403),
+    (b"GET /metadatax HTTP/1.1\r\n\r\n", 403),
+    (b"GET /metadata/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"GET /metadata/x HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 400),
+    (b"GET /metadata/x\r\n\r\n", 400),
+    (b"GET /metadata/x HTTP/1.1\r\n X-Folded: y\r\n\r\n", 400),
+])
+def test_the_relay_refuses_everything_else(head, status):
+    with pytest.raises(relay.Refused) as refused:
+        relay.rewrite(head, "X-Neutron-Router-ID", "r")
+    assert refused.value.status == status

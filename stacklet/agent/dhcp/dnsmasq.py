@@ -212,7 +212,8 @@ def command(net: dict, conf: DhcpConfig, directory: str) -> tuple[str, ...]:
             f"--addn-hosts={directory}/addn_hosts", f"--dhcp-optsfile={directory}/opts",
             # unprivileged once bound: it re-reads its files on SIGHUP as this user, from a
             # directory readable by this group (stacklet.agent.unprivileged)
-            f"--user={conf.user}", f"--group={conf.group}", "--leasefile-ro", "--dhcp-authoritative", f"--interface={inner}",
+            f"--user={conf.user}", f"--group={conf.group}", "--leasefile-ro",
+            "--dhcp-authoritative", f"--interface={inner}",
             "--bind-interfaces", "--except-interface=lo"]
     argv += [f"--dhcp-range={r}" for r in ranges(net, conf)]
     if net.get("mtu"):

@@ -17,9 +17,9 @@ difference, so what someone removed from the node comes back at the next check:
   that went away deleted;
 - routes added and removed one by one (``proto static`` marks the ones the role owns);
 - the nat and filter tables each replaced by one ``iptables-restore`` only when
-  ``iptables-save`` shows other rules. Nothing is flushed: conntrack entries (established SNAT and floating IP connections)
-  survive rule changes and agent restarts, except those of a floating address whose mapping
-  this process changed (``conntrack -D``, as Neutron);
+  ``iptables-save`` shows other rules. Nothing is flushed: conntrack entries (established
+  SNAT and floating IP connections) survive rule changes and agent restarts, except those of
+  a floating address whose mapping this process changed (``conntrack -D``, as Neutron);
 - the metadata proxy (``stacklet.agent.metadata``) ensured in the namespace, listening on
   9697 behind the nat REDIRECT of 169.254.169.254:80;
 - radvd (state in ``<state dir>/<router id>/``, a directory readable by radvd's group) for

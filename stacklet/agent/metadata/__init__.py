@@ -11,9 +11,9 @@ The API, for the roles (one object per agent)::
 
     from stacklet.agent.metadata import MetadataProxy, NETWORK_BIND, ROUTER_BIND
 
-    proxy = MetadataProxy(conf.data_dir / "metadata-proxy",     # state: <id>/{haproxy.cfg,pid,netns,root/}
+    proxy = MetadataProxy(conf.data_dir / "metadata-proxy",     # <id>/{haproxy.cfg,pid,netns}
                           conf.data_dir / "run" / "agent.sock", # the server's agent socket
-                          user="haproxy", group="haproxy",      # haproxy runs as, chrooted to <id>/root
+                          user="haproxy", group="haproxy",      # chrooted to <id>/root/
                           rate_limit=RateLimit(...),            # per instance; None: unlimited
                           relay=MetadataRelay(...))             # shared by an agent's proxies
 
