@@ -3,7 +3,10 @@
     /identity/...     Keystone v3
     /networking/...   Neutron v2.0
     /metadata/...     the metadata service for instances, called by metadata proxies
-    (compute and image join here in later issues)
+    (compute and image join here in later issues; the catalog lists what is mounted, see
+    ``services/identity/bootstrap.CATALOG``)
+
+Any other path answers a JSON 404 (``_http_error``).
 
 Each service is a mounted sub-application with its own error format. ``create_app`` is the
 only place that wires configuration, database and services together.
@@ -12,9 +15,12 @@ only place that wires configuration, database and services together.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from stacklet import errors
@@ -73,6 +79,18 @@ async def _root(request: Request):
     })
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Outside every service (the root, unknown prefixes such as ``/compute``): JSON in the
+    ``{"error": {...}}`` shape keystoneauth reads, never Starlette's plain text."""
+    assert isinstance(exc, HTTPException)
+    message = {404: "The resource could not be found.",
+               405: "The method is not allowed for the requested URL."}.get(
+        exc.status_code, str(exc.detail))
+    return json_response({"error": {"code": exc.status_code,
+                                    "title": HTTPStatus(exc.status_code).phrase,
+                                    "message": message}}, status=exc.status_code)
+
+
 MOUNTS = ("/identity", "/networking")
 # Served as written: in instance metadata paths ".json" is part of a name ("meta_data.json").
 VERBATIM = "/metadata"
@@ -110,7 +128,7 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         Mount(VERBATIM, app=metadata_api.create_app()),
         # Node agents, on the unix socket only (404 over TCP).
         Mount("/agent/v1", app=agent_api.create_app()),
-    ])
+    ], exception_handlers={HTTPException: _http_error})
     app.state.services = services
     app.state.authenticate = _authenticator(services)
     for sub in app.routes:

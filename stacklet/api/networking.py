@@ -374,7 +374,10 @@ def availability_zones(call: Call) -> dict:
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """The URL this Networking API is mounted at (``…/networking``), as the client reached it;
+    ``request.base_url`` would be the application's root."""
+    return str(request.url.replace(path=request.scope.get("root_path", ""), query="",
+                                   fragment="")).rstrip("/")
 
 
 async def versions(request: Request) -> Response:

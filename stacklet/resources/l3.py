@@ -1,8 +1,9 @@
-"""Routers and floating IPs, declared as Neutron's l3, ext-gw-mode, extraroute, l3-ha, dvr,
-router_availability_zone and fip-port-details extensions define them.
+"""Routers and floating IPs, declared as Neutron's l3, ext-gw-mode, extraroute,
+router_availability_zone and fip-port-details extensions define them. Not l3-ha nor dvr: there is
+one L3 role per router and no distributed routing, so ``ha`` and ``distributed`` are unrecognized
+attributes, as in a Neutron without those extensions.
 
-Policy as Neutron's defaults: ``ha`` and ``distributed`` are set and seen by admins only;
-``enable_snat`` and ``external_fixed_ips`` of the gateway are set by admins only (checked in the
+Policy as Neutron's defaults: ``enable_snat`` and ``external_fixed_ips`` of the gateway are set by admins only (checked in the
 service, as they are nested); a floating IP's specific address is chosen by admins only.
 """
 
@@ -63,8 +64,6 @@ ROUTER = Resource.declare("router", "routers", (
     Attr("status", allow_post=False, allow_put=False, sort=True, column="status"),
     Attr("external_gateway_info", gateway_info, default=None, filter=False),
     Attr("routes", routes, default=[], allow_post=False, filter=False),
-    Attr("ha", to_bool, default=False, admin_only=True, column="ha"),
-    Attr("distributed", to_bool, default=False, admin_only=True, column="distributed"),
     Attr("availability_zone_hints", _az_hints, default=[], allow_put=False, filter=False),
     Attr("availability_zones", allow_post=False, allow_put=False, filter=False),
     Attr("flavor_id", uuid_or_none, default=None, allow_put=False, filter=False),
@@ -99,10 +98,6 @@ ROUTER_EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
      "routes"), "2019-07-10T00:00:00+00:00"),
     ("router_availability_zone", "Router Availability Zone",
      "Availability zone support for router.", "2015-01-01T10:00:00-00:00"),
-    ("l3-ha", "HA Router extension", "Adds HA capability to routers.",
-     "2014-04-26T00:00:00-00:00"),
-    ("dvr", "Distributed Virtual Router", ("Enables configuration of Distributed Virtual "
-     "Routers."), "2014-06-1T10:00:00-00:00"),
 )
 
 FLOATINGIP_EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (

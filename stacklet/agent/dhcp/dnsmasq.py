@@ -114,7 +114,8 @@ def _dhcp_port_ip(net: dict, subnet_id: str) -> str | None:
 
 def classless_routes(net: dict, subnet: dict, conf: DhcpConfig) -> list[tuple[str, str]]:
     """(destination, nexthop) for options 121/249 of an IPv4 subnet, in Neutron's order:
-    host routes, other subnets on-link, metadata (isolated subnets), default route."""
+    host routes, other subnets on-link, metadata (isolated subnets), an on-link route to a
+    gateway outside the subnet, default route."""
     routes = [(r["destination"], r["nexthop"]) for r in subnet.get("host_routes", [])]
     destinations = {d for d, _ in routes}
     for other in net["subnets"]:
@@ -127,8 +128,15 @@ def classless_routes(net: dict, subnet: dict, conf: DhcpConfig) -> list[tuple[st
     if conf.enable_isolated_metadata and subnet.get("isolated", True) and dhcp_ip and \
             metadata not in destinations:
         routes.append((metadata, dhcp_ip))
-    if subnet.get("gateway_ip") and "0.0.0.0/0" not in destinations:
-        routes.append(("0.0.0.0/0", subnet["gateway_ip"]))
+    gateway = subnet.get("gateway_ip")
+    if gateway and "0.0.0.0/0" not in destinations:
+        if ipaddress.ip_address(gateway) not in ipaddress.ip_network(subnet["cidr"]):
+            # A gateway outside the subnet is reachable once the client knows it is on-link
+            # (what Neutron does for its own DHCP namespace): a host route without next hop.
+            on_link = f"{gateway}/32"
+            if on_link not in destinations:
+                routes.append((on_link, "0.0.0.0"))
+        routes.append(("0.0.0.0/0", gateway))
     return routes
 
 

@@ -182,7 +182,7 @@ class L3Role:
             if self._addresses(ns, device, present.get(device.inner, {}).get("addresses", set())
                                if exists else set()):
                 changed.append(f"addresses of {device.inner}")
-        if self._routes(ns, setup.routes):
+        if self._routes(ns, setup.routes, setup.on_link):
             changed.append("routes")
         if iptables.ensure(ns, "nat", setup.nat_rules, setup.nat):
             changed.append("nat")
@@ -275,9 +275,11 @@ class L3Role:
     # -- routes and NAT -----------------------------------------------------------------------
 
     @staticmethod
-    def _routes(ns: str, wanted: Sequence[tuple[str, str]]) -> bool:
-        """Make the ``proto static`` routes exactly ``wanted``; True when any changed."""
-        current = set()
+    def _routes(ns: str, wanted: Sequence[tuple[str, str]],
+                on_link: Sequence[tuple[str, str]] = ()) -> bool:
+        """Make the ``proto static`` routes exactly ``wanted`` (destination, next hop) and
+        ``on_link`` (destination, device: no next hop); True when any changed."""
+        current, current_on_link = set(), set()
         for family, default in (("-4", "0.0.0.0/0"), ("-6", "::/0")):
             for entry in json.loads(linux.run(["ip", "-j", family, "-n", ns, "route", "show",
                                                "proto", "static"]).stdout or "[]"):
@@ -286,11 +288,25 @@ class L3Role:
                     str(ipaddress.ip_network(dst, strict=False))
                 if entry.get("gateway"):
                     current.add((dst, entry["gateway"]))
+                elif entry.get("dev"):
+                    current_on_link.add((dst, entry["dev"]))
         for dst, via in sorted(current - set(wanted)):
             linux.run(["ip", "-n", ns, "route", "del", dst, "via", via, "proto", "static"],
                       check=False)
+        for dst, dev in sorted(current_on_link - set(on_link)):
+            linux.run(["ip", "-n", ns, "route", "del", dst, "dev", dev, "proto", "static"],
+                      check=False)
         failed = []
-        changed = bool(current - set(wanted))
+        changed = bool(current - set(wanted)) or bool(current_on_link - set(on_link))
+        for dst, dev in on_link:    # before the routes whose next hop they make reachable
+            if (dst, dev) in current_on_link:
+                continue
+            changed = True
+            try:
+                linux.run(["ip", "-n", ns, "route", "replace", dst, "dev", dev, "scope", "link",
+                           "proto", "static"])
+            except (L3Error, linux.CommandFailed) as exc:
+                failed.append(str(exc))
         for dst, via in wanted:
             if (dst, via) in current:
                 continue

@@ -8,7 +8,8 @@ the same here:
   ``iface-id``: the L2 role wires it) ↔ ``qr-XXXXXXXX-XX`` (interfaces) or ``qg-XXXXXXXX-XX``
   (gateway) in the namespace, with the port's MAC, MTU and addresses; the gateway device also
   holds every floating IP as a /32, so the namespace answers ARP for them;
-- routes: the default route via the external subnet's gateway, and the router's extra routes;
+- routes: the default route via the external subnet's gateway (with an on-link host route to
+  it when it is outside the subnet, as Neutron adds), and the router's extra routes;
 - router advertisements (``radvd.conf``) on interfaces with IPv6 subnets that have an
   ``ipv6_ra_mode``, as Neutron's radvd;
 - NAT, one ``iptables-restore`` of the whole nat table (atomic, conntrack untouched), chains
@@ -61,6 +62,8 @@ class RouterSetup:
     mappings: tuple[tuple[str, str], ...] = ()  # (floating address, fixed address)
     radvd: str = ""                             # radvd.conf ("": no IPv6 subnet to announce)
     filter_rules: tuple[str, ...] = ()          # "-A chain ..." lines of the filter table
+    # (host route, device) without next hop: a gateway outside the external subnet is on-link
+    on_link: tuple[tuple[str, str], ...] = ()
 
     @property
     def nat(self) -> str:
@@ -103,6 +106,7 @@ def build(router: dict) -> RouterSetup:
     fips = [f for f in router.get("floating_ips", []) if _v4(f.get("fixed_ip_address"))]
     devices = [_device(p, "qr") for p in router.get("interfaces", [])]
     routes: list[tuple[str, str]] = []
+    on_link: list[tuple[str, str]] = []
     gw_ip = None
     gw_dev = None
     if gw_port is not None:
@@ -112,8 +116,11 @@ def build(router: dict) -> RouterSetup:
         v4 = [f for f in gw_port["fixed_ips"] if _v4(f["ip_address"])]
         if v4:
             gw_ip = v4[0]["ip_address"]
-            if v4[0].get("gateway_ip"):
-                routes.append(("0.0.0.0/0", v4[0]["gateway_ip"]))
+            upstream = v4[0].get("gateway_ip")
+            if upstream:
+                if ipaddress.ip_address(upstream) not in ipaddress.ip_network(v4[0]["cidr"]):
+                    on_link.append((_host(upstream), gw_dev))     # as Neutron's _add_route_to_gw
+                routes.append(("0.0.0.0/0", upstream))
     for route in router.get("routes", []):
         routes.append((str(ipaddress.ip_network(route["destination"], strict=False)),
                        route["nexthop"]))
@@ -143,7 +150,8 @@ def build(router: dict) -> RouterSetup:
                        tuple(_ordered(rules)), tuple(f["id"] for f in applied),
                        tuple((f["floating_ip_address"], f["fixed_ip_address"])
                              for f in applied),
-                       radvd_config(router.get("interfaces", [])), FILTER_RULES)
+                       radvd_config(router.get("interfaces", [])), FILTER_RULES,
+                       tuple(on_link))
 
 
 # The metadata proxy's port answers only what came in on an internal interface (the nat

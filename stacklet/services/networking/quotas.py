@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.config import Config
 from stacklet.context import RequestContext
-from stacklet.resources.attributes import Invalid, to_bool
 from stacklet.store.db import Database
 from stacklet.store.models.network import Network, Port, Quota, Subnet
+
+UNLIMITED = -1
 
 # resource name -> table whose rows (by project_id) count against it
 COUNTED: dict[str, Any] = {"network": Network, "subnet": Subnet, "port": Port}
@@ -105,15 +106,11 @@ class QuotaService:
         if not isinstance(body, dict) or not isinstance(body.get("quota"), dict):
             raise errors.HTTPBadRequest("Body must contain a 'quota' object")
         changes = dict(body["quota"])
-        # Not limits: whether to refuse a limit below current usage (the CLI's `quota set`
-        # sends check_limit=True, `quota set --force` sends force=True), as Neutron accepts.
-        force, check_limit = changes.pop("force", None), changes.pop("check_limit", None)
-        try:
-            check = not to_bool(force) if force is not None else (
-                check_limit is not None and to_bool(check_limit))
-        except Invalid as exc:
-            raise errors.HTTPBadRequest(f"Invalid input for check_limit. Reason: {exc}.") \
-                from None
+        # Not limits. As current Neutron: a limit below current usage is refused unless
+        # ``force`` is JSON true (`quota set --force`); ``check_limit`` (what `quota set` sends
+        # without --force) is accepted and changes nothing, checking is the default.
+        check = changes.pop("force", None) is not True
+        changes.pop("check_limit", None)
         unknown = sorted(set(changes) - set(self.counted))
         if unknown:
             raise errors.HTTPBadRequest("Unrecognized attribute(s) '" + ", ".join(unknown) + "'")
@@ -126,14 +123,16 @@ class QuotaService:
             except (TypeError, ValueError):
                 raise errors.HTTPBadRequest(f"Invalid input for {name}. Reason: '{value}' is "
                                             f"not an integer.") from None
-            if number < -1:
+            if number < UNLIMITED:
                 raise errors.HTTPBadRequest(f"Invalid input for {name}. Reason: '{number}' is "
                                             f"smaller than the minimum of -1.")
             parsed[name] = number
 
         def write(session: Session) -> dict[str, int]:
             for name, number in parsed.items():
-                used = self.usage(session, project_id, name) if check and number >= 0 else 0
+                if not check or number == UNLIMITED:
+                    continue
+                used = self.usage(session, project_id, name)
                 if used > number:
                     raise errors.HTTPBadRequest(
                         f"Quota limit {number} for {name} must be greater than or equal to "

@@ -104,8 +104,6 @@ class RouterService(Collection):
                 "admin_state_up": row.admin_state_up,
                 "external_gateway_info": gateway,
                 "routes": list(row.routes or []),
-                "ha": row.ha,
-                "distributed": row.distributed,
                 "availability_zone_hints": list(row.availability_zone_hints or []),
                 "availability_zones": [],
                 "flavor_id": None,
@@ -161,8 +159,7 @@ class RouterService(Collection):
             id=new_id(), project_id=owner, name=body.get("name", ""),
             description=body.get("description", ""), status="ACTIVE",
             admin_state_up=body.get("admin_state_up", True), gw_port_id=None,
-            gw_network_id=None, enable_snat=True, ha=body.get("ha", False),
-            distributed=body.get("distributed", False),
+            gw_network_id=None, enable_snat=True,
             availability_zone_hints=body.get("availability_zone_hints", []), routes=[],
             created_at=now, updated_at=now, revision_number=1)
         session.add(router)
@@ -257,8 +254,7 @@ class RouterService(Collection):
             row = self.find(session, ctx, router_id, for_update=True)
             self.check_owner(ctx, row, "update")
             check_if_match(row, if_match)
-            self._check_mode_change(row, changes)
-            for key in ("name", "description", "admin_state_up", "ha", "distributed"):
+            for key in ("name", "description", "admin_state_up"):
                 if key in changes:
                     setattr(row, key, changes[key])
             changed = False
@@ -275,16 +271,6 @@ class RouterService(Collection):
                 self._changed(session, row.id)
         self.db.retrying(write)
         return self.get(ctx, router_id)
-
-    @staticmethod
-    def _check_mode_change(row: Router, changes: dict) -> None:
-        active = changes.get("admin_state_up", row.admin_state_up) and row.admin_state_up
-        if "ha" in changes and changes["ha"] != row.ha and active:
-            raise bad_router("Cannot change HA attribute of active routers. Please set router "
-                             "admin_state_up to False prior to upgrade")
-        if "distributed" in changes and changes["distributed"] != row.distributed and active:
-            raise bad_router("Cannot upgrade active router to distributed. Please set router "
-                             "admin_state_up to False prior to upgrade")
 
     def delete(self, ctx: RequestContext, router_id: str, if_match: int | None = None) -> None:
         def write(session: Session) -> None:
@@ -425,6 +411,10 @@ class RouterService(Collection):
         subnet = self.subnets.find(session, ctx, subnet_id)
         if not subnet.gateway_ip:
             raise bad_router("Subnet for router interface must have a gateway IP")
+        if netaddr.IPAddress(subnet.gateway_ip) not in netaddr.IPNetwork(subnet.cidr):
+            # The interface would take the gateway address, which is not on the subnet
+            # (Neutron refuses the port's fixed IP the same way).
+            raise errors.InvalidIpForSubnet(ip_address=subnet.gateway_ip)
         self._check_overlap(session, router.id, [subnet])
         port = new_service_port(session, subnet.network_id, router.project_id, INTERFACE,
                                 router.id, self.ports.base_mac)

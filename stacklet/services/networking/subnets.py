@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.context import RequestContext
 from stacklet.resources.networking import SUBNET
-from stacklet.services.networking import ipam, rbac
+from stacklet.services.networking import auto_addresses, ipam, rbac
 from stacklet.services.networking.common import (
     Collection,
     bump,
@@ -58,8 +58,10 @@ def check_gateway(cidr: str, gateway_ip: str | None) -> None:
     gateway = netaddr.IPAddress(gateway_ip)
     if gateway.version != net.version:
         raise _invalid("Gateway IP version inconsistent with allocation pool version")
-    if gateway not in net or (net.version == 4 and net.prefixlen < 31 and
-                              gateway in (net.network, net.broadcast)):
+    # As Neutron (ipam.utils.check_gateway_invalid_in_subnet): a gateway outside the CIDR is
+    # allowed (IPv6's fe80::1, an upstream router on another on-link prefix); inside it, an IPv4
+    # gateway must not be the network or the last (broadcast) address.
+    if net.version == 4 and gateway in (net.network, netaddr.IPAddress(net.last)):
         raise _invalid("Gateway is not valid on subnet")
 
 
@@ -232,6 +234,9 @@ class SubnetService(Collection):
         session.add(subnet)
         bump(network)
         session.flush()
+        if ipam.is_auto_address(subnet):
+            auto_addresses.add_to_network_ports(session, subnet)
+            session.flush()
         self._changed(session, network.id)
         return subnet.id
 
@@ -274,13 +279,16 @@ class SubnetService(Collection):
             row = self.find(session, ctx, subnet_id, for_update=True)
             self.check_owner(ctx, row, "delete")
             check_if_match(row, if_match)
-            users = session.execute(
-                select(IPAllocation.ip_address, Port.device_owner)
-                .join(Port, Port.id == IPAllocation.port_id)
-                .where(IPAllocation.subnet_id == subnet_id)).all()
-            if any(owner not in AUTO_DELETE_OWNERS for _, owner in users):
-                raise errors.SubnetInUse(subnet_id=subnet_id)
-            session.execute(delete(IPAllocation).where(IPAllocation.subnet_id == subnet_id))
+            if ipam.is_auto_address(row):
+                auto_addresses.release(session, row)
+            else:
+                users = session.execute(
+                    select(IPAllocation.ip_address, Port.device_owner)
+                    .join(Port, Port.id == IPAllocation.port_id)
+                    .where(IPAllocation.subnet_id == subnet_id)).all()
+                if any(owner not in AUTO_DELETE_OWNERS for _, owner in users):
+                    raise errors.SubnetInUse(subnet_id=subnet_id)
+                session.execute(delete(IPAllocation).where(IPAllocation.subnet_id == subnet_id))
             network = session.get(Network, row.network_id)
             if network is not None:
                 bump(network)
