@@ -339,9 +339,8 @@ def test_cli_quota_show_and_set(cloud, admin) -> None:
     mine.create("subnet", network_id=net["id"], ip_version=4, cidr="10.85.0.0/24")
     mine.post("ports", {"ports": [{"network_id": net["id"]} for _ in range(3)]})
 
-    # The catalog lists a compute endpoint that has no API behind it yet, so a plain
-    # `quota show <project>` fails on GET /compute/v2.1/os-quota-sets/<id> (404); `--network`
-    # asks the network service only. `quota set` sends only network limits (and check_limit).
+    # `--network` keeps the output to the network service's limits (a plain `quota show` works
+    # too: test_openstack_parity.py). `quota set` sends only network limits (and check_limit).
     before, after, usage = osc(
         cloud,
         ["quota", "show", user.project_name, "--network", "-f", "json"],
@@ -363,7 +362,8 @@ def test_cli_quota_show_and_set(cloud, admin) -> None:
     mine.create("port", network_id=net["id"])
     mine.post("ports", {"port": {"network_id": net["id"]}}, 409, "OverQuota")
 
-    # check_limit (what `quota set` sends) refuses a limit below usage; force does not check.
+    # A limit below usage is refused (with or without check_limit, which `quota set` sends);
+    # force does not check.
     admin.put(f"quotas/{user.project_id}", {"quota": {"port": 2, "check_limit": True}}, 400,
               contains="already used 4")
     assert admin.get(f"quotas/{user.project_id}")["quota"]["port"] == 4

@@ -118,6 +118,18 @@ def test_other_subnets_on_link_and_no_gateway_means_an_empty_router_option():
             f"169.254.169.254/32,10.1.0.2,0.0.0.0/0,10.1.0.1") in opts
 
 
+def test_a_gateway_outside_the_subnet_is_made_on_link_before_the_default_route():
+    net = network(subnets=[subnet(V4, "10.0.0.0/24", gateway="10.9.9.1", isolated=False)])
+    opts = dnsmasq.opts_file(net, CONF).splitlines()
+    assert (f"tag:subnet-{V4},option:classless-static-route,10.9.9.1/32,0.0.0.0,"
+            f"0.0.0.0/0,10.9.9.1") in opts
+    assert f"tag:subnet-{V4},249,10.9.9.1/32,0.0.0.0,0.0.0.0/0,10.9.9.1" in opts
+    assert f"tag:subnet-{V4},option:router,10.9.9.1" in opts
+    # An on-subnet gateway gets no such route.
+    assert "/32,0.0.0.0" not in dnsmasq.opts_file(network(subnets=[
+        subnet(V4, "10.0.0.0/24", gateway="10.0.0.1", isolated=False)]), CONF)
+
+
 def test_extra_dhcp_opts_tag_the_port():
     opts = [{"opt_name": "bootfile-name", "opt_value": "pxelinux.0"},
             {"opt_name": "66", "opt_value": "192.0.2.10"},

@@ -48,6 +48,17 @@ def test_default_route_via_the_external_gateway_and_extra_routes():
     no_gateway = copy.deepcopy(ROUTER)
     no_gateway["gw_port"]["fixed_ips"][0]["gateway_ip"] = None
     assert build(no_gateway).routes == (("10.70.0.0/16", "10.0.1.9"),)
+    assert build(ROUTER).on_link == ()
+
+
+def test_a_gateway_outside_the_external_subnet_gets_an_on_link_route_first():
+    # Neutron allows such a gateway; its L3 agent adds an on-link route to it
+    # (router_info._add_route_to_gw), or the default route cannot be added.
+    off = copy.deepcopy(ROUTER)
+    off["gw_port"]["fixed_ips"][0]["gateway_ip"] = "198.51.100.1"
+    setup = build(off)
+    assert setup.on_link == (("198.51.100.1/32", QG),)
+    assert setup.routes[0] == ("0.0.0.0/0", "198.51.100.1")
 
 
 def test_snat_floating_ips_and_no_nat_between_internal_subnets():
