@@ -3,8 +3,9 @@ router_availability_zone and fip-port-details extensions define them. Not l3-ha 
 one L3 role per router and no distributed routing, so ``ha`` and ``distributed`` are unrecognized
 attributes, as in a Neutron without those extensions.
 
-Policy as Neutron's defaults: ``enable_snat`` and ``external_fixed_ips`` of the gateway are set by admins only (checked in the
-service, as they are nested); a floating IP's specific address is chosen by admins only.
+Policy as Neutron's defaults: ``enable_snat`` and ``external_fixed_ips`` of the gateway are set
+by admins only (checked in the service, as they are nested); a floating IP's specific address is
+chosen by admins only.
 """
 
 from __future__ import annotations
