@@ -18,6 +18,10 @@ class RequestContext:
     token_id: str | None = None
     expires_at: float | None = None
     audit_id: str | None = None
+    # Set by project_scoped() when an API whose rules are all project-scoped got a token of
+    # another scope ("system" or "domain"): that API then shows it nothing and lets it
+    # create nothing.
+    refused_scope: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -51,7 +55,8 @@ class RequestContext:
         its admin role does not make it a cloud admin."""
         if self.scope == "project":
             return self
-        return replace(self, project_id=None, project_name=None, roles=frozenset())
+        return replace(self, project_id=None, project_name=None, roles=frozenset(),
+                       refused_scope=self.scope)
 
     @property
     def can_write(self) -> bool:

@@ -79,8 +79,8 @@ def owner_for_create(ctx: RequestContext, body: dict, singular: str,
                      service: bool = False) -> str:
     """The project a new resource belongs to; only admins may name another project.
     ``service``: the service role may create it too (Neutron's ``create_port``)."""
-    if ctx.scope != "project":
-        raise errors.InvalidScope(action=f"create_{singular}", scope=ctx.scope)
+    if ctx.refused_scope:
+        raise errors.InvalidScope(action=f"create_{singular}", scope=ctx.refused_scope)
     if not (ctx.can_write or (service and ctx.is_service)):
         raise errors.PolicyNotAuthorized(action=f"create_{singular}")
     project = body.pop("project_id", None)
@@ -132,7 +132,7 @@ class Collection:
     def visible(self, ctx: RequestContext) -> ColumnElement[bool] | None:
         """``visible_clause``, except that a token not scoped to a project sees nothing (every
         Neutron rule is ``scope_types=['project']``: its lists are empty, its rows 404)."""
-        if ctx.scope != "project":
+        if ctx.refused_scope:
             return false()
         return self.visible_clause(ctx)
 
