@@ -68,7 +68,25 @@ class Forbidden(StackletError):
 
 
 class PolicyNotAuthorized(Forbidden):
-    message = "({action}) is disallowed by policy."
+    """oslo.policy's refusal, worded as Neutron's: ``rule:update_router is disallowed by
+    policy``, and for an attribute the action's rule and the attribute's
+    (``(rule:create_port and rule:create_port:device_owner) is disallowed by policy``)."""
+
+    message = "{rule} is disallowed by policy"
+
+    def __init__(self, message: str | None = None, detail: str = "", **kwargs: Any) -> None:
+        action = kwargs.get("action", "")
+        base, sep, _ = action.partition(":")
+        kwargs.setdefault("rule", f"(rule:{base} and rule:{action})" if sep
+                          else f"rule:{action}")
+        super().__init__(message, detail, **kwargs)
+
+
+class InvalidScope(Forbidden):
+    """oslo.policy's refusal of a token whose scope the rule does not accept (every Neutron
+    rule is ``scope_types=['project']``)."""
+
+    message = "{action} requires a scope of ['project'], request was made with {scope} scope."
 
 
 class NotFound(StackletError):
@@ -308,6 +326,11 @@ class ServicePortInUse(InUse):
 
 
 # --- RBAC policies (neutron_lib.exceptions.rbac) ----------------------------------------------
+
+class DeviceIDNotOwnedByTenant(Conflict):
+    message = "The following device_id {device_id} is not owned by your project or matches " \
+              "another project router."
+
 
 class HTTPForbidden(Forbidden):
     """The API layer's 403 (e.g. a port on a network neither owned nor shared)."""

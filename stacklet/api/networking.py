@@ -18,7 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stacklet import errors
-from stacklet.api.common import Call, endpoint, json_response
+from stacklet.api.common import Call, json_response
+from stacklet.api.common import endpoint as common_endpoint
 from stacklet.resources.attributes import RESERVED_QUERY, Resource
 from stacklet.services.networking.common import Collection, ListQuery
 
@@ -136,7 +137,7 @@ def _member_body(call: Call, resource: Resource) -> Any:
 def list_items(call: Call) -> dict:
     coll = _collection(call)
     query, fields = parse_list_query(coll.resource, call.query)
-    is_admin = call.context.is_admin
+    is_admin = coll.privileged(call.context)
     items = coll.list(call.context, query)
     plural = coll.resource.plural
     result: dict[str, Any] = {plural: [coll.resource.present(i, is_admin, fields)
@@ -176,13 +177,14 @@ def show_item(call: Call) -> dict:
     coll = _collection(call)
     fields = [v for k, v in call.query if k == "fields"]
     item = coll.get(call.context, call.path["id"])
-    return {coll.resource.singular: coll.resource.present(item, call.context.is_admin, fields)}
+    return {coll.resource.singular: coll.resource.present(item, coll.privileged(call.context),
+                                                          fields)}
 
 
 def create_items(call: Call) -> Response:
     coll = _collection(call)
     res = coll.resource
-    is_admin = call.context.is_admin
+    is_admin = coll.privileged(call.context)
     body = call.body
     if isinstance(body, dict) and res.plural in body and res.singular not in body:
         members = body[res.plural]
@@ -200,9 +202,10 @@ def create_items(call: Call) -> Response:
 def update_item(call: Call) -> dict:
     coll = _collection(call)
     res = coll.resource
-    changes = res.convert_body(_member_body(call, res), call.context.is_admin, creating=False)
+    is_admin = coll.privileged(call.context)
+    changes = res.convert_body(_member_body(call, res), is_admin, creating=False)
     item = coll.update(call.context, call.path["id"], changes, if_match=_if_match(call))
-    return {res.singular: res.present(item, call.context.is_admin)}
+    return {res.singular: res.present(item, is_admin)}
 
 
 def member_action(call: Call) -> Any:
@@ -395,6 +398,18 @@ async def resources_index(request: Request) -> Response:
         {"name": s, "collection": p, "links": [{"rel": "self",
                                                 "href": f"{base}/v2.0/{path}"}]}
         for s, p, path in names]})
+
+
+def endpoint(handler: Any) -> Any:
+    """``api.common.endpoint`` for Neutron's rules, all ``scope_types=['project']``: a
+    system- or domain-scoped token acts with no project and no role (its lists are empty, the
+    rows it names are 404, what it creates is 403 ``InvalidScope``), whatever roles it holds."""
+    def scoped(call: Call) -> Any:
+        if call.context is not None:
+            call.context = call.context.project_scoped()
+        return handler(call)
+    scoped.__name__ = getattr(handler, "__name__", "endpoint")
+    return common_endpoint(scoped)
 
 
 def create_app() -> Starlette:

@@ -38,7 +38,7 @@ from stacklet.metadata.formats import (
 )
 from stacklet.services.networking.l3ports import INTERFACE_OWNERS
 from stacklet.store.db import Database
-from stacklet.store.models.l3 import FloatingIP
+from stacklet.store.models.l3 import FloatingIP, RouterPort
 from stacklet.store.models.network import IPAllocation, Network, Port
 from stacklet.store.models.network import Subnet as SubnetRow
 from stacklet.store.models.security_groups import PortSecurityGroupBinding, SecurityGroup
@@ -127,8 +127,10 @@ class MetadataService:
 
     @staticmethod
     def _router_networks(session: Session, router_id: str) -> list[str]:
-        return list(session.scalars(select(Port.network_id).where(
-            Port.device_id == router_id, Port.device_owner.in_(INTERFACE_OWNERS)).distinct()))
+        return list(session.scalars(select(Port.network_id).join(
+            RouterPort, RouterPort.port_id == Port.id).where(
+            RouterPort.router_id == router_id,
+            RouterPort.port_type.in_(INTERFACE_OWNERS)).distinct()))
 
     @staticmethod
     def _port_at(session: Session, address: str, networks: Sequence[str] = (),

@@ -363,7 +363,7 @@ def test_system_scope_for_admin_only(cloud: Any) -> None:
     assert response.status_code == 201
     token = response.json()["token"]
     assert token["system"] == {"all": True}
-    assert sorted(r["name"] for r in token["roles"]) == ["admin", "member", "reader"]
+    assert sorted(r["name"] for r in token["roles"]) == ["admin", "manager", "member", "reader"]
     expect_error(issue(cloud, password_auth("demo", cloud.demo_password, system)), 401)
     listed = cloud.request("GET", f"{V3}/auth/system", token=response.headers["x-subject-token"])
     assert listed.json()["system"] == [{"all": True}]
@@ -596,7 +596,7 @@ def test_roles_crud_and_implied_roles(cloud: Any, admin: Admin) -> None:
     assert listed >= {"admin", "member", "reader"}
     inferences = admin("GET", "/role_inferences").json()["role_inferences"]
     rules = {(i["prior_role"]["name"], r["name"]) for i in inferences for r in i["implies"]}
-    assert rules >= {("admin", "member"), ("member", "reader")}
+    assert rules >= {("admin", "manager"), ("manager", "member"), ("member", "reader")}
 
     role = admin.create("role", {"name": uname("role")})
     assert role["domain_id"] is None

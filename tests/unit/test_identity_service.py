@@ -75,7 +75,7 @@ def counts(identity: IdentityService) -> dict[str, int]:
 def test_bootstrap_is_idempotent_and_follows_the_port(identity: IdentityService) -> None:
     before = counts(identity)
     # Only the services this server answers for (no compute, no image yet).
-    assert before == {"Project": 3, "User": 2, "Role": 3, "Service": 2, "Endpoint": 6}
+    assert before == {"Project": 3, "User": 2, "Role": 5, "Service": 2, "Endpoint": 6}
     identity.conf.set("DEFAULT", "bind_port", 19998)
     try:
         identity.bootstrap(ADMIN_PW, DEMO_PW)
@@ -135,8 +135,9 @@ def test_validation_cache_hit_runs_no_sql(identity: IdentityService) -> None:
 
 def test_admin_token_carries_implied_roles(identity: IdentityService) -> None:
     token_id, info = identity.issue_token(password_auth("admin", ADMIN_PW, "admin"))
-    assert [name for _, name in info.roles] == ["admin", "member", "reader"]
-    assert identity.validate_token(token_id).roles == frozenset({"admin", "member", "reader"})
+    assert [name for _, name in info.roles] == ["admin", "manager", "member", "reader"]
+    assert identity.validate_token(token_id).roles == frozenset(
+        {"admin", "manager", "member", "reader"})
 
 
 def test_revoked_token_fails_at_once(identity: IdentityService) -> None:

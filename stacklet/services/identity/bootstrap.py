@@ -25,8 +25,12 @@ from stacklet.store.models.identity import (
     User,
 )
 
-ROLES = ("admin", "member", "reader")
-IMPLIED = (("admin", "member"), ("member", "reader"))
+# keystone-manage bootstrap's roles: admin implies manager implies member implies reader;
+# service implies nothing. (Clouds bootstrapped before manager existed had admin -> member;
+# that implication is removed, as Keystone does.)
+ROLES = ("admin", "manager", "member", "reader", "service")
+IMPLIED = (("admin", "manager"), ("manager", "member"), ("member", "reader"))
+OBSOLETE_IMPLIED = (("admin", "member"),)
 PROJECTS = {
     "admin": "Bootstrap project for initializing the cloud.",
     "demo": "Demo project for an unprivileged user.",
@@ -146,6 +150,10 @@ def bootstrap(db: Database, base_url: str, region_id: str, admin_password: str,
             key = (roles[prior].id, roles[implied].id)
             if session.get(ImpliedRole, key) is None:
                 session.add(ImpliedRole(prior_role_id=key[0], implied_role_id=key[1]))
+        for prior, implied in OBSOLETE_IMPLIED:
+            stale = session.get(ImpliedRole, (roles[prior].id, roles[implied].id))
+            if stale is not None:
+                session.delete(stale)
         projects = {}
         for name, description in PROJECTS.items():
             project = session.scalar(select(Project).where(

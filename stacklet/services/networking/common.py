@@ -75,9 +75,13 @@ def check_if_match(row: Any, if_match: int | None) -> None:
                                                     current=row.revision_number)
 
 
-def owner_for_create(ctx: RequestContext, body: dict, singular: str) -> str:
-    """The project a new resource belongs to; only admins may name another project."""
-    if not ctx.can_write:
+def owner_for_create(ctx: RequestContext, body: dict, singular: str,
+                     service: bool = False) -> str:
+    """The project a new resource belongs to; only admins may name another project.
+    ``service``: the service role may create it too (Neutron's ``create_port``)."""
+    if ctx.refused_scope:
+        raise errors.InvalidScope(action=f"create_{singular}", scope=ctx.refused_scope)
+    if not (ctx.can_write or (service and ctx.is_service)):
         raise errors.PolicyNotAuthorized(action=f"create_{singular}")
     project = body.pop("project_id", None)
     tenant = body.pop("tenant_id", None)
@@ -115,11 +119,22 @@ class Collection:
 
     # --- hooks for concrete collections ---------------------------------------------------
 
+    def privileged(self, ctx: RequestContext) -> bool:
+        """Whether the caller may see and set this resource's admin-only attributes."""
+        return ctx.is_admin
+
     def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
         """SQL condition for the rows a non-admin caller may see (None: all)."""
         if ctx.is_admin:
             return None
         return self.model.project_id == (ctx.project_id or "")
+
+    def visible(self, ctx: RequestContext) -> ColumnElement[bool] | None:
+        """``visible_clause``, except that a token not scoped to a project sees nothing (every
+        Neutron rule is ``scope_types=['project']``: its lists are empty, its rows 404)."""
+        if ctx.refused_scope:
+            return false()
+        return self.visible_clause(ctx)
 
     def filter_clause(self, name: str, values: list[Any]) -> ColumnElement[bool]:
         attr = self.resource.by_name[name]
@@ -140,7 +155,7 @@ class Collection:
              for_update: bool = False) -> Any:
         """A row the caller may see, or the resource's 404."""
         stmt = select(self.model).where(self.model.id == resource_id)
-        visible = self.visible_clause(ctx)
+        visible = self.visible(ctx)
         if visible is not None:
             stmt = stmt.where(visible)
         if for_update and not self.db.is_sqlite:
@@ -176,7 +191,7 @@ class Collection:
     def _list_statement(self, session: Session, ctx: RequestContext, query: ListQuery):
         # Plain rows, not ORM objects: a list of 10,000 is read several times faster.
         stmt = select(self.model.__table__)
-        visible = self.visible_clause(ctx)
+        visible = self.visible(ctx)
         if visible is not None:
             stmt = stmt.where(visible)
         for name, values in query.filters.items():

@@ -37,7 +37,7 @@ from stacklet.services.networking.l3ports import (
     remove_port,
 )
 from stacklet.store.models.base import isotime, new_id
-from stacklet.store.models.l3 import FloatingIP, Router
+from stacklet.store.models.l3 import FloatingIP, Router, RouterPort
 from stacklet.store.models.network import IPAllocation, Network, Port
 
 
@@ -65,6 +65,11 @@ class FloatingIPService(Collection):
         self.quotas = quotas
         self.networks = networks
         self.ports = ports
+
+    def privileged(self, ctx: RequestContext) -> bool:
+        """A chosen ``floating_ip_address``: Neutron's ADMIN_OR_PROJECT_MANAGER (the
+        project's own floating IPs: only admins create them for other projects)."""
+        return ctx.is_admin or ctx.is_manager
 
     # --- representation ---------------------------------------------------------------------
 
@@ -173,10 +178,10 @@ class FloatingIPService(Collection):
     @staticmethod
     def _router_for(session: Session, network_id: str, subnet_id: str) -> str | None:
         """A router with its gateway on the external network and an interface on the subnet."""
-        on_subnet = (select(Port.device_id)
-                     .join(IPAllocation, IPAllocation.port_id == Port.id)
+        on_subnet = (select(RouterPort.router_id)
+                     .join(IPAllocation, IPAllocation.port_id == RouterPort.port_id)
                      .where(IPAllocation.subnet_id == subnet_id,
-                            Port.device_owner.in_(INTERFACE_OWNERS)))
+                            RouterPort.port_type.in_(INTERFACE_OWNERS)))
         return session.scalars(select(Router.id).where(
             Router.gw_network_id == network_id, Router.id.in_(on_subnet))
             .order_by(Router.created_at, Router.id).limit(1)).first()

@@ -27,10 +27,10 @@ from sqlalchemy.orm import Session
 
 from stacklet.services.networking.binding import OVS_AGENT, TUNNEL_TYPES, VIF_OVS
 from stacklet.services.networking.dhcp_scheduler import DHCP_AGENT, DHCP_OWNER
-from stacklet.services.networking.l3_scheduler import L3_AGENT, ROUTER_PORT_OWNERS
+from stacklet.services.networking.l3_scheduler import L3_AGENT
 from stacklet.services.networking.l3ports import GATEWAY
 from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding, RouterL3AgentBinding
-from stacklet.store.models.l3 import FloatingIP, Router
+from stacklet.store.models.l3 import FloatingIP, Router, RouterPort
 from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
 from stacklet.store.models.security_groups import (
     PortSecurityGroupBinding,
@@ -295,7 +295,9 @@ def _routers(session: Session, host: str) -> list[dict]:
                    .where(Router.id.in_(hosted)).order_by(Router.id))}
     if not routers:
         return []
-    router_ports = and_(Port.device_id.in_(hosted), Port.device_owner.in_(ROUTER_PORT_OWNERS))
+    # A router's ports are those the router service attached (routerports), never a port
+    # that merely names the router in its device_id.
+    router_ports = Port.id.in_(select(RouterPort.port_id).where(RouterPort.router_id.in_(hosted)))
     ips: dict[str, list[dict]] = {}
     for port_id, subnet_id, address, cidr, gateway, ra_mode, address_mode in session.execute(
             select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address,
@@ -310,8 +312,9 @@ def _routers(session: Session, host: str) -> list[dict]:
     mtus = dict(session.execute(select(Network.id, Network.mtu).where(Network.id.in_(
         select(Port.network_id).where(router_ports)))).all())
     for port_id, router_id, network_id, owner, mac, port_host in session.execute(
-            select(Port.id, Port.device_id, Port.network_id, Port.device_owner,
+            select(Port.id, RouterPort.router_id, Port.network_id, RouterPort.port_type,
                    Port.mac_address, Port.binding_host_id)
+            .join(RouterPort, RouterPort.port_id == Port.id)
             .where(router_ports).order_by(Port.created_at, Port.id)):
         port = {"id": port_id, "network_id": network_id, "mac_address": mac,
                 "mtu": mtus.get(network_id) or 1500, "host": port_host,

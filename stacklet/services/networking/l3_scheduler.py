@@ -41,7 +41,7 @@ from stacklet.services.networking.common import bump
 from stacklet.services.networking.l3ports import GATEWAY, INTERFACE_OWNERS
 from stacklet.services.networking.liveness import Liveness
 from stacklet.store.models.agents import Agent, RouterL3AgentBinding
-from stacklet.store.models.l3 import Router
+from stacklet.store.models.l3 import Router, RouterPort
 from stacklet.store.models.network import NetworkSegment, Port
 
 LOG = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ class L3Scheduler:
 
     @staticmethod
     def _router_networks(session: Session, router_id: str) -> list[str]:
-        return sorted(set(session.scalars(select(Port.network_id).where(
-            Port.device_id == router_id, Port.device_owner.in_(ROUTER_PORT_OWNERS)))))
+        return sorted(set(session.scalars(select(Port.network_id).join(
+            RouterPort, RouterPort.port_id == Port.id).where(RouterPort.router_id == router_id))))
 
     def _candidates(self, session: Session, router_id: str,
                     exclude: set[str]) -> list[tuple[str, str, int]]:
@@ -143,8 +143,9 @@ class L3Scheduler:
         self._bind_ports(session, router_id, agent.host if agent is not None else "")
 
     def _bind_ports(self, session: Session, router_id: str, host: str) -> None:
-        for port in session.scalars(select(Port).where(
-                Port.device_id == router_id, Port.device_owner.in_(ROUTER_PORT_OWNERS))):
+        for port in session.scalars(select(Port).join(
+                RouterPort, RouterPort.port_id == Port.id).where(
+                RouterPort.router_id == router_id)):
             if port.binding_host_id == host:
                 continue
             port.binding_host_id = host
@@ -187,8 +188,7 @@ class L3Scheduler:
                 .where(Agent.heartbeat_timestamp <= cutoff).limit(1)).first()
             lacking = list(session.scalars(select(Router.id).where(
                 Router.id.not_in(select(RouterL3AgentBinding.router_id)),
-                Router.id.in_(select(Port.device_id).where(
-                    Port.device_owner.in_(ROUTER_PORT_OWNERS))))
+                Router.id.in_(select(RouterPort.router_id)))
                 .order_by(Router.created_at, Router.id))) if registered else []
         if dead is None and not lacking:
             return

@@ -1,9 +1,10 @@
 """What routers and floating IPs share: their ports (gateway, interface, floating IP), which
-are ordinary ports created and removed by the L3 service, never through the port API."""
+are ordinary ports created and removed by the L3 service, never through the port API.
+
+A port belongs to a router when ``routerports`` says so (``attach``), never because of its
+``device_id``/``device_owner``: those are attributes a project may set on its own ports."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -12,7 +13,7 @@ from stacklet import errors
 from stacklet.services.networking.common import Collection
 from stacklet.services.networking.ports import random_mac
 from stacklet.store.models.base import isotime, new_id
-from stacklet.store.models.l3 import FloatingIP, Router
+from stacklet.store.models.l3 import FloatingIP, RouterPort
 from stacklet.store.models.network import IPAllocation, Port
 
 GATEWAY = "network:router_gateway"
@@ -43,7 +44,13 @@ def new_service_port(session: Session, network_id: str, project_id: str, owner: 
     return port
 
 
+def attach(session: Session, router_id: str, port: Port) -> None:
+    """Record ``port`` as the router's (its gateway or an interface, by its device owner)."""
+    session.add(RouterPort(router_id=router_id, port_id=port.id, port_type=port.device_owner))
+
+
 def remove_port(session: Session, port_id: str) -> None:
+    session.execute(delete(RouterPort).where(RouterPort.port_id == port_id))
     session.execute(delete(IPAllocation).where(IPAllocation.port_id == port_id))
     Collection.delete_tags(session, port_id)
     session.execute(delete(Port).where(Port.id == port_id))
@@ -52,22 +59,27 @@ def remove_port(session: Session, port_id: str) -> None:
 def router_ports(session: Session, router_id: str) -> list[tuple[str, str, str, str, str]]:
     """(port_id, device_owner, network_id, subnet_id, ip_address) of every router port."""
     return [tuple(r) for r in session.execute(
-        select(Port.id, Port.device_owner, Port.network_id, IPAllocation.subnet_id,
+        select(Port.id, RouterPort.port_type, Port.network_id, IPAllocation.subnet_id,
                IPAllocation.ip_address)
+        .join(RouterPort, RouterPort.port_id == Port.id)
         .join(IPAllocation, IPAllocation.port_id == Port.id)
-        .where(Port.device_id == router_id, Port.device_owner.in_(INTERFACE_OWNERS + (GATEWAY,)))
+        .where(RouterPort.router_id == router_id)
         .order_by(Port.created_at, Port.id))]
-
 
 
 def check_port_delete(session: Session, port: Port) -> None:
     """Neutron's prevent_l3_port_deletion: router and floating IP ports go with their
     router or floating IP; a deleted port loses its floating IPs' association."""
-    if port.device_owner in L3_OWNERS and port.device_id:
-        model: Any = FloatingIP if port.device_owner == FLOATINGIP else Router
-        if session.get(model, port.device_id) is not None:
-            raise errors.ServicePortInUse(port_id=port.id,
-                                          reason=f"has device owner {port.device_owner}")
+    router_port = session.scalars(select(RouterPort).where(
+        RouterPort.port_id == port.id)).first()
+    if router_port is not None:
+        raise errors.ServicePortInUse(port_id=port.id,
+                                      reason=f"has device owner {router_port.port_type}")
+    if port.device_owner == FLOATINGIP and port.device_id and session.scalars(select(
+            FloatingIP.id).where(FloatingIP.id == port.device_id,
+                                 FloatingIP.floating_port_id == port.id)).first() is not None:
+        raise errors.ServicePortInUse(port_id=port.id,
+                                      reason=f"has device owner {port.device_owner}")
     session.execute(update(FloatingIP).where(FloatingIP.fixed_port_id == port.id).values(
         fixed_port_id=None, fixed_ip_address=None, router_id=None, status="DOWN",
         updated_at=isotime(), revision_number=FloatingIP.revision_number + 1))

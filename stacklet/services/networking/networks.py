@@ -54,7 +54,7 @@ class NetworkService(Collection):
         self.known_azs = tuple(conf.DEFAULT.default_availability_zones)
 
     def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
-        if ctx.is_admin:
+        if ctx.is_admin or ctx.is_service:  # get_network: ... or rule:service_api
             return None
         # Shared (access_as_shared) or external (access_as_external) to this project or to all.
         return or_(Network.project_id == (ctx.project_id or ""),

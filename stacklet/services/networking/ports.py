@@ -29,7 +29,13 @@ from stacklet.services.networking.common import (
     standard_fields,
 )
 from stacklet.store.models.base import isotime, new_id
+from stacklet.store.models.l3 import Router
 from stacklet.store.models.network import IPAllocation, Network, Port, Subnet
+
+# Device owners of router ports (neutron_lib's ROUTER_INTERFACE_OWNERS and the gateway); the
+# L3 service's own constants live in l3ports, which imports this module.
+ROUTER_PORT_OWNERS = ("network:router_interface", "network:ha_router_replicated_interface",
+                      "network:router_interface_distributed", "network:router_gateway")
 
 
 def random_mac(base_mac: str) -> str:
@@ -89,8 +95,17 @@ class PortService(Collection):
 
     # --- visibility and filters -------------------------------------------------------------
 
+    def privileged(self, ctx: RequestContext) -> bool:
+        """Binding attributes: admins and the service role (Neutron's ADMIN_OR_SERVICE)."""
+        return ctx.is_admin or ctx.is_service
+
+    def check_owner(self, ctx: RequestContext, row: Any, action: str) -> None:
+        if ctx.is_service:  # update_port/delete_port: ADMIN_OR_SERVICE or the port's project
+            return
+        super().check_owner(ctx, row, action)
+
     def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
-        if ctx.is_admin:
+        if ctx.is_admin or ctx.is_service:
             return None
         own_networks = select(Network.id).where(Network.project_id == (ctx.project_id or ""))
         return or_(Port.project_id == (ctx.project_id or ""), Port.network_id.in_(own_networks))
@@ -141,15 +156,38 @@ class PortService(Collection):
 
     def _check_privileged(self, ctx: RequestContext, network: Network, body: dict,
                           action: str) -> None:
-        """Fields only admins and the network's owner may set (Neutron's default policy)."""
-        if ctx.is_admin or network.project_id == ctx.project_id:
+        """Attributes only admins, the service role and the network's project may set
+        (Neutron's default port policies: ``ADMIN_OR_SERVICE or NET_OWNER_MEMBER``): a
+        ``network:*`` device owner, a chosen MAC or IP address, port security and allowed
+        address pairs (both would let the port send as another address on a shared network).
+        Sent at all counts, as Neutron checks every explicitly given value."""
+        if ctx.is_admin or ctx.is_service or network.project_id == ctx.project_id:
             return
-        if body.get("device_owner", "").startswith("network:"):
+        if (body.get("device_owner") or "").startswith("network:"):
             raise errors.PolicyNotAuthorized(action=f"{action}_port:device_owner")
         if "mac_address" in body:
             raise errors.PolicyNotAuthorized(action=f"{action}_port:mac_address")
         if any("ip_address" in entry for entry in body.get("fixed_ips") or []):
             raise errors.PolicyNotAuthorized(action=f"{action}_port:fixed_ips:ip_address")
+        if body.get("port_security_enabled") is not None:
+            raise errors.PolicyNotAuthorized(action=f"{action}_port:port_security_enabled")
+        if "allowed_address_pairs" in body:
+            raise errors.PolicyNotAuthorized(action=f"{action}_port:allowed_address_pairs")
+
+    @staticmethod
+    def _check_device(session: Session, ctx: RequestContext, owner: str, device_owner: str,
+                      device_id: str) -> None:
+        """Neutron's _enforce_device_owner_not_router_intf_or_device_id: a router port's
+        device_id may only name a router of the port's own project (409
+        ``DeviceIDNotOwnedByTenant``). Router gateways too, here: a port cannot pose as
+        another project's router port. (A port is a router's only when the router service
+        attached it; this keeps the API from showing otherwise.)"""
+        if ctx.is_admin or not device_id or device_owner not in ROUTER_PORT_OWNERS:
+            return
+        router_project = session.scalars(select(Router.project_id).where(
+            Router.id == device_id)).first()
+        if router_project is not None and router_project != owner:
+            raise errors.DeviceIDNotOwnedByTenant(device_id=device_id)
 
     def _check_fixed_ips_shape(self, fixed_ips: list[dict] | None) -> None:
         if fixed_ips is None:
@@ -249,7 +287,7 @@ class PortService(Collection):
     def create(self, ctx: RequestContext, items: list[dict]) -> list[dict]:
         prepared = []
         for body in items:
-            owner = owner_for_create(ctx, body, "port")
+            owner = owner_for_create(ctx, body, "port", service=True)
             self._check_fixed_ips_shape(body.get("fixed_ips"))
             prepared.append((owner, body))
 
@@ -262,12 +300,15 @@ class PortService(Collection):
     def _insert(self, session: Session, ctx: RequestContext, owner: str, body: dict) -> dict:
         """Insert one port with its MAC and addresses; returns its API form."""
         network = self.networks.find(session, ctx, body["network_id"])
-        if not ctx.is_admin and network.project_id != owner and not network.shared and \
+        if not self.privileged(ctx) and network.project_id != owner and not network.shared and \
                 not rbac.has_policy(session, "network", network.id, rbac.ACCESS_SHARED, owner):
             # Visible but not shared with the owner (external only): Neutron's API layer says no.
             raise errors.HTTPForbidden(f"Tenant {owner} not allowed to create port on this "
                                        f"network")
         self._check_privileged(ctx, network, body, "create")
+        if body.get("device_owner"):
+            self._check_device(session, ctx, owner, body["device_owner"],
+                               body.get("device_id", ""))
         port_security = body.get("port_security_enabled")
         if port_security is None:
             port_security = network.port_security_enabled
@@ -318,6 +359,10 @@ class PortService(Collection):
             check_if_match(row, if_match)
             network = session.get(Network, row.network_id)
             self._check_privileged(ctx, network, changes, "update")
+            device_owner = changes.get("device_owner", row.device_owner)
+            device_id = changes.get("device_id", row.device_id)
+            if (device_owner and device_id != row.device_id) or "device_owner" in changes:
+                self._check_device(session, ctx, row.project_id, device_owner, device_id)
             port_security = changes.get("port_security_enabled", row.port_security_enabled)
             pairs = changes.get("allowed_address_pairs", row.allowed_address_pairs)
             self._check_security(port_security, pairs)

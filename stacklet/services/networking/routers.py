@@ -1,9 +1,10 @@
 """Routers: the external gateway, interfaces by subnet or by port, extra routes.
 
-A router's ports are ordinary ports whose device_id is the router: the gateway port
-(``network:router_gateway``, owned by no project, as in Neutron) on an external network, and one
-``network:router_interface`` port per attached subnet. Every change happens in one transaction,
-so a refused request leaves no port behind. Floating IPs and routes that depend on an interface
+A router's ports are ordinary ports that this service attaches to it (``routerports``, as in
+Neutron; their device_id is the router too, but that alone makes no port a router's): the
+gateway port (``network:router_gateway``, owned by no project, as in Neutron) on an external
+network, and one ``network:router_interface`` port per attached subnet. Every change happens
+in one transaction, so a refused request leaves no port behind. Floating IPs and routes that depend on an interface
 or on the gateway keep them from being removed (409), as Neutron's L3 plugin does.
 """
 
@@ -35,6 +36,7 @@ from stacklet.services.networking.l3ports import (
     INTERFACE,
     INTERFACE_OWNERS,
     MAX_ROUTES,
+    attach,
     bad_router,
     check_port_delete,
     new_service_port,
@@ -42,7 +44,7 @@ from stacklet.services.networking.l3ports import (
     router_ports,
 )
 from stacklet.store.models.base import isotime, new_id
-from stacklet.store.models.l3 import FloatingIP, Router
+from stacklet.store.models.l3 import FloatingIP, Router, RouterPort
 from stacklet.store.models.network import IPAllocation, Network, Port, Subnet
 
 
@@ -188,6 +190,7 @@ class RouterService(Collection):
         port = new_service_port(session, network.id, "", GATEWAY, router.id,
                                 self.ports.base_mac)
         session.flush()
+        attach(session, router.id, port)
         self._address_gateway(session, port, network, info.get("external_fixed_ips"))
         router.gw_port_id = port.id
         router.gw_network_id = network.id
@@ -277,12 +280,13 @@ class RouterService(Collection):
             row = self.find(session, ctx, router_id, for_update=True)
             self.check_owner(ctx, row, "delete")
             check_if_match(row, if_match)
-            interface = session.scalars(select(Port.id).where(
-                Port.device_id == router_id, Port.device_owner.in_(INTERFACE_OWNERS))
+            interface = session.scalars(select(RouterPort.port_id).where(
+                RouterPort.router_id == router_id, RouterPort.port_type.in_(INTERFACE_OWNERS))
                 .limit(1)).first()
             if interface is not None:
                 raise errors.RouterInUse(router_id=router_id)
             self._clear_gateway(session, row)
+            session.execute(delete(RouterPort).where(RouterPort.router_id == router_id))
             self.delete_tags(session, router_id)
             session.delete(row)
         self.db.retrying(write)
@@ -371,11 +375,10 @@ class RouterService(Collection):
         session.flush()
         stmt = (select(Subnet.id, Subnet.cidr)
                 .join(IPAllocation, IPAllocation.subnet_id == Subnet.id)
-                .join(Port, Port.id == IPAllocation.port_id)
-                .where(Port.device_id == router_id,
-                       Port.device_owner.in_(INTERFACE_OWNERS + (GATEWAY,))))
+                .join(RouterPort, RouterPort.port_id == IPAllocation.port_id)
+                .where(RouterPort.router_id == router_id))
         if exclude_port:
-            stmt = stmt.where(Port.id != exclude_port)
+            stmt = stmt.where(RouterPort.port_id != exclude_port)
         cidrs = {sid: netaddr.IPNetwork(cidr) for sid, cidr in session.execute(stmt)}
         for subnet in new:
             net = netaddr.IPNetwork(subnet.cidr)
@@ -411,6 +414,13 @@ class RouterService(Collection):
         subnet = self.subnets.find(session, ctx, subnet_id)
         if not subnet.gateway_ip:
             raise bad_router("Subnet for router interface must have a gateway IP")
+        network = self._interface_network(session, subnet.network_id)
+        if not ctx.is_admin and network.project_id != router.project_id:
+            # The gateway address of someone else's network (shared with the project or
+            # not): taking it would draw that network's outbound traffic to this router.
+            # Attach by a port of the project's on that network instead.
+            raise bad_router(f"Cannot add interface to router because subnet {subnet.id} is "
+                             f"not owned by project making the request")
         if netaddr.IPAddress(subnet.gateway_ip) not in netaddr.IPNetwork(subnet.cidr):
             # The interface would take the gateway address, which is not on the subnet
             # (Neutron refuses the port's fixed IP the same way).
@@ -419,9 +429,38 @@ class RouterService(Collection):
         port = new_service_port(session, subnet.network_id, router.project_id, INTERFACE,
                                 router.id, self.ports.base_mac)
         session.flush()
+        attach(session, router.id, port)
         ipam.claim(session, subnet, subnet.gateway_ip, port.id)
         session.flush()
         return port, [subnet.id]
+
+    @staticmethod
+    def _interface_network(session: Session, network_id: str) -> Network:
+        """The network of a new interface: never an external one (its gateway and addresses
+        belong to the routers' gateways and floating IPs)."""
+        network = session.get(Network, network_id)
+        if network.router_external:
+            raise bad_router(f"Cannot add interface to router because network {network_id} "
+                             f"is an external network")
+        return network
+
+    @staticmethod
+    def _check_port_in_range(ctx: RequestContext, router: Router, port: Port,
+                             subnets: list[Subnet], allocations: list[tuple[str, str]],
+                             network: Network) -> None:
+        """Neutron's _validate_port_in_range_or_admin: on a network the project does not
+        own, the port's addresses must come from the allocation pools (never the gateway's
+        or another reserved address)."""
+        if ctx.is_admin or network.project_id == router.project_id:
+            return
+        pools = {s.id: netaddr.IPSet(netaddr.IPRange(p["start"], p["end"])
+                                     for p in s.allocation_pools or ()) for s in subnets}
+        for subnet_id, address in allocations:
+            if netaddr.IPAddress(address) not in pools.get(subnet_id, netaddr.IPSet()):
+                raise bad_router(f"Cannot add interface to router because specified port "
+                                 f"{port.id} has an IP address out of the allocation pool of "
+                                 f"subnet {subnet_id}, which is not owned by the project "
+                                 f"making the request")
 
     def _interface_by_port(self, session: Session, ctx: RequestContext, router: Router,
                            port_id: str) -> tuple[Port, list[str]]:
@@ -430,16 +469,21 @@ class RouterService(Collection):
         if port.device_id or port.device_owner:
             raise errors.PortInUse(port_id=port.id, net_id=port.network_id,
                                    device_id=port.device_id or port.device_owner)
-        subnet_ids = list(dict.fromkeys(session.scalars(select(IPAllocation.subnet_id).where(
-            IPAllocation.port_id == port.id))))
+        allocations = [(s, a) for s, a in session.execute(
+            select(IPAllocation.subnet_id, IPAllocation.ip_address).where(
+                IPAllocation.port_id == port.id))]
+        subnet_ids = list(dict.fromkeys(s for s, _ in allocations))
         if not subnet_ids:
             raise bad_router("Router port must have at least one fixed IP")
+        network = self._interface_network(session, port.network_id)
         subnets = list(session.scalars(select(Subnet).where(Subnet.id.in_(subnet_ids))))
         if sum(1 for s in subnets if s.ip_version == 4) > 1:
             raise bad_router("Cannot have multiple IPv4 subnets on router port")
+        self._check_port_in_range(ctx, router, port, subnets, allocations, network)
         self._check_overlap(session, router.id, subnets)
         port.device_id = router.id
         port.device_owner = INTERFACE
+        attach(session, router.id, port)
         bump(port)
         return port, [s.id for s in sorted(subnets, key=lambda s: (s.ip_version, s.id))]
 

@@ -307,7 +307,7 @@ class SubnetPoolService(Collection):
         else:
             stmt = select(SubnetPool).where(SubnetPool.is_default.is_(True),
                                             SubnetPool.ip_version == ip_version)
-            visible = self.visible_clause(ctx)
+            visible = self.visible(ctx)
             if visible is not None:
                 stmt = stmt.where(visible)
             pool = session.scalars(stmt.limit(1)).first()

@@ -98,7 +98,7 @@ class SubnetService(Collection):
             hook(session, network_id)
 
     def visible_clause(self, ctx: RequestContext) -> ColumnElement[bool] | None:
-        if ctx.is_admin:
+        if ctx.is_admin or ctx.is_service:  # get_subnet: ... or rule:service_api
             return None
         # Subnets of networks shared with (or external for) this project or all projects.
         public = rbac.shared_with("network", ctx.project_id, RBAC_ACTIONS)
