@@ -66,6 +66,12 @@ OPTIONS: tuple[Option, ...] = (
            "MTU of the underlying physical networks; network MTUs are derived from it.", int),
     Option("DEFAULT", "max_fixed_ips_per_port", 5,
            "Maximum number of fixed IPs one port may hold.", int),
+    Option("DEFAULT", "max_extra_dhcp_opts_per_port", 50,
+           "Maximum number of extra_dhcp_opts one port may carry (Neutron has no limit; "
+           "each is a line of dnsmasq's options file).", int),
+    Option("DEFAULT", "max_bulk_items", 1000,
+           "Maximum number of resources in one bulk create request (e.g. {\"ports\": "
+           "[...]}); more is refused with 400 before anything is created.", int),
     Option("DEFAULT", "allow_overlapping_ips", True,
            "Let different networks use overlapping subnets (Neutron's default).", _bool),
     Option("DEFAULT", "default_availability_zones", ["nova"],

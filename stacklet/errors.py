@@ -145,7 +145,7 @@ class ExtensionNotFound(NotFound):
 
 
 class TagNotFound(NotFound):
-    message = "Tag {tag} could not be found for {resource} {resource_id}."
+    message = "Tag {tag} could not be found."   # Neutron's tagging extension
 
 
 class NetworkInUse(InUse):

@@ -190,6 +190,11 @@ def create_items(call: Call) -> Response:
         members = body[res.plural]
         if not isinstance(members, list) or not members:
             raise errors.HTTPBadRequest("Resources required")
+        limit = coll.conf.DEFAULT.max_bulk_items
+        if len(members) > limit:
+            # before any member is converted: nothing of an oversized request is looked at
+            raise errors.HTTPBadRequest(f"Bulk request of {len(members)} {res.plural} exceeds "
+                                        f"the limit of {limit} items per request")
         items = [res.convert_body(m, is_admin, creating=True) for m in members]
         created = coll.create(call.context, items)
         return json_response({res.plural: [res.present(i, is_admin) for i in created]},
@@ -223,7 +228,7 @@ def delete_item(call: Call) -> None:
 
 def _tag(value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > 255 or "," in value or \
-            "/" in value:
+            "/" in value or "\0" in value:
         raise errors.HTTPBadRequest(f"Invalid input for tags. Reason: '{value}' is not a "
                                     f"valid tag.")
     return value

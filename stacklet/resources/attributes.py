@@ -55,6 +55,9 @@ def string(max_len: int = 255, allow_none: bool = False) -> Converter:
             raise Invalid(f"'{value}' is not a valid string")
         if len(value) > max_len:
             raise Invalid(f"'{value}' exceeds maximum length of {max_len}")
+        if "\0" in value:
+            # NUL ends a C string (every file and command line) and PostgreSQL refuses it
+            raise Invalid(f"{value!r} contains a NUL character")
         return value
     return convert
 
@@ -99,11 +102,13 @@ def to_project_id(value: Any) -> str:
     return value
 
 
-_MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
+_MAC_RE = re.compile(r"([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}")
 
 
 def to_mac(value: Any) -> str:
-    if not isinstance(value, str) or not _MAC_RE.match(value):
+    # fullmatch: "$" would also match before a trailing newline, which then reached dnsmasq's
+    # host file and the flows
+    if not isinstance(value, str) or not _MAC_RE.fullmatch(value):
         raise Invalid(f"'{value}' is not a valid MAC address")
     mac = value.lower().replace("-", ":")
     if mac == "00:00:00:00:00:00" or int(mac[:2], 16) & 1:
@@ -131,6 +136,8 @@ def to_cidr(value: Any) -> str:
         raise Invalid(f"'{value}' is not a valid IP subnet")
     try:
         address, _, prefix = value.partition("/")
+        if not (prefix.isascii() and prefix.isdigit()):
+            raise ValueError(prefix)
         ip = netaddr.IPAddress(address, flags=netaddr.INET_PTON)
         net = netaddr.IPNetwork(f"{ip}/{int(prefix)}")
     except (netaddr.AddrFormatError, ValueError, TypeError):

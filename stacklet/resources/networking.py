@@ -26,6 +26,7 @@ from stacklet.resources.attributes import (
     to_uuid,
     uuid_or_none,
 )
+from stacklet.resources.dhcp_opts import to_dhcp_opts
 
 NETWORK_TYPES = ("local", "flat", "vlan", "vxlan", "gre", "geneve")
 IPV6_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
@@ -108,16 +109,6 @@ _FIXED_IP = dict_of({"subnet_id": (to_uuid, False), "ip_address": (to_ip, False)
 _ADDRESS_PAIR = dict_of({"ip_address": (lambda v: to_cidr(v) if "/" in str(v) else to_ip(v),
                                         True),
                          "mac_address": (to_mac, False)}, "allowed_address_pairs")
-_DHCP_OPT_KEYS = dict_of({"opt_name": (string(64), True),
-                          "opt_value": (string(255, True), True),
-                          "ip_version": (_ip_version, False)}, "extra_dhcp_opts")
-
-
-def _dhcp_opt(value: object) -> dict:
-    """An extra DHCP option; ``ip_version`` may come as a string and defaults to 4."""
-    option = _DHCP_OPT_KEYS(value)
-    option.setdefault("ip_version", 4)
-    return option
 
 
 def _fixed_ips(value: object) -> list[dict] | None:
@@ -151,7 +142,7 @@ PORT = Resource.declare("port", "ports", (
     Attr("port_security_enabled", to_bool, default=None, column="port_security_enabled"),
     Attr("allowed_address_pairs", list_of(_ADDRESS_PAIR, unique=True, max_items=10),
          default=[], filter=False),
-    Attr("extra_dhcp_opts", list_of(_dhcp_opt), default=[], filter=False),
+    Attr("extra_dhcp_opts", to_dhcp_opts, default=[], filter=False),
     Attr("binding:host_id", string(255), default="", admin_only=True,
          column="binding_host_id"),
     Attr("binding:profile", any_dict, default={}, admin_only=True, filter=False),

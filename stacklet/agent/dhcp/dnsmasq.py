@@ -18,17 +18,27 @@ only for known MACs), the interface, the MTU (26, forced: sent even when not ask
 domain (15) and, for IPv6 subnets with an ``ipv6_ra_mode`` and no router, router
 advertisements (prefix, flags and MTU, router lifetime 0). Port changes touch only the files (dnsmasq re-reads them on SIGHUP); a changed
 command line means a restart.
+
+Every value is checked before it is written (``stacklet.agent.safe``): a port whose MAC, id or
+address is malformed gets no line, an extra option that does not fit dnsmasq's grammar is left
+out, a malformed subnet or DHCP port makes ``build`` raise; so no value from the snapshot can
+add a line or a field, whatever got into the database.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass, field
+
+from stacklet.agent import safe
 
 METADATA_IP = "169.254.169.254"
 DHCP_OWNER = "network:dhcp"
 STATEFUL_V6 = ("dhcpv6-stateful", None)
 RA_MODES = {"slaac": "ra-only", "dhcpv6-stateless": "ra-stateless", "dhcpv6-stateful": "static"}
+CLIENT_ID = ("client-id", "61")     # Neutron: an id: field of the static lease, not an option
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,17 +91,70 @@ def _ip_text(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
+def _client_id(port: dict) -> str | None:
+    """The value of the port's ``client-id`` option (Neutron writes it as ``id:<value>``)."""
+    for opt in port.get("extra_dhcp_opts") or ():
+        if opt.get("opt_name") in CLIENT_ID and int(opt.get("ip_version") or 4) == 4 and \
+                opt.get("opt_value") is not None:
+            return safe.one_line(opt["opt_value"], forbidden='", \t#')
+    return None
+
+
+def _port_options(port: dict) -> list[tuple[tuple[str, ...], str, str, int]]:
+    """The port's extra options that dnsmasq's options file may carry: (tags, option, value,
+    IP version); a malformed one is left out (and logged), the others stay."""
+    out = []
+    for opt in port.get("extra_dhcp_opts") or ():
+        name, value = opt.get("opt_name"), opt.get("opt_value")
+        if value is None or name in CLIENT_ID:
+            continue
+        try:
+            tags, option, text = safe.dhcp_option(name, value)
+            version = 6 if int(opt.get("ip_version") or 4) == 6 else 4
+        except (safe.UnsafeValue, TypeError, ValueError) as exc:
+            LOG.warning("port %s: extra DHCP option left out: %s", port.get("id"), exc)
+            continue
+        out.append((tags, option, text, version))
+    return out
+
+
+def _lease_prefix(port: dict) -> tuple[str, str, str] | None:
+    """(mac, "id:<client id>," or "", ",set:port-<id>" or "") of a port whose id and MAC
+    are well formed; None (and a warning) otherwise: the port gets no line."""
+    try:
+        port_id, mac = safe.plain_id(port["id"]), safe.mac(port["mac_address"])
+        client = _client_id(port)
+    except (safe.UnsafeValue, KeyError) as exc:
+        LOG.warning("port %s left out of dnsmasq's files: %s", port.get("id"), exc)
+        return None
+    ident = f"id:{client}," if client else ""
+    tag = f",set:port-{port_id}" if _port_options(port) else ""
+    return mac, ident, tag
+
+
+def _addresses(port: dict, subnets: set[str]) -> list[str]:
+    """The port's well-formed addresses on ``subnets`` (a malformed one is left out)."""
+    out = []
+    for fixed in port["fixed_ips"]:
+        if fixed["subnet_id"] not in subnets:
+            continue
+        try:
+            out.append(safe.ip(fixed["ip_address"]))
+        except safe.UnsafeValue as exc:
+            LOG.warning("port %s: address left out: %s", port.get("id"), exc)
+    return out
+
+
 def hosts_file(net: dict, conf: DhcpConfig) -> str:
     served = {s["id"] for s in _dhcp_subnets(net) if _serves_addresses(s)}
     lines = []
     for port in net["ports"]:
-        tag = ",set:port-" + port["id"] if port.get("extra_dhcp_opts") else ""
-        for fixed in port["fixed_ips"]:
-            if fixed["subnet_id"] not in served:
-                continue
-            ip = fixed["ip_address"]
-            lines.append(f"{port['mac_address'].lower()},{hostname(ip)}.{conf.domain},"
-                         f"{_ip_text(ip)}{tag}")
+        prefix = _lease_prefix(port)
+        if prefix is None:
+            continue
+        mac, ident, tag = prefix
+        for ip in _addresses(port, served):
+            lines.append(f"{mac},{ident}{hostname(ip)}.{conf.domain},{_ip_text(ip)}{tag}")
     return "".join(line + "\n" for line in lines)
 
 
@@ -99,16 +162,14 @@ def addn_hosts_file(net: dict, conf: DhcpConfig) -> str:
     subnets = {s["id"] for s in net["subnets"]}
     lines = []
     for port in net["ports"]:
-        for fixed in port["fixed_ips"]:
-            if fixed["subnet_id"] in subnets:
-                ip = fixed["ip_address"]
-                lines.append(f"{ip}\t{hostname(ip)}.{conf.domain} {hostname(ip)}")
+        for ip in _addresses(port, subnets):
+            lines.append(f"{ip}\t{hostname(ip)}.{conf.domain} {hostname(ip)}")
     return "".join(line + "\n" for line in lines)
 
 
 def _dhcp_port_ip(net: dict, subnet_id: str) -> str | None:
     port = net.get("port") or {}
-    return next((f["ip_address"] for f in port.get("fixed_ips", [])
+    return next((safe.ip(f["ip_address"]) for f in port.get("fixed_ips", [])
                  if f["subnet_id"] == subnet_id), None)
 
 
@@ -116,21 +177,22 @@ def classless_routes(net: dict, subnet: dict, conf: DhcpConfig) -> list[tuple[st
     """(destination, nexthop) for options 121/249 of an IPv4 subnet, in Neutron's order:
     host routes, other subnets on-link, metadata (isolated subnets), an on-link route to a
     gateway outside the subnet, default route."""
-    routes = [(r["destination"], r["nexthop"]) for r in subnet.get("host_routes", [])]
+    routes = [(safe.cidr(r["destination"]), safe.ip(r["nexthop"]))
+              for r in subnet.get("host_routes", [])]
     destinations = {d for d, _ in routes}
     for other in net["subnets"]:
         if other["id"] != subnet["id"] and other["ip_version"] == 4 and \
                 other["enable_dhcp"] and other["cidr"] not in destinations:
-            routes.append((other["cidr"], "0.0.0.0"))
+            routes.append((safe.cidr(other["cidr"]), "0.0.0.0"))
             destinations.add(other["cidr"])
     dhcp_ip = _dhcp_port_ip(net, subnet["id"])
     metadata = f"{METADATA_IP}/32"
     if conf.enable_isolated_metadata and subnet.get("isolated", True) and dhcp_ip and \
             metadata not in destinations:
         routes.append((metadata, dhcp_ip))
-    gateway = subnet.get("gateway_ip")
+    gateway = safe.ip(subnet["gateway_ip"]) if subnet.get("gateway_ip") else None
     if gateway and "0.0.0.0/0" not in destinations:
-        if ipaddress.ip_address(gateway) not in ipaddress.ip_network(subnet["cidr"]):
+        if ipaddress.ip_address(gateway) not in ipaddress.ip_network(safe.cidr(subnet["cidr"])):
             # A gateway outside the subnet is reachable once the client knows it is on-link
             # (what Neutron does for its own DHCP namespace): a host route without next hop.
             on_link = f"{gateway}/32"
@@ -141,18 +203,19 @@ def classless_routes(net: dict, subnet: dict, conf: DhcpConfig) -> list[tuple[st
 
 
 def _option(name: str, version: int) -> str:
-    """``option:router`` / ``option6:dns-server``; numeric options stay bare numbers."""
-    if name.isdigit():
-        return name
-    return f"{'option6' if version == 6 else 'option'}:{name}"
+    """``option:router`` / ``option6:dns-server`` / ``option6:59``; IPv4 numbers stay bare
+    (Neutron's ``_format_option``: dnsmasq needs ``option6:`` for every DHCPv6 option)."""
+    if version == 6:
+        return f"option6:{name}"
+    return name if name.isdigit() else f"option:{name}"
 
 
 def opts_file(net: dict, conf: DhcpConfig) -> str:
     lines = []
     for subnet in _dhcp_subnets(net):
-        tag = f"tag:subnet-{subnet['id']}"
+        tag = f"tag:subnet-{safe.plain_id(subnet['id'])}"
         version = subnet["ip_version"]
-        dns = list(subnet.get("dns_nameservers") or ()) or \
+        dns = [safe.ip(d) for d in subnet.get("dns_nameservers") or ()] or \
             [d for d in conf.dns_servers if (":" in d) == (version == 6)]
         if not dns:
             own = _dhcp_port_ip(net, subnet["id"])
@@ -169,16 +232,15 @@ def opts_file(net: dict, conf: DhcpConfig) -> str:
             lines.append(f"{tag},{_option('classless-static-route', 4)},{flat}")
             lines.append(f"{tag},249,{flat}")
         if subnet.get("gateway_ip"):
-            lines.append(f"{tag},{_option('router', 4)},{subnet['gateway_ip']}")
+            lines.append(f"{tag},{_option('router', 4)},{safe.ip(subnet['gateway_ip'])}")
         else:
             lines.append(f"{tag},{_option('router', 4)}")
     for port in net["ports"]:
-        for opt in port.get("extra_dhcp_opts") or ():
-            name, value = str(opt.get("opt_name", "")), opt.get("opt_value")
-            if not name or value is None:
-                continue
-            version = int(opt.get("ip_version") or 4)
-            lines.append(f"tag:port-{port['id']},{_option(name, version)},{value}")
+        if _lease_prefix(port) is None:
+            continue
+        for tags, option, value, version in _port_options(port):
+            lines.append(",".join((f"tag:port-{port['id']}", *tags, _option(option, version),
+                                   value)))
     return "".join(line + "\n" for line in lines)
 
 
@@ -196,8 +258,8 @@ def ranges(net: dict, conf: DhcpConfig) -> list[str]:
     ``static`` (M flag)."""
     out = []
     for subnet in _dhcp_subnets(net):
-        cidr = ipaddress.ip_network(subnet["cidr"])
-        tag = f"set:subnet-{subnet['id']}"
+        cidr = ipaddress.ip_network(safe.cidr(subnet["cidr"]))
+        tag = f"set:subnet-{safe.plain_id(subnet['id'])}"
         if cidr.version == 4:
             out.append(f"{tag},{cidr.network_address},static,{cidr.netmask},{_lease(conf)}")
             continue
@@ -212,7 +274,8 @@ def ranges(net: dict, conf: DhcpConfig) -> list[str]:
 
 
 def command(net: dict, conf: DhcpConfig, directory: str) -> tuple[str, ...]:
-    _, inner = device_names(net["port"]["id"])
+    _, inner = device_names(safe.plain_id(net["port"]["id"]))
+    mtu = safe.integer(net["mtu"], 68, 65535) if net.get("mtu") else None
     leases = sum(min(ipaddress.ip_network(s["cidr"]).num_addresses, 1 << 16)
                  for s in _dhcp_subnets(net))
     argv = ["dnsmasq", "--no-hosts", "--no-resolv", "--conf-file=/dev/null",
@@ -224,20 +287,30 @@ def command(net: dict, conf: DhcpConfig, directory: str) -> tuple[str, ...]:
             "--dhcp-authoritative", f"--interface={inner}",
             "--bind-interfaces", "--except-interface=lo"]
     argv += [f"--dhcp-range={r}" for r in ranges(net, conf)]
-    if net.get("mtu"):
-        argv.append(f"--dhcp-option-force=option:mtu,{net['mtu']}")
+    if mtu:
+        argv.append(f"--dhcp-option-force=option:mtu,{mtu}")
     if any(advertised(s) for s in _dhcp_subnets(net)):
         # prefixes and MTU, but a router lifetime of 0: dnsmasq is no router
-        argv += ["--enable-ra", f"--ra-param={inner},mtu:{net.get('mtu') or 1500},0,0"]
+        argv += ["--enable-ra", f"--ra-param={inner},mtu:{mtu or 1500},0,0"]
     argv += [f"--dhcp-lease-max={max(leases, 1)}", f"--domain={conf.domain}"]
     return tuple(argv)
 
 
 def can_serve(net: dict) -> bool:
     """dnsmasq runs for a network that has its DHCP port here with an address on a DHCP
-    subnet (an admin-down network serves nothing, as in Neutron)."""
+    subnet (an admin-down network serves nothing, as in Neutron). A network whose id, DHCP
+    port or subnets are malformed is not served: its values would reach the command line."""
     port = net.get("port")
-    if not port or not net.get("admin_state_up", True) or not ranges(net, DhcpConfig()):
+    if not port or not net.get("admin_state_up", True):
+        return False
+    try:
+        safe.plain_id(net["id"])
+        safe.plain_id(port["id"])
+        safe.mac(port["mac_address"])
+        if not ranges(net, DhcpConfig()):
+            return False
+    except (safe.UnsafeValue, KeyError) as exc:
+        LOG.warning("network %s not served: %s", net.get("id"), exc)
         return False
     dhcp = {s["id"] for s in _dhcp_subnets(net)}
     return any(f["subnet_id"] in dhcp for f in port["fixed_ips"])

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stacklet import linux
-from stacklet.agent import iptables, unprivileged
+from stacklet.agent import iptables, safe, unprivileged
 from stacklet.agent.dhcp import dnsmasq
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
 from stacklet.agent.metadata import METADATA_IP, NETWORK_BIND, MetadataProxy
@@ -124,7 +124,10 @@ class DhcpRole:
 
     def _apply(self, net: dict, links: set[str]) -> None:
         directory = self.state_dir / net["id"]
-        config = dnsmasq.build(net, self.conf, str(directory))
+        try:
+            config = dnsmasq.build(net, self.conf, str(directory))
+        except safe.UnsafeValue as exc:
+            raise DhcpError(f"not rendered: {exc}") from None
         port = net["port"]
         tap, _ = dnsmasq.device_names(port["id"])
         fingerprint = json.dumps([net, config.command], sort_keys=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from stacklet.agent import safe
 from stacklet.agent.l2.flows import (
     GENERATION_SHIFT,
     KIND_BASE,
@@ -101,12 +102,14 @@ def flows(plan: Plan) -> list[Flow]:
                 continue
             owner = owner_cookie(KIND_REMOTE_NODE, _ip_owner(remote.tunnel_ip))
             for port in remote.ports:
+                if not safe.well_formed(safe.mac, port.mac):
+                    continue    # another node's malformed port: no flow, never a bad one
                 out.append(Flow(TUN_UCAST, 2, f"dl_vlan={net.lvid},dl_dst={port.mac}",
                                 f"{set_tun},output:{of}", owner))
                 if not plan.arp_responder:
                     continue
                 for ip in port.ips:
-                    if ":" in ip:
+                    if ":" in ip or not safe.well_formed(safe.ip, ip):
                         continue
                     out.append(Flow(TUN_ARP_RESPONDER, 1,
                                     f"arp,dl_vlan={net.lvid},arp_op=1,arp_tpa={ip}",

@@ -68,6 +68,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from stacklet.agent import safe
 from stacklet.agent.l2.flows import (
     ACCEPT_OR_INGRESS,
     ACCEPTED_EGRESS,
@@ -154,7 +155,9 @@ def firewall_flows(ports: Sequence[FwPort], security_groups: dict, remote_groups
                    enable_security_group: bool = True) -> list[Flow]:
     """Every flow of tables 60, 71-73, 81-82, 91-93 and the VIF flows of table 0."""
     flows: list[Flow] = list(_skeleton())
-    ports = sorted((p for p in ports if p.ofport > 0), key=lambda p: (p.ofport, p.id))
+    # a port with a malformed MAC or address gets no flows: table 0 drops its traffic
+    ports = sorted((p for p in ports if p.ofport > 0 and _well_formed(p)),
+                   key=lambda p: (p.ofport, p.id))
     firewalled = [p for p in ports if is_firewalled(p, enable_security_group)]
     stateless = {p.id: _is_stateless(p, security_groups) for p in firewalled}
     for port in ports:
@@ -167,6 +170,15 @@ def firewall_flows(ports: Sequence[FwPort], security_groups: dict, remote_groups
     flows += _delivery_flows(firewalled)
     flows += _rule_flows(firewalled, security_groups, remote_groups)
     return sort_flows(merge_conjunctions(flows))
+
+
+def _well_formed(port: FwPort) -> bool:
+    """Whether every MAC and address of the port can enter a flow as it is."""
+    macs = [port.mac, *(mac for _, mac in port.allowed_address_pairs if mac)]
+    pairs = [ip if "/" in ip else f"{ip}/{128 if ':' in ip else 32}"
+             for ip, _ in port.allowed_address_pairs]
+    return safe.well_formed(safe.mac, *macs) and safe.well_formed(safe.ip, *port.fixed_ips) \
+        and safe.well_formed(safe.cidr, *pairs)
 
 
 def sort_flows(flows: Iterable[Flow]) -> list[Flow]:

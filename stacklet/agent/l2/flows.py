@@ -13,8 +13,14 @@ new generation and then sweeps the flows still carrying an old one.
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Iterable
 from typing import NamedTuple
+
+from stacklet.agent import safe
+
+LOG = logging.getLogger(__name__)
 
 # br-int tables (Neutron's numbers, so that tutorials read the same).
 LOCAL_SWITCHING = 0        # classify by in_port: VIFs, patch ports; dead VLAN drop
@@ -98,6 +104,19 @@ class Flow(NamedTuple):
         """The ``delete_strict`` line for ovs-ofctl."""
         match = f",{self.match}" if self.match else ""
         return f"table={self.table},priority={self.priority}{match}"
+
+
+def renderable(flows: Iterable[Flow]) -> list[Flow]:
+    """The flows whose match and actions are one field each of an ``ovs-ofctl`` line
+    (printable ASCII, no space): the last defence against a snapshot value that would add a
+    flow mod to a bundle. A flow that is not is left out and logged."""
+    out = []
+    for flow in flows:
+        if safe.flow_text(flow.match) and safe.flow_text(flow.actions):
+            out.append(flow)
+        else:
+            LOG.error("flow left out, not one ovs-ofctl field: %r", flow)
+    return out
 
 
 def merge_conjunctions(flows: list[Flow]) -> list[Flow]:

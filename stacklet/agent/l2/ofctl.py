@@ -24,6 +24,7 @@ from stacklet.agent.l2.flows import (
     LEARNED_GENERATION,
     Flow,
     merge_conjunctions,
+    renderable,
 )
 
 GENERATION_MASK = 0xFFFF << GENERATION_SHIFT
@@ -84,7 +85,7 @@ class FlowTable:
 
     def sync(self, desired: Iterable[Flow]) -> int:
         """Make the bridge's flows the desired ones; returns the number of flow mods sent."""
-        flows = {f.key: f for f in merge_conjunctions(list(desired))}
+        flows = {f.key: f for f in merge_conjunctions(renderable(desired))}
         if self.installed is None:
             lines = [f"add {f.spec(self.generation)}" for f in flows.values()]
             if self.stale_generations is None:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stacklet import linux
-from stacklet.agent import iptables, unprivileged
+from stacklet.agent import iptables, safe, unprivileged
 from stacklet.agent.l3 import router as layout
 from stacklet.agent.l3.router import Device, RouterSetup
 from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
@@ -106,9 +106,18 @@ class L3Role:
         result = SyncResult()
         self.background = [p for p in self.background if p.poll() is None]
         routers = snapshot.get("routers", [])
-        wanted = {r["id"]: layout.build(r) for r in routers if r.get("admin_state_up", True)}
+        wanted: dict[str, RouterSetup] = {}
+        broken: set[str] = set()    # malformed in the snapshot: neither changed nor removed
         for r in routers:
-            if r["id"] not in wanted:
+            if not r.get("admin_state_up", True):
+                continue
+            try:
+                wanted[r["id"]] = layout.build(r)
+            except safe.UnsafeValue as exc:
+                broken.add(r["id"])
+                result.failures.append(f"{r['id']}: not rendered: {exc}")
+        for r in routers:
+            if r["id"] not in wanted and r["id"] not in broken:
                 result.down_fips += [f["id"] for f in r.get("floating_ips", [])]
         links = self._links()
         namespaces = self._namespaces()
@@ -119,7 +128,7 @@ class L3Role:
             except (L3Error, linux.CommandFailed, OSError, subprocess.SubprocessError) as exc:
                 self.applied.pop(router_id, None)
                 result.failures.append(f"{router_id}: {exc}")
-        for router_id in sorted(self._present(namespaces) - set(wanted)):
+        for router_id in sorted(self._present(namespaces) - set(wanted) - broken):
             try:
                 self.remove(router_id)
             except (L3Error, linux.CommandFailed, OSError, subprocess.SubprocessError) as exc:
@@ -326,7 +335,8 @@ class L3Role:
         keeps every connection. In the background: the new rules are in place already."""
         if not mappings or not shutil.which("conntrack"):
             return
-        script = "; ".join(f"conntrack -D {direction} {floating}"
+        # a shell script: only canonical addresses enter it
+        script = "; ".join(f"conntrack -D {direction} {safe.ip(floating)}"
                            for floating in sorted({f for f, _ in mappings})
                            for direction in ("-d", "-q"))  # original, reply destination
         self.background.append(subprocess.Popen(

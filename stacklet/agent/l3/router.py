@@ -28,14 +28,23 @@ the same here:
 
 The rules are written as ``iptables-save`` prints them, so the role can tell a namespace that
 already has them (an agent restart) and leave it alone.
+
+Every value is checked before it is written (``stacklet.agent.safe``): a malformed id, MAC,
+address, subnet or MTU makes ``build`` raise ``UnsafeValue`` (the role leaves that router as it
+is); a malformed floating IP or extra route is left out. No snapshot value can add a rule, a
+radvd directive or an argument.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass
 
+from stacklet.agent import safe
 from stacklet.agent.metadata.haproxy import METADATA_IP, ROUTER_BIND
+
+LOG = logging.getLogger(__name__)
 
 CHAIN = "stacklet"
 
@@ -88,22 +97,54 @@ def _host(address: str) -> str:
     return f"{address}/{32 if ':' not in address else 128}"
 
 
+def _mtu(port: dict) -> int:
+    return safe.integer(port.get("mtu") or 1500, 68, 65535)
+
+
 def _device(port: dict, kind: str, extra: tuple[str, ...] = ()) -> Device:
-    outer, inner = device_names(port["id"], kind)
-    addresses = tuple(f"{f['ip_address']}/{ipaddress.ip_network(f['cidr']).prefixlen}"
-                      for f in port["fixed_ips"]) + extra
-    return Device(port["id"], kind, outer, inner, port["mac_address"],
-                  int(port.get("mtu") or 1500), addresses)
+    outer, inner = device_names(safe.plain_id(port["id"]), kind)
+    addresses = tuple(
+        f"{safe.ip(f['ip_address'])}/{ipaddress.ip_network(safe.cidr(f['cidr'])).prefixlen}"
+        for f in port["fixed_ips"]) + extra
+    return Device(port["id"], kind, outer, inner, safe.mac(port["mac_address"]), _mtu(port),
+                  addresses)
 
 
 def _v4(address: str | None) -> bool:
     return bool(address) and ":" not in address
 
 
+def _floating_ips(router: dict) -> list[dict]:
+    """The IPv4 floating IPs with well-formed addresses, canonical (a malformed one is left
+    out and logged)."""
+    out = []
+    for fip in router.get("floating_ips", []):
+        if not _v4(fip.get("fixed_ip_address")):
+            continue
+        try:
+            out.append({**fip, "id": safe.plain_id(fip["id"]),
+                        "floating_ip_address": safe.ip(fip["floating_ip_address"]),
+                        "fixed_ip_address": safe.ip(fip["fixed_ip_address"])})
+        except (safe.UnsafeValue, KeyError) as exc:
+            LOG.warning("router %s: floating IP left out: %s", router.get("id"), exc)
+    return out
+
+
+def _extra_routes(router: dict) -> list[tuple[str, str]]:
+    out = []
+    for route in router.get("routes", []):
+        try:
+            out.append((safe.cidr(route["destination"]), safe.ip(route["nexthop"])))
+        except (safe.UnsafeValue, KeyError) as exc:
+            LOG.warning("router %s: route left out: %s", router.get("id"), exc)
+    return out
+
+
 def build(router: dict) -> RouterSetup:
     """The namespace contents of one router (an entry of the snapshot's ``routers``)."""
+    safe.plain_id(router["id"])
     gw_port = router.get("gw_port")
-    fips = [f for f in router.get("floating_ips", []) if _v4(f.get("fixed_ip_address"))]
+    fips = _floating_ips(router)
     devices = [_device(p, "qr") for p in router.get("interfaces", [])]
     routes: list[tuple[str, str]] = []
     on_link: list[tuple[str, str]] = []
@@ -115,15 +156,14 @@ def build(router: dict) -> RouterSetup:
         gw_dev = gateway.inner
         v4 = [f for f in gw_port["fixed_ips"] if _v4(f["ip_address"])]
         if v4:
-            gw_ip = v4[0]["ip_address"]
-            upstream = v4[0].get("gateway_ip")
+            gw_ip = safe.ip(v4[0]["ip_address"])
+            upstream = safe.ip(v4[0]["gateway_ip"]) if v4[0].get("gateway_ip") else None
             if upstream:
-                if ipaddress.ip_address(upstream) not in ipaddress.ip_network(v4[0]["cidr"]):
+                if ipaddress.ip_address(upstream) not in \
+                        ipaddress.ip_network(safe.cidr(v4[0]["cidr"])):
                     on_link.append((_host(upstream), gw_dev))     # as Neutron's _add_route_to_gw
                 routes.append(("0.0.0.0/0", upstream))
-    for route in router.get("routes", []):
-        routes.append((str(ipaddress.ip_network(route["destination"], strict=False)),
-                       route["nexthop"]))
+    routes += _extra_routes(router)
     rules = [f"-A PREROUTING -j {CHAIN}-PREROUTING",
              f"-A OUTPUT -j {CHAIN}-OUTPUT",
              f"-A POSTROUTING -j {CHAIN}-POSTROUTING",
@@ -178,11 +218,11 @@ def radvd_config(interfaces: list[dict]) -> str:
         if not subnets:
             continue
         modes = {f["ipv6_ra_mode"] for f in subnets}
-        lines = [f"interface {device_names(port['id'], 'qr')[1]}", "{",
+        lines = [f"interface {device_names(safe.plain_id(port['id']), 'qr')[1]}", "{",
                  "   AdvSendAdvert on;",
                  f"   MinRtrAdvInterval {RA_INTERVALS[0]};",
                  f"   MaxRtrAdvInterval {RA_INTERVALS[1]};"]
-        mtu = int(port.get("mtu") or 1500)
+        mtu = _mtu(port)
         if mtu >= IPV6_MIN_MTU:
             lines.append(f"   AdvLinkMTU {mtu};")
         if "dhcpv6-stateless" in modes:
@@ -191,7 +231,7 @@ def radvd_config(interfaces: list[dict]) -> str:
             lines.append("   AdvManagedFlag on;")
         for subnet in sorted(subnets, key=lambda f: f["cidr"]):
             autonomous = "off" if subnet["ipv6_ra_mode"] == "dhcpv6-stateful" else "on"
-            lines += [f"   prefix {subnet['cidr']}", "   {", "        AdvOnLink on;",
+            lines += [f"   prefix {safe.cidr(subnet['cidr'])}", "   {", "        AdvOnLink on;",
                       f"        AdvAutonomous {autonomous};", "   };"]
         lines.append("};")
         blocks.append("\n".join(lines))

@@ -47,8 +47,9 @@ DROPPED_HEADERS = (
 
 # sun_path is 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH = 107
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
-_PATH = re.compile(r"^/[^\s#'\"\\]+$")
+# matched whole (fullmatch): "$" would also match before a trailing newline
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+_PATH = re.compile(r"/[^\s#'\"\\\x00-\x1f\x7f]+")
 
 
 class ProxyConfigError(ValueError):
@@ -84,13 +85,13 @@ class RateLimit:
 
 
 def check_id(value: str, what: str = "id") -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ProxyConfigError(f"{what} {value!r} is not a plain identifier")
     return value
 
 
 def check_path(value: str, what: str) -> str:
-    if not _PATH.match(value):
+    if not isinstance(value, str) or not _PATH.fullmatch(value):
         raise ProxyConfigError(f"{what} {value!r} must be an absolute path without spaces "
                                "or quotes")
     return value

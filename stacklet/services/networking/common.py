@@ -25,6 +25,7 @@ from stacklet.store.models.base import isotime
 from stacklet.store.models.network import Tag
 
 CHUNK = 900  # ids per IN (...) list; stays far below every database's parameter limit
+MAX_TAGS = 50  # per resource, Neutron's MAX_TAGS_COUNT
 
 
 def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
@@ -294,6 +295,10 @@ class Collection:
                 wanted = current - {remove}
             if wanted == current:
                 return sorted(current)
+            if len(wanted) > MAX_TAGS:
+                # Neutron's tagging extension: BadRequest naming the collection
+                raise errors.BadRequest(f"Bad {self.resource.plural} request: The number of "
+                                        f"tags exceed the per-resource limit of {MAX_TAGS}.")
             self.write_tags(session, row, wanted, current)
             bump(row)
             return sorted(wanted)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.context import RequestContext
+from stacklet.resources import dhcp_opts
 from stacklet.resources.networking import PORT
 from stacklet.services.networking import ipam, rbac
 from stacklet.services.networking.binding import Binder
@@ -86,6 +87,7 @@ class PortService(Collection):
         self.networks = networks
         self.base_mac = conf.DEFAULT.base_mac
         self.max_fixed_ips = conf.DEFAULT.max_fixed_ips_per_port
+        self.max_dhcp_opts = conf.DEFAULT.max_extra_dhcp_opts_per_port
         self.binder = Binder(conf)  # binding:vif_type/vif_details from the host's agent
         # The security groups service (set by NetworkingServices): groups of ports.
         self.security_groups: Any = None
@@ -202,6 +204,13 @@ class PortService(Collection):
                 if entry["ip_address"] in seen:
                     raise _invalid(f"Duplicate IP address '{entry['ip_address']}'")
                 seen.add(entry["ip_address"])
+
+    def _dhcp_opts(self, options: list[dict]) -> list[dict]:
+        """The options a port ends up with, within the per-port limit."""
+        if len(options) > self.max_dhcp_opts:
+            raise _invalid(f"Number of extra DHCP options of the port ({len(options)}) exceeds "
+                           f"the maximum of {self.max_dhcp_opts}")
+        return options
 
     @staticmethod
     def _check_security(port_security: bool, pairs: list[dict]) -> None:
@@ -327,7 +336,8 @@ class PortService(Collection):
             admin_state_up=body.get("admin_state_up", True), status="DOWN",
             device_id=body.get("device_id", ""), device_owner=body.get("device_owner", ""),
             port_security_enabled=port_security, allowed_address_pairs=pairs,
-            extra_dhcp_opts=body.get("extra_dhcp_opts", []), binding_host_id=host,
+            extra_dhcp_opts=self._dhcp_opts(dhcp_opts.stored(body.get("extra_dhcp_opts"))),
+            binding_host_id=host,
             binding_profile=body.get("binding:profile", {}),
             binding_vnic_type=vnic_type,
             binding_vif_type=vif_type, binding_vif_details=vif_details,
@@ -368,6 +378,10 @@ class PortService(Collection):
             self._check_security(port_security, pairs)
             if "allowed_address_pairs" in changes:
                 changes["allowed_address_pairs"] = self._pairs_with_mac(pairs, row.mac_address)
+            # merged by (name, IP version), null removes: Neutron's update (not in
+            # ``changes``: a retried transaction merges again from the row it reads)
+            options = None if not changes.get("extra_dhcp_opts") else self._dhcp_opts(
+                dhcp_opts.merged(row.extra_dhcp_opts or [], changes["extra_dhcp_opts"]))
             ips_changed = "fixed_ips" in changes and self._update_fixed_ips(
                 session, network, row, changes["fixed_ips"] or [])
             # Before the plain fields are set: its queries flush, and a flushed change no
@@ -379,12 +393,13 @@ class PortService(Collection):
                       "device_owner": "device_owner",
                       "port_security_enabled": "port_security_enabled",
                       "allowed_address_pairs": "allowed_address_pairs",
-                      "extra_dhcp_opts": "extra_dhcp_opts",
                       "binding:profile": "binding_profile",
                       "binding:vnic_type": "binding_vnic_type"}
             for key, column in simple.items():
                 if key in changes:
                     setattr(row, column, changes[key])
+            if options is not None and options != (row.extra_dhcp_opts or []):
+                row.extra_dhcp_opts = options
             if "binding:host_id" in changes or "binding:vnic_type" in changes:
                 host = changes.get("binding:host_id", row.binding_host_id)
                 host_changed = host != row.binding_host_id
