@@ -91,7 +91,8 @@ def to_ip_prefix(value: Any) -> str | None:
     """Neutron's convert_ip_prefix_to_cidr: ``10.0.0.5`` -> ``10.0.0.5/32``, host bits kept."""
     if not value:
         return None
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value.isprintable() or " " in value:
+        # netaddr strips surrounding whitespace; Neutron's validate_no_whitespace refuses it
         raise Invalid(f"'{value}' is not a valid IP subnet")
     try:
         return str(netaddr.IPNetwork(value))
