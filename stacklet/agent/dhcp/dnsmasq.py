@@ -276,7 +276,7 @@ def ranges(net: dict, conf: DhcpConfig) -> list[str]:
 def command(net: dict, conf: DhcpConfig, directory: str) -> tuple[str, ...]:
     _, inner = device_names(safe.plain_id(net["port"]["id"]))
     mtu = safe.integer(net["mtu"], 68, 65535) if net.get("mtu") else None
-    leases = sum(min(ipaddress.ip_network(s["cidr"]).num_addresses, 1 << 16)
+    leases = sum(min(ipaddress.ip_network(safe.cidr(s["cidr"])).num_addresses, 1 << 16)
                  for s in _dhcp_subnets(net))
     argv = ["dnsmasq", "--no-hosts", "--no-resolv", "--conf-file=/dev/null",
             f"--pid-file={directory}/pid", f"--dhcp-hostsfile={directory}/host",

@@ -49,7 +49,7 @@ DROPPED_HEADERS = (
 MAX_SOCKET_PATH = 107
 # matched whole (fullmatch): "$" would also match before a trailing newline
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
-_PATH = re.compile(r"/[^\s#'\"\\\x00-\x1f\x7f]+")
+_PATH = re.compile(r"/[^\s#'\",\\\x00-\x1f\x7f]+")
 
 
 class ProxyConfigError(ValueError):
