@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -333,3 +335,32 @@ def test_flow_table_never_sends_a_flow_that_is_not_one_field():
     [lines] = ofctl.sent
     assert [line for line in lines if line.startswith("add")] == [f"add {good.spec(1)}"]
     assert all("\n" not in line and "NORMAL" not in line for line in lines)
+
+
+# --- what dnsmasq itself makes of the rendered lines -------------------------------------------
+
+@pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq is not installed")
+def test_dnsmasq_parses_every_rendered_line_as_one_option(tmp_path):
+    """Each line of the hosts and opts files, given to ``dnsmasq --test`` as ``dhcp-host=`` /
+    ``dhcp-option=``, is one valid directive: tags, option names and numbers in the grammar
+    the API accepts are dnsmasq's."""
+    good = good_port()
+    good["extra_dhcp_opts"] += [
+        {"opt_name": "tag:ipxe,67", "opt_value": "http://192.0.2.1/boot.ipxe", "ip_version": 4},
+        {"opt_name": "tag:!ipxe,67", "opt_value": "undionly.kpxe", "ip_version": 4},
+        {"opt_name": "router", "opt_value": "", "ip_version": 4},
+        {"opt_name": "client-id", "opt_value": "ff:00:00:00:01", "ip_version": 4},
+        {"opt_name": "59", "opt_value": "tftp://[2001:db8::1]/x", "ip_version": 6},
+        {"opt_name": "bootfile-url", "opt_value": "http://[2001:db8::1]/x", "ip_version": 6}]
+    files = check_dnsmasq(network(good, *hostile_ports()))
+    lines = [f"dhcp-host={line}" for line in files["host"][:-1]]
+    lines += [f"dhcp-option={line}" for line in files["opts"][:-1]]
+    assert any("id:ff:00:00:00:01" in line for line in lines)
+    assert any(",option6:59," in line for line in lines)
+    conf = tmp_path / "dnsmasq.conf"
+    for line in lines:
+        conf.write_text(line + "\n")
+        result = subprocess.run(["dnsmasq", "--test", f"--conf-file={conf}"],
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0 and "syntax check OK" in result.stderr, \
+            (line, result.stderr)

@@ -239,8 +239,10 @@ def opts_file(net: dict, conf: DhcpConfig) -> str:
         if _lease_prefix(port) is None:
             continue
         for tags, option, value, version in _port_options(port):
+            # a blank value (router, classless-static-route) is the option without a value:
+            # dnsmasq reads a trailing comma as an empty, invalid address
             lines.append(",".join((f"tag:port-{port['id']}", *tags, _option(option, version),
-                                   value)))
+                                   *((value,) if value else ()))))
     return "".join(line + "\n" for line in lines)
 
 
