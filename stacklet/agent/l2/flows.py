@@ -110,6 +110,9 @@ def renderable(flows: Iterable[Flow]) -> list[Flow]:
     """The flows whose match and actions are one field each of an ``ovs-ofctl`` line
     (printable ASCII, no space): the last defence against a snapshot value that would add a
     flow mod to a bundle. A flow that is not is left out and logged."""
+    flows = list(flows)
+    if safe.flow_text("".join([f[2] for f in flows]) + "".join([f[3] for f in flows])):
+        return flows        # the usual case, checked in one pass over one string
     out = []
     for flow in flows:
         if safe.flow_text(flow.match) and safe.flow_text(flow.actions):
