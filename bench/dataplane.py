@@ -238,8 +238,8 @@ def plug_internal(node: Node, ports: list[dict], chunk: int = 100) -> None:
         args: list[str] = []
         for port in ports[i:i + chunk]:
             tap = f"tap{port['id'][:11]}"
-            args += ["--", "--may-exist", "add-port", "br-int", tap, "--", "set", "Interface",
-                     tap, "type=internal", f"external_ids:iface-id={port['id']}",
+            args += ["--", "--may-exist", "add-port", "br-int", tap, "tag=4095", "--", "set",
+                     "Interface", tap, "type=internal", f"external_ids:iface-id={port['id']}",
                      f"external_ids:attached-mac={port['mac_address']}",
                      "external_ids:iface-status=active",
                      f"external_ids:vm-uuid={port['device_id'] or uuid.uuid4()}"]

@@ -46,6 +46,7 @@ class Ofctl:
 
     def __init__(self, bridge: str, run_dir: str | None) -> None:
         self.bridge = bridge
+        self.run_dir = run_dir
         self.env = dict(os.environ)
         if run_dir:
             self.env["OVS_RUNDIR"] = run_dir
@@ -72,7 +73,11 @@ class Ofctl:
 
     def flush_conntrack(self, zone: int) -> None:
         """Delete the connection tracking entries of one zone (the switch's datapath)."""
-        proc = subprocess.run(["ovs-appctl", "dpctl/flush-conntrack", f"zone={zone}"],
+        target = "ovs-vswitchd"     # found by its pid file in OVS_RUNDIR (a system OVS)
+        if self.run_dir and os.path.exists(os.path.join(self.run_dir, "ovs-vswitchd.ctl")):
+            target = os.path.join(self.run_dir, "ovs-vswitchd.ctl")   # stacklet's own OVS
+        proc = subprocess.run(["ovs-appctl", "-t", target, "dpctl/flush-conntrack",
+                               f"zone={zone}"],
                               check=False, capture_output=True, text=True, env=self.env,
                               timeout=60)
         if proc.returncode != 0:

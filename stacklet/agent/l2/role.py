@@ -16,8 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stacklet.agent.l2 import br_int, br_phys, br_tun, firewall
-from stacklet.agent.l2.flows import CANARY, DEAD_VLAN, GENERATION_SHIFT, LEARNED_GENERATION
-from stacklet.agent.l2.ofctl import FlowTable, Ofctl
+from stacklet.agent.l2.flows import (
+    CANARY,
+    DEAD_VLAN,
+    GENERATION_SHIFT,
+    LEARNED_GENERATION,
+    TUN_UCAST,
+)
+from stacklet.agent.l2.ofctl import FlowTable, Ofctl, OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb, OvsPort
 from stacklet.agent.l2.plan import (
     LocalNet,
@@ -92,6 +98,7 @@ class OvsRole:
         self.tables: dict[str, FlowTable] = {}
         self._swept: set[str] = set()   # bridges whose old generations are gone
         self._renew = False             # start a new generation at the next pass
+        self._fresh_lvids: set[int] = set()   # given to a network, old state not cleared yet
         self.lvids: dict[str, int] = {}
         self.generation = 0
         self.ofctl = ofctl              # (bridge, run dir) -> Ofctl; a fake switch in tests
@@ -256,9 +263,12 @@ class OvsRole:
             fw_ports, snapshot.get("security_groups", {}), snapshot.get("remote_groups", {}),
             enable_security_group=c.enable_security_group)
         lap("compute")
+        reused = self._clear_reused()
         result.flow_mods += self.tables[c.integration_bridge].sync(int_flows)
         if c.tunnelling:
-            result.flow_mods += self.tables[c.tunnel_bridge].sync(br_tun.flows(plan))
+            result.flow_mods += self.tables[c.tunnel_bridge].sync(br_tun.flows(plan),
+                                                                  first=reused)
+        self._fresh_lvids.clear()
         for physnet, bridge in c.bridge_mappings.items():
             result.flow_mods += self.tables[bridge].sync(br_phys.flows(plan, physnet))
         lap("flows")
@@ -272,6 +282,9 @@ class OvsRole:
     # -- pieces of a pass ---------------------------------------------------------------------
 
     def _allocate_lvids(self, needed: set[str]) -> None:
+        """Local VLANs for the networks with live ports here; a VLAN freed by one network may
+        go to another at once (Neutron's reclaim_local_vlan): ``_clear_reused`` first clears
+        what the old network left with the VLAN."""
         for net in list(self.lvids):
             if net not in needed:
                 del self.lvids[net]
@@ -279,6 +292,24 @@ class OvsRole:
         free = (v for v in range(1, DEAD_VLAN) if v not in used)
         for net in sorted(needed - set(self.lvids)):
             self.lvids[net] = next(free)
+            self._fresh_lvids.add(self.lvids[net])
+
+    def _clear_reused(self) -> list[str]:
+        """For local VLANs newly given to a network: delete the connection tracking zone (the
+        zone is the VLAN) now, and return the flow mods that delete br-tun's learned flows of
+        the VLAN (sent in br-tun's bundle, before the new network's flows). Otherwise the old
+        network's connections would pass the new one's firewall as established, and a frame
+        of the new network to a MAC learned on the old one would leave with the old VNI."""
+        int_table = self.tables[self.conf.integration_bridge]
+        for lvid in sorted(self._fresh_lvids):
+            try:
+                int_table.ofctl.flush_conntrack(lvid)
+            except OfctlError as exc:   # never a reason to leave the network unwired
+                LOG.warning("local VLAN %d reused with its conntrack zone: %s", lvid, exc)
+        if not self.conf.tunnelling:
+            return []
+        return [f"delete table={TUN_UCAST},cookie={br_tun.LEARNED:#x}/-1,"
+                f"vlan_tci={lvid:#06x}/0x0fff" for lvid in sorted(self._fresh_lvids)]
 
     def _local_net(self, net: dict) -> LocalNet:
         return LocalNet(id=net["id"], lvid=self.lvids[net["id"]],
