@@ -153,11 +153,14 @@ class OvsRole:
             recorded[bridge] = generations
         used = {self.generation}
         for bridge, generations in recorded.items():
-            if generations is None:
+            if generations is not None:
+                used |= set(generations)
+                continue
+            try:
                 used |= {c >> GENERATION_SHIFT
                          for c in self.ofctl(bridge, self.run_dir).cookies()}
-            else:
-                used |= set(generations)
+            except OfctlError as exc:   # the first sync reads them again, and sweeps them
+                LOG.warning("%s: generations in use unknown: %s", bridge, exc)
         self.generation = random.choice([g for g in range(1, LEARNED_GENERATION)
                                          if g not in used])
         # Record the new generation before any flow carries it, so that whatever happens to
