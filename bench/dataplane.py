@@ -530,7 +530,8 @@ def bench_resync(api: Api, cluster: Cluster, count: int, restarts: int) -> dict:
             "process_start_to_seen_ms": round((seen - t_start) * 1000),
             "milestones_ms_after_start": milestones})
         time.sleep(1.0)
-    periodic = periodic_resyncs(node, offset, count, full_int, samples=2)
+    periodic = periodic_resyncs(node, node.agent_log.stat().st_size, count, full_int,
+                                samples=2)
     after = settle_flows(node, 1.0)
     return {
         "ports": count, "node_ports_plugged_as": "OVS internal ports in the node namespace",
