@@ -48,6 +48,8 @@ from stacklet.ovs import OvsDaemons
 
 MAX_PREFIX = 8
 ETH_P_ARP = 0x0806
+ETH_P_ALL = 0x0003
+DEAD_VLAN = 4095           # the tag os-vif plugs a VIF with until the agent wires it
 
 
 class HarnessError(RuntimeError):
@@ -547,9 +549,13 @@ class Node:
 
     def plug(self, port: Mapping, network_mtu: int = 1500,
              cidrs: Mapping[str, str] | None = None, gateway: str | None = None,
-             device_id: str | None = None, bridge: str = "br-int") -> Instance:
+             device_id: str | None = None, bridge: str = "br-int", isolate: bool = True,
+             ofport: int | None = None) -> Instance:
         """Plug a port as Nova does and give its guest a namespace.
 
+        isolate: plug it in the dead VLAN (tag 4095) as os-vif does, so that it receives
+        nothing until the agent gives it its network's tag (False: untagged, the old way).
+        ofport: the OpenFlow port number to ask for (Interface ofport_request).
         cidrs: subnet id -> CIDR, for the prefix length of each fixed IP (a fixed IP whose
         subnet is missing gets /32 or /128). gateway: default route of the guest.
         """
@@ -577,11 +583,13 @@ class Node:
             self.ovs.vsctl(
                 "--may-exist", "add-br", bridge, "--",
                 "set", "Bridge", bridge, "datapath_type=netdev", "--",
-                "--may-exist", "add-port", bridge, tap, "--",
+                "--may-exist", "add-port", bridge, tap, *([f"tag={DEAD_VLAN}"] if isolate else []),
+                "--",
                 "set", "Interface", tap,
                 f"external_ids:iface-id={port_id}", f"external_ids:attached-mac={mac}",
                 "external_ids:iface-status=active", f"external_ids:vm-uuid={vm_uuid}",
-                f"mtu_request={network_mtu}")
+                f"mtu_request={network_mtu}",
+                *([f"ofport_request={ofport}"] if ofport else []))
             for fixed in port.get("fixed_ips", []):
                 ip = ipaddress.ip_address(fixed["ip_address"])
                 cidr = (cidrs or {}).get(fixed.get("subnet_id", ""))

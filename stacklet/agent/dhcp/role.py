@@ -46,6 +46,7 @@ from pathlib import Path
 
 from stacklet import linux
 from stacklet.agent import iptables, safe, unprivileged
+from stacklet.agent.l2.flows import DEAD_VLAN
 from stacklet.agent.dhcp import dnsmasq
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
 from stacklet.agent.metadata import METADATA_IP, NETWORK_BIND, MetadataProxy
@@ -188,7 +189,10 @@ class DhcpRole:
         linux.write_atomic(previous, port["id"] + "\n")
         linux.run(["ip", "link", "set", tap, "mtu", str(mtu), "up"])
         linux.run(["ip", "-n", ns, "link", "set", inner, "address", mac, "mtu", str(mtu), "up"])
-        linux.run([*self.vsctl, "--may-exist", "add-port", self.bridge, tap, "--",
+        # plugged in the dead VLAN (as Neutron does): isolated until the L2 role wires it;
+        # --may-exist leaves an existing port's tag alone
+        linux.run([*self.vsctl, "--may-exist", "add-port", self.bridge, tap,
+                   f"tag={DEAD_VLAN}", "--",
                    "set", "Interface", tap, f"external_ids:iface-id={port['id']}",
                    f"external_ids:attached-mac={mac}", "external_ids:iface-status=active",
                    f"mtu_request={mtu}"])

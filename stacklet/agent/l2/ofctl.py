@@ -1,14 +1,19 @@
 """Install flows on one bridge: diff the desired flows against what this agent installed and
 send the difference in one atomic OpenFlow bundle (``ovs-ofctl --bundle``).
 
-A new agent generation starts with ``installed`` unknown: its first sync adds every desired
-flow with the new generation in the cookie (an ``add`` of an existing match and priority
-replaces the entry in place, so no packet meets a gap) and, in the same bundle, deletes every
-flow whose cookie carries an older generation — the stale flows. The older generations are
-known from the bridge's ``external_ids:stacklet-generations`` (kept by the role), so the sweep
-is one ``delete`` per generation with a cookie mask, not a dump of the bridge; generation 0
-(flows not written by an agent, e.g. a bridge's default NORMAL flow) is always swept, the
-generation of learned flows never.
+A ``FlowTable`` is one generation on one bridge. It starts with ``installed`` unknown: its
+first sync adds every desired flow with the generation in the cookie (an ``add`` of an existing
+match and priority replaces the entry in place, so no packet meets a gap) and, in the same
+bundle, deletes every flow whose cookie carries another generation — the stale flows. The
+other generations are known from the bridge's ``external_ids:stacklet-generations`` (kept by
+the role), so the sweep is one ``delete`` per generation with a cookie mask, not a dump of the
+bridge; generation 0 (flows not written by an agent, e.g. a bridge's default NORMAL flow) is
+always swept, the generation of learned flows never. Later syncs send only the difference.
+
+Whenever what is installed is no longer known for sure — a periodic resync, a failed pass,
+ovs-vswitchd restarted — the role starts a new generation (new tables) rather than forgetting
+``installed``: a rewrite under the same generation could not tell the flows it no longer wants
+from those it rewrites, and would leave them on the bridge.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Ofctl:
 
     def __init__(self, bridge: str, run_dir: str | None) -> None:
         self.bridge = bridge
+        self.run_dir = run_dir
         self.env = dict(os.environ)
         if run_dir:
             self.env["OVS_RUNDIR"] = run_dir
@@ -66,6 +72,19 @@ class Ofctl:
     def cookies(self) -> set[int]:
         return {int(m.group(1), 16) for line in self.dump() if (m := COOKIE.search(line))}
 
+    def flush_conntrack(self, zone: int) -> None:
+        """Delete the connection tracking entries of one zone (the switch's datapath)."""
+        target = "ovs-vswitchd"     # found by its pid file in OVS_RUNDIR (a system OVS)
+        if self.run_dir and os.path.exists(os.path.join(self.run_dir, "ovs-vswitchd.ctl")):
+            target = os.path.join(self.run_dir, "ovs-vswitchd.ctl")   # stacklet's own OVS
+        proc = subprocess.run(["ovs-appctl", "-t", target, "dpctl/flush-conntrack",
+                               f"zone={zone}"],
+                              check=False, capture_output=True, text=True, env=self.env,
+                              timeout=60)
+        if proc.returncode != 0:
+            raise OfctlError(f"ovs-appctl dpctl/flush-conntrack zone={zone}: "
+                             f"{proc.stderr.strip()[:2000]}")
+
 
 class FlowTable:
     """What one agent generation has installed on one bridge, and how to change it."""
@@ -79,15 +98,13 @@ class FlowTable:
             sorted(set(stale_generations) - {generation})
         self.installed: dict[tuple[int, int, str], Flow] | None = None   # None: unknown
 
-    def reset(self) -> None:
-        """Forget what is installed (bridge recreated, vswitchd restarted, agent restarted)."""
-        self.installed = None
-
-    def sync(self, desired: Iterable[Flow]) -> int:
-        """Make the bridge's flows the desired ones; returns the number of flow mods sent."""
+    def sync(self, desired: Iterable[Flow], first: Iterable[str] = ()) -> int:
+        """Make the bridge's flows the desired ones; returns the number of flow mods sent.
+        first: flow mods (ovs-ofctl lines) to send before, in the same bundle."""
         flows = {f.key: f for f in merge_conjunctions(renderable(desired))}
+        lines = list(first)
         if self.installed is None:
-            lines = [f"add {f.spec(self.generation)}" for f in flows.values()]
+            lines += [f"add {f.spec(self.generation)}" for f in flows.values()]
             if self.stale_generations is None:
                 stale = {0, *(c >> GENERATION_SHIFT for c in self.ofctl.cookies())}
             else:
@@ -95,8 +112,8 @@ class FlowTable:
             lines += [f"delete cookie={g << GENERATION_SHIFT:#x}/{GENERATION_MASK:#x}"
                       for g in sorted(stale - {self.generation, LEARNED_GENERATION})]
         else:
-            lines = [f"delete_strict {f.strict_match()}" for key, f in self.installed.items()
-                     if key not in flows]
+            lines += [f"delete_strict {f.strict_match()}" for key, f in self.installed.items()
+                      if key not in flows]
             lines += [f"add {f.spec(self.generation)}" for key, f in flows.items()
                       if self.installed.get(key) != f]
         if lines and LOG.isEnabledFor(logging.DEBUG):

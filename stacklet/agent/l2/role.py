@@ -12,11 +12,18 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stacklet.agent.l2 import br_int, br_phys, br_tun, firewall
-from stacklet.agent.l2.flows import CANARY, DEAD_VLAN, LEARNED_GENERATION
-from stacklet.agent.l2.ofctl import FlowTable, Ofctl
+from stacklet.agent.l2.flows import (
+    CANARY,
+    DEAD_VLAN,
+    GENERATION_SHIFT,
+    LEARNED_GENERATION,
+    TUN_UCAST,
+)
+from stacklet.agent.l2.ofctl import FlowTable, Ofctl, OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb, OvsPort
 from stacklet.agent.l2.plan import (
     LocalNet,
@@ -30,6 +37,8 @@ from stacklet.agent.l2.plan import (
 
 LOG = logging.getLogger(__name__)
 GENERATIONS = "stacklet-generations"   # bridge external_ids: generations whose flows may be there
+UNKNOWN = "unknown"                   # ... too many to list: read the bridge's cookies
+MAX_RECORDED = 32
 TUN_PATCH = "patch-tun"
 INT_PATCH = "patch-int"
 
@@ -81,14 +90,18 @@ class SyncResult:
 
 
 class OvsRole:
-    def __init__(self, conf: L2Config, ovsdb: Ovsdb, run_dir: str | None) -> None:
+    def __init__(self, conf: L2Config, ovsdb: Ovsdb, run_dir: str | None,
+                 ofctl: Callable[[str, str | None], Ofctl] = Ofctl) -> None:
         self.conf = conf
         self.ovsdb = ovsdb
         self.run_dir = run_dir
         self.tables: dict[str, FlowTable] = {}
         self._swept: set[str] = set()   # bridges whose old generations are gone
+        self._renew = False             # start a new generation at the next pass
+        self._fresh_lvids: set[int] = set()   # given to a network, old state not cleared yet
         self.lvids: dict[str, int] = {}
         self.generation = 0
+        self.ofctl = ofctl              # (bridge, run dir) -> Ofctl; a fake switch in tests
 
     # -- bridges ------------------------------------------------------------------------------
 
@@ -113,8 +126,41 @@ class OvsRole:
             self.ovsdb.ensure_patch(c.integration_bridge, int_patch_name(physnet),
                                     phys_patch_name(physnet))
             self.ovsdb.ensure_patch(bridge, phys_patch_name(physnet), int_patch_name(physnet))
-        recorded = {b: self._recorded_generations(b) for b in self.bridges()}
-        used = set().union(*(g for g in recorded.values() if g is not None))
+        self._begin_generation()
+        self.lvids = self._restore_lvids()
+        LOG.info("bridges ready: %s; generation %#x; %d local VLANs restored",
+                 ", ".join(self.bridges()), self.generation, len(self.lvids))
+
+    def _begin_generation(self) -> None:
+        """A new flow generation. Each bridge's next sync writes every wanted flow with it and,
+        in the same bundle, deletes the flows of every other generation that may be there, so
+        nothing this agent ever installed and no longer wants survives — whatever it knew or
+        forgot. Used at start, after ovs-vswitchd restarted, and after every periodic resync
+        or failed pass (then the flows of the current generation are no longer known)."""
+        recorded, listed = {}, set()
+        for bridge in self.bridges():
+            generations = self._recorded_generations(bridge)
+            if generations is not None:
+                listed.add(bridge)
+            table = self.tables.get(bridge)
+            if generations is not None and table is not None:
+                if table.stale_generations is None:
+                    generations = None      # the bridge's cookies were never read
+                else:
+                    generations = [*generations, table.generation, *table.stale_generations]
+            if generations is not None and len(set(generations)) >= MAX_RECORDED:
+                generations = None          # too many to list: read the bridge's cookies
+            recorded[bridge] = generations
+        used = {self.generation}
+        for bridge, generations in recorded.items():
+            if generations is not None:
+                used |= set(generations)
+                continue
+            try:
+                used |= {c >> GENERATION_SHIFT
+                         for c in self.ofctl(bridge, self.run_dir).cookies()}
+            except OfctlError as exc:   # the first sync reads them again, and sweeps them
+                LOG.warning("%s: generations in use unknown: %s", bridge, exc)
         self.generation = random.choice([g for g in range(1, LEARNED_GENERATION)
                                          if g not in used])
         # Record the new generation before any flow carries it, so that whatever happens to
@@ -122,26 +168,28 @@ class OvsRole:
         for bridge, generations in recorded.items():
             if generations is not None:
                 self._record_generations(bridge, [*generations, self.generation])
-        self.tables = {b: FlowTable(Ofctl(b, self.run_dir), self.generation, recorded[b])
+            elif bridge in listed:
+                self._record_generations(bridge, None)
+        self.tables = {b: FlowTable(self.ofctl(b, self.run_dir), self.generation, recorded[b])
                        for b in self.bridges()}
         self._swept = set()
-        self.lvids = self._restore_lvids()
-        LOG.info("bridges ready: %s; generation %#x; %d local VLANs restored",
-                 ", ".join(self.bridges()), self.generation, len(self.lvids))
+        self._renew = False
 
     def _recorded_generations(self, bridge: str) -> list[int] | None:
-        """The generations whose flows may be on the bridge; None if the bridge has no record
-        (first start on it: the first sync then reads its cookies)."""
+        """The generations whose flows may be on the bridge; None if unknown (first start on
+        the bridge, or too many failed passes to list them: the first sync then reads its
+        cookies)."""
         value = self.ovsdb.bridge_external_ids(bridge).get(GENERATIONS)
-        if value is None:
+        if value is None or value == UNKNOWN:
             return None
         try:
             return [int(g, 16) for g in value.split(",") if g]
         except ValueError:
             return None
 
-    def _record_generations(self, bridge: str, generations: list[int]) -> None:
-        value = ",".join(f"{g:#06x}" for g in sorted(set(generations)))
+    def _record_generations(self, bridge: str, generations: list[int] | None) -> None:
+        value = UNKNOWN if generations is None else \
+            ",".join(f"{g:#06x}" for g in sorted(set(generations)))
         self.ovsdb.set_bridge_external_ids(bridge, {GENERATIONS: value})
 
     def _restore_lvids(self) -> dict[str, int]:
@@ -161,14 +209,18 @@ class OvsRole:
         return not table.ofctl.dump(f"table={CANARY}")
 
     def forget_flows(self) -> None:
-        for table in self.tables.values():
-            table.reset()
+        """What is on the bridges is no longer known (periodic resync, failed pass): the next
+        pass starts a new generation, rewrites every flow and sweeps the others atomically.
+        Touches nothing now (it is called from the agent's error handler)."""
+        self._renew = True
 
     # -- one pass -----------------------------------------------------------------------------
 
     def sync(self, snapshot: dict) -> SyncResult:
         c = self.conf
         clock = time.monotonic()
+        if self._renew:
+            self._begin_generation()
         ports = {p["id"]: p for p in snapshot.get("ports", [])}
         networks = snapshot.get("networks", {})
         ovs_ports = self.ovsdb.bridge_ports(c.integration_bridge)
@@ -214,9 +266,12 @@ class OvsRole:
             fw_ports, snapshot.get("security_groups", {}), snapshot.get("remote_groups", {}),
             enable_security_group=c.enable_security_group)
         lap("compute")
+        reused = self._clear_reused()
         result.flow_mods += self.tables[c.integration_bridge].sync(int_flows)
         if c.tunnelling:
-            result.flow_mods += self.tables[c.tunnel_bridge].sync(br_tun.flows(plan))
+            result.flow_mods += self.tables[c.tunnel_bridge].sync(br_tun.flows(plan),
+                                                                  first=reused)
+        self._fresh_lvids.clear()
         for physnet, bridge in c.bridge_mappings.items():
             result.flow_mods += self.tables[bridge].sync(br_phys.flows(plan, physnet))
         lap("flows")
@@ -230,6 +285,9 @@ class OvsRole:
     # -- pieces of a pass ---------------------------------------------------------------------
 
     def _allocate_lvids(self, needed: set[str]) -> None:
+        """Local VLANs for the networks with live ports here; a VLAN freed by one network may
+        go to another at once (Neutron's reclaim_local_vlan): ``_clear_reused`` first clears
+        what the old network left with the VLAN."""
         for net in list(self.lvids):
             if net not in needed:
                 del self.lvids[net]
@@ -237,6 +295,24 @@ class OvsRole:
         free = (v for v in range(1, DEAD_VLAN) if v not in used)
         for net in sorted(needed - set(self.lvids)):
             self.lvids[net] = next(free)
+            self._fresh_lvids.add(self.lvids[net])
+
+    def _clear_reused(self) -> list[str]:
+        """For local VLANs newly given to a network: delete the connection tracking zone (the
+        zone is the VLAN) now, and return the flow mods that delete br-tun's learned flows of
+        the VLAN (sent in br-tun's bundle, before the new network's flows). Otherwise the old
+        network's connections would pass the new one's firewall as established, and a frame
+        of the new network to a MAC learned on the old one would leave with the old VNI."""
+        int_table = self.tables[self.conf.integration_bridge]
+        for lvid in sorted(self._fresh_lvids):
+            try:
+                int_table.ofctl.flush_conntrack(lvid)
+            except OfctlError as exc:   # never a reason to leave the network unwired
+                LOG.warning("local VLAN %d reused with its conntrack zone: %s", lvid, exc)
+        if not self.conf.tunnelling:
+            return []
+        return [f"delete table={TUN_UCAST},cookie={br_tun.LEARNED:#x}/-1,"
+                f"vlan_tci={lvid:#06x}/0x0fff" for lvid in sorted(self._fresh_lvids)]
 
     def _local_net(self, net: dict) -> LocalNet:
         return LocalNet(id=net["id"], lvid=self.lvids[net["id"]],

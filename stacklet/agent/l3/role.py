@@ -45,6 +45,7 @@ from pathlib import Path
 
 from stacklet import linux
 from stacklet.agent import iptables, safe, unprivileged
+from stacklet.agent.l2.flows import DEAD_VLAN
 from stacklet.agent.l3 import router as layout
 from stacklet.agent.l3.router import Device, RouterSetup
 from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
@@ -242,7 +243,10 @@ class L3Role:
         linux.run(["ip", "link", "set", device.outer, "mtu", mtu, "up"])
         linux.run(["ip", "-n", ns, "link", "set", device.inner, "address", device.mac, "mtu", mtu,
                    "up"])
-        linux.run([*self.vsctl, "--may-exist", "add-port", self.bridge, device.outer, "--",
+        # plugged in the dead VLAN (as Neutron does): isolated until the L2 role wires it;
+        # --may-exist leaves an existing port's tag alone
+        linux.run([*self.vsctl, "--may-exist", "add-port", self.bridge, device.outer,
+                   f"tag={DEAD_VLAN}", "--",
                    "set", "Interface", device.outer, f"external_ids:iface-id={device.port_id}",
                    f"external_ids:attached-mac={device.mac}", "external_ids:iface-status=active",
                    f"mtu_request={device.mtu}"])
