@@ -41,6 +41,9 @@ CLI_TIMEOUT = 120
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "dataplane: needs root, Open vSwitch and the dataplane's tools (all tests "
+        "under tests/e2e are dataplane tests without the marker)")
     # openstacksdk's deprecation notices about its own internals are not ours to fix
     for category in ("OpenStackDeprecationWarning", "RemovedInSDK50Warning",
                      "RemovedInSDK60Warning"):
@@ -53,6 +56,37 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+E2E_DIR = Path(__file__).parent / "e2e"
+
+
+def _is_dataplane(item: pytest.Item) -> bool:
+    return (E2E_DIR in Path(str(item.fspath)).parents
+            or item.get_closest_marker("dataplane") is not None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Dataplane tests that cannot run stop the session with what is missing; they are
+    skipped only when STACKLET_TEST_SKIP_DATAPLANE=1 says so."""
+    from dataplane_requirements import SKIP_ENV, missing, skip_requested
+
+    dataplane = [item for item in items if _is_dataplane(item)]
+    if not dataplane:
+        return
+    lacking = missing()
+    if not lacking:
+        return
+    listed = "; ".join(lacking)
+    if skip_requested():
+        marker = pytest.mark.skip(reason=f"{SKIP_ENV}=1 and this machine lacks: {listed}")
+        for item in dataplane:
+            item.add_marker(marker)
+        return
+    raise pytest.UsageError(
+        f"{len(dataplane)} dataplane test(s) cannot run: this machine lacks {listed}. "
+        f"Install what is missing (scripts/install.sh test, as root), or set {SKIP_ENV}=1 to "
+        f"skip them explicitly.")
 
 
 def unique_name(prefix: str = "test") -> str:
