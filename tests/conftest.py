@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -147,9 +147,12 @@ def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def stacklet(*args: str, data_dir: Path, check: bool = True, timeout: float = UP_TIMEOUT) -> Result:
-    return run([STACKLET, *args, "--data-dir", str(data_dir)], env=_clean_env(), check=check,
-               timeout=timeout)
+def stacklet(*args: str, data_dir: Path, check: bool = True, timeout: float = UP_TIMEOUT,
+             wrap: Callable[[list[str]], list[str]] | None = None) -> Result:
+    """`stacklet <args> --data-dir D`; wrap turns the command into another (e.g. run it in a
+    harness Machine's namespaces)."""
+    cmd = [STACKLET, *args, "--data-dir", str(data_dir)]
+    return run(wrap(cmd) if wrap else cmd, env=_clean_env(), check=check, timeout=timeout)
 
 
 def server_log(data_dir: Path, lines: int = 60) -> str:
@@ -362,11 +365,11 @@ def _expect(response: httpx.Response, status: int, what: str) -> None:
 
 # --- starting and stopping ------------------------------------------------------------------
 
-def start_cloud(data_dir: Path) -> Cloud:
+def start_cloud(data_dir: Path, wrap: Callable[[list[str]], list[str]] | None = None) -> Cloud:
     """`stacklet up` on a data dir (given a free port on first use); raises with the log."""
     if not (data_dir / "stacklet.conf").exists():
         write_config(data_dir, free_port())
-    result = stacklet("up", data_dir=data_dir, check=False)
+    result = stacklet("up", data_dir=data_dir, check=False, wrap=wrap)
     if result.returncode != 0:
         raise CommandError(f"stacklet up failed ({result.returncode})\n--- stdout\n"
                            f"{result.stdout}\n--- stderr\n{result.stderr}\n--- server log\n"
@@ -374,9 +377,9 @@ def start_cloud(data_dir: Path) -> Cloud:
     return Cloud.from_data_dir(data_dir, config.load(data_dir).public_url)
 
 
-def stop_cloud(data_dir: Path) -> None:
+def stop_cloud(data_dir: Path, wrap: Callable[[list[str]], list[str]] | None = None) -> None:
     if data_dir.exists():
-        stacklet("down", data_dir=data_dir, check=False)
+        stacklet("down", data_dir=data_dir, check=False, wrap=wrap)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ import pytest
 
 from stacklet import linux
 from stacklet.harness import Cluster, sweep
+from stacklet.harness.machine import Machine
 
 LEDGER = Path(tempfile.gettempdir()) / "stacklet-harness"
 
@@ -138,3 +139,27 @@ def cluster_factory() -> Iterator:
     finally:
         for c, work_dir in opened:
             close_cluster(c, work_dir)
+
+
+@pytest.fixture(scope="module")
+def machine() -> Iterator[Machine]:
+    """Another machine (stacklet.harness.machine) for a whole `stacklet up` of its own, so it
+    meets neither a cloud that runs on this host (`make up`) nor the system's Open vSwitch."""
+    sweep_stale_clusters()
+    prefix = new_prefix()
+    LEDGER.mkdir(exist_ok=True)
+    (LEDGER / prefix).write_text(f"{os.getpid()}\n")
+    work_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
+    try:
+        m = Machine(prefix, work_dir)
+        try:
+            yield m
+        finally:
+            m.close()
+    finally:
+        sweep(prefix)
+        (LEDGER / prefix).unlink(missing_ok=True)
+        if os.environ.get("STACKLET_TEST_KEEP"):
+            print(f"\nkept {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
