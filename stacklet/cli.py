@@ -259,7 +259,8 @@ def cmd_down(args: argparse.Namespace) -> int:
         return f"stopped stacklet server (pid {pid}); data kept in {conf.data_dir}"
 
     failed = []
-    for step, func in [*local_node.stop_steps(conf), ("stop the server", stop_server)]:
+    for step, func in [*local_node.stop_steps(conf), ("stop the server", stop_server),
+                       ("end leftover processes", lambda: local_node.end_leftovers(conf))]:
         try:
             what = func()
         except Exception as exc:  # noqa: BLE001 - the other steps must still run

@@ -20,6 +20,7 @@ from stacklet.ovs.daemons import SYSTEM_DB_SOCKETS, OvsDaemons, db_answers
 
 AGENT_START_TIMEOUT = 15.0
 HELD_FILE = "run/host-address.json"     # what hold_public_gateway added, for `down`
+LEFTOVER_DAEMONS = ("dnsmasq", "haproxy", "radvd", "ovsdb-server", "ovs-vswitchd")
 
 
 def private_ovs(conf: Config) -> OvsDaemons:
@@ -171,6 +172,29 @@ def _stop_private_ovs(conf: Config) -> str | None:
     for device in ["ovs-netdev", *bridges]:
         linux.link_delete(device)
     return "Open vSwitch"
+
+
+def end_leftovers(conf: Config) -> str | None:
+    """End what still runs from the data dir after the other steps (a dnsmasq, haproxy or
+    radvd the agent started while it was being stopped, or whose namespace went away): the
+    daemons the node runs whose command line names a file under the data dir (an operator's
+    `tail -f` of a log there is left alone)."""
+    marker = f"{conf.data_dir}/"
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        argv = linux.cmdline(int(entry.name))
+        daemon_here = (argv and Path(argv[0]).name in LEFTOVER_DAEMONS
+                       and any(marker in part for part in argv))
+        ours = ("stacklet.cli" in argv and str(conf.data_dir) in argv
+                and argv[argv.index("stacklet.cli") + 1:][:1] in (["server"], ["agent"]))
+        if daemon_here or ours:
+            pids.append(int(entry.name))
+    if not pids:
+        return None
+    linux.kill_pids(pids)
+    return f"{len(pids)} leftover process(es) (pids {', '.join(map(str, pids))})"
 
 
 # dnsmasq and routers outlive the agent (a restarted agent adopts them); the node going down

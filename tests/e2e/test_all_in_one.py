@@ -214,6 +214,13 @@ def test_down_stops_everything_when_a_step_fails_and_names_the_step(
     server = int((data_dir / "run" / "server.pid").read_text().split()[0])
     agent = int((data_dir / "run" / "agent.pid").read_text().split()[0])
     daemons = ovs_pids(data_dir)
+    # and a daemon of the node that no step knows of (say a haproxy started while the agent
+    # was being stopped): down ends what still runs from the data dir
+    stray = subprocess.Popen(machine.command(["bash", "-c", 'exec -a haproxy tail -f "$0"',
+                                              str(data_dir / "log" / "server.log")]))
+    assert wait_for(lambda: any("haproxy" == part for part in
+                                linux.cmdline(_child(stray.pid, "tail"))), 10, what="stray")
+    stray_pid = _child(stray.pid, "tail")
     try:
         result = stacklet_tools.run("down", data_dir=data_dir, wrap=machine.command,
                                     check=False)
@@ -221,7 +228,10 @@ def test_down_stops_everything_when_a_step_fails_and_names_the_step(
         assert "Traceback" not in result.stderr, result.stderr
         assert "remove the L3 role" in result.stderr and broken in result.stderr, result.stderr
         assert "1 step(s) failed" in result.stderr, result.stderr
-        for pid in (server, agent, *daemons):
+        leftovers = [line for line in result.stdout.splitlines() if "leftover" in line]
+        assert leftovers and str(stray_pid) in leftovers[0], result.stdout
+        stray.wait(timeout=10)
+        for pid in (server, agent, *daemons, stray_pid):
             assert wait_for(lambda: not linux.pid_alive(pid), 15,
                             what=f"{linux.cmdline(pid)} ({pid}) to stop")
         assert "stopped stacklet server" in result.stdout, result.stdout
@@ -233,3 +243,15 @@ def test_down_stops_everything_when_a_step_fails_and_names_the_step(
     finally:
         machine.run(["rm", "-f", f"/run/netns/qrouter-{broken}"])
     stacklet_tools.start(data_dir, wrap=machine.command)   # the fixture's teardown stops it
+
+
+def _child(pid: int, name: str) -> int:
+    """pid itself or its first descendant whose comm is name (nsenter forks its command)."""
+    for candidate in [pid, *[int(p) for p in Path(f"/proc/{pid}/task/{pid}/children")
+                              .read_text().split()]] if linux.pid_alive(pid) else [pid]:
+        try:
+            if Path(f"/proc/{candidate}/comm").read_text().strip() == name:
+                return candidate
+        except OSError:
+            continue
+    return pid
