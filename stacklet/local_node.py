@@ -177,16 +177,22 @@ def _stop_private_ovs(conf: Config) -> str | None:
 def end_leftovers(conf: Config) -> str | None:
     """End what still runs from the data dir after the other steps (a dnsmasq, haproxy or
     radvd the agent started while it was being stopped, or whose namespace went away): the
-    daemons the node runs whose command line names a file under the data dir (an operator's
-    `tail -f` of a log there is left alone)."""
-    marker = f"{conf.data_dir}/"
+    daemons the node runs whose command line names a file under the data dir or the daemons'
+    dir (an operator's `tail -f` of a log there is left alone)."""
+    markers = [f"{conf.data_dir}/"]
+    try:
+        from stacklet.agent.agent import daemons_dir
+
+        markers.append(f"{daemons_dir(conf)}/")
+    except Exception:  # noqa: BLE001 - a host name that names no directory: data dir only
+        pass
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         argv = linux.cmdline(int(entry.name))
         daemon_here = (argv and Path(argv[0]).name in LEFTOVER_DAEMONS
-                       and any(marker in part for part in argv))
+                       and any(m in part for part in argv for m in markers))
         ours = ("stacklet.cli" in argv and str(conf.data_dir) in argv
                 and argv[argv.index("stacklet.cli") + 1:][:1] in (["server"], ["agent"]))
         if daemon_here or ours:
