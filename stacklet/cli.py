@@ -112,8 +112,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is running (pid {child.pid}) at {conf.public_url}")
-    _start_local_node(conf)
-    _demo_topology(conf, passwords, hold)
+    node = _start_local_node(conf)
+    _demo_topology(conf, passwords, hold if node else False)
     _print_usage(conf)
     return EXIT_OK
 
@@ -165,16 +165,17 @@ def _confirm_running(conf: Config, proc: daemon.Managed, pid: int,
         return EXIT_FAILED
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is already running (pid {pid}) at {conf.public_url}")
-    _start_local_node(conf)
-    _demo_topology(conf, passwords, hold)
+    node = _start_local_node(conf)
+    _demo_topology(conf, passwords, hold if node else False)
     _print_usage(conf)
     return EXIT_OK
 
 
-def _start_local_node(conf: Config) -> None:
-    """Open vSwitch and the agent for this node (skipped with [agent] enabled = false)."""
+def _start_local_node(conf: Config) -> bool:
+    """Open vSwitch and the agent for this node (skipped with [agent] enabled = false);
+    whether they run (a br-ex that is not ours must not be given the demo's address)."""
     if not conf.agent.enabled:
-        return
+        return False
     from stacklet import local_node
     from stacklet.store.models.base import isotime
 
@@ -183,13 +184,14 @@ def _start_local_node(conf: Config) -> None:
         pid, connection = local_node.start(conf)
     except Exception as exc:  # noqa: BLE001 - the API stays usable without a dataplane
         print(f"warning: the local node's dataplane did not start: {exc}", file=sys.stderr)
-        return
+        return False
     if local_node.wait_registered(conf, pid, since):
         print(f"agent for host {conf.host} is running (pid {pid}), Open vSwitch at {connection}")
     else:
         print(f"warning: the agent (pid {pid}) did not report within "
               f"{local_node.AGENT_START_TIMEOUT:.0f} s; see "
               f"{local_node.agent_process(conf).logfile}", file=sys.stderr)
+    return True
 
 
 def _demo_topology(conf: Config, passwords: bootstrap.Passwords, hold: bool | None) -> None:
@@ -205,7 +207,7 @@ def _demo_topology(conf: Config, passwords: bootstrap.Passwords, hold: bool | No
     if done is None:
         return
     held = False
-    if conf.agent.enabled and hold:
+    if hold:        # _host_side allowed it and this node's Open vSwitch and agent run
         from stacklet import local_node
 
         public = done["public"]
