@@ -85,6 +85,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     conf = config_mod.load(data_dir)
     if bootstrap.ensure_config_file(conf):
         print(f"wrote {conf.config_file}")
+    hold = _host_side(conf)
+    if hold is False:
+        return EXIT_FAILED
     proc = _server_process(conf)
     pid = daemon.running_pid(proc)
     if pid is None:
@@ -97,7 +100,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     passwords = _prepare_database(conf)
     if pid is not None:
-        return _confirm_running(conf, proc, pid, passwords)
+        return _confirm_running(conf, proc, pid, passwords, hold)
 
     argv = [sys.executable, "-m", "stacklet.cli", "server", "--data-dir", str(conf.data_dir)]
     child = daemon.spawn(proc, argv)
@@ -109,10 +112,35 @@ def cmd_up(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is running (pid {child.pid}) at {conf.public_url}")
-    _start_local_node(conf)
-    _demo_topology(conf, passwords)
+    node = _start_local_node(conf)
+    _demo_topology(conf, passwords, hold if node else False)
     _print_usage(conf)
     return EXIT_OK
+
+
+def _host_side(conf: Config) -> bool | None:
+    """Whether `up` may give br-ex the demo's gateway address: True, None (skip it, with a
+    warning: the demo exists but its range now shadows something of this host) or False
+    (refuse to start: the demo would be created in a range that shadows something)."""
+    from stacklet import demo, host_routes, local_node
+
+    plan = demo.planned(conf)
+    if plan is None or local_node.holds_public_gateway(plan["cidr"], plan["gateway_ip"]):
+        return True
+    problems = host_routes.conflicts(plan["cidr"])
+    if not problems:
+        return True
+    listed = "\n  ".join(problems)
+    if demo.recorded(conf.data_dir) is None:
+        print(f"error: the demo's external network {plan['cidr']} would shadow what this host "
+              f"uses:\n  {listed}\nChoose another range with demo_public_cidr in [DEFAULT] "
+              f"of {conf.config_file} (or create_demo_topology = false); nothing was started.",
+              file=sys.stderr)
+        return False
+    print(f"warning: this host does not hold {plan['gateway_ip']} on br-ex: the demo's "
+          f"external network {plan['cidr']} would shadow what this host uses:\n  {listed}",
+          file=sys.stderr)
+    return None
 
 
 def _prepare_database(conf: Config) -> bootstrap.Passwords:
@@ -127,7 +155,7 @@ def _prepare_database(conf: Config) -> bootstrap.Passwords:
 
 
 def _confirm_running(conf: Config, proc: daemon.Managed, pid: int,
-                     passwords: bootstrap.Passwords) -> int:
+                     passwords: bootstrap.Passwords, hold: bool | None) -> int:
     try:
         daemon.wait_healthy(_health_url(conf), None, proc.logfile, timeout=10.0)
     except daemon.StartError as exc:
@@ -137,16 +165,17 @@ def _confirm_running(conf: Config, proc: daemon.Managed, pid: int,
         return EXIT_FAILED
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is already running (pid {pid}) at {conf.public_url}")
-    _start_local_node(conf)
-    _demo_topology(conf, passwords)
+    node = _start_local_node(conf)
+    _demo_topology(conf, passwords, hold if node else False)
     _print_usage(conf)
     return EXIT_OK
 
 
-def _start_local_node(conf: Config) -> None:
-    """Open vSwitch and the agent for this node (skipped with [agent] enabled = false)."""
+def _start_local_node(conf: Config) -> bool:
+    """Open vSwitch and the agent for this node (skipped with [agent] enabled = false);
+    whether they run (a br-ex that is not ours must not be given the demo's address)."""
     if not conf.agent.enabled:
-        return
+        return False
     from stacklet import local_node
     from stacklet.store.models.base import isotime
 
@@ -155,17 +184,19 @@ def _start_local_node(conf: Config) -> None:
         pid, connection = local_node.start(conf)
     except Exception as exc:  # noqa: BLE001 - the API stays usable without a dataplane
         print(f"warning: the local node's dataplane did not start: {exc}", file=sys.stderr)
-        return
+        return False
     if local_node.wait_registered(conf, pid, since):
         print(f"agent for host {conf.host} is running (pid {pid}), Open vSwitch at {connection}")
     else:
         print(f"warning: the agent (pid {pid}) did not report within "
               f"{local_node.AGENT_START_TIMEOUT:.0f} s; see "
               f"{local_node.agent_process(conf).logfile}", file=sys.stderr)
+    return True
 
 
-def _demo_topology(conf: Config, passwords: bootstrap.Passwords) -> None:
-    """DevStack's public/private/router1 on first start; the host holds public's gateway."""
+def _demo_topology(conf: Config, passwords: bootstrap.Passwords, hold: bool | None) -> None:
+    """DevStack's public/private/router1 on first start; the host holds public's gateway
+    unless _host_side said not to."""
     from stacklet import demo
 
     try:
@@ -175,14 +206,16 @@ def _demo_topology(conf: Config, passwords: bootstrap.Passwords) -> None:
         return
     if done is None:
         return
-    if conf.agent.enabled:
+    held = False
+    if hold:        # _host_side allowed it and this node's Open vSwitch and agent run
         from stacklet import local_node
 
         public = done["public"]
-        if not local_node.hold_public_gateway(conf, public["cidr"], public["gateway_ip"]):
+        held = local_node.hold_public_gateway(conf, public["cidr"], public["gateway_ip"])
+        if not held:
             print("warning: br-ex did not appear: this host does not hold "
                   f"{public['gateway_ip']}", file=sys.stderr)
-    print(demo.describe(done))
+    print(demo.describe(done, held))
 
 
 def _openstack_command() -> str:
@@ -217,15 +250,31 @@ credentials as OS_* variables instead.""")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    """Every step runs whatever the others did; failures are named at the end (exit 1)."""
     conf = _load(args)
     from stacklet import local_node
-    for what in local_node.stop(conf):
-        print(f"stopped {what}")
-    pid = daemon.stop(_server_process(conf), timeout=STOP_TIMEOUT)
-    if pid is None:
-        print("stacklet is not running")
-    else:
-        print(f"stopped stacklet server (pid {pid}); data kept in {conf.data_dir}")
+
+    def stop_server() -> str:
+        pid = daemon.stop(_server_process(conf), timeout=STOP_TIMEOUT)
+        if pid is None:
+            return "stacklet is not running"
+        return f"stopped stacklet server (pid {pid}); data kept in {conf.data_dir}"
+
+    failed = []
+    for step, func in [*local_node.stop_steps(conf), ("stop the server", stop_server),
+                       ("end leftover processes", lambda: local_node.end_leftovers(conf))]:
+        try:
+            what = func()
+        except Exception as exc:  # noqa: BLE001 - the other steps must still run
+            failed.append(step)
+            print(f"error: stacklet down: {step} failed: {exc}", file=sys.stderr)
+            continue
+        if what:
+            print(what if what.startswith(("stopped", "stacklet")) else f"stopped {what}")
+    if failed:
+        print(f"error: stacklet down: {len(failed)} step(s) failed: {'; '.join(failed)}",
+              file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -32,6 +32,19 @@ def _list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _demo_cidr(value: str) -> str:
+    """An IPv4 network of 8 addresses or more, written as its network address and length."""
+    import ipaddress
+
+    try:
+        network = ipaddress.IPv4Network(value.strip())
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 network (a.b.c.d/len with no host bits): {exc}") from None
+    if network.prefixlen > 29:
+        raise ValueError(f"{network} is too small: at most /29")
+    return str(network)
+
+
 @dataclass(frozen=True)
 class Option:
     section: str
@@ -79,8 +92,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("DEFAULT", "log_level", "info", "Log level of the server: debug, info, warning."),
     Option("DEFAULT", "create_demo_topology", True,
            "On first start, create DevStack's demo topology: external network `public` "
-           "(203.0.113.0/24 on the physnet mapped to br-ex, its gateway held by this host) and "
+           "(demo_public_cidr on the physnet mapped to br-ex, its gateway held by this host) and "
            "the demo project's `private` network behind `router1`.", _bool),
+    Option("DEFAULT", "demo_public_cidr", "198.19.113.0/24",
+           "Range of the demo's external network `public`. This host holds its first address "
+           "on br-ex, so the range becomes a route of this host: `stacklet up` refuses a range "
+           "that overlaps a route, an address or a nameserver of this host, or an address "
+           "the package registries resolve to. The default is from 198.18.0.0/15 (RFC 2544, "
+           "for benchmark labs: never routed on the internet, seldom used on LANs, unlike "
+           "10/8, 172.16/12, 192.168/16 and 100.64/10). Read on the first start only.",
+           _demo_cidr),
     Option("DEFAULT", "dhcp_agents_per_network", 1,
            "Number of DHCP agents scheduled to serve each network with a DHCP subnet.", int),
     # [database]

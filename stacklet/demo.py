@@ -1,10 +1,12 @@
 """The topology `stacklet up` creates on first start, as DevStack does.
 
 - ``public``: an external flat network on the physical network mapped to ``br-ex`` (``public``
-  by default), with the subnet ``public-subnet`` from a documentation range (203.0.113.0/24,
-  no DHCP). The host holds the subnet's gateway address on ``br-ex`` (see
-  ``local_node.hold_public_gateway``), so floating IPs answer from the host and SNATed traffic
-  ends at the host: nothing is routed or NATed beyond it, never out of the machine's uplink.
+  by default), with the subnet ``public-subnet`` of ``[DEFAULT] demo_public_cidr``
+  (198.19.113.0/24 by default, no DHCP). The host holds the subnet's gateway address on
+  ``br-ex`` (see ``local_node.hold_public_gateway``), so floating IPs answer from the host and
+  SNATed traffic ends at the host: nothing is routed or NATed beyond it, never out of the
+  machine's uplink. ``host_routes.conflicts`` checks first that the range shadows nothing this
+  host uses.
 - for the demo project: ``private`` with ``private-subnet`` (10.0.0.0/24) and ``router1``,
   its gateway on ``public`` and an interface on ``private-subnet``.
 
@@ -15,6 +17,7 @@ are not recreated; a run cut short resumes (each resource is looked up by name f
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from pathlib import Path
@@ -28,9 +31,6 @@ from stacklet.config import Config
 LOG = logging.getLogger(__name__)
 
 MARKER = "demo-topology.json"
-PUBLIC_CIDR = "203.0.113.0/24"
-PUBLIC_GATEWAY = "203.0.113.1"
-PUBLIC_POOL = {"start": "203.0.113.10", "end": "203.0.113.250"}
 PRIVATE_CIDR = "10.0.0.0/24"
 DNS = ["192.0.2.53"]     # a documentation address: names resolve nowhere, as nothing leaves
 
@@ -46,6 +46,32 @@ def public_physnet(conf: Config) -> str | None:
         if bridge.strip() == "br-ex" and physnet.strip():
             return physnet.strip()
     return None
+
+
+def public_addresses(cidr: str) -> tuple[str, str, dict[str, str]]:
+    """(cidr, gateway, allocation pool) of the demo's public subnet: the gateway is the first
+    address, the pool leaves a few addresses at both ends for the operator (as DevStack's)."""
+    network = ipaddress.IPv4Network(cidr)
+    first, last = int(network.network_address) + 1, int(network.broadcast_address) - 1
+    margin = 9 if network.num_addresses >= 64 else 1
+    start, end = first + margin, last - (5 if network.num_addresses >= 64 else 0)
+    return (str(network), str(ipaddress.IPv4Address(first)),
+            {"start": str(ipaddress.IPv4Address(start)), "end": str(ipaddress.IPv4Address(end))})
+
+
+def planned(conf: Config) -> dict | None:
+    """What the host side of the demo is or will be: {"cidr", "gateway_ip"} from the marker
+    when the demo exists, else from the configuration when ``up`` would create it; None when
+    this host holds nothing (no demo, no local node or no br-ex mapping)."""
+    if not conf.agent.enabled:
+        return None
+    done = recorded(conf.data_dir)
+    if done is not None:
+        return {"cidr": done["public"]["cidr"], "gateway_ip": done["public"]["gateway_ip"]}
+    if not conf.DEFAULT.create_demo_topology or public_physnet(conf) is None:
+        return None
+    cidr, gateway, _ = public_addresses(conf.DEFAULT.demo_public_cidr)
+    return {"cidr": cidr, "gateway_ip": gateway}
 
 
 def recorded(data_dir: Path) -> dict | None:
@@ -106,6 +132,7 @@ def ensure(conf: Config, passwords: bootstrap.Passwords) -> dict | None:
     if physnet is None:
         LOG.info("no bridge mapping to br-ex: no demo topology")
         return None
+    public_cidr, public_gateway, public_pool = public_addresses(conf.DEFAULT.demo_public_cidr)
     client = _Client(conf, passwords.admin)
     try:
         demo = client.project_id(bootstrap.DEMO_PROJECT)
@@ -120,8 +147,8 @@ def ensure(conf: Config, passwords: bootstrap.Passwords) -> dict | None:
                                       {"name": "public-subnet", "network_id": public["id"]},
                                       {"name": "public-subnet", "network_id": public["id"],
                                        "project_id": admin, "ip_version": 4,
-                                       "cidr": PUBLIC_CIDR, "gateway_ip": PUBLIC_GATEWAY,
-                                       "allocation_pools": [PUBLIC_POOL],
+                                       "cidr": public_cidr, "gateway_ip": public_gateway,
+                                       "allocation_pools": [public_pool],
                                        "enable_dhcp": False})
         private = client.ensure("network", "networks",
                                 {"name": "private", "project_id": demo},
@@ -146,7 +173,8 @@ def ensure(conf: Config, passwords: bootstrap.Passwords) -> dict | None:
                    (router.get("external_gateway_info") or {}).get("external_fixed_ips", [])]
     done = {
         "public": {"network_id": public["id"], "subnet_id": public_subnet["id"],
-                   "cidr": PUBLIC_CIDR, "gateway_ip": PUBLIC_GATEWAY, "physnet": physnet},
+                   "cidr": public_subnet["cidr"], "gateway_ip": public_subnet["gateway_ip"],
+                   "physnet": physnet},
         "private": {"network_id": private["id"], "subnet_id": private_subnet["id"],
                     "cidr": PRIVATE_CIDR, "project": bootstrap.DEMO_PROJECT},
         "router": {"id": router["id"], "name": "router1", "gateway_ips": gateway_ips},
@@ -155,10 +183,11 @@ def ensure(conf: Config, passwords: bootstrap.Passwords) -> dict | None:
     return done
 
 
-def describe(done: dict) -> str:
+def describe(done: dict, held: bool = True) -> str:
     public, private, router = done["public"], done["private"], done["router"]
     gateway = ", ".join(router.get("gateway_ips") or []) or "?"
-    return (f"Demo topology: external network `public` ({public['cidr']}, this host holds "
+    holder = "this host holds" if held else "this host does NOT hold"
+    return (f"Demo topology: external network `public` ({public['cidr']}, {holder} "
             f"{public['gateway_ip']} on br-ex);\n"
             f"project demo: network `private` ({private['cidr']}) behind `{router['name']}` "
             f"(gateway {gateway}).")

@@ -7,16 +7,20 @@ stopped by ``stacklet down``). The agent runs as ``stacklet agent --data-dir <da
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from stacklet import daemon, linux
 from stacklet.config import Config
-from stacklet.ovs.daemons import SYSTEM_DB_SOCKETS, OvsDaemons, db_answers, system_ovs_running
+from stacklet.ovs.daemons import SYSTEM_DB_SOCKETS, OvsDaemons, db_answers
 
 AGENT_START_TIMEOUT = 15.0
+HELD_FILE = "run/host-address.json"     # what hold_public_gateway added, for `down`
+LEFTOVER_DAEMONS = ("dnsmasq", "haproxy", "radvd", "ovsdb-server", "ovs-vswitchd")
 
 
 def private_ovs(conf: Config) -> OvsDaemons:
@@ -35,10 +39,35 @@ def ovsdb_choice(conf: Config) -> tuple[str, bool]:
     if configured:
         return configured, False
     ovs = private_ovs(conf)
-    if not ovs.running() and system_ovs_running():
-        system = next(p for p in SYSTEM_DB_SOCKETS if p.exists() and db_answers(p))
-        return f"unix:{system}", False
+    if not ovs.running():
+        system = system_ovs()
+        if system is not None:
+            return f"unix:{system}", False
     return ovs.db_connection, True
+
+
+def system_ovs() -> Path | None:
+    """The system Open vSwitch's database socket when it answers and its ovs-vswitchd runs in
+    our network namespace (its bridges' devices are where its vswitchd runs: one that serves
+    another namespace, e.g. this machine's when `up` runs in a container or test namespace,
+    is no use here)."""
+    for db in SYSTEM_DB_SOCKETS:
+        if not (db.exists() and db_answers(db)):
+            continue
+        try:
+            pid = int((db.parent / "ovs-vswitchd.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if _same_netns(pid):
+            return db
+    return None
+
+
+def _same_netns(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
+    except OSError:
+        return False
 
 
 def run_dir(connection: str) -> str | None:
@@ -109,43 +138,86 @@ def wait_registered(conf: Config, pid: int, since: str,
         db.engine.dispose()
 
 
-def stop(conf: Config) -> list[str]:
-    """Stop the agent and, when ours, Open vSwitch. Returns what was stopped."""
-    stopped = []
-    pid = daemon.stop(agent_process(conf), timeout=10.0)
-    if pid is not None:
-        stopped.append(f"agent (pid {pid})")
+def stop_steps(conf: Config) -> list[tuple[str, Callable[[], str | None]]]:
+    """What ``stacklet down`` undoes on this node, in order: (step name, function returning
+    what it stopped or None). Each step stands alone, so one failing stops none of the others."""
+    steps: list[tuple[str, Callable[[], str | None]]] = [("stop the agent", lambda: _stop_agent(conf))]
     if conf.agent.enabled:      # else the qdhcp-/qrouter- here belong to another cloud
-        stopped += _remove_roles(conf)
+        if conf.dhcp.enabled:
+            steps.append(("remove the DHCP role (qdhcp- namespaces, dnsmasq)",
+                          lambda: _remove_dhcp(conf)))
+        if conf.l3.enabled:
+            steps.append(("remove the L3 role (qrouter- namespaces, metadata proxies)",
+                          lambda: _remove_routers(conf)))
+        steps.append(("release the demo gateway address on br-ex",
+                      lambda: release_public_gateway(conf)))
+    steps.append(("stop Open vSwitch", lambda: _stop_private_ovs(conf)))
+    return steps
+
+
+def _stop_agent(conf: Config) -> str | None:
+    pid = daemon.stop(agent_process(conf), timeout=10.0)
+    return f"agent (pid {pid})" if pid is not None else None
+
+
+def _stop_private_ovs(conf: Config) -> str | None:
     ovs = private_ovs(conf)
-    if ovs.running("ovsdb-server") or ovs.running("ovs-vswitchd"):
-        bridges = ovs.vsctl("list-br", check=False).split() if ovs.running("ovsdb-server") \
-            else []
-        ovs.stop()
-        # The userspace datapath's tap devices outlive ovs-vswitchd ("persist on"); remove
-        # ours so that nothing of the cloud stays in the namespace. The next start recreates
-        # them from OVSDB.
-        for device in ["ovs-netdev", *bridges]:
-            linux.link_delete(device)
-        stopped.append("Open vSwitch")
-    return stopped
+    if not (ovs.running("ovsdb-server") or ovs.running("ovs-vswitchd")):
+        return None
+    bridges = ovs.vsctl("list-br", check=False).split() if ovs.running("ovsdb-server") else []
+    ovs.stop()
+    # The userspace datapath's tap devices outlive ovs-vswitchd ("persist on"); remove
+    # ours so that nothing of the cloud stays in the namespace. The next start recreates
+    # them from OVSDB.
+    for device in ["ovs-netdev", *bridges]:
+        linux.link_delete(device)
+    return "Open vSwitch"
 
 
-def _remove_roles(conf: Config) -> list[str]:
-    """dnsmasq and routers outlive the agent (a restarted agent adopts them); the node going
-    down does not."""
-    from stacklet.agent.agent import dhcp_role, l3_role  # the agent's modules only now
+def end_leftovers(conf: Config) -> str | None:
+    """End what still runs from the data dir after the other steps (a dnsmasq, haproxy or
+    radvd the agent started while it was being stopped, or whose namespace went away): the
+    daemons the node runs whose command line names a file under the data dir or the daemons'
+    dir (an operator's `tail -f` of a log there is left alone)."""
+    markers = [f"{conf.data_dir}/"]
+    try:
+        from stacklet.agent.agent import daemons_dir
 
-    removed = []
-    if conf.dhcp.enabled:
-        networks = dhcp_role(conf, ovsdb_choice(conf)[0]).remove_all()
-        if networks:
-            removed.append(f"DHCP for {len(networks)} network(s)")
-    if conf.l3.enabled:
-        routers = l3_role(conf, ovsdb_choice(conf)[0]).remove_all()
-        if routers:
-            removed.append(f"{len(routers)} router(s)")
-    return removed
+        markers.append(f"{daemons_dir(conf)}/")
+    except Exception:  # noqa: BLE001 - a host name that names no directory: data dir only
+        pass
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        argv = linux.cmdline(int(entry.name))
+        daemon_here = (argv and Path(argv[0]).name in LEFTOVER_DAEMONS
+                       and any(m in part for part in argv for m in markers))
+        ours = ("stacklet.cli" in argv and str(conf.data_dir) in argv
+                and argv[argv.index("stacklet.cli") + 1:][:1] in (["server"], ["agent"]))
+        if daemon_here or ours:
+            pids.append(int(entry.name))
+    if not pids:
+        return None
+    linux.kill_pids(pids)
+    return f"{len(pids)} leftover process(es) (pids {', '.join(map(str, pids))})"
+
+
+# dnsmasq and routers outlive the agent (a restarted agent adopts them); the node going down
+# does not.
+
+def _remove_dhcp(conf: Config) -> str | None:
+    from stacklet.agent.agent import dhcp_role  # the agent's modules only now
+
+    networks = dhcp_role(conf, ovsdb_choice(conf)[0]).remove_all()
+    return f"DHCP for {len(networks)} network(s)" if networks else None
+
+
+def _remove_routers(conf: Config) -> str | None:
+    from stacklet.agent.agent import l3_role
+
+    routers = l3_role(conf, ovsdb_choice(conf)[0]).remove_all()
+    return f"{len(routers)} router(s)" if routers else None
 
 
 def status_rows(conf: Config) -> list[tuple[str, str]]:
@@ -176,4 +248,33 @@ def hold_public_gateway(conf: Config, cidr: str, gateway_ip: str,
         time.sleep(0.1)
     linux.addr_add("br-ex", f"{gateway_ip}/{prefixlen}")
     linux.link_set("br-ex", up=True)
+    (conf.data_dir / HELD_FILE).write_text(json.dumps(
+        {"device": "br-ex", "address": f"{gateway_ip}/{prefixlen}"}) + "\n")
     return True
+
+
+def holds_public_gateway(cidr: str, gateway_ip: str) -> bool:
+    """Whether br-ex already holds the gateway address (so there is nothing to add)."""
+    prefixlen = cidr.rsplit("/", 1)[1]
+    return (linux.link_exists("br-ex")
+            and f"{gateway_ip}/{prefixlen}" in linux.addrs("br-ex"))
+
+
+def release_public_gateway(conf: Config) -> str | None:
+    """Remove the address hold_public_gateway gave br-ex (it stays on a bridge of the system's
+    Open vSwitch, which outlives `down`, else)."""
+    path = conf.data_dir / HELD_FILE
+    try:
+        held = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        path.unlink()
+        return None
+    device, address = held["device"], held["address"]
+    if linux.link_exists(device) and address in linux.addrs(device):
+        linux.run(["ip", "addr", "del", address, "dev", device])
+        path.unlink()
+        return f"address {address} on {device}"
+    path.unlink()
+    return None

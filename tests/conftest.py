@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,6 +41,9 @@ CLI_TIMEOUT = 120
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "dataplane: needs root, Open vSwitch and the dataplane's tools (all tests "
+        "under tests/e2e are dataplane tests without the marker)")
     # openstacksdk's deprecation notices about its own internals are not ours to fix
     for category in ("OpenStackDeprecationWarning", "RemovedInSDK50Warning",
                      "RemovedInSDK60Warning"):
@@ -53,6 +56,37 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+E2E_DIR = Path(__file__).parent / "e2e"
+
+
+def _is_dataplane(item: pytest.Item) -> bool:
+    return (E2E_DIR in Path(str(item.fspath)).parents
+            or item.get_closest_marker("dataplane") is not None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Dataplane tests that cannot run stop the session with what is missing; they are
+    skipped only when STACKLET_TEST_SKIP_DATAPLANE=1 says so."""
+    from dataplane_requirements import SKIP_ENV, missing, skip_requested
+
+    dataplane = [item for item in items if _is_dataplane(item)]
+    if not dataplane:
+        return
+    lacking = missing()
+    if not lacking:
+        return
+    listed = "; ".join(lacking)
+    if skip_requested():
+        marker = pytest.mark.skip(reason=f"{SKIP_ENV}=1 and this machine lacks: {listed}")
+        for item in dataplane:
+            item.add_marker(marker)
+        return
+    raise pytest.UsageError(
+        f"{len(dataplane)} dataplane test(s) cannot run: this machine lacks {listed}. "
+        f"Install what is missing (scripts/install.sh test, as root), or set {SKIP_ENV}=1 to "
+        f"skip them explicitly.")
 
 
 def unique_name(prefix: str = "test") -> str:
@@ -113,9 +147,12 @@ def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def stacklet(*args: str, data_dir: Path, check: bool = True, timeout: float = UP_TIMEOUT) -> Result:
-    return run([STACKLET, *args, "--data-dir", str(data_dir)], env=_clean_env(), check=check,
-               timeout=timeout)
+def stacklet(*args: str, data_dir: Path, check: bool = True, timeout: float = UP_TIMEOUT,
+             wrap: Callable[[list[str]], list[str]] | None = None) -> Result:
+    """`stacklet <args> --data-dir D`; wrap turns the command into another (e.g. run it in a
+    harness Machine's namespaces)."""
+    cmd = [STACKLET, *args, "--data-dir", str(data_dir)]
+    return run(wrap(cmd) if wrap else cmd, env=_clean_env(), check=check, timeout=timeout)
 
 
 def server_log(data_dir: Path, lines: int = 60) -> str:
@@ -328,11 +365,11 @@ def _expect(response: httpx.Response, status: int, what: str) -> None:
 
 # --- starting and stopping ------------------------------------------------------------------
 
-def start_cloud(data_dir: Path) -> Cloud:
+def start_cloud(data_dir: Path, wrap: Callable[[list[str]], list[str]] | None = None) -> Cloud:
     """`stacklet up` on a data dir (given a free port on first use); raises with the log."""
     if not (data_dir / "stacklet.conf").exists():
         write_config(data_dir, free_port())
-    result = stacklet("up", data_dir=data_dir, check=False)
+    result = stacklet("up", data_dir=data_dir, check=False, wrap=wrap)
     if result.returncode != 0:
         raise CommandError(f"stacklet up failed ({result.returncode})\n--- stdout\n"
                            f"{result.stdout}\n--- stderr\n{result.stderr}\n--- server log\n"
@@ -340,9 +377,9 @@ def start_cloud(data_dir: Path) -> Cloud:
     return Cloud.from_data_dir(data_dir, config.load(data_dir).public_url)
 
 
-def stop_cloud(data_dir: Path) -> None:
+def stop_cloud(data_dir: Path, wrap: Callable[[list[str]], list[str]] | None = None) -> None:
     if data_dir.exists():
-        stacklet("down", data_dir=data_dir, check=False)
+        stacklet("down", data_dir=data_dir, check=False, wrap=wrap)
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,8 @@ class External:
             linux.netns_add(self.host.netns)
             segment = cluster.provider_bridge(physnet)
             # The root namespace must not answer ARP on the segment for its own addresses
-            # (a `stacklet up` on this machine holds 203.0.113.1 on br-ex): it would take
+            # (a `stacklet up` on this machine holds its demo gateway on br-ex, perhaps
+            # configured in this range): it would take
             # the upstream router's place.
             linux.run(["sysctl", "-qw", f"net.ipv4.conf.{segment}.arp_ignore=8"])
             linux.veth_add(self.veth, "eth0", None, self.upstream_ns)

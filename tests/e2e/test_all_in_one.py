@@ -1,37 +1,41 @@
 """`stacklet up` on one machine: its own Open vSwitch and agent for the local node, readable
-with the usual tools, ports on it wired; `stacklet down` stops them.
+with the usual tools, ports on it wired; `stacklet down` stops them, even when a step fails.
 
-This cloud runs its Open vSwitch in the root namespace (as an operator's would), so it is the
-only test cloud with `[agent] enabled = true`.
+The cloud runs on a harness `Machine` (its own network namespace and /run/netns, see
+stacklet/harness/machine.py), so it is the only test cloud with `[agent] enabled = true` and
+still meets neither a cloud `make up` runs on this host nor the system's Open vSwitch. The
+module's thread is in the machine's namespace while it runs: "the host" below is the machine.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 from dputil import Api, wait_for, wait_status
 
-from stacklet import config, linux
+from stacklet import config, demo, linux
+
+DEMO_CIDR = config.load(Path("/nonexistent")).DEFAULT.demo_public_cidr
+_, DEMO_GATEWAY, _ = demo.public_addresses(DEMO_CIDR)
+DEMO_PREFIX = DEMO_CIDR.rsplit(".", 1)[0] + "."      # the default demo range is a /24
 
 
 @pytest.fixture(scope="module")
-def aio(stacklet_tools):
-    root = Path(tempfile.mkdtemp(prefix="stacklet-aio-", dir="/tmp"))
-    data_dir = root / "d"
+def aio(machine, stacklet_tools):
+    data_dir = machine.work_dir / "d"
     stacklet_tools.write_config(data_dir, stacklet_tools.free_port(),
                                 "create_demo_topology = true\n"
                                 "[agent]\nenabled = true\nreport_interval = 2\n")
-    try:
-        yield stacklet_tools.start(data_dir)
-    finally:
-        stacklet_tools.stop(data_dir)
-        shutil.rmtree(root, ignore_errors=True)
+    with machine.entered():
+        try:
+            yield stacklet_tools.start(data_dir, wrap=machine.command)
+        finally:
+            stacklet_tools.stop(data_dir, wrap=machine.command)
 
 
 def ovs_env(data_dir: Path) -> dict[str, str]:
@@ -77,10 +81,10 @@ class Vif:
         linux.netns_delete(self.ns)
 
 
-def test_up_runs_open_vswitch_and_an_agent_for_this_node(aio, stacklet_tools):
+def test_up_runs_open_vswitch_and_an_agent_for_this_node(aio, stacklet_tools, machine):
     data_dir = aio.data_dir
     host = config.load(data_dir).host
-    status = stacklet_tools.run("status", data_dir=data_dir).stdout
+    status = stacklet_tools.run("status", data_dir=data_dir, wrap=machine.command).stdout
     assert f"unix:{data_dir / 'ovs' / 'db.sock'}" in status and "agent" in status
     show = vsctl(data_dir, "show")
     for name in ("Bridge br-int", "Bridge br-tun", "Bridge br-ex", "Port patch-tun",
@@ -118,27 +122,33 @@ def test_ports_bound_to_this_node_are_wired(aio):
 
 
 def test_first_start_creates_the_demo_topology_and_the_host_holds_its_gateway(
-        aio, stacklet_tools):
+        aio, stacklet_tools, machine):
     nets = {n["Name"]: n for n in aio.openstack("network", "list", "--long", "-f",
                                                 "json").json()}
     assert nets["public"]["Router Type"] is True
     assert nets["public"]["Network Type"] == "flat"
     public = aio.openstack("subnet", "show", "public-subnet", "-f", "json").json()
     assert (public["cidr"], public["gateway_ip"], public["enable_dhcp"]) == \
-        ("203.0.113.0/24", "203.0.113.1", False)
+        (DEMO_CIDR, DEMO_GATEWAY, False)
+    assert DEMO_CIDR == "198.19.113.0/24"
     demo = aio.openstack("project", "show", "demo", "-f", "json").json()["id"]
     assert nets["private"]["Project"] == demo
     router = aio.openstack("router", "show", "router1", "-f", "json").json()
     assert router["project_id"] == demo
     gateway = router["external_gateway_info"]
     assert gateway["network_id"] == nets["public"]["ID"]
-    assert gateway["external_fixed_ips"][0]["ip_address"].startswith("203.0.113.")
+    assert gateway["external_fixed_ips"][0]["ip_address"].startswith(DEMO_PREFIX)
     interfaces = aio.openstack("port", "list", "--router", "router1", "--network", "private",
                                "-f", "json").json()
     assert [ip["ip_address"] for ip in interfaces[0]["Fixed IP Addresses"]] == ["10.0.0.1"]
-    assert "203.0.113.1/24" in linux.addrs("br-ex")
+    assert f"{DEMO_GATEWAY}/24" in linux.addrs("br-ex")
+    # the README: the host reaches router1's gateway address through br-ex
+    router_gw = gateway["external_fixed_ips"][0]["ip_address"]
+    assert wait_for(lambda: linux.run(["ping", "-c", "1", "-W", "1", router_gw],
+                                      check=False).returncode == 0, 20,
+                    what=f"router1's gateway {router_gw} to answer the host")
     # a second `up` (the cloud already running) creates nothing again
-    out = stacklet_tools.run("up", data_dir=aio.data_dir).stdout
+    out = stacklet_tools.run("up", data_dir=aio.data_dir, wrap=machine.command).stdout
     assert "Demo topology" in out
     names = [n["Name"] for n in aio.openstack("network", "list", "-f", "json").json()]
     assert sorted(names).count("public") == 1 and names.count("private") == 1
@@ -163,7 +173,7 @@ def test_a_floating_ip_on_the_demo_network_answers_from_the_host(aio):
         fip = api.create("floatingip", floating_network_id=nets["public"]["id"],
                          port_id=port["id"])
         address = fip["floating_ip_address"]
-        assert address.startswith("203.0.113.")
+        assert address.startswith(DEMO_PREFIX)
         assert wait_for(lambda: linux.run(["ping", "-c", "1", "-W", "1", address],
                                           check=False).returncode == 0, 20,
                         what=f"the floating IP {address} to answer from the host")
@@ -176,11 +186,72 @@ def test_a_floating_ip_on_the_demo_network_answers_from_the_host(aio):
         api.cleanup()
 
 
-def test_down_stops_the_agent_and_open_vswitch(aio, stacklet_tools):
+def ovs_pids(data_dir: Path) -> list[int]:
+    return [int((data_dir / "ovs" / f"{d}.pid").read_text().split()[0])
+            for d in ("ovsdb-server", "ovs-vswitchd")]
+
+
+def test_down_stops_the_agent_and_open_vswitch(aio, stacklet_tools, machine):
     data_dir = aio.data_dir
-    pid = int((data_dir / "ovs" / "ovs-vswitchd.pid").read_text().split()[0])
-    stacklet_tools.run("down", data_dir=data_dir)
-    wait_for(lambda: not linux.pid_alive(pid), 10, what="ovs-vswitchd to stop")
+    pids = ovs_pids(data_dir)
+    stacklet_tools.run("down", data_dir=data_dir, wrap=machine.command)
+    wait_for(lambda: not any(linux.pid_alive(p) for p in pids), 10, what="OVS to stop")
     assert not (data_dir / "run" / "agent.pid").exists()
     assert not linux.link_exists("br-int")
-    stacklet_tools.start(data_dir)      # the fixture's teardown stops it again
+    stacklet_tools.start(data_dir, wrap=machine.command)   # the fixture's teardown stops it
+
+
+def test_down_stops_everything_when_a_step_fails_and_names_the_step(
+        aio, stacklet_tools, machine):
+    """A qrouter- namespace that `ip -n` cannot enter makes removing that router fail: every
+    other step (and every other router) still goes, and down says what failed (exit 1)."""
+    data_dir = aio.data_dir
+    router1 = aio.openstack("router", "show", "router1", "-f", "json").json()["id"]
+    assert wait_for(lambda: f"qrouter-{router1}" in machine.private_netns(), 20,
+                    what="router1's namespace")
+    broken = str(uuid.uuid4())
+    machine.run(["touch", f"/run/netns/qrouter-{broken}"])   # a file, not a namespace
+    server = int((data_dir / "run" / "server.pid").read_text().split()[0])
+    agent = int((data_dir / "run" / "agent.pid").read_text().split()[0])
+    daemons = ovs_pids(data_dir)
+    # and a daemon of the node that no step knows of (say a haproxy started while the agent
+    # was being stopped): down ends what still runs from the data dir
+    stray = subprocess.Popen(machine.command(["bash", "-c", 'exec -a haproxy tail -f "$0"',
+                                              str(data_dir / "log" / "server.log")]))
+    assert wait_for(lambda: any("haproxy" == part for part in
+                                linux.cmdline(_child(stray.pid, "tail"))), 10, what="stray")
+    stray_pid = _child(stray.pid, "tail")
+    try:
+        result = stacklet_tools.run("down", data_dir=data_dir, wrap=machine.command,
+                                    check=False)
+        assert result.returncode == 1, result
+        assert "Traceback" not in result.stderr, result.stderr
+        assert "remove the L3 role" in result.stderr and broken in result.stderr, result.stderr
+        assert "1 step(s) failed" in result.stderr, result.stderr
+        leftovers = [line for line in result.stdout.splitlines() if "leftover" in line]
+        assert leftovers and str(stray_pid) in leftovers[0], result.stdout
+        stray.wait(timeout=10)
+        for pid in (server, agent, *daemons, stray_pid):
+            assert wait_for(lambda: not linux.pid_alive(pid), 15,
+                            what=f"{linux.cmdline(pid)} ({pid}) to stop")
+        assert "stopped stacklet server" in result.stdout, result.stdout
+        assert f"qrouter-{router1}" not in machine.private_netns()
+        addresses = json.loads(linux.run(["ip", "-j", "addr", "show"]).stdout)
+        assert not [a for link in addresses for a in link.get("addr_info", [])
+                    if a.get("local") == DEMO_GATEWAY], addresses
+        assert not linux.link_exists("br-ex") and not linux.link_exists("ovs-netdev")
+    finally:
+        machine.run(["rm", "-f", f"/run/netns/qrouter-{broken}"])
+    stacklet_tools.start(data_dir, wrap=machine.command)   # the fixture's teardown stops it
+
+
+def _child(pid: int, name: str) -> int:
+    """pid itself or its first descendant whose comm is name (nsenter forks its command)."""
+    for candidate in [pid, *[int(p) for p in Path(f"/proc/{pid}/task/{pid}/children")
+                              .read_text().split()]] if linux.pid_alive(pid) else [pid]:
+        try:
+            if Path(f"/proc/{candidate}/comm").read_text().strip() == name:
+                return candidate
+        except OSError:
+            continue
+    return pid

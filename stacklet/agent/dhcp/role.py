@@ -294,6 +294,12 @@ class DhcpRole:
         """Everything this role set up on the node (``stacklet down``, a node going away)."""
         ids = sorted(p.name for p in self.state_dir.iterdir() if p.is_dir()) \
             if self.state_dir.is_dir() else []
-        for net_id in ids:
-            self.remove(net_id)
+        failed = []
+        for net_id in ids:         # one network that cannot go keeps none of the others
+            try:
+                self.remove(net_id)
+            except Exception as exc:  # noqa: BLE001 - reported together below
+                failed.append(f"network {net_id}: {exc}")
+        if failed:
+            raise RuntimeError("; ".join(failed))
         return ids

@@ -416,7 +416,13 @@ class L3Role:
     def remove_all(self) -> list[str]:
         """Everything this role set up on the node (``stacklet down``, a node going away)."""
         ids = sorted(self._present())
-        for router_id in ids:
-            self.remove(router_id)
+        failed = []
+        for router_id in ids:      # one router that cannot go keeps none of the others
+            try:
+                self.remove(router_id)
+            except Exception as exc:  # noqa: BLE001 - reported together below
+                failed.append(f"router {router_id}: {exc}")
+        if failed:
+            raise RuntimeError("; ".join(failed))
         return ids
 
