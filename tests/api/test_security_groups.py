@@ -299,7 +299,14 @@ def test_ports_and_groups(admin, alice, lan) -> None:
     mine = alice.create()
     default = alice.default()
     api = alice.api
-    port = api.create("port", network_id=lan["id"], security_groups=[mine["id"], default["id"]])
+    # On a network shared with her, only the owner (or an admin) turns anti-spoofing off.
+    shared_port = api.create("port", network_id=lan["id"])
+    api.put(f"ports/{shared_port['id']}", {"port": {"port_security_enabled": False}}, 403,
+            "PolicyNotAuthorized")
+    api.remove("port", shared_port["id"])
+    own = api.create("network", name=uname("sgown"))
+    api.create("subnet", network_id=own["id"], ip_version=4, cidr="10.78.0.0/24")
+    port = api.create("port", network_id=own["id"], security_groups=[mine["id"], default["id"]])
     assert port["security_groups"] == sorted([mine["id"], default["id"]])
     filtered = api.list("port", {"security_groups": mine["id"]})
     assert [p["id"] for p in filtered] == [port["id"]]
@@ -313,12 +320,13 @@ def test_ports_and_groups(admin, alice, lan) -> None:
     updated = api.update("port", port["id"], port_security_enabled=False, security_groups=[])
     assert updated["security_groups"] == [] and updated["port_security_enabled"] is False
     assert updated["revision_number"] > port["revision_number"]
-    api.post("ports", {"port": {"network_id": lan["id"], "port_security_enabled": False,
+    api.post("ports", {"port": {"network_id": own["id"], "port_security_enabled": False,
                                 "security_groups": [mine["id"]]}}, 400,
              "PortSecurityAndIPRequiredForSecurityGroups")
     api.update("port", port["id"], port_security_enabled=True, security_groups=[mine["id"]])
     assert api.show("port", port["id"])["security_groups"] == [mine["id"]]
     api.remove("port", port["id"])
+    api.remove("network", own["id"])
     alice.api.delete(f"{SG}/{mine['id']}")
     alice.made.remove(mine["id"])
     # Ports owned by the network (router, DHCP) get no groups by default.
