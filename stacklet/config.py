@@ -111,6 +111,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("database", "max_retries", 10,
            "How often a transaction that lost a race (duplicate address, deadlock, lock "
            "timeout) is retried before the request fails.", int),
+    # [oslo_middleware]
+    Option("oslo_middleware", "max_request_body_size", 1048576,
+           "Largest request body accepted, in bytes; larger ones get 413 before they are read "
+           "or authenticated (also chunked ones, counted as they arrive). 0 turns the limit "
+           "off.", int),
     # [token]
     Option("token", "expiration", 3600, "Lifetime of an issued token, in seconds.", int),
     Option("token", "cache_time", 5,

@@ -117,6 +117,13 @@ class PreconditionFailed(StackletError):
     message = "Precondition failed."
 
 
+class HTTPRequestEntityTooLarge(StackletError):
+    """A request body over ``[oslo_middleware] max_request_body_size`` (oslo.middleware's
+    sizelimit wording)."""
+    status = 413
+    message = "Request is too large. Larger than max_request_body_size ({limit})."
+
+
 class ServiceUnavailable(StackletError):
     status = 503
     message = "The service is unavailable."
