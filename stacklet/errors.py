@@ -62,6 +62,11 @@ class Unauthorized(StackletError):
     message = "The request you have made requires authentication."
 
 
+class AccountLocked(Unauthorized):
+    """Keystone's answer while ``[security_compliance] lockout_failure_attempts`` locks a user."""
+    message = "The account is locked for user: {user_id}."
+
+
 class Forbidden(StackletError):
     status = 403
     message = "You are not authorized to perform the requested action."

@@ -32,7 +32,7 @@ from stacklet.services.identity.tokencache import (
     TokenCache,
     TokenInfo,
 )
-from stacklet.services.identity.users import verify_password
+from stacklet.services.identity.lockout import PasswordChecker, StoredPassword
 from stacklet.store.db import Database
 from stacklet.store.models.identity import Domain, Project, Token, User
 
@@ -180,8 +180,9 @@ def hash_token(token_id: str) -> str:
 
 class TokenManager:
     def __init__(self, db: Database, cache: TokenCache, assignments: AssignmentManager,
-                 expiration: int) -> None:
+                 expiration: int, passwords: PasswordChecker) -> None:
         self._db = db
+        self._passwords = passwords
         self._cache = cache
         self._assignments = assignments
         self._expiration = datetime.timedelta(seconds=expiration)
@@ -240,12 +241,11 @@ class TokenManager:
                 user = session.scalar(select(User).where(
                     User.name == cred.user_name, User.domain_id == domain.id)) \
                     if domain is not None else None
-            user_id = user.id if user is not None else None
-            hashed = user.password_hash if user is not None else None
+            stored = StoredPassword.of(user)
         # bcrypt takes ~200 ms: outside any transaction.
-        if not verify_password(cred.password, hashed) or user_id is None:
-            raise errors.Unauthorized()
-        return user_id
+        self._passwords.check(stored, cred.password)
+        assert stored.user_id is not None
+        return stored.user_id
 
     @staticmethod
     def _find_domain(session: Session, domain_id: str | None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bcrypt
 from sqlalchemy import delete, select
@@ -14,6 +14,9 @@ from stacklet.services.identity.resources import DEFAULT_DOMAIN_ID, get_domain
 from stacklet.services.identity.tokencache import TokenCache
 from stacklet.store.db import Database
 from stacklet.store.models.identity import Assignment, Group, GroupMembership, Token, User
+
+if TYPE_CHECKING:
+    from stacklet.services.identity.lockout import PasswordChecker
 
 BCRYPT_ROUNDS = 12
 # bcrypt reads at most 72 bytes of a password (and bcrypt >= 5 refuses longer input).
@@ -75,9 +78,10 @@ def _check_password(ref: dict[str, Any]) -> None:
 
 
 class UserManager:
-    def __init__(self, db: Database, cache: TokenCache) -> None:
+    def __init__(self, db: Database, cache: TokenCache, passwords: PasswordChecker) -> None:
         self._db = db
         self._cache = cache
+        self._passwords = passwords
 
     def list(self, filters: dict[str, str] | None = None) -> list[dict]:
         filters = filters or {}
@@ -134,6 +138,9 @@ class UserManager:
                 user.name = ref["name"]
             if "enabled" in ref:
                 user.enabled = ref["enabled"]
+                if ref["enabled"]:  # as in Keystone, enabling a user lifts a lockout
+                    user.failed_auth_count = 0
+                    user.failed_auth_at = None
             if "default_project_id" in ref:
                 user.default_project_id = ref["default_project_id"]
             if "password" in ref:
@@ -155,10 +162,8 @@ class UserManager:
         if not isinstance(original, str) or not isinstance(new, str) or not new:
             raise common.invalid("'original_password' and 'password' are required strings")
         with self._db.read() as session:
-            user = get_user(session, user_id)
-            hashed = user.password_hash
-        if not verify_password(original, hashed):
-            raise errors.Unauthorized()
+            stored = self._passwords.read(get_user(session, user_id))
+        self._passwords.check(stored, original)  # Keystone's lockout applies here too
         self.update(user_id, {"password": new})
 
     def delete(self, user_id: str) -> None:
