@@ -8,6 +8,7 @@
     resources    domains and projects
     users        users, passwords (bcrypt), groups
     lockout      password checks with Keystone's account lockout
+    app_creds    application credentials (their secrets, and what their tokens may carry)
     roles        roles and implied roles
     assignments  role grants and GET /v3/role_assignments
     catalog      regions, services, endpoints and the catalog put into tokens
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from stacklet.config import Config
+from stacklet.services.identity.app_creds import AppCredManager
 from stacklet.context import RequestContext
 from stacklet.services.identity import bootstrap as _bootstrap
 from stacklet.services.identity.assignments import AssignmentManager
@@ -50,8 +52,9 @@ class IdentityService:
         self.users = UserManager(db, self.cache, self.passwords)
         self.assignments = AssignmentManager(db, self.cache, self.roles)
         self.catalog = CatalogManager(db, ttl)
+        self.app_creds = AppCredManager(db, self.cache, self.assignments, self.roles)
         self.tokens = TokenManager(db, self.cache, self.assignments, conf.token.expiration,
-                                   self.passwords)
+                                   self.passwords, self.app_creds)
 
     # --- used by every API --------------------------------------------------------------------
 

@@ -13,7 +13,14 @@ from stacklet.services.identity import common
 from stacklet.services.identity.resources import DEFAULT_DOMAIN_ID, get_domain
 from stacklet.services.identity.tokencache import TokenCache
 from stacklet.store.db import Database
-from stacklet.store.models.identity import Assignment, Group, GroupMembership, Token, User
+from stacklet.store.models.identity import (
+    ApplicationCredential,
+    Assignment,
+    Group,
+    GroupMembership,
+    Token,
+    User,
+)
 
 if TYPE_CHECKING:
     from stacklet.services.identity.lockout import PasswordChecker
@@ -151,6 +158,9 @@ class UserManager:
                 user.extra = {**(user.extra or {}), **extra}
             if "password" in ref or ref.get("enabled") is False:
                 common.revoke_tokens(session, user_id=user_id)
+            if ref.get("enabled") is False:  # Keystone deletes a disabled user's app creds
+                session.execute(delete(ApplicationCredential).where(
+                    ApplicationCredential.user_id == user_id))
             return user_dict(user)
 
         result = self._db.retrying(txn)
@@ -173,6 +183,8 @@ class UserManager:
                                                      Assignment.actor_id == user_id))
             session.execute(delete(GroupMembership).where(GroupMembership.user_id == user_id))
             session.execute(delete(Token).where(Token.user_id == user_id))
+            session.execute(delete(ApplicationCredential).where(
+                ApplicationCredential.user_id == user_id))
             session.delete(user)
 
         self._db.retrying(txn)
