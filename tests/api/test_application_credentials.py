@@ -139,6 +139,16 @@ def test_token_carries_the_credential_and_only_its_roles(cloud) -> None:
     response = issue(cloud, app_cred_auth(made["id"], "wrong"))
     assert response.status_code == 401, response.text
 
+    # a token from the credential's token keeps its bounds (Keystone): no other scope
+    rescope = {"auth": {"identity": {"methods": ["token"], "token": {"id": subject}}}}
+    response = issue(cloud, rescope)
+    assert response.status_code == 201, response.text
+    assert response.json()["token"]["application_credential"]["id"] == made["id"]
+    assert [r["name"] for r in response.json()["token"]["roles"]] == ["reader"]
+    rescope["auth"]["scope"] = {"project": {"id": user.project_id}}
+    response = issue(cloud, rescope)
+    assert response.status_code == 403, response.text
+
 
 def test_unrestricted_credential_may_create_another(cloud) -> None:
     user = cloud.new_project()
