@@ -111,6 +111,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("database", "max_retries", 10,
            "How often a transaction that lost a race (duplicate address, deadlock, lock "
            "timeout) is retried before the request fails.", int),
+    # [oslo_middleware]
+    Option("oslo_middleware", "max_request_body_size", 1048576,
+           "Largest request body accepted, in bytes; larger ones get 413 before they are read "
+           "or authenticated (also chunked ones, counted as they arrive). 0 turns the limit "
+           "off.", int),
+    # [identity]
+    Option("identity", "max_password_checks", 0,
+           "How many password and application credential secret checks (bcrypt, ~0.2 s of CPU "
+           "each) run at once, in their own threads: more wait their turn without holding the "
+           "threads that token-authenticated requests use. 0: half the CPUs, at least 1.",
+           int),
+    # [security_compliance]
+    Option("security_compliance", "lockout_failure_attempts", 10,
+           "Failed password logins after which a user is locked out for lockout_duration "
+           "seconds (Keystone's option; Keystone leaves it off by default, stacklet does not). "
+           "A successful login, or enabling the user through the API, resets the count. "
+           "0 turns the lockout off.", int),
+    Option("security_compliance", "lockout_duration", 300,
+           "Seconds a locked-out user stays locked; 0 locks until the user is enabled again "
+           "through the API.", int),
     # [token]
     Option("token", "expiration", 3600, "Lifetime of an issued token, in seconds.", int),
     Option("token", "cache_time", 5,

@@ -62,6 +62,11 @@ class Unauthorized(StackletError):
     message = "The request you have made requires authentication."
 
 
+class AccountLocked(Unauthorized):
+    """Keystone's answer while ``[security_compliance] lockout_failure_attempts`` locks a user."""
+    message = "The account is locked for user: {user_id}."
+
+
 class Forbidden(StackletError):
     status = 403
     message = "You are not authorized to perform the requested action."
@@ -115,6 +120,13 @@ class InUse(Conflict):
 class PreconditionFailed(StackletError):
     status = 412
     message = "Precondition failed."
+
+
+class HTTPRequestEntityTooLarge(StackletError):
+    """A request body over ``[oslo_middleware] max_request_body_size`` (oslo.middleware's
+    sizelimit wording)."""
+    status = 413
+    message = "Request is too large. Larger than max_request_body_size ({limit})."
 
 
 class ServiceUnavailable(StackletError):

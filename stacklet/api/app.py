@@ -28,6 +28,7 @@ from stacklet.api import agent as agent_api
 from stacklet.api import identity as identity_api
 from stacklet.api import metadata as metadata_api
 from stacklet.api import networking as networking_api
+from stacklet.api.bodysize import BodySizeLimit
 from stacklet.api.common import json_response
 from stacklet.bus import ChangeNotifier
 from stacklet.bus import install as install_bus
@@ -100,7 +101,7 @@ class NormalizePath:
     """Accept what OpenStack's servers accept: trailing slashes and a ``.json`` suffix (not
     under ``/metadata``, whose paths are file names)."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette | BodySizeLimit) -> None:
         self.app = app
         self.state = app.state
 
@@ -135,4 +136,4 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         if isinstance(sub, Mount):
             sub.app.state.services = services  # type: ignore[union-attr]
             sub.app.state.authenticate = app.state.authenticate  # type: ignore[union-attr]
-    return NormalizePath(app)
+    return NormalizePath(BodySizeLimit(app, conf.oslo_middleware.max_request_body_size))

@@ -2,7 +2,9 @@
 
 Handlers are plain synchronous functions ``fn(call: Call) -> Response | data``; ``endpoint()``
 wraps one into an ASGI endpoint that reads and parses the body, authenticates the caller, and runs
-the handler in the thread pool (database work is synchronous).
+the handler in the thread pool (database work is synchronous). A route may name another pool
+(``limiter``): password checks run in their own few threads, so that a storm of logins waits
+there instead of taking every thread from token-authenticated requests.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 import orjson
-from starlette.concurrency import run_in_threadpool
+from anyio import CapacityLimiter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -72,10 +75,12 @@ def parse_json(raw: bytes) -> Any:
 
 
 Authenticator = Callable[[Request], RequestContext]
+# Which thread pool runs a request, from the request and its raw body; None: the shared one.
+LimiterChoice = Callable[[Request, bytes], CapacityLimiter | None]
 
 
 def endpoint(handler: Callable[[Call], Any], *, authenticate: bool = True,
-             status: int = 200) -> Callable[[Request], Any]:
+             status: int = 200, limiter: LimiterChoice | None = None) -> Callable[[Request], Any]:
     """Wrap a synchronous handler into an ASGI endpoint."""
 
     async def asgi_endpoint(request: Request) -> Response:
@@ -86,7 +91,8 @@ def endpoint(handler: Callable[[Call], Any], *, authenticate: bool = True,
             body = parse_json(raw)
             return handler(Call(request, context, body, dict(request.path_params)))
 
-        result = await run_in_threadpool(run)
+        pool = limiter(request, raw) if limiter is not None else None
+        result = await anyio.to_thread.run_sync(run, limiter=pool)
         if isinstance(result, Response):
             return result
         if result is None:

@@ -4,6 +4,7 @@
     resources    domains, projects (+tags), users, groups, roles (+implied roles)
     assignments  role grants and /v3/role_assignments
     catalog      regions, services, endpoints
+    app_creds    application credentials of a user
 
 Errors are rendered as Keystone renders them: ``{"error": {"code", "title", "message"}}``.
 """
@@ -22,7 +23,7 @@ from starlette.routing import Route
 
 from stacklet import errors
 from stacklet.api.common import json_response
-from stacklet.api.identity import assignments, auth, catalog, resources
+from stacklet.api.identity import app_creds, assignments, auth, catalog, resources
 from stacklet.api.identity.base import identity_url
 
 LOG = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def create_app() -> Starlette:
         *resources.ROUTES,
         *assignments.ROUTES,
         *catalog.ROUTES,
+        *app_creds.ROUTES,
     ]
     return Starlette(routes=routes, exception_handlers={
         errors.StackletError: _stacklet_error,

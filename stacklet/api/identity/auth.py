@@ -9,6 +9,7 @@ from starlette.responses import Response
 from stacklet import errors
 from stacklet.api.common import Call, empty_response, json_response
 from stacklet.api.identity.base import (
+    checks_secret,
     collection_links,
     enforce,
     flag,
@@ -93,7 +94,7 @@ def auth_system(call: Call) -> dict[str, Any]:
 
 
 ROUTES = [
-    route("/v3/auth/tokens", issue_token, ["POST"], authenticate=False),
+    route("/v3/auth/tokens", issue_token, ["POST"], authenticate=False, limiter=checks_secret),
     route("/v3/auth/tokens", validate_token, ["GET", "HEAD"]),
     route("/v3/auth/tokens", revoke_token, ["DELETE"]),
     route("/v3/auth/catalog", auth_catalog, ["GET", "HEAD"]),

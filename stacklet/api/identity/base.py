@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
+from anyio import CapacityLimiter
 from starlette.requests import Request
 from starlette.routing import Route
 
-from stacklet.api.common import Call, endpoint
+from stacklet.api.common import Call, LimiterChoice, endpoint
 from stacklet.services.identity import DEFAULT_DOMAIN_ID, IdentityService, policy
 
 
@@ -71,7 +74,42 @@ def default_domain(call: Call) -> str:
     return scope.domain_id or DEFAULT_DOMAIN_ID
 
 
+# --- the password-check pool -------------------------------------------------------------------
+
+SECRET_METHODS = frozenset({"password", "application_credential"})
+
+
+def password_pool(request: Request) -> CapacityLimiter:
+    """The threads that check passwords and application credential secrets (bcrypt):
+    ``[identity] max_password_checks`` of them, apart from the shared pool."""
+    state = request.app.state
+    pool = getattr(state, "password_pool", None)
+    if pool is None:
+        size = state.services.conf.identity.max_password_checks
+        if size <= 0:
+            size = max(1, (os.cpu_count() or 2) // 2)
+        pool = state.password_pool = CapacityLimiter(size)
+    return pool
+
+
+def checks_secret(request: Request, raw: bytes) -> CapacityLimiter | None:
+    """POST /v3/auth/tokens: the password pool when the body asks for a method with a secret."""
+    try:
+        methods = orjson.loads(raw)["auth"]["identity"]["methods"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if isinstance(methods, list) and SECRET_METHODS.intersection(
+            m for m in methods if isinstance(m, str)):
+        return password_pool(request)
+    return None
+
+
+def always_secret(request: Request, raw: bytes) -> CapacityLimiter:
+    return password_pool(request)
+
+
 def route(path: str, handler: Callable[[Call], Any], methods: list[str], *,
-          status: int = 200, authenticate: bool = True) -> Route:
-    return Route(path, endpoint(handler, status=status, authenticate=authenticate),
-                 methods=methods)
+          status: int = 200, authenticate: bool = True,
+          limiter: LimiterChoice | None = None) -> Route:
+    return Route(path, endpoint(handler, status=status, authenticate=authenticate,
+                                limiter=limiter), methods=methods)

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from stacklet import errors
 from stacklet.api.common import Call, empty_response
 from stacklet.api.identity.base import (
+    always_secret,
     collection_links,
     default_domain,
     enforce,
@@ -354,7 +355,7 @@ ROUTES = [
     route("/v3/users/{user_id}", get_user, READ),
     route("/v3/users/{user_id}", update_user, ["PATCH"]),
     route("/v3/users/{user_id}", delete_user, ["DELETE"]),
-    route("/v3/users/{user_id}/password", change_password, ["POST"]),
+    route("/v3/users/{user_id}/password", change_password, ["POST"], limiter=always_secret),
     route("/v3/users/{user_id}/projects", list_user_projects, READ),
     route("/v3/users/{user_id}/groups", list_user_groups, READ),
     route("/v3/groups", list_groups, READ),

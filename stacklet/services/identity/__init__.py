@@ -7,6 +7,8 @@
     tokens       issue, validate, revoke; parsing of auth requests; the token document
     resources    domains and projects
     users        users, passwords (bcrypt), groups
+    lockout      password checks with Keystone's account lockout
+    app_creds    application credentials (their secrets, and what their tokens may carry)
     roles        roles and implied roles
     assignments  role grants and GET /v3/role_assignments
     catalog      regions, services, endpoints and the catalog put into tokens
@@ -19,10 +21,12 @@ from __future__ import annotations
 from typing import Any
 
 from stacklet.config import Config
+from stacklet.services.identity.app_creds import AppCredManager
 from stacklet.context import RequestContext
 from stacklet.services.identity import bootstrap as _bootstrap
 from stacklet.services.identity.assignments import AssignmentManager
 from stacklet.services.identity.catalog import CatalogManager
+from stacklet.services.identity.lockout import PasswordChecker
 from stacklet.services.identity.resources import DEFAULT_DOMAIN_ID, DomainManager, ProjectManager
 from stacklet.services.identity.roles import RoleManager
 from stacklet.services.identity.tokencache import TokenCache, TokenInfo
@@ -42,10 +46,15 @@ class IdentityService:
         self.roles = RoleManager(db, ttl, on_change=self.cache.drop)
         self.domains = DomainManager(db, self.cache)
         self.projects = ProjectManager(db, self.cache)
-        self.users = UserManager(db, self.cache)
+        compliance = conf.security_compliance
+        self.passwords = PasswordChecker(db, compliance.lockout_failure_attempts,
+                                         compliance.lockout_duration)
+        self.users = UserManager(db, self.cache, self.passwords)
         self.assignments = AssignmentManager(db, self.cache, self.roles)
         self.catalog = CatalogManager(db, ttl)
-        self.tokens = TokenManager(db, self.cache, self.assignments, conf.token.expiration)
+        self.app_creds = AppCredManager(db, self.cache, self.assignments, self.roles)
+        self.tokens = TokenManager(db, self.cache, self.assignments, conf.token.expiration,
+                                   self.passwords, self.app_creds)
 
     # --- used by every API --------------------------------------------------------------------
 

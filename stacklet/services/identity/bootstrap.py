@@ -1,4 +1,17 @@
-"""``keystone-manage bootstrap`` for stacklet: the records a fresh cloud needs, idempotently."""
+"""``keystone-manage bootstrap`` for stacklet: the records a fresh cloud needs.
+
+Every ``stacklet up`` runs it, and it respects what an operator did since: each item it makes
+(a role, a project, a user with its password, a grant, a catalog entry) is recorded in
+``identity_bootstrap`` in the same transaction, and a recorded item is never made again nor
+changed. So a password changed, a user disabled, a role revoked or a service deleted through the
+API stays so across restarts, while an item that a newer stacklet adds to the bootstrap is made
+on the first ``up`` that knows it. An item whose record is missing but whose row exists (a
+database from before the records) is recorded as it is, untouched.
+
+The one thing that follows the configuration is the catalog's URLs: an endpoint whose URL is
+still the one bootstrap wrote follows ``public_url`` when the address or port changes; one that
+was changed through the API is left alone.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +21,15 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from stacklet.services.identity import common
 from stacklet.services.identity.assignments import PROJECT, SYSTEM, SYSTEM_ALL, USER
 from stacklet.services.identity.catalog import INTERFACES
 from stacklet.services.identity.resources import DEFAULT_DOMAIN_ID
-from stacklet.services.identity.users import hash_password, verify_password
+from stacklet.services.identity.users import hash_password
 from stacklet.store.db import Database
 from stacklet.store.models.identity import (
     Assignment,
+    BootstrapRecord,
     Domain,
     Endpoint,
     ImpliedRole,
@@ -27,7 +42,7 @@ from stacklet.store.models.identity import (
 
 # keystone-manage bootstrap's roles: admin implies manager implies member implies reader;
 # service implies nothing. (Clouds bootstrapped before manager existed had admin -> member;
-# that implication is removed, as Keystone does.)
+# that implication is removed once, as Keystone does.)
 ROLES = ("admin", "manager", "member", "reader", "service")
 IMPLIED = (("admin", "manager"), ("manager", "member"), ("member", "reader"))
 OBSOLETE_IMPLIED = (("admin", "member"),)
@@ -71,57 +86,93 @@ class BootstrapUser:
     system_admin: bool = False
 
 
-def _password_hashes(db: Database, users: list[BootstrapUser]) -> dict[str, str | None]:
-    """A new hash for each user whose stored password differs (None: keep the stored one)."""
+class _Items:
+    """The bootstrap's records within one transaction: ``once(item)`` is True (and records
+    the item) only the first time an item comes up."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.done = {r.item: r for r in session.scalars(select(BootstrapRecord))}
+
+    def once(self, item: str, value: str | None = None) -> bool:
+        if item in self.done:
+            return False
+        record = BootstrapRecord(item=item, value=value)
+        self.session.add(record)
+        self.done[item] = record
+        return True
+
+
+def _users_to_create(db: Database, users: list[BootstrapUser]) -> list[BootstrapUser]:
+    """The bootstrap users neither recorded nor present: only these get a (slow) hash."""
     with db.read() as session:
-        stored = {u.name: u.password_hash for u in session.scalars(
-            select(User).where(User.domain_id == DEFAULT_DOMAIN_ID,
-                               User.name.in_([u.name for u in users])))}
-    return {u.name: None if stored.get(u.name) and verify_password(u.password, stored[u.name])
-            else hash_password(u.password) for u in users}
+        recorded = set(session.scalars(select(BootstrapRecord.item)))
+        present = set(session.scalars(select(User.name).where(
+            User.domain_id == DEFAULT_DOMAIN_ID, User.name.in_([u.name for u in users]))))
+    return [u for u in users if f"user:{u.name}" not in recorded and u.name not in present]
 
 
-def _ensure_role(session: Session, name: str) -> Role:
+def _role(session: Session, items: _Items, name: str) -> Role | None:
     role = session.scalar(select(Role).where(Role.name == name, Role.domain_id == ""))
-    if role is None:
+    if items.once(f"role:{name}") and role is None:
         role = Role(name=name, domain_id="")
         session.add(role)
         session.flush()
     return role
 
 
-def _ensure_assignment(session: Session, actor_id: str, target_type: str, target_id: str,
-                       role_id: str) -> None:
-    key = (USER, actor_id, target_type, target_id, role_id)
+def _project(session: Session, items: _Items, name: str, description: str) -> Project | None:
+    project = session.scalar(select(Project).where(Project.domain_id == DEFAULT_DOMAIN_ID,
+                                                   Project.name == name))
+    if items.once(f"project:{name}") and project is None:
+        project = Project(name=name, domain_id=DEFAULT_DOMAIN_ID, description=description)
+        session.add(project)
+        session.flush()
+    return project
+
+
+def _grant(session: Session, items: _Items, user: User | None, target_type: str,
+           target: str | None, role: Role | None, item: str) -> None:
+    if user is None or target is None or role is None or not items.once(item):
+        return
+    key = (USER, user.id, target_type, target, role.id)
     if session.get(Assignment, key) is None:
-        session.add(Assignment(actor_type=USER, actor_id=actor_id, target_type=target_type,
-                               target_id=target_id, role_id=role_id))
+        session.add(Assignment(actor_type=USER, actor_id=user.id, target_type=target_type,
+                               target_id=target, role_id=role.id))
 
 
-def _ensure_catalog(session: Session, base_url: str, region_id: str) -> None:
-    if session.get(Region, region_id) is None:
+def _ensure_catalog(session: Session, items: _Items, base_url: str, region_id: str) -> None:
+    if items.once(f"region:{region_id}") and session.get(Region, region_id) is None:
         session.add(Region(id=region_id, description=""))
     for entry in CATALOG:
+        url = base_url + entry.path
+        item = f"catalog:{entry.type}"
         service = session.scalar(select(Service).where(Service.type == entry.type,
                                                        Service.name == entry.name))
+        record = items.done.get(item)
+        if record is not None:
+            # Made before: follow the address, unless the endpoint was changed through the API.
+            if service is not None and record.value != url:
+                for endpoint in session.scalars(select(Endpoint).where(
+                        Endpoint.service_id == service.id, Endpoint.url == record.value)):
+                    endpoint.url = url
+                record.value = url
+            continue
+        items.once(item, url)
         if service is None:
             service = Service(type=entry.type, name=entry.name, description=entry.description)
             session.add(service)
             session.flush()
-        url = base_url + entry.path
-        endpoints = {e.interface: e for e in session.scalars(select(Endpoint).where(
+        endpoints = {e.interface for e in session.scalars(select(Endpoint).where(
             Endpoint.service_id == service.id, Endpoint.region_id == region_id))}
         for interface in INTERFACES:
-            endpoint = endpoints.get(interface)
-            if endpoint is None:
+            if interface not in endpoints:
                 session.add(Endpoint(service_id=service.id, interface=interface,
                                      region_id=region_id, url=url))
-            elif endpoint.url != url:
-                endpoint.url = url
-    _retire_unserved(session)
+    _retire_unserved(session, items)
 
 
-def _retire_unserved(session: Session) -> None:
+def _retire_unserved(session: Session, items: _Items) -> None:
     for entry in RETIRED:
         for service in session.scalars(select(Service).where(Service.type == entry.type,
                                                              Service.name == entry.name)):
@@ -132,53 +183,55 @@ def _retire_unserved(session: Session) -> None:
                     session.delete(endpoint)
                 session.flush()
                 session.delete(service)
+        # Forgotten, so that the version that serves it again makes it again.
+        record = items.done.pop(f"catalog:{entry.type}", None)
+        if record is not None:
+            session.delete(record)
 
 
 def bootstrap(db: Database, base_url: str, region_id: str, admin_password: str,
               demo_password: str) -> None:
     users = [BootstrapUser("admin", admin_password, "admin", "admin", system_admin=True),
              BootstrapUser("demo", demo_password, "demo", "member")]
-    hashes = _password_hashes(db, users)  # bcrypt is slow: before the write transaction
+    # bcrypt is slow: before the write transaction, and only for users about to be created.
+    hashes = {u.name: hash_password(u.password) for u in _users_to_create(db, users)}
 
     def txn(session: Session) -> None:
-        if session.get(Domain, DEFAULT_DOMAIN_ID) is None:
+        items = _Items(session)
+        if items.once("domain:default") and session.get(Domain, DEFAULT_DOMAIN_ID) is None:
             session.add(Domain(id=DEFAULT_DOMAIN_ID, name="Default",
                                description="The default domain"))
             session.flush()
-        roles = {name: _ensure_role(session, name) for name in ROLES}
+        roles = {name: _role(session, items, name) for name in ROLES}
         for prior, implied in IMPLIED:
-            key = (roles[prior].id, roles[implied].id)
-            if session.get(ImpliedRole, key) is None:
-                session.add(ImpliedRole(prior_role_id=key[0], implied_role_id=key[1]))
+            a, b = roles[prior], roles[implied]
+            if a is not None and b is not None and items.once(f"implied:{prior}:{implied}") \
+                    and session.get(ImpliedRole, (a.id, b.id)) is None:
+                session.add(ImpliedRole(prior_role_id=a.id, implied_role_id=b.id))
         for prior, implied in OBSOLETE_IMPLIED:
-            stale = session.get(ImpliedRole, (roles[prior].id, roles[implied].id))
-            if stale is not None:
-                session.delete(stale)
-        projects = {}
-        for name, description in PROJECTS.items():
-            project = session.scalar(select(Project).where(
-                Project.domain_id == DEFAULT_DOMAIN_ID, Project.name == name))
-            if project is None:
-                project = Project(name=name, domain_id=DEFAULT_DOMAIN_ID,
-                                  description=description)
-                session.add(project)
-                session.flush()
-            projects[name] = project
+            a, b = roles[prior], roles[implied]
+            if a is not None and b is not None and items.once(f"retired:{prior}:{implied}"):
+                stale = session.get(ImpliedRole, (a.id, b.id))
+                if stale is not None:
+                    session.delete(stale)
+        projects = {name: _project(session, items, name, description)
+                    for name, description in PROJECTS.items()}
         for spec in users:
+            project = projects[spec.project]
             user = session.scalar(select(User).where(User.domain_id == DEFAULT_DOMAIN_ID,
                                                      User.name == spec.name))
-            if user is None:
-                user = User(name=spec.name, domain_id=DEFAULT_DOMAIN_ID,
-                            default_project_id=projects[spec.project].id, extra={})
+            if items.once(f"user:{spec.name}") and user is None and spec.name in hashes:
+                user = User(name=spec.name, domain_id=DEFAULT_DOMAIN_ID, enabled=True,
+                            default_project_id=project.id if project else None,
+                            password_hash=hashes[spec.name],
+                            password_changed_at=common.utcnow(), extra={})
                 session.add(user)
-            user.enabled = True
-            if hashes[spec.name] is not None:
-                user.password_hash = hashes[spec.name]
-            session.flush()
-            _ensure_assignment(session, user.id, PROJECT, projects[spec.project].id,
-                               roles[spec.role].id)
+                session.flush()
+            _grant(session, items, user, PROJECT, project.id if project else None,
+                   roles[spec.role], f"grant:{spec.name}:project:{spec.project}:{spec.role}")
             if spec.system_admin:
-                _ensure_assignment(session, user.id, SYSTEM, SYSTEM_ALL, roles["admin"].id)
-        _ensure_catalog(session, base_url, region_id)
+                _grant(session, items, user, SYSTEM, SYSTEM_ALL, roles["admin"],
+                       f"grant:{spec.name}:system:admin")
+        _ensure_catalog(session, items, base_url, region_id)
 
     db.retrying(txn)

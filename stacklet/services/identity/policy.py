@@ -1,7 +1,8 @@
 """Who may call which Identity API action (Keystone's action names; a subset of its rules).
 
 The admin role may do everything. Other callers may read their own user, projects and groups,
-change their own password, read the project and domain their token is scoped to, read regions,
+change their own password, manage their own application credentials (only the user itself
+creates them, as in Keystone), read the project and domain their token is scoped to, read regions,
 and validate or revoke their own tokens.
 """
 
@@ -48,6 +49,10 @@ RULES: dict[str, Rule] = {
     "identity:list_user_projects": admin_or_owner,
     "identity:list_groups_for_user": admin_or_owner,
     "identity:change_password": owner,
+    "identity:list_application_credentials": admin_or_owner,
+    "identity:get_application_credential": admin_or_owner,
+    "identity:create_application_credential": owner,
+    "identity:delete_application_credential": admin_or_owner,
     "identity:get_project": admin_or_scoped_project,
     "identity:list_project_tags": admin_or_scoped_project,
     "identity:get_project_tag": admin_or_scoped_project,

@@ -31,6 +31,16 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class AppCredRef:
+    """The application credential a token was issued for (Keystone's ``application_credential``
+    in the token body)."""
+
+    id: str
+    name: str
+    unrestricted: bool
+
+
+@dataclass(frozen=True)
 class TokenInfo:
     user_id: str
     user_name: str
@@ -42,6 +52,7 @@ class TokenInfo:
     expires_at: datetime.datetime
     scope: Scope
     roles: tuple[tuple[str, str], ...] = ()  # effective (id, name), implied roles included
+    app_cred: AppCredRef | None = None
 
     @property
     def expires_ts(self) -> float:
@@ -135,6 +146,9 @@ class TokenCache:
 
     def drop_domain(self, domain_id: str) -> None:
         self.drop(lambda info: info.touches_domain(domain_id))
+
+    def drop_app_cred(self, app_cred_id: str) -> None:
+        self.drop(lambda info: info.app_cred is not None and info.app_cred.id == app_cred_id)
 
     def drop_audit(self, audit_id: str) -> None:
         self.drop(lambda info: audit_id in info.audit_ids)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.services.identity import common
+from stacklet.services.identity.app_creds import AppCredManager, AppCredRequest
 from stacklet.services.identity.assignments import AssignmentManager
 from stacklet.services.identity.tokencache import (
     DOMAIN,
@@ -32,11 +33,12 @@ from stacklet.services.identity.tokencache import (
     TokenCache,
     TokenInfo,
 )
-from stacklet.services.identity.users import verify_password
+from stacklet.services.identity.lockout import PasswordChecker, StoredPassword
 from stacklet.store.db import Database
 from stacklet.store.models.identity import Domain, Project, Token, User
 
 DEFAULT = "default"  # no scope requested: the user's default project, if usable
+APP_CRED = "application_credential"
 PURGE_INTERVAL = 300.0
 
 
@@ -66,6 +68,7 @@ class AuthRequest:
     scope: ScopeRequest
     password: PasswordRequest | None = None
     token_id: str | None = None
+    app_cred: AppCredRequest | None = None
 
 
 def _required(ref: Any, key: str, target: str) -> Any:
@@ -113,10 +116,10 @@ def parse_auth(body: Any) -> AuthRequest:
     methods = _required(identity, "methods", "identity")
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise common.invalid("Invalid input for field 'methods': not a list of strings")
-    unsupported = set(methods) - {"password", "token"}
+    unsupported = set(methods) - {"password", "token", APP_CRED}
     if unsupported:
         raise errors.Unauthorized("Attempted to authenticate with an unsupported method.")
-    password = token_id = None
+    password = token_id = app_cred = None
     if "password" in methods:
         user = _required(_required(identity, "password", "identity"), "user", "password")
         secret = _required(user, "password", "user")
@@ -131,7 +134,30 @@ def parse_auth(body: Any) -> AuthRequest:
                                        domain_name=domain_name)
     if "token" in methods:
         token_id = _required(_required(identity, "token", "identity"), "id", "token")
-    return AuthRequest(tuple(methods), parse_scope(auth.get("scope")), password, token_id)
+    if APP_CRED in methods:
+        if "scope" in auth:
+            raise errors.Unauthorized("Error authenticating with application credential: "
+                                      "Application credentials cannot request a scope.")
+        app_cred = parse_app_cred(_required(identity, APP_CRED, "identity"))
+    return AuthRequest(tuple(methods), parse_scope(auth.get("scope")), password, token_id,
+                       app_cred)
+
+
+def parse_app_cred(ref: dict[str, Any]) -> AppCredRequest:
+    """By id, or by name with the user (by id, or by name with its domain)."""
+    secret = ref.get("secret")
+    secret = secret if isinstance(secret, str) else None
+    if ref.get("id"):
+        return AppCredRequest(secret, id=str(ref["id"]))
+    if not ref.get("name"):
+        raise errors.ValidationError(attribute="id or name", target="application credential")
+    user = _required(ref, "user", "application credential")
+    if user.get("id"):
+        return AppCredRequest(secret, name=ref["name"], user_id=user["id"])
+    name = _required(user, "name", "user")
+    domain_id, domain_name = _domain_ref(user, "user")
+    return AppCredRequest(secret, name=ref["name"], user_name=name, domain_id=domain_id,
+                          domain_name=domain_name)
 
 
 # --- rendering (pure) -------------------------------------------------------------------------
@@ -160,6 +186,9 @@ def token_body(info: TokenInfo, catalog: list[dict[str, Any]] | None = None) -> 
         token["roles"] = [{"id": rid, "name": name} for rid, name in info.roles]
         if catalog is not None:
             token["catalog"] = catalog
+    if info.app_cred is not None:
+        token[APP_CRED] = {"id": info.app_cred.id, "name": info.app_cred.name,
+                           "restricted": not info.app_cred.unrestricted}
     return {"token": token}
 
 
@@ -180,8 +209,10 @@ def hash_token(token_id: str) -> str:
 
 class TokenManager:
     def __init__(self, db: Database, cache: TokenCache, assignments: AssignmentManager,
-                 expiration: int) -> None:
+                 expiration: int, passwords: PasswordChecker, app_creds: AppCredManager) -> None:
         self._db = db
+        self._passwords = passwords
+        self._app_creds = app_creds
         self._cache = cache
         self._assignments = assignments
         self._expiration = datetime.timedelta(seconds=expiration)
@@ -199,29 +230,47 @@ class TokenManager:
                 parent = self.validate(request.token_id).info
             except errors.Unauthorized:
                 raise errors.Unauthorized() from None
-        user_id = self._check_password(request.password) if request.password else None
-        if user_id is None and parent is None:
+        cred = self._app_creds.authenticate(request.app_cred) if request.app_cred else None
+        users = {u for u in (self._check_password(request.password) if request.password else None,
+                             cred.user_id if cred else None,
+                             parent.user_id if parent else None) if u is not None}
+        if len(users) != 1:
             raise errors.Unauthorized()
-        if parent is not None and user_id not in (None, parent.user_id):
-            raise errors.Unauthorized()
-        user_id = user_id or parent.user_id  # type: ignore[union-attr]
+        user_id = users.pop()
 
         now = common.utcnow()
         methods = list(dict.fromkeys([*request.methods, *(parent.methods if parent else ())]))
         audit_ids = (secrets.token_urlsafe(16),) + ((parent.audit_ids[-1],) if parent else ())
         expires_at = parent.expires_at if parent else now + self._expiration
+        app_cred_id = None
+        if cred is not None:
+            app_cred_id = cred.id
+            if cred.expires_at is not None:
+                expires_at = min(expires_at, cred.expires_at)
+        elif parent is not None and parent.app_cred is not None:
+            # Keystone: a token from an application credential's token keeps its bounds.
+            if request.scope.kind != DEFAULT:
+                raise errors.Forbidden("You are not authorized to perform the requested "
+                                       "action: Using an application credential token to "
+                                       "create a scoped token is not allowed.")
+            app_cred_id = parent.app_cred.id
         generation = self._cache.generation
         with self._db.read() as session:
-            kind, target = self._scope_target(session, user_id, request.scope)
+            if cred is not None:
+                kind, target = PROJECT, cred.project_id
+            elif app_cred_id is not None:
+                kind, target = PROJECT, parent.scope.id  # type: ignore[union-attr]
+            else:
+                kind, target = self._scope_target(session, user_id, request.scope)
             info = self._token_info(session, user_id, kind, target, tuple(methods), audit_ids,
-                                    now, expires_at)
+                                    now, expires_at, app_cred_id)
         token_id = new_token_id()
         row = Token(id_hash=hash_token(token_id), user_id=user_id,
                     project_id=target if kind == PROJECT else None,
                     domain_id=target if kind == DOMAIN else None, system=kind == SYSTEM,
                     methods=methods, audit_id=audit_ids[0],
                     parent_audit_id=audit_ids[1] if len(audit_ids) > 1 else None,
-                    issued_at=now, expires_at=expires_at)
+                    issued_at=now, expires_at=expires_at, app_cred_id=app_cred_id)
 
         def txn(session: Session) -> None:
             session.add(row)
@@ -240,12 +289,11 @@ class TokenManager:
                 user = session.scalar(select(User).where(
                     User.name == cred.user_name, User.domain_id == domain.id)) \
                     if domain is not None else None
-            user_id = user.id if user is not None else None
-            hashed = user.password_hash if user is not None else None
+            stored = StoredPassword.of(user)
         # bcrypt takes ~200 ms: outside any transaction.
-        if not verify_password(cred.password, hashed) or user_id is None:
-            raise errors.Unauthorized()
-        return user_id
+        self._passwords.check(stored, cred.password)
+        assert stored.user_id is not None
+        return stored.user_id
 
     @staticmethod
     def _find_domain(session: Session, domain_id: str | None,
@@ -282,7 +330,8 @@ class TokenManager:
 
     def _token_info(self, session: Session, user_id: str, kind: str, target: str | None,
                     methods: tuple[str, ...], audit_ids: tuple[str, ...],
-                    issued_at: datetime.datetime, expires_at: datetime.datetime) -> TokenInfo:
+                    issued_at: datetime.datetime, expires_at: datetime.datetime,
+                    app_cred_id: str | None = None) -> TokenInfo:
         """What the token means now; Unauthorized when the user, scope or roles are gone."""
         user = session.get(User, user_id)
         user_domain = session.get(Domain, user.domain_id) if user is not None else None
@@ -303,15 +352,22 @@ class TokenManager:
         elif kind == SYSTEM:
             scope = Scope(SYSTEM, "all")
         roles: tuple[tuple[str, str], ...] = ()
+        app_cred = None
         if kind != UNSCOPED:
-            roles = tuple(self._assignments.effective_roles(session, user_id, kind,
-                                                            scope.id))  # type: ignore[arg-type]
+            held = self._assignments.effective_roles(session, user_id, kind,
+                                                     scope.id)  # type: ignore[arg-type]
+            if app_cred_id is not None:
+                app_cred, held = self._app_creds.token_roles(session, app_cred_id, user_id,
+                                                             target, held)  # type: ignore[arg-type]
+            roles = tuple(held)
             if not roles:
                 raise errors.Unauthorized()
+        elif app_cred_id is not None:
+            raise errors.Unauthorized()
         return TokenInfo(user_id=user.id, user_name=user.name, user_domain_id=user_domain.id,
                          user_domain_name=user_domain.name, methods=methods,
                          audit_ids=audit_ids, issued_at=issued_at, expires_at=expires_at,
-                         scope=scope, roles=roles)
+                         scope=scope, roles=roles, app_cred=app_cred)
 
     def _maybe_purge(self, session: Session, now: datetime.datetime) -> None:
         """Delete long-expired tokens now and then, from within an issuing transaction."""
@@ -339,7 +395,7 @@ class TokenManager:
             audit_ids = (row.audit_id,) + ((row.parent_audit_id,) if row.parent_audit_id else ())
             info = self._token_info(session, row.user_id, kind, row.project_id or row.domain_id,
                                     tuple(row.methods), audit_ids, row.issued_at,
-                                    row.expires_at)
+                                    row.expires_at, row.app_cred_id)
         return self._cache.put(token_id, info, generation)
 
     def revoke(self, token_id: str) -> TokenInfo:

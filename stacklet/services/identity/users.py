@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bcrypt
 from sqlalchemy import delete, select
@@ -13,7 +13,17 @@ from stacklet.services.identity import common
 from stacklet.services.identity.resources import DEFAULT_DOMAIN_ID, get_domain
 from stacklet.services.identity.tokencache import TokenCache
 from stacklet.store.db import Database
-from stacklet.store.models.identity import Assignment, Group, GroupMembership, Token, User
+from stacklet.store.models.identity import (
+    ApplicationCredential,
+    Assignment,
+    Group,
+    GroupMembership,
+    Token,
+    User,
+)
+
+if TYPE_CHECKING:
+    from stacklet.services.identity.lockout import PasswordChecker
 
 BCRYPT_ROUNDS = 12
 # bcrypt reads at most 72 bytes of a password (and bcrypt >= 5 refuses longer input).
@@ -75,9 +85,10 @@ def _check_password(ref: dict[str, Any]) -> None:
 
 
 class UserManager:
-    def __init__(self, db: Database, cache: TokenCache) -> None:
+    def __init__(self, db: Database, cache: TokenCache, passwords: PasswordChecker) -> None:
         self._db = db
         self._cache = cache
+        self._passwords = passwords
 
     def list(self, filters: dict[str, str] | None = None) -> list[dict]:
         filters = filters or {}
@@ -134,6 +145,9 @@ class UserManager:
                 user.name = ref["name"]
             if "enabled" in ref:
                 user.enabled = ref["enabled"]
+                if ref["enabled"]:  # as in Keystone, enabling a user lifts a lockout
+                    user.failed_auth_count = 0
+                    user.failed_auth_at = None
             if "default_project_id" in ref:
                 user.default_project_id = ref["default_project_id"]
             if "password" in ref:
@@ -144,6 +158,9 @@ class UserManager:
                 user.extra = {**(user.extra or {}), **extra}
             if "password" in ref or ref.get("enabled") is False:
                 common.revoke_tokens(session, user_id=user_id)
+            if ref.get("enabled") is False:  # Keystone deletes a disabled user's app creds
+                session.execute(delete(ApplicationCredential).where(
+                    ApplicationCredential.user_id == user_id))
             return user_dict(user)
 
         result = self._db.retrying(txn)
@@ -155,10 +172,8 @@ class UserManager:
         if not isinstance(original, str) or not isinstance(new, str) or not new:
             raise common.invalid("'original_password' and 'password' are required strings")
         with self._db.read() as session:
-            user = get_user(session, user_id)
-            hashed = user.password_hash
-        if not verify_password(original, hashed):
-            raise errors.Unauthorized()
+            stored = self._passwords.read(get_user(session, user_id))
+        self._passwords.check(stored, original)  # Keystone's lockout applies here too
         self.update(user_id, {"password": new})
 
     def delete(self, user_id: str) -> None:
@@ -168,6 +183,8 @@ class UserManager:
                                                      Assignment.actor_id == user_id))
             session.execute(delete(GroupMembership).where(GroupMembership.user_id == user_id))
             session.execute(delete(Token).where(Token.user_id == user_id))
+            session.execute(delete(ApplicationCredential).where(
+                ApplicationCredential.user_id == user_id))
             session.delete(user)
 
         self._db.retrying(txn)

@@ -11,7 +11,17 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stacklet.store.models.base import Base, utcnow
@@ -65,6 +75,11 @@ class User(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     password_changed_at: Mapped[datetime.datetime | None] = mapped_column(DateTime,
                                                                            nullable=True)
+    # Keystone's lockout ([security_compliance] lockout_failure_attempts): failed password
+    # logins since the last success, and when the last one failed. In the database, so that
+    # every server process counts the same attempts.
+    failed_auth_count: Mapped[int] = mapped_column(Integer, default=0)
+    failed_auth_at: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Group(Base):
@@ -139,6 +154,45 @@ class Token(Base):
     issued_at: Mapped[datetime.datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime.datetime] = mapped_column(DateTime, index=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The application credential the token was issued for (method application_credential),
+    # kept by tokens rescoped from it; its roles bound the token's.
+    app_cred_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+
+
+class ApplicationCredential(Base):
+    """Keystone's application credential: a secret (stored as its bcrypt hash) that gives a
+    token on one project with at most the listed roles of its user."""
+
+    __tablename__ = "identity_application_credentials"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=hex_id)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("identity_users.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
+    unrestricted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Role ids, implied roles included, as Keystone stores them at creation.
+    roles: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class BootstrapRecord(Base):
+    """What the first start's bootstrap made (``user:demo``, ``grant:...``, ``catalog:network``
+    ...). A later ``stacklet up`` never makes a recorded item again nor changes it, so what an
+    operator changed or deleted through the API stays so; an item a newer stacklet adds to the
+    bootstrap is made once."""
+
+    __tablename__ = "identity_bootstrap"
+
+    item: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # For catalog entries: the URL bootstrap last wrote (followed when the address changes,
+    # unless someone changed the endpoint since).
+    value: Mapped[str | None] = mapped_column(Text, nullable=True)
+    done_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Region(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-05 20:54:11.783808
+Create Date: 2026-12-05 21:13:20.985887
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ def upgrade() -> None:
     sa.UniqueConstraint('agent_type', 'host', name=op.f('uq_agents_agent_type_host'))
     )
     op.create_index(op.f('ix_agents_host'), 'agents', ['host'], unique=False)
+    op.create_table('identity_bootstrap',
+    sa.Column('item', sa.String(length=255), nullable=False),
+    sa.Column('value', sa.Text(), nullable=True),
+    sa.Column('done_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('item', name=op.f('pk_identity_bootstrap'))
+    )
     op.create_table('identity_domains',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
@@ -98,8 +104,10 @@ def upgrade() -> None:
     sa.Column('issued_at', sa.DateTime(), nullable=False),
     sa.Column('expires_at', sa.DateTime(), nullable=False),
     sa.Column('revoked', sa.Boolean(), nullable=False),
+    sa.Column('app_cred_id', sa.String(length=64), nullable=True),
     sa.PrimaryKeyConstraint('id_hash', name=op.f('pk_identity_tokens'))
     )
+    op.create_index(op.f('ix_identity_tokens_app_cred_id'), 'identity_tokens', ['app_cred_id'], unique=False)
     op.create_index(op.f('ix_identity_tokens_audit_id'), 'identity_tokens', ['audit_id'], unique=False)
     op.create_index(op.f('ix_identity_tokens_expires_at'), 'identity_tokens', ['expires_at'], unique=False)
     op.create_index(op.f('ix_identity_tokens_parent_audit_id'), 'identity_tokens', ['parent_audit_id'], unique=False)
@@ -258,6 +266,8 @@ def upgrade() -> None:
     sa.Column('extra', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('password_changed_at', sa.DateTime(), nullable=True),
+    sa.Column('failed_auth_count', sa.Integer(), nullable=False),
+    sa.Column('failed_auth_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['domain_id'], ['identity_domains.id'], name=op.f('fk_identity_users_domain_id_identity_domains')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_users')),
     sa.UniqueConstraint('domain_id', 'name', name=op.f('uq_identity_users_domain_id_name'))
@@ -387,6 +397,23 @@ def upgrade() -> None:
     op.create_index(op.f('ix_floatingips_floating_network_id'), 'floatingips', ['floating_network_id'], unique=False)
     op.create_index(op.f('ix_floatingips_project_id'), 'floatingips', ['project_id'], unique=False)
     op.create_index(op.f('ix_floatingips_router_id'), 'floatingips', ['router_id'], unique=False)
+    op.create_table('identity_application_credentials',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('description', sa.Text(), nullable=True),
+    sa.Column('user_id', sa.String(length=64), nullable=False),
+    sa.Column('project_id', sa.String(length=64), nullable=False),
+    sa.Column('secret_hash', sa.String(length=128), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=True),
+    sa.Column('unrestricted', sa.Boolean(), nullable=False),
+    sa.Column('roles', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['identity_users.id'], name=op.f('fk_identity_application_credentials_user_id_identity_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_application_credentials')),
+    sa.UniqueConstraint('user_id', 'name', name=op.f('uq_identity_application_credentials_user_id_name'))
+    )
+    op.create_index(op.f('ix_identity_application_credentials_project_id'), 'identity_application_credentials', ['project_id'], unique=False)
+    op.create_index(op.f('ix_identity_application_credentials_user_id'), 'identity_application_credentials', ['user_id'], unique=False)
     op.create_table('identity_group_members',
     sa.Column('group_id', sa.String(length=64), nullable=False),
     sa.Column('user_id', sa.String(length=64), nullable=False),
@@ -473,6 +500,9 @@ def downgrade() -> None:
     op.drop_table('ipallocations')
     op.drop_index(op.f('ix_identity_group_members_user_id'), table_name='identity_group_members')
     op.drop_table('identity_group_members')
+    op.drop_index(op.f('ix_identity_application_credentials_user_id'), table_name='identity_application_credentials')
+    op.drop_index(op.f('ix_identity_application_credentials_project_id'), table_name='identity_application_credentials')
+    op.drop_table('identity_application_credentials')
     op.drop_index(op.f('ix_floatingips_router_id'), table_name='floatingips')
     op.drop_index(op.f('ix_floatingips_project_id'), table_name='floatingips')
     op.drop_index(op.f('ix_floatingips_floating_network_id'), table_name='floatingips')
@@ -529,12 +559,14 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_identity_tokens_parent_audit_id'), table_name='identity_tokens')
     op.drop_index(op.f('ix_identity_tokens_expires_at'), table_name='identity_tokens')
     op.drop_index(op.f('ix_identity_tokens_audit_id'), table_name='identity_tokens')
+    op.drop_index(op.f('ix_identity_tokens_app_cred_id'), table_name='identity_tokens')
     op.drop_table('identity_tokens')
     op.drop_index(op.f('ix_identity_services_type'), table_name='identity_services')
     op.drop_table('identity_services')
     op.drop_table('identity_roles')
     op.drop_table('identity_regions')
     op.drop_table('identity_domains')
+    op.drop_table('identity_bootstrap')
     op.drop_index(op.f('ix_agents_host'), table_name='agents')
     op.drop_table('agents')
     op.drop_index(op.f('ix_address_scopes_project_id'), table_name='address_scopes')

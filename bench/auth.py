@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Token-authenticated requests while a password-guessing storm runs (issue 9, A.5).
+
+    .venv/bin/python bench/auth.py [--storm 40] [--requests 100] [--out bench/results/auth.json]
+
+Starts a private stacklet (no local dataplane, no demo topology), then times a token-
+authenticated ``GET /networking/v2.0/networks`` one request after the other: first on a quiet
+server, then while ``--storm`` clients keep sending bad logins (``POST /v3/auth/tokens`` with a
+wrong password for users that do not exist, so the account lockout never makes them cheap:
+the server still runs bcrypt against its dummy hash). Reports p50/p95 of both, the logins
+answered per second during the storm, and whether the target was met. Not a test: it writes
+figures, it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import yaml
+from common import free_port, percentiles, write_results
+
+BIN = Path(sys.executable).parent
+NETWORKS = "/networking/v2.0/networks"
+# A token-authenticated GET may take this long at p95 while the storm runs.
+TARGET_STORM_P95_MS = 250.0
+
+
+def start_cloud(data_dir: Path) -> tuple[str, str]:
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "stacklet.conf").write_text(
+        f"[DEFAULT]\nbind_port = {port}\ncreate_demo_topology = false\n"
+        f"[agent]\nenabled = false\n")
+    subprocess.run([str(BIN / "stacklet"), "up", "--data-dir", str(data_dir)], check=True,
+                   stdout=subprocess.DEVNULL)
+    auth = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"]["stacklet"]["auth"]
+    url = f"http://127.0.0.1:{port}"
+    response = httpx.post(f"{url}/identity/v3/auth/tokens", timeout=60, json=login(
+        auth["username"], auth["password"], auth["project_name"]))
+    response.raise_for_status()
+    return url, response.headers["x-subject-token"]
+
+
+def login(user: str, password: str, project: str | None = None) -> dict:
+    auth: dict = {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user, "password": password, "domain": {"name": "Default"}}}}}
+    if project:
+        auth["scope"] = {"project": {"name": project, "domain": {"name": "Default"}}}
+    return {"auth": auth}
+
+
+def timed_gets(url: str, token: str, n: int) -> list[float]:
+    samples = []
+    with httpx.Client(base_url=url, headers={"X-Auth-Token": token}, timeout=120) as http:
+        for _ in range(n):
+            start = time.perf_counter()
+            response = http.get(NETWORKS)
+            samples.append(time.perf_counter() - start)
+            if response.status_code != 200:
+                raise SystemExit(f"GET {NETWORKS}: {response.status_code} {response.text[:300]}")
+    return samples
+
+
+class Storm:
+    """``clients`` threads, each sending bad logins back to back until stopped."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        self.url = url
+        self.stop = threading.Event()
+        self.answered = 0
+        self.unexpected: list[str] = []
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        body = login(f"nobody-{uuid.uuid4().hex[:8]}", "wrong-password")
+        with httpx.Client(base_url=self.url, timeout=300) as http:
+            while not self.stop.is_set():
+                response = http.post("/identity/v3/auth/tokens", json=body)
+                with self._lock:
+                    self.answered += 1
+                    if response.status_code != 401:
+                        self.unexpected.append(f"{response.status_code} {response.text[:200]}")
+
+    def __enter__(self) -> Storm:
+        self.started = time.monotonic()
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.elapsed = time.monotonic() - self.started
+        for thread in self.threads:
+            thread.join(timeout=120)
+
+
+def run(url: str, token: str, clients: int, n: int) -> dict:
+    timed_gets(url, token, 10)  # warm up: caches, connections
+    quiet = timed_gets(url, token, n)
+    with Storm(url, clients) as storm:
+        time.sleep(2.0)  # let every storm client have a request in flight
+        during = timed_gets(url, token, n)
+    storm_p = percentiles(during, with_max=True)
+    return {
+        "benchmark": "auth",
+        "what": f"GET {NETWORKS} with a valid token, sequential; storm: {clients} clients "
+                f"sending bad logins back to back",
+        "targets": {"storm_get_p95_ms": TARGET_STORM_P95_MS},
+        "met": {"storm_get_p95_ms": storm_p["p95_ms"] <= TARGET_STORM_P95_MS},
+        "results": {
+            "quiet_get": percentiles(quiet, with_max=True),
+            "storm_get": storm_p,
+            "storm_logins_per_s": round(storm.answered / storm.elapsed, 1),
+            "storm_unexpected_answers": storm.unexpected[:5],
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--storm", type=int, default=40, help="parallel bad-login clients")
+    parser.add_argument("--requests", type=int, default=100, help="GETs timed per phase")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "auth.json"))
+    args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="stacklet-bench-"))
+    try:
+        url, token = start_cloud(data_dir)
+        results = run(url, token, args.storm, args.requests)
+    finally:
+        subprocess.run([str(BIN / "stacklet"), "down", "--data-dir", str(data_dir)],
+                       stdout=subprocess.DEVNULL, check=False)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_results(out, results)
+
+
+if __name__ == "__main__":
+    main()

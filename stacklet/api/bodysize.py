@@ -1,0 +1,97 @@
+"""Request bodies over ``[oslo_middleware] max_request_body_size`` are refused with 413.
+
+What oslo.middleware's ``sizelimit`` does in front of Keystone and Nova, as an ASGI
+middleware in front of every API, so that nothing (the JSON parser, authentication, a handler)
+ever holds more than the limit of one request in memory:
+
+- a ``Content-Length`` over the limit is answered at once, before routing, authentication or
+  reading a byte of the body;
+- a body without a length (chunked) is counted as it arrives; the read that crosses the limit
+  raises ``HTTPRequestEntityTooLarge`` instead of returning, which the service's sub-application
+  renders in its own format. ``endpoint()`` reads the body before it authenticates, so this too
+  happens before any authentication work.
+
+The agents' API (``/agent/v1``, on root's unix socket only) is not limited: a node's status
+reports grow with its ports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.responses import Response
+
+from stacklet import errors
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+UNLIMITED_PREFIXES = ("/agent/",)
+
+
+def too_large(limit: int) -> errors.HTTPRequestEntityTooLarge:
+    return errors.HTTPRequestEntityTooLarge(limit=limit)
+
+
+def _error_response(path: str, limit: int) -> Response:
+    """413 in the format of the service the path belongs to."""
+    from stacklet.api.identity import keystone_error
+    from stacklet.api.networking import neutron_error
+
+    exc = too_large(limit)
+    if path.startswith("/identity"):
+        return keystone_error(exc.status, exc.msg)
+    if path.startswith("/networking"):
+        return neutron_error(exc.status, exc.type, exc.msg)
+    return Response(f"{exc.status} {exc.title}\n\n{exc.msg}\n", status_code=exc.status,
+                    media_type="text/plain")
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.state = getattr(app, "state", None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or self.limit <= 0 or path.startswith(UNLIMITED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        length = _content_length(scope)
+        if length is not None and length > self.limit:
+            response = _error_response(path, self.limit)
+            # The body stays unread: ask the client not to reuse this connection for more.
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        limit = self.limit
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise too_large(limit)
+            return message
+
+        return counted
