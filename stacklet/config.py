@@ -67,7 +67,7 @@ OPTIONS: tuple[Option, ...] = (
            "Name of this node, as agents and port bindings see it. Default: the machine's "
            "host name."),
     Option("DEFAULT", "bind_host", "127.0.0.1",
-           "Address the API server listens on (identity, networking, compute, image and "
+           "Address the API server listens on (identity, networking and "
            "metadata share one port)."),
     Option("DEFAULT", "bind_port", 9600, "TCP port the API server listens on.", int),
     Option("DEFAULT", "public_host", None,
