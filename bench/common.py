@@ -1,4 +1,5 @@
-"""Pieces every benchmark uses: a free TCP port, latency percentiles, writing results."""
+"""Pieces every benchmark uses: a free TCP port, latency percentiles, targets and their
+verdicts, the quick mode, writing results."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import platform
 import socket
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+# `bench/run.py --quick` (or STACKLET_BENCH_QUICK=1): every benchmark takes few samples, to
+# check that it runs; its figures are not the ones of record.
+QUICK_ENV = "STACKLET_BENCH_QUICK"
+
+
+def quick() -> bool:
+    return os.environ.get(QUICK_ENV, "") not in ("", "0")
 
 
 def free_port() -> int:
@@ -46,3 +56,54 @@ def write_results(out: str | Path, results: dict) -> None:
                               timespec="seconds")}
     Path(out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A figure's target: results[figure][stat] <= limit (>= limit when at_least)."""
+
+    figure: str          # dotted path of the figure in the results: "binding.plug_to_active"
+    stat: str            # the statistic judged: "p50_ms", "p95_ms", "ratio", ...
+    limit: float
+    source: str          # where the target was set ("issue 4")
+    at_least: bool = False
+
+
+def _figure(results: dict, path: str) -> dict | None:
+    node = results
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node if isinstance(node, dict) else None
+
+
+def judge(results: dict, targets: list[Target]) -> list[dict]:
+    """Write each target into its figure (figure["target"] = {stat: limit}, figure["met"] =
+    every stat of the figure within its target) and return one check per target, in order:
+    {figure, stat, value, target, op, met, source}. A figure the run did not measure (not
+    selected, or another size in quick mode) gets value None and met None."""
+    checks = []
+    for target in targets:
+        figure = _figure(results, target.figure)
+        value = figure.get(target.stat) if figure is not None else None
+        op = ">=" if target.at_least else "<="
+        met = None
+        if isinstance(value, (int, float)):
+            met = value >= target.limit if target.at_least else value <= target.limit
+            figure.setdefault("target", {})[target.stat] = target.limit
+            figure["met"] = figure.get("met", True) and met
+        checks.append({"figure": target.figure, "stat": target.stat, "value": value,
+                       "op": op, "target": target.limit, "met": met,
+                       "source": target.source})
+    return checks
+
+
+def verdict(report: dict, results: dict, targets: list[Target]) -> dict:
+    """Add the checks of `targets` over `results` to `report`, with `all_met` (False when a
+    target was missed or not measured) and `quick` (few samples: not figures of record)."""
+    checks = judge(results, targets)
+    report["checks"] = checks
+    report["all_met"] = bool(checks) and all(c["met"] is True for c in checks)
+    report["quick"] = quick()
+    return report

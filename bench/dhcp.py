@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
 """DHCP figures: simulated nodes (stacklet.harness) against a real server.
 
-    sudo .venv/bin/python bench/dhcp.py [--samples 20] [--out bench/results/dhcp.json]
+    sudo .venv/bin/python bench/dhcp.py [--samples 20] [--quick] [--out bench/results/dhcp.json]
 
 Starts its own cloud and cluster as bench/dataplane.py does: a DHCP node (the only one, so
 every network lands there) and a compute node, one VXLAN network with a DHCP subnet. Then,
---samples times: create a port bound to the compute node, plug it as Nova does, and run a DHCP
-client in the guest that broadcasts DISCOVER every 10 ms until an OFFER for its MAC comes,
-then REQUESTs it until the ACK. The figure is the time from sending the port create to that
-ACK: API, scheduling of nothing (the network is already served), change event, the DHCP
-agent's pass (snapshot, host file, SIGHUP), plugging and wiring of the port, and the exchange.
-Also recorded: the first OFFER alone, the port created and plugged (API + Nova's part: the
-client starts after it), the port's line written into dnsmasq's host file on the DHCP node
-(the DHCP role's part, while the plug goes on), and the time for the DHCP port of a new network (subnet
-create → its dnsmasq answering a guest already plugged there).
+--samples times: create a port bound to the compute node, plug it as Nova does, and run the
+DHCP client a small guest image runs, busybox udhcpc, with its default retries (3 DISCOVERs
+3 s apart, then a 20 s pause) as soon as the guest's eth0 is up. A real guest's client does
+not retry every few milliseconds: a DISCOVER that arrives before the port is wired and known
+to dnsmasq costs the guest its whole retry interval, and the figure shows it.
+
+The figure of record (target: p50 <= 200 ms, issue 5) is plug_to_dhcp_ack: from right before
+the harness's `ovs-vsctl add-port` that creates the VIF's OVS port to udhcpc's "bound" event
+(its script runs when the ACK is in). Also recorded: the same from the port create (API and the
+harness's plug included), the DISCOVERs each guest sent, the port's line written into
+dnsmasq's host file on the DHCP node, and the lease of a guest already plugged on a network
+whose DHCP subnet is created then (subnet create -> ACK).
 Not a test: it writes figures, it asserts nothing.
 """
 
@@ -21,76 +24,46 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
-import textwrap
+import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from common import percentiles, wait, write_results
-from dataplane import Api, require, world
+from common import QUICK_ENV, Target, percentiles, quick, verdict, wait, write_results
+from dataplane import Api, PortClock, require, world
 
 from stacklet.harness.cluster import Node
 
-# A minimal DHCP client: UDP on 0.0.0.0:68 bound to eth0, broadcast flag set so replies come
-# to 255.255.255.255. Prints "offer <t>" and "ack <t>" (time.time()) and exits.
-CLIENT = textwrap.dedent("""
-    import os, socket, struct, sys, time
-    mac = bytes.fromhex(sys.argv[1].replace(":", ""))
-    deadline = time.monotonic() + float(sys.argv[2])
-    xid = os.urandom(4)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
-    s.bind(("0.0.0.0", 68))
-    s.settimeout(0.01)
+TARGETS = [Target("plug_to_dhcp_ack", "p50_ms", 200, "issue 5")]
 
-    def packet(kind, extra=b""):
-        head = struct.pack("!BBBB4sHH4s4s4s4s", 1, 1, 6, 0, xid, 0, 0x8000, bytes(4),
-                           bytes(4), bytes(4), bytes(4))
-        return (head + mac + bytes(10) + bytes(192) + b"\\x63\\x82\\x53\\x63"
-                + bytes([53, 1, kind]) + extra + b"\\xff")
-
-    def options(data):
-        out, i = {}, 240
-        while i < len(data) and data[i] != 255:
-            if data[i] == 0:
-                i += 1
-                continue
-            out[data[i]] = data[i + 2:i + 2 + data[i + 1]]
-            i += 2 + data[i + 1]
-        return out
-
-    def exchange(kind, want, extra=b""):
-        while time.monotonic() < deadline:
-            s.sendto(packet(kind, extra), ("255.255.255.255", 67))
-            try:
-                while True:
-                    data = s.recv(2048)
-                    if data[4:8] == xid and data[28:34] == mac and \\
-                            options(data).get(53) == bytes([want]):
-                        return data
-            except TimeoutError:
-                pass
-        sys.exit("no answer")
-
-    offer = exchange(1, 2)
-    print("offer", time.time(), flush=True)
-    server = options(offer)[54]
-    exchange(3, 5, bytes([50, 4]) + offer[16:20] + bytes([54, 4]) + server)
-    print("ack", time.time(), flush=True)
-""")
+# udhcpc's script: one line per event, with the time (the "bound" line: the ACK is in).
+SCRIPT = '#!/bin/sh\necho "$1 $(date +%s.%N)" >> "$UDHCPC_EVENTS"\n'
 
 
-def lease(vm, began: float, timeout: float = 30) -> tuple[float, float]:
-    """(first OFFER, ACK) in seconds after ``began``, from the guest's client."""
-    proc = vm.exec([sys.executable, "-c", CLIENT, vm.mac, str(timeout)], timeout=timeout + 10)
-    times = dict(line.split() for line in proc.stdout.splitlines() if line.strip())
-    if proc.returncode != 0 or "ack" not in times:
+def lease(vm, timeout: float = 45) -> dict:
+    """Run udhcpc with busybox's default retries in the guest until it is bound: the time of
+    each event (deconfig at its start, bound at the ACK) and the DISCOVERs it sent."""
+    with tempfile.TemporaryDirectory(prefix="udhcpc-") as tmp:
+        script, events = Path(tmp) / "script", Path(tmp) / "events"
+        script.write_text(SCRIPT)
+        script.chmod(0o755)
+        try:
+            proc = vm.exec(["env", f"UDHCPC_EVENTS={events}", "udhcpc", "-i", "eth0", "-f",
+                            "-q", "-s", str(script)], timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"no lease for {vm} within {timeout} s") from None
+        times: dict[str, float] = {}
+        if events.exists():
+            for line in events.read_text().splitlines():
+                kind, stamp = line.split()
+                times.setdefault(kind, float(stamp))
+    if proc.returncode != 0 or "bound" not in times:
         raise SystemExit(f"no lease for {vm}: {proc.stdout} {proc.stderr}")
-    return float(times["offer"]) - began, float(times["ack"]) - began
+    return {"start": times.get("deconfig"), "ack": times["bound"],
+            "discovers": (proc.stdout + proc.stderr).count("sending discover")}
 
 
 def new_port(api: Api, node: Node, net: dict, sub: dict, hosts_file: Path,
@@ -120,26 +93,29 @@ def new_port(api: Api, node: Node, net: dict, sub: dict, hosts_file: Path,
 def bench(api: Api, cluster, samples: int) -> dict:
     dhcp_node = cluster.add_node("dhcp", roles=("dhcp",), tunnel_types=("vxlan",), physnets=())
     compute = cluster.add_node("c1", tunnel_types=("vxlan",), physnets=())
+    clock = PortClock(compute)
     wait(lambda: api.agent_alive(dhcp_node, "DHCP agent"), 30, "the DHCP agent")
     net = api.create("network", name="bench-dhcp")
     sub = api.create("subnet", network_id=net["id"], ip_version=4, cidr="10.90.0.0/16")
     dhcp_port = api.call("GET", "/ports", params={"network_id": net["id"],
                                                   "device_owner": "network:dhcp"})["ports"][0]
     wait(lambda: api.status(dhcp_port["id"]) == "ACTIVE", 30, "the DHCP port")
-    hosts_file = Path(dhcp_node.dir) / "dhcp" / net["id"] / "host"
-    offers, acks, plugged, known = [], [], [], []
+    hosts_file = dhcp_node.daemons_dir / "dhcp" / net["id"] / "host"
+    from_plug, from_create, plugged, known, discovers = [], [], [], [], []
     for i in range(samples):
         began = time.time()
         vm, watcher, seen = new_port(api, compute, net, sub, hosts_file, began)
         plugged.append(time.time() - began)
-        offer, ack = lease(vm, began)
+        got = lease(vm)
         watcher.join(30)
         known += seen
-        offers.append(offer)
-        acks.append(ack)
+        from_plug.append(got["ack"] - clock.of(vm))
+        from_create.append(got["ack"] - began)
+        discovers.append(got["discovers"])
         print(f"  port {i + 1}: in dnsmasq's hosts {seen[0] * 1000 if seen else -1:.0f} ms, "
-              f"plugged {plugged[-1] * 1000:.0f} ms, offer {offer * 1000:.0f} ms, "
-              f"ack {ack * 1000:.0f} ms", file=sys.stderr)
+              f"plugged {plugged[-1] * 1000:.0f} ms after the create, ack "
+              f"{from_plug[-1] * 1000:.0f} ms after the OVS port, {got['discovers']} "
+              f"DISCOVERs", file=sys.stderr)
         vm.unplug()
     networks = []
     for i in range(max(1, samples // 4)):
@@ -155,13 +131,16 @@ def bench(api: Api, cluster, samples: int) -> dict:
         # the guest's port got no address before the subnet existed: give it one
         api.call("PUT", f"/ports/{port['id']}", json={"port": {"fixed_ips": [
             {"subnet_id": sub["id"]}]}})
-        networks.append(lease(vm, began)[1])
+        networks.append(lease(vm)["ack"] - began)
         print(f"  network {i + 1}: ack {networks[-1] * 1000:.0f} ms", file=sys.stderr)
         vm.unplug()
-    return {"port_create_to_dhcp_ack": percentiles(acks, 1, True),
-            # the cloud's own part: from the VIF plugged (the guest starts its client) on
-            "plugged_to_dhcp_ack": percentiles([a - p for a, p in zip(acks, plugged)], 1, True),
-            "port_create_to_first_offer": percentiles(offers, 1, True),
+    return {"client": "busybox udhcpc, default retries (-t 3 -T 3 -A 20), started when the "
+                      "guest's eth0 is up (the plug returned)",
+            "plug_to_dhcp_ack": percentiles(from_plug, 1, True),
+            "port_create_to_dhcp_ack": percentiles(from_create, 1, True),
+            "discovers_per_lease": {"max": max(discovers), "mean": round(
+                sum(discovers) / len(discovers), 2),
+                "leases_needing_a_retry": sum(d > 1 for d in discovers)},
             "port_create_to_plugged": percentiles(plugged, 1, True),
             "port_create_to_dnsmasq_host_entry": percentiles(known, 1, True),
             "subnet_create_to_dhcp_ack_new_network": percentiles(networks, 1, True)}
@@ -169,13 +148,19 @@ def bench(api: Api, cluster, samples: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", default=quick(),
+                        help="4 samples: checks that it runs")
+    parser.add_argument("--samples", type=int, help="(20)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dhcp.json"))
     args = parser.parse_args()
-    require("ovs-vswitchd", "ovsdb-server", "ip", "ethtool", "dnsmasq", "nsenter")
+    if args.quick:
+        os.environ[QUICK_ENV] = "1"
+    samples = args.samples or (4 if args.quick else 20)
+    require("ovs-vswitchd", "ovsdb-server", "ip", "ethtool", "dnsmasq", "nsenter", "udhcpc")
     with world() as (api, cluster):
-        results = {"loadavg_at_start": os.getloadavg(), **bench(api, cluster, args.samples)}
-    write_results(args.out, results)
+        results = {"loadavg_at_start": os.getloadavg(), **bench(api, cluster, samples)}
+    write_results(args.out, verdict(results, results, TARGETS))
+
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Router dataplane figures: simulated nodes (stacklet.harness) against a real server.
 
-    sudo .venv/bin/python bench/routers.py [--samples 20] [--out bench/results/routers.json]
+    sudo .venv/bin/python bench/routers.py [--samples 20] [--quick]
+                                           [--out bench/results/routers.json]
 
 Starts its own cloud and cluster as bench/dataplane.py does: a network node with the L3 role
 (the external network's physical network), two compute nodes, and the external world
@@ -15,7 +16,9 @@ Starts its own cloud and cluster as bench/dataplane.py does: a network node with
 
 The clock starts when the API call is sent; pings run every 10 ms in the background (`ping -D`
 prints the time of each reply), so a figure is API + scheduling + agent pass + first reply.
-Not a test: it writes figures, it asserts nothing.
+Targets (issue 5): p50 <= 200 ms each; each figure carries its target and whether it was met.
+--quick takes 4 samples, to check that it runs. Not a test: it writes figures, it asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -29,13 +32,18 @@ import time
 import uuid
 from pathlib import Path
 
-from common import percentiles, wait, write_results
+from common import QUICK_ENV, Target, percentiles, quick, verdict, wait, write_results
 from dataplane import Api, require, world
 
 from stacklet.harness.cluster import Instance, Node
 from stacklet.harness.external import External
 
 REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from ")
+
+TARGETS = [
+    Target("interface_add_to_first_cross_subnet_ping", "p50_ms", 200, "issue 5"),
+    Target("floatingip_associate_to_first_ping_from_internet", "p50_ms", 200, "issue 5"),
+]
 
 
 def instance(api: Api, node: Node, net: dict, sub: dict, group: str) -> Instance:
@@ -134,15 +142,20 @@ def bench(api: Api, cluster, samples: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", default=quick(),
+                        help="4 samples: checks that it runs")
+    parser.add_argument("--samples", type=int, help="(20)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                              "routers.json"))
     args = parser.parse_args()
+    if args.quick:
+        os.environ[QUICK_ENV] = "1"
+    samples = args.samples or (4 if args.quick else 20)
     require("ovs-vswitchd", "ovsdb-server", "ip", "ethtool", "ping", "iptables-restore",
                  "stdbuf")
     with world() as (api, cluster):
-        results = {"loadavg_at_start": os.getloadavg(), **bench(api, cluster, args.samples)}
-    write_results(args.out, results)
+        results = {"loadavg_at_start": os.getloadavg(), **bench(api, cluster, samples)}
+    write_results(args.out, verdict(results, results, TARGETS))
 
 if __name__ == "__main__":
     main()
