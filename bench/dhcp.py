@@ -63,7 +63,7 @@ def lease(vm, timeout: float = 45) -> dict:
     if proc.returncode != 0 or "bound" not in times:
         raise SystemExit(f"no lease for {vm}: {proc.stdout} {proc.stderr}")
     return {"start": times.get("deconfig"), "ack": times["bound"],
-            "discovers": (proc.stdout + proc.stderr).count("sending discover")}
+            "discovers": (proc.stdout + proc.stderr).count("broadcasting discover")}
 
 
 def new_port(api: Api, node: Node, net: dict, sub: dict, hosts_file: Path,

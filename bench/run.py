@@ -58,24 +58,28 @@ def show(value) -> str:
 
 def summary(out_dir: Path, names: list[str], failed: set[str]) -> list[str]:
     """One line per check of each benchmark's results; benchmarks without checks said so."""
-    lines = [f"{'benchmark':<10} {'figure':<58} {'stat':<14} {'value':>9}  target    verdict"]
+    rows, notes = [], []
     for name in names:
         path = out_dir / f"{name}.json"
         if name in failed or not path.exists():
-            lines.append(f"{name:<10} (did not run: no results)")
+            notes.append(f"{name}: did not run, no results")
             continue
         report = json.loads(path.read_text())
         checks = report.get("checks")
         if checks is None:
-            lines.append(f"{name:<10} (results without targets: written by an older version)")
+            notes.append(f"{name}: results without targets (written by an older version)")
             continue
         tag = " [quick]" if report.get("quick") else ""
         for check in checks:
             verdict = {True: "met", False: "MISSED", None: "not measured"}[check["met"]]
-            lines.append(f"{name:<10} {check['figure']:<58} {check['stat']:<14} "
-                         f"{show(check['value']):>9}  {check['op']} {show(check['target']):<6} "
-                         f"{verdict}{tag}")
-    return lines
+            rows.append((name, check["figure"], check["stat"], show(check["value"]),
+                         f"{check['op']} {show(check['target'])}", verdict + tag))
+    head = ("benchmark", "figure", "stat", "value", "target", "verdict")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(str(c).rjust(w) if i == 3 else str(c).ljust(w)
+                       for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in [head, *rows]]
+    return lines + notes
 
 
 def main() -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
 import sys
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
 from netutil import Api, admin_api, uname
 
 __all__ = [
+    "APPLY",
+    "DEAD",
+    "IN_FLIGHT",
+    "NO_REPLY",
+    "AgentPasses",
     "Api",
+    "PingTrace",
     "admin_api",
     "boot",
     "flows_of",
@@ -25,7 +36,29 @@ __all__ = [
 ]
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
+# Bounds of the e2e tests. They run on a 2-core machine that other test runs share (load
+# averages of 6-8 seen while several helpers ran e2e modules at once); the real latencies are
+# the benchmarks' business (bench/results/*.json: a change reaches the dataplane in ~0.1-0.3 s
+# on a quiet machine). A bound here must hold on the loaded machine and still fail a change
+# that does not apply by itself: the agents' periodic full resync comes every 60 s.
+
+# A change made through the API reaches a node's dataplane (flows, a port's status, a rule
+# taking effect or stopping traffic) within this. Agent passes of over 2 s were seen on the
+# loaded machine; 10 s leaves room for a pass that just started plus the next one.
+APPLY = 10.0
+# A wired port answers: a ping (or TCP handshake) across nodes gets its reply within this,
+# so "no reply within NO_REPLY" means dropped, not slow. Round trips through two userspace
+# datapaths are ~1 ms quiet and were seen near 0.5 s on the loaded machine.
+NO_REPLY = 1.0
+# A killed agent is listed dead once it missed heartbeats for agent_down_time (10 s in the
+# test cloud, tests/conftest.py); the listing is read on each request, so APPLY on top.
+DEAD = 10.0 + APPLY
+# A ping in flight when a PingTrace is stopped may miss its reply; sequences sent in this last
+# stretch are not counted as lost (the checks end at least this long after the event).
+IN_FLIGHT = 1.0
+
+
+def wait_for(predicate, timeout: float = APPLY, interval: float = 0.05, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -36,7 +69,7 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
         time.sleep(interval)
 
 
-def wait_status(api: Api, port_id: str, status: str, timeout: float = 10.0) -> dict:
+def wait_status(api: Api, port_id: str, status: str, timeout: float = APPLY) -> dict:
     return wait_for(lambda: (p := api.show("port", port_id))["status"] == status and p,
                     timeout, what=f"port {port_id} {status}")
 
@@ -86,3 +119,86 @@ def nodes(api: Api, cluster, *names: str, **kwargs: Any) -> list[Node]:
     for node in result:
         wait_agent(api, node)
     return result
+
+
+_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)")
+
+
+@dataclass
+class PingResult:
+    sent: int                     # echo requests sent
+    replies: dict[int, float]     # icmp_seq -> when its reply came (time.time())
+    interval: float
+
+    @property
+    def last_seq(self) -> int:
+        return max(self.replies, default=0)
+
+    @property
+    def last_reply(self) -> float:
+        return max(self.replies.values(), default=0.0)
+
+    def lost(self) -> list[int]:
+        """Requests without a reply, leaving out those sent in the last IN_FLIGHT seconds."""
+        tail = round(IN_FLIGHT / self.interval)
+        return [seq for seq in range(1, self.sent - tail + 1) if seq not in self.replies]
+
+    def gaps(self) -> list[int]:
+        """Requests without a reply before the last answered one."""
+        return [seq for seq in range(1, self.last_seq) if seq not in self.replies]
+
+
+class PingTrace:
+    """A ping running in the background (`ping -D`, 20/s by default) that notes the time of
+    every reply as it comes, so a test can say exactly when traffic stopped, or that none was
+    lost."""
+
+    def __init__(self, source: Instance, ip: str, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.replies: dict[int, float] = {}
+        self._lines: list[str] = []
+        self.started = time.time()
+        self.proc = source.popen(["stdbuf", "-oL", "ping", "-D", "-n", "-i", str(interval),
+                                  "-W", "1", ip],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.append(line)
+            match = _REPLY.match(line)
+            if match:
+                self.replies.setdefault(int(match.group(2)), float(match.group(1)))
+
+    def silent_for(self, seconds: float) -> bool:
+        """No reply (or none yet) for the last `seconds`."""
+        last = max(self.replies.values(), default=self.started)
+        return time.time() - last >= seconds
+
+    def stop(self) -> PingResult:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(10)
+        self._reader.join(10)
+        out = "".join(self._lines)
+        match = re.search(r"(\d+) packets transmitted", out)
+        assert match, f"no ping summary in: {out[-500:]}"
+        return PingResult(int(match.group(1)), dict(self.replies), self.interval)
+
+
+class AgentPasses:
+    """The passes a node's agent made from now on that fetched a new snapshot (the harness
+    runs agents with log_level debug: one "pass: snapshot <n> ms" line each), to know that
+    the agent has seen a change, not merely that nothing moved for a while."""
+
+    PASS = re.compile(r" pass: snapshot \d+ ms")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.offset = node.agent_log.stat().st_size
+
+    def count(self) -> int:
+        with open(self.node.agent_log, errors="replace") as log:
+            log.seek(self.offset)
+            return len(self.PASS.findall(log.read()))

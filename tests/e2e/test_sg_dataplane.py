@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from dputil import boot, network, nodes, uname, wait_for
+from dputil import APPLY, IN_FLIGHT, NO_REPLY, PingTrace, boot, network, nodes, uname, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -31,27 +31,34 @@ def test_ingress_denied_by_default_allowed_port_open_and_live_rule_changes(api, 
     server = boot(api, s2, net, sub, security_groups=[server_group["id"]])
     server.tcp_listen(8080)
     server.tcp_listen(9090)
-    assert not client.ping(server.ip, count=2, timeout=1), "ingress must be denied by default"
-    assert not client.tcp_connect(server.ip, 8080, timeout=1)
+    assert not client.ping(server.ip, count=2, timeout=NO_REPLY), "ingress denied by default"
+    assert not client.tcp_connect(server.ip, 8080, timeout=NO_REPLY)
     rule = api.create("security_group_rule", security_group_id=server_group["id"],
                       direction="ingress", ethertype="IPv4", protocol="tcp",
                       port_range_min=8000, port_range_max=8191)
-    assert wait_for(lambda: client.tcp_connect(server.ip, 8080, timeout=1), 5,
+    assert wait_for(lambda: client.tcp_connect(server.ip, 8080, timeout=NO_REPLY), APPLY,
                     what="the allowed port to open")
-    assert not client.tcp_connect(server.ip, 9090, timeout=1), "a port outside the rule"
+    assert not client.tcp_connect(server.ip, 9090, timeout=NO_REPLY), "a port outside the rule"
     # the client's group allows no ingress from the server: replies pass as return traffic
     icmp = api.create("security_group_rule", security_group_id=server_group["id"],
                       direction="ingress", ethertype="IPv4", protocol="icmp")
-    assert wait_for(lambda: client.ping(server.ip, count=1, timeout=1), 5)
-    run = client.ping_background(server.ip, interval=0.05)
+    assert wait_for(lambda: client.ping(server.ip, count=1, timeout=NO_REPLY), APPLY)
+    # A removed rule stops a running ping within APPLY: every request answered up to then,
+    # none after (checked for IN_FLIGHT + 2 s of requests sent in vain).
+    trace = PingTrace(client, server.ip)
     time.sleep(1.0)
     api.remove("security_group_rule", icmp["id"])
-    time.sleep(1.0)
-    sent, received = run.stop()
-    assert 10 <= received < sent, "a removed rule stops a running ping"
-    assert not client.ping(server.ip, count=2, timeout=1)
+    removed = time.time()
+    wait_for(lambda: trace.silent_for(IN_FLIGHT + 2), APPLY + IN_FLIGHT + 2,
+             what="the running ping to stop")
+    result = trace.stop()
+    assert result.gaps() == [], f"requests lost before the ping stopped: {result.gaps()}"
+    assert result.last_seq >= 10, "the ping ran before the rule went"
+    assert result.last_reply - removed <= APPLY, "the removed rule stopped the ping late"
+    assert result.sent - result.last_seq >= (IN_FLIGHT + 1) / trace.interval, result.sent
+    assert not client.ping(server.ip, count=2, timeout=NO_REPLY)
     api.remove("security_group_rule", rule["id"])
-    assert wait_for(lambda: not client.tcp_connect(server.ip, 8080, timeout=1), 5)
+    assert wait_for(lambda: not client.tcp_connect(server.ip, 8080, timeout=NO_REPLY), APPLY)
     client.unplug()
     server.unplug()
 
@@ -64,14 +71,14 @@ def test_spoofed_ip_or_mac_gets_nothing_through_and_pairs_allow_a_vip(api, pair)
     assert a.ping(b.ip, count=2)
     a.del_ip(f"{a.ip}/24")
     a.add_ip("10.41.0.250/24")
-    assert not a.ping(b.ip, count=2, timeout=1), "a forged source IP must not pass"
+    assert not a.ping(b.ip, count=2, timeout=NO_REPLY), "a forged source IP must not pass"
     api.update("port", a.port["id"],
                allowed_address_pairs=[{"ip_address": "10.41.0.250"}])
-    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=1), 5,
+    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), APPLY,
                     what="the allowed address pair to work")
     a.del_ip("10.41.0.250/24")
     a.add_ip(f"{a.ip}/24")
     a.set_mac("fa:16:3e:de:ad:01")
-    assert not a.ping(b.ip, count=2, timeout=1), "a forged MAC must not pass"
+    assert not a.ping(b.ip, count=2, timeout=NO_REPLY), "a forged MAC must not pass"
     a.unplug()
     b.unplug()
