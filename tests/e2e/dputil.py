@@ -26,6 +26,7 @@ __all__ = [
     "AgentPasses",
     "Api",
     "PingTrace",
+    "SETUP",
     "admin_api",
     "boot",
     "flows_of",
@@ -46,6 +47,10 @@ __all__ = [
 # taking effect or stopping traffic) within this. Agent passes of over 2 s were seen on the
 # loaded machine; 10 s leaves room for a pass that just started plus the next one.
 APPLY = 10.0
+# What the DHCP and L3 roles set up after an API call (a network's qdhcp- namespace and
+# dnsmasq, a router's qrouter- namespace, veths, addresses, nat table, radvd, a metadata
+# proxy; an agent registering): one role pass plus the wiring of its ports.
+SETUP = APPLY + 10.0
 # A wired port answers: a ping (or TCP handshake) across nodes gets its reply within this,
 # so "no reply within NO_REPLY" means dropped, not slow. Round trips through two userspace
 # datapaths are ~1 ms quiet and were seen near 0.5 s on the loaded machine.

@@ -13,9 +13,16 @@ import signal
 import sys
 
 import pytest
-from dputil import boot, nodes, uname, wait_for, wait_status
+from dputil import APPLY, DEAD, SETUP, boot, nodes, uname, wait_for, wait_status
 
 from stacklet import linux
+
+# One udhcpc run sends 3 DISCOVERs 1 s apart (`Instance.dhcp(timeout=3)`); leases are asked
+# again until LEASE: the dnsmasq host entry of a port is written in the DHCP role's next pass.
+LEASE = SETUP
+# A dead DHCP node's networks move when its agent is listed dead (DEAD) and the next heartbeat
+# of the surviving agent reschedules them; then the new port is served (SETUP).
+MOVED = DEAD + SETUP
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +32,7 @@ def trio(api, cluster):
     (c1,) = nodes(api, cluster, "c1")
     for node in (d1, d2):
         wait_for(lambda n=node: api.get("agents", params={
-            "host": n.host, "agent_type": "DHCP agent"})["agents"], 20,
+            "host": n.host, "agent_type": "DHCP agent"})["agents"], APPLY,
             what=f"DHCP agent of {node.name}")
     return d1, d2, c1
 
@@ -64,17 +71,17 @@ def test_an_instance_gets_address_gateway_mtu_dns_and_routes_from_another_node(a
                                           "nexthop": "10.60.0.254"}])
     server = hosting_node(api, trio, net["id"])
     other = d2 if server is d1 else d1
-    port = wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=20)
+    port = wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=SETUP)
     dhcp_ip = port["fixed_ips"][0]["ip_address"]
     ns = f"qdhcp-{net['id']}"
     # the namespace exists on the DHCP node only, never in the machine's /run/netns
-    assert wait_for(lambda: ns in server.private_netns(), 10)
+    assert wait_for(lambda: ns in server.private_netns(), SETUP)
     assert ns not in other.private_netns() and ns not in linux.netns_list()
     link = server.netns_exec(ns, ["ip", "-o", "addr", "show", "dev",
                                   f"ns-{port['id'][:11]}"], check=True).stdout
     assert f"{dhcp_ip}/24" in link
     vm = boot(api, c1, net, sub)
-    lease = wait_for(lambda: vm.dhcp(timeout=3), 20, what="a lease")
+    lease = wait_for(lambda: vm.dhcp(timeout=3), LEASE, what="a lease")
     assert lease["ip"] == vm.ip and lease["subnet"] == "255.255.255.0"
     assert lease["router"] == [sub["gateway_ip"]]
     assert lease["dns"] == ["198.51.100.53"]
@@ -93,7 +100,7 @@ def test_an_instance_gets_address_gateway_mtu_dns_and_routes_from_another_node(a
         proc = vm.exec([sys.executable, "-c", _FETCH], timeout=15)
         return proc.returncode == 0 and proc.stdout.strip()
 
-    assert wait_for(fetch, 15, interval=0.5, what="metadata") == vm.port["device_id"]
+    assert wait_for(fetch, SETUP, interval=0.5, what="metadata") == vm.port["device_id"]
     vm.unplug()
 
 
@@ -101,14 +108,14 @@ def test_a_new_address_comes_with_the_next_lease_and_dnsmasq_is_only_signalled(a
     d1, d2, c1 = trio
     net, sub = dhcp_network(api, "10.61.0.0/24")
     server = hosting_node(api, trio, net["id"])
-    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=20)
+    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=SETUP)
     vm = boot(api, c1, net, sub)
-    assert wait_for(lambda: (lease := vm.dhcp(timeout=3)) and lease["ip"] == vm.ip, 20)
+    assert wait_for(lambda: (lease := vm.dhcp(timeout=3)) and lease["ip"] == vm.ip, LEASE)
     pid = dnsmasq_pid(server, net["id"])
     api.update("port", vm.port_id, fixed_ips=[{"subnet_id": sub["id"],
                                                "ip_address": "10.61.0.77"}])
     assert wait_for(lambda: (lease := vm.dhcp(timeout=2)) and lease["ip"] == "10.61.0.77",
-                    20, what="a lease with the new address")
+                    LEASE, what="a lease with the new address")
     assert dnsmasq_pid(server, net["id"]) == pid, "dnsmasq must be signalled, not restarted"
     hosts = (server.daemons_dir / "dhcp" / net["id"] / "host").read_text()
     assert ",10.61.0.77" in hosts and f",{vm.ip}\n" not in hosts
@@ -118,7 +125,7 @@ def test_a_new_address_comes_with_the_next_lease_and_dnsmasq_is_only_signalled(a
     api.update("port", vm.port_id, fixed_ips=[{"subnet_id": sub["id"],
                                                "ip_address": "10.61.0.78"}])
     assert wait_for(lambda: (lease := vm.dhcp(timeout=2)) and lease["ip"] == "10.61.0.78",
-                    20, what="a lease after the agent restarted")
+                    LEASE, what="a lease after the agent restarted")
     assert dnsmasq_pid(server, net["id"]) == pid, "a restarted agent keeps dnsmasq"
     vm.unplug()
 
@@ -132,16 +139,16 @@ def test_two_dhcp_nodes_serve_one_network_each_in_its_own_qdhcp_namespace(api, t
                                       "agent_type": "DHCP agent"})["agents"][0]
     api.post(f"agents/{agent['id']}/dhcp-networks", {"network_id": net["id"]})
     ports = wait_for(lambda: len(p := api.list("port", {
-        "network_id": net["id"], "device_owner": "network:dhcp"})) == 2 and p, 10)
+        "network_id": net["id"], "device_owner": "network:dhcp"})) == 2 and p, APPLY)
     for port in ports:
-        wait_status(api, port["id"], "ACTIVE", timeout=20)
+        wait_status(api, port["id"], "ACTIVE", timeout=SETUP)
     ns = f"qdhcp-{net['id']}"
     # the same name on both nodes, neither in the machine's /run/netns
-    assert wait_for(lambda: ns in first.private_netns() and ns in second.private_netns(), 10)
+    assert wait_for(lambda: ns in first.private_netns() and ns in second.private_netns(), SETUP)
     assert ns not in linux.netns_list()
     servers = {p["fixed_ips"][0]["ip_address"] for p in ports}
     vm = boot(api, c1, net, sub)
-    lease = wait_for(lambda: vm.dhcp(timeout=3), 20, what="a lease")
+    lease = wait_for(lambda: vm.dhcp(timeout=3), LEASE, what="a lease")
     assert lease["ip"] == vm.ip and lease["serverid"] in servers
     # either server alone still answers: stop the one that answered
     answered = next(n for n in (d1, d2) if n.host == next(
@@ -149,7 +156,7 @@ def test_two_dhcp_nodes_serve_one_network_each_in_its_own_qdhcp_namespace(api, t
         if p["fixed_ips"][0]["ip_address"] == lease["serverid"]))
     os.kill(dnsmasq_pid(answered, net["id"]), signal.SIGSTOP)
     try:
-        again = wait_for(lambda: vm.dhcp(timeout=3), 20, what="a lease from the other")
+        again = wait_for(lambda: vm.dhcp(timeout=3), LEASE, what="a lease from the other")
         assert again["ip"] == vm.ip and again["serverid"] == (servers - {
             lease["serverid"]}).pop()
     finally:
@@ -162,17 +169,17 @@ def test_the_dhcp_nodes_death_moves_its_networks_and_new_instances_still_get_lea
     net, sub = dhcp_network(api, "10.62.0.0/24")
     server = hosting_node(api, trio, net["id"])
     survivor = d2 if server is d1 else d1
-    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=20)
+    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=SETUP)
     # the node is gone: its agent and its dnsmasq
     server.kill_agent()
     server.drop_private_netns()
-    moved = wait_for(lambda: hosting_node(api, trio, net["id"]) is survivor, 40,
+    moved = wait_for(lambda: hosting_node(api, trio, net["id"]) is survivor, MOVED,
                      interval=0.5, what="the network to move to the surviving DHCP node")
     assert moved
-    port = wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=20)
+    port = wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=SETUP)
     assert port["binding:host_id"] == survivor.host
     vm = boot(api, c1, net, sub)
-    lease = wait_for(lambda: vm.dhcp(timeout=3), 20, what="a lease from the new DHCP node")
+    lease = wait_for(lambda: vm.dhcp(timeout=3), LEASE, what="a lease from the new DHCP node")
     assert lease["ip"] == vm.ip and lease["serverid"] == port["fixed_ips"][0]["ip_address"]
     assert f"qdhcp-{net['id']}" in survivor.private_netns()
     vm.unplug()
@@ -184,7 +191,7 @@ def test_an_isolated_slaac_subnet_is_advertised_and_the_guest_takes_its_address(
     v4 = api.create("subnet", network_id=net["id"], ip_version=4, cidr="10.64.0.0/24")
     api.create("subnet", network_id=net["id"], ip_version=6, cidr="2001:db8:64::/64",
                ipv6_ra_mode="slaac", ipv6_address_mode="slaac")
-    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=20)
+    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=SETUP)
     port = api.create("port", network_id=net["id"], device_owner="compute:nova",
                       **{"binding:host_id": c1.host})
     v6 = next(ip["ip_address"] for ip in port["fixed_ips"] if ":" in ip["ip_address"])
@@ -194,7 +201,7 @@ def test_an_isolated_slaac_subnet_is_advertised_and_the_guest_takes_its_address(
                  network_mtu=net["mtu"], cidrs={v4["id"]: v4["cidr"]})
     wait_status(api, port["id"], "ACTIVE")
     assert wait_for(lambda: f"{v6}/64" in vm.exec(["ip", "-6", "addr", "show", "dev",
-                                                   "eth0"]).stdout, 20,
+                                                   "eth0"]).stdout, SETUP,
                     what="the SLAAC address from the router advertisement")
     assert "default" not in vm.exec(["ip", "-6", "route", "show"]).stdout, \
         "dnsmasq is no router: router lifetime 0"

@@ -12,6 +12,7 @@ import json
 import time
 
 import pytest
+from dputil import APPLY, NO_REPLY, SETUP
 
 from stacklet import linux
 from stacklet.harness import Cluster, Node, fake_port, sweep
@@ -166,7 +167,7 @@ def test_provider_segment_flat_and_vlan(nodes, tag):
         assert a.tcp_connect(b.ip, 5001)
         if tag:     # the other node's port on another VLAN cannot be reached
             n2.vsctl("set", "Port", b.tap, f"tag={tag + 1}")
-            assert not a.ping(b.ip, count=2, timeout=1)
+            assert not a.ping(b.ip, count=2, timeout=NO_REPLY)
     finally:
         a.unplug()
         b.unplug()
@@ -221,7 +222,7 @@ def test_agent_of_a_node_registers_with_the_cloud(cloud, cluster):
     started = time.monotonic()
     node = cluster.node("h1")
     agent = None
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + SETUP
     while time.monotonic() < deadline and agent is None:
         response = cloud.request("GET", "/networking/v2.0/agents", token=cloud.admin_token,
                                  params={"host": node.host})
@@ -237,7 +238,7 @@ def test_agent_of_a_node_registers_with_the_cloud(cloud, cluster):
     assert agent["configurations"]["tunneling_ip"] == node.tunnel_ip
     assert agent["configurations"]["bridge_mappings"] == {"physnet1": "br-physnet1"}
     # the agent builds its bridges in the node's own OVS
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + APPLY
     while "br-tun" not in node.vsctl("list-br").split() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert {"br-int", "br-tun", "br-physnet1"} <= set(node.vsctl("list-br").split())

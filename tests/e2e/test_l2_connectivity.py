@@ -4,7 +4,7 @@ provider networks; networks with the same CIDR stay isolated."""
 from __future__ import annotations
 
 import pytest
-from dputil import boot, network, nodes
+from dputil import NO_REPLY, boot, network, nodes
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_same_cidr_in_two_projects_is_isolated(api, pair):
                                                "ip_address": "10.20.0.12"}])
     assert a1.ping("10.20.0.11", count=2)
     assert a2.ping("10.20.0.12", count=2)
-    assert not a2.ping("10.20.0.11", count=2, timeout=1), "crossed into the other network"
-    assert not a1.ping("10.20.0.12", count=2, timeout=1), "crossed into the other network"
+    assert not a2.ping("10.20.0.11", count=2, timeout=NO_REPLY), "crossed into the other network"
+    assert not a1.ping("10.20.0.12", count=2, timeout=NO_REPLY), "crossed into the other network"
     for vm in (a1, b1, a2, b2):
         vm.unplug()

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from dputil import boot, nodes, uname, wait_for, wait_status
+from dputil import APPLY, NO_REPLY, SETUP, boot, nodes, uname, wait_for, wait_status
 
 from stacklet import linux
 from stacklet.harness.external import External, peer_address, whoami_listen
@@ -68,7 +68,7 @@ def world(api, cluster):
                              security_groups=[group["id"]])
         router = api.show("router", router["id"])
         for port in api.list("port", {"device_id": router["id"]}):
-            wait_status(api, port["id"], "ACTIVE", timeout=20)
+            wait_status(api, port["id"], "ACTIVE", timeout=SETUP)
         yield {"api": api, "net_node": net_node, "c1": c1, "external": external,
                "router": router, "ext_net": ext_net, "vms": vms, "nets": nets,
                "group": group, "ns": f"qrouter-{router['id']}",
@@ -126,9 +126,9 @@ def dnsmasq_pidfile(world, name: str) -> Path:
 
 def test_dnsmasq_haproxy_and_radvd_run_unprivileged_and_haproxy_chrooted(world):
     api, node, router = world["api"], world["net_node"], world["router"]
-    dnsmasq = wait_for(lambda: pid_in(dnsmasq_pidfile(world, "a")), 20, what="dnsmasq")
+    dnsmasq = wait_for(lambda: pid_in(dnsmasq_pidfile(world, "a")), SETUP, what="dnsmasq")
     assert user_of(dnsmasq) == "nobody"
-    haproxy = wait_for(lambda: pid_in(proxy_dir(world) / "pid"), 20, what="haproxy")
+    haproxy = wait_for(lambda: pid_in(proxy_dir(world) / "pid"), SETUP, what="haproxy")
     assert user_of(haproxy) == "haproxy"
     chroot = proxy_dir(world) / "root"
     assert os.readlink(f"/proc/{haproxy}/root") == str(chroot)
@@ -156,7 +156,7 @@ def test_dnsmasq_haproxy_and_radvd_run_unprivileged_and_haproxy_chrooted(world):
 
 def test_the_routers_metadata_port_answers_only_its_internal_side(world):
     node, gateway = world["net_node"], world["gateway_ip"]
-    assert wait_for(lambda: fetch_codes(world["vms"]["a"]) == [200], 15,
+    assert wait_for(lambda: fetch_codes(world["vms"]["a"]) == [200], SETUP,
                     what="metadata from inside")
     # an attacker on the external network, next to the gateway port, and one beyond it
     for outside in (world["external"].upstream, world["external"].host):
@@ -186,14 +186,15 @@ def test_a_flushed_nat_table_comes_back_with_snat_and_floating_ip_traffic(world)
     address = fip["floating_ip_address"]
     b.tcp_listen(7300)
     whoami_listen(host, 8300)
-    assert wait_for(lambda: host.tcp_connect(address, 7300, timeout=1), 15, what="the FIP")
+    assert wait_for(lambda: host.tcp_connect(address, 7300, timeout=NO_REPLY), SETUP,
+                    what="the FIP")
     assert peer_address(a, INTERNET, 8300) == world["gateway_ip"]
     node.netns_exec(world["ns"], ["iptables", "-t", "nat", "-F"], check=True)
     began = time.monotonic()
     # (no "unreachable now" check: the next check may come within the same second)
-    assert wait_for(lambda: host.tcp_connect(address, 7300, timeout=1), REPAIR,
+    assert wait_for(lambda: host.tcp_connect(address, 7300, timeout=NO_REPLY), REPAIR,
                     what="the FIP after a nat flush")
-    assert wait_for(lambda: peer_address(a, INTERNET, 8300, timeout=1), REPAIR,
+    assert wait_for(lambda: peer_address(a, INTERNET, 8300, timeout=NO_REPLY), REPAIR,
                     what="SNAT after a nat flush") == world["gateway_ip"]
     print(f"nat table repaired in {time.monotonic() - began:.1f} s")
     nat = node.netns_exec(world["ns"], ["iptables-save", "-t", "nat"]).stdout
@@ -216,7 +217,7 @@ def test_a_deleted_default_route_and_address_come_back(world):
     assert wait_for(lambda: f"{sub_b['gateway_ip']}/24" in node.netns_exec(
         ns, ["ip", "-o", "-4", "addr", "show", "dev", dev]).stdout, REPAIR,
         what="the interface address")
-    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=1), REPAIR,
+    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), REPAIR,
                     what="routing after the address came back")
 
 
@@ -224,7 +225,7 @@ def test_a_killed_dnsmasq_comes_back_and_rereads_its_files_unprivileged(world, c
     api = world["api"]
     a = world["vms"]["a"]
     net, sub = world["nets"]["a"]
-    old = wait_for(lambda: pid_in(dnsmasq_pidfile(world, "a")), 20, what="dnsmasq")
+    old = wait_for(lambda: pid_in(dnsmasq_pidfile(world, "a")), SETUP, what="dnsmasq")
     os.kill(old, signal.SIGKILL)
     linux.wait_pid_gone(old, 5)
     new = wait_for(lambda: pid_in(dnsmasq_pidfile(world, "a")), REPAIR, what="a new dnsmasq")
@@ -234,7 +235,7 @@ def test_a_killed_dnsmasq_comes_back_and_rereads_its_files_unprivileged(world, c
     # a new port: a host file change, re-read on SIGHUP by the unprivileged dnsmasq
     c = boot(api, cluster.node("c2"), net, sub, security_groups=[world["group"]["id"]])
     try:
-        lease = wait_for(lambda: c.dhcp(timeout=3), 20, what="a lease for a new port")
+        lease = wait_for(lambda: c.dhcp(timeout=3), SETUP, what="a lease for a new port")
         assert lease["ip"] == c.ip
         assert pid_in(dnsmasq_pidfile(world, "a")) == new, "signalled, not restarted"
     finally:
@@ -244,7 +245,7 @@ def test_a_killed_dnsmasq_comes_back_and_rereads_its_files_unprivileged(world, c
 
 def test_a_killed_metadata_proxy_comes_back(world):
     a = world["vms"]["a"]
-    old = wait_for(lambda: pid_in(proxy_dir(world) / "pid"), 20, what="haproxy")
+    old = wait_for(lambda: pid_in(proxy_dir(world) / "pid"), SETUP, what="haproxy")
     os.kill(old, signal.SIGKILL)
     linux.wait_pid_gone(old, 5)
     assert wait_for(lambda: fetch_codes(a) == [200], REPAIR, interval=0.5,
@@ -256,9 +257,9 @@ def test_a_deleted_br_tun_is_made_again_and_carries_traffic(world):
     c1, node = world["c1"], world["net_node"]
     a, b = world["vms"]["a"], world["vms"]["b"]
     agent = c1.agent_pid
-    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=1), 10, what="a → b")
+    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), APPLY, what="a → b")
     c1.vsctl("del-br", "br-tun")
-    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=1), REPAIR,
+    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), REPAIR,
                     what="cross-node traffic after br-tun was deleted")
     assert "br-tun" in c1.vsctl("list-br").split() and c1.agent_pid == agent
     assert node.agent_pid is not None
@@ -268,7 +269,7 @@ def test_a_deleted_br_tun_is_made_again_and_carries_traffic(world):
 
 def test_a_flood_from_one_instance_is_limited_while_another_is_served(world):
     a, b = world["vms"]["a"], world["vms"]["b"]
-    assert wait_for(lambda: fetch_codes(b) == [200], 15, what="metadata for b")
+    assert wait_for(lambda: fetch_codes(b) == [200], SETUP, what="metadata for b")
     codes = fetch_codes(a, 60)
     assert codes[0] == 200, codes
     assert codes.count(429) >= 30, codes

@@ -18,6 +18,7 @@ from dputil import (
     APPLY,
     IN_FLIGHT,
     NO_REPLY,
+    SETUP,
     PingTrace,
     boot,
     nodes,
@@ -35,9 +36,6 @@ from stacklet.harness.external import (
 )
 
 INTERNET = "198.51.100.10"
-# A router's own setup on the network node (namespace, veths, addresses, nat table, radvd)
-# after the API call: one L3 pass, seconds on the loaded machine; with the wiring of its ports.
-ROUTER = APPLY + 10.0
 # An established connection through the router is echoed every 50 ms; a round trip longer
 # than STALL means the restart cut it for a while (TCP retransmits after >= 200 ms, then
 # doubles); below it, the loaded machine's scheduling (seen up to ~0.5 s).
@@ -79,7 +77,7 @@ def world(api, cluster):
         router = api.show("router", router["id"])
         for port in api.list("port", {"device_id": router["id"]}):
             assert port["binding:host_id"] == net_node.host, port
-            wait_status(api, port["id"], "ACTIVE", timeout=ROUTER)
+            wait_status(api, port["id"], "ACTIVE", timeout=SETUP)
         yield {"api": api, "net_node": net_node, "external": external, "router": router,
                "ext_net": ext_net, "ext_sub": ext_sub, "vms": vms,
                "gateway_ip": router["external_gateway_info"]["external_fixed_ips"][0][
@@ -197,11 +195,11 @@ def test_ipv6_subnets_get_the_routers_advertisements_and_route_across(world, clu
             api.put(f"routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
             attached.append(sub)
             (port,) = api.list("port", {"device_id": router["id"], "network_id": net["id"]})
-            wait_status(api, port["id"], "ACTIVE", timeout=ROUTER)
+            wait_status(api, port["id"], "ACTIVE", timeout=SETUP)
             vms.append(boot(api, cluster.node(name), net, sub))   # no route: the RA gives it
         for vm in vms:
             assert wait_for(lambda vm=vm: "proto ra" in vm.exec(
-                ["ip", "-6", "route", "show", "default"]).stdout, ROUTER,
+                ["ip", "-6", "route", "show", "default"]).stdout, SETUP,
                 what=f"a default route from the router's advertisements in {vm}")
         assert wait_for(lambda: vms[0].ping(vms[1].ip, count=1, timeout=NO_REPLY), APPLY,
                         what="IPv6 across the router")
@@ -251,7 +249,7 @@ def test_metadata_through_the_routers_proxy(world):
         proc = a.exec([sys.executable, "-c", _FETCH], timeout=15)
         return proc.returncode == 0 and proc.stdout.strip()
 
-    assert wait_for(fetch, ROUTER, interval=0.5, what="metadata") == a.port["device_id"]
+    assert wait_for(fetch, SETUP, interval=0.5, what="metadata") == a.port["device_id"]
 
 
 def test_a_router_taken_off_its_agent_leaves_the_node_and_comes_back(world):
@@ -266,7 +264,7 @@ def test_a_router_taken_off_its_agent_leaves_the_node_and_comes_back(world):
     assert not taps & set(node.vsctl("list-ports", "br-int").split()), "router taps left"
     assert not a.ping(b.ip, count=1, timeout=NO_REPLY)
     api.post(f"agents/{agent['id']}/l3-routers", {"router_id": router["id"]})
-    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), ROUTER, what="routing back")
+    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), SETUP, what="routing back")
 
 
 def test_an_admin_down_router_leaves_the_node_and_its_floating_ips_go_down(world):
@@ -283,7 +281,7 @@ def test_an_admin_down_router_leaves_the_node_and_its_floating_ips_go_down(world
              what="floating IP DOWN")
     assert not a.ping(b.ip, count=1, timeout=NO_REPLY)
     api.update("router", router["id"], admin_state_up=True)
-    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), ROUTER, what="routing back")
+    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), SETUP, what="routing back")
     wait_for(lambda: api.show("floatingip", fip["id"])["status"] == "ACTIVE", APPLY,
              what="floating IP ACTIVE again")
     assert wait_for(lambda: world["external"].host.ping(fip["floating_ip_address"],
