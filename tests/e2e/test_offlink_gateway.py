@@ -17,6 +17,10 @@ from stacklet.agent.l3.role import L3Error, L3Role
 from stacklet.agent.l3.router import build
 
 GATEWAY, BEYOND = "10.97.9.1", "10.200.0.1"
+# A reply across one veth between two namespaces (no OVS, no agent: the routes are in place
+# when L3Role._routes returns) takes well under a millisecond; 2 s holds on the loaded machine,
+# so no reply within it means no route.
+REPLY = 2
 
 
 @pytest.fixture
@@ -48,7 +52,7 @@ def static_routes(ns: str) -> list[str]:
 
 
 def ping(ns: str, address: str) -> bool:
-    return linux.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", address],
+    return linux.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", str(REPLY), address],
                      check=False).returncode == 0
 
 
