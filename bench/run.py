@@ -67,7 +67,8 @@ def summary(out_dir: Path, names: list[str], failed: set[str]) -> list[str]:
         report = json.loads(path.read_text())
         checks = report.get("checks")
         if checks is None:
-            notes.append(f"{name}: results without targets (written by an older version)")
+            notes.append(f"{name}: no checks in {path.name} (targets not written through "
+                         "common.verdict, or results of an older version)")
             continue
         tag = " [quick]" if report.get("quick") else ""
         for check in checks:
