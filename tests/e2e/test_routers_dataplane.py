@@ -149,7 +149,8 @@ def test_floating_ip_reach_disassociate_and_move(world):
     assert result.gaps() == [], f"requests lost before the ping stopped: {result.gaps()}"
     assert result.last_seq >= 5, "the ping ran before the disassociation"
     assert result.last_reply - disassociated <= APPLY, "the FIP stopped answering late"
-    assert result.sent - result.last_seq >= (IN_FLIGHT + 1) / trace.interval, result.sent
+    # requests kept going out unanswered (the ping did not just die)
+    assert result.sent - result.last_seq >= IN_FLIGHT / trace.interval, result.sent
     assert not host.tcp_connect(address, 7000, timeout=NO_REPLY)
     # associated with b: b answers on it, a does not
     api.update("floatingip", fip["id"], port_id=b.port_id)

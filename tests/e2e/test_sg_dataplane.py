@@ -55,7 +55,8 @@ def test_ingress_denied_by_default_allowed_port_open_and_live_rule_changes(api, 
     assert result.gaps() == [], f"requests lost before the ping stopped: {result.gaps()}"
     assert result.last_seq >= 10, "the ping ran before the rule went"
     assert result.last_reply - removed <= APPLY, "the removed rule stopped the ping late"
-    assert result.sent - result.last_seq >= (IN_FLIGHT + 1) / trace.interval, result.sent
+    # requests kept going out unanswered (the ping did not just die)
+    assert result.sent - result.last_seq >= IN_FLIGHT / trace.interval, result.sent
     assert not client.ping(server.ip, count=2, timeout=NO_REPLY)
     api.remove("security_group_rule", rule["id"])
     assert wait_for(lambda: not client.tcp_connect(server.ip, 8080, timeout=NO_REPLY), APPLY)
