@@ -520,10 +520,12 @@ def bench_iperf(api: Api, cluster: Cluster, n1: Node, n2: Node, runs: int, secon
         here.vsctl("add-port", "br-int", "vxlan-base", "--", "set", "Interface", "vxlan-base",
                    "type=vxlan", f"options:remote_ip={there.tunnel_ip}",
                    f"options:local_ip={here.tunnel_ip}", "options:key=4242")
+    # untagged: no agent will ever take these ports out of the dead VLAN, and a VLAN tag
+    # would not fit the tunnel's MTU
     a = p1.plug(fake_port("10.52.0.10", "s"), network_mtu=net["mtu"],
-                cidrs={"s": "10.52.0.0/24"})
+                cidrs={"s": "10.52.0.0/24"}, isolate=False)
     b = p2.plug(fake_port("10.52.0.11", "s"), network_mtu=net["mtu"],
-                cidrs={"s": "10.52.0.0/24"})
+                cidrs={"s": "10.52.0.0/24"}, isolate=False)
     if not a.ping(b.ip, count=3, timeout=2):
         raise SystemExit("baseline instances do not ping each other")
     base_rates = iperf(a, b, runs, seconds)
