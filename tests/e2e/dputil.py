@@ -21,6 +21,7 @@ from netutil import Api, admin_api, uname
 __all__ = [
     "APPLY",
     "DEAD",
+    "DELIVERED",
     "IN_FLIGHT",
     "NO_REPLY",
     "AgentPasses",
@@ -55,6 +56,9 @@ SETUP = APPLY + 10.0
 # so "no reply within NO_REPLY" means dropped, not slow. Round trips through two userspace
 # datapaths are ~1 ms quiet and were seen near 0.5 s on the loaded machine.
 NO_REPLY = 1.0
+# Frames sent by one instance have reached their listeners (or never will) this long after
+# the sender returned: a few ms through two userspace datapaths on a quiet machine.
+DELIVERED = 1.0
 # A killed agent is listed dead once it missed heartbeats for agent_down_time (10 s in the
 # test cloud, tests/conftest.py); the listing is read on each request, so APPLY on top.
 DEAD = 10.0 + APPLY
@@ -198,12 +202,20 @@ class AgentPasses:
     the agent has seen a change, not merely that nothing moved for a while."""
 
     PASS = re.compile(r" pass: snapshot \d+ ms")
+    # a pass that changed flows (INFO): after a quiet spell, the periodic full resync
+    REWRITE = re.compile(r" synced: \d+ ports wired, [1-9]\d* flow mods")
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.offset = node.agent_log.stat().st_size
 
-    def count(self) -> int:
+    def _since(self) -> str:
         with open(self.node.agent_log, errors="replace") as log:
             log.seek(self.offset)
-            return len(self.PASS.findall(log.read()))
+            return log.read()
+
+    def count(self) -> int:
+        return len(self.PASS.findall(self._since()))
+
+    def rewrites(self) -> int:
+        return len(self.REWRITE.findall(self._since()))

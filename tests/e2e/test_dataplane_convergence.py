@@ -19,12 +19,33 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from dputil import boot, network, nodes, uname, wait_for, wait_status
+from dputil import (
+    APPLY,
+    DELIVERED,
+    NO_REPLY,
+    SETUP,
+    AgentPasses,
+    boot,
+    network,
+    nodes,
+    uname,
+    wait_for,
+    wait_status,
+)
 
 from stacklet.agent.l2.br_tun import LEARNED
 from stacklet.harness.cluster import ETH_P_ALL, arp_frame
 
-RESYNC = {"agent": {"resync_interval": "3"}}
+RESYNC_INTERVAL = 3.0
+RESYNC = {"agent": {"resync_interval": str(int(RESYNC_INTERVAL))}}
+# Frozen longer than a resync interval: the agent's first pass after thawing is a resync (it
+# compares its monotonic clock with the last full pass, which stopped with it).
+FROZEN = RESYNC_INTERVAL + 1.0
+# Two passes that rewrite flows after a check: at least one of them is a periodic resync
+# (the first may be the pass that made the checked change, logging just after it took
+# effect); they come RESYNC_INTERVAL apart, each taking up to a pass.
+RESYNCS = 2
+NEXT_RESYNCS = RESYNCS * RESYNC_INTERVAL + APPLY
 
 
 def empty_group(api) -> dict:
@@ -36,7 +57,7 @@ def empty_group(api) -> dict:
 
 
 @contextmanager
-def frozen(node, seconds: float = 4.0):
+def frozen(node, seconds: float = FROZEN):
     """The node's agent stopped (SIGSTOP) during the block and at least `seconds` (more than
     its resync interval), so that its next pass after thawing is a periodic resync."""
     pid = node.agent_pid
@@ -62,7 +83,7 @@ def openflow_unreachable(node):
     try:
         yield
         wait_for(lambda: "Open vSwitch: ovs-ofctl" in node.agent_log.read_text(
-            errors="replace")[log_size:], 10, what="the agent's pass to fail")
+            errors="replace")[log_size:], APPLY, what="the agent's pass to fail")
     finally:
         hidden.rename(sock)
 
@@ -84,7 +105,7 @@ def test_a_rule_deleted_while_the_agent_forgets_stops_the_traffic_it_allowed(
     rule = api.create("security_group_rule", security_group_id=group["id"],
                       direction="ingress", ethertype="IPv4", protocol="tcp",
                       port_range_min=8080, port_range_max=8080)
-    assert wait_for(lambda: client.tcp_connect(server.ip, 8080, timeout=1), 10,
+    assert wait_for(lambda: client.tcp_connect(server.ip, 8080, timeout=NO_REPLY), APPLY,
                     what="the rule to open the port")
     if how == "resync":
         with frozen(resyncing):
@@ -92,10 +113,12 @@ def test_a_rule_deleted_while_the_agent_forgets_stops_the_traffic_it_allowed(
     else:
         with openflow_unreachable(resyncing):
             api.remove("security_group_rule", rule["id"])
-    assert wait_for(lambda: not client.tcp_connect(server.ip, 8080, timeout=1), 10,
+    assert wait_for(lambda: not client.tcp_connect(server.ip, 8080, timeout=NO_REPLY), APPLY,
                     what="the deleted rule to stop allowing"), how
-    time.sleep(3.5)      # and after the next periodic resync as well
-    assert not client.tcp_connect(server.ip, 8080, timeout=1)
+    passes = AgentPasses(resyncing)     # and after the next periodic resync as well
+    wait_for(lambda: passes.rewrites() >= RESYNCS, NEXT_RESYNCS,
+             what="the next periodic resync")
+    assert not client.tcp_connect(server.ip, 8080, timeout=NO_REPLY)
     client.unplug()
     server.unplug()
 
@@ -122,16 +145,18 @@ def test_a_deleted_ports_anti_spoofing_is_not_inherited_by_the_next_vif_on_its_o
                         ofport=ofport)
         assert int(node.vsctl("get", "Interface", new.tap, "ofport").strip()) == ofport
     wait_status(api, port["id"], "ACTIVE")
-    assert wait_for(lambda: new.ping(target.ip, count=1, timeout=1), 10,
+    assert wait_for(lambda: new.ping(target.ip, count=1, timeout=NO_REPLY), APPLY,
                     what="the new VIF to work as itself")
     # the new VIF takes the deleted port's MAC and address
     new.del_ip(f"{new.ip}/24")
     new.set_mac(old_mac)
     new.add_ip(f"{old_ip}/24")
-    assert not new.ping(target.ip, count=3, timeout=1), \
+    assert not new.ping(target.ip, count=3, timeout=NO_REPLY), \
         "the new VIF sends as the deleted port (its anti-spoofing flows were inherited)"
-    time.sleep(3.5)
-    assert not new.ping(target.ip, count=2, timeout=1)
+    passes = AgentPasses(node)          # and after the next periodic resync
+    wait_for(lambda: passes.rewrites() >= RESYNCS, NEXT_RESYNCS,
+             what="the next periodic resync")
+    assert not new.ping(target.ip, count=2, timeout=NO_REPLY)
     new.unplug()
     target.unplug()
 
@@ -159,9 +184,9 @@ def test_a_vif_plugged_while_the_agent_is_down_gets_nothing_until_wired(api, clu
         assert leaked == [], "another network's broadcasts reached the unwired VIF"
     finally:
         node.start_agent()
-    wait_status(api, port["id"], "ACTIVE", timeout=20)
+    wait_status(api, port["id"], "ACTIVE", timeout=SETUP)   # the agent starts, then wires
     assert node.vsctl("get", "Port", new.tap, "tag").strip() != "4095"
-    assert wait_for(lambda: new.ping(y1.ip, count=1, timeout=1), 10,
+    assert wait_for(lambda: new.ping(y1.ip, count=1, timeout=NO_REPLY), APPLY,
                     what="the wired VIF to work")
     for vm in (x1, y1, new):
         vm.unplug()
@@ -192,7 +217,7 @@ def test_a_reused_local_vlan_never_sends_with_the_old_networks_vni(api, cluster)
     capture = a2.capture()
     b1.send_frame(arp_frame(1, b1.port["mac_address"], b1.ip, a2.ip,
                             eth_dst=a2.port["mac_address"]), count=5)
-    time.sleep(0.5)
+    time.sleep(DELIVERED)
     frames = capture.stop()
     leaked = [f.hex() for f in frames
               if f[6:12] == bytes.fromhex(b1.port["mac_address"].replace(":", ""))]

@@ -16,13 +16,10 @@ import textwrap
 import time
 
 import pytest
-from dputil import APPLY, NO_REPLY, boot, network, nodes, uname, wait_for
+from dputil import APPLY, DELIVERED, NO_REPLY, boot, network, nodes, uname, wait_for
 
 from stacklet.harness.cluster import arp_frame, parse_arp
 
-# Frames sent by one instance have reached (or will never reach) their listeners this long
-# after the sender returned: a few ms through two userspace datapaths on a quiet machine.
-DELIVERED = 1.0
 # The UDP stream of test 3: 1,000 datagrams/s to each port. The allowed stream may not pause
 # longer than FLOWING while rules change (each change is one atomic bundle: a flow table
 # being rewritten would cut it for the whole pass); scheduling pauses of the sender or the
