@@ -76,6 +76,12 @@ def test_unknown_users_are_not_locked(cloud) -> None:
 # --- password hashing does not starve token-authenticated requests --------------------------
 
 STORM = 40
+# The GETs during the storm: a quiet machine answers in ~2 ms; the old code, whose bcrypt
+# checks took the shared threads, gave a p90 of several hundred ms and a max near 1 s on 2
+# cores. P90 and WORST hold on the loaded 2-core machine and still fail the old code at p90.
+# (bench/auth.py measures the figure itself.)
+P90 = 0.25
+WORST = 2.0
 
 
 def test_token_requests_keep_their_threads_during_a_login_storm(cloud) -> None:
@@ -113,8 +119,6 @@ def test_token_requests_keep_their_threads_during_a_login_storm(cloud) -> None:
     assert answered and set(answered) == {401}
     ordered = sorted(samples)
     p90 = ordered[int(0.9 * (len(ordered) - 1))]
-    # Generous for a loaded 2-core machine (a quiet one gives ~2 ms); the old code gave
-    # several hundred ms.
-    assert max(samples) < 2.0, samples
-    assert p90 < 0.25, (f"p90 {p90 * 1000:.0f} ms, median "
+    assert max(samples) < WORST, samples
+    assert p90 < P90, (f"p90 {p90 * 1000:.0f} ms, median "
                         f"{statistics.median(samples) * 1000:.0f} ms")
