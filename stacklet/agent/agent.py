@@ -30,10 +30,8 @@ import logging
 import signal
 import threading
 import time
-
 from pathlib import Path
 
-from stacklet import local_node
 from stacklet.agent import unprivileged
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig
 from stacklet.agent.dhcp.role import DhcpRole
@@ -44,12 +42,21 @@ from stacklet.agent.l3.role import L3Role
 from stacklet.agent.metadata import MetadataProxy, MetadataRelay, RateLimit
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
 from stacklet.config import Config
+from stacklet.contract import (
+    AGENT_BINARIES,
+    AGENT_TOPICS,
+    DHCP_AGENT,
+    L3_AGENT,
+    OVS_AGENT,
+    AgentReport,
+    Revision,
+    Snapshot,
+)
+from stacklet.ovs.choice import ovsdb_choice, run_dir
 
 LOG = logging.getLogger(__name__)
 TICK = 0.5
 RETRY = 1.0         # seconds before the roles try again after a failure
-DHCP_AGENT = ("DHCP agent", "stacklet-dhcp-agent", "dhcp_agent")  # type, binary, topic
-L3_AGENT = ("L3 agent", "stacklet-l3-agent", "l3_agent")
 
 
 def l2_config(conf: Config) -> L2Config:
@@ -80,15 +87,14 @@ class Agent:
         self.stopping = threading.Event()
         self.server_changed = True
         self.local_changed = True
-        self.epoch: str | None = None
-        self.seq = -1
-        self.snapshot: dict | None = None
+        self.revision = Revision()     # the server's change position last seen
+        self.snapshot: Snapshot | None = None
         self.reported: dict[str, str] = {}      # port id → status we last reported
         self.devices = 0
         self.registered = False
-        connection = local_node.ovsdb_choice(conf)[0]
+        connection = ovsdb_choice(conf)[0]
         self.ovsdb = Ovsdb(connection, on_change=self._local_change)
-        self.role = OvsRole(self.l2conf, self.ovsdb, local_node.run_dir(connection))
+        self.role = OvsRole(self.l2conf, self.ovsdb, run_dir(connection))
         relay = metadata_relay(conf)
         self.dhcp = dhcp_role(conf, connection, relay) if conf.dhcp.enabled else None
         self.l3 = l3_role(conf, connection, relay) if conf.l3.enabled else None
@@ -106,7 +112,7 @@ class Agent:
     def _events(self) -> None:
         while not self.stopping.is_set():
             try:
-                answer = self.client.wait(self.epoch, self.seq, timeout=30)
+                answer = self.client.wait(self.revision, timeout=30)
             except ServerUnavailable as exc:
                 LOG.debug("events: %s", exc)
                 self.stopping.wait(1.0)
@@ -115,26 +121,18 @@ class Agent:
                 LOG.exception("events")
                 self.stopping.wait(1.0)
                 continue
-            if answer.get("epoch") != self.epoch or answer.get("seq", -1) > self.seq:
+            if answer.newer_than(self.revision):
                 self.server_changed = True
                 self.wake.set()
                 # Don't poll again for the same change before the loop has read it.
-                self.epoch, self.seq = answer.get("epoch"), answer.get("seq", -1)
+                self.revision = answer
 
     def _heartbeat(self) -> None:
         start = True
         while not self.stopping.is_set():
             try:
-                self.client.report_state(self.l2conf.configurations(self.devices),
-                                         start_flag=start)
-                if self.dhcp is not None:
-                    agent_type, binary, topic = DHCP_AGENT
-                    self.client.report_state(self.dhcp.configurations(), start_flag=start,
-                                             agent_type=agent_type, binary=binary, topic=topic)
-                if self.l3 is not None:
-                    agent_type, binary, topic = L3_AGENT
-                    self.client.report_state(self.l3.configurations(), start_flag=start,
-                                             agent_type=agent_type, binary=binary, topic=topic)
+                for report in self._reports(start):
+                    self.client.report_state(report)
                 if start:
                     LOG.info("registered with the server as host %s", self.host)
                 start = False
@@ -145,6 +143,17 @@ class Agent:
             except Exception:
                 LOG.exception("heartbeat")
             self.stopping.wait(self.conf.agent.report_interval if not start else 1.0)
+
+    def _reports(self, start: bool) -> list[AgentReport]:
+        """One report per agent this process runs."""
+        roles = [(OVS_AGENT, self.l2conf.configurations(self.devices))]
+        if self.dhcp is not None:
+            roles.append((DHCP_AGENT, self.dhcp.configurations()))
+        if self.l3 is not None:
+            roles.append((L3_AGENT, self.l3.configurations()))
+        return [AgentReport(agent_type, self.host, configurations, AGENT_BINARIES[agent_type],
+                            AGENT_TOPICS[agent_type], "nova", start)
+                for agent_type, configurations in roles]
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -217,8 +226,8 @@ class Agent:
             self.server_changed = False
             snapshot = self.client.host_state()
             self.snapshot = snapshot
-            if snapshot.get("epoch") != self.epoch or snapshot.get("seq", -1) > self.seq:
-                self.epoch, self.seq = snapshot.get("epoch"), snapshot.get("seq", -1)
+            if snapshot.revision.newer_than(self.revision):
+                self.revision = snapshot.revision
             self.roles_wake.set()       # the DHCP and L3 roles apply it in their thread
         self.local_changed = False
         started = time.monotonic()
@@ -243,22 +252,22 @@ class Agent:
 
     def _report(self, result) -> int:
         up, down = [], []
-        for port in self.snapshot.get("ports", []):
-            pid = port["id"]
+        for port in self.snapshot.ports:
+            pid = port.id
             want = "ACTIVE" if pid in result.wired else "DOWN"
-            if port.get("status") == want:
+            if port.status == want:
                 self.reported.pop(pid, None)
                 continue
             if self.reported.get(pid) == want:
                 continue
             (up if want == "ACTIVE" else down).append(pid)
         if up or down:
-            self.client.port_status(up, down)
+            self.client.port_status(up, down, self.snapshot.revision)
             for pid in up:
                 self.reported[pid] = "ACTIVE"
             for pid in down:
                 self.reported[pid] = "DOWN"
-        known = {p["id"] for p in self.snapshot.get("ports", [])}
+        known = {p.id for p in self.snapshot.ports}
         for pid in list(self.reported):
             if pid not in known:
                 del self.reported[pid]
@@ -286,24 +295,24 @@ class Agent:
             ok = self._l3_sync(snapshot) and ok
             due = time.monotonic() + (interval if ok else RETRY)
 
-    def _dhcp_sync(self, snapshot: dict) -> bool:
+    def _dhcp_sync(self, snapshot: Snapshot) -> bool:
         if self.dhcp is None:
             return True
         try:
-            self.dhcp.sync(snapshot)
+            self.dhcp.sync(snapshot.dhcp_networks)
         except Exception:
             LOG.exception("DHCP sync failed; retrying")
             return False
         return True
 
-    def _l3_sync(self, snapshot: dict) -> bool:
+    def _l3_sync(self, snapshot: Snapshot) -> bool:
         """Apply the snapshot's routers; report the floating IPs that became ACTIVE (applied
         on a router here) or DOWN (their router taken down here)."""
         if self.l3 is None:
             return True
         try:
             with self.l3_lock:
-                result = self.l3.sync(snapshot)
+                result = self.l3.sync(snapshot.routers)
                 self.l3.announce(self.wired)
         except Exception:
             LOG.exception("L3 sync failed; retrying")
@@ -317,16 +326,16 @@ class Agent:
             return False
         return not result.failures
 
-    def _report_fips(self, snapshot: dict, result) -> None:
-        known = {f["id"]: f["status"] for r in snapshot.get("routers", [])
-                 for f in r.get("floating_ips", [])}
+    def _report_fips(self, snapshot: Snapshot, result) -> None:
+        known = {f.id: f.status for r in snapshot.routers for f in r.floating_ips}
         report: dict[str, list[str]] = {"ACTIVE": [], "DOWN": []}
         for status, ids in (("ACTIVE", result.active_fips), ("DOWN", result.down_fips)):
             for fip_id in ids:
                 if known.get(fip_id) != status and self.fips_reported.get(fip_id) != status:
                     report[status].append(fip_id)
         if report["ACTIVE"] or report["DOWN"]:
-            self.client.floatingip_status(report["ACTIVE"], report["DOWN"])
+            self.client.floatingip_status(report["ACTIVE"], report["DOWN"],
+                                          snapshot.revision)
             for status, ids in report.items():
                 self.fips_reported.update(dict.fromkeys(ids, status))
         for fip_id in list(self.fips_reported):

@@ -280,7 +280,9 @@ def test_snapshot(admin, agents, vxlan_net, flat_net, physnet):
         member = port_on(admin, net, c.host, security_groups=[remote["id"]],
                          allowed_address_pairs=[{"ip_address": "10.99.0.0/24"}])
         state = a.state()
-        assert isinstance(state["epoch"], str) and isinstance(state["seq"], int)
+        assert state["version"] == 1
+        revision = state["revision"]
+        assert isinstance(revision["epoch"], str) and isinstance(revision["seq"], int)
         assert state["host"] == a.host
         by_id = {p["id"]: p for p in state["ports"]}
         assert failed["id"] not in by_id and member["id"] not in by_id
@@ -314,10 +316,10 @@ def test_snapshot(admin, agents, vxlan_net, flat_net, physnet):
         member_ips = [ip["ip_address"] for ip in member["fixed_ips"]]
         # (the project's default group is there too: A's other ports use it)
         assert state["remote_groups"][remote["id"]] == {
-            "IPv4": sorted(member_ips + ["10.99.0.0/24"]), "IPv6": []}
+            "ipv4": sorted(member_ips + ["10.99.0.0/24"]), "ipv6": []}
         default_members = state["remote_groups"][by_id[next(
             p for p in by_id if p not in (local["id"], flat_port["id"]))]["security_groups"][0]]
-        assert set(default_members["IPv4"]) >= {
+        assert set(default_members["ipv4"]) >= {
             ip["ip_address"] for p in state["ports"] if p["security_groups"]
             and p["id"] != local["id"] for ip in p["fixed_ips"]}
 
@@ -383,7 +385,7 @@ def test_events_return_early_on_a_change(admin, agents, vxlan_net):
     assert result["answer"]["seq"] > current["seq"]
     assert result["took"] < 10
     # A later snapshot carries the new seq (read before its query).
-    assert a.state()["seq"] >= result["answer"]["seq"]
+    assert a.state()["revision"]["seq"] >= result["answer"]["seq"]
 
 
 # --- port status ----------------------------------------------------------------------------

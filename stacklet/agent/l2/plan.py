@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TUNNEL_TYPES = ("vxlan", "gre")
+from stacklet.contract import TUNNEL_TYPES
 
 
 @dataclass(frozen=True)

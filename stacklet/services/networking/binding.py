@@ -20,16 +20,20 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from stacklet.contract import (
+    OVS_AGENT,
+    PROVIDER_TYPES,
+    TUNNEL_TYPES,
+    VIF_BINDING_FAILED,
+    VIF_OVS,
+    VIF_UNBOUND,
+)
 from stacklet.services.networking.common import bump
 from stacklet.services.networking.liveness import Liveness
 from stacklet.store.models.agents import Agent
 from stacklet.store.models.network import NetworkSegment, Port
 
-OVS_AGENT = "Open vSwitch agent"
-VIF_OVS = "ovs"
-VIF_FAILED = "binding_failed"
-VIF_UNBOUND = "unbound"
-TUNNEL_TYPES = ("vxlan", "gre", "geneve")
+VIF_FAILED = VIF_BINDING_FAILED
 SUPPORTED_VNIC_TYPES = ("normal",)
 
 Segment = tuple[str, str | None]  # (network_type, physical_network or ''/None)
@@ -40,7 +44,7 @@ def segment_reachable(configurations: dict, network_type: str,
     """Whether an agent with these configurations can wire a segment of this type."""
     if network_type == "local":
         return True
-    if network_type in ("flat", "vlan"):
+    if network_type in PROVIDER_TYPES:
         return bool(physical_network) and \
             physical_network in (configurations.get("bridge_mappings") or {})
     if network_type in TUNNEL_TYPES:

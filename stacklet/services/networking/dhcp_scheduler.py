@@ -38,8 +38,9 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.context import RequestContext
+from stacklet.contract import DHCP_AGENT, DHCP_OWNER, OVS_AGENT
 from stacklet.services.networking import ipam
-from stacklet.services.networking.binding import OVS_AGENT, Binder, segment_reachable
+from stacklet.services.networking.binding import Binder, segment_reachable
 from stacklet.services.networking.common import bump
 from stacklet.services.networking.liveness import Liveness
 from stacklet.services.networking.ports import random_mac
@@ -49,8 +50,6 @@ from stacklet.store.models.network import IPAllocation, Network, NetworkSegment,
 
 LOG = logging.getLogger(__name__)
 
-DHCP_AGENT = "DHCP agent"
-DHCP_OWNER = "network:dhcp"
 EXTENSION = ("dhcp_agent_scheduler", "DHCP Agent Scheduler",
              "Schedule networks among dhcp agents", "2013-02-07T10:00:00-00:00")
 

@@ -36,7 +36,8 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.context import RequestContext
-from stacklet.services.networking.binding import OVS_AGENT, Binder, segment_reachable
+from stacklet.contract import L3_AGENT, OVS_AGENT
+from stacklet.services.networking.binding import Binder, segment_reachable
 from stacklet.services.networking.common import bump
 from stacklet.services.networking.l3ports import GATEWAY, INTERFACE_OWNERS
 from stacklet.services.networking.liveness import Liveness
@@ -46,9 +47,6 @@ from stacklet.store.models.network import NetworkSegment, Port
 
 LOG = logging.getLogger(__name__)
 
-L3_AGENT = "L3 agent"
-# configurations an L3 agent reports that count its work (they change without a re-register)
-L3_COUNTS = ("routers", "ex_gw_ports", "interfaces", "floating_ips")
 ROUTER_PORT_OWNERS = INTERFACE_OWNERS + (GATEWAY,)
 EXTENSION = ("l3_agent_scheduler", "L3 Agent Scheduler",
              "Schedule routers among l3 agents", "2013-02-07T10:00:00-00:00")
