@@ -37,6 +37,7 @@ from stacklet.contract import (
     AgentReport,
     ContractError,
     FloatingIpStatusReport,
+    OvsConfigurations,
     PortStatusReport,
     Revision,
 )
@@ -75,6 +76,9 @@ def report_state(call: Call) -> dict:
     report = _parse(AgentReport.from_json, call.body)
     host, agent_type = report.host, report.agent_type
     configurations, start_flag = report.configurations, report.start_flag
+    if agent_type == OVS_AGENT:
+        # what binding and other hosts' snapshots read: refused whole when malformed
+        _parse(OvsConfigurations.from_json, configurations)
     services = call.services
     db = services.db
     networking = services.networking

@@ -173,6 +173,32 @@ def test_bad_bodies_are_400(http):
     assert http.get("/agent/v1/hosts/x/events", params={"after": "z"}).status_code == 400
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"tunneling_ip": "fe80::1"}, "'tunneling_ip' must be an IPv4 address"),
+    ({"tunneling_ip": "172.30.0.999"}, "'tunneling_ip' must be an IPv4 address"),
+    ({"tunneling_ip": 42}, "'tunneling_ip' must be an IPv4 address"),
+    ({"bridge_mappings": ["physnet1:br-ex"]}, "'bridge_mappings' must map physical network"),
+    ({"bridge_mappings": {"": "br-ex"}}, "'bridge_mappings' must map physical network"),
+    ({"tunnel_types": ["vxlan", "stt"]}, "unknown tunnel type(s) stt"),
+    ({"tunnel_types": "vxlan"}, "'tunnel_types' must be a list"),
+])
+def test_malformed_open_vswitch_reports_are_400_and_change_nothing(http, admin, agents, change,
+                                                                    message):
+    """A report other nodes' snapshots or the binding would choke on is refused whole: a new
+    agent is not registered, a known one keeps its configurations."""
+    new = _host("bad")
+    for host in (new, agents["c"].host):
+        body = {"agent_type": OVS, "host": host, "start_flag": True,
+                "configurations": {**configurations({}, ["vxlan"], "172.30.0.13"), **change}}
+        response = http.post("/agent/v1/report_state", json=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == 400 and message in error["message"], error
+    assert admin.get("agents", params={"host": new})["agents"] == []
+    shown = admin.get(f"agents/{agents['c'].id}")["agent"]["configurations"]
+    assert shown["tunneling_ip"] == "172.30.0.13" and shown["tunnel_types"] == ["vxlan"]
+
+
 def test_registration_shows_in_the_agents_api(admin, agents, physnet):
     shown = admin.get(f"agents/{agents['a'].id}")["agent"]
     assert shown["host"] == agents["a"].host and shown["agent_type"] == OVS

@@ -45,7 +45,9 @@ def db(tmp_path_factory):
             s.add(SecurityGroupRule(security_group_id=group, direction=direction,
                                     ethertype="IPv4", remote_group_id=remote,
                                     rule_key=direction))
-        for host, ip in ((LOCAL, "172.30.0.1"), (OTHER, "172.30.0.2")):
+        # node-v6's report predates validation: it is no tunnel endpoint for the others
+        for host, ip in ((LOCAL, "172.30.0.1"), (OTHER, "172.30.0.2"),
+                         ("node-v6", "2001:db8::9"), ("node-junk", "junk")):
             s.add(Agent(agent_type="Open vSwitch agent", binary="b", topic="N/A", host=host,
                         configurations={"tunnel_types": ["vxlan"], "tunneling_ip": ip}))
         for i in range(PORTS + 200):

@@ -28,10 +28,10 @@ from stacklet.agent.l2.ovsdb import Ovsdb, OvsPort
 from stacklet.agent.l2.plan import (
     LocalNet,
     Plan,
-    RemoteHost,
-    RemotePort,
     int_patch_name,
+    is_ipv4,
     phys_patch_name,
+    remote_hosts,
     tunnel_port_name,
 )
 from stacklet.contract import Network, Port, Snapshot
@@ -55,6 +55,20 @@ class L2Config:
     l2_population: bool = True
     arp_responder: bool = True
     enable_security_group: bool = True
+
+    def __post_init__(self) -> None:
+        """Only what this node can serve: tunnel types br-tun has flows for, and a tunnel
+        address the flows can carry (IPv4). The rest is dropped with an error in the log, so
+        the agent never reports (and the server never binds) what it cannot wire."""
+        unknown = [t for t in self.tunnel_types if t not in br_tun.IMPLEMENTED]
+        if unknown:
+            LOG.error("tunnel type(s) %s not implemented (only %s): not served here",
+                      ", ".join(unknown), ", ".join(br_tun.IMPLEMENTED))
+            self.tunnel_types = tuple(t for t in self.tunnel_types if t in br_tun.IMPLEMENTED)
+        if self.local_ip and not is_ipv4(self.local_ip):
+            LOG.error("local_ip %r is not an IPv4 address: no tunnels to other nodes",
+                      self.local_ip)
+            self.local_ip = None
 
     @property
     def tunnelling(self) -> bool:
@@ -358,10 +372,7 @@ class OvsRole:
             plan.tunnels = {p.name: (p.type, p.ofport, options[p.name].get("remote_ip", ""))
                             for p in tun_ports if p.name in options}
             for net_id, hosts in snapshot.l2pop.items():
-                plan.l2pop[net_id] = [RemoteHost(
-                    host=h.host, tunnel_ip=h.tunnel_ip,
-                    ports=tuple(RemotePort(p.mac_address.lower(), p.ip_addresses)
-                                for p in h.ports)) for h in hosts]
+                plan.l2pop[net_id] = remote_hosts(net_id, hosts)
         return plan
 
     def _sync_tunnels(self, snapshot: Snapshot) -> None:
@@ -369,7 +380,11 @@ class OvsRole:
         wanted = {}
         for remote in snapshot.tunnels if c.local_ip else ():
             ip = remote.tunnel_ip
-            if not ip or ip == c.local_ip:
+            if ip == c.local_ip:
+                continue
+            if not is_ipv4(ip):
+                LOG.warning("host %s has tunnel address %r, not IPv4: no tunnel to it",
+                            remote.host, ip)
                 continue
             for kind in remote.tunnel_types:
                 if kind not in c.tunnel_types:

@@ -20,6 +20,8 @@ ports is served in a few tens of milliseconds:
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -44,6 +46,27 @@ from stacklet.store.models.security_groups import (
     SecurityGroup,
     SecurityGroupRule,
 )
+
+
+LOG = logging.getLogger(__name__)
+
+
+def _endpoint(host: str, configurations: dict | None) -> c.TunnelEndpoint | None:
+    """Another host's tunnel endpoint, or None when it has none or reported one this cloud
+    cannot use (stored before reports were validated): skipped, never sent to the others."""
+    ip = (configurations or {}).get("tunneling_ip")
+    if not ip:
+        return None
+    try:
+        usable = isinstance(ip, str) and ipaddress.ip_address(ip).version == 4
+    except ValueError:
+        usable = False
+    if not usable:
+        LOG.warning("host %s reports tunneling_ip %r, not an IPv4 address: no tunnels to it",
+                    host, ip)
+        return None
+    types = configurations.get("tunnel_types") or []
+    return c.TunnelEndpoint(host, ip, tuple(t for t in types if t in TUNNEL_TYPES))
 
 
 def _family(address: str) -> str:
@@ -104,10 +127,9 @@ def host_state(session: Session, host: str,
     for agent_host, configurations in session.execute(
             select(Agent.host, Agent.configurations).where(Agent.agent_type == OVS_AGENT)
             .order_by(Agent.host)):
-        if agent_host != host and (configurations or {}).get("tunneling_ip"):
-            agents[agent_host] = c.TunnelEndpoint(
-                agent_host, configurations["tunneling_ip"],
-                tuple(configurations.get("tunnel_types") or ()))
+        endpoint = _endpoint(agent_host, configurations) if agent_host != host else None
+        if endpoint is not None:
+            agents[agent_host] = endpoint
 
     tunnelled = sorted(n for n, net in networks.items() if net.network_type in TUNNEL_TYPES)
     l2pop = _l2pop(session, host, tunnelled, agents) if tunnelled and agents else {}
