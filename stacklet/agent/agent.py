@@ -19,6 +19,14 @@ Threads:
   which wakes the main loop to wire them; the L3 role's gratuitous ARPs wait for that wiring,
   and it reports floating IP statuses.
 
+Each report carries how the agent's role is doing (``Health``): how long ago its last pass
+completed, its last error and how long ago, and the snapshot revision the pass realised. The
+server shows them and declares an agent down when its passes stop completing, whatever its
+heartbeats. For the Open vSwitch agent a pass completes when an iteration of the main loop ends
+without an error (nothing to do counts: the canary was checked); the DHCP and L3 roles complete
+a pass when they went through every network or router, a failure of some of them being their
+last error.
+
 The agent holds no state that it cannot rebuild from the server and the node: restarted, it
 restores local VLANs from OVSDB, keeps the flows in place and replaces them generation by
 generation.
@@ -34,7 +42,7 @@ from pathlib import Path
 
 from stacklet.agent import unprivileged
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig
-from stacklet.agent.dhcp.role import DhcpRole
+from stacklet.agent.dhcp.role import DhcpError, DhcpRole
 from stacklet.agent.l2.ofctl import OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb
 from stacklet.agent.l2.role import L2Config, OvsRole
@@ -51,12 +59,39 @@ from stacklet.contract import (
     AgentReport,
     Revision,
     Snapshot,
+    SyncStatus,
 )
 from stacklet.ovs.choice import ovsdb_choice, run_dir
 
 LOG = logging.getLogger(__name__)
 TICK = 0.5
 RETRY = 1.0         # seconds before the roles try again after a failure
+
+
+class Health:
+    """One role's passes as the heartbeat reports them (monotonic times; read by the
+    heartbeat thread, written by the thread that runs the role)."""
+
+    def __init__(self) -> None:
+        self.completed: float | None = None
+        self.error: str | None = None
+        self.error_at: float | None = None
+        self.revision = Revision()
+
+    def ok(self, revision: Revision | None = None) -> None:
+        self.completed = time.monotonic()
+        if revision is not None:
+            self.revision = revision
+
+    def failed(self, error: str) -> None:
+        self.error, self.error_at = error[:1000], time.monotonic()
+
+    def status(self) -> SyncStatus:
+        now = time.monotonic()
+        return SyncStatus(None if self.completed is None else round(now - self.completed, 3),
+                          self.error,
+                          None if self.error_at is None else round(now - self.error_at, 3),
+                          self.revision)
 
 
 def l2_config(conf: Config) -> L2Config:
@@ -102,6 +137,7 @@ class Agent:
         self.l3_lock = threading.Lock()         # l3.sync (roles thread) / l3.announce (main)
         self.fips_reported: dict[str, str] = {}  # floating IP id → status we last reported
         self.wired: frozenset[str] = frozenset()  # ports the last L2 pass wired
+        self.health = {OVS_AGENT: Health(), DHCP_AGENT: Health(), L3_AGENT: Health()}
 
     # -- wake-ups -----------------------------------------------------------------------------
 
@@ -152,7 +188,8 @@ class Agent:
         if self.l3 is not None:
             roles.append((L3_AGENT, self.l3.configurations()))
         return [AgentReport(agent_type, self.host, configurations, AGENT_BINARIES[agent_type],
-                            AGENT_TOPICS[agent_type], "nova", start)
+                            AGENT_TOPICS[agent_type], "nova", start,
+                            self.health[agent_type].status())
                 for agent_type, configurations in roles]
 
     # -- the loop -----------------------------------------------------------------------------
@@ -183,17 +220,21 @@ class Agent:
                     self.local_changed = True
                 if self.server_changed or self.local_changed:
                     self._pass()
+                self.health[OVS_AGENT].ok(self.snapshot.revision if self.snapshot else None)
             except ServerUnavailable as exc:
                 LOG.warning("server unavailable, dataplane kept as is: %s", exc)
+                self.health[OVS_AGENT].failed(f"server unavailable: {exc}")
                 self.stopping.wait(1.0)
                 self.wake.set()
             except OfctlError as exc:
                 LOG.warning("Open vSwitch: %s", exc)
+                self.health[OVS_AGENT].failed(f"Open vSwitch: {exc}")
                 self.role.forget_flows()
                 self.local_changed = True
                 self.stopping.wait(0.2)
-            except Exception:
+            except Exception as exc:
                 LOG.exception("sync failed; retrying")
+                self.health[OVS_AGENT].failed(f"{type(exc).__name__}: {exc}")
                 self.role.forget_flows()
                 self.server_changed = self.local_changed = True
                 self.stopping.wait(1.0)
@@ -223,8 +264,8 @@ class Agent:
         began = time.monotonic()
         fetched = self.server_changed or self.snapshot is None
         if fetched:
-            self.server_changed = False
             snapshot = self.client.host_state()
+            self.server_changed = False     # only once fetched: a failed fetch is retried
             self.snapshot = snapshot
             if snapshot.revision.newer_than(self.revision):
                 self.revision = snapshot.revision
@@ -298,11 +339,19 @@ class Agent:
     def _dhcp_sync(self, snapshot: Snapshot) -> bool:
         if self.dhcp is None:
             return True
+        health = self.health[DHCP_AGENT]
         try:
             self.dhcp.sync(snapshot.dhcp_networks)
-        except Exception:
-            LOG.exception("DHCP sync failed; retrying")
+        except DhcpError as exc:    # every network was tried; some failed
+            LOG.warning("DHCP sync: %s; retrying", exc)
+            health.ok(snapshot.revision)
+            health.failed(str(exc))
             return False
+        except Exception as exc:
+            LOG.exception("DHCP sync failed; retrying")
+            health.failed(f"{type(exc).__name__}: {exc}")
+            return False
+        health.ok(snapshot.revision)
         return True
 
     def _l3_sync(self, snapshot: Snapshot) -> bool:
@@ -310,15 +359,19 @@ class Agent:
         on a router here) or DOWN (their router taken down here)."""
         if self.l3 is None:
             return True
+        health = self.health[L3_AGENT]
         try:
             with self.l3_lock:
                 result = self.l3.sync(snapshot.routers)
                 self.l3.announce(self.wired)
-        except Exception:
+        except Exception as exc:
             LOG.exception("L3 sync failed; retrying")
+            health.failed(f"{type(exc).__name__}: {exc}")
             return False
+        health.ok(snapshot.revision)    # every router was tried
         if result.failures:
             LOG.warning("L3 sync: %s", "; ".join(result.failures))
+            health.failed("; ".join(result.failures))
         try:
             self._report_fips(snapshot, result)
         except Exception as exc:  # noqa: BLE001 - reported again at the next call

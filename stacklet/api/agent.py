@@ -83,17 +83,19 @@ def report_state(call: Call) -> dict:
     db = services.db
     networking = services.networking
     with db.read() as session:
-        before = session.execute(select(Agent.configurations, Agent.heartbeat_timestamp).where(
-            Agent.agent_type == agent_type, Agent.host == host)).first()
+        before = session.execute(select(
+            Agent.configurations, Agent.heartbeat_timestamp, Agent.synced_at, Agent.started_at)
+            .where(Agent.agent_type == agent_type, Agent.host == host)).first()
+    was_alive = before is not None and networking.agents.liveness.is_alive(*before[1:])
     agent_id = networking.agents.report_state(
         agent_type, report.binary, report.topic, host, configurations,
-        report.availability_zone, start_flag)
+        report.availability_zone, start_flag, report.sync)
     if agent_type == OVS_AGENT:
         binder = networking.ports.binder
         # Ports that failed to bind may bind now: a new or restarted agent, new mappings, or
         # an agent that was dead and is back.
         if before is None or start_flag or (before[0] or {}) != configurations or \
-                not binder.is_alive(before[1]):
+                not was_alive:
             bound = binder.rebind_failed(db, host)
             if bound:
                 LOG.info("bound %d port(s) on %s after its agent reported", bound, host)
@@ -101,7 +103,7 @@ def report_state(call: Call) -> dict:
         # Every heartbeat moves networks off dead DHCP agents; a new, restarted or returning
         # agent (or new configurations) also takes the networks that lack agents.
         registered = before is None or start_flag or (before[0] or {}) != configurations or \
-            not networking.ports.binder.is_alive(before[1])
+            not was_alive
         networking.dhcp_scheduler.agent_reported(host, registered)
     elif agent_type == L3_AGENT:
         # As for DHCP: routers move off dead L3 agents; a (re)registered agent takes the
@@ -109,8 +111,7 @@ def report_state(call: Call) -> dict:
         # its work, not its registration: a router an admin took off an agent stays unhosted
         # until an agent starts or comes back, as in Neutron.
         registered = before is None or start_flag or \
-            _settings(before[0]) != _settings(configurations) or \
-            not networking.ports.binder.is_alive(before[1])
+            _settings(before[0]) != _settings(configurations) or not was_alive
         networking.l3_scheduler.agent_reported(host, registered)
     return {"id": agent_id}
 

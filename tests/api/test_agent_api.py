@@ -39,13 +39,15 @@ class FakeAgent:
         self.http, self.host, self.conf = http, host, conf
         self.id: str | None = None
 
-    def report(self, start_flag: bool = False, conf: dict | None = None) -> str:
+    def report(self, start_flag: bool = False, conf: dict | None = None,
+               sync: dict | None = None) -> str:
+        """Register or heartbeat; by default as a healthy agent whose pass just completed."""
         if conf is not None:
             self.conf = conf
         response = self.http.post("/agent/v1/report_state", json={
             "agent_type": OVS, "binary": "stacklet-openvswitch-agent", "topic": "N/A",
             "host": self.host, "configurations": self.conf, "availability_zone": "nova",
-            "start_flag": start_flag})
+            "start_flag": start_flag, "sync": {"synced_ago": 0} if sync is None else sync})
         assert response.status_code == 200, response.text
         self.id = response.json()["id"]
         return self.id
@@ -263,6 +265,46 @@ def test_dead_agent_fails_and_binds_again_when_it_reports(cloud, http, admin, vx
         shown = admin.show("port", port["id"])
         assert shown["binding:vif_type"] == "ovs" and shown["status"] == "DOWN"
         assert shown["revision_number"] > port["revision_number"]
+    finally:
+        _delete_agents(admin, [agent])
+
+
+def test_an_agent_whose_passes_keep_failing_is_down_and_shows_its_last_error(cloud, http,
+                                                                              admin):
+    """Heartbeats alone are not enough: an agent that reports passes failing (as the real
+    agent does: the age of its last completed pass grows, its last error is recent) is shown
+    down once that pass is older than agent_down_time; configurations carry the last sync,
+    the last error and its time; a completed pass brings it back."""
+    down_time = config.load(cloud.data_dir).agent.agent_down_time
+    agent = FakeAgent(http, _host("failing"), configurations({}, ["vxlan"], "172.30.0.41"))
+    error = "OfctlError: br-int: ovs-ofctl: br-int is not a bridge or a socket"
+    try:
+        agent.report(start_flag=True)
+        completed = time.monotonic()
+        shown = admin.get(f"agents/{agent.id}")["agent"]
+        assert shown["alive"] is True
+        assert shown["configurations"]["last_sync"] and \
+            shown["configurations"]["last_error"] is None
+        alive_seen = []
+        while time.monotonic() - completed < down_time + 3:
+            agent.report(sync={"synced_ago": time.monotonic() - completed, "error": error,
+                               "error_ago": 0.5})
+            alive_seen.append((time.monotonic() - completed,
+                               admin.get(f"agents/{agent.id}")["agent"]["alive"]))
+            time.sleep(1.0)
+        assert all(alive for elapsed, alive in alive_seen if elapsed < down_time - 2), alive_seen
+        shown = admin.get(f"agents/{agent.id}")["agent"]
+        assert shown["alive"] is False, alive_seen
+        conf = shown["configurations"]
+        assert conf["last_error"] == error and len(conf["last_error_at"]) == 19
+        assert conf["last_sync"] < conf["last_error_at"]
+        assert conf["tunneling_ip"] == "172.30.0.41"    # what the agent reported stays
+        down = admin.get("agents", params={"alive": "false", "host": agent.host})["agents"]
+        assert [a["id"] for a in down] == [agent.id]
+        agent.report()       # a pass completed
+        shown = admin.get(f"agents/{agent.id}")["agent"]
+        assert shown["alive"] is True and shown["configurations"]["last_error"] == error
+        assert shown["configurations"]["last_sync"] >= conf["last_error_at"]
     finally:
         _delete_agents(admin, [agent])
 

@@ -81,15 +81,15 @@ class Binder:
 
     def __init__(self, conf: Any, clock: Callable[[], datetime.datetime] | None = None) -> None:
         self.liveness = Liveness(conf, clock)
-        self.is_alive = self.liveness.is_alive
 
-    @staticmethod
-    def _agent(session: Session, host: str) -> tuple[dict | None, str | None]:
-        row = session.execute(select(Agent.configurations, Agent.heartbeat_timestamp).where(
-            Agent.agent_type == OVS_AGENT, Agent.host == host)).first()
+    def _agent(self, session: Session, host: str) -> tuple[dict | None, bool]:
+        """The host's Open vSwitch agent: (configurations or None, alive)."""
+        row = session.execute(select(
+            Agent.configurations, Agent.heartbeat_timestamp, Agent.synced_at, Agent.started_at)
+            .where(Agent.agent_type == OVS_AGENT, Agent.host == host)).first()
         if row is None:
-            return None, None
-        return (row[0] or {}), row[1]
+            return None, False
+        return (row[0] or {}), self.liveness.is_alive(*row[1:])
 
     @staticmethod
     def _segments(session: Session, network_ids: Iterable[str]) -> dict[str, list[Segment]]:
@@ -112,9 +112,9 @@ class Binder:
         # No autoflush: a flushed change would no longer count for the caller's
         # session.is_modified() (the revision bump of a port update).
         with session.no_autoflush:
-            configurations, heartbeat = self._agent(session, host)
+            configurations, alive = self._agent(session, host)
             segments = self._segments(session, [network_id]).get(network_id, [])
-        return decide(host, configurations, self.is_alive(heartbeat), segments, vnic_type)
+        return decide(host, configurations, alive, segments, vnic_type)
 
     def bind(self, session: Session, port: Port, host_changed: bool = False) -> bool:
         """(Re)bind a port row to its ``binding_host_id``; True when the binding changed (the
@@ -131,8 +131,7 @@ class Binder:
                 Port.binding_host_id == host, Port.binding_vif_type == VIF_FAILED)))
             if not ports:
                 return 0
-            configurations, heartbeat = self._agent(session, host)
-            alive = self.is_alive(heartbeat)
+            configurations, alive = self._agent(session, host)
             segments = self._segments(session, [p.network_id for p in ports])
             bound = 0
             for port in ports:

@@ -89,7 +89,7 @@ class DhcpScheduler:
     # --- liveness ------------------------------------------------------------------------
 
     def _usable(self, agent: Agent, cutoff: str) -> bool:
-        return agent.admin_state_up and agent.heartbeat_timestamp > cutoff
+        return agent.admin_state_up and self.liveness.agent_alive(agent)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -270,7 +270,7 @@ class DhcpScheduler:
         for network_id, agent_id, host in session.execute(
                 select(NetworkDhcpAgentBinding.network_id, Agent.id, Agent.host)
                 .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
-                .where(Agent.heartbeat_timestamp <= self.liveness.cutoff())
+                .where(self.liveness.dead_clause())
                 .order_by(NetworkDhcpAgentBinding.network_id)).all():
             bound = {a.id for a in self._bound_agents(session, network_id)}
             if self._candidates(session, network_id, bound):

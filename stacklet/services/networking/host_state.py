@@ -47,7 +47,6 @@ from stacklet.store.models.security_groups import (
     SecurityGroupRule,
 )
 
-
 LOG = logging.getLogger(__name__)
 
 

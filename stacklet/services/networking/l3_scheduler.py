@@ -94,10 +94,9 @@ class L3Scheduler:
                     exclude: set[str]) -> list[tuple[str, str, int]]:
         """Usable L3 agents (not in exclude) whose host reaches a segment of every network
         the router has a port on, with how many routers each hosts."""
-        cutoff = self.liveness.cutoff()
         agents = [a for a in session.scalars(select(Agent).where(Agent.agent_type == L3_AGENT))
                   if a.id not in exclude and a.admin_state_up and
-                  a.heartbeat_timestamp > cutoff]
+                  self.liveness.agent_alive(a)]
         if not agents:
             return []
         segments: dict[str, list[tuple[str, str | None]]] = {}
@@ -183,7 +182,7 @@ class L3Scheduler:
             dead = session.execute(
                 select(RouterL3AgentBinding.router_id)
                 .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
-                .where(Agent.heartbeat_timestamp <= cutoff).limit(1)).first()
+                .where(self.liveness.dead_clause(cutoff)).limit(1)).first()
             lacking = list(session.scalars(select(Router.id).where(
                 Router.id.not_in(select(RouterL3AgentBinding.router_id)),
                 Router.id.in_(select(RouterPort.router_id)))
@@ -199,7 +198,7 @@ class L3Scheduler:
             for router_id, agent_id, host in session.execute(
                     select(RouterL3AgentBinding.router_id, Agent.id, Agent.host)
                     .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
-                    .where(Agent.heartbeat_timestamp <= cutoff)).all():
+                    .where(self.liveness.dead_clause(cutoff))).all():
                 if not self._candidates(session, router_id, {agent_id}):
                     continue  # nowhere to go: keep the dead agent's binding
                 LOG.warning("L3 agent on %s is dead: rescheduling router %s", host, router_id)
