@@ -18,6 +18,15 @@ from stacklet.contract import TUNNEL_TYPES, L2popHost
 
 LOG = logging.getLogger(__name__)
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str, *args: object) -> None:
+    """Log a problem with another node's data once, not at every pass."""
+    text = message % args
+    if text not in _WARNED and len(_WARNED) < 10000:
+        _WARNED.add(text)
+        LOG.warning("%s", text)
 
 
 @dataclass(frozen=True)
@@ -79,23 +88,23 @@ def remote_hosts(network_id: str, hosts: Iterable[L2popHost]) -> list[RemoteHost
     out = []
     for h in hosts:
         if not is_ipv4(h.tunnel_ip):
-            LOG.warning("network %s: host %s has tunnel address %r, not IPv4: skipped",
-                        network_id, h.host, h.tunnel_ip)
+            warn_once("network %s: host %s has tunnel address %r, not IPv4: skipped",
+                      network_id, h.host, h.tunnel_ip)
             continue
         ports = []
         for p in h.ports:
             mac = p.mac_address.lower() if isinstance(p.mac_address, str) else ""
             if not MAC.match(mac):
-                LOG.warning("network %s: port MAC %r on host %s is malformed: skipped",
-                            network_id, p.mac_address, h.host)
+                warn_once("network %s: port MAC %r on host %s is malformed: skipped",
+                          network_id, p.mac_address, h.host)
                 continue
             ips = []
             for ip in p.ip_addresses:
                 try:
                     ipaddress.ip_address(ip)
                 except ValueError:
-                    LOG.warning("network %s: address %r on host %s is malformed: skipped",
-                                network_id, ip, h.host)
+                    warn_once("network %s: address %r on host %s is malformed: skipped",
+                              network_id, ip, h.host)
                     continue
                 ips.append(ip)
             ports.append(RemotePort(mac, tuple(ips)))

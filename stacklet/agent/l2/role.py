@@ -33,6 +33,7 @@ from stacklet.agent.l2.plan import (
     phys_patch_name,
     remote_hosts,
     tunnel_port_name,
+    warn_once,
 )
 from stacklet.contract import Network, Port, Snapshot
 
@@ -383,8 +384,8 @@ class OvsRole:
             if ip == c.local_ip:
                 continue
             if not is_ipv4(ip):
-                LOG.warning("host %s has tunnel address %r, not IPv4: no tunnel to it",
-                            remote.host, ip)
+                warn_once("host %s has tunnel address %r, not IPv4: no tunnel to it",
+                          remote.host, ip)
                 continue
             for kind in remote.tunnel_types:
                 if kind not in c.tunnel_types:

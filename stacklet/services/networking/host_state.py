@@ -48,6 +48,7 @@ from stacklet.store.models.security_groups import (
 )
 
 LOG = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str]] = set()
 
 
 def _endpoint(host: str, configurations: dict | None) -> c.TunnelEndpoint | None:
@@ -61,8 +62,10 @@ def _endpoint(host: str, configurations: dict | None) -> c.TunnelEndpoint | None
     except ValueError:
         usable = False
     if not usable:
-        LOG.warning("host %s reports tunneling_ip %r, not an IPv4 address: no tunnels to it",
-                    host, ip)
+        if (host, str(ip)) not in _WARNED:      # once per process, not once per snapshot
+            _WARNED.add((host, str(ip)))
+            LOG.warning("host %s reports tunneling_ip %r, not an IPv4 address: no tunnels "
+                        "to it", host, ip)
         return None
     types = configurations.get("tunnel_types") or []
     return c.TunnelEndpoint(host, ip, tuple(t for t in types if t in TUNNEL_TYPES))
