@@ -173,12 +173,14 @@ OPTIONS: tuple[Option, ...] = (
            "OVSDB to use. Default: the system's when its daemons run, else a private one under "
            "the data directory."),
     # [agent]
-    Option("agent", "tunnel_types", ["vxlan"], "Tunnel types this node terminates.", _list),
+    Option("agent", "tunnel_types", ["vxlan"],
+           "Tunnel types this node terminates (vxlan, gre; others are not served).", _list),
     Option("agent", "l2_population", True,
            "Flood a network only to nodes with ports on it and answer ARP locally.", _bool),
     Option("agent", "report_interval", 10, "Seconds between agent heartbeats.", int),
     Option("agent", "agent_down_time", 75,
-           "Seconds without a heartbeat after which an agent is considered dead.", int),
+           "Seconds without a heartbeat, or without a completed pass, after which an agent is "
+           "considered dead.", int),
     Option("agent", "server_url", None,
            "Where the agent reaches the server: unix:<path> or http://host:port. Default: "
            "unix:<data dir>/run/agent.sock."),

@@ -1,8 +1,8 @@
 """The all-in-one node: the Open vSwitch and the agent that ``stacklet up`` runs next to the server.
 
-Open vSwitch: ``[ovs] ovsdb_connection`` when configured; else the system's when its daemons
-already run; else a private ovsdb-server + ovs-vswitchd under ``<data dir>/ovs`` (started here,
-stopped by ``stacklet down``). The agent runs as ``stacklet agent --data-dir <data dir>``.
+Open vSwitch: the one ``stacklet.ovs.choice`` picks (the agent asks the same module); when it is
+the private one under ``<data dir>/ovs``, it is started here and stopped by ``stacklet down``.
+The agent runs as ``stacklet agent --data-dir <data dir>``.
 """
 
 from __future__ import annotations
@@ -16,64 +16,18 @@ from pathlib import Path
 
 from stacklet import daemon, linux
 from stacklet.config import Config
-from stacklet.ovs.daemons import SYSTEM_DB_SOCKETS, OvsDaemons, db_answers
+from stacklet.contract import OVS_AGENT
+from stacklet.ovs.choice import ovsdb_choice, private_ovs, run_dir
 
 AGENT_START_TIMEOUT = 15.0
 HELD_FILE = "run/host-address.json"     # what hold_public_gateway added, for `down`
 LEFTOVER_DAEMONS = ("dnsmasq", "haproxy", "radvd", "ovsdb-server", "ovs-vswitchd")
 
 
-def private_ovs(conf: Config) -> OvsDaemons:
-    return OvsDaemons(conf.data_dir / "ovs")
-
-
 def agent_process(conf: Config) -> daemon.Managed:
     return daemon.Managed(name="agent", pidfile=conf.data_dir / "run" / "agent.pid",
                           logfile=conf.data_dir / "log" / "agent.log",
                           markers=("agent", str(conf.data_dir)))
-
-
-def ovsdb_choice(conf: Config) -> tuple[str, bool]:
-    """(OVSDB connection, whether it is our private instance)."""
-    configured = conf.values[("ovs", "ovsdb_connection")]
-    if configured:
-        return configured, False
-    ovs = private_ovs(conf)
-    if not ovs.running():
-        system = system_ovs()
-        if system is not None:
-            return f"unix:{system}", False
-    return ovs.db_connection, True
-
-
-def system_ovs() -> Path | None:
-    """The system Open vSwitch's database socket when it answers and its ovs-vswitchd runs in
-    our network namespace (its bridges' devices are where its vswitchd runs: one that serves
-    another namespace, e.g. this machine's when `up` runs in a container or test namespace,
-    is no use here)."""
-    for db in SYSTEM_DB_SOCKETS:
-        if not (db.exists() and db_answers(db)):
-            continue
-        try:
-            pid = int((db.parent / "ovs-vswitchd.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-        if _same_netns(pid):
-            return db
-    return None
-
-
-def _same_netns(pid: int) -> bool:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
-    except OSError:
-        return False
-
-
-def run_dir(connection: str) -> str | None:
-    if connection.startswith("unix:"):
-        return str(Path(connection[len("unix:"):]).parent)
-    return None
 
 
 def other_vswitchd() -> int | None:
@@ -129,7 +83,7 @@ def wait_registered(conf: Config, pid: int, since: str,
                 return False
             with db.read() as session:
                 beat = session.scalars(select(Agent.heartbeat_timestamp).where(
-                    Agent.host == conf.host, Agent.agent_type == "Open vSwitch agent")).first()
+                    Agent.host == conf.host, Agent.agent_type == OVS_AGENT)).first()
             if beat and beat >= since:
                 return True
             time.sleep(0.1)

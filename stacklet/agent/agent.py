@@ -19,6 +19,14 @@ Threads:
   which wakes the main loop to wire them; the L3 role's gratuitous ARPs wait for that wiring,
   and it reports floating IP statuses.
 
+Each report carries how the agent's role is doing (``Health``): how long ago its last pass
+completed, its last error and how long ago, and the snapshot revision the pass realised. The
+server shows them and declares an agent down when its passes stop completing, whatever its
+heartbeats. For the Open vSwitch agent a pass completes when an iteration of the main loop ends
+without an error (nothing to do counts: the canary was checked); the DHCP and L3 roles complete
+a pass when they went through every network or router, a failure of some of them being their
+last error.
+
 The agent holds no state that it cannot rebuild from the server and the node: restarted, it
 restores local VLANs from OVSDB, keeps the flows in place and replaces them generation by
 generation.
@@ -30,13 +38,11 @@ import logging
 import signal
 import threading
 import time
-
 from pathlib import Path
 
-from stacklet import local_node
 from stacklet.agent import unprivileged
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig
-from stacklet.agent.dhcp.role import DhcpRole
+from stacklet.agent.dhcp.role import DhcpError, DhcpRole
 from stacklet.agent.l2.ofctl import OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb
 from stacklet.agent.l2.role import L2Config, OvsRole
@@ -44,12 +50,48 @@ from stacklet.agent.l3.role import L3Role
 from stacklet.agent.metadata import MetadataProxy, MetadataRelay, RateLimit
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
 from stacklet.config import Config
+from stacklet.contract import (
+    AGENT_BINARIES,
+    AGENT_TOPICS,
+    DHCP_AGENT,
+    L3_AGENT,
+    OVS_AGENT,
+    AgentReport,
+    Revision,
+    Snapshot,
+    SyncStatus,
+)
+from stacklet.ovs.choice import ovsdb_choice, run_dir
 
 LOG = logging.getLogger(__name__)
 TICK = 0.5
 RETRY = 1.0         # seconds before the roles try again after a failure
-DHCP_AGENT = ("DHCP agent", "stacklet-dhcp-agent", "dhcp_agent")  # type, binary, topic
-L3_AGENT = ("L3 agent", "stacklet-l3-agent", "l3_agent")
+
+
+class Health:
+    """One role's passes as the heartbeat reports them (monotonic times; read by the
+    heartbeat thread, written by the thread that runs the role)."""
+
+    def __init__(self) -> None:
+        self.completed: float | None = None
+        self.error: str | None = None
+        self.error_at: float | None = None
+        self.revision = Revision()
+
+    def ok(self, revision: Revision | None = None) -> None:
+        self.completed = time.monotonic()
+        if revision is not None:
+            self.revision = revision
+
+    def failed(self, error: str) -> None:
+        self.error, self.error_at = error[:1000], time.monotonic()
+
+    def status(self) -> SyncStatus:
+        now = time.monotonic()
+        return SyncStatus(None if self.completed is None else round(now - self.completed, 3),
+                          self.error,
+                          None if self.error_at is None else round(now - self.error_at, 3),
+                          self.revision)
 
 
 def l2_config(conf: Config) -> L2Config:
@@ -80,15 +122,14 @@ class Agent:
         self.stopping = threading.Event()
         self.server_changed = True
         self.local_changed = True
-        self.epoch: str | None = None
-        self.seq = -1
-        self.snapshot: dict | None = None
+        self.revision = Revision()     # the server's change position last seen
+        self.snapshot: Snapshot | None = None
         self.reported: dict[str, str] = {}      # port id → status we last reported
         self.devices = 0
         self.registered = False
-        connection = local_node.ovsdb_choice(conf)[0]
+        connection = ovsdb_choice(conf)[0]
         self.ovsdb = Ovsdb(connection, on_change=self._local_change)
-        self.role = OvsRole(self.l2conf, self.ovsdb, local_node.run_dir(connection))
+        self.role = OvsRole(self.l2conf, self.ovsdb, run_dir(connection))
         relay = metadata_relay(conf)
         self.dhcp = dhcp_role(conf, connection, relay) if conf.dhcp.enabled else None
         self.l3 = l3_role(conf, connection, relay) if conf.l3.enabled else None
@@ -96,6 +137,7 @@ class Agent:
         self.l3_lock = threading.Lock()         # l3.sync (roles thread) / l3.announce (main)
         self.fips_reported: dict[str, str] = {}  # floating IP id → status we last reported
         self.wired: frozenset[str] = frozenset()  # ports the last L2 pass wired
+        self.health = {OVS_AGENT: Health(), DHCP_AGENT: Health(), L3_AGENT: Health()}
 
     # -- wake-ups -----------------------------------------------------------------------------
 
@@ -106,7 +148,7 @@ class Agent:
     def _events(self) -> None:
         while not self.stopping.is_set():
             try:
-                answer = self.client.wait(self.epoch, self.seq, timeout=30)
+                answer = self.client.wait(self.revision, timeout=30)
             except ServerUnavailable as exc:
                 LOG.debug("events: %s", exc)
                 self.stopping.wait(1.0)
@@ -115,26 +157,18 @@ class Agent:
                 LOG.exception("events")
                 self.stopping.wait(1.0)
                 continue
-            if answer.get("epoch") != self.epoch or answer.get("seq", -1) > self.seq:
+            if answer.newer_than(self.revision):
                 self.server_changed = True
                 self.wake.set()
                 # Don't poll again for the same change before the loop has read it.
-                self.epoch, self.seq = answer.get("epoch"), answer.get("seq", -1)
+                self.revision = answer
 
     def _heartbeat(self) -> None:
         start = True
         while not self.stopping.is_set():
             try:
-                self.client.report_state(self.l2conf.configurations(self.devices),
-                                         start_flag=start)
-                if self.dhcp is not None:
-                    agent_type, binary, topic = DHCP_AGENT
-                    self.client.report_state(self.dhcp.configurations(), start_flag=start,
-                                             agent_type=agent_type, binary=binary, topic=topic)
-                if self.l3 is not None:
-                    agent_type, binary, topic = L3_AGENT
-                    self.client.report_state(self.l3.configurations(), start_flag=start,
-                                             agent_type=agent_type, binary=binary, topic=topic)
+                for report in self._reports(start):
+                    self.client.report_state(report)
                 if start:
                     LOG.info("registered with the server as host %s", self.host)
                 start = False
@@ -145,6 +179,18 @@ class Agent:
             except Exception:
                 LOG.exception("heartbeat")
             self.stopping.wait(self.conf.agent.report_interval if not start else 1.0)
+
+    def _reports(self, start: bool) -> list[AgentReport]:
+        """One report per agent this process runs."""
+        roles = [(OVS_AGENT, self.l2conf.configurations(self.devices))]
+        if self.dhcp is not None:
+            roles.append((DHCP_AGENT, self.dhcp.configurations()))
+        if self.l3 is not None:
+            roles.append((L3_AGENT, self.l3.configurations()))
+        return [AgentReport(agent_type, self.host, configurations, AGENT_BINARIES[agent_type],
+                            AGENT_TOPICS[agent_type], "nova", start,
+                            self.health[agent_type].status())
+                for agent_type, configurations in roles]
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -174,17 +220,21 @@ class Agent:
                     self.local_changed = True
                 if self.server_changed or self.local_changed:
                     self._pass()
+                self.health[OVS_AGENT].ok(self.snapshot.revision if self.snapshot else None)
             except ServerUnavailable as exc:
                 LOG.warning("server unavailable, dataplane kept as is: %s", exc)
+                self.health[OVS_AGENT].failed(f"server unavailable: {exc}")
                 self.stopping.wait(1.0)
                 self.wake.set()
             except OfctlError as exc:
                 LOG.warning("Open vSwitch: %s", exc)
+                self.health[OVS_AGENT].failed(f"Open vSwitch: {exc}")
                 self.role.forget_flows()
                 self.local_changed = True
                 self.stopping.wait(0.2)
-            except Exception:
+            except Exception as exc:
                 LOG.exception("sync failed; retrying")
+                self.health[OVS_AGENT].failed(f"{type(exc).__name__}: {exc}")
                 self.role.forget_flows()
                 self.server_changed = self.local_changed = True
                 self.stopping.wait(1.0)
@@ -214,11 +264,11 @@ class Agent:
         began = time.monotonic()
         fetched = self.server_changed or self.snapshot is None
         if fetched:
-            self.server_changed = False
             snapshot = self.client.host_state()
+            self.server_changed = False     # only once fetched: a failed fetch is retried
             self.snapshot = snapshot
-            if snapshot.get("epoch") != self.epoch or snapshot.get("seq", -1) > self.seq:
-                self.epoch, self.seq = snapshot.get("epoch"), snapshot.get("seq", -1)
+            if snapshot.revision.newer_than(self.revision):
+                self.revision = snapshot.revision
             self.roles_wake.set()       # the DHCP and L3 roles apply it in their thread
         self.local_changed = False
         started = time.monotonic()
@@ -243,22 +293,22 @@ class Agent:
 
     def _report(self, result) -> int:
         up, down = [], []
-        for port in self.snapshot.get("ports", []):
-            pid = port["id"]
+        for port in self.snapshot.ports:
+            pid = port.id
             want = "ACTIVE" if pid in result.wired else "DOWN"
-            if port.get("status") == want:
+            if port.status == want:
                 self.reported.pop(pid, None)
                 continue
             if self.reported.get(pid) == want:
                 continue
             (up if want == "ACTIVE" else down).append(pid)
         if up or down:
-            self.client.port_status(up, down)
+            self.client.port_status(up, down, self.snapshot.revision)
             for pid in up:
                 self.reported[pid] = "ACTIVE"
             for pid in down:
                 self.reported[pid] = "DOWN"
-        known = {p["id"] for p in self.snapshot.get("ports", [])}
+        known = {p.id for p in self.snapshot.ports}
         for pid in list(self.reported):
             if pid not in known:
                 del self.reported[pid]
@@ -286,30 +336,42 @@ class Agent:
             ok = self._l3_sync(snapshot) and ok
             due = time.monotonic() + (interval if ok else RETRY)
 
-    def _dhcp_sync(self, snapshot: dict) -> bool:
+    def _dhcp_sync(self, snapshot: Snapshot) -> bool:
         if self.dhcp is None:
             return True
+        health = self.health[DHCP_AGENT]
         try:
-            self.dhcp.sync(snapshot)
-        except Exception:
-            LOG.exception("DHCP sync failed; retrying")
+            self.dhcp.sync(snapshot.dhcp_networks)
+        except DhcpError as exc:    # every network was tried; some failed
+            LOG.warning("DHCP sync: %s; retrying", exc)
+            health.ok(snapshot.revision)
+            health.failed(str(exc))
             return False
+        except Exception as exc:
+            LOG.exception("DHCP sync failed; retrying")
+            health.failed(f"{type(exc).__name__}: {exc}")
+            return False
+        health.ok(snapshot.revision)
         return True
 
-    def _l3_sync(self, snapshot: dict) -> bool:
+    def _l3_sync(self, snapshot: Snapshot) -> bool:
         """Apply the snapshot's routers; report the floating IPs that became ACTIVE (applied
         on a router here) or DOWN (their router taken down here)."""
         if self.l3 is None:
             return True
+        health = self.health[L3_AGENT]
         try:
             with self.l3_lock:
-                result = self.l3.sync(snapshot)
+                result = self.l3.sync(snapshot.routers)
                 self.l3.announce(self.wired)
-        except Exception:
+        except Exception as exc:
             LOG.exception("L3 sync failed; retrying")
+            health.failed(f"{type(exc).__name__}: {exc}")
             return False
+        health.ok(snapshot.revision)    # every router was tried
         if result.failures:
             LOG.warning("L3 sync: %s", "; ".join(result.failures))
+            health.failed("; ".join(result.failures))
         try:
             self._report_fips(snapshot, result)
         except Exception as exc:  # noqa: BLE001 - reported again at the next call
@@ -317,16 +379,16 @@ class Agent:
             return False
         return not result.failures
 
-    def _report_fips(self, snapshot: dict, result) -> None:
-        known = {f["id"]: f["status"] for r in snapshot.get("routers", [])
-                 for f in r.get("floating_ips", [])}
+    def _report_fips(self, snapshot: Snapshot, result) -> None:
+        known = {f.id: f.status for r in snapshot.routers for f in r.floating_ips}
         report: dict[str, list[str]] = {"ACTIVE": [], "DOWN": []}
         for status, ids in (("ACTIVE", result.active_fips), ("DOWN", result.down_fips)):
             for fip_id in ids:
                 if known.get(fip_id) != status and self.fips_reported.get(fip_id) != status:
                     report[status].append(fip_id)
         if report["ACTIVE"] or report["DOWN"]:
-            self.client.floatingip_status(report["ACTIVE"], report["DOWN"])
+            self.client.floatingip_status(report["ACTIVE"], report["DOWN"],
+                                          snapshot.revision)
             for status, ids in report.items():
                 self.fips_reported.update(dict.fromkeys(ids, status))
         for fip_id in list(self.fips_reported):

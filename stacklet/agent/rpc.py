@@ -2,12 +2,22 @@
 
 Calls: ``report_state`` (register, heartbeat), ``host_state`` (the host's desired state),
 ``wait`` (long poll for change events), ``port_status`` (ports wired / gone) and
-``floatingip_status`` (floating IPs applied / dropped by the L3 role).
+``floatingip_status`` (floating IPs applied / dropped by the L3 role). Bodies are the records
+of ``stacklet/contract.py``; the snapshot is parsed here, once.
 """
 
 from __future__ import annotations
 
 import httpx
+import orjson
+
+from stacklet.contract import (
+    AgentReport,
+    FloatingIpStatusReport,
+    PortStatusReport,
+    Revision,
+    Snapshot,
+)
 
 
 class ServerUnavailable(Exception):
@@ -32,7 +42,7 @@ class ServerClient:
                                   if url.startswith("unix:") else httpx.HTTPTransport(),
                                   base_url=self._base, timeout=timeout)
 
-    def _call(self, client: httpx.Client, method: str, path: str, **kwargs) -> dict:
+    def _send(self, client: httpx.Client, method: str, path: str, **kwargs) -> bytes:
         try:
             response = client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -40,33 +50,39 @@ class ServerClient:
         if response.status_code >= 500:
             raise ServerUnavailable(f"{method} {path}: {response.status_code}")
         response.raise_for_status()
-        return response.json() if response.content else {}
+        return response.content
 
-    def report_state(self, configurations: dict, start_flag: bool,
-                     agent_type: str = "Open vSwitch agent",
-                     binary: str = "stacklet-openvswitch-agent", topic: str = "N/A") -> str:
-        body = {"agent_type": agent_type, "binary": binary, "topic": topic, "host": self.host,
-                "configurations": configurations, "availability_zone": "nova",
-                "start_flag": start_flag}
-        return self._call(self._client, "POST", "/report_state", json=body).get("id", "")
+    def _call(self, client: httpx.Client, method: str, path: str, **kwargs) -> dict:
+        content = self._send(client, method, path, **kwargs)
+        return orjson.loads(content) if content else {}
 
-    def host_state(self) -> dict:
-        return self._call(self._client, "GET", f"/hosts/{self.host}/state")
+    def _post(self, path: str, record) -> dict:
+        return self._call(self._client, "POST", path, content=record.to_json(),
+                          headers={"content-type": "application/json"})
 
-    def wait(self, epoch: str | None, after: int, timeout: float) -> dict:
-        params = {"after": after, "timeout": timeout}
-        if epoch:
-            params["epoch"] = epoch
-        return self._call(self._poll, "GET", f"/hosts/{self.host}/events", params=params,
-                          timeout=timeout + 10)
+    def report_state(self, report: AgentReport) -> str:
+        return self._post("/report_state", report).get("id", "")
 
-    def port_status(self, up: list[str], down: list[str]) -> dict:
-        return self._call(self._client, "POST", f"/hosts/{self.host}/port_status",
-                          json={"up": up, "down": down})
+    def host_state(self) -> Snapshot:
+        return Snapshot.from_json(self._send(self._client, "GET", f"/hosts/{self.host}/state"))
 
-    def floatingip_status(self, active: list[str], down: list[str]) -> dict:
-        return self._call(self._client, "POST", f"/hosts/{self.host}/floatingip_status",
-                          json={"active": active, "down": down})
+    def wait(self, after: Revision, timeout: float) -> Revision:
+        """The host's change position once it passes ``after`` (or after ``timeout``)."""
+        params = {"after": after.seq, "timeout": timeout}
+        if after.epoch:
+            params["epoch"] = after.epoch
+        return Revision.from_json(self._call(self._poll, "GET", f"/hosts/{self.host}/events",
+                                             params=params, timeout=timeout + 10))
+
+    def port_status(self, up: list[str], down: list[str],
+                    revision: Revision = Revision()) -> dict:
+        return self._post(f"/hosts/{self.host}/port_status",
+                          PortStatusReport(tuple(up), tuple(down), revision))
+
+    def floatingip_status(self, active: list[str], down: list[str],
+                          revision: Revision = Revision()) -> dict:
+        return self._post(f"/hosts/{self.host}/floatingip_status",
+                          FloatingIpStatusReport(tuple(active), tuple(down), revision))
 
     def close(self) -> None:
         self._client.close()

@@ -1,10 +1,13 @@
 """``/agent/v1``: what node agents call, served only on the unix socket ``run/agent.sock``.
 
-    POST /agent/v1/report_state              register / heartbeat → {"id"}
-    GET  /agent/v1/hosts/{host}/state        the host's desired state (host_state snapshot)
+    POST /agent/v1/report_state              AgentReport: register / heartbeat → {"id"}
+    GET  /agent/v1/hosts/{host}/state        the host's Snapshot (services/networking/host_state)
     GET  /agent/v1/hosts/{host}/events       long poll: ?epoch=E&after=N&timeout=S → {"epoch","seq"}
-    POST /agent/v1/hosts/{host}/port_status  {"up": [ids], "down": [ids]} → {"updated": n}
-    POST /agent/v1/hosts/{host}/floatingip_status  {"active": [ids], "down": [ids]} → {"updated"}
+    POST /agent/v1/hosts/{host}/port_status  PortStatusReport {"up", "down"} → {"updated": n}
+    POST /agent/v1/hosts/{host}/floatingip_status  FloatingIpStatusReport → {"updated": n}
+
+The bodies are the records of ``stacklet/contract.py``; a body that does not parse is 400 with
+the contract's message.
 
 No token: reaching the socket (mode 0600, root's) is the authentication. Requests that arrived
 over TCP get 404, as if the prefix did not exist (``UnixSocketOnly``). The long poll is a
@@ -24,12 +27,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stacklet import errors
-from stacklet.api.common import Call, endpoint, json_response
-from stacklet.services.networking.binding import OVS_AGENT, VIF_OVS
+from stacklet.api.common import JSON_TYPE, Call, endpoint, json_response
+from stacklet.contract import (
+    DHCP_AGENT,
+    L3_AGENT,
+    L3_COUNTS,
+    OVS_AGENT,
+    VIF_OVS,
+    AgentReport,
+    ContractError,
+    FloatingIpStatusReport,
+    OvsConfigurations,
+    PortStatusReport,
+    Revision,
+)
 from stacklet.services.networking.common import CHUNK, chunks
-from stacklet.services.networking.dhcp_scheduler import DHCP_AGENT
 from stacklet.services.networking.host_state import host_state
-from stacklet.services.networking.l3_scheduler import L3_AGENT, L3_COUNTS
 from stacklet.store.models.agents import Agent, RouterL3AgentBinding
 from stacklet.store.models.base import isotime
 from stacklet.store.models.l3 import FloatingIP
@@ -42,11 +55,14 @@ def _bad(message: str) -> errors.HTTPBadRequest:
     return errors.HTTPBadRequest(message)
 
 
-def _string(body: dict, key: str, default: str | None = None) -> str:
-    value = body.get(key, default)
-    if not isinstance(value, str) or (default is None and not value):
-        raise _bad(f"'{key}' must be a non-empty string")
-    return value
+def _parse(parser, body):
+    """A request body as a contract record; 400 with the contract's message otherwise."""
+    if not isinstance(body, dict):
+        raise _bad("expected a JSON object")
+    try:
+        return parser(body)
+    except ContractError as exc:
+        raise _bad(str(exc)) from None
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -57,31 +73,29 @@ def _settings(configurations: dict | None) -> dict:
 
 
 def report_state(call: Call) -> dict:
-    body = call.body
-    if not isinstance(body, dict):
-        raise _bad("expected a JSON object")
-    host = _string(body, "host")
-    agent_type = _string(body, "agent_type")
-    configurations = body.get("configurations") or {}
-    if not isinstance(configurations, dict):
-        raise _bad("'configurations' must be an object")
-    start_flag = bool(body.get("start_flag", False))
+    report = _parse(AgentReport.from_json, call.body)
+    host, agent_type = report.host, report.agent_type
+    configurations, start_flag = report.configurations, report.start_flag
+    if agent_type == OVS_AGENT:
+        # what binding and other hosts' snapshots read: refused whole when malformed
+        _parse(OvsConfigurations.from_json, configurations)
     services = call.services
     db = services.db
     networking = services.networking
     with db.read() as session:
-        before = session.execute(select(Agent.configurations, Agent.heartbeat_timestamp).where(
-            Agent.agent_type == agent_type, Agent.host == host)).first()
+        before = session.execute(select(
+            Agent.configurations, Agent.heartbeat_timestamp, Agent.synced_at, Agent.started_at)
+            .where(Agent.agent_type == agent_type, Agent.host == host)).first()
+    was_alive = before is not None and networking.agents.liveness.is_alive(*before[1:])
     agent_id = networking.agents.report_state(
-        agent_type, _string(body, "binary", "stacklet-openvswitch-agent"),
-        _string(body, "topic", "N/A"), host, configurations,
-        body.get("availability_zone"), start_flag)
+        agent_type, report.binary, report.topic, host, configurations,
+        report.availability_zone, start_flag, report.sync)
     if agent_type == OVS_AGENT:
         binder = networking.ports.binder
         # Ports that failed to bind may bind now: a new or restarted agent, new mappings, or
         # an agent that was dead and is back.
         if before is None or start_flag or (before[0] or {}) != configurations or \
-                not binder.is_alive(before[1]):
+                not was_alive:
             bound = binder.rebind_failed(db, host)
             if bound:
                 LOG.info("bound %d port(s) on %s after its agent reported", bound, host)
@@ -89,7 +103,7 @@ def report_state(call: Call) -> dict:
         # Every heartbeat moves networks off dead DHCP agents; a new, restarted or returning
         # agent (or new configurations) also takes the networks that lack agents.
         registered = before is None or start_flag or (before[0] or {}) != configurations or \
-            not networking.ports.binder.is_alive(before[1])
+            not was_alive
         networking.dhcp_scheduler.agent_reported(host, registered)
     elif agent_type == L3_AGENT:
         # As for DHCP: routers move off dead L3 agents; a (re)registered agent takes the
@@ -97,36 +111,25 @@ def report_state(call: Call) -> dict:
         # its work, not its registration: a router an admin took off an agent stays unhosted
         # until an agent starts or comes back, as in Neutron.
         registered = before is None or start_flag or \
-            _settings(before[0]) != _settings(configurations) or \
-            not networking.ports.binder.is_alive(before[1])
+            _settings(before[0]) != _settings(configurations) or not was_alive
         networking.l3_scheduler.agent_reported(host, registered)
     return {"id": agent_id}
 
 
-def state(call: Call) -> dict:
+def state(call: Call) -> Response:
     services = call.services
     host = call.path["host"]
-    current = services.bus.current(host)  # before the query: a later change bumps past it
+    # the revision before the query: a change committed later bumps past it
+    revision = Revision.from_json(services.bus.current(host))
     with services.db.read() as session:
-        snapshot = host_state(session, host)
-    return {**current, **snapshot}
+        snapshot = host_state(session, host, revision)
+    return Response(snapshot.to_json(), media_type=JSON_TYPE)
 
 
-def _id_list(body: dict, key: str) -> list[str]:
-    value = body.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _bad(f"'{key}' must be a list of port ids")
-    return value
-
-
-def _two_lists(call: Call, first: str, second: str) -> tuple[list[str], list[str]]:
-    """The body's two id lists (an id in both counts for the first)."""
-    body = call.body
-    if not isinstance(body, dict):
-        raise _bad("expected a JSON object")
-    one = sorted(set(_id_list(body, first)))
-    two = sorted(set(_id_list(body, second)) - set(one))
-    return one, two
+def _two_lists(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Two id lists, deduplicated (an id in both counts for the first)."""
+    one = sorted(set(first))
+    return one, sorted(set(second) - set(one))
 
 
 def _set_statuses(call: Call, model, groups) -> dict:
@@ -153,7 +156,8 @@ def _set_statuses(call: Call, model, groups) -> dict:
 
 def port_status(call: Call) -> dict:
     host = call.path["host"]
-    up, down = _two_lists(call, "up", "down")
+    report = _parse(PortStatusReport.from_json, call.body)
+    up, down = _two_lists(report.up, report.down)
     here = Port.binding_host_id == host
     return _set_statuses(call, Port, (("ACTIVE", up, (here, Port.binding_vif_type == VIF_OVS)),
                                       ("DOWN", down, (here,))))
@@ -162,7 +166,8 @@ def port_status(call: Call) -> dict:
 def floatingip_status(call: Call) -> dict:
     """The L3 role applied (active) or dropped (down) these floating IPs; only those of
     routers hosted by this host's L3 agent change."""
-    active, down = _two_lists(call, "active", "down")
+    report = _parse(FloatingIpStatusReport.from_json, call.body)
+    active, down = _two_lists(report.active, report.down)
     hosted = FloatingIP.router_id.in_(
         select(RouterL3AgentBinding.router_id)
         .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)

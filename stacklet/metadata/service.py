@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.config import Config
+from stacklet.contract import DHCP_OWNER
 from stacklet.metadata import signing
 from stacklet.metadata.formats import (
     Instance,
@@ -44,8 +45,6 @@ from stacklet.store.models.network import Subnet as SubnetRow
 from stacklet.store.models.security_groups import PortSecurityGroupBinding, SecurityGroup
 
 LOG = logging.getLogger(__name__)
-
-DHCP_OWNER = "network:dhcp"
 
 # Nova's default availability zone, which instances report until compute records theirs.
 DEFAULT_ZONE = "nova"

@@ -48,7 +48,8 @@ class FakeNode:
                 (role_type, role_binary, role_topic, {**role_conf, **counts})):
             response = self.http.post("/agent/v1/report_state", json={
                 "agent_type": kind, "binary": binary, "topic": topic, "host": self.host,
-                "configurations": conf, "availability_zone": "nova", "start_flag": start_flag})
+                "configurations": conf, "availability_zone": "nova", "start_flag": start_flag,
+                "sync": {"synced_ago": 0}})  # a pass just completed, as a healthy agent's
             assert response.status_code == 200, response.text
             self.ids[kind] = response.json()["id"]
 

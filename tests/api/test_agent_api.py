@@ -39,13 +39,15 @@ class FakeAgent:
         self.http, self.host, self.conf = http, host, conf
         self.id: str | None = None
 
-    def report(self, start_flag: bool = False, conf: dict | None = None) -> str:
+    def report(self, start_flag: bool = False, conf: dict | None = None,
+               sync: dict | None = None) -> str:
+        """Register or heartbeat; by default as a healthy agent whose pass just completed."""
         if conf is not None:
             self.conf = conf
         response = self.http.post("/agent/v1/report_state", json={
             "agent_type": OVS, "binary": "stacklet-openvswitch-agent", "topic": "N/A",
             "host": self.host, "configurations": self.conf, "availability_zone": "nova",
-            "start_flag": start_flag})
+            "start_flag": start_flag, "sync": {"synced_ago": 0} if sync is None else sync})
         assert response.status_code == 200, response.text
         self.id = response.json()["id"]
         return self.id
@@ -173,6 +175,32 @@ def test_bad_bodies_are_400(http):
     assert http.get("/agent/v1/hosts/x/events", params={"after": "z"}).status_code == 400
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"tunneling_ip": "fe80::1"}, "'tunneling_ip' must be an IPv4 address"),
+    ({"tunneling_ip": "172.30.0.999"}, "'tunneling_ip' must be an IPv4 address"),
+    ({"tunneling_ip": 42}, "'tunneling_ip' must be an IPv4 address"),
+    ({"bridge_mappings": ["physnet1:br-ex"]}, "'bridge_mappings' must map physical network"),
+    ({"bridge_mappings": {"": "br-ex"}}, "'bridge_mappings' must map physical network"),
+    ({"tunnel_types": ["vxlan", "stt"]}, "unknown tunnel type(s) stt"),
+    ({"tunnel_types": "vxlan"}, "'tunnel_types' must be a list"),
+])
+def test_malformed_open_vswitch_reports_are_400_and_change_nothing(http, admin, agents, change,
+                                                                    message):
+    """A report other nodes' snapshots or the binding would choke on is refused whole: a new
+    agent is not registered, a known one keeps its configurations."""
+    new = _host("bad")
+    for host in (new, agents["c"].host):
+        body = {"agent_type": OVS, "host": host, "start_flag": True,
+                "configurations": {**configurations({}, ["vxlan"], "172.30.0.13"), **change}}
+        response = http.post("/agent/v1/report_state", json=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == 400 and message in error["message"], error
+    assert admin.get("agents", params={"host": new})["agents"] == []
+    shown = admin.get(f"agents/{agents['c'].id}")["agent"]["configurations"]
+    assert shown["tunneling_ip"] == "172.30.0.13" and shown["tunnel_types"] == ["vxlan"]
+
+
 def test_registration_shows_in_the_agents_api(admin, agents, physnet):
     shown = admin.get(f"agents/{agents['a'].id}")["agent"]
     assert shown["host"] == agents["a"].host and shown["agent_type"] == OVS
@@ -241,6 +269,46 @@ def test_dead_agent_fails_and_binds_again_when_it_reports(cloud, http, admin, vx
         _delete_agents(admin, [agent])
 
 
+def test_an_agent_whose_passes_keep_failing_is_down_and_shows_its_last_error(cloud, http,
+                                                                              admin):
+    """Heartbeats alone are not enough: an agent that reports passes failing (as the real
+    agent does: the age of its last completed pass grows, its last error is recent) is shown
+    down once that pass is older than agent_down_time; configurations carry the last sync,
+    the last error and its time; a completed pass brings it back."""
+    down_time = config.load(cloud.data_dir).agent.agent_down_time
+    agent = FakeAgent(http, _host("failing"), configurations({}, ["vxlan"], "172.30.0.41"))
+    error = "OfctlError: br-int: ovs-ofctl: br-int is not a bridge or a socket"
+    try:
+        agent.report(start_flag=True)
+        completed = time.monotonic()
+        shown = admin.get(f"agents/{agent.id}")["agent"]
+        assert shown["alive"] is True
+        assert shown["configurations"]["last_sync"] and \
+            shown["configurations"]["last_error"] is None
+        alive_seen = []
+        while time.monotonic() - completed < down_time + 3:
+            agent.report(sync={"synced_ago": time.monotonic() - completed, "error": error,
+                               "error_ago": 0.5})
+            alive_seen.append((time.monotonic() - completed,
+                               admin.get(f"agents/{agent.id}")["agent"]["alive"]))
+            time.sleep(1.0)
+        assert all(alive for elapsed, alive in alive_seen if elapsed < down_time - 2), alive_seen
+        shown = admin.get(f"agents/{agent.id}")["agent"]
+        assert shown["alive"] is False, alive_seen
+        conf = shown["configurations"]
+        assert conf["last_error"] == error and len(conf["last_error_at"]) == 19
+        assert conf["last_sync"] < conf["last_error_at"]
+        assert conf["tunneling_ip"] == "172.30.0.41"    # what the agent reported stays
+        down = admin.get("agents", params={"alive": "false", "host": agent.host})["agents"]
+        assert [a["id"] for a in down] == [agent.id]
+        agent.report()       # a pass completed
+        shown = admin.get(f"agents/{agent.id}")["agent"]
+        assert shown["alive"] is True and shown["configurations"]["last_error"] == error
+        assert shown["configurations"]["last_sync"] >= conf["last_error_at"]
+    finally:
+        _delete_agents(admin, [agent])
+
+
 def test_failed_ports_bind_when_the_agent_registers_later(http, admin, vxlan_net, flat_net,
                                                          physnet):
     agent = FakeAgent(http, _host("late"), configurations({}, ["vxlan"], "172.30.0.22"))
@@ -280,7 +348,9 @@ def test_snapshot(admin, agents, vxlan_net, flat_net, physnet):
         member = port_on(admin, net, c.host, security_groups=[remote["id"]],
                          allowed_address_pairs=[{"ip_address": "10.99.0.0/24"}])
         state = a.state()
-        assert isinstance(state["epoch"], str) and isinstance(state["seq"], int)
+        assert state["version"] == 1
+        revision = state["revision"]
+        assert isinstance(revision["epoch"], str) and isinstance(revision["seq"], int)
         assert state["host"] == a.host
         by_id = {p["id"]: p for p in state["ports"]}
         assert failed["id"] not in by_id and member["id"] not in by_id
@@ -314,10 +384,10 @@ def test_snapshot(admin, agents, vxlan_net, flat_net, physnet):
         member_ips = [ip["ip_address"] for ip in member["fixed_ips"]]
         # (the project's default group is there too: A's other ports use it)
         assert state["remote_groups"][remote["id"]] == {
-            "IPv4": sorted(member_ips + ["10.99.0.0/24"]), "IPv6": []}
+            "ipv4": sorted(member_ips + ["10.99.0.0/24"]), "ipv6": []}
         default_members = state["remote_groups"][by_id[next(
             p for p in by_id if p not in (local["id"], flat_port["id"]))]["security_groups"][0]]
-        assert set(default_members["IPv4"]) >= {
+        assert set(default_members["ipv4"]) >= {
             ip["ip_address"] for p in state["ports"] if p["security_groups"]
             and p["id"] != local["id"] for ip in p["fixed_ips"]}
 
@@ -391,7 +461,7 @@ def test_events_return_early_on_a_change(admin, agents, vxlan_net):
     assert result["answer"]["seq"] > current["seq"]
     assert result["took"] < 0.3 + AT_ONCE   # answered on the change, not after its 30 s
     # A later snapshot carries the new seq (read before its query).
-    assert a.state()["seq"] >= result["answer"]["seq"]
+    assert a.state()["revision"]["seq"] >= result["answer"]["seq"]
 
 
 # --- port status ----------------------------------------------------------------------------

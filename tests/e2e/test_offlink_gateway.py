@@ -15,6 +15,7 @@ import pytest
 from stacklet import linux
 from stacklet.agent.l3.role import L3Error, L3Role
 from stacklet.agent.l3.router import build
+from stacklet.contract import Router, RouterIP, RouterPort
 
 GATEWAY, BEYOND = "10.97.9.1", "10.200.0.1"
 # A reply across one veth between two namespaces (no OVS, no agent: the routes are in place
@@ -58,13 +59,11 @@ def ping(ns: str, address: str) -> bool:
 
 def test_the_default_route_via_a_gateway_outside_the_subnet(namespaces) -> None:
     router, qg = namespaces
-    setup = build({
-        "id": "rrrrrrrr-0000-4000-8000-000000000000", "enable_snat": True, "routes": [],
-        "interfaces": [], "floating_ips": [],
-        "gw_port": {"id": "aaaaaaaa-1111-4111-8111-111111111111",
-                    "mac_address": "fa:16:3e:00:00:01", "mtu": 1500,
-                    "fixed_ips": [{"subnet_id": "ext", "ip_address": "10.97.0.5",
-                                   "cidr": "10.97.0.0/24", "gateway_ip": GATEWAY}]}})
+    setup = build(Router(
+        "rrrrrrrr-0000-4000-8000-000000000000", enable_snat=True,
+        gw_port=RouterPort("aaaaaaaa-1111-4111-8111-111111111111", "ext-net",
+                           "fa:16:3e:00:00:01", 1500, fixed_ips=(
+                               RouterIP("ext", "10.97.0.5", "10.97.0.0/24", GATEWAY),))))
     [(host_route, _)] = setup.on_link
     on_link = ((host_route, qg),)          # the veth here is named for this test
     # Without the on-link route the kernel refuses the default route: what it fixes.

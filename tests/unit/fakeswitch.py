@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from stacklet.agent.l2.ofctl import OfctlError
+from stacklet.contract import Port
 
 # --- fields -----------------------------------------------------------------------------------
 
@@ -767,23 +768,23 @@ class FakeNode:
         self.role.setup()
 
     @staticmethod
-    def vif(port: dict) -> str:
-        return f"tap{port['id'][-11:]}"
+    def vif(port: Port) -> str:
+        return f"tap{port.id[-11:]}"
 
-    def plugged(self, port: dict) -> bool:
+    def plugged(self, port: Port) -> bool:
         return self.vif(port) in self.ovsdb.ofports("br-int")
 
-    def plug(self, port: dict, ofport: int | None = None, tag: int | None = 4095) -> int:
-        return self.ovsdb.plug("br-int", self.vif(port), port["id"], port["mac_address"],
+    def plug(self, port: Port, ofport: int | None = None, tag: int | None = 4095) -> int:
+        return self.ovsdb.plug("br-int", self.vif(port), port.id, port.mac_address,
                                ofport=ofport, tag=tag)
 
-    def unplug(self, port: dict) -> None:
+    def unplug(self, port: Port) -> None:
         self.ovsdb.unplug("br-int", self.vif(port))
 
-    def ofport(self, port: dict) -> int:
+    def ofport(self, port: Port) -> int:
         return self.ovsdb.ofports("br-int")[self.vif(port)]
 
-    def send(self, port: dict, packet: dict) -> Outcome:
+    def send(self, port: Port, packet: dict) -> Outcome:
         """A packet sent by the VIF of a port."""
         return self.switch.send("br-int", self.ofport(port), packet)
 

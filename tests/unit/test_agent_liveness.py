@@ -43,7 +43,8 @@ def test_report_state_registers_once_and_heartbeats(service):
     assert first == again
     agent = svc.get(ADMIN, first)
     assert agent["host"] == "node1" and agent["alive"] is True
-    assert agent["configurations"] == {"bridge_mappings": {}}
+    assert agent["configurations"] == {"bridge_mappings": {}, "last_sync": None,
+                                       "last_error": None, "last_error_at": None}
     assert len(agent["heartbeat_timestamp"]) == 19  # '2026-11-22 03:40:38'
 
 
@@ -67,3 +68,17 @@ def test_agents_are_admin_only(service):
     svc.delete(ADMIN, agent_id)
     with pytest.raises(errors.AgentNotFound):
         svc.get(ADMIN, agent_id)
+
+
+def test_alive_needs_a_recent_heartbeat_and_a_recent_pass_or_start(service):
+    svc, clock = service
+    live = svc.liveness
+    now = clock.now
+    fresh = (now - datetime.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    old = (now - datetime.timedelta(seconds=svc.conf.agent.agent_down_time + 5)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    assert live.is_alive(fresh, fresh, old)
+    assert live.is_alive(fresh, None, fresh), "just started: its first pass may take a while"
+    assert not live.is_alive(fresh, old, old), "heartbeats without passes are not enough"
+    assert not live.is_alive(fresh, None, old)
+    assert not live.is_alive(old, fresh, fresh)

@@ -38,3 +38,14 @@ def test_defaults_when_the_agent_omits_details():
     vif, details = decide("h", {"tunnel_types": ["gre"]}, True, [("gre", "")])
     assert vif == "ovs" and details["datapath_type"] == "system" and \
         details["bridge_name"] == "br-int"
+
+
+def test_a_geneve_port_fails_on_a_node_configured_for_geneve_without_geneve_flows():
+    """The agent reports only the tunnel types br-tun has flows for, so a node whose
+    configuration names geneve does not get geneve ports bound (ACTIVE but cut off)."""
+    from stacklet.agent.l2.role import L2Config
+
+    reported = L2Config(tunnel_types=("vxlan", "geneve"), local_ip="172.30.0.1",
+                        datapath_type="netdev").configurations(0)
+    assert decide("h", reported, True, [("geneve", "")]) == ("binding_failed", {})
+    assert decide("h", reported, True, [("vxlan", "")]) == ("ovs", DETAILS)

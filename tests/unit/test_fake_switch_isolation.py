@@ -5,6 +5,8 @@ the tunnel side (VNI per network, learned flows)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from fakeswitch import FakeNode, arp_packet, ip_packet
 from snapshots import (
@@ -34,7 +36,7 @@ def wire(node: FakeNode, ports, networks, rules=(EGRESS_ANY, HTTP), **kwargs) ->
             node.plug(p)
     snap = snapshot(ports, networks, rules, **kwargs)
     result = node.role.sync(snap)
-    assert result.wired == {p["id"] for p in ports if p["admin_state_up"]}
+    assert result.wired == {p.id for p in ports if p.admin_state_up}
     return snap
 
 
@@ -69,8 +71,8 @@ def test_removing_a_rule_stops_an_established_connection(node):
     snap = wire(node, [a, b], [network(NET_A, 100)])
     syn = ip_packet(mac(1), mac(2), "10.0.0.1", "10.0.0.2", tp_dst=80)
     assert delivered(node.send(a, syn), node, b)
-    node.role.sync(dict(snap, security_groups={
-        g: dict(v, rules=[EGRESS_ANY]) for g, v in snap["security_groups"].items()}))
+    node.role.sync(replace(snap, security_groups={
+        g: replace(v, rules=(EGRESS_ANY,)) for g, v in snap.security_groups.items()}))
     assert node.send(a, syn).dropped, "the original direction goes through the rules again"
 
 

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,18 +37,23 @@ from stacklet.agent.l2.flows import (
     cookie_kind,
     owner_cookie,
 )
+from stacklet.contract import RemoteGroup, SecurityGroup, SecurityGroupRule
 
 SG_WEB = "11111111-1111-4111-8111-111111111111"
 SG_DB = "22222222-2222-4222-8222-222222222222"
 SG_OPEN = "33333333-3333-4333-8333-333333333333"
 
 
-def rule(n: int, sg: str = "0", **fields) -> dict:
-    base = {"id": f"aaaaaaaa-{sg[:4]}-4000-8000-{n:012d}", "direction": "ingress",
-            "ethertype": "IPv4", "protocol": None, "port_range_min": None,
-            "port_range_max": None, "remote_ip_prefix": None, "remote_group_id": None}
-    base.update(fields)
-    return base
+def rule(n: int, sg: str = "0", **fields) -> SecurityGroupRule:
+    return SecurityGroupRule(f"aaaaaaaa-{sg[:4]}-4000-8000-{n:012d}", **fields)
+
+
+def group(sg: str, *rules: SecurityGroupRule, stateful: bool = True) -> SecurityGroup:
+    return SecurityGroup(sg, stateful, rules)
+
+
+def member_addresses(ipv4=(), ipv6=()) -> RemoteGroup:
+    return RemoteGroup(tuple(ipv4), tuple(ipv6))
 
 
 def port(n: int, ofport: int, lvid: int = 3, groups=(SG_WEB,), pairs=(), security=True,
@@ -62,7 +68,8 @@ def port(n: int, ofport: int, lvid: int = 3, groups=(SG_WEB,), pairs=(), securit
 def realistic() -> tuple[list[FwPort], dict, dict]:
     """Three ports, two groups (one referring to itself and to the other), pairs, v4 + v6."""
     groups = {
-        SG_WEB: {"id": SG_WEB, "stateful": True, "rules": [
+        SG_WEB: group(
+            SG_WEB,
             rule(1, SG_WEB, direction="egress"),
             rule(2, SG_WEB, direction="egress", ethertype="IPv6"),
             rule(3, SG_WEB, protocol="tcp", port_range_min=22, port_range_max=22),
@@ -76,19 +83,20 @@ def realistic() -> tuple[list[FwPort], dict, dict]:
             rule(8, SG_WEB, protocol="udp", port_range_min=5000, port_range_max=5010,
                  remote_group_id=SG_DB),
             rule(9, SG_WEB, protocol="47"),
-        ]},
-        SG_DB: {"id": SG_DB, "stateful": True, "rules": [
+        ),
+        SG_DB: group(
+            SG_DB,
             rule(1, SG_DB, direction="egress"),
             rule(2, SG_DB, protocol="tcp", port_range_min=5432, port_range_max=5432,
                  remote_group_id=SG_WEB),
             rule(3, SG_DB, ethertype="IPv6", protocol="tcp", port_range_min=5432,
                  port_range_max=5432, remote_ip_prefix="2001:db8::/64"),
-        ]},
+        ),
     }
     remote = {
-        SG_WEB: {"IPv4": ["10.0.0.1", "10.0.0.2", "10.0.0.64/26"],
-                 "IPv6": ["2001:db8::1", "2001:db8::2"]},
-        SG_DB: {"IPv4": ["10.0.0.3"], "IPv6": ["2001:db8::3"]},
+        SG_WEB: member_addresses(["10.0.0.1", "10.0.0.2", "10.0.0.64/26"],
+                                 ["2001:db8::1", "2001:db8::2"]),
+        SG_DB: member_addresses(["10.0.0.3"], ["2001:db8::3"]),
     }
     ports = [
         port(1, 5, pairs=(("10.0.0.64/26", "fa:16:3e:00:00:99"), ("10.0.0.100", ""))),
@@ -113,10 +121,11 @@ def test_deterministic_and_independent_of_input_order():
     for _ in range(5):
         shuffled_groups = {}
         for sg_id in rnd.sample(list(groups), len(groups)):
-            rules = list(groups[sg_id]["rules"])
+            rules = list(groups[sg_id].rules)
             rnd.shuffle(rules)
-            shuffled_groups[sg_id] = {**groups[sg_id], "rules": rules}
-        shuffled_remote = {g: {e: rnd.sample(a, len(a)) for e, a in v.items()}
+            shuffled_groups[sg_id] = replace(groups[sg_id], rules=tuple(rules))
+        shuffled_remote = {g: member_addresses(rnd.sample(v.ipv4, len(v.ipv4)),
+                                      rnd.sample(v.ipv6, len(v.ipv6)))
                            for g, v in reversed(list(remote.items()))}
         assert firewall_flows(rnd.sample(ports, len(ports)), shuffled_groups,
                               shuffled_remote) == expected
@@ -336,8 +345,8 @@ def _group(rules: int, members: int) -> tuple[list[FwPort], dict, dict]:
                                  port_range_min=3000 + n, port_range_max=3000 + n,
                                  remote_group_id=SG_WEB))
     addrs = [str(ipaddress.IPv4Address("10.1.0.0") + i) for i in range(members)]
-    groups = {SG_WEB: {"id": SG_WEB, "stateful": True, "rules": sg_rules}}
-    remote = {SG_WEB: {"IPv4": addrs, "IPv6": []}}
+    groups = {SG_WEB: group(SG_WEB, *sg_rules)}
+    remote = {SG_WEB: member_addresses(addrs)}
     return [port(1, 5, v6=False)], groups, remote
 
 
@@ -359,7 +368,7 @@ def test_flow_cookies():
     flows = firewall_flows(ports, groups, remote)
     by_match = {(f.table, f.match): f for f in flows}
     assert by_match[(82, "tcp,tp_dst=22")].cookie == \
-        owner_cookie(KIND_SG_RULE, groups[SG_WEB]["rules"][2]["id"])
+        owner_cookie(KIND_SG_RULE, groups[SG_WEB].rules[2].id)
     assert by_match[(82, "ip,nw_src=10.0.0.3")].cookie == owner_cookie(KIND_SG_MEMBERS, SG_DB)
     assert by_match[(82, "reg5=0x5")].cookie == owner_cookie(KIND_PORT, ports[0].id)
     for f in flows:
@@ -370,9 +379,9 @@ def test_flow_cookies():
 def test_conj_ids_stable_when_unrelated_rules_change():
     ports, groups, remote = realistic()
     before = firewall_flows(ports, groups, remote)
-    changed = {**groups, SG_DB: {**groups[SG_DB], "rules": groups[SG_DB]["rules"] + [
+    changed = {**groups, SG_DB: replace(groups[SG_DB], rules=groups[SG_DB].rules + (
         rule(9, SG_DB, protocol="udp", port_range_min=53, port_range_max=53,
-             remote_group_id=SG_DB)]}}
+             remote_group_id=SG_DB),))}
     remote = {**remote}
     after = firewall_flows(ports, changed, remote)
     ids = lambda flows: {m.group(0) for f in flows for m in re.finditer(r"conj_id=\d+", f.match)}
@@ -395,15 +404,15 @@ def test_conj_ids_stable_when_unrelated_rules_change():
 def test_remote_group_without_members_adds_nothing():
     ports, groups, remote = realistic()
     with_db = firewall_flows(ports, groups, remote)
-    without = firewall_flows(ports, groups, {**remote, SG_DB: {"IPv4": [], "IPv6": []}})
+    without = firewall_flows(ports, groups, {**remote, SG_DB: member_addresses()})
     assert len(without) < len(with_db)
     assert not [f for f in without if "tp_dst=0x1388/0xfff8" in f.match]
 
 
 def test_stateless_group():
-    sg = {SG_OPEN: {"id": SG_OPEN, "stateful": False, "rules": [
-        rule(1, SG_OPEN, protocol="udp", port_range_min=53, port_range_max=53),
-        rule(2, SG_OPEN, direction="egress", protocol="udp")]}}
+    sg = {SG_OPEN: group(
+        SG_OPEN, rule(1, SG_OPEN, protocol="udp", port_range_min=53, port_range_max=53),
+        rule(2, SG_OPEN, direction="egress", protocol="udp"), stateful=False)}
     flows = firewall_flows([port(1, 5, groups=(SG_OPEN,))], sg, {})
     t71 = {f.match: f.actions for f in table(flows, 71)}
     assert t71["ip,reg5=0x5,in_port=5,dl_src=fa:16:3e:00:00:01,nw_src=10.0.0.1"] == \
@@ -523,9 +532,9 @@ def test_real_ovs_accepts_the_flows_and_prints_them_as_compiled(ovs):
     ports, groups, remote = realistic()
     # a stateless group on one more port, and a group of 10 rules and 100 members
     ports.append(port(9, 11, lvid=5, groups=(SG_OPEN,)))
-    groups[SG_OPEN] = {"id": SG_OPEN, "stateful": False, "rules": [
-        rule(1, SG_OPEN, protocol="udp", port_range_min=53, port_range_max=53),
-        rule(2, SG_OPEN, direction="egress")]}
+    groups[SG_OPEN] = group(
+        SG_OPEN, rule(1, SG_OPEN, protocol="udp", port_range_min=53, port_range_max=53),
+        rule(2, SG_OPEN, direction="egress"), stateful=False)
     flows = firewall_flows(ports, groups, remote)
     ovs.ofctl("del-flows", "br-int")
     ovs.ofctl("--bundle", "add-flows", "br-int", "-",
@@ -589,11 +598,10 @@ def test_packets_through_the_firewall(ovs):
     icmp = rule(2, SG_WEB, protocol="icmp", remote_group_id=SG_WEB)
     rules = [rule(1, SG_WEB, direction="egress"), icmp,
              rule(3, SG_WEB, protocol="tcp", port_range_min=8000, port_range_max=8191)]
-    remote = {SG_WEB: {"IPv4": ["10.0.0.1", "10.0.0.2"], "IPv6": []}}
+    remote = {SG_WEB: member_addresses(["10.0.0.1", "10.0.0.2"])}
 
     def apply(rule_list):
-        flows = firewall_flows(ports, {SG_WEB: {"id": SG_WEB, "stateful": True,
-                                                "rules": rule_list}}, remote)
+        flows = firewall_flows(ports, {SG_WEB: group(SG_WEB, *rule_list)}, remote)
         flows.append(Flow(0, 0, "", "drop"))
         ovs.ofctl("--bundle", "replace-flows", "br-int", "-",
                   input="".join(f.spec() + "\n" for f in flows))

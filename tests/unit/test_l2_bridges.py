@@ -14,7 +14,17 @@ from stacklet.agent.l2.flows import (
     owner_cookie,
 )
 from stacklet.agent.l2.ofctl import FlowTable
-from stacklet.agent.l2.plan import LocalNet, Plan, RemoteHost, RemotePort, tunnel_port_name
+from stacklet.agent.l2.plan import (
+    LocalNet,
+    Plan,
+    RemoteHost,
+    RemotePort,
+    remote_hosts,
+    tunnel_port_name,
+)
+from stacklet.agent.l2.role import L2Config
+from stacklet.contract import L2popHost
+from stacklet.contract import RemotePort as SnapshotPort
 
 NET_A = "11111111-1111-1111-1111-111111111111"
 NET_B = "22222222-2222-2222-2222-222222222222"
@@ -90,6 +100,42 @@ def test_br_tun_without_l2population_floods_to_every_tunnel_of_the_type():
     assert flood[0].actions.endswith("output:2,output:3")
     assert not [f for f in by_table(flows, 20) if f.priority == 2]
     assert not [f for f in by_table(flows, 21) if f.priority == 1]
+
+
+def test_bad_peers_are_skipped_and_the_rest_applied():
+    """Another node's bad data (a tunnel address that is not IPv4, a malformed MAC or
+    address) never stops this node's pass: the entry is skipped, the rest compiled."""
+    good = L2popHost("node2", "172.30.0.2", (SnapshotPort("FA:16:3E:00:00:02", ("10.0.0.6",)),))
+    hosts = [
+        L2popHost("v6", "2001:db8::7", (SnapshotPort("fa:16:3e:00:00:07", ("10.0.0.7",)),)),
+        L2popHost("junk", "not-an-ip", ()),
+        L2popHost("node3", "172.30.0.3", (SnapshotPort("zz:16:3e:00:00:03", ("10.0.0.8",)),
+                                          SnapshotPort("fa:16:3e:00:00:09", ("bogus",
+                                                                             "10.0.0.9")))),
+        good]
+    remotes = remote_hosts(NET_A, hosts)
+    assert [r.host for r in remotes] == ["node3", "node2"]
+    assert remotes[0].ports == (RemotePort("fa:16:3e:00:00:09", ("10.0.0.9",)),)
+    # a geneve network (no flows for it here) and a stale tunnel port with a bad address
+    flows = br_tun.flows(plan(
+        l2pop={NET_A: remotes},
+        nets=plan().nets + [LocalNet("44444444-4444-4444-4444-444444444444", 4, "geneve",
+                                     None, 7)],
+        tunnels={**plan().tunnels, "geneve-x": ("geneve", 5, "172.30.0.4"),
+                 "vxlan-bad": ("vxlan", 6, "::1")}))
+    assert flows == br_tun.flows(plan(l2pop={NET_A: remotes}))
+    ucast = {f.match for f in by_table(flows, 20) if f.priority == 2}
+    assert ucast == {"dl_vlan=1,dl_dst=fa:16:3e:00:00:02", "dl_vlan=1,dl_dst=fa:16:3e:00:00:09"}
+    assert {f.match for f in by_table(flows, 21) if f.priority == 1} == {
+        "arp,dl_vlan=1,arp_op=1,arp_tpa=10.0.0.6", "arp,dl_vlan=1,arp_op=1,arp_tpa=10.0.0.9"}
+
+
+def test_the_agent_reports_only_what_it_can_serve():
+    conf = L2Config(tunnel_types=("vxlan", "geneve", "gre"), local_ip="172.30.0.1")
+    assert conf.configurations(0)["tunnel_types"] == ["vxlan", "gre"]
+    assert conf.configurations(0)["tunneling_ip"] == "172.30.0.1"
+    v6 = L2Config(tunnel_types=("vxlan",), local_ip="2001:db8::1").configurations(0)
+    assert v6["tunneling_ip"] is None and v6["tunnel_types"] == ["vxlan"]
 
 
 def test_compilers_are_deterministic():

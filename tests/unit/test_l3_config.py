@@ -2,37 +2,33 @@
 
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
+
+import orjson
 
 from stacklet.agent.l3.router import build, device_names
+from stacklet.contract import FloatingIP, Route, Router, RouterIP, RouterPort
 
 GW_PORT = "aaaaaaaa-1111-4111-8111-111111111111"
 QR1 = "bbbbbbbb-2222-4222-8222-222222222222"
 QR2 = "cccccccc-3333-4333-8333-333333333333"
-ROUTER = {
-    "id": "rrrrrrrr-0000-4000-8000-000000000000", "admin_state_up": True, "enable_snat": True,
-    "routes": [{"destination": "10.70.0.5/16", "nexthop": "10.0.1.9"}],
-    "gw_port": {"id": GW_PORT, "mac_address": "fa:16:3e:00:00:01", "mtu": 1500,
-                "fixed_ips": [{"subnet_id": "ext", "ip_address": "203.0.113.5",
-                               "cidr": "203.0.113.0/24", "gateway_ip": "203.0.113.1"}]},
-    "interfaces": [
-        {"id": QR1, "mac_address": "fa:16:3e:00:00:02", "mtu": 1450,
-         "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.1.1", "cidr": "10.0.1.0/24",
-                        "gateway_ip": "10.0.1.1"}]},
-        {"id": QR2, "mac_address": "fa:16:3e:00:00:03", "mtu": 1450,
-         "fixed_ips": [{"subnet_id": "s2", "ip_address": "10.0.2.1", "cidr": "10.0.2.0/24",
-                        "gateway_ip": "10.0.2.1"},
-                       {"subnet_id": "s6", "ip_address": "2001:db8::1",
-                        "cidr": "2001:db8::/64", "gateway_ip": "2001:db8::1"}]}],
-    "floating_ips": [{"id": "fip1", "floating_ip_address": "203.0.113.20",
-                      "fixed_ip_address": "10.0.1.5", "port_id": "p1", "status": "DOWN"}],
-}
+S6 = RouterIP("s6", "2001:db8::1", "2001:db8::/64", "2001:db8::1")
+FIP = FloatingIP("fip1", "203.0.113.20", "10.0.1.5", "p1", "DOWN")
+ROUTER = Router(
+    "rrrrrrrr-0000-4000-8000-000000000000", True, True, (Route("10.70.0.5/16", "10.0.1.9"),),
+    RouterPort(GW_PORT, "ext-net", "fa:16:3e:00:00:01", 1500, fixed_ips=(
+        RouterIP("ext", "203.0.113.5", "203.0.113.0/24", "203.0.113.1"),)),
+    (RouterPort(QR1, "net1", "fa:16:3e:00:00:02", 1450, fixed_ips=(
+        RouterIP("s1", "10.0.1.1", "10.0.1.0/24", "10.0.1.1"),)),
+     RouterPort(QR2, "net2", "fa:16:3e:00:00:03", 1450, fixed_ips=(
+         RouterIP("s2", "10.0.2.1", "10.0.2.0/24", "10.0.2.1"), S6))),
+    (FIP,))
 QG, QR = device_names(GW_PORT, "qg")[1], "qr-+"
 
 
 def test_one_veth_per_port_named_like_neutrons_with_mac_mtu_and_addresses():
     setup = build(ROUTER)
-    assert setup.namespace == f"qrouter-{ROUTER['id']}"
+    assert setup.namespace == f"qrouter-{ROUTER.id}"
     devices = {d.inner: d for d in setup.devices}
     assert sorted(devices) == ["qg-aaaaaaaa-11", "qr-bbbbbbbb-22", "qr-cccccccc-33"]
     gw = devices["qg-aaaaaaaa-11"]
@@ -45,8 +41,9 @@ def test_one_veth_per_port_named_like_neutrons_with_mac_mtu_and_addresses():
 
 def test_default_route_via_the_external_gateway_and_extra_routes():
     assert build(ROUTER).routes == (("0.0.0.0/0", "203.0.113.1"), ("10.70.0.0/16", "10.0.1.9"))
-    no_gateway = copy.deepcopy(ROUTER)
-    no_gateway["gw_port"]["fixed_ips"][0]["gateway_ip"] = None
+    gw_port = ROUTER.gw_port
+    no_gateway = replace(ROUTER, gw_port=replace(gw_port, fixed_ips=(
+        replace(gw_port.fixed_ips[0], gateway_ip=None),)))
     assert build(no_gateway).routes == (("10.70.0.0/16", "10.0.1.9"),)
     assert build(ROUTER).on_link == ()
 
@@ -54,8 +51,9 @@ def test_default_route_via_the_external_gateway_and_extra_routes():
 def test_a_gateway_outside_the_external_subnet_gets_an_on_link_route_first():
     # Neutron allows such a gateway; its L3 agent adds an on-link route to it
     # (router_info._add_route_to_gw), or the default route cannot be added.
-    off = copy.deepcopy(ROUTER)
-    off["gw_port"]["fixed_ips"][0]["gateway_ip"] = "198.51.100.1"
+    gw_port = ROUTER.gw_port
+    off = replace(ROUTER, gw_port=replace(gw_port, fixed_ips=(
+        replace(gw_port.fixed_ips[0], gateway_ip="198.51.100.1"),)))
     setup = build(off)
     assert setup.on_link == (("198.51.100.1/32", QG),)
     assert setup.routes[0] == ("0.0.0.0/0", "198.51.100.1")
@@ -83,14 +81,14 @@ def test_snat_floating_ips_and_no_nat_between_internal_subnets():
 
 
 def test_enable_snat_false_keeps_floating_ips_but_no_router_snat():
-    router = dict(ROUTER, enable_snat=False)
+    router = replace(ROUTER, enable_snat=False)
     rules = build(router).nat_rules
     assert not any("--to-source 203.0.113.5" in r for r in rules)
     assert "-A stacklet-float-snat -s 10.0.1.5/32 -j SNAT --to-source 203.0.113.20" in rules
 
 
 def test_without_a_gateway_only_metadata_and_no_floating_ips():
-    router = dict(ROUTER, gw_port=None)
+    router = replace(ROUTER, gw_port=None)
     setup = build(router)
     assert [d.kind for d in setup.devices] == ["qr", "qr"]
     assert setup.routes == (("10.70.0.0/16", "10.0.1.9"),)
@@ -112,18 +110,19 @@ def test_rules_come_grouped_by_chain_as_iptables_save_prints_them():
 
 
 def test_a_changed_floating_ip_changes_the_setup():
-    moved = copy.deepcopy(ROUTER)
-    moved["floating_ips"][0]["fixed_ip_address"] = "10.0.2.7"
+    moved = replace(ROUTER, floating_ips=(replace(FIP, fixed_ip_address="10.0.2.7"),))
     assert build(moved) != build(ROUTER)
-    assert build(copy.deepcopy(ROUTER)) == build(ROUTER), "equal snapshots, equal setups"
+    same = Router.from_json(orjson.loads(orjson.dumps(ROUTER)))
+    assert build(same) == build(ROUTER), "equal snapshots, equal setups"
 
 
 def test_router_advertisements_for_ipv6_subnets_with_an_ra_mode():
-    router = copy.deepcopy(ROUTER)
-    router["interfaces"][1]["fixed_ips"][1]["ipv6_ra_mode"] = "slaac"
-    router["interfaces"][0]["fixed_ips"].append(
-        {"subnet_id": "s7", "ip_address": "2001:db8:7::1", "cidr": "2001:db8:7::/64",
-         "gateway_ip": "2001:db8:7::1", "ipv6_ra_mode": "dhcpv6-stateful"})
+    qr1, qr2 = ROUTER.interfaces
+    router = replace(ROUTER, interfaces=(
+        replace(qr1, fixed_ips=qr1.fixed_ips + (RouterIP(
+            "s7", "2001:db8:7::1", "2001:db8:7::/64", "2001:db8:7::1",
+            ipv6_ra_mode="dhcpv6-stateful"),)),
+        replace(qr2, fixed_ips=(qr2.fixed_ips[0], replace(S6, ipv6_ra_mode="slaac")))))
     conf = build(router).radvd
     blocks = conf.split("};\ninterface ")
     assert len(blocks) == 2

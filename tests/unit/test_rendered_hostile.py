@@ -22,6 +22,7 @@ from stacklet.agent.l2.ofctl import FlowTable
 from stacklet.agent.l2.plan import LocalNet, Plan, RemoteHost, RemotePort
 from stacklet.agent.l3 import router as layout
 from stacklet.agent.metadata import haproxy
+from stacklet.contract import DhcpNetwork, Router
 
 INJECT = "\ndhcp-option=tag:subnet-x,option:router,6.6.6.6\n"
 HOSTILE = (INJECT, "\r", "\0", " -j ACCEPT", ",6.6.6.6", "\u2028", '"', "\n-A POSTROUTING -j "
@@ -44,6 +45,16 @@ ADDN_LINE = re.compile(rf"({IP4}|{IP6})\thost-[0-9a-f-]+\.openstacklocal host-[0
 OPTS_LINE = re.compile(
     rf"tag:(subnet|port)-{UUID}(,tag:!?[A-Za-z0-9_.-]+)*,"
     rf"(option6?:[A-Za-z0-9+-]+|option6:\d+|\d+)(,[ -!#-~\u00a0-\uffff]*)?")
+
+
+def wire_net(net: dict) -> DhcpNetwork:
+    """A network as it comes over the wire (hostile values included) and the agent parses it:
+    the records keep every value as sent; the renderers check them."""
+    return DhcpNetwork.from_json(net)
+
+
+def wire_router(router: dict) -> Router:
+    return Router.from_json(router)
 
 
 def port(pid: str, mac: str, *ips: str, opts: list | None = None,
@@ -71,7 +82,7 @@ def good_port() -> dict:
 
 def check_dnsmasq(net: dict) -> dict[str, list[str]]:
     """Render, then check every line of every file and every argument."""
-    config = dnsmasq.build(net, DhcpConfig(), "/var/lib/stacklet/dhcp/x")
+    config = dnsmasq.build(wire_net(net), DhcpConfig(), "/var/lib/stacklet/dhcp/x")
     files = {name: text.split("\n") for name, text in config.files.items()}
     for name, lines in files.items():
         assert lines[-1] == "", f"{name} does not end with a newline"
@@ -139,9 +150,9 @@ def test_a_hostile_subnet_is_refused_not_rendered(field, value):
     net = network(good_port())
     net["subnets"][0][field] = value
     with pytest.raises(safe.UnsafeValue):
-        dnsmasq.build(net, DhcpConfig(), "/d")
+        dnsmasq.build(wire_net(net), DhcpConfig(), "/d")
     if field in ("cidr", "id"):
-        assert not dnsmasq.can_serve(net)
+        assert not dnsmasq.can_serve(wire_net(net))
 
 
 def test_a_hostile_dhcp_port_or_mtu_is_not_served():
@@ -149,11 +160,11 @@ def test_a_hostile_dhcp_port_or_mtu_is_not_served():
         for key, value in (("mac_address", "fa:16:3e:00:00:02" + bad), ("id", DHCP_PORT + bad)):
             net = network(good_port())
             net["port"] = {**net["port"], key: value}
-            assert not dnsmasq.can_serve(net)
+            assert not dnsmasq.can_serve(wire_net(net))
     net = network(good_port())
     net["mtu"] = "1450,option:router,6.6.6.6"
     with pytest.raises(safe.UnsafeValue):
-        dnsmasq.build(net, DhcpConfig(), "/d")
+        dnsmasq.build(wire_net(net), DhcpConfig(), "/d")
 
 
 # --- routers: nat table, radvd.conf, devices ---------------------------------------------------
@@ -163,11 +174,12 @@ QR1 = "bbbbbbbb-2222-4222-8222-222222222222"
 ROUTER = {
     "id": "dddddddd-0000-4000-8000-000000000000", "admin_state_up": True, "enable_snat": True,
     "routes": [{"destination": "10.70.0.0/16", "nexthop": "10.0.1.9"}],
-    "gw_port": {"id": GW_PORT, "mac_address": "fa:16:3e:00:00:01", "mtu": 1500,
+    "gw_port": {"id": GW_PORT, "network_id": "ext-net", "mac_address": "fa:16:3e:00:00:01",
+                "mtu": 1500,
                 "fixed_ips": [{"subnet_id": "ext", "ip_address": "203.0.113.5",
                                "cidr": "203.0.113.0/24", "gateway_ip": "203.0.113.1"}]},
     "interfaces": [
-        {"id": QR1, "mac_address": "fa:16:3e:00:00:02", "mtu": 1450,
+        {"id": QR1, "network_id": "net1", "mac_address": "fa:16:3e:00:00:02", "mtu": 1450,
          "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.1.1", "cidr": "10.0.1.0/24",
                         "gateway_ip": "10.0.1.1"},
                        {"subnet_id": "s6", "ip_address": "2001:db8::1", "cidr": "2001:db8::/64",
@@ -198,7 +210,7 @@ RADVD_LINE = re.compile("|".join((
 
 
 def check_router(router: dict) -> layout.RouterSetup:
-    setup = layout.build(router)
+    setup = layout.build(wire_router(router))
     lines = setup.nat.split("\n")
     assert lines[-1] == ""
     for line in lines[:-1]:
@@ -246,7 +258,7 @@ def test_a_hostile_router_is_refused_not_rendered(path, value):
         target = target[key]
     target[path[-1]] = value
     with pytest.raises(safe.UnsafeValue):
-        layout.build(router)
+        layout.build(wire_router(router))
 
 
 def test_well_formed_router_renders_every_line_in_grammar():

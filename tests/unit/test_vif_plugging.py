@@ -14,6 +14,7 @@ from stacklet.agent.dhcp import role as dhcp_role
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig
 from stacklet.agent.l3 import role as l3_role
 from stacklet.agent.l3.router import Device
+from stacklet.contract import DhcpNetwork, DhcpPort
 
 PORT = "0123456789ab-4def-8000-000000000001"
 
@@ -37,8 +38,7 @@ def add_port(ran: list[list[str]]) -> list[str]:
 
 def test_dhcp_ports_are_plugged_in_the_dead_vlan(commands, tmp_path):
     role = dhcp_role.DhcpRole(DhcpConfig(), tmp_path, ["ovs-vsctl"], "br-int")
-    net = {"id": "net", "mtu": 1450, "subnets": [],
-           "port": {"id": PORT, "mac_address": "fa:16:3e:00:00:01", "fixed_ips": []}}
+    net = DhcpNetwork("net", 1450, port=DhcpPort(PORT, "fa:16:3e:00:00:01"))
     role._plug(net, "qdhcp-net", tmp_path, tap_exists=False)
     cmd = add_port(commands)
     tail = cmd[cmd.index("add-port"):cmd.index("--")]

@@ -1,12 +1,12 @@
 """The DHCP role of the agent: for each network scheduled here, a ``qdhcp-<network id>``
 namespace holding the DHCP port and one dnsmasq serving static leases from the port table.
 
-``sync(snapshot)`` is level-triggered like the L2 role: it compares each network's desired
-setup (port, addresses, MTU, files, command line) with what it last applied and with the node
-(the veth exists, dnsmasq's PID is alive, the ``ns-`` device's addresses, the filter table,
-the metadata proxy alive), and changes only the difference. The agent calls it for each new
-snapshot and every ``[agent] check_interval`` seconds, so a killed dnsmasq or proxy or a
-deleted address comes back within that time:
+``sync(networks)`` (the snapshot's ``dhcp_networks``) is level-triggered like the L2 role: it
+compares each network's desired setup (port, addresses, MTU, files, command line) with what it
+last applied and with the node (the veth exists, dnsmasq's PID is alive, the ``ns-`` device's
+addresses, the filter table, the metadata proxy alive), and changes only the difference. The
+agent calls it for each new snapshot and every ``[agent] check_interval`` seconds, so a killed
+dnsmasq or proxy or a deleted address comes back within that time:
 
 - the namespace with ``lo`` up, and a veth ``tapXXXXXXXX-XX`` (on br-int, with
   ``external_ids`` ``iface-id``/``attached-mac``/``iface-status`` as Nova sets them, so the L2
@@ -43,13 +43,15 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from stacklet import linux
 from stacklet.agent import iptables, safe, unprivileged
-from stacklet.agent.l2.flows import DEAD_VLAN
 from stacklet.agent.dhcp import dnsmasq
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
+from stacklet.agent.l2.flows import DEAD_VLAN
 from stacklet.agent.metadata import METADATA_IP, NETWORK_BIND, MetadataProxy
+from stacklet.contract import DhcpNetwork
 
 LOG = logging.getLogger(__name__)
 
@@ -76,8 +78,8 @@ class DhcpRole:
         self.daemon_gid = daemon_gid        # dnsmasq's group: reads the state directories
         self.vsctl = list(vsctl)
         self.bridge = integration_bridge
-        self.applied: dict[str, str] = {}       # network id → what was last applied (JSON)
-        self.plugged: dict[str, str] = {}       # network id → the port setup last applied
+        self.applied: dict[str, Any] = {}       # network id → what was last applied
+        self.plugged: dict[str, Any] = {}       # network id → the port setup last applied
         self.counts = {"networks": 0, "subnets": 0, "ports": 0}
         self.proxy = metadata_proxy         # None: no metadata for isolated networks
 
@@ -89,9 +91,8 @@ class DhcpRole:
 
     # -- one pass -----------------------------------------------------------------------------
 
-    def sync(self, snapshot: dict) -> None:
-        wanted = {n["id"]: n for n in snapshot.get("dhcp_networks", [])
-                  if dnsmasq.can_serve(n)}
+    def sync(self, networks: Sequence[DhcpNetwork]) -> None:
+        wanted = {n.id: n for n in networks if dnsmasq.can_serve(n)}
         self._directory(self.state_dir)
         links = {link["ifname"]
                  for link in json.loads(linux.run(["ip", "-j", "link", "show"]).stdout)}
@@ -113,8 +114,8 @@ class DhcpRole:
                 failures.append(f"{net_id}: {exc}")
         self.counts = {
             "networks": len(wanted),
-            "subnets": sum(len(n["subnets"]) for n in wanted.values()),
-            "ports": sum(len(n["ports"]) for n in wanted.values())}
+            "subnets": sum(len(n.subnets) for n in wanted.values()),
+            "ports": sum(len(n.ports) for n in wanted.values())}
         if failures:
             raise DhcpError("; ".join(failures))
 
@@ -123,31 +124,32 @@ class DhcpRole:
         out = linux.run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
         return [n["name"] for n in json.loads(out or "[]") if n["name"].startswith("qdhcp-")]
 
-    def _apply(self, net: dict, links: set[str]) -> None:
-        directory = self.state_dir / net["id"]
+    def _apply(self, net: DhcpNetwork, links: set[str]) -> None:
+        directory = self.state_dir / net.id
         try:
             config = dnsmasq.build(net, self.conf, str(directory))
         except safe.UnsafeValue as exc:
             raise DhcpError(f"not rendered: {exc}") from None
-        port = net["port"]
-        tap, _ = dnsmasq.device_names(port["id"])
-        fingerprint = json.dumps([net, config.command], sort_keys=True)
+        port = net.port
+        assert port is not None     # can_serve
+        tap, _ = dnsmasq.device_names(port.id)
+        fingerprint = (net, config.command)
         pid = self._pid(directory, config.command)
-        ns = dnsmasq.namespace(net["id"])
-        if self.applied.get(net["id"]) == fingerprint and tap in links and pid:
+        ns = dnsmasq.namespace(net.id)
+        if self.applied.get(net.id) == fingerprint and tap in links and pid:
             # applied and alive: compare the rest with the node (addresses, INPUT rules,
             # the metadata proxy) and repair what someone changed
-            _, inner = dnsmasq.device_names(port["id"])
+            _, inner = dnsmasq.device_names(port.id)
             self._addresses(net, ns, inner)
             iptables.ensure(ns, "filter", FILTER_RULES)
             self._metadata(net, ns)     # restarts a proxy that died
             return
         self._directory(directory)
-        plug = json.dumps([port, net.get("mtu"), self._serves_metadata(net),
-                           [(s["id"], s["cidr"]) for s in net["subnets"]]], sort_keys=True)
-        if self.plugged.get(net["id"]) != plug or tap not in links:
+        plug = (port, net.mtu, self._serves_metadata(net),
+                tuple((s.id, s.cidr) for s in net.subnets))
+        if self.plugged.get(net.id) != plug or tap not in links:
             self._plug(net, ns, directory, tap in links)
-            self.plugged[net["id"]] = plug
+            self.plugged[net.id] = plug
         changed = False
         for name, content in config.files.items():
             changed |= linux.write_atomic(directory / name, content)
@@ -155,10 +157,10 @@ class DhcpRole:
             self._start(config, directory, ns)
         elif changed:
             os.kill(pid, signal.SIGHUP)
-            LOG.info("dnsmasq of %s (pid %d) reloads its files", net["id"], pid)
+            LOG.info("dnsmasq of %s (pid %d) reloads its files", net.id, pid)
         iptables.ensure(ns, "filter", FILTER_RULES)
         self._metadata(net, ns)
-        self.applied[net["id"]] = fingerprint
+        self.applied[net.id] = fingerprint
 
     def _directory(self, path: Path) -> None:
         if self.daemon_gid is None:
@@ -168,16 +170,17 @@ class DhcpRole:
 
     # -- the port in the namespace ------------------------------------------------------------
 
-    def _plug(self, net: dict, ns: str, directory: Path, tap_exists: bool) -> None:
-        port = net["port"]
-        tap, inner = dnsmasq.device_names(port["id"])
-        mac, mtu = port["mac_address"], int(net.get("mtu") or 1500)
+    def _plug(self, net: DhcpNetwork, ns: str, directory: Path, tap_exists: bool) -> None:
+        port = net.port
+        assert port is not None
+        tap, inner = dnsmasq.device_names(port.id)
+        mac, mtu = port.mac_address, int(net.mtu or 1500)
         if ns not in self._namespaces():
             linux.run(["ip", "netns", "add", ns])
         linux.run(["ip", "-n", ns, "link", "set", "lo", "up"])
         previous = directory / "port"
         old = previous.read_text().strip() if previous.exists() else ""
-        if old and old != port["id"]:
+        if old and old != port.id:
             self._unplug(old)
             tap_exists = False
         if not tap_exists:
@@ -186,22 +189,23 @@ class DhcpRole:
                        inner, "mtu", str(mtu), "address", mac, "netns", ns])
             linux.run(["ethtool", "-K", tap, "tx", "off"], check=False)
             linux.run(["ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off"], check=False)
-        linux.write_atomic(previous, port["id"] + "\n")
+        linux.write_atomic(previous, port.id + "\n")
         linux.run(["ip", "link", "set", tap, "mtu", str(mtu), "up"])
         linux.run(["ip", "-n", ns, "link", "set", inner, "address", mac, "mtu", str(mtu), "up"])
         # plugged in the dead VLAN (as Neutron does): isolated until the L2 role wires it;
         # --may-exist leaves an existing port's tag alone
         linux.run([*self.vsctl, "--may-exist", "add-port", self.bridge, tap,
                    f"tag={DEAD_VLAN}", "--",
-                   "set", "Interface", tap, f"external_ids:iface-id={port['id']}",
+                   "set", "Interface", tap, f"external_ids:iface-id={port.id}",
                    f"external_ids:attached-mac={mac}", "external_ids:iface-status=active",
                    f"mtu_request={mtu}"])
         self._addresses(net, ns, inner)
 
-    def _addresses(self, net: dict, ns: str, inner: str) -> bool:
-        prefixes = {s["id"]: ipaddress.ip_network(s["cidr"]).prefixlen for s in net["subnets"]}
-        wanted = {f"{f['ip_address']}/{prefixes[f['subnet_id']]}"
-                  for f in net["port"]["fixed_ips"] if f["subnet_id"] in prefixes}
+    def _addresses(self, net: DhcpNetwork, ns: str, inner: str) -> bool:
+        prefixes = {s.id: ipaddress.ip_network(s.cidr).prefixlen for s in net.subnets}
+        assert net.port is not None
+        wanted = {f"{f.ip_address}/{prefixes[f.subnet_id]}"
+                  for f in net.port.fixed_ips if f.subnet_id in prefixes}
         if self._serves_metadata(net):
             wanted.add(f"{METADATA_IP}/32")
         current = set()
@@ -216,27 +220,26 @@ class DhcpRole:
             extra = ["nodad"] if ":" in cidr else []
             linux.run(["ip", "-n", ns, "addr", "add", cidr, "dev", inner, *extra])
         if current != wanted:
-            LOG.info("network %s: addresses of %s set (%s)", net["id"], inner,
+            LOG.info("network %s: addresses of %s set (%s)", net.id, inner,
                      ", ".join(sorted(wanted ^ current)))
         return current != wanted
 
     # -- metadata for isolated networks -------------------------------------------------------
 
-    def _serves_metadata(self, net: dict) -> bool:
+    def _serves_metadata(self, net: DhcpNetwork) -> bool:
         return self.proxy is not None and self.conf.enable_isolated_metadata and any(
-            s["ip_version"] == 4 and s["enable_dhcp"] and s.get("isolated", True)
-            for s in net["subnets"])
+            s.ip_version == 4 and s.enable_dhcp and s.isolated for s in net.subnets)
 
-    def _metadata(self, net: dict, ns: str) -> None:
+    def _metadata(self, net: DhcpNetwork, ns: str) -> None:
         if self.proxy is None:
             return
         try:
             if self._serves_metadata(net):
-                self.proxy.ensure(ns, network_id=net["id"], bind=NETWORK_BIND)
+                self.proxy.ensure(ns, network_id=net.id, bind=NETWORK_BIND)
             else:
-                self.proxy.stop(net["id"])
+                self.proxy.stop(net.id)
         except Exception as exc:  # noqa: BLE001 - metadata must not hold up DHCP
-            LOG.warning("network %s: metadata proxy: %s", net["id"], exc)
+            LOG.warning("network %s: metadata proxy: %s", net.id, exc)
 
     def _unplug(self, port_id: str) -> None:
         tap, _ = dnsmasq.device_names(port_id)

@@ -22,11 +22,13 @@ from stacklet.agent.l2.flows import (
     Flow,
     owner_cookie,
 )
-from stacklet.agent.l2.plan import Plan
+from stacklet.agent.l2.plan import Plan, is_ipv4
 
 BASE = owner_cookie(KIND_BASE, 3)
 LEARNED = (LEARNED_GENERATION << GENERATION_SHIFT) | owner_cookie(KIND_BASE, 4)
 FROM_TUNNEL = {"vxlan": TUN_VXLAN_TO_LV, "gre": TUN_GRE_TO_LV}
+# the tunnel types this node has flows for (what its agent reports it can serve)
+IMPLEMENTED = tuple(FROM_TUNNEL)
 UNICAST = "00:00:00:00:00:00/01:00:00:00:00:00"
 MULTICAST = "01:00:00:00:00:00/01:00:00:00:00:00"
 
@@ -69,15 +71,15 @@ def flows(plan: Plan) -> list[Flow]:
 
     by_remote: dict[tuple[str, str], int] = {}     # (type, remote ip) → ofport
     for name, (kind, of, remote) in sorted(plan.tunnels.items()):
-        if of <= 0:
+        if of <= 0 or kind not in FROM_TUNNEL or not is_ipv4(remote):
             continue
         by_remote[(kind, remote)] = of
         out.append(Flow(0, 1, f"in_port={of}", f"resubmit(,{FROM_TUNNEL[kind]})",
                         owner_cookie(KIND_REMOTE_NODE, _ip_owner(remote))))
 
     for net in plan.nets:
-        if not net.tunnelled:
-            continue
+        if net.network_type not in FROM_TUNNEL or net.segmentation_id is None:
+            continue    # not tunnelled, or a type without flows here (never bound here)
         cookie = owner_cookie(KIND_NETWORK, net.id)
         seg = net.segmentation_id
         out.append(Flow(FROM_TUNNEL[net.network_type], 1, f"tun_id={seg:#x}",

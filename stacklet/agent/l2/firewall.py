@@ -88,6 +88,10 @@ from stacklet.agent.l2.flows import (
     merge_conjunctions,
     owner_cookie,
 )
+from stacklet.contract import NETWORK_OWNER_PREFIX, RemoteGroup, SecurityGroup, SecurityGroupRule
+
+Groups = dict[str, SecurityGroup]           # the snapshot's security_groups
+RemoteGroups = dict[str, RemoteGroup]       # the snapshot's remote_groups
 
 # Priorities, per table (see the module docstring).
 PRI_VIF = 100                  # table 0
@@ -148,10 +152,11 @@ class FwPort:
 def is_firewalled(port: FwPort, enable_security_group: bool = True) -> bool:
     """Whether the port's traffic goes through the firewall tables (else it is "open")."""
     return (enable_security_group and port.port_security_enabled
-            and not port.device_owner.startswith("network:"))
+            and not port.device_owner.startswith(NETWORK_OWNER_PREFIX))
 
 
-def firewall_flows(ports: Sequence[FwPort], security_groups: dict, remote_groups: dict,
+def firewall_flows(ports: Sequence[FwPort], security_groups: Groups,
+                   remote_groups: RemoteGroups,
                    enable_security_group: bool = True) -> list[Flow]:
     """Every flow of tables 60, 71-73, 81-82, 91-93 and the VIF flows of table 0."""
     flows: list[Flow] = list(_skeleton())
@@ -225,11 +230,11 @@ def _port_cookie(port: FwPort) -> int:
     return owner_cookie(KIND_PORT, port.id)
 
 
-def _is_stateless(port: FwPort, security_groups: dict) -> bool:
+def _is_stateless(port: FwPort, security_groups: Groups) -> bool:
     """A port is stateless when all its (known) groups are; Neutron forbids mixing them, and
     a mix here is treated as stateful."""
     groups = [security_groups[g] for g in port.security_groups if g in security_groups]
-    return bool(groups) and all(g.get("stateful", True) is False for g in groups)
+    return bool(groups) and not any(g.stateful for g in groups)
 
 
 def port_macs(port: FwPort) -> list[str]:
@@ -402,13 +407,13 @@ def protocol_number(protocol: str | int | None, ethertype: str) -> int | None:
     return number
 
 
-def rule_matches(rule: dict) -> list[str]:
+def rule_matches(rule: SecurityGroupRule) -> list[str]:
     """The matches of one rule, without its remote group (each one a flow of the rule's
     clause). [] when the rule cannot apply (bad protocol, prefix of the other family...)."""
-    ethertype = rule.get("ethertype") or "IPv4"
+    ethertype = rule.ethertype or "IPv4"
     v6 = ethertype == "IPv6"
     try:
-        proto = protocol_number(rule.get("protocol"), ethertype)
+        proto = protocol_number(rule.protocol, ethertype)
     except ValueError:
         return []
     if (proto == ICMP and v6) or (proto == ICMPV6 and not v6):
@@ -422,16 +427,16 @@ def rule_matches(rule: dict) -> list[str]:
     else:
         match = f"{'ipv6' if v6 else 'ip'},nw_proto={proto}"
 
-    prefix = rule.get("remote_ip_prefix")
-    if prefix and not rule.get("remote_group_id"):
+    prefix = rule.remote_ip_prefix
+    if prefix and not rule.remote_group_id:
         parsed = _address_text(prefix)
         if parsed is None or parsed[0] != (6 if v6 else 4):
             return []
         if not parsed[1].endswith("/0"):
-            side = "src" if rule.get("direction") == "ingress" else "dst"
+            side = "src" if rule.direction == "ingress" else "dst"
             match += f",{'ipv6' if v6 else 'nw'}_{side}={parsed[1]}"
 
-    low, high = rule.get("port_range_min"), rule.get("port_range_max")
+    low, high = rule.port_range_min, rule.port_range_max
     if proto in L4_NAMES:
         if low is None and high is None:
             return [match]
@@ -455,8 +460,8 @@ def conj_id(key: tuple) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
 
 
-def _rule_flows(firewalled: Sequence[FwPort], security_groups: dict,
-                remote_groups: dict) -> list[Flow]:
+def _rule_flows(firewalled: Sequence[FwPort], security_groups: Groups,
+                remote_groups: RemoteGroups) -> list[Flow]:
     # conjunction key (sg, remote group or "", direction, ethertype) → ports, rules
     conjs: dict[tuple[str, str, str, str], tuple[set[FwPort], dict[str, list[str]]]] = {}
     for port in firewalled:
@@ -464,25 +469,25 @@ def _rule_flows(firewalled: Sequence[FwPort], security_groups: dict,
             sg = security_groups.get(sg_id)
             if not sg:
                 continue
-            for rule in sg.get("rules", ()):
-                direction = rule.get("direction")
-                ethertype = rule.get("ethertype") or "IPv4"
+            for rule in sg.rules:
+                direction = rule.direction
+                ethertype = rule.ethertype or "IPv4"
                 if direction not in ("ingress", "egress") or ethertype not in ("IPv4", "IPv6"):
                     continue
                 matches = rule_matches(rule)
                 if not matches:
                     continue
-                key = (sg_id, rule.get("remote_group_id") or "", direction, ethertype)
+                key = (sg_id, rule.remote_group_id or "", direction, ethertype)
                 members, rules = conjs.setdefault(key, (set(), {}))
                 members.add(port)
-                rules[str(rule.get("id"))] = matches
+                rules[str(rule.id)] = matches
 
     used_ids: set[int] = set()
     flows = []
     for key in sorted(conjs):
         sg_id, remote, direction, ethertype = key
         ports, rules = conjs[key]
-        stateful = security_groups[sg_id].get("stateful", True) is not False
+        stateful = security_groups[sg_id].stateful
         ident = conj_id(key)
         while ident in used_ids:          # a collision: next free id, in key order
             ident = ident % 0x7FFFFFFF + 1
@@ -496,7 +501,8 @@ def _rule_flows(firewalled: Sequence[FwPort], security_groups: dict,
             side = "src" if direction == "ingress" else "dst"
             field = f"{'ipv6' if ethertype == 'IPv6' else 'nw'}_{side}"
             version = 6 if ethertype == "IPv6" else 4
-            for addr in (remote_groups.get(remote) or {}).get(ethertype, ()):
+            group = remote_groups.get(remote)
+            for addr in group.addresses(ethertype) if group else ():
                 parsed = _address_text(addr)
                 if parsed and parsed[0] == version:
                     addresses.append(f"{proto},{field}={parsed[1]}")

@@ -28,12 +28,14 @@ from stacklet.agent.l2.ovsdb import Ovsdb, OvsPort
 from stacklet.agent.l2.plan import (
     LocalNet,
     Plan,
-    RemoteHost,
-    RemotePort,
     int_patch_name,
+    is_ipv4,
     phys_patch_name,
+    remote_hosts,
     tunnel_port_name,
+    warn_once,
 )
+from stacklet.contract import Network, Port, Snapshot
 
 LOG = logging.getLogger(__name__)
 GENERATIONS = "stacklet-generations"   # bridge external_ids: generations whose flows may be there
@@ -54,6 +56,20 @@ class L2Config:
     l2_population: bool = True
     arp_responder: bool = True
     enable_security_group: bool = True
+
+    def __post_init__(self) -> None:
+        """Only what this node can serve: tunnel types br-tun has flows for, and a tunnel
+        address the flows can carry (IPv4). The rest is dropped with an error in the log, so
+        the agent never reports (and the server never binds) what it cannot wire."""
+        unknown = [t for t in self.tunnel_types if t not in br_tun.IMPLEMENTED]
+        if unknown:
+            LOG.error("tunnel type(s) %s not implemented (only %s): not served here",
+                      ", ".join(unknown), ", ".join(br_tun.IMPLEMENTED))
+            self.tunnel_types = tuple(t for t in self.tunnel_types if t in br_tun.IMPLEMENTED)
+        if self.local_ip and not is_ipv4(self.local_ip):
+            LOG.error("local_ip %r is not an IPv4 address: no tunnels to other nodes",
+                      self.local_ip)
+            self.local_ip = None
 
     @property
     def tunnelling(self) -> bool:
@@ -216,13 +232,13 @@ class OvsRole:
 
     # -- one pass -----------------------------------------------------------------------------
 
-    def sync(self, snapshot: dict) -> SyncResult:
+    def sync(self, snapshot: Snapshot) -> SyncResult:
         c = self.conf
         clock = time.monotonic()
         if self._renew:
             self._begin_generation()
-        ports = {p["id"]: p for p in snapshot.get("ports", [])}
-        networks = snapshot.get("networks", {})
+        ports = {p.id: p for p in snapshot.ports}
+        networks = snapshot.networks
         ovs_ports = self.ovsdb.bridge_ports(c.integration_bridge)
         vifs = [p for p in ovs_ports if p.iface_id and p.type != "patch"]
 
@@ -234,36 +250,36 @@ class OvsRole:
             result.timings[phase] = result.timings.get(phase, 0.0) + now - clock
             clock = now
 
-        live: list[tuple[OvsPort, dict, dict]] = []
+        live: list[tuple[OvsPort, Port, Network]] = []
         for vif in vifs:
             port = ports.get(vif.iface_id)
             if port is None:
                 continue
-            result.plugged.add(port["id"])
-            net = networks.get(port["network_id"])
-            if net is None or vif.ofport <= 0 or not port["admin_state_up"]:
+            result.plugged.add(port.id)
+            net = networks.get(port.network_id)
+            if net is None or vif.ofport <= 0 or not port.admin_state_up:
                 continue
             live.append((vif, port, net))
 
         lap("read")
-        self._allocate_lvids({net["id"] for _, _, net in live})
+        self._allocate_lvids({net.id for _, _, net in live})
         nets = [self._local_net(networks[n]) for n in sorted(self.lvids) if n in networks]
         self._set_tags(vifs, {vif.name: (port, net) for vif, port, net in live})
         lap("tags")
 
         plan = self._plan(snapshot, nets, ovs_ports)
         fw_ports = [firewall.FwPort(
-            id=port["id"], ofport=vif.ofport, lvid=self.lvids[net["id"]],
-            mac=port["mac_address"].lower(),
-            fixed_ips=tuple(ip["ip_address"] for ip in port.get("fixed_ips", [])),
-            allowed_address_pairs=tuple((p["ip_address"], (p.get("mac_address")
-                                                            or port["mac_address"]).lower())
-                                        for p in port.get("allowed_address_pairs", [])),
-            security_groups=tuple(port.get("security_groups", [])),
-            port_security_enabled=port.get("port_security_enabled", True),
-            device_owner=port.get("device_owner", "")) for vif, port, net in live]
+            id=port.id, ofport=vif.ofport, lvid=self.lvids[net.id],
+            mac=port.mac_address.lower(),
+            fixed_ips=tuple(ip.ip_address for ip in port.fixed_ips),
+            allowed_address_pairs=tuple((p.ip_address, (p.mac_address
+                                                         or port.mac_address).lower())
+                                        for p in port.allowed_address_pairs),
+            security_groups=port.security_groups,
+            port_security_enabled=port.port_security_enabled,
+            device_owner=port.device_owner) for vif, port, net in live]
         int_flows = br_int.flows(plan) + firewall.firewall_flows(
-            fw_ports, snapshot.get("security_groups", {}), snapshot.get("remote_groups", {}),
+            fw_ports, snapshot.security_groups, snapshot.remote_groups,
             enable_security_group=c.enable_security_group)
         lap("compute")
         reused = self._clear_reused()
@@ -279,7 +295,7 @@ class OvsRole:
             if bridge not in self._swept:
                 self._record_generations(bridge, [self.generation])
                 self._swept.add(bridge)
-        result.wired = {port["id"] for _, port, _ in live}
+        result.wired = {port.id for _, port, _ in live}
         return result
 
     # -- pieces of a pass ---------------------------------------------------------------------
@@ -314,21 +330,20 @@ class OvsRole:
         return [f"delete table={TUN_UCAST},cookie={br_tun.LEARNED:#x}/-1,"
                 f"vlan_tci={lvid:#06x}/0x0fff" for lvid in sorted(self._fresh_lvids)]
 
-    def _local_net(self, net: dict) -> LocalNet:
-        return LocalNet(id=net["id"], lvid=self.lvids[net["id"]],
-                        network_type=net["network_type"],
-                        physical_network=net.get("physical_network"),
-                        segmentation_id=net.get("segmentation_id"), mtu=net.get("mtu", 1500))
+    def _local_net(self, net: Network) -> LocalNet:
+        return LocalNet(id=net.id, lvid=self.lvids[net.id], network_type=net.network_type,
+                        physical_network=net.physical_network,
+                        segmentation_id=net.segmentation_id, mtu=net.mtu)
 
-    def _set_tags(self, vifs: list[OvsPort], live: dict[str, tuple[dict, dict]]) -> None:
+    def _set_tags(self, vifs: list[OvsPort], live: dict[str, tuple[Port, Network]]) -> None:
         changes = []
         for vif in vifs:
             if vif.name in live:
                 _, net = live[vif.name]
-                tag = self.lvids[net["id"]]
-                other = {"net_uuid": net["id"], "network_type": net["network_type"],
-                         "physical_network": str(net.get("physical_network") or "None"),
-                         "segmentation_id": str(net.get("segmentation_id") or "None"),
+                tag = self.lvids[net.id]
+                other = {"net_uuid": net.id, "network_type": net.network_type,
+                         "physical_network": str(net.physical_network or "None"),
+                         "segmentation_id": str(net.segmentation_id or "None"),
                          "tag": str(tag)}
             else:
                 tag, other = DEAD_VLAN, {}
@@ -336,7 +351,8 @@ class OvsRole:
                 changes.append((vif.name, tag, other))
         self.ovsdb.set_port_tags(changes)
 
-    def _plan(self, snapshot: dict, nets: list[LocalNet], int_ports: list[OvsPort]) -> Plan:
+    def _plan(self, snapshot: Snapshot, nets: list[LocalNet],
+              int_ports: list[OvsPort]) -> Plan:
         """int_ports: br-int's ports as read at the start of this pass (reading OVSDB's
         replica is the costliest part of a pass on a busy node: read it once)."""
         c = self.conf
@@ -356,22 +372,22 @@ class OvsRole:
             options = self.ovsdb.tunnel_ports(c.tunnel_bridge)
             plan.tunnels = {p.name: (p.type, p.ofport, options[p.name].get("remote_ip", ""))
                             for p in tun_ports if p.name in options}
-            for net_id, hosts in snapshot.get("l2pop", {}).items():
-                plan.l2pop[net_id] = [RemoteHost(
-                    host=h["host"], tunnel_ip=h["tunnel_ip"],
-                    ports=tuple(RemotePort(p["mac_address"].lower(),
-                                           tuple(p.get("ip_addresses", [])))
-                                for p in h.get("ports", []))) for h in hosts]
+            for net_id, hosts in snapshot.l2pop.items():
+                plan.l2pop[net_id] = remote_hosts(net_id, hosts)
         return plan
 
-    def _sync_tunnels(self, snapshot: dict) -> None:
+    def _sync_tunnels(self, snapshot: Snapshot) -> None:
         c = self.conf
         wanted = {}
-        for remote in snapshot.get("tunnels", []) if c.local_ip else []:
-            ip = remote.get("tunnel_ip")
-            if not ip or ip == c.local_ip:
+        for remote in snapshot.tunnels if c.local_ip else ():
+            ip = remote.tunnel_ip
+            if ip == c.local_ip:
                 continue
-            for kind in remote.get("tunnel_types", []):
+            if not is_ipv4(ip):
+                warn_once("host %s has tunnel address %r, not IPv4: no tunnel to it",
+                          remote.host, ip)
+                continue
+            for kind in remote.tunnel_types:
                 if kind not in c.tunnel_types:
                     continue
                 name = tunnel_port_name(kind, ip)

@@ -2,10 +2,11 @@
 ``qrouter-<router id>`` namespace that routes between its subnets, NATs to the outside through
 its gateway, maps floating IPs 1:1 and runs the metadata proxy.
 
-``sync(snapshot)`` is level-triggered like the other roles. For each router it builds the
-wanted setup (``router.build``), compares it with the namespace on every call (the agent calls
-it for each new snapshot and every ``[agent] check_interval`` seconds) and changes only the
-difference, so what someone removed from the node comes back at the next check:
+``sync(routers)`` (the snapshot's ``routers``) is level-triggered like the other roles. For
+each router it builds the wanted setup (``router.build``), compares it with the namespace on
+every call (the agent calls it for each new snapshot and every ``[agent] check_interval``
+seconds) and changes only the difference, so what someone removed from the node comes back at
+the next check:
 
 - the namespace (``lo`` up, IPv4 and IPv6 forwarding on);
 - per router port a veth ``tapXXXXXXXX-XX`` (on br-int, with ``external_ids``
@@ -49,6 +50,7 @@ from stacklet.agent.l2.flows import DEAD_VLAN
 from stacklet.agent.l3 import router as layout
 from stacklet.agent.l3.router import Device, RouterSetup
 from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
+from stacklet.contract import Router
 
 LOG = logging.getLogger(__name__)
 PREFIX = "qrouter-"
@@ -103,23 +105,22 @@ class L3Role:
 
     # -- one pass -----------------------------------------------------------------------------
 
-    def sync(self, snapshot: dict) -> SyncResult:
+    def sync(self, routers: Sequence[Router]) -> SyncResult:
         result = SyncResult()
         self.background = [p for p in self.background if p.poll() is None]
-        routers = snapshot.get("routers", [])
         wanted: dict[str, RouterSetup] = {}
         broken: set[str] = set()    # malformed in the snapshot: neither changed nor removed
         for r in routers:
-            if not r.get("admin_state_up", True):
+            if not r.admin_state_up:
                 continue
             try:
-                wanted[r["id"]] = layout.build(r)
+                wanted[r.id] = layout.build(r)
             except safe.UnsafeValue as exc:
-                broken.add(r["id"])
-                result.failures.append(f"{r['id']}: not rendered: {exc}")
+                broken.add(r.id)
+                result.failures.append(f"{r.id}: not rendered: {exc}")
         for r in routers:
-            if r["id"] not in wanted and r["id"] not in broken:
-                result.down_fips += [f["id"] for f in r.get("floating_ips", [])]
+            if r.id not in wanted and r.id not in broken:
+                result.down_fips += [f.id for f in r.floating_ips]
         links = self._links()
         namespaces = self._namespaces()
         for router_id, setup in sorted(wanted.items()):

@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from stacklet.agent import safe
 from stacklet.agent.metadata.haproxy import METADATA_IP, ROUTER_BIND
+from stacklet.contract import FloatingIP, Router, RouterPort
 
 LOG = logging.getLogger(__name__)
 
@@ -97,16 +99,16 @@ def _host(address: str) -> str:
     return f"{address}/{32 if ':' not in address else 128}"
 
 
-def _mtu(port: dict) -> int:
-    return safe.integer(port.get("mtu") or 1500, 68, 65535)
+def _mtu(port: RouterPort) -> int:
+    return safe.integer(port.mtu or 1500, 68, 65535)
 
 
-def _device(port: dict, kind: str, extra: tuple[str, ...] = ()) -> Device:
-    outer, inner = device_names(safe.plain_id(port["id"]), kind)
+def _device(port: RouterPort, kind: str, extra: tuple[str, ...] = ()) -> Device:
+    outer, inner = device_names(safe.plain_id(port.id), kind)
     addresses = tuple(
-        f"{safe.ip(f['ip_address'])}/{ipaddress.ip_network(safe.cidr(f['cidr'])).prefixlen}"
-        for f in port["fixed_ips"]) + extra
-    return Device(port["id"], kind, outer, inner, safe.mac(port["mac_address"]), _mtu(port),
+        f"{safe.ip(f.ip_address)}/{ipaddress.ip_network(safe.cidr(f.cidr)).prefixlen}"
+        for f in port.fixed_ips) + extra
+    return Device(port.id, kind, outer, inner, safe.mac(port.mac_address), _mtu(port),
                   addresses)
 
 
@@ -114,53 +116,53 @@ def _v4(address: str | None) -> bool:
     return bool(address) and ":" not in address
 
 
-def _floating_ips(router: dict) -> list[dict]:
+def _floating_ips(router: Router) -> list[FloatingIP]:
     """The IPv4 floating IPs with well-formed addresses, canonical (a malformed one is left
     out and logged)."""
     out = []
-    for fip in router.get("floating_ips", []):
-        if not _v4(fip.get("fixed_ip_address")):
+    for fip in router.floating_ips:
+        if not _v4(fip.fixed_ip_address):
             continue
         try:
-            out.append({**fip, "id": safe.plain_id(fip["id"]),
-                        "floating_ip_address": safe.ip(fip["floating_ip_address"]),
-                        "fixed_ip_address": safe.ip(fip["fixed_ip_address"])})
+            out.append(replace(fip, id=safe.plain_id(fip.id),
+                               floating_ip_address=safe.ip(fip.floating_ip_address),
+                               fixed_ip_address=safe.ip(fip.fixed_ip_address)))
         except (safe.UnsafeValue, KeyError) as exc:
-            LOG.warning("router %s: floating IP left out: %s", router.get("id"), exc)
+            LOG.warning("router %s: floating IP left out: %s", router.id, exc)
     return out
 
 
-def _extra_routes(router: dict) -> list[tuple[str, str]]:
+def _extra_routes(router: Router) -> list[tuple[str, str]]:
     out = []
-    for route in router.get("routes", []):
+    for route in router.routes:
         try:
-            out.append((safe.cidr(route["destination"]), safe.ip(route["nexthop"])))
+            out.append((safe.cidr(route.destination), safe.ip(route.nexthop)))
         except (safe.UnsafeValue, KeyError) as exc:
-            LOG.warning("router %s: route left out: %s", router.get("id"), exc)
+            LOG.warning("router %s: route left out: %s", router.id, exc)
     return out
 
 
-def build(router: dict) -> RouterSetup:
+def build(router: Router) -> RouterSetup:
     """The namespace contents of one router (an entry of the snapshot's ``routers``)."""
-    safe.plain_id(router["id"])
-    gw_port = router.get("gw_port")
+    safe.plain_id(router.id)
+    gw_port = router.gw_port
     fips = _floating_ips(router)
-    devices = [_device(p, "qr") for p in router.get("interfaces", [])]
+    devices = [_device(p, "qr") for p in router.interfaces]
     routes: list[tuple[str, str]] = []
     on_link: list[tuple[str, str]] = []
     gw_ip = None
     gw_dev = None
     if gw_port is not None:
-        gateway = _device(gw_port, "qg", tuple(_host(f["floating_ip_address"]) for f in fips))
+        gateway = _device(gw_port, "qg", tuple(_host(f.floating_ip_address) for f in fips))
         devices.append(gateway)
         gw_dev = gateway.inner
-        v4 = [f for f in gw_port["fixed_ips"] if _v4(f["ip_address"])]
+        v4 = [f for f in gw_port.fixed_ips if _v4(f.ip_address)]
         if v4:
-            gw_ip = safe.ip(v4[0]["ip_address"])
-            upstream = safe.ip(v4[0]["gateway_ip"]) if v4[0].get("gateway_ip") else None
+            gw_ip = safe.ip(v4[0].ip_address)
+            upstream = safe.ip(v4[0].gateway_ip) if v4[0].gateway_ip else None
             if upstream:
                 if ipaddress.ip_address(upstream) not in \
-                        ipaddress.ip_network(safe.cidr(v4[0]["cidr"])):
+                        ipaddress.ip_network(safe.cidr(v4[0].cidr)):
                     on_link.append((_host(upstream), gw_dev))     # as Neutron's _add_route_to_gw
                 routes.append(("0.0.0.0/0", upstream))
     routes += _extra_routes(router)
@@ -172,25 +174,25 @@ def build(router: dict) -> RouterSetup:
              f"-j REDIRECT --to-ports {ROUTER_BIND[1]}"]
     if gw_dev is not None:
         for fip in fips:
-            floating, fixed = fip["floating_ip_address"], fip["fixed_ip_address"]
+            floating, fixed = fip.floating_ip_address, fip.fixed_ip_address
             rules += [f"-A {CHAIN}-PREROUTING -d {floating}/32 -j DNAT --to-destination {fixed}",
                       f"-A {CHAIN}-OUTPUT -d {floating}/32 -j DNAT --to-destination {fixed}",
                       f"-A {CHAIN}-float-snat -s {fixed}/32 -j SNAT --to-source {floating}"]
         rules += [f"-A {CHAIN}-POSTROUTING ! -i {gw_dev} ! -o {gw_dev} -m conntrack ! "
                   f"--ctstate DNAT -j ACCEPT",
                   f"-A {CHAIN}-snat -j {CHAIN}-float-snat"]
-        if router.get("enable_snat", True) and gw_ip:
+        if router.enable_snat and gw_ip:
             rules += [f"-A {CHAIN}-snat -o {gw_dev} -j SNAT --to-source {gw_ip}",
                       # hairpin: an instance reaching a floating IP of its own subnet must
                       # get the answer back through the router, not from its neighbour
                       f"-A {CHAIN}-snat ! -i {gw_dev} -m conntrack --ctstate DNAT "
                       f"-j SNAT --to-source {gw_ip}"]
     applied = fips if gw_dev is not None else []
-    return RouterSetup(router["id"], namespace(router["id"]), tuple(devices), tuple(routes),
-                       tuple(_ordered(rules)), tuple(f["id"] for f in applied),
-                       tuple((f["floating_ip_address"], f["fixed_ip_address"])
+    return RouterSetup(router.id, namespace(router.id), tuple(devices), tuple(routes),
+                       tuple(_ordered(rules)), tuple(f.id for f in applied),
+                       tuple((f.floating_ip_address, f.fixed_ip_address)
                              for f in applied),
-                       radvd_config(router.get("interfaces", [])), FILTER_RULES,
+                       radvd_config(router.interfaces), FILTER_RULES,
                        tuple(on_link))
 
 
@@ -207,18 +209,17 @@ RA_INTERVALS = (30, 100)    # Neutron's min_rtr_adv_interval, max_rtr_adv_interv
 IPV6_MIN_MTU = 1280
 
 
-def radvd_config(interfaces: list[dict]) -> str:
+def radvd_config(interfaces: Sequence[RouterPort]) -> str:
     """radvd.conf as Neutron writes it: per interface port with IPv6 subnets that have an
     ``ipv6_ra_mode``, router advertisements with the network's MTU, the M/O flags of the modes
     and each prefix, autonomous (SLAAC) unless the subnet is DHCPv6-stateful."""
     blocks = []
     for port in interfaces:
-        subnets = [f for f in port["fixed_ips"]
-                   if ":" in f["ip_address"] and f.get("ipv6_ra_mode")]
+        subnets = [f for f in port.fixed_ips if ":" in f.ip_address and f.ipv6_ra_mode]
         if not subnets:
             continue
-        modes = {f["ipv6_ra_mode"] for f in subnets}
-        lines = [f"interface {device_names(safe.plain_id(port['id']), 'qr')[1]}", "{",
+        modes = {f.ipv6_ra_mode for f in subnets}
+        lines = [f"interface {device_names(safe.plain_id(port.id), 'qr')[1]}", "{",
                  "   AdvSendAdvert on;",
                  f"   MinRtrAdvInterval {RA_INTERVALS[0]};",
                  f"   MaxRtrAdvInterval {RA_INTERVALS[1]};"]
@@ -229,9 +230,9 @@ def radvd_config(interfaces: list[dict]) -> str:
             lines.append("   AdvOtherConfigFlag on;")
         if "dhcpv6-stateful" in modes:
             lines.append("   AdvManagedFlag on;")
-        for subnet in sorted(subnets, key=lambda f: f["cidr"]):
-            autonomous = "off" if subnet["ipv6_ra_mode"] == "dhcpv6-stateful" else "on"
-            lines += [f"   prefix {safe.cidr(subnet['cidr'])}", "   {", "        AdvOnLink on;",
+        for subnet in sorted(subnets, key=lambda f: f.cidr):
+            autonomous = "off" if subnet.ipv6_ra_mode == "dhcpv6-stateful" else "on"
+            lines += [f"   prefix {safe.cidr(subnet.cidr)}", "   {", "        AdvOnLink on;",
                       f"        AdvAutonomous {autonomous};", "   };"]
         lines.append("};")
         blocks.append("\n".join(lines))

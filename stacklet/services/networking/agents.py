@@ -2,7 +2,9 @@
 
 Agents register and heartbeat through ``report_state`` (the node agent calls it); the API lets
 admins list, show, disable (``admin_state_up``), describe and delete them. An agent is alive while
-its last heartbeat is younger than ``[agent] agent_down_time``.
+its last heartbeat and its last completed pass are younger than ``[agent] agent_down_time``
+(``liveness.py``); ``configurations`` shows, besides what the agent reported, ``last_sync`` (its
+last completed pass), ``last_error`` and ``last_error_at``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.context import RequestContext
+from stacklet.contract import SyncStatus
 from stacklet.resources.attributes import Attr, Resource, string, to_bool, to_uuid
 from stacklet.services.networking.common import Collection
-from stacklet.services.networking.liveness import Liveness
+from stacklet.services.networking.liveness import Liveness, iso
 from stacklet.store.models.agents import Agent
 from stacklet.store.models.base import isotime
 
@@ -42,9 +45,16 @@ AGENT = Resource("agent", "agents", (
 ))
 
 
-def _neutron_time(iso: str) -> str:
+def _neutron_time(stored: str | None) -> str | None:
     """Neutron shows agent times as '2026-11-22 03:40:38'."""
-    return iso.replace("T", " ").rstrip("Z")
+    return stored.replace("T", " ").rstrip("Z") if stored else None
+
+
+def _ago(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    now = datetime.datetime.now(datetime.UTC)
+    return iso(now - datetime.timedelta(seconds=min(seconds, 10 ** 9)))
 
 
 class AgentService(Collection):
@@ -70,8 +80,7 @@ class AgentService(Collection):
     def filter_clause(self, name: str, values: list[Any]) -> ColumnElement[bool]:
         if name == "alive":
             # A heartbeat newer than the cut-off is alive; timestamps sort as strings.
-            cutoff = self.liveness.cutoff()
-            alive = Agent.heartbeat_timestamp > cutoff
+            alive = self.liveness.alive_clause()
             if all(values):
                 return alive
             return ~alive if not any(values) else Agent.id.isnot(None)
@@ -83,8 +92,12 @@ class AgentService(Collection):
             "id": r.id, "agent_type": r.agent_type, "binary": r.binary, "topic": r.topic,
             "host": r.host, "availability_zone": r.availability_zone,
             "admin_state_up": r.admin_state_up, "description": r.description,
-            "alive": self.is_alive(r.heartbeat_timestamp),
-            "configurations": r.configurations or {}, "resources_synced": r.resources_synced,
+            "alive": self.liveness.agent_alive(r),
+            "configurations": {**(r.configurations or {}),
+                               "last_sync": _neutron_time(r.synced_at),
+                               "last_error": r.sync_error,
+                               "last_error_at": _neutron_time(r.sync_error_at)},
+            "resources_synced": r.resources_synced,
             "created_at": _neutron_time(r.created_at), "started_at": _neutron_time(r.started_at),
             "heartbeat_timestamp": _neutron_time(r.heartbeat_timestamp),
         } for r in rows]
@@ -112,8 +125,18 @@ class AgentService(Collection):
 
     def report_state(self, agent_type: str, binary: str, topic: str, host: str,
                      configurations: dict, availability_zone: str | None = None,
-                     start_flag: bool = False) -> str:
-        """Register or heartbeat an agent; returns its id. Called by node agents."""
+                     start_flag: bool = False, sync: SyncStatus | None = None) -> str:
+        """Register or heartbeat an agent; returns its id. Called by node agents. ``sync``
+        (ages relative to now) moves its last completed pass and last error forward."""
+        synced_at = _ago(sync.synced_ago) if sync else None
+        error_at = _ago(sync.error_ago or 0) if sync and sync.error else None
+
+        def record(row: Agent) -> None:
+            if synced_at and synced_at > (row.synced_at or ""):
+                row.synced_at = synced_at
+            if error_at and (error_at >= (row.sync_error_at or "")):
+                row.sync_error, row.sync_error_at = sync.error[:1000], error_at
+
         def write(session: Session) -> str:
             now = isotime()
             row = session.scalars(select(Agent).where(
@@ -123,6 +146,7 @@ class AgentService(Collection):
                             availability_zone=availability_zone, created_at=now,
                             started_at=now, heartbeat_timestamp=now,
                             configurations=configurations)
+                record(row)
                 session.add(row)
                 session.flush()
                 return row.id
@@ -131,5 +155,6 @@ class AgentService(Collection):
             row.availability_zone = availability_zone
             if start_flag:
                 row.started_at = now
+            record(row)
             return row.id
         return self.db.retrying(write)

@@ -20,16 +20,20 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from stacklet.contract import (
+    OVS_AGENT,
+    PROVIDER_TYPES,
+    TUNNEL_TYPES,
+    VIF_BINDING_FAILED,
+    VIF_OVS,
+    VIF_UNBOUND,
+)
 from stacklet.services.networking.common import bump
 from stacklet.services.networking.liveness import Liveness
 from stacklet.store.models.agents import Agent
 from stacklet.store.models.network import NetworkSegment, Port
 
-OVS_AGENT = "Open vSwitch agent"
-VIF_OVS = "ovs"
-VIF_FAILED = "binding_failed"
-VIF_UNBOUND = "unbound"
-TUNNEL_TYPES = ("vxlan", "gre", "geneve")
+VIF_FAILED = VIF_BINDING_FAILED
 SUPPORTED_VNIC_TYPES = ("normal",)
 
 Segment = tuple[str, str | None]  # (network_type, physical_network or ''/None)
@@ -40,7 +44,7 @@ def segment_reachable(configurations: dict, network_type: str,
     """Whether an agent with these configurations can wire a segment of this type."""
     if network_type == "local":
         return True
-    if network_type in ("flat", "vlan"):
+    if network_type in PROVIDER_TYPES:
         return bool(physical_network) and \
             physical_network in (configurations.get("bridge_mappings") or {})
     if network_type in TUNNEL_TYPES:
@@ -77,15 +81,15 @@ class Binder:
 
     def __init__(self, conf: Any, clock: Callable[[], datetime.datetime] | None = None) -> None:
         self.liveness = Liveness(conf, clock)
-        self.is_alive = self.liveness.is_alive
 
-    @staticmethod
-    def _agent(session: Session, host: str) -> tuple[dict | None, str | None]:
-        row = session.execute(select(Agent.configurations, Agent.heartbeat_timestamp).where(
-            Agent.agent_type == OVS_AGENT, Agent.host == host)).first()
+    def _agent(self, session: Session, host: str) -> tuple[dict | None, bool]:
+        """The host's Open vSwitch agent: (configurations or None, alive)."""
+        row = session.execute(select(
+            Agent.configurations, Agent.heartbeat_timestamp, Agent.synced_at, Agent.started_at)
+            .where(Agent.agent_type == OVS_AGENT, Agent.host == host)).first()
         if row is None:
-            return None, None
-        return (row[0] or {}), row[1]
+            return None, False
+        return (row[0] or {}), self.liveness.is_alive(*row[1:])
 
     @staticmethod
     def _segments(session: Session, network_ids: Iterable[str]) -> dict[str, list[Segment]]:
@@ -108,9 +112,9 @@ class Binder:
         # No autoflush: a flushed change would no longer count for the caller's
         # session.is_modified() (the revision bump of a port update).
         with session.no_autoflush:
-            configurations, heartbeat = self._agent(session, host)
+            configurations, alive = self._agent(session, host)
             segments = self._segments(session, [network_id]).get(network_id, [])
-        return decide(host, configurations, self.is_alive(heartbeat), segments, vnic_type)
+        return decide(host, configurations, alive, segments, vnic_type)
 
     def bind(self, session: Session, port: Port, host_changed: bool = False) -> bool:
         """(Re)bind a port row to its ``binding_host_id``; True when the binding changed (the
@@ -127,8 +131,7 @@ class Binder:
                 Port.binding_host_id == host, Port.binding_vif_type == VIF_FAILED)))
             if not ports:
                 return 0
-            configurations, heartbeat = self._agent(session, host)
-            alive = self.is_alive(heartbeat)
+            configurations, alive = self._agent(session, host)
             segments = self._segments(session, [p.network_id for p in ports])
             bound = 0
             for port in ports:

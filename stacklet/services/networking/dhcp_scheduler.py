@@ -38,8 +38,9 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.context import RequestContext
+from stacklet.contract import DHCP_AGENT, DHCP_OWNER, OVS_AGENT
 from stacklet.services.networking import ipam
-from stacklet.services.networking.binding import OVS_AGENT, Binder, segment_reachable
+from stacklet.services.networking.binding import Binder, segment_reachable
 from stacklet.services.networking.common import bump
 from stacklet.services.networking.liveness import Liveness
 from stacklet.services.networking.ports import random_mac
@@ -49,8 +50,6 @@ from stacklet.store.models.network import IPAllocation, Network, NetworkSegment,
 
 LOG = logging.getLogger(__name__)
 
-DHCP_AGENT = "DHCP agent"
-DHCP_OWNER = "network:dhcp"
 EXTENSION = ("dhcp_agent_scheduler", "DHCP Agent Scheduler",
              "Schedule networks among dhcp agents", "2013-02-07T10:00:00-00:00")
 
@@ -90,7 +89,7 @@ class DhcpScheduler:
     # --- liveness ------------------------------------------------------------------------
 
     def _usable(self, agent: Agent, cutoff: str) -> bool:
-        return agent.admin_state_up and agent.heartbeat_timestamp > cutoff
+        return agent.admin_state_up and self.liveness.agent_alive(agent)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -271,7 +270,7 @@ class DhcpScheduler:
         for network_id, agent_id, host in session.execute(
                 select(NetworkDhcpAgentBinding.network_id, Agent.id, Agent.host)
                 .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
-                .where(Agent.heartbeat_timestamp <= self.liveness.cutoff())
+                .where(self.liveness.dead_clause())
                 .order_by(NetworkDhcpAgentBinding.network_id)).all():
             bound = {a.id for a in self._bound_agents(session, network_id)}
             if self._candidates(session, network_id, bound):

@@ -20,15 +20,24 @@ ports is served in a few tens of milliseconds:
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from typing import Any
 
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from stacklet.services.networking.binding import OVS_AGENT, TUNNEL_TYPES, VIF_OVS
-from stacklet.services.networking.dhcp_scheduler import DHCP_AGENT, DHCP_OWNER
-from stacklet.services.networking.l3_scheduler import L3_AGENT
-from stacklet.services.networking.l3ports import GATEWAY
+from stacklet import contract as c
+from stacklet.contract import (
+    DHCP_AGENT,
+    DHCP_OWNER,
+    L3_AGENT,
+    OVS_AGENT,
+    ROUTER_GATEWAY,
+    ROUTER_INTERFACE_OWNERS,
+    TUNNEL_TYPES,
+    VIF_OVS,
+)
 from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding, RouterL3AgentBinding
 from stacklet.store.models.l3 import FloatingIP, Router, RouterPort
 from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
@@ -38,9 +47,32 @@ from stacklet.store.models.security_groups import (
     SecurityGroupRule,
 )
 
+LOG = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _endpoint(host: str, configurations: dict | None) -> c.TunnelEndpoint | None:
+    """Another host's tunnel endpoint, or None when it has none or reported one this cloud
+    cannot use (stored before reports were validated): skipped, never sent to the others."""
+    ip = (configurations or {}).get("tunneling_ip")
+    if not ip:
+        return None
+    try:
+        usable = isinstance(ip, str) and ipaddress.ip_address(ip).version == 4
+    except ValueError:
+        usable = False
+    if not usable:
+        if (host, str(ip)) not in _WARNED:      # once per process, not once per snapshot
+            _WARNED.add((host, str(ip)))
+            LOG.warning("host %s reports tunneling_ip %r, not an IPv4 address: no tunnels "
+                        "to it", host, ip)
+        return None
+    types = configurations.get("tunnel_types") or []
+    return c.TunnelEndpoint(host, ip, tuple(t for t in types if t in TUNNEL_TYPES))
+
 
 def _family(address: str) -> str:
-    return "IPv6" if ":" in address else "IPv4"
+    return "ipv6" if ":" in address else "ipv4"
 
 
 def _ip_sort_key(pair: tuple[str, str]) -> tuple[bool, str, str]:
@@ -48,8 +80,9 @@ def _ip_sort_key(pair: tuple[str, str]) -> tuple[bool, str, str]:
     return (":" in pair[1], pair[0], pair[1])
 
 
-def host_state(session: Session, host: str) -> dict[str, Any]:
-    """The snapshot without epoch/seq (the caller reads those before calling)."""
+def host_state(session: Session, host: str,
+               revision: c.Revision = c.Revision()) -> c.Snapshot:
+    """The host's snapshot; ``revision`` is the change position the caller read before."""
     local = and_(Port.binding_host_id == host, Port.binding_vif_type == VIF_OVS)
 
     # 1. ports
@@ -58,10 +91,8 @@ def host_state(session: Session, host: str) -> dict[str, Any]:
         Port.port_security_enabled, Port.allowed_address_pairs, Port.device_owner,
         Port.device_id, Port.status, Port.revision_number).where(local)
         .order_by(Port.id)).all()
-    if not rows:
-        ports: list[dict] = []
-        network_ids: list[str] = []
-    else:
+    ports: list[c.Port] = []
+    if rows:
         # 2. fixed IPs, 3. groups (joined on the same condition: no id lists)
         ips: dict[str, list[tuple[str, str]]] = {}
         for port_id, subnet_id, address in session.execute(
@@ -74,58 +105,46 @@ def host_state(session: Session, host: str) -> dict[str, Any]:
                        PortSecurityGroupBinding.security_group_id)
                 .join(Port, Port.id == PortSecurityGroupBinding.port_id).where(local)):
             groups_of.setdefault(port_id, []).append(group_id)
-        ports = []
         for (port_id, network_id, mac, admin_up, port_security, pairs, owner, device,
-             status, revision) in rows:
+             status, revision_number) in rows:
             allocations = sorted(ips.get(port_id, ()), key=_ip_sort_key)
-            ports.append({
-                "id": port_id, "network_id": network_id, "mac_address": mac,
-                "fixed_ips": [{"subnet_id": s, "ip_address": a} for s, a in allocations],
-                "admin_state_up": bool(admin_up),
-                "port_security_enabled": bool(port_security),
-                "allowed_address_pairs": [
-                    {"ip_address": p["ip_address"], "mac_address": p.get("mac_address") or mac}
-                    for p in pairs or ()],
-                "security_groups": sorted(groups_of.get(port_id, ())),
-                "device_owner": owner, "device_id": device, "status": status,
-                "revision_number": revision,
-            })
-        network_ids = sorted({p["network_id"] for p in ports})
+            ports.append(c.Port(
+                port_id, network_id, mac,
+                tuple([c.FixedIP(s, a) for s, a in allocations]),
+                bool(admin_up), bool(port_security),
+                tuple([c.AddressPair(p["ip_address"], p.get("mac_address") or mac)
+                       for p in pairs or ()]),
+                tuple(sorted(groups_of.get(port_id, ()))),
+                owner or "", device or "", status, revision_number))
 
     networks = _networks(session, local) if ports else {}
-    group_ids = sorted({g for p in ports for g in p["security_groups"]})
+    group_ids = {g for p in ports for g in p.security_groups}
     security_groups = _groups(session, local) if group_ids else {}
-    remote_ids = sorted({r["remote_group_id"] for g in security_groups.values()
-                         for r in g["rules"] if r["remote_group_id"]})
+    remote_ids = sorted({r.remote_group_id for g in security_groups.values()
+                         for r in g.rules if r.remote_group_id})
     remote_groups = _remote_groups(session, remote_ids)
 
     # 9. tunnel endpoints of the other hosts
-    agents: dict[str, dict] = {}
+    agents: dict[str, c.TunnelEndpoint] = {}
     for agent_host, configurations in session.execute(
             select(Agent.host, Agent.configurations).where(Agent.agent_type == OVS_AGENT)
             .order_by(Agent.host)):
-        if agent_host != host and (configurations or {}).get("tunneling_ip"):
-            agents[agent_host] = {
-                "host": agent_host, "tunnel_ip": configurations["tunneling_ip"],
-                "tunnel_types": list(configurations.get("tunnel_types") or []),
-            }
-    tunnels = list(agents.values())
+        endpoint = _endpoint(agent_host, configurations) if agent_host != host else None
+        if endpoint is not None:
+            agents[agent_host] = endpoint
 
-    tunnelled = [n for n in network_ids if networks[n]["network_type"] in TUNNEL_TYPES]
+    tunnelled = sorted(n for n, net in networks.items() if net.network_type in TUNNEL_TYPES)
     l2pop = _l2pop(session, host, tunnelled, agents) if tunnelled and agents else {}
-    return {
-        "host": host, "ports": ports, "networks": networks,
-        "security_groups": security_groups, "remote_groups": remote_groups,
-        "tunnels": tunnels, "l2pop": l2pop,
-        "dhcp_networks": _dhcp_networks(session, host),
-        "routers": _routers(session, host),
-    }
+    return c.Snapshot(
+        host, revision, tuple(ports), networks, security_groups, remote_groups,
+        tuple(agents.values()), l2pop, _dhcp_networks(session, host),
+        _routers(session, host))
 
 
-def _networks(session: Session, local: Any) -> dict[str, dict]:
+def _networks(session: Session, local: Any) -> dict[str, c.Network]:
     """4. the networks of the host's ports, each with its (first) segment."""
     local_nets = select(Port.network_id).where(local).distinct()
-    out: dict[str, dict] = {}
+    out: dict[str, c.Network] = {}
     for net_id, mtu, admin_up, network_type, physnet, seg_id in session.execute(
             select(Network.id, Network.mtu, Network.admin_state_up,
                    NetworkSegment.network_type, NetworkSegment.physical_network,
@@ -135,24 +154,21 @@ def _networks(session: Session, local: Any) -> dict[str, dict]:
             .order_by(Network.id, NetworkSegment.id)):
         if net_id in out:
             continue
-        out[net_id] = {
-            "id": net_id, "network_type": network_type,
-            "physical_network": physnet or None,
-            "segmentation_id": seg_id if network_type not in ("flat", "local", None) else None,
-            "mtu": mtu, "admin_state_up": bool(admin_up),
-        }
+        out[net_id] = c.Network(
+            net_id, network_type, physnet or None,
+            seg_id if network_type not in ("flat", "local", None) else None,
+            mtu, bool(admin_up))
     return out
 
 
-def _groups(session: Session, local: Any) -> dict[str, dict]:
+def _groups(session: Session, local: Any) -> dict[str, c.SecurityGroup]:
     """5./6. the groups of the host's ports, with their rules."""
     used = (select(PortSecurityGroupBinding.security_group_id)
             .join(Port, Port.id == PortSecurityGroupBinding.port_id).where(local).distinct())
-    out: dict[str, dict] = {}
-    for group_id, stateful in session.execute(
-            select(SecurityGroup.id, SecurityGroup.stateful)
-            .where(SecurityGroup.id.in_(used)).order_by(SecurityGroup.id)):
-        out[group_id] = {"id": group_id, "stateful": bool(stateful), "rules": []}
+    stateful = dict(session.execute(
+        select(SecurityGroup.id, SecurityGroup.stateful)
+        .where(SecurityGroup.id.in_(used)).order_by(SecurityGroup.id)).all())
+    rules: dict[str, list[c.SecurityGroupRule]] = {g: [] for g in stateful}
     for (rule_id, group_id, direction, ethertype, protocol, port_min, port_max, prefix,
          remote) in session.execute(
             select(SecurityGroupRule.id, SecurityGroupRule.security_group_id,
@@ -162,24 +178,19 @@ def _groups(session: Session, local: Any) -> dict[str, dict]:
                    SecurityGroupRule.remote_group_id)
             .where(SecurityGroupRule.security_group_id.in_(used))
             .order_by(SecurityGroupRule.security_group_id, SecurityGroupRule.id)):
-        group = out.get(group_id)
-        if group is None:
-            continue
-        group["rules"].append({
-            "id": rule_id, "direction": direction, "ethertype": ethertype,
-            "protocol": protocol, "port_range_min": port_min, "port_range_max": port_max,
-            "remote_ip_prefix": prefix, "remote_group_id": remote,
-        })
-    return out
+        if group_id in rules:
+            rules[group_id].append(c.SecurityGroupRule(
+                rule_id, direction, ethertype, protocol, port_min, port_max, prefix, remote))
+    return {g: c.SecurityGroup(g, bool(s), tuple(rules[g])) for g, s in stateful.items()}
 
 
-def _remote_groups(session: Session, group_ids: list[str]) -> dict[str, dict]:
+def _remote_groups(session: Session, group_ids: list[str]) -> dict[str, c.RemoteGroup]:
     """7./8. every address of every port (any host) in each remote group: fixed IPs and
     allowed address pair IPs (possibly CIDRs), sorted and deduplicated per family."""
     if not group_ids:
         return {}
     found: dict[str, dict[str, set[str]]] = {
-        g: {"IPv4": set(), "IPv6": set()} for g in group_ids}
+        g: {"ipv4": set(), "ipv6": set()} for g in group_ids}
     binding = PortSecurityGroupBinding
     for group_id, address in session.execute(
             select(binding.security_group_id, IPAllocation.ip_address)
@@ -194,12 +205,12 @@ def _remote_groups(session: Session, group_ids: list[str]) -> dict[str, dict]:
             address = pair.get("ip_address")
             if address:
                 found[group_id][_family(address)].add(address)
-    return {g: {family: sorted(addresses) for family, addresses in families.items()}
-            for g, families in found.items()}
+    return {g: c.RemoteGroup(tuple(sorted(f["ipv4"])), tuple(sorted(f["ipv6"])))
+            for g, f in found.items()}
 
 
 def _l2pop(session: Session, host: str, network_ids: list[str],
-           agents: dict[str, dict]) -> dict[str, list[dict]]:
+           agents: dict[str, c.TunnelEndpoint]) -> dict[str, tuple[c.L2popHost, ...]]:
     """10./11. for each local tunnelled network: the other hosts (with a tunnel endpoint) that
     have ports bound there, and those ports."""
     remote = and_(Port.network_id.in_(network_ids), Port.binding_host_id != host,
@@ -209,128 +220,124 @@ def _l2pop(session: Session, host: str, network_ids: list[str],
             select(IPAllocation.port_id, IPAllocation.ip_address)
             .join(Port, Port.id == IPAllocation.port_id).where(remote)):
         ips.setdefault(port_id, []).append(address)
-    by_net: dict[str, dict[str, list[dict]]] = {}
+    by_net: dict[str, dict[str, list[c.RemotePort]]] = {}
     for port_id, net_id, other, mac in session.execute(
             select(Port.id, Port.network_id, Port.binding_host_id, Port.mac_address)
             .where(remote).order_by(Port.network_id, Port.binding_host_id, Port.mac_address)):
         if other not in agents:
             continue  # no tunnel endpoint known for that host: nothing to send there
-        by_net.setdefault(net_id, {}).setdefault(other, []).append({
-            "mac_address": mac,
-            "ip_addresses": sorted(ips.get(port_id, ()), key=lambda a: (":" in a, a)),
-        })
-    return {net_id: [{"host": other, "tunnel_ip": agents[other]["tunnel_ip"], "ports": ports}
-                     for other, ports in hosts.items()]
+        by_net.setdefault(net_id, {}).setdefault(other, []).append(c.RemotePort(
+            mac, tuple(sorted(ips.get(port_id, ()), key=lambda a: (":" in a, a)))))
+    return {net_id: tuple([c.L2popHost(other, agents[other].tunnel_ip, tuple(ports))
+                           for other, ports in hosts.items()])
             for net_id, hosts in by_net.items()}
 
 
-ROUTER_OWNERS = ("network:router_interface", "network:router_interface_distributed",
-                 "network:ha_router_replicated_interface")
-
-
-def _dhcp_networks(session: Session, host: str) -> list[dict]:
+def _dhcp_networks(session: Session, host: str) -> tuple[c.DhcpNetwork, ...]:
     """12.-15. each network scheduled to this host's DHCP agent: its DHCP port (the one bound
     to this host), subnets and every port with addresses. ``isolated`` subnets have no router
     interface: the DHCP namespace offers the metadata route there."""
     hosted = (select(NetworkDhcpAgentBinding.network_id)
               .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
               .where(Agent.agent_type == DHCP_AGENT, Agent.host == host))
-    nets = {net_id: {"id": net_id, "mtu": mtu, "admin_state_up": bool(up), "port": None,
-                     "subnets": [], "ports": []}
-            for net_id, mtu, up in session.execute(
-                select(Network.id, Network.mtu, Network.admin_state_up)
-                .where(Network.id.in_(hosted)).order_by(Network.id))}
+    nets = {net_id: (mtu, bool(up)) for net_id, mtu, up in session.execute(
+        select(Network.id, Network.mtu, Network.admin_state_up)
+        .where(Network.id.in_(hosted)).order_by(Network.id))}
     if not nets:
-        return []
-    for (subnet_id, net_id, cidr, version, gateway, dhcp, dns, routes, ra_mode,
-         address_mode) in session.execute(
-            select(Subnet.id, Subnet.network_id, Subnet.cidr, Subnet.ip_version,
+        return ()
+    subnets: dict[str, list[tuple]] = {n: [] for n in nets}
+    for row in session.execute(
+            select(Subnet.network_id, Subnet.id, Subnet.cidr, Subnet.ip_version,
                    Subnet.gateway_ip, Subnet.enable_dhcp, Subnet.dns_nameservers,
                    Subnet.host_routes, Subnet.ipv6_ra_mode, Subnet.ipv6_address_mode)
             .where(Subnet.network_id.in_(hosted)).order_by(Subnet.network_id, Subnet.id)):
-        nets[net_id]["subnets"].append({
-            "id": subnet_id, "cidr": cidr, "ip_version": version, "gateway_ip": gateway,
-            "enable_dhcp": bool(dhcp), "dns_nameservers": list(dns or []),
-            "host_routes": list(routes or []), "ipv6_ra_mode": ra_mode,
-            "ipv6_address_mode": address_mode, "isolated": True})
+        subnets[row[0]].append(row[1:])
     ips: dict[str, list[tuple[str, str]]] = {}
     for port_id, subnet_id, address in session.execute(
             select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address)
             .where(IPAllocation.network_id.in_(hosted))):
         ips.setdefault(port_id, []).append((subnet_id, address))
     routed: set[str] = set()
+    ports: dict[str, list[c.DhcpPort]] = {n: [] for n in nets}
+    own: dict[str, c.DhcpPort] = {}
     for port_id, net_id, mac, owner, device, port_host, admin_up, opts in session.execute(
             select(Port.id, Port.network_id, Port.mac_address, Port.device_owner,
                    Port.device_id, Port.binding_host_id, Port.admin_state_up,
                    Port.extra_dhcp_opts)
             .where(Port.network_id.in_(hosted)).order_by(Port.network_id, Port.id)):
         allocations = sorted(ips.get(port_id, ()), key=_ip_sort_key)
-        port = {"id": port_id, "mac_address": mac, "device_owner": owner,
-                "admin_state_up": bool(admin_up),
-                "fixed_ips": [{"subnet_id": s, "ip_address": a} for s, a in allocations],
-                "extra_dhcp_opts": list(opts or [])}
-        nets[net_id]["ports"].append(port)
-        if owner in ROUTER_OWNERS:
+        port = c.DhcpPort(
+            port_id, mac, owner or "", bool(admin_up),
+            tuple([c.FixedIP(s, a) for s, a in allocations]),
+            tuple([c.DhcpOption(str(o.get("opt_name") or ""), o.get("opt_value"),
+                                int(o.get("ip_version") or 4)) for o in opts or ()]))
+        ports[net_id].append(port)
+        if owner in ROUTER_INTERFACE_OWNERS:
             routed.update(s for s, _ in allocations)
         if owner == DHCP_OWNER and port_host == host and device.startswith("dhcp"):
-            nets[net_id]["port"] = port
-    for net in nets.values():
-        for subnet in net["subnets"]:
-            subnet["isolated"] = subnet["id"] not in routed
-    return list(nets.values())
+            own[net_id] = port
+    return tuple([c.DhcpNetwork(
+        net_id, mtu, up, own.get(net_id),
+        tuple([c.DhcpSubnet(subnet_id, cidr, version, gateway, bool(dhcp),
+                            tuple(dns or ()),
+                            tuple([c.Route(r["destination"], r["nexthop"])
+                                   for r in routes or ()]),
+                            ra_mode, address_mode, subnet_id not in routed)
+               for (subnet_id, cidr, version, gateway, dhcp, dns, routes, ra_mode,
+                    address_mode) in subnets[net_id]]),
+        tuple(ports[net_id])) for net_id, (mtu, up) in nets.items()])
 
 
-def _routers(session: Session, host: str) -> list[dict]:
+def _routers(session: Session, host: str) -> tuple[c.Router, ...]:
     """16.-19. each router hosted by this host's L3 agent: admin state, SNAT, extra routes,
     its gateway port and interface ports (MAC, MTU, fixed IPs with their subnet's CIDR,
     gateway and IPv6 modes), and its associated floating IPs."""
     hosted = (select(RouterL3AgentBinding.router_id)
               .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
               .where(Agent.agent_type == L3_AGENT, Agent.host == host))
-    routers = {router_id: {"id": router_id, "admin_state_up": bool(up),
-                           "enable_snat": bool(snat), "routes": list(routes or []),
-                           "gw_port": None, "interfaces": [], "floating_ips": []}
-               for router_id, up, snat, routes in session.execute(
-                   select(Router.id, Router.admin_state_up, Router.enable_snat, Router.routes)
-                   .where(Router.id.in_(hosted)).order_by(Router.id))}
+    routers = {router_id: (bool(up), bool(snat), tuple([
+        c.Route(r["destination"], r["nexthop"]) for r in routes or ()]))
+        for router_id, up, snat, routes in session.execute(
+            select(Router.id, Router.admin_state_up, Router.enable_snat, Router.routes)
+            .where(Router.id.in_(hosted)).order_by(Router.id))}
     if not routers:
-        return []
+        return ()
     # A router's ports are those the router service attached (routerports), never a port
     # that merely names the router in its device_id.
     router_ports = Port.id.in_(select(RouterPort.port_id).where(RouterPort.router_id.in_(hosted)))
-    ips: dict[str, list[dict]] = {}
+    ips: dict[str, list[c.RouterIP]] = {}
     for port_id, subnet_id, address, cidr, gateway, ra_mode, address_mode in session.execute(
             select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address,
                    Subnet.cidr, Subnet.gateway_ip, Subnet.ipv6_ra_mode,
                    Subnet.ipv6_address_mode)
             .join(Port, Port.id == IPAllocation.port_id)
             .join(Subnet, Subnet.id == IPAllocation.subnet_id).where(router_ports)):
-        ips.setdefault(port_id, []).append({"subnet_id": subnet_id, "ip_address": address,
-                                            "cidr": cidr, "gateway_ip": gateway,
-                                            "ipv6_ra_mode": ra_mode,
-                                            "ipv6_address_mode": address_mode})
+        ips.setdefault(port_id, []).append(c.RouterIP(subnet_id, address, cidr, gateway,
+                                                      ra_mode, address_mode))
     mtus = dict(session.execute(select(Network.id, Network.mtu).where(Network.id.in_(
         select(Port.network_id).where(router_ports)))).all())
+    gw_ports: dict[str, c.RouterPort] = {}
+    interfaces: dict[str, list[c.RouterPort]] = {r: [] for r in routers}
     for port_id, router_id, network_id, owner, mac, port_host in session.execute(
             select(Port.id, RouterPort.router_id, Port.network_id, RouterPort.port_type,
                    Port.mac_address, Port.binding_host_id)
             .join(RouterPort, RouterPort.port_id == Port.id)
             .where(router_ports).order_by(Port.created_at, Port.id)):
-        port = {"id": port_id, "network_id": network_id, "mac_address": mac,
-                "mtu": mtus.get(network_id) or 1500, "host": port_host,
-                "fixed_ips": sorted(ips.get(port_id, []),
-                                    key=lambda f: _ip_sort_key((f["subnet_id"],
-                                                                f["ip_address"])))}
-        if owner == GATEWAY:
-            routers[router_id]["gw_port"] = port
+        port = c.RouterPort(port_id, network_id, mac, mtus.get(network_id) or 1500,
+                            port_host or "",
+                            tuple(sorted(ips.get(port_id, ()), key=lambda f: _ip_sort_key(
+                                (f.subnet_id, f.ip_address)))))
+        if owner == ROUTER_GATEWAY:
+            gw_ports[router_id] = port
         else:
-            routers[router_id]["interfaces"].append(port)
+            interfaces[router_id].append(port)
+    fips: dict[str, list[c.FloatingIP]] = {r: [] for r in routers}
     for fip_id, router_id, floating, fixed, port_id, status in session.execute(
             select(FloatingIP.id, FloatingIP.router_id, FloatingIP.floating_ip_address,
                    FloatingIP.fixed_ip_address, FloatingIP.fixed_port_id, FloatingIP.status)
             .where(FloatingIP.router_id.in_(hosted), FloatingIP.fixed_port_id.is_not(None))
             .order_by(FloatingIP.floating_ip_address)):
-        routers[router_id]["floating_ips"].append({
-            "id": fip_id, "floating_ip_address": floating, "fixed_ip_address": fixed,
-            "port_id": port_id, "status": status})
-    return list(routers.values())
+        fips[router_id].append(c.FloatingIP(fip_id, floating, fixed, port_id, status))
+    return tuple([c.Router(router_id, up, snat, routes, gw_ports.get(router_id),
+                           tuple(interfaces[router_id]), tuple(fips[router_id]))
+                  for router_id, (up, snat, routes) in routers.items()])

@@ -36,7 +36,8 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.context import RequestContext
-from stacklet.services.networking.binding import OVS_AGENT, Binder, segment_reachable
+from stacklet.contract import L3_AGENT, OVS_AGENT
+from stacklet.services.networking.binding import Binder, segment_reachable
 from stacklet.services.networking.common import bump
 from stacklet.services.networking.l3ports import GATEWAY, INTERFACE_OWNERS
 from stacklet.services.networking.liveness import Liveness
@@ -46,9 +47,6 @@ from stacklet.store.models.network import NetworkSegment, Port
 
 LOG = logging.getLogger(__name__)
 
-L3_AGENT = "L3 agent"
-# configurations an L3 agent reports that count its work (they change without a re-register)
-L3_COUNTS = ("routers", "ex_gw_ports", "interfaces", "floating_ips")
 ROUTER_PORT_OWNERS = INTERFACE_OWNERS + (GATEWAY,)
 EXTENSION = ("l3_agent_scheduler", "L3 Agent Scheduler",
              "Schedule routers among l3 agents", "2013-02-07T10:00:00-00:00")
@@ -96,10 +94,9 @@ class L3Scheduler:
                     exclude: set[str]) -> list[tuple[str, str, int]]:
         """Usable L3 agents (not in exclude) whose host reaches a segment of every network
         the router has a port on, with how many routers each hosts."""
-        cutoff = self.liveness.cutoff()
         agents = [a for a in session.scalars(select(Agent).where(Agent.agent_type == L3_AGENT))
                   if a.id not in exclude and a.admin_state_up and
-                  a.heartbeat_timestamp > cutoff]
+                  self.liveness.agent_alive(a)]
         if not agents:
             return []
         segments: dict[str, list[tuple[str, str | None]]] = {}
@@ -185,7 +182,7 @@ class L3Scheduler:
             dead = session.execute(
                 select(RouterL3AgentBinding.router_id)
                 .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
-                .where(Agent.heartbeat_timestamp <= cutoff).limit(1)).first()
+                .where(self.liveness.dead_clause(cutoff)).limit(1)).first()
             lacking = list(session.scalars(select(Router.id).where(
                 Router.id.not_in(select(RouterL3AgentBinding.router_id)),
                 Router.id.in_(select(RouterPort.router_id)))
@@ -201,7 +198,7 @@ class L3Scheduler:
             for router_id, agent_id, host in session.execute(
                     select(RouterL3AgentBinding.router_id, Agent.id, Agent.host)
                     .join(Agent, Agent.id == RouterL3AgentBinding.l3_agent_id)
-                    .where(Agent.heartbeat_timestamp <= cutoff)).all():
+                    .where(self.liveness.dead_clause(cutoff))).all():
                 if not self._candidates(session, router_id, {agent_id}):
                     continue  # nowhere to go: keep the dead agent's binding
                 LOG.warning("L3 agent on %s is dead: rescheduling router %s", host, router_id)

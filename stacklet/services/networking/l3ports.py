@@ -10,17 +10,16 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from stacklet import errors
+from stacklet.contract import ROUTER_GATEWAY as GATEWAY
+from stacklet.contract import ROUTER_INTERFACE as INTERFACE  # noqa: F401 (for routers.py)
+from stacklet.contract import ROUTER_INTERFACE_OWNERS as INTERFACE_OWNERS
 from stacklet.services.networking.common import Collection
 from stacklet.services.networking.ports import random_mac
 from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.l3 import FloatingIP, RouterPort
 from stacklet.store.models.network import IPAllocation, Port
 
-GATEWAY = "network:router_gateway"
-INTERFACE = "network:router_interface"
 FLOATINGIP = "network:floatingip"
-INTERFACE_OWNERS = (INTERFACE, "network:router_interface_distributed",
-                    "network:ha_router_replicated_interface")
 L3_OWNERS = INTERFACE_OWNERS + (GATEWAY, FLOATINGIP)
 MAX_ROUTES = 30  # Neutron's max_routes
 

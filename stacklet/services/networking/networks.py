@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.context import RequestContext
+from stacklet.contract import DHCP_OWNER
 from stacklet.resources.networking import NETWORK
 from stacklet.services.networking import rbac, segments
 from stacklet.services.networking.common import (
@@ -33,7 +34,7 @@ from stacklet.store.models.l3 import FloatingIP, Router
 from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
 
 # Ports that exist only to serve a network and go away with it (Neutron's AUTO_DELETE owners).
-AUTO_DELETE_OWNERS = ("network:dhcp", "network:distributed", "network:floatingip_agent_gateway")
+AUTO_DELETE_OWNERS = (DHCP_OWNER, "network:distributed", "network:floatingip_agent_gateway")
 
 RBAC_ACTIONS = ("access_as_shared", "access_as_external")
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.context import RequestContext
+from stacklet.contract import ROUTER_GATEWAY, ROUTER_INTERFACE_OWNERS
 from stacklet.resources import dhcp_opts
 from stacklet.resources.networking import PORT
 from stacklet.services.networking import ipam, rbac
@@ -33,10 +34,8 @@ from stacklet.store.models.base import isotime, new_id
 from stacklet.store.models.l3 import Router
 from stacklet.store.models.network import IPAllocation, Network, Port, Subnet
 
-# Device owners of router ports (neutron_lib's ROUTER_INTERFACE_OWNERS and the gateway); the
-# L3 service's own constants live in l3ports, which imports this module.
-ROUTER_PORT_OWNERS = ("network:router_interface", "network:ha_router_replicated_interface",
-                      "network:router_interface_distributed", "network:router_gateway")
+# Device owners of router ports (neutron_lib's ROUTER_INTERFACE_OWNERS and the gateway)
+ROUTER_PORT_OWNERS = ROUTER_INTERFACE_OWNERS + (ROUTER_GATEWAY,)
 
 
 def random_mac(base_mac: str) -> str:

@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.config import Config
+from stacklet.contract import TUNNEL_TYPES
 from stacklet.store.models.base import new_id
 from stacklet.store.models.network import NetworkSegment
 
-TUNNEL_TYPES = ("vxlan", "gre", "geneve")
 MAX_ID = {"vlan": 4094, "vxlan": 2 ** 24 - 1, "gre": 2 ** 32 - 1, "geneve": 2 ** 24 - 1}
 # Encapsulation overhead over IPv4, as Neutron computes it.
 OVERHEAD = {"vxlan": 50, "gre": 42, "geneve": 50}

@@ -25,6 +25,11 @@ class Agent(Base):
     created_at: Mapped[str] = mapped_column(String(20), default=isotime)
     started_at: Mapped[str] = mapped_column(String(20), default=isotime)
     heartbeat_timestamp: Mapped[str] = mapped_column(String(20), default=isotime)
+    # the agent's last completed pass, its last error and when (server time, from the ages
+    # the agent reports); a heartbeat without a recent pass is not alive
+    synced_at: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    sync_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sync_error_at: Mapped[str | None] = mapped_column(String(20), nullable=True)
 
 
 class NetworkDhcpAgentBinding(Base):

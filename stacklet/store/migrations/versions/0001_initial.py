@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-05 21:13:20.985887
+Create Date: 2026-12-05 21:28:34.700744
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ def upgrade() -> None:
     sa.Column('created_at', sa.String(length=20), nullable=False),
     sa.Column('started_at', sa.String(length=20), nullable=False),
     sa.Column('heartbeat_timestamp', sa.String(length=20), nullable=False),
+    sa.Column('synced_at', sa.String(length=20), nullable=True),
+    sa.Column('sync_error', sa.Text(), nullable=True),
+    sa.Column('sync_error_at', sa.String(length=20), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_agents')),
     sa.UniqueConstraint('agent_type', 'host', name=op.f('uq_agents_agent_type_host'))
     )

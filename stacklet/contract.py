@@ -1,0 +1,614 @@
+"""The contract between the server and the node agents: the only module both sides share.
+
+Everything that crosses ``/agent/v1`` (``stacklet/api/agent.py`` ↔ ``stacklet/agent/rpc.py``)
+is declared here, and the constants both sides need. It imports nothing else of stacklet, so
+the agent never pulls in the server's database layer and the server never pulls in Open vSwitch.
+
+Records are frozen dataclasses with slots. The server builds them (``services/networking/
+host_state.py``) and ``to_json()`` serializes them with orjson (which reads dataclasses natively;
+tuples become lists). The agent parses a body exactly once, at the boundary
+(``Snapshot.from_json``), and its roles receive typed parts: the L2 role the snapshot's ports,
+networks, groups, tunnels and l2pop; the DHCP role ``dhcp_networks``; the L3 role ``routers``.
+
+Compatibility: parsing ignores fields it does not know and gives missing optional fields their
+default, so a field can be added on one side before the other knows it. Anything that would be
+misread by an older reader (a renamed field, a changed meaning) bumps ``VERSION``; a reader
+refuses a body of another version (``ContractError``) rather than misreading it.
+
+Revisions: a snapshot carries the revision it was taken at, the server's change position for
+the host ``(epoch, seq)`` (``stacklet/bus``), read *before* the queries, so every change
+committed up to ``seq`` is in it. The seq is cheap (no query), moves on deletions too (a
+``max(revision_number)`` over the rows would not: a deleted row leaves no number behind) and
+is what the agent's long poll already compares; ``epoch`` changes when the server restarts.
+Reports carry the revision of the snapshot they realise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+VERSION = 1
+
+# --- constants both sides use ----------------------------------------------------------------
+
+# Agent types (Neutron's names) and the binary/topic each reports.
+OVS_AGENT = "Open vSwitch agent"
+DHCP_AGENT = "DHCP agent"
+L3_AGENT = "L3 agent"
+AGENT_BINARIES = {OVS_AGENT: "stacklet-openvswitch-agent", DHCP_AGENT: "stacklet-dhcp-agent",
+                  L3_AGENT: "stacklet-l3-agent"}
+AGENT_TOPICS = {OVS_AGENT: "N/A", DHCP_AGENT: "dhcp_agent", L3_AGENT: "l3_agent"}
+# configurations an L3 agent reports that count its work (they change without a re-register)
+L3_COUNTS = ("routers", "ex_gw_ports", "interfaces", "floating_ips")
+
+# Network types whose segments are tunnels (the API accepts them). Which of them a node can
+# terminate is what its Open vSwitch agent reports in ``tunnel_types``; ports bind only there.
+TUNNEL_TYPES = ("vxlan", "gre", "geneve")
+PROVIDER_TYPES = ("flat", "vlan")
+
+# binding:vif_type values
+VIF_OVS = "ovs"
+VIF_BINDING_FAILED = "binding_failed"
+VIF_UNBOUND = "unbound"
+
+# Device owners the snapshot and the agent's roles tell apart.
+NETWORK_OWNER_PREFIX = "network:"     # service ports: no security groups on them
+DHCP_OWNER = "network:dhcp"
+ROUTER_GATEWAY = "network:router_gateway"
+ROUTER_INTERFACE = "network:router_interface"
+ROUTER_INTERFACE_OWNERS = (ROUTER_INTERFACE, "network:router_interface_distributed",
+                           "network:ha_router_replicated_interface")
+
+
+class ContractError(ValueError):
+    """A body does not follow the contract (the message says which field and why)."""
+
+
+# --- parsing helpers -------------------------------------------------------------------------
+
+def _loads(data: bytes | str | dict) -> dict:
+    if isinstance(data, dict):
+        return data
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError(f"malformed JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ContractError("expected a JSON object")
+    return value
+
+
+def _version(d: dict, what: str) -> None:
+    version = d.get("version", VERSION)
+    if version != VERSION:
+        raise ContractError(f"{what} of contract version {version!r}; this side speaks "
+                            f"version {VERSION}")
+
+
+def dumps(record: Any) -> bytes:
+    """A record (or plain data holding records) as JSON."""
+    return orjson.dumps(record)
+
+
+# --- the host snapshot -----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """A position in the server's change sequence for one host."""
+
+    epoch: str | None = None
+    seq: int = -1
+
+    @classmethod
+    def from_json(cls, d: dict | None) -> Revision:
+        if not d:
+            return cls()
+        seq = d.get("seq", -1)
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise ContractError("'seq' must be an integer")
+        epoch = d.get("epoch")
+        if epoch is not None and not isinstance(epoch, str):
+            raise ContractError("'epoch' must be a string")
+        return cls(epoch, seq)
+
+    def newer_than(self, other: Revision) -> bool:
+        return self.epoch != other.epoch or self.seq > other.seq
+
+
+@dataclass(frozen=True, slots=True)
+class FixedIP:
+    subnet_id: str
+    ip_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPair:
+    ip_address: str         # an address or a CIDR
+    mac_address: str        # the port's own when the pair names none
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    """A port bound to this host with vif_type ``ovs`` (the L2 role wires it)."""
+
+    id: str
+    network_id: str
+    mac_address: str
+    fixed_ips: tuple[FixedIP, ...] = ()
+    admin_state_up: bool = True
+    port_security_enabled: bool = True
+    allowed_address_pairs: tuple[AddressPair, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    device_owner: str = ""
+    device_id: str = ""
+    status: str = "DOWN"
+    revision_number: int = 0
+
+    @classmethod
+    def from_json(cls, d: dict) -> Port:
+        return cls(d["id"], d["network_id"], d["mac_address"],
+                   tuple([FixedIP(f["subnet_id"], f["ip_address"])
+                          for f in d.get("fixed_ips") or ()]),
+                   d.get("admin_state_up", True), d.get("port_security_enabled", True),
+                   tuple([AddressPair(p["ip_address"], p["mac_address"])
+                          for p in d.get("allowed_address_pairs") or ()]),
+                   tuple(d.get("security_groups") or ()), d.get("device_owner") or "",
+                   d.get("device_id") or "", d.get("status") or "DOWN",
+                   d.get("revision_number", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """A network of the host's ports with its first segment."""
+
+    id: str
+    network_type: str | None
+    physical_network: str | None = None
+    segmentation_id: int | None = None
+    mtu: int = 1500
+    admin_state_up: bool = True
+
+    @property
+    def tunnelled(self) -> bool:
+        return self.network_type in TUNNEL_TYPES
+
+    @classmethod
+    def from_json(cls, d: dict) -> Network:
+        return cls(d["id"], d.get("network_type"), d.get("physical_network"),
+                   d.get("segmentation_id"), d.get("mtu") or 1500, d.get("admin_state_up", True))
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityGroupRule:
+    id: str
+    direction: str = "ingress"
+    ethertype: str = "IPv4"
+    protocol: str | None = None
+    port_range_min: int | None = None
+    port_range_max: int | None = None
+    remote_ip_prefix: str | None = None
+    remote_group_id: str | None = None
+
+    @classmethod
+    def from_json(cls, d: dict) -> SecurityGroupRule:
+        return cls(d["id"], d.get("direction") or "ingress", d.get("ethertype") or "IPv4",
+                   d.get("protocol"), d.get("port_range_min"), d.get("port_range_max"),
+                   d.get("remote_ip_prefix"), d.get("remote_group_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityGroup:
+    id: str
+    stateful: bool = True
+    rules: tuple[SecurityGroupRule, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict) -> SecurityGroup:
+        return cls(d["id"], d.get("stateful", True),
+                   tuple([SecurityGroupRule.from_json(r) for r in d.get("rules") or ()]))
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteGroup:
+    """Every address of every member port (any host) of a group named as a remote group:
+    fixed IPs and allowed address pairs (possibly CIDRs), sorted, per family."""
+
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+
+    def addresses(self, ethertype: str) -> tuple[str, ...]:
+        return self.ipv6 if ethertype == "IPv6" else self.ipv4
+
+    @classmethod
+    def from_json(cls, d: dict) -> RemoteGroup:
+        return cls(tuple(d.get("ipv4") or ()), tuple(d.get("ipv6") or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelEndpoint:
+    """Another host's Open vSwitch agent that terminates tunnels."""
+
+    host: str
+    tunnel_ip: str
+    tunnel_types: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict) -> TunnelEndpoint:
+        return cls(d["host"], d["tunnel_ip"], tuple(d.get("tunnel_types") or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePort:
+    mac_address: str
+    ip_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class L2popHost:
+    """Another host with ports on a local tunnelled network (l2 population)."""
+
+    host: str
+    tunnel_ip: str
+    ports: tuple[RemotePort, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict) -> L2popHost:
+        return cls(d["host"], d["tunnel_ip"],
+                   tuple([RemotePort(p["mac_address"], tuple(p.get("ip_addresses") or ()))
+                          for p in d.get("ports") or ()]))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    destination: str
+    nexthop: str
+
+
+def _routes(items: Any) -> tuple[Route, ...]:
+    return tuple([Route(r["destination"], r["nexthop"]) for r in items or ()])
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpOption:
+    opt_name: str
+    opt_value: str | None
+    ip_version: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpSubnet:
+    id: str
+    cidr: str
+    ip_version: int
+    gateway_ip: str | None = None
+    enable_dhcp: bool = True
+    dns_nameservers: tuple[str, ...] = ()
+    host_routes: tuple[Route, ...] = ()
+    ipv6_ra_mode: str | None = None
+    ipv6_address_mode: str | None = None
+    isolated: bool = True           # no router interface on it: DHCP offers metadata
+
+    @classmethod
+    def from_json(cls, d: dict) -> DhcpSubnet:
+        return cls(d["id"], d["cidr"], d["ip_version"], d.get("gateway_ip"),
+                   d.get("enable_dhcp", True), tuple(d.get("dns_nameservers") or ()),
+                   _routes(d.get("host_routes")), d.get("ipv6_ra_mode"),
+                   d.get("ipv6_address_mode"), d.get("isolated", True))
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpPort:
+    """Any port of a DHCP network (what dnsmasq serves), or the network's DHCP port here."""
+
+    id: str
+    mac_address: str
+    device_owner: str = ""
+    admin_state_up: bool = True
+    fixed_ips: tuple[FixedIP, ...] = ()
+    extra_dhcp_opts: tuple[DhcpOption, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict) -> DhcpPort:
+        return cls(d["id"], d["mac_address"], d.get("device_owner") or "",
+                   d.get("admin_state_up", True),
+                   tuple([FixedIP(f["subnet_id"], f["ip_address"])
+                          for f in d.get("fixed_ips") or ()]),
+                   tuple([DhcpOption(o.get("opt_name") or "", o.get("opt_value"),
+                                     o.get("ip_version") or 4)
+                          for o in d.get("extra_dhcp_opts") or ()]))
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpNetwork:
+    """A network scheduled to this host's DHCP agent."""
+
+    id: str
+    mtu: int | None = None
+    admin_state_up: bool = True
+    port: DhcpPort | None = None    # its DHCP port bound to this host, if any yet
+    subnets: tuple[DhcpSubnet, ...] = ()
+    ports: tuple[DhcpPort, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict) -> DhcpNetwork:
+        port = d.get("port")
+        return cls(d["id"], d.get("mtu"), d.get("admin_state_up", True),
+                   DhcpPort.from_json(port) if port else None,
+                   tuple([DhcpSubnet.from_json(s) for s in d.get("subnets") or ()]),
+                   tuple([DhcpPort.from_json(p) for p in d.get("ports") or ()]))
+
+
+@dataclass(frozen=True, slots=True)
+class RouterIP:
+    """A fixed IP of a router port, with what the router needs of its subnet."""
+
+    subnet_id: str
+    ip_address: str
+    cidr: str
+    gateway_ip: str | None = None
+    ipv6_ra_mode: str | None = None
+    ipv6_address_mode: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouterPort:
+    id: str
+    network_id: str
+    mac_address: str
+    mtu: int = 1500
+    host: str = ""
+    fixed_ips: tuple[RouterIP, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict) -> RouterPort:
+        return cls(d["id"], d["network_id"], d["mac_address"], d.get("mtu") or 1500,
+                   d.get("host") or "",
+                   tuple([RouterIP(f["subnet_id"], f["ip_address"], f["cidr"],
+                                   f.get("gateway_ip"), f.get("ipv6_ra_mode"),
+                                   f.get("ipv6_address_mode"))
+                          for f in d.get("fixed_ips") or ()]))
+
+
+@dataclass(frozen=True, slots=True)
+class FloatingIP:
+    id: str
+    floating_ip_address: str
+    fixed_ip_address: str | None
+    port_id: str | None
+    status: str = "DOWN"
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    """A router hosted by this host's L3 agent."""
+
+    id: str
+    admin_state_up: bool = True
+    enable_snat: bool = True
+    routes: tuple[Route, ...] = ()
+    gw_port: RouterPort | None = None
+    interfaces: tuple[RouterPort, ...] = ()
+    floating_ips: tuple[FloatingIP, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict) -> Router:
+        gw = d.get("gw_port")
+        return cls(d["id"], d.get("admin_state_up", True), d.get("enable_snat", True),
+                   _routes(d.get("routes")), RouterPort.from_json(gw) if gw else None,
+                   tuple([RouterPort.from_json(p) for p in d.get("interfaces") or ()]),
+                   tuple([FloatingIP(f["id"], f["floating_ip_address"],
+                                     f.get("fixed_ip_address"), f.get("port_id"),
+                                     f.get("status") or "DOWN")
+                          for f in d.get("floating_ips") or ()]))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One host's desired dataplane (``GET /agent/v1/hosts/{host}/state``).
+
+    The dict fields map ids to records; treat them as read-only like the records."""
+
+    host: str
+    revision: Revision = Revision()
+    ports: tuple[Port, ...] = ()
+    networks: dict[str, Network] = field(default_factory=dict)
+    security_groups: dict[str, SecurityGroup] = field(default_factory=dict)
+    remote_groups: dict[str, RemoteGroup] = field(default_factory=dict)
+    tunnels: tuple[TunnelEndpoint, ...] = ()
+    l2pop: dict[str, tuple[L2popHost, ...]] = field(default_factory=dict)
+    dhcp_networks: tuple[DhcpNetwork, ...] = ()
+    routers: tuple[Router, ...] = ()
+    version: int = VERSION
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str | dict) -> Snapshot:
+        d = _loads(data)
+        _version(d, "snapshot")
+        try:
+            return cls(
+                d["host"], Revision.from_json(d.get("revision")),
+                tuple([Port.from_json(p) for p in d.get("ports") or ()]),
+                {k: Network.from_json(v) for k, v in (d.get("networks") or {}).items()},
+                {k: SecurityGroup.from_json(v)
+                 for k, v in (d.get("security_groups") or {}).items()},
+                {k: RemoteGroup.from_json(v)
+                 for k, v in (d.get("remote_groups") or {}).items()},
+                tuple([TunnelEndpoint.from_json(t) for t in d.get("tunnels") or ()]),
+                {k: tuple([L2popHost.from_json(h) for h in v])
+                 for k, v in (d.get("l2pop") or {}).items()},
+                tuple([DhcpNetwork.from_json(n) for n in d.get("dhcp_networks") or ()]),
+                tuple([Router.from_json(r) for r in d.get("routers") or ()]))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ContractError(f"malformed snapshot: {type(exc).__name__} {exc}") from None
+
+
+# --- reports (agent → server) ----------------------------------------------------------------
+
+def _string(d: dict, key: str, default: str | None = None) -> str:
+    value = d.get(key, default)
+    if not isinstance(value, str) or (default is None and not value):
+        raise ContractError(f"'{key}' must be a non-empty string")
+    return value
+
+
+def _optional_number(d: dict, key: str) -> float | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ContractError(f"'{key}' must be a number of seconds (>= 0) or null")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    """How an agent's role is doing, as of the report. Ages are seconds before the report,
+    so the agent's and the server's clocks need not agree."""
+
+    synced_ago: float | None = None     # last pass that completed without error; None: never
+    error: str | None = None            # the last error (None: the last pass succeeded)
+    error_ago: float | None = None
+    revision: Revision = Revision()     # the snapshot the last completed pass realised
+
+    @classmethod
+    def from_json(cls, d: Any) -> SyncStatus:
+        if not isinstance(d, dict):
+            raise ContractError("'sync' must be an object")
+        error = d.get("error")
+        if error is not None and not isinstance(error, str):
+            raise ContractError("'error' must be a string or null")
+        return cls(_optional_number(d, "synced_ago"), error, _optional_number(d, "error_ago"),
+                   Revision.from_json(d.get("revision")))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReport:
+    """``POST /agent/v1/report_state``: register or heartbeat one agent of a host."""
+
+    agent_type: str
+    host: str
+    configurations: dict = field(default_factory=dict)
+    binary: str = ""
+    topic: str = "N/A"
+    availability_zone: str | None = "nova"
+    start_flag: bool = False
+    sync: SyncStatus | None = None      # None: the agent tells nothing of its passes
+    version: int = VERSION
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str | dict) -> AgentReport:
+        d = _loads(data)
+        _version(d, "report")
+        agent_type = _string(d, "agent_type")
+        configurations = d.get("configurations")
+        configurations = {} if configurations is None else configurations
+        if not isinstance(configurations, dict):
+            raise ContractError("'configurations' must be an object")
+        zone = d.get("availability_zone")
+        if zone is not None and not isinstance(zone, str):
+            raise ContractError("'availability_zone' must be a string")
+        sync = d.get("sync")
+        return cls(agent_type, _string(d, "host"), configurations,
+                   _string(d, "binary", AGENT_BINARIES.get(agent_type, "")),
+                   _string(d, "topic", AGENT_TOPICS.get(agent_type, "N/A")), zone,
+                   bool(d.get("start_flag", False)),
+                   SyncStatus.from_json(sync) if sync is not None else None)
+
+
+def _ids(d: dict, key: str, what: str) -> tuple[str, ...]:
+    value = d.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ContractError(f"'{key}' must be a list of {what} ids")
+    return tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class PortStatusReport:
+    """``POST /agent/v1/hosts/{host}/port_status``: ports wired (up) or not (down)."""
+
+    up: tuple[str, ...] = ()
+    down: tuple[str, ...] = ()
+    revision: Revision = Revision()
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str | dict) -> PortStatusReport:
+        d = _loads(data)
+        return cls(_ids(d, "up", "port"), _ids(d, "down", "port"),
+                   Revision.from_json(d.get("revision")))
+
+
+@dataclass(frozen=True, slots=True)
+class FloatingIpStatusReport:
+    """``POST /agent/v1/hosts/{host}/floatingip_status``: floating IPs applied (active) or
+    dropped (down) by the L3 role."""
+
+    active: tuple[str, ...] = ()
+    down: tuple[str, ...] = ()
+    revision: Revision = Revision()
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str | dict) -> FloatingIpStatusReport:
+        d = _loads(data)
+        return cls(_ids(d, "active", "floating IP"), _ids(d, "down", "floating IP"),
+                   Revision.from_json(d.get("revision")))
+
+
+# --- an Open vSwitch agent's configurations --------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class OvsConfigurations:
+    """What binding and the snapshot read of an Open vSwitch agent's ``configurations``
+    (the report holds Neutron's other keys too; they are shown, not read)."""
+
+    bridge_mappings: dict[str, str] = field(default_factory=dict)
+    tunnel_types: tuple[str, ...] = ()
+    tunneling_ip: str | None = None
+    datapath_type: str = "system"
+    integration_bridge: str = "br-int"
+
+    @classmethod
+    def from_json(cls, d: dict) -> OvsConfigurations:
+        """Validate; ``ContractError`` says what is wrong."""
+        mappings = d.get("bridge_mappings") or {}
+        if not isinstance(mappings, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, str) and v
+                for k, v in mappings.items()):
+            raise ContractError("'bridge_mappings' must map physical network names to bridge "
+                                "names (non-empty strings)")
+        types = d.get("tunnel_types") or []
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise ContractError("'tunnel_types' must be a list of strings")
+        unknown = sorted(set(types) - set(TUNNEL_TYPES))
+        if unknown:
+            raise ContractError(f"unknown tunnel type(s) {', '.join(unknown)}; known: "
+                                f"{', '.join(TUNNEL_TYPES)}")
+        ip = d.get("tunneling_ip")
+        if ip is not None:
+            try:
+                parsed = ipaddress.ip_address(ip) if isinstance(ip, str) else None
+            except ValueError:
+                parsed = None
+            if parsed is None or parsed.version != 4:
+                raise ContractError(f"'tunneling_ip' must be an IPv4 address or null, not "
+                                    f"{ip!r} (tunnels over IPv6 are not supported)")
+        datapath = d.get("datapath_type") or "system"
+        bridge = d.get("integration_bridge") or "br-int"
+        if not isinstance(datapath, str) or not isinstance(bridge, str):
+            raise ContractError("'datapath_type' and 'integration_bridge' must be strings")
+        return cls(dict(mappings), tuple(types), ip, datapath, bridge)
