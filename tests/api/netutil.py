@@ -17,7 +17,7 @@ import shlex
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +73,13 @@ def ids(items: list[dict]) -> list[str]:
 
 
 class Api:
-    """Raw Networking API calls as one identity (a token getter), with cleanup."""
+    """Raw Networking API calls as one identity (a token getter), with cleanup; ``user`` is
+    the conftest ProjectUser it acts as (None for the admin)."""
 
-    def __init__(self, cloud: Any, token: Callable[[], str]) -> None:
+    def __init__(self, cloud: Any, token: Callable[[], str], user: Any = None) -> None:
         self.cloud = cloud
         self._token = token
+        self.user = user
         self.created: list[tuple[str, str]] = []
 
     @property
@@ -157,7 +159,15 @@ def admin_api(cloud: Any) -> Api:
 
 def user_api(user: Any) -> Api:
     """An Api acting as a ProjectUser of conftest (``cloud.new_project(role)``)."""
-    return Api(user.cloud, lambda: user.token)
+    return Api(user.cloud, lambda: user.token, user)
+
+
+def project_api(cloud: Any, role: str = "member") -> Iterator[Api]:
+    """For a module fixture (``yield from project_api(cloud)``): an Api acting as a user with
+    ``role`` in a new project of its own (``api.user``), and what it created removed after."""
+    api = user_api(cloud.new_project(role))
+    yield api
+    api.cleanup()
 
 
 # --- the openstack CLI, several commands per process ---------------------------------------------

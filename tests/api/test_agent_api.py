@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from netutil import admin_api, uname
+from netutil import uname
 from sqlalchemy import create_engine, text
 
 from stacklet import config
@@ -81,13 +81,6 @@ def http(cloud):
                           timeout=30)
     yield client
     client.close()
-
-
-@pytest.fixture(scope="module")
-def admin(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,8 @@ empty list changes nothing. Through raw HTTP and through ``openstack port set
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from netutil import osc, uname, user_api
-
-
-@pytest.fixture(scope="module")
-def user(cloud) -> Any:
-    project = cloud.new_project("member")
-    api = user_api(project)
-    api.project = project
-    yield api
-    api.cleanup()
+from netutil import osc, uname
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +69,12 @@ def test_create_skips_null_values_and_refuses_duplicate_keys(user, lan):
 
 def test_openstack_port_set_adds_to_the_options_it_does_not_name(user, lan):
     name = uname("cli")
-    [created] = osc(user.project, ["port", "create", name, "--network", lan[0]["id"],
-                                   "--extra-dhcp-option", "name=bootfile-name,value=a.0",
-                                   "-f", "json"])
+    [created] = osc(user.user, ["port", "create", name, "--network", lan[0]["id"],
+                                "--extra-dhcp-option", "name=bootfile-name,value=a.0",
+                                "-f", "json"])
     user.created.append(("port", created["id"]))
-    osc(user.project, ["port", "set", name, "--extra-dhcp-option",
-                       "name=tftp-server,value=192.0.2.9"],
+    osc(user.user, ["port", "set", name, "--extra-dhcp-option",
+                    "name=tftp-server,value=192.0.2.9"],
         ["port", "set", name, "--extra-dhcp-option", "name=bootfile-name,value=b.0"])
     assert by_key(user.show("port", created["id"])["extra_dhcp_opts"]) == by_key([
         opt("bootfile-name", "b.0"), opt("tftp-server", "192.0.2.9")])

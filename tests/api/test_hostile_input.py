@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from netutil import admin_api, expect, uname, user_api
+from netutil import admin_api, expect, uname
 
 INJECTION = "\n dhcp-option=3,6.6.6.6"
 # text appended to a well-formed value (a MAC, an address, a CIDR)
@@ -21,13 +21,6 @@ SUFFIXES = ("\n", "\r", "\0", INJECTION, " -j ACCEPT", ";reboot", "$(id)", "`id`
 # whole free-text values (DHCP option values and names)
 TEXTS = ("a\nb", "a\rb", "a\0b", "pxelinux.0" + INJECTION, "a\u2028b", "a\u0085b", "a\x1bb",
          'a"b', "x" * 256, "x" * 100_000)
-
-
-@pytest.fixture(scope="module")
-def user(cloud) -> Any:
-    api = user_api(cloud.new_project("member"))
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")

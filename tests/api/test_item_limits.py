@@ -8,19 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from netutil import expect, uname, user_api
+from netutil import expect, uname
 
 from stacklet import config
 
 BULK = next(o.default for o in config.OPTIONS if o.name == "max_bulk_items")
 DHCP_OPTS = next(o.default for o in config.OPTIONS if o.name == "max_extra_dhcp_opts_per_port")
-
-
-@pytest.fixture(scope="module")
-def user(cloud) -> Any:
-    api = user_api(cloud.new_project("member"))
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 from fakenodes import OVS, PHYSNETS, FakeNode, heartbeating
-from netutil import admin_api, expect, osc, uname
+from netutil import expect, osc, uname
 from sqlalchemy import create_engine, text
 
 from stacklet import config
@@ -37,13 +37,6 @@ class L3Node(FakeNode):
                                   json={"active": list(active), "down": list(down)})
         assert response.status_code == 200, response.text
         return response.json()["updated"]
-
-
-@pytest.fixture(scope="module")
-def admin(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from netutil import API, admin_api, error_of, expect, ids, uname, user_api
-
-
-@pytest.fixture(scope="module")
-def admin(cloud) -> Any:
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
-
-
-@pytest.fixture(scope="module")
-def user(cloud) -> Any:
-    """A member of a project of its own, so lists change only through this module."""
-    api = user_api(cloud.new_project("member"))
-    yield api
-    api.cleanup()
+from netutil import API, error_of, expect, ids, uname
 
 
 @pytest.fixture(scope="module")

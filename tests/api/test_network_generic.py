@@ -9,14 +9,7 @@ import datetime
 from typing import Any
 
 import pytest
-from netutil import API, TIMESTAMP, admin_api, expect, ids, osc, uname, user_api
-
-
-@pytest.fixture(scope="module")
-def admin(cloud) -> Any:
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
+from netutil import API, TIMESTAMP, expect, ids, osc, uname, user_api
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,9 @@ from typing import Any
 
 import netaddr
 import pytest
-from netutil import API, admin_api, expect, osc, uname, user_api
+from netutil import API, expect, osc, uname, user_api
 
 HERE = Path(__file__).parent
-
-
-@pytest.fixture(scope="module")
-def admin(cloud) -> Any:
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 def eui64(cidr: str, mac: str) -> str:

@@ -10,19 +10,12 @@ from typing import Any
 
 import netaddr
 import pytest
-from netutil import admin_api, osc, uname, user_api
+from netutil import osc, project_api, uname, user_api
 
 ROUTER_KEYS = {"id", "name", "description", "project_id", "tenant_id", "tags", "created_at",
                "updated_at", "revision_number", "status", "admin_state_up",
                "external_gateway_info", "routes", "availability_zone_hints",
                "availability_zones", "flavor_id"}
-
-
-@pytest.fixture(scope="module")
-def admin(cloud) -> Any:
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +29,12 @@ def public(admin) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def alice(cloud) -> Any:
-    user = cloud.new_project("member")
-    api = user_api(user)
-    api.user = user
-    yield api
-    api.cleanup()
+    yield from project_api(cloud)
 
 
 @pytest.fixture(scope="module")
 def bob(cloud) -> Any:
-    user = cloud.new_project("member")
-    api = user_api(user)
-    api.user = user
-    yield api
-    api.cleanup()
+    yield from project_api(cloud)
 
 
 def ports_of(api, **params: Any) -> list[dict]:

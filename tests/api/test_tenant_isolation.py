@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 from fakenodes import FakeNode, heartbeating
-from netutil import admin_api, expect, uname, user_api
+from netutil import expect, project_api, uname, user_api
 
 API = "/networking/v2.0"
 V3 = "/identity/v3"
@@ -31,29 +31,14 @@ class L3Node(FakeNode):
 
 
 @pytest.fixture(scope="module")
-def admin(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
-
-
-@pytest.fixture(scope="module")
 def member(cloud):
-    user = cloud.new_project("member")
-    api = user_api(user)
-    api.project_id = user.project_id
-    yield api
-    api.cleanup()
+    yield from project_api(cloud)
 
 
 @pytest.fixture(scope="module")
 def other(cloud):
     """A second project, whose router the member's ports try to pose as."""
-    user = cloud.new_project("member")
-    api = user_api(user)
-    api.project_id = user.project_id
-    yield api
-    api.cleanup()
+    yield from project_api(cloud)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +94,7 @@ def test_a_shared_subnet_is_joined_by_a_port_not_by_its_gateway(admin, member, s
 def test_a_port_outside_the_pools_of_someone_elses_subnet_is_refused(admin, member, shared):
     """Neutron's _validate_port_in_range_or_admin: e.g. the gateway's own address."""
     router = member.create("router", name=uname("r"))
-    port = admin.create("port", network_id=shared[0]["id"], project_id=member.project_id,
+    port = admin.create("port", network_id=shared[0]["id"], project_id=member.user.project_id,
                         fixed_ips=[{"subnet_id": shared[1]["id"], "ip_address": "10.77.0.1"}])
     err = member.put(f"routers/{router['id']}/add_router_interface", {"port_id": port["id"]},
                      status=400, type_="BadRequest")
