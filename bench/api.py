@@ -19,19 +19,13 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import yaml
-from common import QUICK_ENV, Target, free_port, percentiles, quick, verdict
+from common import QUICK_ENV, Target, api_cloud, percentiles, quick, verdict
 
-BIN = Path(sys.executable).parent
 NET = "/networking/v2.0"
 
 # Issue 2 (port create, lists) and issue 3 (the rest), on this 2-core machine with SQLite.
@@ -68,26 +62,6 @@ class Bench:
             samples.append(elapsed)
             responses.append(response)
         return samples, responses
-
-
-def start_cloud(data_dir: Path) -> tuple[str, str]:
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "stacklet.conf").write_text(
-        f"[DEFAULT]\nbind_port = {port}\n[quotas]\nquota_port = -1\nquota_network = -1\n"
-        f"quota_subnet = -1\nquota_router = -1\nquota_floatingip = -1\n"
-        f"quota_security_group_rule = -1\n")
-    subprocess.run([str(BIN / "stacklet"), "up", "--data-dir", str(data_dir)], check=True,
-                   stdout=subprocess.DEVNULL)
-    clouds = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"]["stacklet-admin"]
-    auth = clouds["auth"]
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": auth["username"], "password": auth["password"], "domain": {"name": "Default"}}}},
-        "scope": {"project": {"name": auth["project_name"], "domain": {"name": "Default"}}}}}
-    url = f"http://127.0.0.1:{port}"
-    response = httpx.post(f"{url}/identity/v3/auth/tokens", json=body, timeout=60)
-    response.raise_for_status()
-    return url, response.headers["x-subject-token"]
 
 
 def run(bench: Bench, total_ports: int, scale: int = 1) -> dict:
@@ -219,14 +193,10 @@ def main() -> None:
     if args.quick:
         os.environ[QUICK_ENV] = "1"
     total = args.ports or (2000 if args.quick else 10000)
-    data_dir = Path(tempfile.mkdtemp(prefix="stacklet-bench-"))
-    try:
-        url, token = start_cloud(data_dir)
+    conf = ("[quotas]\nquota_port = -1\nquota_network = -1\nquota_subnet = -1\n"
+            "quota_router = -1\nquota_floatingip = -1\nquota_security_group_rule = -1\n")
+    with api_cloud(conf) as (url, token):
         results = run(Bench(url, token), total, 5 if args.quick else 1)
-    finally:
-        subprocess.run([str(BIN / "stacklet"), "down", "--data-dir", str(data_dir)],
-                       stdout=subprocess.DEVNULL, check=False)
-        shutil.rmtree(data_dir, ignore_errors=True)
     report = {
         "benchmark": "api",
         "database": "sqlite",

@@ -17,49 +17,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
 import httpx
-import yaml
-from common import QUICK_ENV, Target, free_port, percentiles, quick, verdict, write_results
+from common import QUICK_ENV, Target, api_cloud, login, percentiles, quick, verdict, write_results
 
-BIN = Path(sys.executable).parent
 NETWORKS = "/networking/v2.0/networks"
 # A token-authenticated GET may take this long at p95 while the storm runs.
 TARGET_STORM_P95_MS = 250.0
 TARGETS = [Target("storm_get", "p95_ms", TARGET_STORM_P95_MS,
                   "issue 9 A.5 (measure the p95; the limit set with this benchmark)")]
-
-
-def start_cloud(data_dir: Path) -> tuple[str, str]:
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "stacklet.conf").write_text(
-        f"[DEFAULT]\nbind_port = {port}\ncreate_demo_topology = false\n"
-        f"[agent]\nenabled = false\n")
-    subprocess.run([str(BIN / "stacklet"), "up", "--data-dir", str(data_dir)], check=True,
-                   stdout=subprocess.DEVNULL)
-    auth = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"]["stacklet"]["auth"]
-    url = f"http://127.0.0.1:{port}"
-    response = httpx.post(f"{url}/identity/v3/auth/tokens", timeout=60, json=login(
-        auth["username"], auth["password"], auth["project_name"]))
-    response.raise_for_status()
-    return url, response.headers["x-subject-token"]
-
-
-def login(user: str, password: str, project: str | None = None) -> dict:
-    auth: dict = {"identity": {"methods": ["password"], "password": {"user": {
-        "name": user, "password": password, "domain": {"name": "Default"}}}}}
-    if project:
-        auth["scope"] = {"project": {"name": project, "domain": {"name": "Default"}}}
-    return {"auth": auth}
 
 
 def timed_gets(url: str, token: str, n: int) -> list[float]:
@@ -139,14 +109,9 @@ def main() -> None:
     if args.quick:
         os.environ[QUICK_ENV] = "1"
     requests = args.requests or (20 if args.quick else 100)
-    data_dir = Path(tempfile.mkdtemp(prefix="stacklet-bench-"))
-    try:
-        url, token = start_cloud(data_dir)
+    conf = "create_demo_topology = false\n[agent]\nenabled = false\n"
+    with api_cloud(conf, cloud="stacklet") as (url, token):
         report = run(url, token, args.storm, requests)
-    finally:
-        subprocess.run([str(BIN / "stacklet"), "down", "--data-dir", str(data_dir)],
-                       stdout=subprocess.DEVNULL, check=False)
-        shutil.rmtree(data_dir, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_results(out, verdict(report, report["results"], TARGETS))

@@ -1,5 +1,5 @@
-"""Pieces every benchmark uses: a free TCP port, latency percentiles, targets and their
-verdicts, the quick mode, writing results."""
+"""Pieces every benchmark uses: a free TCP port, a cloud of its own, latency percentiles,
+targets and their verdicts, the quick mode, writing results."""
 
 from __future__ import annotations
 
@@ -7,11 +7,22 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
+import yaml
+
+BIN = Path(sys.executable).parent
 
 # `bench/run.py --quick` (or STACKLET_BENCH_QUICK=1): every benchmark takes few samples, to
 # check that it runs; its figures are not the ones of record.
@@ -26,6 +37,39 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def login(user: str, password: str, project: str | None = None) -> dict:
+    """A Keystone password auth body (Default domain), project-scoped when project is given."""
+    auth: dict = {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user, "password": password, "domain": {"name": "Default"}}}}}
+    if project:
+        auth["scope"] = {"project": {"name": project, "domain": {"name": "Default"}}}
+    return {"auth": auth}
+
+
+@contextmanager
+def api_cloud(conf: str = "", cloud: str = "stacklet-admin") -> Iterator[tuple[str, str]]:
+    """A stacklet of the benchmark's own (`stacklet up` in a temporary data dir, on a free
+    port; ``conf`` continues stacklet.conf's [DEFAULT] after bind_port and may open more
+    sections): yields its URL and a project-scoped token of clouds.yaml's ``cloud``; it is
+    taken down and its data dir removed afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix="stacklet-bench-"))
+    try:
+        port = free_port()
+        (data_dir / "stacklet.conf").write_text(f"[DEFAULT]\nbind_port = {port}\n{conf}")
+        subprocess.run([str(BIN / "stacklet"), "up", "--data-dir", str(data_dir)], check=True,
+                       stdout=subprocess.DEVNULL)
+        auth = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"][cloud]["auth"]
+        url = f"http://127.0.0.1:{port}"
+        response = httpx.post(f"{url}/identity/v3/auth/tokens", timeout=60, json=login(
+            auth["username"], auth["password"], auth["project_name"]))
+        response.raise_for_status()
+        yield url, response.headers["x-subject-token"]
+    finally:
+        subprocess.run([str(BIN / "stacklet"), "down", "--data-dir", str(data_dir)],
+                       stdout=subprocess.DEVNULL, check=False)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def wait(predicate, timeout: float, what: str) -> None:
