@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Any
 
 
@@ -32,33 +33,30 @@ def mac(value: Any) -> str:
     return value.lower()
 
 
-def ip(value: Any) -> str:
-    if not isinstance(value, str):
-        raise UnsafeValue(f"{value!r} is not an IP address")
+def _parsed(value: Any, parse: Callable[[str], Any], what: str, prefix: bool) -> str:
+    """``str(parse(value))`` of a string (with a ``/`` when ``prefix``); else ``UnsafeValue``
+    saying that value is not ``what``."""
+    if not isinstance(value, str) or prefix and "/" not in value:
+        raise UnsafeValue(f"{value!r} is not {what}")
     try:
-        return str(ipaddress.ip_address(value))
+        return str(parse(value))
     except ValueError:
-        raise UnsafeValue(f"{value!r} is not an IP address") from None
+        raise UnsafeValue(f"{value!r} is not {what}") from None
+
+
+def ip(value: Any) -> str:
+    return _parsed(value, ipaddress.ip_address, "an IP address", prefix=False)
 
 
 def cidr(value: Any) -> str:
     """A network in CIDR notation (host bits cleared)."""
-    if not isinstance(value, str) or "/" not in value:
-        raise UnsafeValue(f"{value!r} is not a CIDR")
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError:
-        raise UnsafeValue(f"{value!r} is not a CIDR") from None
+    return _parsed(value, lambda v: ipaddress.ip_network(v, strict=False), "a CIDR",
+                   prefix=True)
 
 
 def interface_address(value: Any) -> str:
     """``address/prefixlen`` (host bits kept)."""
-    if not isinstance(value, str) or "/" not in value:
-        raise UnsafeValue(f"{value!r} is not an interface address")
-    try:
-        return str(ipaddress.ip_interface(value))
-    except ValueError:
-        raise UnsafeValue(f"{value!r} is not an interface address") from None
+    return _parsed(value, ipaddress.ip_interface, "an interface address", prefix=True)
 
 
 def plain_id(value: Any) -> str:
