@@ -55,13 +55,28 @@ def sweep_stale_clusters() -> None:
         entry.unlink(missing_ok=True)
 
 
-def open_cluster(server_socket: Path, agent_ready=None) -> tuple[Cluster, Path]:
+def claim_prefix() -> tuple[str, Path]:
+    """A new name prefix, recorded in the ledger for this process (after sweeping what dead
+    runs left), and a work directory named after it."""
     sweep_stale_clusters()
     prefix = new_prefix()
     LEDGER.mkdir(exist_ok=True)
     (LEDGER / prefix).write_text(f"{os.getpid()}\n")
     # short: unix socket paths (<work>/<node>/ovs/br-physnet1.mgmt) must stay under 108 bytes
-    work_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
+    return prefix, Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
+
+
+def release_prefix(prefix: str, work_dir: Path) -> None:
+    """Off the ledger; the work directory removed (kept with STACKLET_TEST_KEEP)."""
+    (LEDGER / prefix).unlink(missing_ok=True)
+    if os.environ.get("STACKLET_TEST_KEEP"):
+        print(f"\nkept {work_dir}")
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def open_cluster(server_socket: Path, agent_ready=None) -> tuple[Cluster, Path]:
+    prefix, work_dir = claim_prefix()
     try:
         return Cluster(work_dir, server_socket, prefix, agent_ready=agent_ready), work_dir
     except BaseException:
@@ -74,11 +89,7 @@ def close_cluster(cluster: Cluster, work_dir: Path) -> None:
     try:
         cluster.close()
     finally:
-        (LEDGER / cluster.prefix).unlink(missing_ok=True)
-        if os.environ.get("STACKLET_TEST_KEEP"):
-            print(f"\nkept {work_dir}")
-        else:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        release_prefix(cluster.prefix, work_dir)
 
 
 def agent_alive(cloud):
@@ -145,11 +156,7 @@ def cluster_factory() -> Iterator:
 def machine() -> Iterator[Machine]:
     """Another machine (stacklet.harness.machine) for a whole `stacklet up` of its own, so it
     meets neither a cloud that runs on this host (`make up`) nor the system's Open vSwitch."""
-    sweep_stale_clusters()
-    prefix = new_prefix()
-    LEDGER.mkdir(exist_ok=True)
-    (LEDGER / prefix).write_text(f"{os.getpid()}\n")
-    work_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
+    prefix, work_dir = claim_prefix()
     try:
         m = Machine(prefix, work_dir)
         try:
@@ -158,8 +165,4 @@ def machine() -> Iterator[Machine]:
             m.close()
     finally:
         sweep(prefix)
-        (LEDGER / prefix).unlink(missing_ok=True)
-        if os.environ.get("STACKLET_TEST_KEEP"):
-            print(f"\nkept {work_dir}")
-        else:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        release_prefix(prefix, work_dir)
