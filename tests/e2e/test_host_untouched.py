@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
 from stacklet import host_routes, linux
 
 PIP_PACKAGE = "six==1.16.0"          # small, pure Python, on every index

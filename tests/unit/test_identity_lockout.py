@@ -54,7 +54,7 @@ def test_the_count_is_shared_and_the_lockout_ends(two_servers) -> None:
         with pytest.raises(errors.AccountLocked, match="The account is locked for user: "):
             service.issue_token(auth("alice", "right"))
     time.sleep(1.2)
-    token_id, info = second.issue_token(auth("alice", "right"))
+    _, info = second.issue_token(auth("alice", "right"))
     assert info.user_name == "alice"
     # the success reset the count: two more failures do not lock
     for _ in range(2):

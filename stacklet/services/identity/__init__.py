@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from stacklet.config import Config
-from stacklet.services.identity.app_creds import AppCredManager
 from stacklet.context import RequestContext
 from stacklet.services.identity import bootstrap as _bootstrap
+from stacklet.services.identity.app_creds import AppCredManager
 from stacklet.services.identity.assignments import AssignmentManager
 from stacklet.services.identity.catalog import CatalogManager
 from stacklet.services.identity.lockout import PasswordChecker

@@ -23,6 +23,7 @@ from stacklet import errors
 from stacklet.services.identity import common
 from stacklet.services.identity.app_creds import AppCredManager, AppCredRequest
 from stacklet.services.identity.assignments import AssignmentManager
+from stacklet.services.identity.lockout import PasswordChecker, StoredPassword
 from stacklet.services.identity.tokencache import (
     DOMAIN,
     PROJECT,
@@ -33,7 +34,6 @@ from stacklet.services.identity.tokencache import (
     TokenCache,
     TokenInfo,
 )
-from stacklet.services.identity.lockout import PasswordChecker, StoredPassword
 from stacklet.store.db import Database
 from stacklet.store.models.identity import Domain, Project, Token, User
 
