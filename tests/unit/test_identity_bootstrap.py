@@ -9,7 +9,7 @@ import pytest
 
 import stacklet.store.models  # noqa: F401  (every table into Base.metadata)
 from stacklet import config
-from stacklet.services.identity import IdentityService, users
+from stacklet.services.identity import IdentityService, passwords
 from stacklet.services.identity import bootstrap as bootstrap_mod
 from stacklet.store.db import Database
 from stacklet.store.models.base import Base
@@ -17,7 +17,7 @@ from stacklet.store.models.base import Base
 
 def test_new_items_are_made_once_and_deleted_ones_stay_deleted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(users, "BCRYPT_ROUNDS", 4)
+    monkeypatch.setattr(passwords, "BCRYPT_ROUNDS", 4)
     conf = config.load(tmp_path)
     conf.set("DEFAULT", "bind_port", 19990)
     db = Database(conf.database_url)

@@ -11,7 +11,7 @@ import pytest
 
 import stacklet.store.models  # noqa: F401  (every table into Base.metadata)
 from stacklet import config, errors
-from stacklet.services.identity import IdentityService, users
+from stacklet.services.identity import IdentityService, passwords
 from stacklet.store.db import Database
 from stacklet.store.models.base import Base
 
@@ -26,7 +26,7 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[IdentityService, IdentityServi
     """Two identity services (as in two server processes) on one database, lockout after 3
     failures for 1 second."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(users, "BCRYPT_ROUNDS", 4)
+        patch.setattr(passwords, "BCRYPT_ROUNDS", 4)
         conf = config.load(tmp_path)
         conf.set("security_compliance", "lockout_failure_attempts", 3)
         conf.set("security_compliance", "lockout_duration", 1)

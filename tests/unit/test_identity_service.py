@@ -14,7 +14,7 @@ from sqlalchemy import event, func, select
 
 import stacklet.store.models  # noqa: F401  (every table into Base.metadata)
 from stacklet import config, errors
-from stacklet.services.identity import IdentityService, users
+from stacklet.services.identity import IdentityService, passwords
 from stacklet.services.identity.assignments import Grant
 from stacklet.store.db import Database
 from stacklet.store.models.base import Base
@@ -27,7 +27,7 @@ ADMIN_PW, DEMO_PW = "admin-secret", "demo-secret"
 def fast_bcrypt() -> Iterator[None]:
     """Cheap hashes for these tests (the cost is stored in each hash, so checks follow)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(users, "BCRYPT_ROUNDS", 4)
+        patch.setattr(passwords, "BCRYPT_ROUNDS", 4)
         yield
 
 

@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session
 from stacklet import errors
 from stacklet.services.identity import common
 from stacklet.services.identity.assignments import PROJECT, AssignmentManager
+from stacklet.services.identity.passwords import hash_password, verify_password
 from stacklet.services.identity.roles import RoleManager, role_dict
 from stacklet.services.identity.tokencache import AppCredRef, TokenCache, TokenInfo
-from stacklet.services.identity.users import hash_password, verify_password
 from stacklet.store.db import Database
 from stacklet.store.models.identity import ApplicationCredential, Domain, Role, Token, User
 

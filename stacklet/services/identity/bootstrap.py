@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 from stacklet.services.identity import common
 from stacklet.services.identity.assignments import PROJECT, SYSTEM, SYSTEM_ALL, USER
 from stacklet.services.identity.catalog import INTERFACES
+from stacklet.services.identity.passwords import hash_password
 from stacklet.services.identity.resources import DEFAULT_DOMAIN_ID
-from stacklet.services.identity.users import hash_password
 from stacklet.store.db import Database
 from stacklet.store.models.identity import (
     Assignment,

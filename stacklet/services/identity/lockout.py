@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.services.identity import common
-from stacklet.services.identity.users import verify_password
+from stacklet.services.identity.passwords import verify_password
 from stacklet.store.db import Database
 from stacklet.store.models.identity import User
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import bcrypt
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.services.identity import common
+from stacklet.services.identity.lockout import PasswordChecker
+from stacklet.services.identity.passwords import hash_password
 from stacklet.services.identity.resources import DEFAULT_DOMAIN_ID, get_domain
 from stacklet.services.identity.tokencache import TokenCache
 from stacklet.store.db import Database
@@ -22,38 +23,12 @@ from stacklet.store.models.identity import (
     User,
 )
 
-if TYPE_CHECKING:
-    from stacklet.services.identity.lockout import PasswordChecker
-
-BCRYPT_ROUNDS = 12
-# bcrypt reads at most 72 bytes of a password (and bcrypt >= 5 refuses longer input).
-BCRYPT_MAX_BYTES = 72
-
 USER_SCHEMA = {"name": "string", "domain_id": "string", "enabled": "boolean",
                "password": "string|null", "default_project_id": "string|null",
                "description": "string|null", "email": "string|null", "options": "object"}
 GROUP_SCHEMA = {"name": "string", "domain_id": "string", "description": "string|null"}
 _USER_FIELDS = {"id", "name", "domain_id", "enabled", "password", "default_project_id",
                 "options", "links", "password_expires_at"}
-
-
-def _password_bytes(password: str) -> bytes:
-    return password.encode()[:BCRYPT_MAX_BYTES]
-
-
-def hash_password(password: str) -> str:
-    return bcrypt.hashpw(_password_bytes(password), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
-
-
-# Compared against when the user has no password, so that a miss costs as long as a hit.
-_DUMMY_HASH = "$2b$12$CFWazfSkZKhDy7nZrNkOV.ujowN8K3onxd4BehjjpoKzWYz1Sbc7a"
-
-
-def verify_password(password: str, hashed: str | None) -> bool:
-    if not hashed:
-        bcrypt.checkpw(b"x", _DUMMY_HASH.encode())
-        return False
-    return bcrypt.checkpw(_password_bytes(password), hashed.encode())
 
 
 def user_dict(user: User) -> dict[str, Any]:
