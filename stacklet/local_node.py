@@ -95,7 +95,8 @@ def wait_registered(conf: Config, pid: int, since: str,
 def stop_steps(conf: Config) -> list[tuple[str, Callable[[], str | None]]]:
     """What ``stacklet down`` undoes on this node, in order: (step name, function returning
     what it stopped or None). Each step stands alone, so one failing stops none of the others."""
-    steps: list[tuple[str, Callable[[], str | None]]] = [("stop the agent", lambda: _stop_agent(conf))]
+    steps: list[tuple[str, Callable[[], str | None]]] = [
+        ("stop the agent", lambda: _stop_agent(conf))]
     if conf.agent.enabled:      # else the qdhcp-/qrouter- here belong to another cloud
         if conf.dhcp.enabled:
             steps.append(("remove the DHCP role (qdhcp- namespaces, dnsmasq)",

@@ -297,7 +297,8 @@ def test_firewall_gives_no_flow_to_a_port_with_a_hostile_mac_or_address():
         good = fw_port(1, "fa:16:3e:00:00:01")
         hostile = [fw_port(2, "fa:16:3e:00:00:02" + bad),
                    fw_port(3, "fa:16:3e:00:00:03", ips=("10.0.0.7" + bad,)),
-                   fw_port(4, "fa:16:3e:00:00:04", pairs=(("10.0.0.8", "fa:16:3e:00:00:09" + bad),)),
+                   fw_port(4, "fa:16:3e:00:00:04",
+                           pairs=(("10.0.0.8", "fa:16:3e:00:00:09" + bad),)),
                    fw_port(5, "fa:16:3e:00:00:05", pairs=(("10.0.9.0/24" + bad, ""),))]
         flows = firewall.firewall_flows([good, *hostile], {}, {})
         for flow in flows:

@@ -4,8 +4,9 @@ A router's ports are ordinary ports that this service attaches to it (``routerpo
 Neutron; their device_id is the router too, but that alone makes no port a router's): the
 gateway port (``network:router_gateway``, owned by no project, as in Neutron) on an external
 network, and one ``network:router_interface`` port per attached subnet. Every change happens
-in one transaction, so a refused request leaves no port behind. Floating IPs and routes that depend on an interface
-or on the gateway keep them from being removed (409), as Neutron's L3 plugin does.
+in one transaction, so a refused request leaves no port behind. Floating IPs and routes that
+depend on an interface or on the gateway keep them from being removed (409), as Neutron's L3
+plugin does.
 """
 
 from __future__ import annotations
