@@ -30,8 +30,10 @@ __all__ = [
     "SETUP",
     "admin_api",
     "boot",
+    "empty_group",
     "flows_of",
     "network",
+    "ping_stops_after",
     "uname",
     "wait_for",
     "wait_status",
@@ -194,6 +196,31 @@ class PingTrace:
         match = re.search(r"(\d+) packets transmitted", out)
         assert match, f"no ping summary in: {out[-500:]}"
         return PingResult(int(match.group(1)), dict(self.replies), self.interval)
+
+
+def ping_stops_after(trace: PingTrace, change: str, changed: float, min_seq: int) -> PingResult:
+    """Wait for the running ping of ``trace`` to stop after ``change`` (made at ``changed``,
+    a time.time()) and check that it stopped as it should: every request answered up to then
+    (none lost, at least ``min_seq`` answered), the last reply within APPLY of the change, and
+    requests still going out unanswered after it (checked for IN_FLIGHT + 2 s of requests sent
+    in vain: the ping did not just die)."""
+    wait_for(lambda: trace.silent_for(IN_FLIGHT + 2), APPLY + IN_FLIGHT + 2,
+             what="the running ping to stop")
+    result = trace.stop()
+    assert result.gaps() == [], f"requests lost before the ping stopped: {result.gaps()}"
+    assert result.last_seq >= min_seq, f"the ping ran before {change}"
+    assert result.last_reply - changed <= APPLY, f"{change} stopped the ping late"
+    assert result.sent - result.last_seq >= IN_FLIGHT / trace.interval, result.sent
+    return result
+
+
+def empty_group(api: Api) -> dict:
+    """A new security group with its default egress rules and no ingress rule."""
+    group = api.create("security_group", name=uname("sg"))
+    for rule in group["security_group_rules"]:
+        if rule["direction"] == "ingress":
+            api.remove("security_group_rule", rule["id"])
+    return group
 
 
 class AgentPasses:

@@ -26,6 +26,7 @@ from dputil import (
     SETUP,
     AgentPasses,
     boot,
+    empty_group,
     network,
     nodes,
     uname,
@@ -46,14 +47,6 @@ FROZEN = RESYNC_INTERVAL + 1.0
 # effect); they come RESYNC_INTERVAL apart, each taking up to a pass.
 RESYNCS = 2
 NEXT_RESYNCS = RESYNCS * RESYNC_INTERVAL + APPLY
-
-
-def empty_group(api) -> dict:
-    group = api.create("security_group", name=uname("sg"))
-    for rule in group["security_group_rules"]:
-        if rule["direction"] == "ingress":
-            api.remove("security_group_rule", rule["id"])
-    return group
 
 
 @contextmanager
