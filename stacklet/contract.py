@@ -422,6 +422,9 @@ class Snapshot:
     l2pop: dict[str, tuple[L2popHost, ...]] = field(default_factory=dict)
     dhcp_networks: tuple[DhcpNetwork, ...] = ()
     routers: tuple[Router, ...] = ()
+    # ports of dhcp_networks whose host entry the server waits for (their DHCP provisioning
+    # block): port id → the port revision it waits for; the agent answers with DhcpReadyReport
+    dhcp_pending: dict[str, int] = field(default_factory=dict)
     version: int = VERSION
 
     def to_json(self) -> bytes:
@@ -444,7 +447,8 @@ class Snapshot:
                 {k: tuple([L2popHost.from_json(h) for h in v])
                  for k, v in (d.get("l2pop") or {}).items()},
                 tuple([DhcpNetwork.from_json(n) for n in d.get("dhcp_networks") or ()]),
-                tuple([Router.from_json(r) for r in d.get("routers") or ()]))
+                tuple([Router.from_json(r) for r in d.get("routers") or ()]),
+                _revisions(d, "dhcp_pending"))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ContractError(f"malformed snapshot: {type(exc).__name__} {exc}") from None
 
@@ -532,13 +536,28 @@ def _ids(d: dict, key: str, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _revisions(d: dict, key: str) -> dict[str, int]:
+    """A map of port id → port revision (``revision_number``)."""
+    value = d.get(key) or {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in value.items()):
+        raise ContractError(f"'{key}' must map port ids to revision numbers (integers >= 0)")
+    return dict(value)
+
+
 @dataclass(frozen=True, slots=True)
 class PortStatusReport:
-    """``POST /agent/v1/hosts/{host}/port_status``: ports wired (up) or not (down)."""
+    """``POST /agent/v1/hosts/{host}/port_status``: ports wired (up) or not (down).
+
+    ``revisions``: each reported port's ``revision_number`` in the snapshot the agent realised;
+    an L2 provisioning block is released only for that revision or an earlier one (a port
+    without an entry releases its block whatever its revision)."""
 
     up: tuple[str, ...] = ()
     down: tuple[str, ...] = ()
     revision: Revision = Revision()
+    revisions: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -547,7 +566,26 @@ class PortStatusReport:
     def from_json(cls, data: bytes | str | dict) -> PortStatusReport:
         d = _loads(data)
         return cls(_ids(d, "up", "port"), _ids(d, "down", "port"),
-                   Revision.from_json(d.get("revision")))
+                   Revision.from_json(d.get("revision")), _revisions(d, "revisions"))
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpReadyReport:
+    """``POST /agent/v1/hosts/{host}/dhcp_ready``: the DHCP role has these ports' host entries
+    in place (files written, dnsmasq started or SIGHUPed) as of the snapshot ``revision``;
+    ``ports``: port id → the revision of its DHCP block, as ``Snapshot.dhcp_pending`` gave it
+    (Neutron's ``dhcp_ready_on_ports``)."""
+
+    ports: dict[str, int] = field(default_factory=dict)
+    revision: Revision = Revision()
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str | dict) -> DhcpReadyReport:
+        d = _loads(data)
+        return cls(_revisions(d, "ports"), Revision.from_json(d.get("revision")))
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,7 +124,8 @@ class Agent:
         self.local_changed = True
         self.revision = Revision()     # the server's change position last seen
         self.snapshot: Snapshot | None = None
-        self.reported: dict[str, str] = {}      # port id → status we last reported
+        self.reported: dict[str, tuple[str, int]] = {}  # port id → (status, revision) reported
+        self.dhcp_reported: dict[str, int] = {}  # port id → DHCP-ready revision reported
         self.devices = 0
         self.registered = False
         connection = ovsdb_choice(conf)[0]
@@ -292,22 +293,28 @@ class Agent:
                   result.flow_mods, reported, (time.monotonic() - synced) * 1000)
 
     def _report(self, result) -> int:
+        """Report ports wired (up) or no longer wired (down), each with the revision the
+        snapshot gave it. A wired port the server keeps DOWN (it waits for its DHCP entry)
+        is reported again only when its revision changes; a port reported up is reported down
+        when it is unplugged, even if the server never made it ACTIVE."""
         up, down = [], []
         for port in self.snapshot.ports:
             pid = port.id
-            want = "ACTIVE" if pid in result.wired else "DOWN"
-            if port.status == want:
-                self.reported.pop(pid, None)
-                continue
-            if self.reported.get(pid) == want:
-                continue
-            (up if want == "ACTIVE" else down).append(pid)
+            last = self.reported.get(pid)           # (status, revision) last reported
+            if pid in result.wired:
+                if port.status != "ACTIVE" and last != ("ACTIVE", port.revision_number):
+                    up.append(pid)
+            elif (port.status == "ACTIVE" or (last is not None and last[0] == "ACTIVE")) and \
+                    last != ("DOWN", port.revision_number):
+                down.append(pid)
         if up or down:
-            self.client.port_status(up, down, self.snapshot.revision)
+            revisions = {p.id: p.revision_number for p in self.snapshot.ports}
+            self.client.port_status(up, down, self.snapshot.revision,
+                                    {pid: revisions[pid] for pid in up + down})
             for pid in up:
-                self.reported[pid] = "ACTIVE"
+                self.reported[pid] = ("ACTIVE", revisions[pid])
             for pid in down:
-                self.reported[pid] = "DOWN"
+                self.reported[pid] = ("DOWN", revisions[pid])
         known = {p.id for p in self.snapshot.ports}
         for pid in list(self.reported):
             if pid not in known:
@@ -340,19 +347,40 @@ class Agent:
         if self.dhcp is None:
             return True
         health = self.health[DHCP_AGENT]
+        ok = True
         try:
             self.dhcp.sync(snapshot.dhcp_networks)
+            health.ok(snapshot.revision)
         except DhcpError as exc:    # every network was tried; some failed
             LOG.warning("DHCP sync: %s; retrying", exc)
             health.ok(snapshot.revision)
             health.failed(str(exc))
-            return False
+            ok = False
         except Exception as exc:
             LOG.exception("DHCP sync failed; retrying")
             health.failed(f"{type(exc).__name__}: {exc}")
+            ok = False
+        try:        # the networks that did apply have their ports' host entries in place
+            self._report_dhcp_ready(snapshot)
+        except Exception as exc:  # noqa: BLE001 - reported again at the next call
+            LOG.warning("DHCP-ready ports: %s", exc)
             return False
-        health.ok(snapshot.revision)
-        return True
+        return ok
+
+    def _report_dhcp_ready(self, snapshot: Snapshot) -> None:
+        """Tell the server which ports it waits for (``dhcp_pending``) have their host entry
+        in place now, each once per revision (Neutron's ``dhcp_ready_on_ports``)."""
+        pending = snapshot.dhcp_pending
+        for pid in list(self.dhcp_reported):
+            if pending.get(pid) != self.dhcp_reported[pid]:
+                del self.dhcp_reported[pid]     # released, or blocked again for a new revision
+        ready = {pid: revision for pid, revision in
+                 self.dhcp.ready(snapshot.dhcp_networks, pending).items()
+                 if self.dhcp_reported.get(pid) != revision}
+        if ready:
+            self.client.dhcp_ready(ready, snapshot.revision)
+            self.dhcp_reported.update(ready)
+            LOG.debug("DHCP ready on %d port(s)", len(ready))
 
     def _l3_sync(self, snapshot: Snapshot) -> bool:
         """Apply the snapshot's routers; report the floating IPs that became ACTIVE (applied

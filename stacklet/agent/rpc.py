@@ -1,7 +1,8 @@
 """The agent's side of the server ↔ agent contract: HTTP to ``/agent/v1`` (usually on a unix socket).
 
 Calls: ``report_state`` (register, heartbeat), ``host_state`` (the host's desired state),
-``wait`` (long poll for change events), ``port_status`` (ports wired / gone) and
+``wait`` (long poll for change events), ``port_status`` (ports wired / gone),
+``dhcp_ready`` (ports whose host entries the DHCP role has in place) and
 ``floatingip_status`` (floating IPs applied / dropped by the L3 role). Bodies are the records
 of ``stacklet/contract.py``; the snapshot is parsed here, once.
 """
@@ -13,6 +14,7 @@ import orjson
 
 from stacklet.contract import (
     AgentReport,
+    DhcpReadyReport,
     FloatingIpStatusReport,
     PortStatusReport,
     Revision,
@@ -75,9 +77,13 @@ class ServerClient:
                                              params=params, timeout=timeout + 10))
 
     def port_status(self, up: list[str], down: list[str],
-                    revision: Revision = Revision()) -> dict:
+                    revision: Revision = Revision(),
+                    revisions: dict[str, int] | None = None) -> dict:
         return self._post(f"/hosts/{self.host}/port_status",
-                          PortStatusReport(tuple(up), tuple(down), revision))
+                          PortStatusReport(tuple(up), tuple(down), revision, revisions or {}))
+
+    def dhcp_ready(self, ports: dict[str, int], revision: Revision = Revision()) -> dict:
+        return self._post(f"/hosts/{self.host}/dhcp_ready", DhcpReadyReport(ports, revision))
 
     def floatingip_status(self, active: list[str], down: list[str],
                           revision: Revision = Revision()) -> dict:

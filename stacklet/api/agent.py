@@ -3,8 +3,11 @@
     POST /agent/v1/report_state              AgentReport: register / heartbeat → {"id"}
     GET  /agent/v1/hosts/{host}/state        the host's Snapshot (services/networking/host_state)
     GET  /agent/v1/hosts/{host}/events       long poll: ?epoch=E&after=N&timeout=S → {"epoch","seq"}
-    POST /agent/v1/hosts/{host}/port_status  PortStatusReport {"up", "down"} → {"updated": n}
+    POST /agent/v1/hosts/{host}/port_status  PortStatusReport {"up", "down", "revisions"}
+                                             → {"updated": n}
     POST /agent/v1/hosts/{host}/floatingip_status  FloatingIpStatusReport → {"updated": n}
+    POST /agent/v1/hosts/{host}/dhcp_ready   DhcpReadyReport {"ports": {id: revision}}
+                                             → {"released": n, "updated": n}
 
 The bodies are the records of ``stacklet/contract.py``; a body that does not parse is 400 with
 the contract's message.
@@ -36,6 +39,7 @@ from stacklet.contract import (
     VIF_OVS,
     AgentReport,
     ContractError,
+    DhcpReadyReport,
     FloatingIpStatusReport,
     OvsConfigurations,
     PortStatusReport,
@@ -43,7 +47,7 @@ from stacklet.contract import (
 )
 from stacklet.services.networking.common import CHUNK, chunks
 from stacklet.services.networking.host_state import host_state
-from stacklet.store.models.agents import Agent, RouterL3AgentBinding
+from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding, RouterL3AgentBinding
 from stacklet.store.models.base import isotime
 from stacklet.store.models.l3 import FloatingIP
 from stacklet.store.models.network import Port
@@ -155,12 +159,58 @@ def _set_statuses(call: Call, model, groups) -> dict:
 
 
 def port_status(call: Call) -> dict:
+    """The L2 agent wired (up) or no longer has (down) these ports of its host. Up releases a
+    port's L2 provisioning block (for the revision the agent saw); the port is ACTIVE when no
+    block remains. Down makes it DOWN and blocks it again (``provisioning.py``).
+    ``updated``: how many ports changed status."""
     host = call.path["host"]
     report = _parse(PortStatusReport.from_json, call.body)
     up, down = _two_lists(report.up, report.down)
+    if not up and not down:
+        return {"updated": 0}
+    provisioning = call.services.networking.ports.binder.provisioning
     here = Port.binding_host_id == host
-    return _set_statuses(call, Port, (("ACTIVE", up, (here, Port.binding_vif_type == VIF_OVS)),
-                                      ("DOWN", down, (here,))))
+
+    def write(session) -> int:
+        updated = 0
+        for part in chunks(up, CHUNK):
+            for port in session.scalars(select(Port).where(
+                    Port.id.in_(part), here, Port.binding_vif_type == VIF_OVS)):
+                updated += provisioning.wired(port, report.revisions.get(port.id))
+        for part in chunks(down, CHUNK):
+            for port in session.scalars(select(Port).where(Port.id.in_(part), here)):
+                updated += provisioning.unplugged(port)
+        return updated
+
+    return {"updated": call.services.db.retrying(write)}
+
+
+def dhcp_ready(call: Call) -> dict:
+    """The host's DHCP role has these ports' host entries in place (Neutron's
+    ``dhcp_ready_on_ports``): their DHCP provisioning blocks for that revision or an earlier
+    one are released, only on networks scheduled to this host's DHCP agent; a port left
+    without blocks becomes ACTIVE. ``released``: blocks removed; ``updated``: ports that
+    became ACTIVE."""
+    report = _parse(DhcpReadyReport.from_json, call.body)
+    if not report.ports:
+        return {"released": 0, "updated": 0}
+    provisioning = call.services.networking.ports.binder.provisioning
+    hosted = Port.network_id.in_(
+        select(NetworkDhcpAgentBinding.network_id)
+        .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
+        .where(Agent.agent_type == DHCP_AGENT, Agent.host == call.path["host"]))
+
+    def write(session) -> dict:
+        released = updated = 0
+        for part in chunks(sorted(report.ports), CHUNK):
+            for port in session.scalars(select(Port).where(
+                    Port.id.in_(part), Port.dhcp_block.is_not(None), hosted)):
+                revision = report.ports[port.id]
+                released += port.dhcp_block <= revision
+                updated += provisioning.dhcp_ready(port, revision)
+        return {"released": released, "updated": updated}
+
+    return call.services.db.retrying(write)
 
 
 def floatingip_status(call: Call) -> dict:
@@ -235,6 +285,8 @@ def create_app() -> UnixSocketOnly:
         Route(host + "/port_status", endpoint(port_status, authenticate=False),
               methods=["POST"]),
         Route(host + "/floatingip_status", endpoint(floatingip_status, authenticate=False),
+              methods=["POST"]),
+        Route(host + "/dhcp_ready", endpoint(dhcp_ready, authenticate=False),
               methods=["POST"]),
     ], exception_handlers={
         errors.StackletError: _stacklet_error,

@@ -51,7 +51,7 @@ from stacklet.agent.dhcp import dnsmasq
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
 from stacklet.agent.l2.flows import DEAD_VLAN
 from stacklet.agent.metadata import METADATA_IP, NETWORK_BIND, MetadataProxy
-from stacklet.contract import DhcpNetwork
+from stacklet.contract import DhcpNetwork, DhcpPort
 
 LOG = logging.getLogger(__name__)
 
@@ -80,6 +80,9 @@ class DhcpRole:
         self.bridge = integration_bridge
         self.applied: dict[str, Any] = {}       # network id → what was last applied
         self.plugged: dict[str, Any] = {}       # network id → the port setup last applied
+        # network id → the ports whose host entries dnsmasq has read (files written, then
+        # dnsmasq started or SIGHUPed): what the agent reports as DHCP-ready
+        self.served: dict[str, frozenset[DhcpPort]] = {}
         self.counts = {"networks": 0, "subnets": 0, "ports": 0}
         self.proxy = metadata_proxy         # None: no metadata for isolated networks
 
@@ -119,6 +122,19 @@ class DhcpRole:
         if failures:
             raise DhcpError("; ".join(failures))
 
+    def ready(self, networks: Sequence[DhcpNetwork], pending: dict[str, int]) -> dict[str, int]:
+        """Of the ``pending`` ports (id → revision), those whose host entry as these networks
+        give it dnsmasq has read: files written, then dnsmasq started or SIGHUPed."""
+        out = {}
+        for net in networks:
+            served = self.served.get(net.id)
+            if not served:
+                continue
+            for port in net.ports:
+                if port.id in pending and port in served:
+                    out[port.id] = pending[port.id]
+        return out
+
     @staticmethod
     def _namespaces() -> list[str]:
         out = linux.run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
@@ -137,6 +153,7 @@ class DhcpRole:
         pid = self._pid(directory, config.command)
         ns = dnsmasq.namespace(net.id)
         if self.applied.get(net.id) == fingerprint and tap in links and pid:
+            self.served[net.id] = frozenset(net.ports)
             # applied and alive: compare the rest with the node (addresses, INPUT rules,
             # the metadata proxy) and repair what someone changed
             _, inner = dnsmasq.device_names(port.id)
@@ -158,6 +175,7 @@ class DhcpRole:
         elif changed:
             os.kill(pid, signal.SIGHUP)
             LOG.info("dnsmasq of %s (pid %d) reloads its files", net.id, pid)
+        self.served[net.id] = frozenset(net.ports)
         iptables.ensure(ns, "filter", FILTER_RULES)
         self._metadata(net, ns)
         self.applied[net.id] = fingerprint
@@ -291,6 +309,7 @@ class DhcpRole:
         shutil.rmtree(directory, ignore_errors=True)
         self.applied.pop(net_id, None)
         self.plugged.pop(net_id, None)
+        self.served.pop(net_id, None)
         LOG.info("DHCP for network %s removed from this node", net_id)
 
     def remove_all(self) -> list[str]:

@@ -13,16 +13,17 @@ import datetime
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, select
+from sqlalchemy import ColumnElement, delete, false, select
 from sqlalchemy.orm import Session
 
 from stacklet import errors
 from stacklet.context import RequestContext
-from stacklet.contract import SyncStatus
+from stacklet.contract import DHCP_AGENT, SyncStatus
 from stacklet.resources.attributes import Attr, Resource, string, to_bool, to_uuid
 from stacklet.services.networking.common import Collection
 from stacklet.services.networking.liveness import Liveness, iso
-from stacklet.store.models.agents import Agent
+from stacklet.services.networking.provisioning import Provisioning
+from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding
 from stacklet.store.models.base import isotime
 
 AGENT = Resource("agent", "agents", (
@@ -120,7 +121,14 @@ class AgentService(Collection):
         def write(session: Session) -> None:
             row = self.find(session, ctx, agent_id)
             self.check_owner(ctx, row, "delete")
+            dhcp = row.agent_type == DHCP_AGENT
+            if dhcp:
+                session.execute(delete(NetworkDhcpAgentBinding).where(
+                    NetworkDhcpAgentBinding.dhcp_agent_id == row.id))
             session.delete(row)
+            if dhcp:    # ports of networks it served alone no longer wait for it
+                session.flush()
+                Provisioning.release_unserved(session)
         self.db.retrying(write)
 
     def report_state(self, agent_type: str, binary: str, topic: str, host: str,

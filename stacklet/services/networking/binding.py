@@ -8,7 +8,8 @@ otherwise ``binding_failed``; no host → ``unbound``.
 
 ``Binder`` applies it to port rows inside the caller's transaction (port create/update) and
 re-binds a host's failed ports when its agent (re)registers (``rebind_failed``). Whenever a
-port's binding changes its status becomes DOWN: only the agent's report makes it ACTIVE.
+port's binding changes its status becomes DOWN: only the agent's report makes it ACTIVE (and
+for ports with provisioning blocks, the DHCP agent's too: ``provisioning.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from stacklet.contract import (
 )
 from stacklet.services.networking.common import bump
 from stacklet.services.networking.liveness import Liveness
+from stacklet.services.networking.provisioning import Provisioning
 from stacklet.store.models.agents import Agent
 from stacklet.store.models.network import NetworkSegment, Port
 
@@ -81,6 +83,7 @@ class Binder:
 
     def __init__(self, conf: Any, clock: Callable[[], datetime.datetime] | None = None) -> None:
         self.liveness = Liveness(conf, clock)
+        self.provisioning = Provisioning(self.liveness)
 
     def _agent(self, session: Session, host: str) -> tuple[dict | None, bool]:
         """The host's Open vSwitch agent: (configurations or None, alive)."""
@@ -140,6 +143,7 @@ class Binder:
                                            port.binding_vnic_type)
                 if apply(port, vif_type, details):
                     bump(port)
+                    self.provisioning.port_rebound(port)
                     bound += vif_type == VIF_OVS
             return bound
 

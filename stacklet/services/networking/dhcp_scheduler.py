@@ -191,6 +191,12 @@ class DhcpScheduler:
         on the others; DHCP ports of hosts no longer bound are deleted."""
         wanted = {dhcp_device_id(h, network.id): h for h in hosts}
         dhcp_subnets = [s for s in subnets if s.enable_dhcp]
+        if not hosts or not dhcp_subnets:
+            # no DHCP agent (or nothing to serve) any more: no port waits for a host entry
+            activated = self.binder.provisioning.release_dhcp(session, network.id)
+            if activated:
+                LOG.info("network %s: %d port(s) no longer wait for DHCP", network.id,
+                         activated)
         ports = {p.device_id: p for p in session.scalars(select(Port).where(
             Port.network_id == network.id, Port.device_owner == DHCP_OWNER))}
         allocations: dict[str, dict[str, IPAllocation]] = {}

@@ -135,10 +135,10 @@ def host_state(session: Session, host: str,
 
     tunnelled = sorted(n for n, net in networks.items() if net.network_type in TUNNEL_TYPES)
     l2pop = _l2pop(session, host, tunnelled, agents) if tunnelled and agents else {}
+    dhcp_networks, dhcp_pending = _dhcp_networks(session, host)
     return c.Snapshot(
         host, revision, tuple(ports), networks, security_groups, remote_groups,
-        tuple(agents.values()), l2pop, _dhcp_networks(session, host),
-        _routers(session, host))
+        tuple(agents.values()), l2pop, dhcp_networks, _routers(session, host), dhcp_pending)
 
 
 def _networks(session: Session, local: Any) -> dict[str, c.Network]:
@@ -233,10 +233,12 @@ def _l2pop(session: Session, host: str, network_ids: list[str],
             for net_id, hosts in by_net.items()}
 
 
-def _dhcp_networks(session: Session, host: str) -> tuple[c.DhcpNetwork, ...]:
+def _dhcp_networks(session: Session,
+                   host: str) -> tuple[tuple[c.DhcpNetwork, ...], dict[str, int]]:
     """12.-15. each network scheduled to this host's DHCP agent: its DHCP port (the one bound
     to this host), subnets and every port with addresses. ``isolated`` subnets have no router
-    interface: the DHCP namespace offers the metadata route there."""
+    interface: the DHCP namespace offers the metadata route there. And the ports of those
+    networks that wait for their host entry (DHCP provisioning block → its revision)."""
     hosted = (select(NetworkDhcpAgentBinding.network_id)
               .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
               .where(Agent.agent_type == DHCP_AGENT, Agent.host == host))
@@ -244,7 +246,7 @@ def _dhcp_networks(session: Session, host: str) -> tuple[c.DhcpNetwork, ...]:
         select(Network.id, Network.mtu, Network.admin_state_up)
         .where(Network.id.in_(hosted)).order_by(Network.id))}
     if not nets:
-        return ()
+        return (), {}
     subnets: dict[str, list[tuple]] = {n: [] for n in nets}
     for row in session.execute(
             select(Subnet.network_id, Subnet.id, Subnet.cidr, Subnet.ip_version,
@@ -260,11 +262,14 @@ def _dhcp_networks(session: Session, host: str) -> tuple[c.DhcpNetwork, ...]:
     routed: set[str] = set()
     ports: dict[str, list[c.DhcpPort]] = {n: [] for n in nets}
     own: dict[str, c.DhcpPort] = {}
-    for port_id, net_id, mac, owner, device, port_host, admin_up, opts in session.execute(
-            select(Port.id, Port.network_id, Port.mac_address, Port.device_owner,
-                   Port.device_id, Port.binding_host_id, Port.admin_state_up,
-                   Port.extra_dhcp_opts)
-            .where(Port.network_id.in_(hosted)).order_by(Port.network_id, Port.id)):
+    pending: dict[str, int] = {}
+    rows = session.execute(
+        select(Port.id, Port.network_id, Port.mac_address, Port.device_owner, Port.device_id,
+               Port.binding_host_id, Port.admin_state_up, Port.extra_dhcp_opts, Port.dhcp_block)
+        .where(Port.network_id.in_(hosted)).order_by(Port.network_id, Port.id))
+    for port_id, net_id, mac, owner, device, port_host, admin_up, opts, block in rows:
+        if block is not None:
+            pending[port_id] = block
         allocations = sorted(ips.get(port_id, ()), key=_ip_sort_key)
         port = c.DhcpPort(
             port_id, mac, owner or "", bool(admin_up),
@@ -285,7 +290,7 @@ def _dhcp_networks(session: Session, host: str) -> tuple[c.DhcpNetwork, ...]:
                             ra_mode, address_mode, subnet_id not in routed)
                for (subnet_id, cidr, version, gateway, dhcp, dns, routes, ra_mode,
                     address_mode) in subnets[net_id]]),
-        tuple(ports[net_id])) for net_id, (mtu, up) in nets.items()])
+        tuple(ports[net_id])) for net_id, (mtu, up) in nets.items()]), pending
 
 
 def _routers(session: Session, host: str) -> tuple[c.Router, ...]:

@@ -349,6 +349,7 @@ class PortService(Collection):
         else:
             allocations = self._allocate_requested(session, network, subnets, requested,
                                                    port_id, mac)
+        self.binder.provisioning.port_created(session, port, [s for s, _ in allocations])
         session.flush()
         item = port_dict(port, allocations, [])
         if self.security_groups is not None:
@@ -404,7 +405,10 @@ class PortService(Collection):
                 host_changed = host != row.binding_host_id
                 row.binding_host_id = host
                 self.binder.bind(session, row, host_changed)  # a changed binding: DOWN
+            revision = row.revision_number
             bump_if_changed(session, row, changed=ips_changed or groups_changed)
+            if row.revision_number != revision:
+                self.binder.provisioning.port_updated(session, row, ips_changed)
         self.db.retrying(write)
         return self.get(ctx, port_id)
 

@@ -82,6 +82,10 @@ class Port(StandardAttrs, Base):
     binding_vif_details: Mapped[dict] = mapped_column(default=dict)
     binding_vnic_type: Mapped[str] = mapped_column(String(64), default="normal")
     binding_profile: Mapped[dict] = mapped_column(default=dict)
+    # Provisioning blocks (services/networking/provisioning.py), not in the API: the port
+    # revision for which the L2 agent's wiring / a DHCP agent's host entry is awaited.
+    l2_block: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dhcp_block: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class IPAllocation(Base):

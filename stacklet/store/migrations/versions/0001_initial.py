@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-05 21:28:34.700744
+Create Date: 2026-12-05 21:35:30.360631
 """
 
 from __future__ import annotations
@@ -311,6 +311,8 @@ def upgrade() -> None:
     sa.Column('binding_vif_details', sa.JSON(), nullable=False),
     sa.Column('binding_vnic_type', sa.String(length=64), nullable=False),
     sa.Column('binding_profile', sa.JSON(), nullable=False),
+    sa.Column('l2_block', sa.Integer(), nullable=True),
+    sa.Column('dhcp_block', sa.Integer(), nullable=True),
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('project_id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
