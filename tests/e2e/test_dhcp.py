@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
+import uuid
 
 import pytest
 from dputil import APPLY, DEAD, SETUP, boot, nodes, uname, wait_for, wait_status
@@ -20,6 +22,11 @@ from stacklet import linux
 # One udhcpc run sends 3 DISCOVERs 1 s apart (`Instance.dhcp(timeout=3)`); leases are asked
 # again until LEASE: the dnsmasq host entry of a port is written in the DHCP role's next pass.
 LEASE = SETUP
+# The DHCP node's agent stays frozen (SIGSTOP) at most this long while the compute node wires
+# a port: under the test cloud's agent_down_time (10 s), so it is never listed dead.
+FROZEN = 6.0
+# After the wiring shows in OVS, the L2 agent's report follows in the same pass.
+REPORTED = 1.0
 # A dead DHCP node's networks move when its agent is listed dead (DEAD) and the next heartbeat
 # of the surviving agent reschedules them; then the new port is served (SETUP).
 MOVED = DEAD + SETUP
@@ -101,6 +108,47 @@ def test_an_instance_gets_address_gateway_mtu_dns_and_routes_from_another_node(a
         return proc.returncode == 0 and proc.stdout.strip()
 
     assert wait_for(fetch, SETUP, interval=0.5, what="metadata") == vm.port["device_id"]
+    vm.unplug()
+
+
+def test_a_port_is_active_only_once_dnsmasq_has_its_host_entry(api, trio):
+    """B.7: ACTIVE waits for the DHCP host entry as well as the flows. The DHCP node's agent
+    is frozen while the instance's port is wired on the compute node: the port stays DOWN;
+    once the agent runs again, the port goes ACTIVE and at that moment dnsmasq's host file
+    names it, and the guest's first DHCP exchange gets its lease."""
+    d1, d2, c1 = trio
+    net, sub = dhcp_network(api, "10.66.0.0/24")
+    server = hosting_node(api, trio, net["id"])
+    other = d2 if server is d1 else d1
+    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=SETUP)
+    hosts = server.daemons_dir / "dhcp" / net["id"] / "host"
+    # the other DHCP node must not take the network while this one is frozen
+    (spare,) = api.get("agents", params={"host": other.host,
+                                         "agent_type": "DHCP agent"})["agents"]
+    pid = server.agent_pid
+    api.put(f"agents/{spare['id']}", {"agent": {"admin_state_up": False}})
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        port = api.create("port", network_id=net["id"], name=uname("vm"),
+                          device_owner="compute:nova", device_id=str(uuid.uuid4()),
+                          **{"binding:host_id": c1.host})
+        vm = c1.plug(port, network_mtu=net["mtu"], cidrs={sub["id"]: sub["cidr"]})
+        # wired on the compute node (out of the dead VLAN) and reported, yet DOWN
+        wait_for(lambda: c1.vsctl("get", "Port", vm.tap, "tag").strip() not in ("4095", "[]"),
+                 FROZEN, interval=0.05, what="the compute node wiring the port")
+        time.sleep(REPORTED)
+        assert api.show("port", port["id"])["status"] == "DOWN"
+        assert port["mac_address"] not in hosts.read_text()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        api.put(f"agents/{spare['id']}", {"agent": {"admin_state_up": True}})
+    # the first moment the API says ACTIVE, the host entry is already there
+    seen = wait_for(lambda: api.show("port", port["id"])["status"] == "ACTIVE" and
+                    hosts.read_text(), SETUP, interval=0.02, what="the port ACTIVE")
+    ip = port["fixed_ips"][0]["ip_address"]
+    assert any(port["mac_address"] in line and f",{ip}" in line for line in seen.splitlines()), seen
+    lease = vm.dhcp(timeout=3)
+    assert lease and lease["ip"] == ip
     vm.unplug()
 
 
