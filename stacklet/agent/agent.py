@@ -126,6 +126,9 @@ class Agent:
         self.snapshot: Snapshot | None = None
         self.reported: dict[str, tuple[str, int]] = {}  # port id → (status, revision) reported
         self.dhcp_reported: dict[str, int] = {}  # port id → DHCP-ready revision reported
+        self.l2_realised = Revision()   # the snapshot the last completed L2 sync applied
+        self.dhcp_applied: Snapshot | None = None   # the snapshot the DHCP role last applied
+        self.dhcp_ready_lock = threading.Lock()     # DHCP-ready reports: either thread
         self.devices = 0
         self.registered = False
         connection = ovsdb_choice(conf)[0]
@@ -275,8 +278,10 @@ class Agent:
         started = time.monotonic()
         result = self.role.sync(self.snapshot)
         synced = time.monotonic()
+        self.l2_realised = self.snapshot.revision
         self.devices = len(result.wired)
         self.wired = frozenset(result.wired)
+        self._dhcp_ready_after_l2()
         if self.l3 is not None and self.l3_lock.acquire(blocking=False):
             try:        # busy: the roles thread announces after its own sync
                 self.l3.announce(self.wired)
@@ -360,6 +365,7 @@ class Agent:
             LOG.exception("DHCP sync failed; retrying")
             health.failed(f"{type(exc).__name__}: {exc}")
             ok = False
+        self.dhcp_applied = snapshot
         try:        # the networks that did apply have their ports' host entries in place
             self._report_dhcp_ready(snapshot)
         except Exception as exc:  # noqa: BLE001 - reported again at the next call
@@ -367,15 +373,35 @@ class Agent:
             return False
         return ok
 
+    def _dhcp_ready_after_l2(self) -> None:
+        """After an L2 pass (main thread): the DHCP-ready ports that waited for it."""
+        snapshot = self.dhcp_applied
+        if self.dhcp is None or snapshot is None or not snapshot.dhcp_pending:
+            return
+        try:
+            self._report_dhcp_ready(snapshot)
+        except Exception as exc:  # noqa: BLE001 - the roles thread reports at its next call
+            LOG.warning("DHCP-ready ports: %s", exc)
+
     def _report_dhcp_ready(self, snapshot: Snapshot) -> None:
         """Tell the server which ports it waits for (``dhcp_pending``) have their host entry
-        in place now, each once per revision (Neutron's ``dhcp_ready_on_ports``)."""
+        in place now, each once per revision (Neutron's ``dhcp_ready_on_ports``). Only once
+        this node's L2 role has applied that snapshot too: its br-tun then has the tunnel and
+        the l2pop entries towards the port's node, so the guest's first DISCOVER gets its
+        answer back (else the port's ACTIVE would race this node's wiring); and only on
+        networks whose DHCP port that role has wired."""
+        if snapshot.revision.newer_than(self.l2_realised):
+            return          # reported after the L2 pass (_dhcp_ready_after_l2)
+        with self.dhcp_ready_lock:
+            self._send_dhcp_ready(snapshot)
+
+    def _send_dhcp_ready(self, snapshot: Snapshot) -> None:
         pending = snapshot.dhcp_pending
         for pid in list(self.dhcp_reported):
             if pending.get(pid) != self.dhcp_reported[pid]:
                 del self.dhcp_reported[pid]     # released, or blocked again for a new revision
         ready = {pid: revision for pid, revision in
-                 self.dhcp.ready(snapshot.dhcp_networks, pending).items()
+                 self.dhcp.ready(snapshot.dhcp_networks, pending, self.wired).items()
                  if self.dhcp_reported.get(pid) != revision}
         if ready:
             self.client.dhcp_ready(ready, snapshot.revision)

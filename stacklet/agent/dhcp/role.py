@@ -42,6 +42,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +123,15 @@ class DhcpRole:
         if failures:
             raise DhcpError("; ".join(failures))
 
-    def ready(self, networks: Sequence[DhcpNetwork], pending: dict[str, int]) -> dict[str, int]:
+    def ready(self, networks: Sequence[DhcpNetwork], pending: dict[str, int],
+              wired: AbstractSet[str]) -> dict[str, int]:
         """Of the ``pending`` ports (id → revision), those whose host entry as these networks
-        give it dnsmasq has read: files written, then dnsmasq started or SIGHUPed."""
+        give it dnsmasq has read (files written, then dnsmasq started or SIGHUPed), on
+        networks whose DHCP port the L2 role has ``wired``."""
         out = {}
         for net in networks:
             served = self.served.get(net.id)
-            if not served:
+            if not served or net.port is None or net.port.id not in wired:
                 continue
             for port in net.ports:
                 if port.id in pending and port in served:
