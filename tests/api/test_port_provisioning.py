@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 from fakenodes import FakeNode, heartbeating
-from netutil import admin_api, uname
+from netutil import uname
 
 DHCP = "DHCP agent"
 DHCP_CONF = {"dhcp_driver": "stacklet.agent.dhcp.dnsmasq", "dhcp_lease_duration": 86400,
@@ -43,13 +43,6 @@ class Node(FakeNode):
                                   json={"ports": ports})
         assert response.status_code == 200, response.text
         return response.json()
-
-
-@pytest.fixture(scope="module")
-def admin(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")
