@@ -103,6 +103,10 @@ def report_state(call: Call) -> dict:
             bound = binder.rebind_failed(db, host)
             if bound:
                 LOG.info("bound %d port(s) on %s after its agent reported", bound, host)
+        released = binder.provisioning.release_dead(db, host)
+        if released:
+            LOG.info("%d port(s) on %s ACTIVE: no live DHCP agent left to wait for",
+                     released, host)
     elif agent_type == DHCP_AGENT:
         # Every heartbeat moves networks off dead DHCP agents; a new, restarted or returning
         # agent (or new configurations) also takes the networks that lack agents.
@@ -174,9 +178,12 @@ def port_status(call: Call) -> dict:
     def write(session) -> int:
         updated = 0
         for part in chunks(up, CHUNK):
-            for port in session.scalars(select(Port).where(
-                    Port.id.in_(part), here, Port.binding_vif_type == VIF_OVS)):
+            ports = session.scalars(select(Port).where(
+                Port.id.in_(part), here, Port.binding_vif_type == VIF_OVS)).all()
+            for port in ports:
                 updated += provisioning.wired(port, report.revisions.get(port.id))
+            # wired, waiting for a DHCP agent that is gone: it would wait forever
+            updated += provisioning.unserved(session, [p for p in ports if p.l2_block is None])
         for part in chunks(down, CHUNK):
             for port in session.scalars(select(Port).where(Port.id.in_(part), here)):
                 updated += provisioning.unplugged(port)

@@ -10,11 +10,15 @@ the DHCP report with the revisions the snapshot's ``dhcp_pending`` gave.
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 
 import pytest
 from fakenodes import FakeNode, heartbeating
 from netutil import uname
+from sqlalchemy import create_engine, text
+
+from stacklet import config
 
 DHCP = "DHCP agent"
 DHCP_CONF = {"dhcp_driver": "stacklet.agent.dhcp.dnsmasq", "dhcp_lease_duration": 86400,
@@ -51,12 +55,30 @@ def physnet() -> str:
 
 
 @pytest.fixture(scope="module")
-def nodes(cloud, admin, physnet):
-    with heartbeating(cloud, admin, physnet, Node, "prov") as (made, _dead):
-        yield made
+def pair(cloud, admin, physnet):
+    with heartbeating(cloud, admin, physnet, Node, "prov") as made_and_dead:
+        yield made_and_dead
+
+
+@pytest.fixture(scope="module")
+def nodes(pair):
+    return pair[0]
 
 
 _index = itertools.count()
+# The fake nodes heartbeat every second; a few of them on a loaded machine.
+HEARTBEATS = 5.0
+
+
+def age(cloud, host: str) -> None:
+    """Make a host's agents look dead (last heartbeat long ago), straight in the database."""
+    engine = create_engine(config.load(cloud.data_dir).database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE agents SET heartbeat_timestamp = '2000-01-01T00:00:00Z' "
+                              "WHERE host = :host"), {"host": host})
+    finally:
+        engine.dispose()
 
 
 def network(admin, physnet: str, nodes, enable_dhcp: bool = True) -> tuple[dict, dict, Node,
@@ -178,6 +200,30 @@ def test_no_block_without_a_live_dhcp_agent_and_none_left_when_it_goes(admin, no
     assert admin.get(f"networks/{net['id']}/dhcp-agents")["agents"] == []
     assert node.wired(later["id"])["updated"] == 1
     assert status(admin, later) == "ACTIVE"
+
+
+def test_a_port_stops_waiting_when_its_networks_dhcp_agent_dies(cloud, admin, pair, physnet):
+    """No live DHCP agent left to write the entry (and none to move the network to): the
+    next heartbeat of the port host's Open vSwitch agent releases the block."""
+    nodes, dead = pair
+    net, _, server, other = network(admin, physnet, nodes)
+    port = instance_port(admin, net, other)
+    other.wired(port["id"])
+    assert status(admin, port) == "DOWN"
+    spare = other.ids[DHCP]         # not a candidate to take the network over
+    admin.put(f"agents/{spare}", {"agent": {"admin_state_up": False}})
+    dead.add(server.host)
+    try:
+        age(cloud, server.host)
+        # the fake nodes beat every second: ACTIVE after other's next heartbeat
+        deadline = time.monotonic() + HEARTBEATS
+        while status(admin, port) != "ACTIVE":
+            assert time.monotonic() < deadline, "still waiting for a dead DHCP agent"
+            time.sleep(0.1)
+        assert port["id"] not in server.pending()
+    finally:
+        dead.discard(server.host)
+        admin.put(f"agents/{spare}", {"agent": {"admin_state_up": True}})
 
 
 def test_malformed_dhcp_ready_is_400(nodes):

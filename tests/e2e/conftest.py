@@ -123,7 +123,24 @@ def cluster(cloud) -> Iterator[Cluster]:
     try:
         yield c
     finally:
+        hosts = [node.host for node in c.nodes.values()]
         close_cluster(c, work_dir)
+        forget_agents(cloud, hosts)
+
+
+def forget_agents(cloud, hosts: list[str]) -> None:
+    """The closed cluster's nodes are gone: delete their agents, as an operator removes a
+    retired node's. Else the next module's networks could be scheduled to a DHCP agent that
+    is still listed alive for agent_down_time, and its ports would wait for that agent's host
+    entry (provisioning blocks) until it is listed dead."""
+    for host in hosts:
+        response = cloud.request("GET", "/networking/v2.0/agents", token=cloud.admin_token,
+                                 params={"host": host})
+        if response.status_code != 200:
+            continue
+        for agent in response.json()["agents"]:
+            cloud.request("DELETE", f"/networking/v2.0/agents/{agent['id']}",
+                          token=cloud.admin_token)
 
 
 @pytest.fixture(scope="module")

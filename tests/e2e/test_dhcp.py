@@ -22,11 +22,14 @@ from stacklet import linux
 # One udhcpc run sends 3 DISCOVERs 1 s apart (`Instance.dhcp(timeout=3)`); leases are asked
 # again until LEASE: the dnsmasq host entry of a port is written in the DHCP role's next pass.
 LEASE = SETUP
-# The DHCP node's agent stays frozen (SIGSTOP) at most this long while the compute node wires
-# a port: under the test cloud's agent_down_time (10 s), so it is never listed dead.
-FROZEN = 6.0
+# The DHCP node's agent stays frozen (SIGSTOP) at most FROZEN + REPORTED while the compute
+# node wires a port (well under a second when quiet). It must not be listed dead meanwhile
+# (the server would stop waiting for it): its last heartbeat is at most report_interval (2 s)
+# old and its last DHCP pass at most check_interval (3 s) before that, against the test
+# cloud's agent_down_time of 10 s.
+FROZEN = 3.5
 # After the wiring shows in OVS, the L2 agent's report follows in the same pass.
-REPORTED = 1.0
+REPORTED = 0.5
 # A dead DHCP node's networks move when its agent is listed dead (DEAD) and the next heartbeat
 # of the surviving agent reschedules them; then the new port is served (SETUP).
 MOVED = DEAD + SETUP

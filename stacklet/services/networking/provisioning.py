@@ -14,8 +14,10 @@ snapshot cannot release a block that a later change added.
   live, admin-up DHCP agent waits for a DHCP agent of the network to report its host entry
   written (``POST /agent/v1/hosts/H/dhcp_ready``). Added when the port is created or its
   addresses or MAC change (Neutron: ``_setup_dhcp_agent_provisioning_component``), removed
-  without a report when that no longer holds for the port, and from every port of a network
-  that loses its last DHCP agent or its last DHCP subnet, so no port waits for an agent that
+  without a report when that no longer holds for the port, from every port of a network
+  that loses its last DHCP agent or its last DHCP subnet, and from ports whose network's DHCP
+  agents are all dead or disabled (checked when the L2 agent reports the port wired and at
+  each heartbeat of the port host's Open vSwitch agent), so no port waits for an agent that
   will never come.
 
 Ports of Neutron's ``NO_PBLOCKS_TYPES`` get no block at all: service ports (``network:*``:
@@ -96,6 +98,18 @@ def dhcp_served(session: Session, liveness: Liveness, network_id: str,
                    liveness.alive_clause()).limit(1)).first() is not None
 
 
+def served_networks(session: Session, liveness: Liveness, network_ids: Iterable[str]) -> set[str]:
+    """Those of the networks that a live, admin-up DHCP agent hosts."""
+    ids = sorted(set(network_ids))
+    if not ids:
+        return set()
+    return set(session.scalars(
+        select(NetworkDhcpAgentBinding.network_id)
+        .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
+        .where(NetworkDhcpAgentBinding.network_id.in_(ids), Agent.agent_type == DHCP_AGENT,
+               Agent.admin_state_up.is_(True), liveness.alive_clause())))
+
+
 class Provisioning:
     """Adds blocks inside the callers' transactions (port create/update, rebinding) and
     applies the agents' reports."""
@@ -147,6 +161,34 @@ class Provisioning:
         if port.l2_block is not None and (revision is None or port.l2_block <= revision):
             port.l2_block = None
         return _settle(port, require_admin_up=False)
+
+    def unserved(self, session: Session, ports: Iterable[Port]) -> int:
+        """Release the DHCP blocks of these ports whose network no live DHCP agent hosts any
+        more (its agents died or were disabled after the block was added): nothing would
+        release them. Returns how many ports became ACTIVE."""
+        blocked = [p for p in ports if p.dhcp_block is not None]
+        served = served_networks(session, self.liveness, {p.network_id for p in blocked})
+        activated = 0
+        for port in blocked:
+            if port.network_id not in served:
+                port.dhcp_block = None
+                activated += _settle(port)
+        return activated
+
+    def release_dead(self, db, host: str) -> int:
+        """The safety net run on each heartbeat of the host's Open vSwitch agent: the host's
+        ports waiting for a DHCP agent that is no longer alive stop waiting."""
+        with db.read() as session:     # usually no port waits: no write transaction
+            waiting = session.execute(select(Port.id, Port.network_id).where(
+                Port.binding_host_id == host, Port.dhcp_block.is_not(None))).all()
+            if not waiting or not set(n for _, n in waiting) - served_networks(
+                    session, self.liveness, {n for _, n in waiting}):
+                return 0
+
+        def write(session: Session) -> int:
+            return self.unserved(session, session.scalars(select(Port).where(
+                Port.binding_host_id == host, Port.dhcp_block.is_not(None))).all())
+        return db.retrying(write)
 
     @staticmethod
     def unplugged(port: Port) -> bool:
