@@ -128,10 +128,22 @@ def test_l2_alone_leaves_the_port_down_until_its_dhcp_entry_is_reported(admin, n
     assert status(admin, other) == "ACTIVE"
 
 
-def test_without_a_dhcp_subnet_or_for_service_ports_l2_alone_suffices(admin, nodes, physnet):
+def test_without_a_dhcp_address_or_for_service_ports_l2_alone_suffices(admin, nodes, physnet):
     net, _, node, _ = network(admin, physnet, nodes, enable_dhcp=False)
     port = instance_port(admin, net, node)
     assert node.wired(port["id"])["updated"] == 1
+    assert status(admin, port) == "ACTIVE"
+    # DHCP on, but a SLAAC address has no host entry: nothing to wait for
+    v6 = admin.create("network", name=uname("prov6"), **{
+        "provider:network_type": "flat",
+        "provider:physical_network": f"{physnet}-{next(_index)}"})
+    admin.create("subnet", network_id=v6["id"], ip_version=6, cidr="2001:db8:93::/64",
+                 ipv6_ra_mode="slaac", ipv6_address_mode="slaac")
+    (host,) = [a["host"] for a in admin.get(f"networks/{v6['id']}/dhcp-agents")["agents"]]
+    node6 = next(n for n in nodes if n.host == host)
+    port = instance_port(admin, v6, node6)
+    assert port["fixed_ips"] and port["id"] not in node6.pending()
+    assert node6.wired(port["id"])["updated"] == 1
     assert status(admin, port) == "ACTIVE"
     # Neutron's NO_PBLOCKS_TYPES: no device owner, network:* owners
     net, _, node, _ = network(admin, physnet, nodes)

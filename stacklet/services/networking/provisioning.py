@@ -10,8 +10,8 @@ snapshot cannot release a block that a later change added.
   host to report it wired. Added when the port is created bound, when its binding changes,
   when any change reaches a port that is not ACTIVE, and when the agent reports it unplugged
   (DOWN): so "no L2 block" on a bound port always means "wired since its last change".
-- **DHCP**: a port with an address on an ``enable_dhcp`` subnet of a network scheduled to a
-  live, admin-up DHCP agent waits for a DHCP agent of the network to report its host entry
+- **DHCP**: a port with an address on an ``enable_dhcp`` subnet that hands out addresses
+  (IPv4, stateful DHCPv6) of a network scheduled to a live, admin-up DHCP agent waits for a DHCP agent of the network to report its host entry
   written (``POST /agent/v1/hosts/H/dhcp_ready``). Added when the port is created or its
   addresses or MAC change (Neutron: ``_setup_dhcp_agent_provisioning_component``), removed
   without a report when that no longer holds for the port, from every port of a network
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from stacklet.contract import (
@@ -82,13 +82,17 @@ def blocks(port: Port) -> dict[str, int]:
 def dhcp_served(session: Session, liveness: Liveness, network_id: str,
                 subnet_ids: Iterable[str]) -> bool:
     """Whether a port with addresses on these subnets needs its host entry from a DHCP agent:
-    one of them has DHCP and the network is scheduled to a live, admin-up DHCP agent."""
+    one of them has DHCP and hands out addresses (IPv4, stateful DHCPv6: a SLAAC or
+    DHCPv6-stateless address has no host entry) and the network is scheduled to a live,
+    admin-up DHCP agent."""
     ids = sorted(set(subnet_ids))
     if not ids:
         return False
     with session.no_autoflush:
         if session.scalars(select(Subnet.id).where(
-                Subnet.id.in_(ids), Subnet.enable_dhcp.is_(True)).limit(1)).first() is None:
+                Subnet.id.in_(ids), Subnet.enable_dhcp.is_(True),
+                or_(Subnet.ip_version == 4, Subnet.ipv6_address_mode.is_(None),
+                    Subnet.ipv6_address_mode == "dhcpv6-stateful")).limit(1)).first() is None:
             return False
         return session.scalars(
             select(Agent.id).join(NetworkDhcpAgentBinding,
