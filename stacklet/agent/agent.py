@@ -46,6 +46,7 @@ from stacklet.agent.dhcp.role import DhcpError, DhcpRole
 from stacklet.agent.l2.ofctl import OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb
 from stacklet.agent.l2.role import L2Config, OvsRole
+from stacklet.agent.l2.underlay import UnderlayNeighbors
 from stacklet.agent.l3.role import L3Role
 from stacklet.agent.metadata import MetadataProxy, MetadataRelay, RateLimit
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
@@ -133,7 +134,11 @@ class Agent:
         self.registered = False
         connection = ovsdb_choice(conf)[0]
         self.ovsdb = Ovsdb(connection, on_change=self._local_change)
-        self.role = OvsRole(self.l2conf, self.ovsdb, run_dir(connection))
+        neighbors = None
+        if self.l2conf.datapath_type == "netdev" and self.l2conf.local_ip:
+            # userspace tunnelling: OVS resolves tunnel next hops itself (underlay.py)
+            neighbors = UnderlayNeighbors(run_dir(connection))
+        self.role = OvsRole(self.l2conf, self.ovsdb, run_dir(connection), neighbors=neighbors)
         relay = metadata_relay(conf)
         self.dhcp = dhcp_role(conf, connection, relay) if conf.dhcp.enabled else None
         self.l3 = l3_role(conf, connection, relay) if conf.l3.enabled else None

@@ -550,7 +550,7 @@ class Node:
     def plug(self, port: Mapping, network_mtu: int = 1500,
              cidrs: Mapping[str, str] | None = None, gateway: str | None = None,
              device_id: str | None = None, bridge: str = "br-int", isolate: bool = True,
-             ofport: int | None = None) -> Instance:
+             ofport: int | None = None, ipv6: bool = True) -> Instance:
         """Plug a port as Nova does and give its guest a namespace.
 
         isolate: plug it in the dead VLAN (tag 4095) as os-vif does, so that it receives
@@ -558,6 +558,8 @@ class Node:
         ofport: the OpenFlow port number to ask for (Interface ofport_request).
         cidrs: subnet id -> CIDR, for the prefix length of each fixed IP (a fixed IP whose
         subnet is missing gets /32 or /128). gateway: default route of the guest.
+        ipv6: False disables IPv6 on eth0 before it comes up, so the guest sends nothing by
+        itself (no MLD reports, router solicitations): its first frame is the test's.
         """
         port = dict(port)
         port_id = port["id"]
@@ -579,6 +581,8 @@ class Node:
             # guests do not need DAD delays or router solicitations here
             linux.run(["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0",
                        "net.ipv6.conf.eth0.dad_transmits=0"], netns, check=False)
+            if not ipv6:
+                linux.run(["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"], netns)
             linux.link_set(tap, self.netns, up=True)
             self.ovs.vsctl(
                 "--may-exist", "add-br", bridge, "--",

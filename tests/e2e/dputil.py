@@ -93,14 +93,15 @@ def network(api: Api, cidr: str, **provider: Any) -> tuple[dict, dict]:
 
 
 def boot(api: Api, node: Node, net: dict, sub: dict, *, gateway: bool = False,
-         wait: bool = True, **port_attrs: Any) -> Instance:
-    """Create a port bound to the node, plug it as Nova would, wait until ACTIVE."""
+         wait: bool = True, ipv6: bool = True, **port_attrs: Any) -> Instance:
+    """Create a port bound to the node, plug it as Nova would, wait until ACTIVE.
+    ipv6=False: a guest that sends nothing by itself (Node.plug)."""
     port = api.create("port", network_id=net["id"], name=uname("vm"),
                       device_owner="compute:nova", device_id=str(uuid.uuid4()),
                       **{"binding:host_id": node.host, **port_attrs})
     assert port["binding:vif_type"] == "ovs", port
     vm = node.plug(port, network_mtu=net["mtu"], cidrs={sub["id"]: sub["cidr"]},
-                   gateway=sub["gateway_ip"] if gateway else None)
+                   gateway=sub["gateway_ip"] if gateway else None, ipv6=ipv6)
     if wait:
         wait_status(api, port["id"], "ACTIVE")
     return vm

@@ -35,6 +35,7 @@ from stacklet.agent.l2.plan import (
     tunnel_port_name,
     warn_once,
 )
+from stacklet.agent.l2.underlay import UnderlayNeighbors
 from stacklet.contract import Network, Port, Snapshot
 
 LOG = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ class SyncResult:
 
 class OvsRole:
     def __init__(self, conf: L2Config, ovsdb: Ovsdb, run_dir: str | None,
-                 ofctl: Callable[[str, str | None], Ofctl] = Ofctl) -> None:
+                 ofctl: Callable[[str, str | None], Ofctl] = Ofctl,
+                 neighbors: UnderlayNeighbors | None = None) -> None:
         self.conf = conf
         self.ovsdb = ovsdb
         self.run_dir = run_dir
@@ -118,6 +120,8 @@ class OvsRole:
         self.lvids: dict[str, int] = {}
         self.generation = 0
         self.ofctl = ofctl              # (bridge, run dir) -> Ofctl; a fake switch in tests
+        # the userspace datapath's tunnel neighbour cache, filled for every peer (underlay.py)
+        self.neighbors = neighbors
 
     # -- bridges ------------------------------------------------------------------------------
 
@@ -144,6 +148,8 @@ class OvsRole:
             self.ovsdb.ensure_patch(bridge, phys_patch_name(physnet), int_patch_name(physnet))
         self._begin_generation()
         self.lvids = self._restore_lvids()
+        if self.neighbors is not None:     # (re)started ovs-vswitchd: its cache is empty
+            self.neighbors.reset()
         LOG.info("bridges ready: %s; generation %#x; %d local VLANs restored",
                  ", ".join(self.bridges()), self.generation, len(self.lvids))
 
@@ -394,3 +400,5 @@ class OvsRole:
                 wanted[name] = (kind, {"remote_ip": ip, "local_ip": c.local_ip,
                                        "in_key": "flow", "out_key": "flow"})
         self.ovsdb.set_tunnels(c.tunnel_bridge, wanted)
+        if self.neighbors is not None:
+            self.neighbors.watch(options["remote_ip"] for _, options in wanted.values())
