@@ -5,8 +5,7 @@ outer Ethernet header from its own neighbour cache (``ovs-appctl tnl/neigh/show`
 the kernel's. On a miss it drops the packet and sends an ARP request of its own; the reply
 fills the cache. So the first packet to a peer was lost — typically a new port's first DHCP
 DISCOVER, which the guest retries only seconds later — and again whenever the entry aged out
-(``tnl/neigh/aging``, 900 s by default, counted from when the entry was learned or set, not
-from its last use). The kernel's own ARP exchanges on the bridge do not fill OVS's cache
+(``tnl/neigh/aging``, 900 s by default; an entry set by hand ages too). The kernel's own ARP exchanges on the bridge do not fill OVS's cache
 (measured with OVS 3.1).
 
 So the agent fills it itself: for each peer it asks OVS for the route (the bridge and the next
