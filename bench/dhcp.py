@@ -145,8 +145,10 @@ def bench(api: Api, cluster, samples: int) -> dict:
         # the guest's port got no address before the subnet existed: give it one
         api.call("PUT", f"/ports/{port['id']}", json={"port": {"fixed_ips": [
             {"subnet_id": sub["id"]}]}})
-        networks.append(lease(vm)["ack"] - began)
-        print(f"  network {i + 1}: ack {networks[-1] * 1000:.0f} ms", file=sys.stderr)
+        got = lease(vm)
+        networks.append(got["ack"] - began)
+        print(f"  network {i + 1}: ack {networks[-1] * 1000:.0f} ms; "
+              f"{got['discovers']} DISCOVERs", file=sys.stderr)
         vm.unplug()
     return {"client": "busybox udhcpc, default retries (-t 3 -T 3 -A 20), started once the "
                       "port is ACTIVE (Nova starts the guest on network-vif-plugged)",

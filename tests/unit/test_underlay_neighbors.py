@@ -68,6 +68,10 @@ def test_kernel_mac_skips_unresolved_entries():
     assert kernel_mac('[{"dst":"1.2.3.4","dev":"br-phy","lladdr":"AA:bb:cc:dd:ee:ff",'
                       '"state":["STALE"]}]') == "aa:bb:cc:dd:ee:ff"
     assert kernel_mac("") is None
+    stale = '[{"dst":"1.2.3.4","lladdr":"aa:bb:cc:dd:ee:ff","state":["STALE"]}]'
+    assert kernel_mac(stale, confirmed=True) is None
+    assert kernel_mac(stale.replace("STALE", "REACHABLE"), confirmed=True) == \
+        "aa:bb:cc:dd:ee:ff"
 
 
 def test_resolve_sets_the_next_hop_the_kernel_learned():

@@ -33,6 +33,7 @@ LOG = logging.getLogger(__name__)
 DEFAULT_AGING = 900.0     # OVS's tnl/neigh/aging default, when it cannot be read
 RETRY = 5.0               # a peer that could not be resolved is tried again this much later
 UNUSABLE = {"FAILED", "INCOMPLETE", "NONE"}
+CONFIRMED = {"REACHABLE", "PERMANENT", "NOARP"}   # else the kernel is asked to confirm first
 
 Runner = Callable[[Sequence[str]], subprocess.CompletedProcess]
 
@@ -59,14 +60,17 @@ def parse_route(out: str) -> tuple[str, str] | None:
     return dev, (None if gw.is_unspecified else str(gw))
 
 
-def kernel_mac(out: str) -> str | None:
-    """The link-layer address of a usable entry in ``ip -j neigh show``'s answer."""
+def kernel_mac(out: str, confirmed: bool = False) -> str | None:
+    """The link-layer address of a usable entry in ``ip -j neigh show``'s answer (confirmed:
+    only of an entry the kernel confirmed recently, not a STALE one)."""
     try:
         entries = json.loads(out or "[]")
     except ValueError:
         return None
     for entry in entries:
-        if entry.get("lladdr") and not UNUSABLE & set(entry.get("state", [])):
+        states = set(entry.get("state", []))
+        if entry.get("lladdr") and not UNUSABLE & states \
+                and (not confirmed or CONFIRMED & states):
             return entry["lladdr"].lower()
     return None
 
@@ -162,8 +166,8 @@ class UnderlayNeighbors:
         bridge, gateway = found
         hop = gateway or peer
         neigh = ["ip", "-j", "neigh", "show", "to", hop, "dev", bridge]
-        mac = kernel_mac(self.run(neigh).stdout)
-        if mac is None:   # the kernel resolves it through the same bridge
+        mac = kernel_mac(self.run(neigh).stdout, confirmed=True)
+        if mac is None:   # unknown or stale: the kernel resolves it through the same bridge
             self.run(["ping", "-n", "-q", "-c", "1", "-W", "1", hop])
             mac = kernel_mac(self.run(neigh).stdout)
         if mac is None:
