@@ -392,6 +392,11 @@ class Node:
         linux.link_set(outer, master=segment, up=True)
         linux.tx_off(outer)
         linux.tx_off(inner, self.netns)
+        # The inner end is a switch port (OVS reads it with a packet socket), not an interface
+        # of the node: without this the node's kernel also answered ARP requests for the
+        # tunnel IP (on br-phy) from it, with its own MAC, and a peer that believed that reply
+        # sent its tunnel packets where br-phy does not take them (ARP flux).
+        linux.run(["ip", "link", "set", "dev", inner, "arp", "off"], self.netns)
         linux.link_set(inner, self.netns, up=True)
 
     def _underlay_ip(self) -> None:
