@@ -115,7 +115,11 @@ def bench(api: Api, cluster, samples: int) -> dict:
         plugged.append(time.time() - began)
         active = status.wait(30)        # Nova: network-vif-plugged, then the guest starts
         if active is None:
-            raise SystemExit(f"port {i + 1} not ACTIVE within 30 s")
+            port = api.call("GET", f"/ports/{vm.port['id']}")["port"]
+            raise SystemExit(f"port {i + 1} not ACTIVE within 30 s: status {port['status']}, "
+                             f"revision {port['revision_number']}\n--- {compute.name}'s agent\n"
+                             f"{compute.agent_log_tail(150)}\n--- {dhcp_node.name}'s agent\n"
+                             f"{dhcp_node.agent_log_tail(150)}")
         got = lease(vm)
         watcher.join(30)
         known += seen
