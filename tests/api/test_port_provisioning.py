@@ -88,8 +88,10 @@ def network(admin, physnet: str, nodes, enable_dhcp: bool = True) -> tuple[dict,
     net = admin.create("network", name=uname("prov"), **{
         "provider:network_type": "flat",
         "provider:physical_network": f"{physnet}-{next(_index)}"})
+    # the pool leaves .200-.254 to addresses the tests choose (random IPAM never takes them)
     sub = admin.create("subnet", network_id=net["id"], ip_version=4, cidr="10.93.0.0/24",
-                       enable_dhcp=enable_dhcp)
+                       enable_dhcp=enable_dhcp,
+                       allocation_pools=[{"start": "10.93.0.2", "end": "10.93.0.199"}])
     hosts = [a["host"] for a in admin.get(f"networks/{net['id']}/dhcp-agents")["agents"]]
     assert len(hosts) == (1 if enable_dhcp else 0)
     first, second = nodes
