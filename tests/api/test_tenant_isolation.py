@@ -44,8 +44,10 @@ def other(cloud):
 @pytest.fixture(scope="module")
 def external(admin):
     net = admin.create("network", name=uname("ext"), **{"router:external": True})
+    # .200 and up stay out of random allocation: the tests choose addresses there
     sub = admin.create("subnet", network_id=net["id"], ip_version=4, cidr="198.51.100.0/24",
-                       enable_dhcp=False)
+                       enable_dhcp=False,
+                       allocation_pools=[{"start": "198.51.100.2", "end": "198.51.100.199"}])
     return net, sub
 
 
@@ -238,10 +240,10 @@ def test_the_service_role_binds_ports_and_sets_network_owners(cloud, member):
 def test_a_manager_chooses_floating_ip_addresses(cloud, member, external):
     manager = user_api(cloud.new_project("manager"))
     fip = manager.create("floatingip", floating_network_id=external[0]["id"],
-                         floating_ip_address="198.51.100.77")
-    assert fip["floating_ip_address"] == "198.51.100.77"
+                         floating_ip_address="198.51.100.207")
+    assert fip["floating_ip_address"] == "198.51.100.207"
     err = member.post("floatingips", {"floatingip": {
-        "floating_network_id": external[0]["id"], "floating_ip_address": "198.51.100.78"}},
+        "floating_network_id": external[0]["id"], "floating_ip_address": "198.51.100.208"}},
         status=403, type_="PolicyNotAuthorized")
     assert "create_floatingip:floating_ip_address" in err["message"]
 

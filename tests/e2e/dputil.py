@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import netaddr
+
 from stacklet.harness.cluster import Instance, Node
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
@@ -35,6 +37,7 @@ __all__ = [
     "network",
     "ping_stops_after",
     "uname",
+    "unused_ip",
     "wait_for",
     "wait_status",
 ]
@@ -90,6 +93,18 @@ def network(api: Api, cidr: str, **provider: Any) -> tuple[dict, dict]:
     net = api.create("network", name=uname("net"), **provider)
     sub = api.create("subnet", network_id=net["id"], ip_version=4, cidr=cidr)
     return net, sub
+
+
+def unused_ip(api: Api, subnets: list[dict], start: int = 200) -> str:
+    """An address (host number ``start`` or the next one up) that no port holds on any of these
+    subnets of the same CIDR: a test that chooses an address must not meet one that random
+    IPAM gave a DHCP or another port."""
+    used = {ip["ip_address"] for sub in subnets
+            for port in api.list("port", {"network_id": sub["network_id"]})
+            for ip in port["fixed_ips"]}
+    hosts = netaddr.IPNetwork(subnets[0]["cidr"])
+    return next(str(hosts[n]) for n in range(start, hosts.size - 1)
+                if str(hosts[n]) not in used)
 
 
 def boot(api: Api, node: Node, net: dict, sub: dict, *, gateway: bool = False,

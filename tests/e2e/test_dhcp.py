@@ -15,7 +15,17 @@ import time
 import uuid
 
 import pytest
-from dputil import APPLY, DEAD, SETUP, boot, nodes, uname, wait_for, wait_status
+from dputil import (
+    APPLY,
+    DEAD,
+    SETUP,
+    boot,
+    nodes,
+    uname,
+    unused_ip,
+    wait_for,
+    wait_status,
+)
 
 from stacklet import linux
 
@@ -163,19 +173,19 @@ def test_a_new_address_comes_with_the_next_lease_and_dnsmasq_is_only_signalled(a
     vm = boot(api, c1, net, sub)
     assert wait_for(lambda: (lease := vm.dhcp(timeout=3)) and lease["ip"] == vm.ip, LEASE)
     pid = dnsmasq_pid(server, net["id"])
-    api.update("port", vm.port_id, fixed_ips=[{"subnet_id": sub["id"],
-                                               "ip_address": "10.61.0.77"}])
-    assert wait_for(lambda: (lease := vm.dhcp(timeout=2)) and lease["ip"] == "10.61.0.77",
+    first = unused_ip(api, [sub])
+    api.update("port", vm.port_id, fixed_ips=[{"subnet_id": sub["id"], "ip_address": first}])
+    assert wait_for(lambda: (lease := vm.dhcp(timeout=2)) and lease["ip"] == first,
                     LEASE, what="a lease with the new address")
     assert dnsmasq_pid(server, net["id"]) == pid, "dnsmasq must be signalled, not restarted"
     hosts = (server.daemons_dir / "dhcp" / net["id"] / "host").read_text()
-    assert ",10.61.0.77" in hosts and f",{vm.ip}\n" not in hosts
+    assert f",{first}" in hosts and f",{vm.ip}\n" not in hosts
     # a restarted agent adopts the running dnsmasq (pid file, same command line)
     server.stop_agent()
     server.start_agent()
-    api.update("port", vm.port_id, fixed_ips=[{"subnet_id": sub["id"],
-                                               "ip_address": "10.61.0.78"}])
-    assert wait_for(lambda: (lease := vm.dhcp(timeout=2)) and lease["ip"] == "10.61.0.78",
+    second = unused_ip(api, [sub])
+    api.update("port", vm.port_id, fixed_ips=[{"subnet_id": sub["id"], "ip_address": second}])
+    assert wait_for(lambda: (lease := vm.dhcp(timeout=2)) and lease["ip"] == second,
                     LEASE, what="a lease after the agent restarted")
     assert dnsmasq_pid(server, net["id"]) == pid, "a restarted agent keeps dnsmasq"
     vm.unplug()

@@ -4,7 +4,7 @@ provider networks; networks with the same CIDR stay isolated."""
 from __future__ import annotations
 
 import pytest
-from dputil import NO_REPLY, boot, network, nodes
+from dputil import NO_REPLY, boot, network, nodes, unused_ip
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +38,17 @@ def test_same_cidr_in_two_projects_is_isolated(api, pair):
     n1, n2 = pair
     net1, sub1 = network(api, "10.20.0.0/24")
     net2, sub2 = network(api, "10.20.0.0/24")
-    a1 = boot(api, n1, net1, sub1, fixed_ips=[{"subnet_id": sub1["id"],
-                                               "ip_address": "10.20.0.10"}])
-    b1 = boot(api, n2, net1, sub1, fixed_ips=[{"subnet_id": sub1["id"],
-                                               "ip_address": "10.20.0.11"}])
-    a2 = boot(api, n1, net2, sub2, fixed_ips=[{"subnet_id": sub2["id"],
-                                               "ip_address": "10.20.0.10"}])
-    b2 = boot(api, n2, net2, sub2, fixed_ips=[{"subnet_id": sub2["id"],
-                                               "ip_address": "10.20.0.12"}])
-    assert a1.ping("10.20.0.11", count=2)
-    assert a2.ping("10.20.0.12", count=2)
-    assert not a2.ping("10.20.0.11", count=2, timeout=NO_REPLY), "crossed into the other network"
-    assert not a1.ping("10.20.0.12", count=2, timeout=NO_REPLY), "crossed into the other network"
+    # one address on both networks, and one more on each (none that IPAM gave a DHCP port)
+    same = unused_ip(api, [sub1, sub2])
+    a1 = boot(api, n1, net1, sub1, fixed_ips=[{"subnet_id": sub1["id"], "ip_address": same}])
+    a2 = boot(api, n1, net2, sub2, fixed_ips=[{"subnet_id": sub2["id"], "ip_address": same}])
+    ip_b1 = unused_ip(api, [sub1, sub2])
+    b1 = boot(api, n2, net1, sub1, fixed_ips=[{"subnet_id": sub1["id"], "ip_address": ip_b1}])
+    ip_b2 = unused_ip(api, [sub1, sub2])
+    b2 = boot(api, n2, net2, sub2, fixed_ips=[{"subnet_id": sub2["id"], "ip_address": ip_b2}])
+    assert a1.ping(ip_b1, count=2)
+    assert a2.ping(ip_b2, count=2)
+    assert not a2.ping(ip_b1, count=2, timeout=NO_REPLY), "crossed into the other network"
+    assert not a1.ping(ip_b2, count=2, timeout=NO_REPLY), "crossed into the other network"
     for vm in (a1, b1, a2, b2):
         vm.unplug()
