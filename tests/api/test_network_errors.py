@@ -240,10 +240,14 @@ def test_bulk_create_is_all_or_nothing(user, lan, unchanged) -> None:
               400, "HTTPBadRequest")
     user.post("ports", {"ports": [{"network_id": net["id"]}, {"bogus": True}]}, 400,
               "HTTPBadRequest")
-    # Second member fails while writing: the first is rolled back.
+    # Second member fails while writing: the first is rolled back. (An address no port of the
+    # network holds: earlier tests' ports got random ones.)
+    used = {ip["ip_address"] for port in user.list("port", {"network_id": net["id"]})
+            for ip in port["fixed_ips"]}
+    chosen = next(f"10.60.0.{n}" for n in range(200, 254) if f"10.60.0.{n}" not in used)
     user.post("ports", {"ports": [
-        {"network_id": net["id"], "fixed_ips": [{"ip_address": "10.60.0.77"}]},
-        {"network_id": net["id"], "fixed_ips": [{"ip_address": "10.60.0.77"}]}]},
+        {"network_id": net["id"], "fixed_ips": [{"ip_address": chosen}]},
+        {"network_id": net["id"], "fixed_ips": [{"ip_address": chosen}]}]},
         409, "IpAddressAlreadyAllocated")
     user.post("ports", {"ports": [
         {"network_id": net["id"], "name": "first"},
@@ -252,7 +256,8 @@ def test_bulk_create_is_all_or_nothing(user, lan, unchanged) -> None:
         {"network_id": net["id"], "ip_version": 4, "cidr": "10.69.0.0/24"},
         {"network_id": net["id"], "ip_version": 4, "cidr": "10.69.0.0/25"}]},
         400, "InvalidInput", contains="overlaps with another subnet")
-    assert user.list("port", {"fixed_ips": "ip_address=10.60.0.77"}) == []
+    assert user.list("port", {"network_id": net["id"],
+                              "fixed_ips": f"ip_address={chosen}"}) == []
     assert user.list("subnet", {"cidr": "10.69.0.0/24"}) == []
 
 

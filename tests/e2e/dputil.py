@@ -83,7 +83,9 @@ def wait_for(predicate, timeout: float = APPLY, interval: float = 0.05, what: st
         time.sleep(interval)
 
 
-def wait_status(api: Api, port_id: str, status: str, timeout: float = APPLY) -> dict:
+def wait_status(api: Api, port_id: str, status: str, timeout: float = SETUP) -> dict:
+    """A port's status within SETUP: in full-suite runs a new port now and then took more than
+    APPLY to become ACTIVE (not reproduced alone; see the issue 9 closing note)."""
     return wait_for(lambda: (p := api.show("port", port_id))["status"] == status and p,
                     timeout, what=f"port {port_id} {status}")
 
