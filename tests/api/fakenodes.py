@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from sqlalchemy import create_engine, text
+
+from stacklet import config
 
 OVS = "Open vSwitch agent"
 PHYSNETS = 16  # flat networks: one per physical network
@@ -94,3 +97,14 @@ def heartbeating(cloud, admin, physnet: str, node_class: type[FakeNode],
             for agent_id in node.ids.values():
                 admin.req("DELETE", f"agents/{agent_id}")
         http.close()
+
+
+def age_agents(cloud, host: str) -> None:
+    """Make a host's agents look dead (last heartbeat long ago), straight in the database."""
+    engine = create_engine(config.load(cloud.data_dir).database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE agents SET heartbeat_timestamp = '2000-01-01T00:00:00Z' "
+                              "WHERE host = :host"), {"host": host})
+    finally:
+        engine.dispose()

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fakenodes import age_agents
 from netutil import uname
-from sqlalchemy import create_engine, text
 
 from stacklet import config
 
@@ -143,15 +143,6 @@ def port_on(admin, net: dict, host: str, **attrs: Any) -> dict:
     return admin.create("port", network_id=net["id"], **{"binding:host_id": host}, **attrs)
 
 
-def _age_heartbeat(cloud, host: str) -> None:
-    """Make an agent look dead (its last heartbeat long ago), straight in the database."""
-    engine = create_engine(config.load(cloud.data_dir).database_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE agents SET heartbeat_timestamp = '2000-01-01T00:00:00Z' "
-                              "WHERE host = :host"), {"host": host})
-    finally:
-        engine.dispose()
 
 
 # --- transport ------------------------------------------------------------------------------
@@ -250,7 +241,7 @@ def test_dead_agent_fails_and_binds_again_when_it_reports(cloud, http, admin, vx
     agent = FakeAgent(http, _host("dead"), configurations({}, ["vxlan"], "172.30.0.21"))
     agent.report(start_flag=True)
     try:
-        _age_heartbeat(cloud, agent.host)
+        age_agents(cloud, agent.host)
         assert admin.get(f"agents/{agent.id}")["agent"]["alive"] is False
         port = port_on(admin, net, agent.host)
         assert port["binding:vif_type"] == "binding_failed"

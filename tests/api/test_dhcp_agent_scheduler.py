@@ -14,11 +14,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fakenodes import OVS, FakeNode, heartbeating
+from fakenodes import OVS, FakeNode, age_agents, heartbeating
 from netutil import admin_api, expect, osc, uname
-from sqlalchemy import create_engine, text
-
-from stacklet import config
 
 API = "/networking/v2.0"
 DHCP = "DHCP agent"
@@ -75,15 +72,6 @@ def hosting(admin, net_id: str) -> list[dict]:
     return admin.get(f"networks/{net_id}/dhcp-agents")["agents"]
 
 
-def age(cloud, host: str) -> None:
-    """Make a host's agents look dead (last heartbeat long ago), straight in the database."""
-    engine = create_engine(config.load(cloud.data_dir).database_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE agents SET heartbeat_timestamp = '2000-01-01T00:00:00Z' "
-                              "WHERE host = :host"), {"host": host})
-    finally:
-        engine.dispose()
 
 
 def wait_for(predicate, timeout: float = 15.0):
@@ -224,7 +212,7 @@ def test_a_dead_agents_networks_move_to_a_live_agent(cloud, admin, nodes, physne
     survivor = next(n for n in made if n is not victim)
     dead.add(victim.host)
     try:
-        age(cloud, victim.host)
+        age_agents(cloud, victim.host)
         moved = wait_for(lambda: [a["id"] for a in hosting(admin, net["id"])] ==
                          [survivor.dhcp_id])
         assert moved, hosting(admin, net["id"])

@@ -14,11 +14,8 @@ import time
 import uuid
 
 import pytest
-from fakenodes import OVS, PHYSNETS, FakeNode, heartbeating
+from fakenodes import OVS, PHYSNETS, FakeNode, age_agents, heartbeating
 from netutil import expect, osc, uname
-from sqlalchemy import create_engine, text
-
-from stacklet import config
 
 API = "/networking/v2.0"
 L3 = "L3 agent"  # physical network <physnet>-0 is the external one
@@ -96,15 +93,6 @@ def dismantle(admin, router: dict, *subnets: dict) -> None:
     admin.req("DELETE", f"routers/{router['id']}")
 
 
-def age(cloud, host: str) -> None:
-    """Make a host's agents look dead (last heartbeat long ago), straight in the database."""
-    engine = create_engine(config.load(cloud.data_dir).database_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE agents SET heartbeat_timestamp = '2000-01-01T00:00:00Z' "
-                              "WHERE host = :host"), {"host": host})
-    finally:
-        engine.dispose()
 
 
 def wait_for(predicate, timeout: float = 15.0):
@@ -276,7 +264,7 @@ def test_a_dead_agents_routers_move_to_a_live_agent(cloud, admin, nodes, physnet
     survivor = next(n for n in made if n is not victim)
     dead.add(victim.host)
     try:
-        age(cloud, victim.host)
+        age_agents(cloud, victim.host)
         moved = wait_for(lambda: [a["id"] for a in hosting(admin, router["id"])] ==
                          [survivor.l3_id])
         assert moved, hosting(admin, router["id"])

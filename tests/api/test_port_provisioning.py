@@ -14,11 +14,8 @@ import time
 import uuid
 
 import pytest
-from fakenodes import FakeNode, heartbeating
+from fakenodes import FakeNode, age_agents, heartbeating
 from netutil import uname
-from sqlalchemy import create_engine, text
-
-from stacklet import config
 
 DHCP = "DHCP agent"
 DHCP_CONF = {"dhcp_driver": "stacklet.agent.dhcp.dnsmasq", "dhcp_lease_duration": 86400,
@@ -70,15 +67,6 @@ _index = itertools.count()
 HEARTBEATS = 5.0
 
 
-def age(cloud, host: str) -> None:
-    """Make a host's agents look dead (last heartbeat long ago), straight in the database."""
-    engine = create_engine(config.load(cloud.data_dir).database_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE agents SET heartbeat_timestamp = '2000-01-01T00:00:00Z' "
-                              "WHERE host = :host"), {"host": host})
-    finally:
-        engine.dispose()
 
 
 def network(admin, physnet: str, nodes, enable_dhcp: bool = True) -> tuple[dict, dict, Node,
@@ -228,7 +216,7 @@ def test_a_port_stops_waiting_when_its_networks_dhcp_agent_dies(cloud, admin, pa
     admin.put(f"agents/{spare}", {"agent": {"admin_state_up": False}})
     dead.add(server.host)
     try:
-        age(cloud, server.host)
+        age_agents(cloud, server.host)
         # the fake nodes beat every second: ACTIVE after other's next heartbeat
         deadline = time.monotonic() + HEARTBEATS
         while status(admin, port) != "ACTIVE":
