@@ -19,8 +19,8 @@ dnsmasq or proxy or a deleted address comes back within that time:
   enable_isolated_metadata``), 169.254.169.254/32 on the ``ns-`` device and the metadata proxy
   (``stacklet.agent.metadata``) listening on it, where option 121 sends instances; stopped
   when a router appears;
-- a network no longer scheduled here: dnsmasq (and the metadata proxy) stopped (PID from its pid file), the port
-  unplugged, the namespace and the state directory removed. Only networks with a state
+- a network no longer scheduled here: dnsmasq (and the metadata proxy) stopped (PID from its
+  pid file), the port unplugged, the namespace and the state directory removed. Only networks with a state
   directory are removed: the role never touches namespaces it did not make.
 
 dnsmasq runs as ``[dhcp] dnsmasq_user``/``dnsmasq_group`` once bound; the filter table
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from stacklet import linux
-from stacklet.agent import iptables, safe, unprivileged
+from stacklet.agent import iptables, remove_each, safe, unprivileged
 from stacklet.agent.dhcp import dnsmasq
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
 from stacklet.agent.l2.flows import DEAD_VLAN
@@ -317,14 +317,6 @@ class DhcpRole:
 
     def remove_all(self) -> list[str]:
         """Everything this role set up on the node (``stacklet down``, a node going away)."""
-        ids = sorted(p.name for p in self.state_dir.iterdir() if p.is_dir()) \
+        ids = [p.name for p in self.state_dir.iterdir() if p.is_dir()] \
             if self.state_dir.is_dir() else []
-        failed = []
-        for net_id in ids:         # one network that cannot go keeps none of the others
-            try:
-                self.remove(net_id)
-            except Exception as exc:  # noqa: BLE001 - reported together below
-                failed.append(f"network {net_id}: {exc}")
-        if failed:
-            raise RuntimeError("; ".join(failed))
-        return ids
+        return remove_each(ids, self.remove, "network")

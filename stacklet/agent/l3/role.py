@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stacklet import linux
-from stacklet.agent import iptables, safe, unprivileged
+from stacklet.agent import iptables, remove_each, safe, unprivileged
 from stacklet.agent.l2.flows import DEAD_VLAN
 from stacklet.agent.l3 import router as layout
 from stacklet.agent.l3.router import Device, RouterSetup
@@ -416,14 +416,5 @@ class L3Role:
 
     def remove_all(self) -> list[str]:
         """Everything this role set up on the node (``stacklet down``, a node going away)."""
-        ids = sorted(self._present())
-        failed = []
-        for router_id in ids:      # one router that cannot go keeps none of the others
-            try:
-                self.remove(router_id)
-            except Exception as exc:  # noqa: BLE001 - reported together below
-                failed.append(f"router {router_id}: {exc}")
-        if failed:
-            raise RuntimeError("; ".join(failed))
-        return ids
+        return remove_each(self._present(), self.remove, "router")
 
