@@ -20,8 +20,8 @@ dnsmasq or proxy or a deleted address comes back within that time:
   (``stacklet.agent.metadata``) listening on it, where option 121 sends instances; stopped
   when a router appears;
 - a network no longer scheduled here: dnsmasq (and the metadata proxy) stopped (PID from its
-  pid file), the port unplugged, the namespace and the state directory removed. Only networks with a state
-  directory are removed: the role never touches namespaces it did not make.
+  pid file), the port unplugged, the namespace and the state directory removed. Only
+  networks with a state directory are removed: the role never touches namespaces it did not make.
 
 dnsmasq runs as ``[dhcp] dnsmasq_user``/``dnsmasq_group`` once bound; the filter table
 accepts metadata requests (169.254.169.254:80) only from the ``ns-`` device.
