@@ -58,7 +58,9 @@ def test_cli_router_lifecycle(alice, admin, public) -> None:
     pub, pub_sub = public
     net, sub = alice.network_with_subnet("10.61.0.0/24")
     net2, _ = alice.network_with_subnet("10.62.0.0/24")
-    port = alice.create("port", network_id=net2["id"], name=uname("rport"))
+    # the router's port on net2 must not hold a nexthop the test routes through (10.62.0.30)
+    port = alice.create("port", network_id=net2["id"], name=uname("rport"),
+                        fixed_ips=[{"ip_address": "10.62.0.10"}])
     name = uname("router")
     created, added, shown = osc(
         alice.user,
