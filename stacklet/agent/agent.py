@@ -273,12 +273,7 @@ class Agent:
         began = time.monotonic()
         fetched = self.server_changed or self.snapshot is None
         if fetched:
-            snapshot = self.client.host_state()
-            self.server_changed = False     # only once fetched: a failed fetch is retried
-            self.snapshot = snapshot
-            if snapshot.revision.newer_than(self.revision):
-                self.revision = snapshot.revision
-            self.roles_wake.set()       # the DHCP and L3 roles apply it in their thread
+            self._fetch()
         self.local_changed = False
         started = time.monotonic()
         result = self.role.sync(self.snapshot)
@@ -301,6 +296,21 @@ class Agent:
                   else "kept", (synced - started) * 1000,
                   ", ".join(f"{k} {v * 1000:.0f}" for k, v in result.timings.items()),
                   result.flow_mods, reported, (time.monotonic() - synced) * 1000)
+
+    def _fetch(self) -> None:
+        """Take the server's snapshot of this host. The flag is cleared before the request,
+        not after: a change that the events thread announces while the request is in flight
+        may not be in this snapshot, and must bring another pass. A failed fetch is retried."""
+        self.server_changed = False
+        try:
+            snapshot = self.client.host_state()
+        except BaseException:
+            self.server_changed = True
+            raise
+        self.snapshot = snapshot
+        if snapshot.revision.newer_than(self.revision):
+            self.revision = snapshot.revision
+        self.roles_wake.set()       # the DHCP and L3 roles apply it in their thread
 
     def _report(self, result) -> int:
         """Report ports wired (up) or no longer wired (down), each with the revision the
