@@ -650,3 +650,63 @@ class OvsConfigurations:
         if not isinstance(datapath, str) or not isinstance(bridge, str):
             raise ContractError("'datapath_type' and 'integration_bridge' must be strings")
         return cls(dict(mappings), tuple(types), ip, datapath, bridge)
+
+
+# --- requests from the server to one agent ---------------------------------------------------
+
+# What the server may ask a node's agent (``stacklet trace`` asks each node for its part).
+REQUEST_OFPROTO_TRACE = "ofproto_trace"   # follow a packet through the node's bridges
+REQUEST_ROUTER_PATH = "router_path"       # routing decision and NAT in a qrouter- namespace
+REQUEST_KINDS = (REQUEST_OFPROTO_TRACE, REQUEST_ROUTER_PATH)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRequest:
+    """A request for one agent, handed out by the long poll (``requests`` of
+    ``GET /agent/v1/hosts/{host}/events``); ``args`` depend on the kind."""
+
+    id: str
+    kind: str
+    args: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: Any) -> AgentRequest:
+        if not isinstance(d, dict):
+            raise ContractError("a request must be a JSON object")
+        rid, kind, args = d.get("id"), d.get("kind"), d.get("args") or {}
+        if not isinstance(rid, str) or not rid or not isinstance(kind, str) or \
+                not isinstance(args, dict):
+            raise ContractError("a request needs 'id' and 'kind' (strings) and 'args' (object)")
+        return cls(rid, kind, args)
+
+
+def requests_of(d: dict) -> tuple[AgentRequest, ...]:
+    """The requests in a long poll's answer (none when it carries none)."""
+    value = d.get("requests") or []
+    if not isinstance(value, list):
+        raise ContractError("'requests' must be a list")
+    return tuple(AgentRequest.from_json(r) for r in value)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAnswer:
+    """``POST /agent/v1/hosts/{host}/answers``: the result of one request, or why it failed."""
+
+    id: str
+    result: dict | None = None
+    error: str | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str | dict) -> AgentAnswer:
+        d = _loads(data)
+        rid, result, error = d.get("id"), d.get("result"), d.get("error")
+        if not isinstance(rid, str) or not rid:
+            raise ContractError("'id' must be the request's id")
+        if result is not None and not isinstance(result, dict):
+            raise ContractError("'result' must be an object or null")
+        if error is not None and not isinstance(error, str):
+            raise ContractError("'error' must be a string or null")
+        return cls(rid, result, error)

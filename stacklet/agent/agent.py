@@ -2,6 +2,8 @@
 
 Threads:
 - *events*: long-polls the server for this host's change events and wakes the loop;
+- *request-<kind>*: one per request the server sent on the long poll (``stacklet trace``
+  asks each node for its part: ``agent/explain/``), answered with ``POST .../answers``;
 - *heartbeat*: reports the agent's state every ``[agent] report_interval`` seconds — one
   agent row per role: "Open vSwitch agent", "DHCP agent" when ``[dhcp] enabled``, "L3 agent"
   when ``[l3] enabled``;
@@ -49,12 +51,15 @@ from stacklet.agent.l2.role import L2Config, OvsRole
 from stacklet.agent.l2.underlay import UnderlayNeighbors
 from stacklet.agent.l3.role import L3Role
 from stacklet.agent.metadata import MetadataProxy, MetadataRelay, RateLimit
+from stacklet.agent.explain import Explainer
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
 from stacklet.config import Config
 from stacklet.contract import (
     AGENT_BINARIES,
     AGENT_TOPICS,
     DHCP_AGENT,
+    AgentAnswer,
+    AgentRequest,
     L3_AGENT,
     OVS_AGENT,
     AgentReport,
@@ -147,6 +152,7 @@ class Agent:
         self.fips_reported: dict[str, str] = {}  # floating IP id → status we last reported
         self.wired: frozenset[str] = frozenset()  # ports the last L2 pass wired
         self.health = {OVS_AGENT: Health(), DHCP_AGENT: Health(), L3_AGENT: Health()}
+        self.explainer = Explainer(self.l2conf, run_dir(connection), connection)
 
     # -- wake-ups -----------------------------------------------------------------------------
 
@@ -157,7 +163,7 @@ class Agent:
     def _events(self) -> None:
         while not self.stopping.is_set():
             try:
-                answer = self.client.wait(self.revision, timeout=30)
+                answer, requests = self.client.wait(self.revision, timeout=30)
             except ServerUnavailable as exc:
                 LOG.debug("events: %s", exc)
                 self.stopping.wait(1.0)
@@ -166,11 +172,27 @@ class Agent:
                 LOG.exception("events")
                 self.stopping.wait(1.0)
                 continue
+            for request in requests:
+                threading.Thread(target=self._serve, args=(request,), daemon=True,
+                                 name=f"request-{request.kind}").start()
             if answer.newer_than(self.revision):
                 self.server_changed = True
                 self.wake.set()
                 # Don't poll again for the same change before the loop has read it.
                 self.revision = answer
+
+    def _serve(self, request: AgentRequest) -> None:
+        """Run one request from the server (``stacklet trace`` asks for this node's part) and
+        post its answer; a failure is answered too, so the server never waits for nothing."""
+        try:
+            answer = AgentAnswer(request.id, result=self.explainer.run(request))
+        except Exception as exc:  # noqa: BLE001 - the answer says what went wrong
+            LOG.warning("request %s failed: %s", request.kind, exc)
+            answer = AgentAnswer(request.id, error=f"{type(exc).__name__}: {exc}")
+        try:
+            self.client.answer(answer)
+        except Exception as exc:  # noqa: BLE001 - the server gives up on its own timeout
+            LOG.warning("answering request %s: %s", request.kind, exc)
 
     def _heartbeat(self) -> None:
         start = True

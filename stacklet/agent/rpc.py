@@ -3,7 +3,8 @@
 Calls: ``report_state`` (register, heartbeat), ``host_state`` (the host's desired state),
 ``wait`` (long poll for change events), ``port_status`` (ports wired / gone),
 ``dhcp_ready`` (ports whose host entries the DHCP role has in place) and
-``floatingip_status`` (floating IPs applied / dropped by the L3 role). Bodies are the records
+``floatingip_status`` (floating IPs applied / dropped by the L3 role) and ``answer`` (the
+result of a request the long poll carried, ``stacklet/bus/requests.py``). Bodies are the records
 of ``stacklet/contract.py``; the snapshot is parsed here, once.
 """
 
@@ -13,12 +14,15 @@ import httpx
 import orjson
 
 from stacklet.contract import (
+    AgentAnswer,
     AgentReport,
+    AgentRequest,
     DhcpReadyReport,
     FloatingIpStatusReport,
     PortStatusReport,
     Revision,
     Snapshot,
+    requests_of,
 )
 
 
@@ -36,6 +40,7 @@ class ServerClient:
             transport = httpx.HTTPTransport()
             base = url.rstrip("/")
         self._transport = transport
+        self._url = url
         self._base = f"{base}/agent/v1"
         self._timeout = timeout
         self._client = httpx.Client(transport=transport, base_url=self._base, timeout=timeout)
@@ -43,6 +48,11 @@ class ServerClient:
         self._poll = httpx.Client(transport=httpx.HTTPTransport(uds=url[len("unix:"):])
                                   if url.startswith("unix:") else httpx.HTTPTransport(),
                                   base_url=self._base, timeout=timeout)
+
+    def _new_transport(self) -> httpx.HTTPTransport:
+        if self._url.startswith("unix:"):
+            return httpx.HTTPTransport(uds=self._url[len("unix:"):])
+        return httpx.HTTPTransport()
 
     def _send(self, client: httpx.Client, method: str, path: str, **kwargs) -> bytes:
         try:
@@ -68,13 +78,25 @@ class ServerClient:
     def host_state(self) -> Snapshot:
         return Snapshot.from_json(self._send(self._client, "GET", f"/hosts/{self.host}/state"))
 
-    def wait(self, after: Revision, timeout: float) -> Revision:
-        """The host's change position once it passes ``after`` (or after ``timeout``)."""
+    def wait(self, after: Revision, timeout: float
+             ) -> tuple[Revision, tuple[AgentRequest, ...]]:
+        """The host's change position once it passes ``after`` (or after ``timeout``, or as
+        soon as the server has requests for this agent), and those requests."""
         params = {"after": after.seq, "timeout": timeout}
         if after.epoch:
             params["epoch"] = after.epoch
-        return Revision.from_json(self._call(self._poll, "GET", f"/hosts/{self.host}/events",
-                                             params=params, timeout=timeout + 10))
+        answer = self._call(self._poll, "GET", f"/hosts/{self.host}/events",
+                            params=params, timeout=timeout + 10)
+        return Revision.from_json(answer), requests_of(answer)
+
+    def answer(self, answer: AgentAnswer) -> dict:
+        """Post a request's result; its own connection (requests run in threads of their
+        own, beside the loop's reports)."""
+        with httpx.Client(transport=self._new_transport(), base_url=self._base,
+                          timeout=self._timeout) as client:
+            return self._call(client, "POST", f"/hosts/{self.host}/answers",
+                              content=answer.to_json(),
+                              headers={"content-type": "application/json"})
 
     def port_status(self, up: list[str], down: list[str],
                     revision: Revision = Revision(),

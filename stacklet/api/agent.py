@@ -3,6 +3,8 @@
     POST /agent/v1/report_state              AgentReport: register / heartbeat → {"id"}
     GET  /agent/v1/hosts/{host}/state        the host's Snapshot (services/networking/host_state)
     GET  /agent/v1/hosts/{host}/events       long poll: ?epoch=E&after=N&timeout=S → {"epoch","seq"}
+                                             (+ "requests": [AgentRequest] for the agent)
+    POST /agent/v1/hosts/{host}/answers      AgentAnswer: a request's result → {"accepted"}
     POST /agent/v1/hosts/{host}/port_status  PortStatusReport {"up", "down", "revisions"}
                                              → {"updated": n}
     POST /agent/v1/hosts/{host}/floatingip_status  FloatingIpStatusReport → {"updated": n}
@@ -37,6 +39,7 @@ from stacklet.contract import (
     L3_COUNTS,
     OVS_AGENT,
     VIF_OVS,
+    AgentAnswer,
     AgentReport,
     ContractError,
     DhcpReadyReport,
@@ -246,6 +249,18 @@ async def events(request: Request) -> Response:
     return json_response(result)
 
 
+async def answers(request: Request) -> Response:
+    """The agent's answer to a request the long poll gave it (``stacklet/bus/requests.py``);
+    ``accepted`` is false when nobody waits for it any more."""
+    try:
+        answer = AgentAnswer.from_json(await request.body())
+    except ContractError as exc:
+        return json_response({"error": {"code": 400, "message": str(exc)}}, 400)
+    accepted = request.app.state.services.requests.answer(
+        request.path_params["host"], answer.id, answer.result, answer.error)
+    return json_response({"accepted": accepted})
+
+
 # --- the application ------------------------------------------------------------------------
 
 async def _stacklet_error(request: Request, exc: Exception) -> Response:
@@ -289,6 +304,7 @@ def create_app() -> UnixSocketOnly:
         Route("/report_state", endpoint(report_state, authenticate=False), methods=["POST"]),
         Route(host + "/state", endpoint(state, authenticate=False), methods=["GET"]),
         Route(host + "/events", events, methods=["GET"]),
+        Route(host + "/answers", answers, methods=["POST"]),
         Route(host + "/port_status", endpoint(port_status, authenticate=False),
               methods=["POST"]),
         Route(host + "/floatingip_status", endpoint(floatingip_status, authenticate=False),

@@ -25,12 +25,13 @@ from starlette.routing import Mount, Route
 
 from stacklet import errors
 from stacklet.api import agent as agent_api
+from stacklet.api import explain as explain_api
 from stacklet.api import identity as identity_api
 from stacklet.api import metadata as metadata_api
 from stacklet.api import networking as networking_api
 from stacklet.api.bodysize import BodySizeLimit
 from stacklet.api.common import json_response
-from stacklet.bus import ChangeNotifier
+from stacklet.bus import AgentRequests, ChangeNotifier
 from stacklet.bus import install as install_bus
 from stacklet.config import Config
 from stacklet.context import RequestContext
@@ -49,6 +50,12 @@ class Services:
     metadata: MetadataService
     # Change events for node agents; fed by session hooks on ``db`` (see stacklet.bus).
     bus: ChangeNotifier = field(default_factory=ChangeNotifier)
+    # Requests to one node's agent, riding its long poll (stacklet.bus.requests).
+    requests: AgentRequests | None = None
+
+    def __post_init__(self) -> None:
+        if self.requests is None:
+            self.requests = AgentRequests(self.bus)
 
 
 def build_services(conf: Config, db: Database | None = None) -> Services:
@@ -127,6 +134,8 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         Mount("/identity", app=identity_api.create_app()),
         Mount("/networking", app=networking_api.create_app()),
         Mount(VERBATIM, app=metadata_api.create_app()),
+        # Explaining the cloud: stacklet trace (admin only).
+        Mount("/stacklet/v1", app=explain_api.create_app()),
         # Node agents, on the unix socket only (404 over TCP).
         Mount("/agent/v1", app=agent_api.create_app()),
     ], exception_handlers={HTTPException: _http_error})

@@ -53,6 +53,7 @@ class ChangeNotifier:
         self._all = 0                        # bumped by publish() for every host
         self._per_host: dict[str, int] = {}  # extra bumps of single hosts
         self._waiters: dict[asyncio.AbstractEventLoop, set[asyncio.Future]] = {}
+        self._mail: dict[str, list[dict]] = {}   # requests for one host's agent (requests.py)
         self._closed = False
         self.published = 0                   # how many publishes (for tests and metrics)
 
@@ -78,6 +79,23 @@ class ChangeNotifier:
             self.published += 1
             loops = list(self._waiters)
         self._wake_loops(loops)
+
+    def post(self, host: str, item: dict) -> None:
+        """Hand ``item`` to the host's next (or pending) long poll, which answers at once with
+        it in ``requests`` (``bus/requests.py``); its seq does not move."""
+        with self._lock:
+            self._mail.setdefault(host, []).append(item)
+            loops = list(self._waiters)
+        self._wake_loops(loops)
+
+    def withdraw(self, host: str, item: dict) -> None:
+        """Take back an item no poll has taken yet (its caller gave up)."""
+        with self._lock:
+            mail = self._mail.get(host)
+            if mail and item in mail:
+                mail.remove(item)
+                if not mail:
+                    del self._mail[host]
 
     def close(self) -> None:
         """Server shutting down: every pending and future wait returns at once."""
@@ -106,7 +124,8 @@ class ChangeNotifier:
     async def wait(self, host: str, epoch: str | None, after: int,
                    timeout: float) -> dict[str, Any]:
         """Return ``{"epoch", "seq"}`` as soon as the epoch differs from ``epoch`` or the
-        host's seq exceeds ``after``; otherwise after ``timeout`` seconds (at most 60)."""
+        host's seq exceeds ``after``; otherwise after ``timeout`` seconds (at most 60).
+        Requests posted for the host end the wait too; they come in ``requests``."""
         timeout = max(0.0, min(float(timeout), MAX_WAIT))
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
@@ -114,6 +133,9 @@ class ChangeNotifier:
             future = loop.create_future()
             with self._lock:
                 seq = self._all + self._per_host.get(host, 0)
+                mail = self._mail.pop(host, None)
+                if mail:
+                    return {"epoch": self.epoch, "seq": seq, "requests": mail}
                 if epoch != self.epoch or seq > after or self._closed:
                     return {"epoch": self.epoch, "seq": seq}
                 remaining = deadline - time.monotonic()

@@ -1,0 +1,144 @@
+"""``stacklet trace`` on the test nodes: each test asserts the verdict and the hops, and where
+it can, that a real packet agrees (ping, TCP connect).
+
+Two compute nodes on a VXLAN network; a network node with the L3 role and the external
+network's physical network; the external world (upstream router, internet host) beside it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from dputil import APPLY, NO_REPLY, SETUP, boot, nodes, uname, wait_for, wait_status
+
+from stacklet.harness.external import External
+
+TRACE = "/stacklet/v1/trace"
+INTERNET = "198.51.100.10"
+
+
+def trace(api, src: str, dst: str, **kw) -> dict:
+    response = api.cloud.request("POST", TRACE, token=api.token,
+                                 json={"trace": {"src": src, "dst": dst, **kw}})
+    assert response.status_code == 200, response.text
+    return response.json()["trace"]
+
+
+def summaries(result: dict) -> str:
+    return "\n".join(f"{h['n']}. [{h['node']} {h['where']} {h['table']}] {h['summary']}"
+                     for h in result["hops"])
+
+
+@pytest.fixture(scope="module")
+def world(api, cluster):
+    physnet = f"ex{uuid.uuid4().hex[:6]}"
+    net_node = cluster.node("tnet", roles=("l3",), physnets=(physnet,))
+    c1, c2 = nodes(api, cluster, "t1", "t2")
+    external = External(cluster, physnet)
+    try:
+        net = api.create("network", name=uname("tnet"), **{"provider:network_type": "vxlan"})
+        sub = api.create("subnet", network_id=net["id"], ip_version=4, cidr="10.71.0.0/24",
+                         enable_dhcp=False)
+        web = api.create("security_group", name=uname("web"))
+        icmp = api.create("security_group_rule", security_group_id=web["id"],
+                          direction="ingress", ethertype="IPv4", protocol="icmp")
+        a = boot(api, c1, net, sub, gateway=True)
+        b = boot(api, c2, net, sub, gateway=True, security_groups=[web["id"]])
+        yield {"api": api, "net": net, "sub": sub, "web": web, "icmp": icmp, "a": a, "b": b,
+               "c1": c1, "c2": c2, "net_node": net_node, "external": external,
+               "physnet": physnet}
+    finally:
+        external.close()
+
+
+def test_icmp_across_two_nodes_over_vxlan(world):
+    api, a, b, net = world["api"], world["a"], world["b"], world["net"]
+    result = trace(api, a.port_id, b.port_id)
+    text = summaries(result)
+    assert result["verdict"] == "delivered", text
+    assert result["reason"] is None
+    vni = net["provider:segmentation_id"]
+    # the hops name the local VLAN on both nodes and the VNI between them
+    assert any("local VLAN" in h["summary"] and h["node"] == world["c1"].host
+               for h in result["hops"]), text
+    vx = [h for h in result["hops"] if h["where"] == "vxlan"]
+    assert len(vx) == 1 and f"VNI {vni}" in vx[0]["summary"], text
+    assert vx[0]["node"] == world["c1"].host and world["c2"].host in vx[0]["summary"]
+    assert any(h["node"] == world["c2"].host and f"tunnel id {vni} → local VLAN" in
+               h["summary"] for h in result["hops"]), text
+    rule_hops = [h for h in result["hops"] if h["owner"] and
+                 h["owner"]["kind"] == "security_group_rule" and h["table"] == 82]
+    assert rule_hops and rule_hops[0]["owner"]["id"] == world["icmp"]["id"], text
+    assert result["hops"][-1]["where"] == "port"
+    assert result["hops"][-1]["owner"] == {"kind": "port", "id": b.port_id}
+    assert result["path"][0] == a.port_id and result["path"][-1] == b.port_id
+    assert net["id"] in result["path"]
+    # cookies map to owners: table 0 on the source node is the source port's flow
+    first = next(h for h in result["hops"] if h["table"] == 0)
+    assert first["owner"] == {"kind": "port", "id": a.port_id}
+    assert first["cookie"].startswith("0x") and first["purpose"]
+    # the real packet agrees
+    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), APPLY)
+
+
+def test_tcp_22_dropped_by_the_security_group_then_allowed_by_a_new_rule(world):
+    api, a, b, web = world["api"], world["a"], world["b"], world["web"]
+    b.tcp_listen(22)
+    result = trace(api, a.port_id, b.ip, protocol="tcp", dport=22)
+    text = summaries(result)
+    assert result["verdict"] == "dropped", text
+    assert result["reason"] == (f"no ingress rule of group {web['name']} allows tcp/22 on "
+                                f"port {b.port_id} from {a.ip}"), result["reason"]
+    assert result["hops"][-1]["table"] == 93 and result["hops"][-1]["node"] == world["c2"].host
+    assert not a.tcp_connect(b.ip, 22, timeout=NO_REPLY)
+    rule = api.create("security_group_rule", security_group_id=web["id"],
+                      direction="ingress", ethertype="IPv4", protocol="tcp",
+                      port_range_min=22, port_range_max=22, remote_ip_prefix="10.71.0.0/24")
+    assert wait_for(lambda: a.tcp_connect(b.ip, 22, timeout=NO_REPLY), APPLY)
+    result = trace(api, a.port_id, b.ip, protocol="tcp", dport=22)
+    text = summaries(result)
+    assert result["verdict"] == "delivered", text
+    allowed = [h for h in result["hops"] if h["table"] == 82 and h["owner"] and
+               h["owner"]["kind"] == "security_group_rule"]
+    assert allowed and allowed[0]["owner"]["id"] == rule["id"], text
+    info = allowed[0]["details"]["rule"]
+    assert (info["security_group_id"], info["direction"], info["protocol"],
+            info["port_range"], info["remote"]) == (web["id"], "ingress", "tcp", "22",
+                                                     "10.71.0.0/24")
+    assert rule["id"] in allowed[0]["summary"] and web["name"] in allowed[0]["summary"]
+
+
+def test_forged_source_dropped_by_anti_spoofing(world):
+    api, a, b = world["api"], world["a"], world["b"]
+    result = trace(api, a.port_id, b.port_id, src_ip="10.71.0.250")
+    assert result["verdict"] == "dropped", summaries(result)
+    assert result["reason"].startswith(f"anti-spoofing: port {a.port_id} may send only from")
+    assert "10.71.0.250" in result["reason"]
+    assert [h["table"] for h in result["hops"][-3:]] == [0, 71, 93]
+    assert all(h["node"] == world["c1"].host for h in result["hops"])
+    # the real packet: a forged source gets no answer
+    a.add_ip("10.71.0.250/32")
+    try:
+        assert not a.exec(["ping", "-c", "1", "-W", "1", "-I", "10.71.0.250", b.ip]
+                          ).returncode == 0
+    finally:
+        a.del_ip("10.71.0.250/32")
+
+
+def test_admin_down_port(world):
+    api, a, b = world["api"], world["a"], world["b"]
+    api.put(f"ports/{a.port_id}", {"port": {"admin_state_up": False}})
+    try:
+        def dropped():
+            r = trace(api, a.port_id, b.port_id)
+            return r["verdict"] == "dropped" and r
+        result = wait_for(dropped, APPLY, interval=0.5, what="the admin-down port's trace")
+        assert result["reason"] == (f"port {a.port_id} is administratively down "
+                                    f"(admin_state_up=False): its VIF is on the dead VLAN 4095, "
+                                    f"br-int drops what it sends"), result["reason"]
+        assert result["hops"][-1]["table"] == 0
+        assert not a.ping(b.ip, count=1, timeout=NO_REPLY)
+    finally:
+        api.put(f"ports/{a.port_id}", {"port": {"admin_state_up": True}})
+        wait_status(api, a.port_id, "ACTIVE")
