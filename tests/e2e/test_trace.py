@@ -45,11 +45,27 @@ def world(api, cluster):
                           direction="ingress", ethertype="IPv4", protocol="icmp")
         a = boot(api, c1, net, sub, gateway=True)
         b = boot(api, c2, net, sub, gateway=True, security_groups=[web["id"]])
-        yield {"api": api, "net": net, "sub": sub, "web": web, "icmp": icmp, "a": a, "b": b,
+        ext_net = api.create("network", name=uname("public"), **{
+            "router:external": True, "provider:network_type": "flat",
+            "provider:physical_network": physnet})
+        api.create("subnet", network_id=ext_net["id"], ip_version=4, cidr="203.0.113.0/24",
+                   gateway_ip="203.0.113.1", enable_dhcp=False)
+        router = api.create("router", name=uname("router"),
+                            external_gateway_info={"network_id": ext_net["id"]})
+        api.put(f"routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
+        router = api.show("router", router["id"])
+        for port in api.list("port", {"device_id": router["id"]}):
+            wait_status(api, port["id"], "ACTIVE", timeout=SETUP)
+        yield {"router": router, "ext_net": ext_net,
+               "gateway_ip": router["external_gateway_info"]["external_fixed_ips"][0][
+                   "ip_address"],"api": api, "net": net, "sub": sub, "web": web, "icmp": icmp, "a": a, "b": b,
                "c1": c1, "c2": c2, "net_node": net_node, "external": external,
                "physnet": physnet}
     finally:
         external.close()
+        if "router" in locals():
+            api.req("PUT", f"routers/{router['id']}/remove_router_interface",
+                    {"subnet_id": sub["id"]})
 
 
 def test_icmp_across_two_nodes_over_vxlan(world):
@@ -142,3 +158,57 @@ def test_admin_down_port(world):
     finally:
         api.put(f"ports/{a.port_id}", {"port": {"admin_state_up": True}})
         wait_status(api, a.port_id, "ACTIVE")
+
+
+def test_snat_to_the_internet_host_names_the_router_and_its_gateway_address(world):
+    api, a, router = world["api"], world["a"], world["router"]
+    assert wait_for(lambda: a.ping(INTERNET, count=1, timeout=NO_REPLY), SETUP,
+                    what="a reaches the internet host")
+    result = trace(api, a.port_id, f"external:{INTERNET}")
+    text = summaries(result)
+    assert result["verdict"] == "delivered", text
+    where = f"qrouter-{router['id']}"
+    in_router = [h for h in result["hops"] if h["where"] == where]
+    assert in_router and all(h["node"] == world["net_node"].host for h in in_router), text
+    snat = [h for h in in_router if h["summary"].startswith("SNAT")]
+    assert len(snat) == 1, text
+    assert snat[0]["summary"] == (f"SNAT: {a.ip} → {world['gateway_ip']}, the gateway "
+                                  f"address of router {router['name']}")
+    assert snat[0]["owner"] == {"kind": "router", "id": router["id"]}
+    assert "--to-source " + world["gateway_ip"] in snat[0]["details"]["rule"]
+    assert any(h["summary"].startswith(f"route: {INTERNET} via 203.0.113.1 dev qg-")
+               for h in in_router), text
+    assert "leaves the cloud on physical network" in result["hops"][-1]["summary"], text
+    assert router["id"] in result["path"] and world["ext_net"]["id"] in result["path"]
+
+
+def test_floating_ip_from_outside_names_the_dnat(world):
+    api, b, router = world["api"], world["b"], world["router"]
+    fip = api.create("floatingip", floating_network_id=world["ext_net"]["id"],
+                     port_id=b.port_id)
+    address = fip["floating_ip_address"]
+    try:
+        wait_for(lambda: api.show("floatingip", fip["id"])["status"] == "ACTIVE", SETUP,
+                 what="floating IP ACTIVE")
+        host = world["external"].host
+        assert wait_for(lambda: host.ping(address, count=1, timeout=NO_REPLY), APPLY,
+                        what="the internet host pings the floating IP")
+        result = trace(api, f"external:{INTERNET}", address)
+        text = summaries(result)
+        assert result["verdict"] == "delivered", text
+        assert result["src"]["kind"] == "external" and result["dst"]["port_id"] == b.port_id
+        dnat = [h for h in result["hops"] if h["summary"].startswith("DNAT")]
+        assert len(dnat) == 1, text
+        assert dnat[0]["where"] == f"qrouter-{router['id']}"
+        assert dnat[0]["summary"].startswith(f"DNAT: floating IP {address} → fixed IP {b.ip}")
+        assert dnat[0]["owner"] == {"kind": "floating_ip", "id": fip["id"]}
+        assert f"--to-destination {b.ip}" in dnat[0]["details"]["rule"]
+        assert result["hops"][-1]["owner"] == {"kind": "port", "id": b.port_id}
+        assert fip["id"] in result["path"] and result["path"][-1] == b.port_id
+        # tcp/22 from outside: the rule added above allows only 10.71.0.0/24
+        result = trace(api, f"external:{INTERNET}", address, protocol="tcp", dport=22)
+        assert result["verdict"] == "dropped", summaries(result)
+        assert result["reason"].startswith(f"no ingress rule of group {world['web']['name']} "
+                                           f"allows tcp/22 on port {b.port_id}")
+    finally:
+        api.remove("floatingip", fip["id"])
