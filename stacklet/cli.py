@@ -409,6 +409,14 @@ def cmd_db_revision(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from stacklet.trace import client
+
+    conf = _load(args)
+    return client.main(conf.data_dir / bootstrap.CLOUDS_FILE, args.src, args.dst, args.proto,
+                       args.dport, args.sport, args.src_ip, args.json)
+
+
 def cmd_config_sample(args: argparse.Namespace) -> int:
     sys.stdout.write(config_mod.sample())
     return EXIT_OK
@@ -441,6 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
                 "Run this node's agent in the foreground (Open vSwitch role); runs as root.")
     agent.add_argument("--config-file", type=Path, default=None,
                        help="configuration file (default: <data dir>/stacklet.conf)")
+
+    trace = add("trace", cmd_trace,
+                "Follow a packet from SRC to DST through the live dataplane and print every "
+                "step in OpenStack terms (exit 0 delivered, 1 dropped, 2 error).")
+    trace.add_argument("src", help="port id, fixed or floating IP, or external:<ip>")
+    trace.add_argument("dst", help="port id, fixed or floating IP, or external:<ip>")
+    trace.add_argument("--proto", choices=("icmp", "tcp", "udp"), default="icmp")
+    trace.add_argument("--dport", type=int, default=None)
+    trace.add_argument("--sport", type=int, default=None)
+    trace.add_argument("--src-ip", default=None,
+                       help="a forged source address (what anti-spoofing drops)")
+    trace.add_argument("--json", action="store_true", help="the trace as JSON")
 
     db = commands.add_parser("db", help="Database schema migrations.")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)

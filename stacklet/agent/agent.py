@@ -45,24 +45,24 @@ from pathlib import Path
 from stacklet.agent import unprivileged
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig
 from stacklet.agent.dhcp.role import DhcpError, DhcpRole
+from stacklet.agent.explain import Explainer
 from stacklet.agent.l2.ofctl import OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb
 from stacklet.agent.l2.role import L2Config, OvsRole
 from stacklet.agent.l2.underlay import UnderlayNeighbors
 from stacklet.agent.l3.role import L3Role
 from stacklet.agent.metadata import MetadataProxy, MetadataRelay, RateLimit
-from stacklet.agent.explain import Explainer
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
 from stacklet.config import Config
 from stacklet.contract import (
     AGENT_BINARIES,
     AGENT_TOPICS,
     DHCP_AGENT,
-    AgentAnswer,
-    AgentRequest,
     L3_AGENT,
     OVS_AGENT,
+    AgentAnswer,
     AgentReport,
+    AgentRequest,
     Revision,
     Snapshot,
     SyncStatus,

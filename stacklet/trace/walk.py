@@ -95,8 +95,8 @@ class Walk:
             dl_dst = self._first_mac(port.network_id, packet["dst_ip"], dst, port)
             start = {"port_id": port.id}
             network_id = port.network_id
-            self.hop(host, "port", f"leaves {words.Context(world, host, packet, network_id, None, None).port(port.id)} "
-                     f"on node {host}: {packet['protocol']} {packet['src_ip']} → "
+            name = words.Context(world, host, packet, network_id, None, None).port(port.id)
+            self.hop(host, "port", f"leaves {name} on node {host}: {packet['protocol']} {packet['src_ip']} → "
                      f"{packet['dst_ip']}", owner={"kind": "port", "id": port.id},
                      details={"mac": port.mac_address, "admin_state_up": port.admin_state_up})
             dl_src, src_port_id = port.mac_address, port.id
@@ -287,9 +287,14 @@ class Walk:
             raise Dropped(f"router {name} has no route to {packet['dst_ip']}")
         out_port = world.port_by_prefix(answer.get("out_port_prefix") or "")
         gateway = route.get("gateway")
+        if out_port is None:
+            via = ""
+        elif world.router_of_port.get(out_port.id, ("", ""))[1] == ROUTER_GATEWAY:
+            via = f" (the gateway to {ctx.net(out_port.network_id)})"
+        else:
+            via = f" ({ctx.net(out_port.network_id)})"
         self.hop(host, where, f"route: {packet['dst_ip']} via "
-                 f"{gateway + ' ' if gateway else ''}dev {answer['out_dev']}"
-                 f"{' (the gateway to ' + ctx.net(out_port.network_id) + ')' if out_port and world.router_of_port.get(out_port.id, ('', ''))[1] == ROUTER_GATEWAY else (' (' + ctx.net(out_port.network_id) + ')' if out_port else '')}",
+                 f"{gateway + ' ' if gateway else ''}dev {answer['out_dev']}{via}",
                  owner={"kind": "router", "id": router_id},
                  details={"route": route, "routes": answer.get("routes")})
         post = answer.get("postrouting")

@@ -7,6 +7,9 @@ network's physical network; the external world (upstream router, internet host) 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -98,6 +101,27 @@ def test_icmp_across_two_nodes_over_vxlan(world):
     assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), APPLY)
 
 
+def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_the_command_line_prints_numbered_hops(world, cloud):
+    a, b = world["a"], world["b"]
+    out = run([sys.executable, "-m", "stacklet.cli", "trace", "--data-dir",
+               str(cloud.data_dir), a.port_id, b.ip, "--proto", "tcp", "--dport", "23"])
+    lines = out.stdout.splitlines()
+    assert out.returncode == 1, out.stdout + out.stderr       # dropped
+    assert lines[0] == f"trace tcp any → 23: {a.ip} → {b.ip}"
+    assert lines[1].startswith("  1. [") and "leaves port" in lines[1]
+    assert lines[-1].startswith(f"verdict: DROPPED: no ingress rule of group "
+                                f"{world['web']['name']} allows tcp/23 on port {b.port_id}")
+    as_json = run([sys.executable, "-m", "stacklet.cli", "trace", "--data-dir",
+                   str(cloud.data_dir), a.port_id, b.port_id, "--json"])
+    assert as_json.returncode == 0, as_json.stdout + as_json.stderr
+    assert json.loads(as_json.stdout)["verdict"] == "delivered"
+
+
 def test_tcp_22_dropped_by_the_security_group_then_allowed_by_a_new_rule(world):
     api, a, b, web = world["api"], world["a"], world["b"], world["web"]
     b.tcp_listen(22)
@@ -136,8 +160,8 @@ def test_forged_source_dropped_by_anti_spoofing(world):
     # the real packet: a forged source gets no answer
     a.add_ip("10.71.0.250/32")
     try:
-        assert not a.exec(["ping", "-c", "1", "-W", "1", "-I", "10.71.0.250", b.ip]
-                          ).returncode == 0
+        forged = a.exec(["ping", "-c", "1", "-W", "1", "-I", "10.71.0.250", b.ip])
+        assert forged.returncode != 0
     finally:
         a.del_ip("10.71.0.250/32")
 
