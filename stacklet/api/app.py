@@ -3,6 +3,7 @@
     /identity/...     Keystone v3
     /networking/...   Neutron v2.0
     /metadata/...     the metadata service for instances, called by metadata proxies
+    /stacklet/v1/...  stacklet's own API explaining the cloud (topology, trace; admin only)
     (compute and image join here in later issues; the catalog lists what is mounted, see
     ``services/identity/bootstrap.CATALOG``)
 
@@ -134,7 +135,7 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         Mount("/identity", app=identity_api.create_app()),
         Mount("/networking", app=networking_api.create_app()),
         Mount(VERBATIM, app=metadata_api.create_app()),
-        # Explaining the cloud: stacklet trace (admin only).
+        # Explaining the cloud: stacklet trace and topology (admin only).
         Mount("/stacklet/v1", app=explain_api.create_app()),
         # Node agents, on the unix socket only (404 over TCP).
         Mount("/agent/v1", app=agent_api.create_app()),
