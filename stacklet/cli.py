@@ -1,4 +1,4 @@
-"""The ``stacklet`` command: up, down, status, server, db, config.
+"""The ``stacklet`` command: up, down, status, server, agent, topology, db, config.
 
 Thin on purpose: process handling is in ``stacklet.daemon``, first-start files in
 ``stacklet.bootstrap``, migrations in ``stacklet.store.migrate``.
@@ -417,6 +417,23 @@ def cmd_trace(args: argparse.Namespace) -> int:
                        args.dport, args.sport, args.src_ip, args.json)
 
 
+def cmd_topology(args: argparse.Namespace) -> int:
+    """The running cloud's topology (``GET /stacklet/v1/topology`` as the admin of the data
+    directory's clouds.yaml), rendered by ``stacklet.topology_render``."""
+    from stacklet.admin_client import AdminClient, AdminClientError
+    from stacklet.topology_render import RenderError, render
+
+    params = {"project_id": args.project_id} if args.project_id else None
+    try:
+        with AdminClient(_data_dir(args)) as client:
+            topo = client.get("/stacklet/v1/topology", params=params)["topology"]
+        sys.stdout.write(render(topo, args.format))
+    except (AdminClientError, RenderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def cmd_config_sample(args: argparse.Namespace) -> int:
     sys.stdout.write(config_mod.sample())
     return EXIT_OK
@@ -461,6 +478,17 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--src-ip", default=None,
                        help="a forged source address (what anti-spoofing drops)")
     trace.add_argument("--json", action="store_true", help="the trace as JSON")
+
+    from stacklet.topology_render import FORMATS
+
+    topology = add("topology", cmd_topology,
+                   "Show the cloud's projects, networks, subnets, routers, ports and floating "
+                   "IPs and the node each lives on (admin credentials of the data directory).")
+    topology.add_argument("--format", choices=FORMATS, default="text",
+                          help="text (default), dot (Graphviz), svg (needs Graphviz's dot) "
+                               "or json (the API's document)")
+    topology.add_argument("--project-id", default=None,
+                          help="only this project's resources and the networks they use")
 
     db = commands.add_parser("db", help="Database schema migrations.")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)

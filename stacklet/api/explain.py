@@ -3,6 +3,8 @@
     POST /stacklet/v1/trace     {"trace": {"src", "dst", "protocol", "dport", "sport",
                                            "src_ip"}}  (src_ip: a forged source address)
                                 → {"trace": {...}} (``stacklet/trace/walk.py``)
+    GET  /stacklet/v1/topology  ?project_id= narrows to one project
+                                → {"topology": {...}} (``services/networking/topology.py``)
 
 Errors are Neutron's ``{"NeutronError": {"type", "message", "detail"}}``; 401 without a token
 (Keystone's format, as every 401), 403 for a token without the admin role or not scoped to a
@@ -20,6 +22,7 @@ from starlette.routing import Route
 from stacklet import errors
 from stacklet.api.common import Call, endpoint
 from stacklet.api.networking import _http_error, _internal_error, _stacklet_error
+from stacklet.services.networking.topology import build_topology
 from stacklet.trace.world import World
 
 TRACE_FIELDS = {"src", "dst", "protocol", "dport", "sport", "src_ip"}
@@ -93,9 +96,19 @@ def trace(call: Call) -> dict:
     return {"trace": result}
 
 
+def topology(call: Call) -> dict:
+    _admin(call, "get_topology")
+    project = next((v for k, v in call.query if k == "project_id"), None)
+    services = call.services
+    with services.db.read() as session:     # one read transaction: the parts agree
+        return {"topology": build_topology(session, services.networking.agents.liveness,
+                                           project_id=project or None)}
+
+
 def create_app() -> Starlette:
     return Starlette(routes=[
         Route("/trace", endpoint(trace), methods=["POST"]),
+        Route("/topology", endpoint(topology), methods=["GET"]),
     ], exception_handlers={
         errors.StackletError: _stacklet_error,
         HTTPException: _http_error,
