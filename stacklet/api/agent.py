@@ -132,7 +132,7 @@ def state(call: Call) -> Response:
     host = call.path["host"]
     # the revision before the query: a change committed later bumps past it
     revision = Revision.from_json(services.bus.current(host))
-    with services.db.read() as session:
+    with services.metrics.snapshots.time(), services.db.read() as session:
         snapshot = host_state(session, host, revision)
     return Response(snapshot.to_json(), media_type=JSON_TYPE)
 

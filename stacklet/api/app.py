@@ -4,6 +4,7 @@
     /networking/...   Neutron v2.0
     /metadata/...     the metadata service for instances, called by metadata proxies
     /stacklet/v1/...  stacklet's own API explaining the cloud (topology, trace; admin only)
+    /metrics          Prometheus metrics of the server (api/metrics.py; no token)
     (compute and image join here in later issues; the catalog lists what is mounted, see
     ``services/identity/bootstrap.CATALOG``)
 
@@ -32,6 +33,7 @@ from stacklet.api import metadata as metadata_api
 from stacklet.api import networking as networking_api
 from stacklet.api.bodysize import BodySizeLimit
 from stacklet.api.common import json_response
+from stacklet.api.metrics import RequestMetrics, ServerMetrics, metrics_endpoint
 from stacklet.bus import AgentRequests, ChangeNotifier
 from stacklet.bus import install as install_bus
 from stacklet.config import Config
@@ -53,6 +55,8 @@ class Services:
     bus: ChangeNotifier = field(default_factory=ChangeNotifier)
     # Requests to one node's agent, riding its long poll (stacklet.bus.requests).
     requests: AgentRequests | None = None
+    # Prometheus metrics of this server (``GET /metrics``, api/metrics.py)
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
 
     def __post_init__(self) -> None:
         if self.requests is None:
@@ -63,9 +67,11 @@ def build_services(conf: Config, db: Database | None = None) -> Services:
     db = db or Database(conf.database_url, max_retries=conf.database.max_retries)
     identity = IdentityService(db, conf)
     bus = install_bus(db._sessions, ChangeNotifier())
-    return Services(conf=conf, db=db, identity=identity,
-                    networking=NetworkingServices(db, conf),
-                    metadata=MetadataService(db, conf), bus=bus)
+    services = Services(conf=conf, db=db, identity=identity,
+                        networking=NetworkingServices(db, conf),
+                        metadata=MetadataService(db, conf), bus=bus)
+    services.metrics.watch(services)
+    return services
 
 
 def _authenticator(services: Services):
@@ -132,6 +138,7 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
     services = services or build_services(conf)
     app = Starlette(routes=[
         Route("/", _root),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Mount("/identity", app=identity_api.create_app()),
         Mount("/networking", app=networking_api.create_app()),
         Mount(VERBATIM, app=metadata_api.create_app()),
@@ -146,4 +153,8 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         if isinstance(sub, Mount):
             sub.app.state.services = services  # type: ignore[union-attr]
             sub.app.state.authenticate = app.state.authenticate  # type: ignore[union-attr]
-    return NormalizePath(BodySizeLimit(app, conf.oslo_middleware.max_request_body_size))
+    collections = services.networking.collections.values()
+    known = {"collection": set(services.networking.collections),
+             "action": {name for c in collections for name in c.actions}}
+    timed = RequestMetrics(app, services.metrics, known)
+    return NormalizePath(BodySizeLimit(timed, conf.oslo_middleware.max_request_body_size))
