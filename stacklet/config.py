@@ -32,6 +32,24 @@ def _list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _bind(value: str) -> str:
+    """``host:port`` (``[v6]:port`` for IPv6) to listen on, or empty for none."""
+    import ipaddress
+
+    value = value.strip()
+    if not value:
+        return ""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not host:port with a port 1-65535: {value!r}")
+    address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(f"not an IP address: {address!r} (in {value!r})") from None
+    return value
+
+
 def _demo_cidr(value: str) -> str:
     """An IPv4 network of 8 addresses or more, written as its network address and length."""
     import ipaddress
@@ -192,6 +210,11 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds between the checks in which the DHCP and L3 roles compare what they "
            "applied with the node (addresses, routes, iptables, dnsmasq/haproxy/radvd alive) "
            "and the L2 role looks for deleted bridges, repairing any difference.", float),
+    Option("agent", "metrics_bind", "127.0.0.1:9797",
+           "Address (host:port, [v6]:port) where the agent serves Prometheus metrics at "
+           "/metrics: pass durations by phase, flows per bridge, ports wired, DHCP and L3 "
+           "repairs, age of the last completed pass. Empty: no listener. The address is in "
+           "the agent's network namespace.", _bind),
     Option("agent", "daemons_dir", None,
            "Directory of the files that dnsmasq and radvd read after dropping their "
            "privileges (host and option files, radvd.conf): its subdirectories are readable "

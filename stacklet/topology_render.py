@@ -18,12 +18,14 @@ import subprocess
 from collections import defaultdict
 from typing import Any
 
+from stacklet.contract import ROUTER_GATEWAY, ROUTER_INTERFACE_OWNERS
+from stacklet.services.networking.l3ports import FLOATINGIP as FLOATINGIP_OWNER
+
 FORMATS = ("text", "dot", "svg", "json")
 # ports drawn as the router's edges rather than as graph nodes of their own
-ROUTER_OWNED = ("network:router_interface", "network:router_interface_distributed",
-                "network:ha_router_replicated_interface", "network:router_gateway")
-# a floating IP's own port on the external network: the floating IP stands for it
-FLOATINGIP_OWNER = "network:floatingip"
+ROUTER_OWNED = (*ROUTER_INTERFACE_OWNERS, ROUTER_GATEWAY)
+# a floating IP's own port on the external network (FLOATINGIP_OWNER) is left out: the
+# floating IP stands for it
 NO_PROJECT = ""
 
 

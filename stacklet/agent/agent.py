@@ -52,6 +52,7 @@ from stacklet.agent.l2.role import L2Config, OvsRole
 from stacklet.agent.l2.underlay import UnderlayNeighbors
 from stacklet.agent.l3.role import L3Role
 from stacklet.agent.metadata import MetadataProxy, MetadataRelay, RateLimit
+from stacklet.agent.metrics import AgentMetrics
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
 from stacklet.config import Config
 from stacklet.contract import (
@@ -153,6 +154,7 @@ class Agent:
         self.wired: frozenset[str] = frozenset()  # ports the last L2 pass wired
         self.health = {OVS_AGENT: Health(), DHCP_AGENT: Health(), L3_AGENT: Health()}
         self.explainer = Explainer(self.l2conf, run_dir(connection), connection)
+        self.metrics = AgentMetrics(self)   # served on [agent] metrics_bind by run()
 
     # -- wake-ups -----------------------------------------------------------------------------
 
@@ -226,6 +228,7 @@ class Agent:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
+        self.metrics.serve(self.conf.agent.metrics_bind)
         self.role.setup()
         for target in (self._events, self._heartbeat, self._roles):
             threading.Thread(target=target, name=target.__name__.strip("_"),
@@ -271,6 +274,7 @@ class Agent:
                 self.stopping.wait(1.0)
         self.client.close()
         self.ovsdb.stop()
+        self.metrics.close()
 
     def _ovs_restarted(self) -> bool:
         try:
@@ -310,6 +314,13 @@ class Agent:
             finally:
                 self.l3_lock.release()
         reported = self._report(result)
+        done = time.monotonic()
+        if fetched:
+            self.metrics.observe("l2", "fetch", started - began)
+        for phase, seconds in result.timings.items():
+            self.metrics.observe("l2", phase, seconds)
+        self.metrics.observe("l2", "report", done - synced)
+        self.metrics.observe("l2", "total", done - began)
         if result.flow_mods:
             LOG.info("synced: %d ports wired, %d flow mods in %.0f ms", len(result.wired),
                      result.flow_mods, (synced - started) * 1000)
@@ -317,7 +328,7 @@ class Agent:
                   "reported in %.0f ms", f"{(started - began) * 1000:.0f} ms" if fetched
                   else "kept", (synced - started) * 1000,
                   ", ".join(f"{k} {v * 1000:.0f}" for k, v in result.timings.items()),
-                  result.flow_mods, reported, (time.monotonic() - synced) * 1000)
+                  result.flow_mods, reported, (done - synced) * 1000)
 
     def _fetch(self) -> None:
         """Take the server's snapshot of this host. The flag is cleared before the request,
@@ -390,10 +401,13 @@ class Agent:
             return True
         health = self.health[DHCP_AGENT]
         ok = True
+        began = time.monotonic()
         try:
             self.dhcp.sync(snapshot.dhcp_networks)
+            self.metrics.observe("dhcp", "sync", time.monotonic() - began)
             health.ok(snapshot.revision)
         except DhcpError as exc:    # every network was tried; some failed
+            self.metrics.observe("dhcp", "sync", time.monotonic() - began)
             LOG.warning("DHCP sync: %s; retrying", exc)
             health.ok(snapshot.revision)
             health.failed(str(exc))
@@ -453,7 +467,9 @@ class Agent:
         health = self.health[L3_AGENT]
         try:
             with self.l3_lock:
+                began = time.monotonic()
                 result = self.l3.sync(snapshot.routers)
+                self.metrics.observe("l3", "sync", time.monotonic() - began)
                 self.l3.announce(self.wired)
         except Exception as exc:
             LOG.exception("L3 sync failed; retrying")

@@ -86,6 +86,8 @@ class DhcpRole:
         self.served: dict[str, frozenset[DhcpPort]] = {}
         self.counts = {"networks": 0, "subnets": 0, "ports": 0}
         self.proxy = metadata_proxy         # None: no metadata for isolated networks
+        # times a network's applied state was found changed on the node and repaired
+        self.repairs = 0
 
     def configurations(self) -> dict:
         """What the DHCP agent reports, with Neutron's keys."""
@@ -160,10 +162,16 @@ class DhcpRole:
             # applied and alive: compare the rest with the node (addresses, INPUT rules,
             # the metadata proxy) and repair what someone changed
             _, inner = dnsmasq.device_names(port.id)
-            self._addresses(net, ns, inner)
-            iptables.ensure(ns, "filter", FILTER_RULES)
+            repaired = self._addresses(net, ns, inner)
+            repaired |= iptables.ensure(ns, "filter", FILTER_RULES)
+            self.repairs += repaired
             self._metadata(net, ns)     # restarts a proxy that died
             return
+        if self.applied.get(net.id) == fingerprint:
+            # applied as it is wanted, but its device or its dnsmasq is gone
+            self.repairs += 1
+            LOG.warning("network %s: %s gone from the node; repairing", net.id,
+                        "dnsmasq" if tap in links else f"device {tap}")
         self._directory(directory)
         plug = (port, net.mtu, self._serves_metadata(net),
                 tuple((s.id, s.cidr) for s in net.subnets))

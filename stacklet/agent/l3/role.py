@@ -96,6 +96,8 @@ class L3Role:
         # port id → (namespace, device, address) to announce once the L2 role wired the port
         self.pending: dict[str, set[tuple[str, str, str]]] = {}
         self.counts = {"routers": 0, "ex_gw_ports": 0, "interfaces": 0, "floating_ips": 0}
+        # times a router's applied state was found changed on the node and repaired
+        self.repairs = 0
 
     def configurations(self) -> dict:
         """What the L3 agent reports, with Neutron's keys."""
@@ -205,6 +207,7 @@ class L3Role:
         self._radvd(setup, check_namespace=previous is None)
         self.applied[setup.router_id] = setup
         if previous == setup and changed:
+            self.repairs += 1
             LOG.warning("router %s: the node differed from what was applied; repaired: %s",
                         setup.router_id, ", ".join(changed))
         elif previous != setup:
