@@ -142,6 +142,15 @@ class Api:
             for item in body.get(plural, []):
                 self.created.append((kind, item["id"]))
 
+    def detach_router_interfaces(self) -> None:
+        """Take every interface off the routers this identity sees (before ``cleanup``: a
+        router with interfaces cannot be deleted)."""
+        for router in self.list("router"):
+            for port in self.list("port", {"device_id": router["id"],
+                                           "device_owner": "network:router_interface"}):
+                self.req("PUT", f"routers/{router['id']}/remove_router_interface",
+                         json={"port_id": port["id"]})
+
     def cleanup(self) -> None:
         """Delete what this Api created (floating IPs, routers, ports, subnets, networks);
         already gone is fine."""

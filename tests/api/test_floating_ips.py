@@ -47,11 +47,7 @@ def project_api(cloud) -> Any:
 def alice(cloud) -> Any:
     api = project_api(cloud)
     yield api
-    for router in api.list("router"):
-        for port in api.list("port", {"device_id": router["id"],
-                                      "device_owner": "network:router_interface"}):
-            api.req("PUT", f"routers/{router['id']}/remove_router_interface",
-                    json={"port_id": port["id"]})
+    api.detach_router_interfaces()
     api.cleanup()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from fakenodes import FakeNode, heartbeating
-from netutil import Api, admin_api, expect, uname, user_api
+from netutil import Api, expect, uname, user_api
 
 TOPOLOGY = "/stacklet/v1/topology"
 STACKLET = str(Path(sys.executable).parent / "stacklet")
@@ -53,13 +53,6 @@ class L3Node(FakeNode):
 
 
 @pytest.fixture(scope="module")
-def admin(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
-
-
-@pytest.fixture(scope="module")
 def physnet() -> str:
     return f"topo{uuid.uuid4().hex[:8]}"
 
@@ -77,11 +70,7 @@ def alice(cloud):
     user = cloud.new_project("member")
     api = user_api(user)
     yield api
-    for router in api.list("router"):
-        for port in api.list("port", {"device_id": router["id"],
-                                      "device_owner": "network:router_interface"}):
-            api.req("PUT", f"routers/{router['id']}/remove_router_interface",
-                    json={"port_id": port["id"]})
+    api.detach_router_interfaces()
     api.cleanup()
 
 
