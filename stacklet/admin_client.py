@@ -1,5 +1,5 @@
 """The cloud admin's HTTP client for commands that ask the running server (``stacklet
-topology``): the ``stacklet-admin`` entry of the data directory's ``clouds.yaml``, a
+topology``, ``stacklet trace``): the ``stacklet-admin`` entry of the data directory's ``clouds.yaml``, a
 project-scoped token, JSON answers. Failures are ``AdminClientError`` with a sentence a user
 can act on (no clouds.yaml, server not answering, the API's own error message)."""
 
@@ -75,6 +75,9 @@ class AdminClient:
 
     def get(self, path: str, params: dict | None = None) -> Any:
         return self._send("GET", path, params=params).json()
+
+    def post(self, path: str, body: dict) -> Any:
+        return self._send("POST", path, json=body).json()
 
     def close(self) -> None:
         self.http.close()

@@ -412,8 +412,7 @@ def cmd_db_revision(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from stacklet.trace import client
 
-    conf = _load(args)
-    return client.main(conf.data_dir / bootstrap.CLOUDS_FILE, args.src, args.dst, args.proto,
+    return client.main(_data_dir(args), args.src, args.dst, args.proto,
                        args.dport, args.sport, args.src_ip, args.json)
 
 
