@@ -318,6 +318,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(conf)
+    app.state.services.image.data.recover()  # uploads cut short by the last stop
     bus = app.state.services.bus
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     uconf = uvicorn.Config(

@@ -134,6 +134,15 @@ OPTIONS: tuple[Option, ...] = (
            "Largest request body accepted, in bytes; larger ones get 413 before they are read "
            "or authenticated (also chunked ones, counted as they arrive). 0 turns the limit "
            "off.", int),
+    # [image]
+    Option("image", "image_size_cap", 1099511627776,
+           "Largest image a user may upload, in bytes (Glance's image_size_cap, 1 TiB). Image "
+           "data is streamed to <data dir>/images/ and is not subject to "
+           "max_request_body_size; a larger upload is refused with 413 and leaves the image "
+           "queued.", int),
+    Option("image", "limit_param_default", 25,
+           "Images in one page of GET /v2/images when the request gives no limit.", int),
+    Option("image", "api_limit_max", 1000, "Largest page of GET /v2/images.", int),
     # [identity]
     Option("identity", "max_password_checks", 0,
            "How many password and application credential secret checks (bcrypt, ~0.2 s of CPU "

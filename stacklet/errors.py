@@ -547,3 +547,35 @@ class SubnetPoolInUse(InUse):
 
 class NetworkSubnetPoolAffinityError(BadRequest):
     message = "Subnets hosted on the same network must be allocated from the same subnet pool."
+
+
+# --- Image (Glance v2) ----------------------------------------------------------------------
+
+class GlanceError(StackletError):
+    """Glance answers with webob's HTTP exceptions: the status's standard ``explanation``
+    (replaced when Glance passes ``explanation=``) and an optional ``detail`` (what Glance
+    passes positionally), rendered by ``api/image.py`` in webob's three forms (JSON, HTML,
+    text). ``msg`` is what clients show: the explanation, then the detail."""
+
+    EXPLANATIONS = {
+        400: "The server could not comply with the request since\r\nit is either malformed "
+             "or otherwise incorrect.\r\n",
+        403: "Access was denied to this resource.",
+        404: "The resource could not be found.",
+        405: "",
+        409: "There was a conflict when trying to complete your request.",
+        410: "This resource is no longer available.  No forwarding address is given.",
+        413: "The body of your request was too large for this server.",
+        415: "",
+        500: "The server has either erred or is incapable of performing the requested "
+             "operation.",
+        503: "The server is currently unavailable. Please try again at a later time.",
+    }
+
+    def __init__(self, status: int, explanation: str | None = None, detail: str = "",
+                 headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.explanation = (explanation if explanation is not None
+                            else self.EXPLANATIONS.get(status, ""))
+        self.headers = headers or {}
+        super().__init__(" ".join(p for p in (self.explanation, detail) if p), detail=detail)

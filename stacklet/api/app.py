@@ -2,10 +2,11 @@
 
     /identity/...     Keystone v3
     /networking/...   Neutron v2.0
+    /image/...        Glance v2
     /metadata/...     the metadata service for instances, called by metadata proxies
     /stacklet/v1/...  stacklet's own API explaining the cloud (topology, trace; admin only)
     /metrics          Prometheus metrics of the server (api/metrics.py; no token)
-    (compute and image join here in later issues; the catalog lists what is mounted, see
+    (compute joins here in a later issue; the catalog lists what is mounted, see
     ``services/identity/bootstrap.CATALOG``)
 
 Any other path answers a JSON 404 (``_http_error``).
@@ -29,6 +30,7 @@ from stacklet import errors
 from stacklet.api import agent as agent_api
 from stacklet.api import explain as explain_api
 from stacklet.api import identity as identity_api
+from stacklet.api import image as image_api
 from stacklet.api import metadata as metadata_api
 from stacklet.api import networking as networking_api
 from stacklet.api.bodysize import BodySizeLimit
@@ -40,6 +42,7 @@ from stacklet.config import Config
 from stacklet.context import RequestContext
 from stacklet.metadata.service import MetadataService
 from stacklet.services.identity import IdentityService
+from stacklet.services.image import ImageServices
 from stacklet.services.networking import NetworkingServices
 from stacklet.store.db import Database
 
@@ -51,6 +54,7 @@ class Services:
     identity: IdentityService
     networking: NetworkingServices
     metadata: MetadataService
+    image: ImageServices
     # Change events for node agents; fed by session hooks on ``db`` (see stacklet.bus).
     bus: ChangeNotifier = field(default_factory=ChangeNotifier)
     # Requests to one node's agent, riding its long poll (stacklet.bus.requests).
@@ -69,7 +73,8 @@ def build_services(conf: Config, db: Database | None = None) -> Services:
     bus = install_bus(db._sessions, ChangeNotifier())
     services = Services(conf=conf, db=db, identity=identity,
                         networking=NetworkingServices(db, conf),
-                        metadata=MetadataService(db, conf), bus=bus)
+                        metadata=MetadataService(db, conf), image=ImageServices(db, conf),
+                        bus=bus)
     services.metrics.watch(services)
     return services
 
@@ -90,6 +95,7 @@ async def _root(request: Request):
         "services": {
             "identity": f"{base}/identity/v3",
             "network": f"{base}/networking",
+            "image": f"{base}/image",
         },
     })
 
@@ -106,7 +112,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                                     "message": message}}, status=exc.status_code)
 
 
-MOUNTS = ("/identity", "/networking")
+MOUNTS = ("/identity", "/networking", "/image")
 # Served as written: in instance metadata paths ".json" is part of a name ("meta_data.json").
 VERBATIM = "/metadata"
 
@@ -141,6 +147,7 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Mount("/identity", app=identity_api.create_app()),
         Mount("/networking", app=networking_api.create_app()),
+        Mount("/image", app=image_api.create_app()),
         Mount(VERBATIM, app=metadata_api.create_app()),
         # Explaining the cloud: stacklet trace and topology (admin only).
         Mount("/stacklet/v1", app=explain_api.create_app()),

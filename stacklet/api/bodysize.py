@@ -12,7 +12,8 @@ ever holds more than the limit of one request in memory:
   happens before any authentication work.
 
 The agents' API (``/agent/v1``, on root's unix socket only) is not limited: a node's status
-reports grow with its ports.
+reports grow with its ports. Nor is image data (``PUT /image/v2/images/{id}/file``), streamed
+to disk and bounded by ``[image] image_size_cap`` instead (``api/image``).
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ def too_large(limit: int) -> errors.HTTPRequestEntityTooLarge:
     return errors.HTTPRequestEntityTooLarge(limit=limit)
 
 
-def _error_response(path: str, limit: int) -> Response:
+def _error_response(path: str, limit: int, accept: str | None = None) -> Response:
     """413 in the format of the service the path belongs to."""
     from stacklet.api.identity import keystone_error
+    from stacklet.api.image import glance_error_response
     from stacklet.api.networking import neutron_error
 
     exc = too_large(limit)
@@ -47,8 +49,23 @@ def _error_response(path: str, limit: int) -> Response:
         return keystone_error(exc.status, exc.msg)
     if path.startswith("/networking"):
         return neutron_error(exc.status, exc.type, exc.msg)
+    if path.startswith("/image"):
+        return glance_error_response(accept, errors.GlanceError(exc.status, exc.msg))
     return Response(f"{exc.status} {exc.title}\n\n{exc.msg}\n", status_code=exc.status,
                     media_type="text/plain")
+
+
+def _is_image_data(path: str) -> bool:
+    from stacklet.api.image import DATA_PATH
+
+    return DATA_PATH.match(path) is not None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -69,12 +86,13 @@ class BodySizeLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or self.limit <= 0 or path.startswith(UNLIMITED_PREFIXES):
+        if (scope["type"] != "http" or self.limit <= 0 or path.startswith(UNLIMITED_PREFIXES)
+                or _is_image_data(path)):
             await self.app(scope, receive, send)
             return
         length = _content_length(scope)
         if length is not None and length > self.limit:
-            response = _error_response(path, self.limit)
+            response = _error_response(path, self.limit, _header(scope, b"accept"))
             # The body stays unread: ask the client not to reuse this connection for more.
             response.headers["connection"] = "close"
             await response(scope, receive, send)

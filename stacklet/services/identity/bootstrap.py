@@ -66,6 +66,7 @@ class CatalogEntry:
 CATALOG = (
     CatalogEntry("identity", "keystone", "/identity/v3", "OpenStack Identity"),
     CatalogEntry("network", "neutron", "/networking", "OpenStack Networking"),
+    CatalogEntry("image", "glance", "/image", "OpenStack Image"),
 )
 
 # Entries that earlier versions of this bootstrap created for APIs not served yet. Each `up`

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-05 21:35:30.360631
+Create Date: 2026-12-05 23:51:29.675759
 """
 
 from __future__ import annotations
@@ -115,6 +115,30 @@ def upgrade() -> None:
     op.create_index(op.f('ix_identity_tokens_parent_audit_id'), 'identity_tokens', ['parent_audit_id'], unique=False)
     op.create_index(op.f('ix_identity_tokens_project_id'), 'identity_tokens', ['project_id'], unique=False)
     op.create_index(op.f('ix_identity_tokens_user_id'), 'identity_tokens', ['user_id'], unique=False)
+    op.create_table('images',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=True),
+    sa.Column('status', sa.String(length=30), nullable=False),
+    sa.Column('visibility', sa.String(length=20), nullable=False),
+    sa.Column('owner', sa.String(length=255), nullable=True),
+    sa.Column('disk_format', sa.String(length=20), nullable=True),
+    sa.Column('container_format', sa.String(length=20), nullable=True),
+    sa.Column('size', sa.BigInteger(), nullable=True),
+    sa.Column('virtual_size', sa.BigInteger(), nullable=True),
+    sa.Column('checksum', sa.String(length=32), nullable=True),
+    sa.Column('os_hash_algo', sa.String(length=64), nullable=True),
+    sa.Column('os_hash_value', sa.String(length=128), nullable=True),
+    sa.Column('min_disk', sa.Integer(), nullable=False),
+    sa.Column('min_ram', sa.Integer(), nullable=False),
+    sa.Column('protected', sa.Boolean(), nullable=False),
+    sa.Column('os_hidden', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.Column('updated_at', sa.String(length=20), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_images'))
+    )
+    op.create_index(op.f('ix_images_name'), 'images', ['name'], unique=False)
+    op.create_index(op.f('ix_images_os_hash_value'), 'images', ['os_hash_value'], unique=False)
+    op.create_index('ix_images_owner_visibility', 'images', ['owner', 'visibility'], unique=False)
     op.create_table('networks',
     sa.Column('admin_state_up', sa.Boolean(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
@@ -275,6 +299,29 @@ def upgrade() -> None:
     sa.UniqueConstraint('domain_id', 'name', name=op.f('uq_identity_users_domain_id_name'))
     )
     op.create_index(op.f('ix_identity_users_domain_id'), 'identity_users', ['domain_id'], unique=False)
+    op.create_table('image_members',
+    sa.Column('image_id', sa.String(length=36), nullable=False),
+    sa.Column('member', sa.String(length=255), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.Column('updated_at', sa.String(length=20), nullable=False),
+    sa.ForeignKeyConstraint(['image_id'], ['images.id'], name=op.f('fk_image_members_image_id_images'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('image_id', 'member', name=op.f('pk_image_members'))
+    )
+    op.create_index(op.f('ix_image_members_member'), 'image_members', ['member'], unique=False)
+    op.create_table('image_properties',
+    sa.Column('image_id', sa.String(length=36), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('value', sa.Text(), nullable=False),
+    sa.ForeignKeyConstraint(['image_id'], ['images.id'], name=op.f('fk_image_properties_image_id_images'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('image_id', 'name', name=op.f('pk_image_properties'))
+    )
+    op.create_table('image_tags',
+    sa.Column('image_id', sa.String(length=36), nullable=False),
+    sa.Column('value', sa.String(length=255), nullable=False),
+    sa.ForeignKeyConstraint(['image_id'], ['images.id'], name=op.f('fk_image_tags_image_id_images'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('image_id', 'value', name=op.f('pk_image_tags'))
+    )
     op.create_table('network_segments',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('network_id', sa.String(length=36), nullable=False),
@@ -529,6 +576,10 @@ def downgrade() -> None:
     op.drop_table('networkdhcpagentbindings')
     op.drop_index(op.f('ix_network_segments_network_id'), table_name='network_segments')
     op.drop_table('network_segments')
+    op.drop_table('image_tags')
+    op.drop_table('image_properties')
+    op.drop_index(op.f('ix_image_members_member'), table_name='image_members')
+    op.drop_table('image_members')
     op.drop_index(op.f('ix_identity_users_domain_id'), table_name='identity_users')
     op.drop_table('identity_users')
     op.drop_index(op.f('ix_identity_projects_parent_id'), table_name='identity_projects')
@@ -558,6 +609,10 @@ def downgrade() -> None:
     op.drop_table('quotas')
     op.drop_index(op.f('ix_networks_project_id'), table_name='networks')
     op.drop_table('networks')
+    op.drop_index('ix_images_owner_visibility', table_name='images')
+    op.drop_index(op.f('ix_images_os_hash_value'), table_name='images')
+    op.drop_index(op.f('ix_images_name'), table_name='images')
+    op.drop_table('images')
     op.drop_index(op.f('ix_identity_tokens_user_id'), table_name='identity_tokens')
     op.drop_index(op.f('ix_identity_tokens_project_id'), table_name='identity_tokens')
     op.drop_index(op.f('ix_identity_tokens_parent_audit_id'), table_name='identity_tokens')
