@@ -162,8 +162,9 @@ def test_cli_token_revoke(cloud: Any) -> None:
 
 def test_cli_catalog_list(cloud: Any) -> None:
     catalog = {entry["Type"]: entry for entry in osc(cloud, "catalog", "list")}
-    # Only what this server answers for: no compute or image before the compute issue.
-    assert set(catalog) == {"identity", "network"}
+    # Only what this server answers for: no compute before the compute issue.
+    assert set(catalog) == {"identity", "network", "image"}
+    assert catalog["image"]["Name"] == "glance"
     assert catalog["identity"]["Name"] == "keystone"
     public = {e["interface"]: e["url"] for e in catalog["identity"]["Endpoints"]}
     assert public == {"public": f"{cloud.url}/identity/v3", "internal": f"{cloud.url}/identity/v3",
@@ -235,7 +236,7 @@ def test_cli_non_admin_user_list_is_forbidden(cloud: Any) -> None:
 def test_cli_service_endpoint_region_lists(cloud: Any) -> None:
     services = {s["Type"]: s["Name"] for s in osc(cloud, "service", "list")}
     assert services["identity"] == "keystone" and services["network"] == "neutron"
-    assert "compute" not in services and "image" not in services
+    assert "compute" not in services and services["image"] == "glance"
     endpoints = osc(cloud, "endpoint", "list", "--service", "identity")
     assert sorted(e["Interface"] for e in endpoints) == ["admin", "internal", "public"]
     assert {e["URL"] for e in endpoints} == {f"{cloud.url}/identity/v3"}
@@ -289,7 +290,7 @@ def test_token_document_project_scoped_by_name(cloud: Any) -> None:
     assert token["expires_at"] > token["issued_at"]
     assert len(token["audit_ids"]) == 1
     types = {s["type"] for s in token["catalog"]}
-    assert types == {"identity", "network"}
+    assert types == {"identity", "network", "image"}
     for service in token["catalog"]:
         for endpoint in service["endpoints"]:
             assert endpoint["region_id"] == endpoint["region"] == "RegionOne"

@@ -30,7 +30,7 @@ def addresses(port: dict) -> dict[str, str]:
 def test_catalog_lists_only_served_services_and_quota_show_works(cloud) -> None:
     catalog, admin_quota = osc(cloud, ["catalog", "list", "-f", "json"],
                                ["quota", "show", "-f", "json"])
-    assert {entry["Type"] for entry in catalog} == {"identity", "network"}
+    assert {entry["Type"] for entry in catalog} == {"identity", "network", "image"}
     # Without --network the CLI asks every service in the catalog; all of them answer now.
     limits = {row["Resource"]: row["Limit"] for row in admin_quota}
     assert limits["networks"] == 100 and limits["ports"] == 500
@@ -38,12 +38,11 @@ def test_catalog_lists_only_served_services_and_quota_show_works(cloud) -> None:
     assert {row["Resource"]: row["Limit"] for row in demo_quota}["subnets"] == 100
 
 
-def test_up_retires_the_compute_and_image_entries_an_older_bootstrap_made(
+def test_up_retires_the_compute_entry_an_older_bootstrap_made(
         cloud, stacklet_tools) -> None:
     token = cloud.admin_token
     made = []
-    for type_, name, path in (("compute", "nova", "/compute/v2.1"), ("image", "glance",
-                                                                       "/image")):
+    for type_, name, path in (("compute", "nova", "/compute/v2.1"),):
         service = expect_identity(cloud.request(
             "POST", "/identity/v3/services", token=token,
             json={"service": {"type": type_, "name": name}}), 201)["service"]
@@ -55,7 +54,7 @@ def test_up_retires_the_compute_and_image_entries_an_older_bootstrap_made(
     stacklet_tools.run("up", data_dir=cloud.data_dir)
     services = expect_identity(cloud.request("GET", "/identity/v3/services", token=token),
                                200)["services"]
-    assert {s["type"] for s in services} == {"identity", "network"}
+    assert {s["type"] for s in services} == {"identity", "network", "image"}
     endpoints = expect_identity(cloud.request("GET", "/identity/v3/endpoints", token=token),
                                 200)["endpoints"]
     assert not {e["service_id"] for e in endpoints} & set(made)
@@ -74,7 +73,7 @@ def json_error(response, status: int) -> dict:
 
 @pytest.mark.parametrize("method,path,status", [
     ("GET", "/compute/v2.1", 404), ("GET", "/compute/v2.1/os-quota-sets/x", 404),
-    ("GET", "/image", 404), ("GET", "/image/v2/images", 404), ("GET", "/nothing/here", 404),
+    ("GET", "/nothing/here", 404),
     ("GET", "/networkingx", 404), ("POST", "/", 405)])
 def test_unknown_prefixes_answer_json(cloud, method, path, status) -> None:
     body = json_error(cloud.request(method, path, token=cloud.admin_token), status)
