@@ -322,6 +322,8 @@ def test_list_filters_sorting_pagination(cloud, unique_name):
                                                                     f"{prefix}-4"]
     assert names(visibility="private", sort="name:asc") == [f"{prefix}-{i}" for i in range(5)]
     assert names(status="queued") == []
+    assert len(names(created_at="gte:2000-01-01T00:00:00Z")) == 5
+    assert names(created_at="lt:2000-01-01T00:00:00Z") == []
 
     # pages of two, following Glance's relative "next" links to the end
     seen, url = [], "/images?limit=2&sort=size:desc&visibility=private"
@@ -380,9 +382,8 @@ def test_interrupted_upload_leaves_the_image_queued(cloud, alice):
         yield b"b" * MIB
         raise RuntimeError("the client gives up")
 
-    with pytest.raises((RuntimeError, httpx.HTTPError)):
-        with httpx.Client(timeout=30) as client:
-            client.put(f"{cloud.url}/image/v2/images/{image_id}/file", content=body(),
+    with pytest.raises((RuntimeError, httpx.HTTPError)), httpx.Client(timeout=30) as client:
+        client.put(f"{cloud.url}/image/v2/images/{image_id}/file", content=body(),
                        headers={"X-Auth-Token": alice.token,
                                 "Content-Type": "application/octet-stream"})
     import time

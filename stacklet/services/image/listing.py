@@ -39,7 +39,7 @@ def _split_op(expression: str) -> tuple[str, str]:
     if not sep:
         return "eq", left
     try:
-        datetime.datetime.fromisoformat(expression.replace("Z", "+00:00"))
+        datetime.datetime.fromisoformat(expression)
         return "eq", expression
     except ValueError:
         return left, right
@@ -51,7 +51,7 @@ def _quoted_list(value: str) -> list[str]:
 
 def _iso(name: str, value: str) -> str:
     try:
-        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.datetime.fromisoformat(value)
     except ValueError:
         raise GlanceError(400, f"Bad \"{name}\" query filter format. Use ISO 8601 DateTime "
                                f"notation.") from None
