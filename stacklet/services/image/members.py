@@ -29,6 +29,17 @@ def member_view(member: ImageMember) -> dict[str, Any]:
             "schema": "/v2/schemas/member"}
 
 
+def _field(body: Any, key: str, form: str, missing: str) -> Any:
+    """``body[key]`` with Glance's member deserializer's refusals."""
+    if body is None:
+        raise GlanceError(400, "Body expected in request.")
+    if not isinstance(body, dict):
+        raise GlanceError(400, f"Expected a {key} in the form: {form}")
+    if key not in body:
+        raise GlanceError(400, missing)
+    return body[key]
+
+
 class MemberService:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -42,13 +53,8 @@ class MemberService:
         return ctx.is_admin or ("reader" in ctx.roles and ctx.project_id is not None)
 
     def create(self, ctx: RequestContext, image_id: str, body: Any) -> dict[str, Any]:
-        if body is None:
-            raise GlanceError(400, "Body expected in request.")
-        if not isinstance(body, dict):
-            raise GlanceError(400, 'Expected a member in the form: {"member": "image_id"}')
-        if "member" not in body:
-            raise GlanceError(400, "Member to be added not specified")
-        member_id = body["member"]
+        member_id = _field(body, "member", '{"member": "image_id"}',
+                           "Member to be added not specified")
         if not member_id:
             raise GlanceError(400, "Member can't be empty")
         if not isinstance(member_id, str) or len(member_id) > 255:
@@ -106,13 +112,7 @@ class MemberService:
 
     def update(self, ctx: RequestContext, image_id: str, member_id: str,
                body: Any) -> dict[str, Any]:
-        if body is None:
-            raise GlanceError(400, "Body expected in request.")
-        if not isinstance(body, dict):
-            raise GlanceError(400, 'Expected a status in the form: {"status": "status"}')
-        if "status" not in body:
-            raise GlanceError(400, "Status not specified")
-        status = body["status"]
+        status = _field(body, "status", '{"status": "status"}', "Status not specified")
 
         def write(session: Session) -> dict[str, Any]:
             image = self._image(session, ctx, image_id)
