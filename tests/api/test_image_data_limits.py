@@ -114,3 +114,46 @@ def test_a_200_mib_upload_and_download_do_not_grow_the_server(cloud, tmp_path, u
     # 200 MiB went through; the server's peak grew by far less (generous bound)
     assert peak_end - peak_before < 64 * 1024
     cloud.openstack("image", "delete", image["id"])
+
+
+def test_an_upload_cut_by_a_server_kill_is_undone_at_the_next_start(capped, stacklet_tools):
+    import os
+    import signal
+    import threading
+    import time
+
+    image_id = create(capped, name="killed", disk_format="raw", container_format="bare")["id"]
+    release = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield b"k" * MIB
+        release.wait(60)
+        yield b"k"
+
+    def send() -> None:
+        try:
+            with httpx.Client(base_url=capped.url, timeout=60) as client:
+                client.put(f"/image/v2/images/{image_id}/file", content=body(),
+                           headers={"X-Auth-Token": capped.admin_token,
+                                    "Content-Type": "application/octet-stream"})
+        except httpx.HTTPError:
+            pass
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (call(capped, "GET", f"/images/{image_id}").json()["status"] == "saving"
+                and _leftovers(capped, image_id)):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the upload never started")
+    pid = daemon.read_pid(capped.data_dir / "run" / "server.pid")
+    os.kill(pid, signal.SIGKILL)      # the server this module started
+    release.set()
+    sender.join(30)
+    stacklet_tools.start(capped.data_dir)
+    shown = call(capped, "GET", f"/images/{image_id}").json()
+    assert (shown["status"], shown["size"]) == ("queued", None)
+    assert _leftovers(capped, image_id) == []

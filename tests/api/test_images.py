@@ -144,6 +144,20 @@ def test_visibility_and_members_across_projects(cloud, alice, bob, tmp_path, uni
     assert name in _list_names(bob)
     members = alice.openstack("image", "member", "list", image_id, "-f", "json").json()
     assert [(m["Member ID"], m["Status"]) for m in members] == [(bob.project_id, "accepted")]
+    mine = call(bob, "GET", f"/images/{image_id}/members/{bob.project_id}").json()
+    assert mine["status"] == "accepted" and mine["schema"] == "/v2/schemas/member"
+    glance_error(call(bob, "GET", f"/images/{image_id}/members/{alice.project_id}"), 404,
+                 "not found in the member list of the image")
+    glance_error(call(cloud.new_project(), "GET", f"/images/{image_id}/members"), 404,
+                 f"Image {image_id} not found.")
+    glance_error(call(alice, "POST", f"/images/{image_id}/members",
+                      json={"member": bob.project_id}), 409, "is duplicated for image")
+    # tags by their own sub-resource: the owner's
+    assert call(alice, "PUT", f"/images/{image_id}/tags/blue").status_code == 204
+    assert call(bob, "GET", f"/images/{image_id}").json()["tags"] == ["blue"]
+    glance_error(call(bob, "PUT", f"/images/{image_id}/tags/red"), 403, "modify_image")
+    assert call(alice, "DELETE", f"/images/{image_id}/tags/blue").status_code == 204
+    glance_error(call(alice, "DELETE", f"/images/{image_id}/tags/blue"), 404)
     # a member reads and downloads, but changes nothing
     saved = tmp_path / "by-bob"
     bob.openstack("image", "save", "--file", str(saved), image_id)
