@@ -144,12 +144,15 @@ def write_client_files(conf: Config, passwords: Passwords) -> tuple[Path, Path]:
 
 
 def bootstrap_identity(conf: Config, passwords: Passwords) -> None:
-    """Create (or repair) the admin and demo users, projects, roles and the catalog."""
+    """Create (or repair) the admin and demo users, projects, roles and the catalog, and
+    the default flavors (each made once: never again after an operator deleted it)."""
+    from stacklet.services.compute import bootstrap as compute_bootstrap
     from stacklet.services.identity import IdentityService
     from stacklet.store.db import Database
 
     db = Database(conf.database_url, max_retries=conf.database.max_retries)
     try:
         IdentityService(db, conf).bootstrap(passwords.admin, passwords.demo)
+        compute_bootstrap.bootstrap(db)
     finally:
         db.dispose()

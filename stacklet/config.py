@@ -296,6 +296,27 @@ OPTIONS: tuple[Option, ...] = (
            "Security group rules per project; -1 is unlimited.", int),
     Option("quotas", "quota_rbac_policy", 10, "RBAC policies per project; -1 is unlimited.", int),
     Option("quotas", "quota_subnetpool", -1, "Subnet pools per project; -1 is unlimited.", int),
+    # [quota]: the Compute API's per-project defaults, with Nova's names and defaults
+    Option("quota", "instances", 10, "Servers per project; -1 is unlimited.", int),
+    Option("quota", "cores", 20, "Instance cores (VCPUs) per project; -1 is unlimited.", int),
+    Option("quota", "ram", 51200, "Megabytes of instance RAM per project; -1 is unlimited.",
+           int),
+    Option("quota", "metadata_items", 128,
+           "Metadata items per server; -1 is unlimited.", int),
+    Option("quota", "injected_files", 5,
+           "Injected files per server (shown below microversion 2.57).", int),
+    Option("quota", "injected_file_content_bytes", 10240,
+           "Bytes per injected file (shown below microversion 2.57).", int),
+    Option("quota", "injected_file_path_length", 255,
+           "Characters of an injected file's path (shown below microversion 2.57).", int),
+    Option("quota", "key_pairs", 100, "Key pairs per user; -1 is unlimited.", int),
+    Option("quota", "server_groups", 10, "Server groups per project; -1 is unlimited.", int),
+    Option("quota", "server_group_members", 10,
+           "Servers per server group; -1 is unlimited.", int),
+    # [api]
+    Option("api", "max_limit", 1000,
+           "Most items one Compute API list answers (flavors, key pairs); a larger or "
+           "missing `limit` is this.", int),
 )
 
 _BY_KEY = {(o.section, o.name): o for o in OPTIONS}

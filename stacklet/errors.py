@@ -579,3 +579,59 @@ class GlanceError(StackletError):
                             else self.EXPLANATIONS.get(status, ""))
         self.headers = headers or {}
         super().__init__(" ".join(p for p in (self.explanation, detail) if p), detail=detail)
+
+
+# --- Compute (nova.exception and the API's own wording) ----------------------------------------
+
+class NotAcceptable(StackletError):
+    """A microversion outside what the Compute API serves (Nova's InvalidGlobalAPIVersion)."""
+    status = 406
+    message = "Version {req_ver} is not supported by the API. Minimum is {min_ver} and " \
+              "maximum is {max_ver}."
+
+
+class ComputePolicyNotAuthorized(Forbidden):
+    """nova.exception.PolicyNotAuthorized (a rule refused, whatever the token's scope)."""
+    message = "Policy doesn't allow {action} to be performed."
+
+
+class FlavorNotFound(NotFound):
+    message = "Flavor {flavor_id} could not be found."
+
+
+class FlavorAccessNotFound(NotFound):
+    message = "Flavor access not found for {flavor_id} / {project_id} combination."
+
+
+class FlavorExtraSpecsNotFound(NotFound):
+    message = "Flavor {flavor_id} has no extra specs with key {extra_specs_key}."
+
+
+class FlavorExists(Conflict):
+    message = "Flavor with name {name} already exists."
+
+
+class FlavorIdExists(Conflict):
+    message = "Flavor with ID {flavor_id} already exists."
+
+
+class FlavorAccessExists(Conflict):
+    message = "Flavor access already exists for flavor {flavor_id} and project {project_id} " \
+              "combination."
+
+
+class KeypairNotFound(NotFound):
+    message = "Keypair {name} not found for user {user_id}"
+
+
+class KeyPairExists(Conflict):
+    message = "Key pair '{key_name}' already exists."
+
+
+class InvalidKeypair(BadRequest):
+    message = "Keypair data is invalid: {reason}"
+
+
+class KeypairLimitExceeded(Forbidden):
+    """Nova answers a key pair over quota with 403 (not 413) and this message."""
+    message = "Quota exceeded, too many key pairs."

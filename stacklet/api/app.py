@@ -3,11 +3,11 @@
     /identity/...     Keystone v3
     /networking/...   Neutron v2.0
     /image/...        Glance v2
+    /compute/...      Nova v2.1 (flavors, key pairs, quotas, limits, zones; servers later)
     /metadata/...     the metadata service for instances, called by metadata proxies
     /stacklet/v1/...  stacklet's own API explaining the cloud (topology, trace; admin only)
     /metrics          Prometheus metrics of the server (api/metrics.py; no token)
-    (compute joins here in a later issue; the catalog lists what is mounted, see
-    ``services/identity/bootstrap.CATALOG``)
+    (the catalog lists what is mounted, see ``services/identity/bootstrap.CATALOG``)
 
 Any other path answers a JSON 404 (``_http_error``).
 
@@ -28,6 +28,7 @@ from starlette.routing import Mount, Route
 
 from stacklet import errors
 from stacklet.api import agent as agent_api
+from stacklet.api import compute as compute_api
 from stacklet.api import explain as explain_api
 from stacklet.api import identity as identity_api
 from stacklet.api import image as image_api
@@ -41,6 +42,7 @@ from stacklet.bus import install as install_bus
 from stacklet.config import Config
 from stacklet.context import RequestContext
 from stacklet.metadata.service import MetadataService
+from stacklet.services.compute import ComputeServices
 from stacklet.services.identity import IdentityService
 from stacklet.services.image import ImageServices
 from stacklet.services.networking import NetworkingServices
@@ -55,6 +57,7 @@ class Services:
     networking: NetworkingServices
     metadata: MetadataService
     image: ImageServices
+    compute: ComputeServices
     # Change events for node agents; fed by session hooks on ``db`` (see stacklet.bus).
     bus: ChangeNotifier = field(default_factory=ChangeNotifier)
     # Requests to one node's agent, riding its long poll (stacklet.bus.requests).
@@ -74,7 +77,7 @@ def build_services(conf: Config, db: Database | None = None) -> Services:
     services = Services(conf=conf, db=db, identity=identity,
                         networking=NetworkingServices(db, conf),
                         metadata=MetadataService(db, conf), image=ImageServices(db, conf),
-                        bus=bus)
+                        compute=ComputeServices(db, conf), bus=bus)
     services.metrics.watch(services)
     return services
 
@@ -96,12 +99,13 @@ async def _root(request: Request):
             "identity": f"{base}/identity/v3",
             "network": f"{base}/networking",
             "image": f"{base}/image",
+            "compute": f"{base}/compute/v2.1",
         },
     })
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Outside every service (the root, unknown prefixes such as ``/compute``): JSON in the
+    """Outside every service (the root, unknown prefixes such as ``/image``): JSON in the
     ``{"error": {...}}`` shape keystoneauth reads, never Starlette's plain text."""
     assert isinstance(exc, HTTPException)
     message = {404: "The resource could not be found.",
@@ -112,7 +116,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                                     "message": message}}, status=exc.status_code)
 
 
-MOUNTS = ("/identity", "/networking", "/image")
+MOUNTS = ("/identity", "/networking", "/image", "/compute")
 # Served as written: in instance metadata paths ".json" is part of a name ("meta_data.json").
 VERBATIM = "/metadata"
 
@@ -148,6 +152,7 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         Mount("/identity", app=identity_api.create_app()),
         Mount("/networking", app=networking_api.create_app()),
         Mount("/image", app=image_api.create_app()),
+        Mount("/compute", app=compute_api.create_app()),
         Mount(VERBATIM, app=metadata_api.create_app()),
         # Explaining the cloud: stacklet trace and topology (admin only).
         Mount("/stacklet/v1", app=explain_api.create_app()),

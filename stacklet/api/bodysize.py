@@ -51,6 +51,9 @@ def _error_response(path: str, limit: int, accept: str | None = None) -> Respons
         return neutron_error(exc.status, exc.type, exc.msg)
     if path.startswith("/image"):
         return glance_error_response(accept, errors.GlanceError(exc.status, exc.msg))
+    if path.startswith("/compute"):
+        from stacklet.api.compute.common import fault
+        return fault(exc.status, exc.msg)
     return Response(f"{exc.status} {exc.title}\n\n{exc.msg}\n", status_code=exc.status,
                     media_type="text/plain")
 

@@ -61,11 +61,12 @@ class CatalogEntry:
     description: str
 
 
-# The services this server answers for, one line each: the catalog lists exactly these (the
-# compute issue adds compute and image back here, which also stops retiring them).
+# The services this server answers for, one line each: the catalog lists exactly these (an
+# entry here is no longer retired).
 CATALOG = (
     CatalogEntry("identity", "keystone", "/identity/v3", "OpenStack Identity"),
     CatalogEntry("network", "neutron", "/networking", "OpenStack Networking"),
+    CatalogEntry("compute", "nova", "/compute/v2.1", "OpenStack Compute"),
     CatalogEntry("image", "glance", "/image", "OpenStack Image"),
 )
 

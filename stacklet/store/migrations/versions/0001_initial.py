@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-05 23:51:29.675759
+Create Date: 2026-12-06 00:12:50.889936
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision: str = '0001'
 down_revision: str | Sequence[str] | None = None
@@ -55,6 +56,32 @@ def upgrade() -> None:
     sa.UniqueConstraint('agent_type', 'host', name=op.f('uq_agents_agent_type_host'))
     )
     op.create_index(op.f('ix_agents_host'), 'agents', ['host'], unique=False)
+    op.create_table('compute_quotas',
+    sa.Column('project_id', sa.String(length=255), nullable=False),
+    sa.Column('resource', sa.String(length=255), nullable=False),
+    sa.Column('hard_limit', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('project_id', 'resource', name=op.f('pk_compute_quotas'))
+    )
+    op.create_table('flavors',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('flavorid', sa.String(length=255), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('memory_mb', sa.Integer(), nullable=False),
+    sa.Column('vcpus', sa.Integer(), nullable=False),
+    sa.Column('root_gb', sa.Integer(), nullable=False),
+    sa.Column('ephemeral_gb', sa.Integer(), nullable=False),
+    sa.Column('swap', sa.Integer(), nullable=False),
+    sa.Column('rxtx_factor', sa.Float(), nullable=False),
+    sa.Column('vcpu_weight', sa.Integer(), nullable=True),
+    sa.Column('is_public', sa.Boolean(), nullable=False),
+    sa.Column('disabled', sa.Boolean(), nullable=False),
+    sa.Column('description', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.Column('updated_at', sa.String(length=20), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_flavors')),
+    sa.UniqueConstraint('flavorid', name=op.f('uq_flavors_flavorid')),
+    sa.UniqueConstraint('name', name=op.f('uq_flavors_name'))
+    )
     op.create_table('identity_bootstrap',
     sa.Column('item', sa.String(length=255), nullable=False),
     sa.Column('value', sa.Text(), nullable=True),
@@ -139,6 +166,19 @@ def upgrade() -> None:
     op.create_index(op.f('ix_images_name'), 'images', ['name'], unique=False)
     op.create_index(op.f('ix_images_os_hash_value'), 'images', ['os_hash_value'], unique=False)
     op.create_index('ix_images_owner_visibility', 'images', ['owner', 'visibility'], unique=False)
+    op.create_table('key_pairs',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('user_id', sa.String(length=255), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('fingerprint', sa.String(length=255), nullable=False),
+    sa.Column('public_key', sa.Text(), nullable=False),
+    sa.Column('type', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.Column('updated_at', sa.String(length=20), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_key_pairs')),
+    sa.UniqueConstraint('user_id', 'name', name=op.f('uq_key_pairs_user_id_name'))
+    )
+    op.create_index(op.f('ix_key_pairs_user_id'), 'key_pairs', ['user_id'], unique=False)
     op.create_table('networks',
     sa.Column('admin_state_up', sa.Boolean(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
@@ -226,6 +266,20 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('project_id', name=op.f('pk_default_security_groups')),
     sa.UniqueConstraint('security_group_id', name=op.f('uq_default_security_groups_security_group_id'))
     )
+    op.create_table('flavor_extra_specs',
+    sa.Column('flavor_id', sa.Integer(), nullable=False),
+    sa.Column('key', sa.String(length=255), nullable=False),
+    sa.Column('value', sa.String(length=255), nullable=False),
+    sa.ForeignKeyConstraint(['flavor_id'], ['flavors.id'], name=op.f('fk_flavor_extra_specs_flavor_id_flavors'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('flavor_id', 'key', name=op.f('pk_flavor_extra_specs'))
+    )
+    op.create_table('flavor_projects',
+    sa.Column('flavor_id', sa.Integer(), nullable=False),
+    sa.Column('project_id', sa.String(length=255), nullable=False),
+    sa.ForeignKeyConstraint(['flavor_id'], ['flavors.id'], name=op.f('fk_flavor_projects_flavor_id_flavors'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('flavor_id', 'project_id', name=op.f('pk_flavor_projects'))
+    )
+    op.create_index(op.f('ix_flavor_projects_project_id'), 'flavor_projects', ['project_id'], unique=False)
     op.create_table('identity_assignments',
     sa.Column('actor_type', sa.String(length=16), nullable=False),
     sa.Column('actor_id', sa.String(length=64), nullable=False),
@@ -594,6 +648,9 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_identity_assignments_role_id'), table_name='identity_assignments')
     op.drop_index(op.f('ix_identity_assignments_actor_id'), table_name='identity_assignments')
     op.drop_table('identity_assignments')
+    op.drop_index(op.f('ix_flavor_projects_project_id'), table_name='flavor_projects')
+    op.drop_table('flavor_projects')
+    op.drop_table('flavor_extra_specs')
     op.drop_table('default_security_groups')
     op.drop_index(op.f('ix_tags_resource_type'), table_name='tags')
     op.drop_table('tags')
@@ -609,6 +666,8 @@ def downgrade() -> None:
     op.drop_table('quotas')
     op.drop_index(op.f('ix_networks_project_id'), table_name='networks')
     op.drop_table('networks')
+    op.drop_index(op.f('ix_key_pairs_user_id'), table_name='key_pairs')
+    op.drop_table('key_pairs')
     op.drop_index('ix_images_owner_visibility', table_name='images')
     op.drop_index(op.f('ix_images_os_hash_value'), table_name='images')
     op.drop_index(op.f('ix_images_name'), table_name='images')
@@ -626,6 +685,8 @@ def downgrade() -> None:
     op.drop_table('identity_regions')
     op.drop_table('identity_domains')
     op.drop_table('identity_bootstrap')
+    op.drop_table('flavors')
+    op.drop_table('compute_quotas')
     op.drop_index(op.f('ix_agents_host'), table_name='agents')
     op.drop_table('agents')
     op.drop_index(op.f('ix_address_scopes_project_id'), table_name='address_scopes')

@@ -1,0 +1,61 @@
+"""Compute API (Nova v2.1), mounted at /compute; the catalog's URL is /compute/v2.1.
+
+Served before servers exist: the version documents, flavors (with access and extra specs),
+key pairs, availability zones, limits and quota sets, every v2.1 resource with Nova's
+microversion negotiation (``microversion.py``) and Nova's fault bodies (``common.py``).
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from stacklet import errors
+from stacklet.api.compute import common, flavors, keypairs, quotas, versions
+from stacklet.api.compute.common import versioned
+
+
+def create_app() -> Starlette:
+    v = "/v2.1"
+    flavor = v + "/flavors/{id}"
+    quota = v + "/os-quota-sets/{project_id}"
+    routes = [
+        Route("/", versions.index),
+        Route("/v2", versions.show_v2),
+        Route(v, versioned(versions.show_v21, authenticate=False)),
+        Route(v + "/flavors", versioned(flavors.index), methods=["GET"]),
+        Route(v + "/flavors", versioned(flavors.create), methods=["POST"]),
+        Route(v + "/flavors/detail", versioned(flavors.detail), methods=["GET"]),
+        Route(flavor, versioned(flavors.show), methods=["GET"]),
+        Route(flavor, versioned(flavors.update), methods=["PUT"]),
+        Route(flavor, versioned(flavors.delete), methods=["DELETE"]),
+        Route(flavor + "/action", versioned(flavors.action), methods=["POST"]),
+        Route(flavor + "/os-flavor-access", versioned(flavors.access), methods=["GET"]),
+        Route(flavor + "/os-extra_specs", versioned(flavors.specs_index), methods=["GET"]),
+        Route(flavor + "/os-extra_specs", versioned(flavors.specs_create), methods=["POST"]),
+        Route(flavor + "/os-extra_specs/{key}", versioned(flavors.spec_show),
+              methods=["GET"]),
+        Route(flavor + "/os-extra_specs/{key}", versioned(flavors.spec_update),
+              methods=["PUT"]),
+        Route(flavor + "/os-extra_specs/{key}", versioned(flavors.spec_delete),
+              methods=["DELETE"]),
+        Route(v + "/os-keypairs", versioned(keypairs.index), methods=["GET"]),
+        Route(v + "/os-keypairs", versioned(keypairs.create), methods=["POST"]),
+        Route(v + "/os-keypairs/{name}", versioned(keypairs.show), methods=["GET"]),
+        Route(v + "/os-keypairs/{name}", versioned(keypairs.delete), methods=["DELETE"]),
+        Route(v + "/os-availability-zone", versioned(quotas.zones), methods=["GET"]),
+        Route(v + "/os-availability-zone/detail", versioned(quotas.zones_detail),
+              methods=["GET"]),
+        Route(v + "/limits", versioned(quotas.limits), methods=["GET"]),
+        Route(quota, versioned(quotas.show), methods=["GET"]),
+        Route(quota, versioned(quotas.update), methods=["PUT"]),
+        Route(quota, versioned(quotas.delete), methods=["DELETE"]),
+        Route(quota + "/defaults", versioned(quotas.defaults), methods=["GET"]),
+        Route(quota + "/detail", versioned(quotas.detail), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={
+        errors.StackletError: common.stacklet_error,
+        HTTPException: common.http_error,
+        Exception: common.internal_error,
+    })
