@@ -112,10 +112,16 @@ class CreateOptions:
     name_v292: bool         # 2.92's name characters
 
 
+def _nova_time(stamp: str | None) -> str | None:
+    """Nova's timestamps in key pairs: ``2014-05-07T12:06:13.000000`` (no zone)."""
+    return stamp.replace("Z", ".000000") if stamp else stamp
+
+
 def _record(row: KeyPair) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "user_id": row.user_id,
             "fingerprint": row.fingerprint, "public_key": row.public_key, "type": row.type,
-            "created_at": row.created_at, "updated_at": row.updated_at, "deleted": False,
+            "created_at": _nova_time(row.created_at),
+            "updated_at": _nova_time(row.updated_at), "deleted": False,
             "deleted_at": None}
 
 
