@@ -162,9 +162,9 @@ def test_cli_token_revoke(cloud: Any) -> None:
 
 def test_cli_catalog_list(cloud: Any) -> None:
     catalog = {entry["Type"]: entry for entry in osc(cloud, "catalog", "list")}
-    # Only what this server answers for: no compute before the compute issue.
-    assert set(catalog) == {"identity", "network", "image"}
-    assert catalog["image"]["Name"] == "glance"
+    # Only what this server answers for.
+    assert set(catalog) == {"identity", "network", "image", "compute"}
+    assert catalog["image"]["Name"] == "glance" and catalog["compute"]["Name"] == "nova"
     assert catalog["identity"]["Name"] == "keystone"
     public = {e["interface"]: e["url"] for e in catalog["identity"]["Endpoints"]}
     assert public == {"public": f"{cloud.url}/identity/v3", "internal": f"{cloud.url}/identity/v3",
@@ -236,7 +236,7 @@ def test_cli_non_admin_user_list_is_forbidden(cloud: Any) -> None:
 def test_cli_service_endpoint_region_lists(cloud: Any) -> None:
     services = {s["Type"]: s["Name"] for s in osc(cloud, "service", "list")}
     assert services["identity"] == "keystone" and services["network"] == "neutron"
-    assert "compute" not in services and services["image"] == "glance"
+    assert services["compute"] == "nova" and services["image"] == "glance"
     endpoints = osc(cloud, "endpoint", "list", "--service", "identity")
     assert sorted(e["Interface"] for e in endpoints) == ["admin", "internal", "public"]
     assert {e["URL"] for e in endpoints} == {f"{cloud.url}/identity/v3"}

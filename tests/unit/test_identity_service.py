@@ -74,17 +74,18 @@ def counts(identity: IdentityService) -> dict[str, int]:
 
 def test_bootstrap_is_idempotent_and_follows_the_port(identity: IdentityService) -> None:
     before = counts(identity)
-    # Only the services this server answers for (no compute yet).
-    assert before == {"Project": 3, "User": 2, "Role": 5, "Service": 3, "Endpoint": 9}
+    # Only the services this server answers for.
+    assert before == {"Project": 3, "User": 2, "Role": 5, "Service": 4, "Endpoint": 12}
     identity.conf.set("DEFAULT", "bind_port", 19998)
     try:
         identity.bootstrap(ADMIN_PW, DEMO_PW)
         assert counts(identity) == before
         urls = {e["url"] for e in identity.catalog.list_endpoints()}
         assert urls == {"http://127.0.0.1:19998/identity/v3",
-                        "http://127.0.0.1:19998/networking", "http://127.0.0.1:19998/image"}
+                        "http://127.0.0.1:19998/networking", "http://127.0.0.1:19998/image",
+                        "http://127.0.0.1:19998/compute/v2.1"}
         catalog = identity.catalog.catalog()
-        assert {s["type"] for s in catalog} == {"identity", "network", "image"}
+        assert {s["type"] for s in catalog} == {"identity", "network", "image", "compute"}
         assert all(e["url"].startswith("http://127.0.0.1:19998/")
                    for s in catalog for e in s["endpoints"])
     finally:
@@ -92,14 +93,14 @@ def test_bootstrap_is_idempotent_and_follows_the_port(identity: IdentityService)
         identity.bootstrap(ADMIN_PW, DEMO_PW)
 
 
-def test_bootstrap_retires_the_compute_entry_of_older_clouds(
+def test_bootstrap_keeps_the_served_entries_of_older_clouds(
         identity: IdentityService) -> None:
-    """Older bootstraps listed compute, which nothing answers: the next bootstrap removes it,
-    but not a service an operator registered elsewhere under the same type."""
+    """Older bootstraps listed compute and image before they were served, and removed such
+    entries later (``RETIRED``); both are served now, so nothing is removed any more."""
     catalog = identity.catalog
     made = {}
     for type_, name, url in (("compute", "nova", "http://127.0.0.1:19999/compute/v2.1"),
-                             ("compute", "nova", "http://nova.example:8774/v2.1")):
+                             ("image", "glance", "http://10.9.9.9:9292/image/")):
         service = catalog.create_service({"type": type_, "name": name})
         for interface in ("public", "internal", "admin"):
             catalog.create_endpoint({"service_id": service["id"], "interface": interface,
@@ -108,13 +109,11 @@ def test_bootstrap_retires_the_compute_entry_of_older_clouds(
     try:
         identity.bootstrap(ADMIN_PW, DEMO_PW)
         left = {s["id"] for s in catalog.list_services()}
-        assert made["http://127.0.0.1:19999/compute/v2.1"] not in left
-        assert made["http://nova.example:8774/v2.1"] in left   # not one bootstrap made
-        assert {e["url"] for e in catalog.list_endpoints()} == {
-            "http://127.0.0.1:19999/identity/v3", "http://127.0.0.1:19999/networking",
-            "http://127.0.0.1:19999/image", "http://nova.example:8774/v2.1"}
+        assert made["http://127.0.0.1:19999/compute/v2.1"] in left
+        assert made["http://10.9.9.9:9292/image/"] in left
     finally:
-        catalog.delete_service(made["http://nova.example:8774/v2.1"])
+        for service_id in made.values():
+            catalog.delete_service(service_id)
 
 
 def test_validation_cache_hit_runs_no_sql(identity: IdentityService) -> None:
