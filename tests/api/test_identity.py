@@ -290,7 +290,7 @@ def test_token_document_project_scoped_by_name(cloud: Any) -> None:
     assert token["expires_at"] > token["issued_at"]
     assert len(token["audit_ids"]) == 1
     types = {s["type"] for s in token["catalog"]}
-    assert types == {"identity", "network", "image"}
+    assert types == {"identity", "network", "image", "compute"}
     for service in token["catalog"]:
         for endpoint in service["endpoints"]:
             assert endpoint["region_id"] == endpoint["region"] == "RegionOne"

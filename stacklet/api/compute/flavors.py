@@ -24,23 +24,24 @@ def _services(call: Call):
     return call.services.compute.flavors
 
 
-def basic(call: Call, flavor: FlavorRecord, version: Version) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": flavor["flavorid"], "name": flavor["name"],
-                            "links": links(call, "flavors", flavor["flavorid"])}
+Links = list[dict[str, str]]
+
+
+def basic(flavor: FlavorRecord, version: Version, hrefs: Links) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": flavor["flavorid"], "name": flavor["name"], "links": hrefs}
     if version.at_least("2.55"):
         body["description"] = flavor["description"]
     return body
 
 
-def full(call: Call, flavor: FlavorRecord, version: Version) -> dict[str, Any]:
+def full(flavor: FlavorRecord, version: Version, hrefs: Links) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": flavor["flavorid"], "name": flavor["name"], "ram": flavor["memory_mb"],
         "disk": flavor["root_gb"], "swap": flavor["swap"] or "",
         "OS-FLV-EXT-DATA:ephemeral": flavor["ephemeral_gb"],
         "OS-FLV-DISABLED:disabled": flavor["disabled"], "vcpus": flavor["vcpus"],
         "os-flavor-access:is_public": flavor["is_public"],
-        "rxtx_factor": flavor["rxtx_factor"] or "",
-        "links": links(call, "flavors", flavor["flavorid"]),
+        "rxtx_factor": flavor["rxtx_factor"] or "", "links": hrefs,
     }
     if version.at_least("2.55"):
         body["description"] = flavor["description"]
@@ -55,13 +56,21 @@ def full(call: Call, flavor: FlavorRecord, version: Version) -> dict[str, Any]:
 
 def _listing(call: Call, version: Version, view, collection: str) -> dict[str, Any]:
     flavors, limit = _services(call).list(call.context, params(call))
-    body: dict[str, Any] = {"flavors": [view(call, f, version) for f in flavors]}
+    body: dict[str, Any] = {"flavors": [view(f, version, _links(call, f)) for f in flavors]}
     if flavors:
         page = next_link(call, collection, flavors, limit, flavors[-1]["flavorid"],
                          call.services.conf.api.max_limit)
         if page:
             body["flavors_links"] = page
     return body
+
+
+def _links(call: Call, flavor: FlavorRecord) -> Links:
+    return links(call, "flavors", flavor["flavorid"])
+
+
+def _one(call: Call, flavor: FlavorRecord, version: Version) -> dict[str, Any]:
+    return {"flavor": full(flavor, version, _links(call, flavor))}
 
 
 def index(call: Call, version: Version) -> dict[str, Any]:
@@ -73,19 +82,19 @@ def detail(call: Call, version: Version) -> dict[str, Any]:
 
 
 def show(call: Call, version: Version) -> dict[str, Any]:
-    return {"flavor": full(call, _services(call).get(call.context, call.path["id"]), version)}
+    return _one(call, _services(call).get(call.context, call.path["id"]), version)
 
 
 def create(call: Call, version: Version) -> dict[str, Any]:
     flavor = _services(call).create(call.context, call.body, version.at_least("2.55"))
-    return {"flavor": full(call, flavor, version)}
+    return _one(call, flavor, version)
 
 
 def update(call: Call, version: Version) -> dict[str, Any]:
     if not version.at_least("2.55"):
         raise errors.NotFound()
     flavor = _services(call).update_description(call.context, call.path["id"], call.body)
-    return {"flavor": full(call, flavor, version)}
+    return _one(call, flavor, version)
 
 
 def delete(call: Call, version: Version) -> Response:
