@@ -47,7 +47,7 @@ def ssh_fingerprint(public_key: str) -> str:
     try:
         serialization.load_ssh_public_key(public_key.encode("utf-8"))
         blob = base64.b64decode(public_key.split(" ")[1])
-    except Exception:   # whatever cannot be parsed is refused alike, as Nova does
+    except Exception:  # noqa: BLE001  (whatever fails to parse is refused alike, as Nova)
         raise errors.InvalidKeypair(reason="failed to generate fingerprint") from None
     return _colons(hashlib.md5(blob, usedforsecurity=False).hexdigest())
 
