@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 API = "/compute/v2.1"
 FAULTS = {400: "badRequest", 403: "forbidden", 404: "itemNotFound", 406: "computeFault",
@@ -28,6 +29,20 @@ def fault_of(response: httpx.Response, status: int, contains: str | None = None)
     if contains is not None:
         assert contains in body[name]["message"], body
     return body[name]["message"]
+
+
+def project_fixture():
+    """A module fixture: a new project with a member user (``cloud.new_project()``); the
+    fixture's name is the attribute it is assigned to (``alice = project_fixture()``)."""
+    @pytest.fixture(scope="module")
+    def project(cloud):
+        return cloud.new_project()
+    return project
+
+
+def nova_of(user: Any) -> Nova:
+    """A Nova client acting as a conftest ProjectUser."""
+    return Nova(user.cloud, lambda: user.token)
 
 
 class Nova:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from computeutil import Nova
+from computeutil import Nova, nova_of, project_fixture
 from netutil import osc
 
 DEFAULTS = [("1", "m1.tiny", 512, 1, 1), ("2", "m1.small", 2048, 20, 1),
@@ -30,18 +30,8 @@ def nova(cloud) -> Iterator[Nova]:
             api.req("DELETE", f"flavors/{flavor['id']}")
 
 
-@pytest.fixture(scope="module")
-def alice(cloud):
-    return cloud.new_project()
-
-
-@pytest.fixture(scope="module")
-def bob(cloud):
-    return cloud.new_project()
-
-
-def as_user(user) -> Nova:
-    return Nova(user.cloud, lambda: user.token)
+alice = project_fixture()
+bob = project_fixture()
 
 
 def flavor_body(name: str, **extra) -> dict:
@@ -158,7 +148,7 @@ def test_missing_fields_are_400(nova) -> None:
 
 
 def test_only_admins_manage_flavors(alice, nova) -> None:
-    user = as_user(alice)
+    user = nova_of(alice)
     user.call("POST", "flavors", 403, "forbidden",
               "Policy doesn't allow os_compute_api:os-flavor-manage:create to be performed.",
               json=flavor_body(uname()))
@@ -226,7 +216,7 @@ def test_private_flavor_access_for_two_projects(cloud, nova, alice, bob) -> None
     name = uname()
     fid = nova.call("POST", "flavors", 200, json=flavor_body(
         name, **{"os-flavor-access:is_public": False}))["flavor"]["id"]
-    a, b = as_user(alice), as_user(bob)
+    a, b = nova_of(alice), nova_of(bob)
     for user in (a, b):
         user.call("GET", f"flavors/{fid}", 404, contains=f"Flavor {fid} could not be found.")
         assert name not in names(user.get("flavors")["flavors"])
@@ -318,3 +308,18 @@ def test_list_filters_sorting_and_pages(nova) -> None:
     assert ids == sorted(ids)
     [listed] = osc(nova.cloud, ["flavor", "list", "--min-ram", "100002", "-f", "json"])
     assert [f["ID"] for f in listed] == made[2:]
+
+
+def test_system_scoped_admin_token_passes_no_rule(cloud) -> None:
+    """Nova's rules are project-scoped and oslo.policy enforces scope: even the admin's
+    system-scoped token creates nothing."""
+    answer = cloud.request("POST", "/identity/v3/auth/tokens", json={"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": "admin", "password": cloud.admin_password, "domain": {"name": "Default"}}}},
+        "scope": {"system": {"all": True}}}})
+    assert answer.status_code == 201, answer.text
+    system = Nova(cloud, lambda: answer.headers["x-subject-token"])
+    system.call("POST", "flavors", 403, "forbidden",
+                "Policy doesn't allow os_compute_api:os-flavor-manage:create to be performed.",
+                json=flavor_body(uname()))
+    system.call("GET", "limits", 403, contains="os_compute_api:limits")

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from computeutil import Nova
+from computeutil import Nova, nova_of, project_fixture
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from netutil import osc
@@ -30,18 +30,8 @@ def md5_fingerprint(public: str) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
 
 
-@pytest.fixture(scope="module")
-def alice(cloud):
-    return cloud.new_project()
-
-
-@pytest.fixture(scope="module")
-def bob(cloud):
-    return cloud.new_project()
-
-
-def nova_of(user) -> Nova:
-    return Nova(user.cloud, lambda: user.token)
+alice = project_fixture()
+bob = project_fixture()
 
 
 def test_cli_generated_and_imported_keys_per_user(alice, bob, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from computeutil import Nova
+from computeutil import Nova, nova_of, project_fixture
 from fakenodes import agent_socket_client
 from netutil import osc
 
@@ -25,9 +25,7 @@ def nova(cloud) -> Nova:
     return Nova(cloud, lambda: cloud.admin_token)
 
 
-@pytest.fixture(scope="module")
-def alice(cloud):
-    return cloud.new_project()
+alice = project_fixture()
 
 
 def rows(output: list[dict]) -> dict[str, object]:
@@ -96,7 +94,7 @@ def test_bad_quota_update_is_400(nova, alice, change, contains) -> None:
 
 
 def test_quota_policy_and_unknown_projects(nova, alice, cloud) -> None:
-    user = Nova(cloud, lambda: alice.token)
+    user = nova_of(alice)
     assert user.get(f"os-quota-sets/{alice.project_id}")["quota_set"]["id"] == \
         alice.project_id
     other = cloud.new_project().project_id
@@ -131,7 +129,7 @@ def test_limits_absolute(nova, cloud) -> None:
     user = cloud.new_project()
     nova.call("PUT", f"os-quota-sets/{user.project_id}", 200,
               json={"quota_set": {"instances": 4, "cores": 6}})
-    mine = Nova(cloud, lambda: user.token)
+    mine = nova_of(user)
     assert mine.get("limits", version="2.57") == {"limits": {"rate": [], "absolute": {
         "maxTotalInstances": 4, "maxTotalCores": 6, "maxTotalRAMSize": 51200,
         "maxTotalKeypairs": 100, "maxServerMeta": 128, "maxServerGroups": 10,
@@ -158,7 +156,7 @@ def test_limits_absolute(nova, cloud) -> None:
 
 
 def test_availability_zones_follow_compute_nodes(cloud, nova, alice) -> None:
-    user = Nova(cloud, lambda: alice.token)
+    user = nova_of(alice)
     zone = f"az-{uuid.uuid4().hex[:8]}"
 
     def listed() -> dict[str, dict]:
