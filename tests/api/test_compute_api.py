@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from computeutil import API, Nova, fault_of
@@ -17,6 +19,9 @@ def nova(cloud) -> Nova:
 
 
 def echoed(response: httpx.Response, version: str) -> None:
+    request_id = response.headers["X-OpenStack-Request-Id"]
+    assert re.fullmatch(r"req-[0-9a-f-]{36}", request_id)
+    assert response.headers["X-Compute-Request-Id"] == request_id
     assert response.headers["OpenStack-API-Version"] == f"compute {version}"
     assert response.headers["X-OpenStack-Nova-API-Version"] == version
     assert response.headers.get_list("Vary") == ["OpenStack-API-Version",

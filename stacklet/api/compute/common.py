@@ -9,6 +9,7 @@ Nova's ``wsgi.Resource`` does for every versioned resource.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -37,13 +38,17 @@ def fault(status: int, message: str, version: Version | None = None) -> Response
     """Nova's fault body: ``{"itemNotFound": {"code": 404, "message": ...}}``."""
     name = FAULT_NAMES.get(status, "computeFault")
     response = JSONResponse({name: {"code": status, "message": message}}, status_code=status)
-    if version is not None:
-        _add_headers(response, version)
+    _add_headers(response, version)
     return response
 
 
-def _add_headers(response: Response, version: Version) -> None:
-    for key, value in microversion.response_headers(version):
+def _add_headers(response: Response, version: Version | None) -> None:
+    """The microversion headers (when one was negotiated) and the request id Nova's
+    request-id middleware gives every response (under both of its names)."""
+    headers = microversion.response_headers(version) if version is not None else []
+    request_id = f"req-{uuid.uuid4()}"
+    headers += [("x-openstack-request-id", request_id), ("x-compute-request-id", request_id)]
+    for key, value in headers:
         response.raw_headers.append((key.lower().encode(), value.encode()))
 
 
