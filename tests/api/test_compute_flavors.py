@@ -323,3 +323,29 @@ def test_system_scoped_admin_token_passes_no_rule(cloud) -> None:
                 "Policy doesn't allow os_compute_api:os-flavor-manage:create to be performed.",
                 json=flavor_body(uname()))
     system.call("GET", "limits", 403, contains="os_compute_api:limits")
+
+
+def test_openstacksdk_flavor_calls(cloud, alice) -> None:
+    conn = cloud.sdk()
+    try:
+        name = uname()
+        flavor = conn.compute.create_flavor(name=name, ram=64, vcpus=1, disk=0,
+                                            is_public=False, description="sdk")
+        assert flavor.description == "sdk" and flavor.is_public is False
+        conn.compute.flavor_add_tenant_access(flavor, alice.project_id)
+        assert conn.compute.get_flavor_access(flavor) == [
+            {"flavor_id": flavor.id, "tenant_id": alice.project_id}]
+        conn.compute.create_flavor_extra_specs(flavor, {"a": "1", "b": "2"})
+        conn.compute.update_flavor_extra_specs_property(flavor, "a", "3")
+        assert conn.compute.get_flavor_extra_specs_property(flavor, "a") == "3"
+        conn.compute.delete_flavor_extra_specs_property(flavor, "b")
+        assert conn.compute.fetch_flavor_extra_specs(flavor).extra_specs == {"a": "3"}
+        assert conn.compute.get_flavor(flavor.id).extra_specs == {"a": "3"}
+        found = conn.compute.find_flavor(name, ignore_missing=False)
+        assert found.id == flavor.id
+        conn.compute.flavor_remove_tenant_access(flavor, alice.project_id)
+        assert conn.compute.get_flavor_access(flavor) == []
+        conn.compute.delete_flavor(flavor)
+        assert conn.compute.find_flavor(name) is None
+    finally:
+        conn.close()

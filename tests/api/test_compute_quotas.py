@@ -199,3 +199,24 @@ def test_availability_zones_follow_compute_nodes(cloud, nova, alice) -> None:
                       token=cloud.admin_token)
         http.close()
     assert zone not in listed()
+
+
+def test_openstacksdk_quota_calls(cloud) -> None:
+    project = cloud.new_project().project_id
+    conn = cloud.sdk()
+    try:
+        assert conn.compute.get_quota_set(project).instances == 10
+        conn.compute.update_quota_set(project, instances=3, cores=4)
+        quota = conn.compute.get_quota_set(project, usage=True)
+        assert (quota.instances, quota.cores) == (3, 4)
+        assert quota.usage["instances"] == 0 and quota.reservation["instances"] == 0
+        assert conn.compute.get_quota_set_defaults(project).instances == 10
+        conn.compute.revert_quota_set(project)
+        assert conn.compute.get_quota_set(project).instances == 10
+        absolute = conn.compute.get_limits().absolute
+        assert absolute.total_cores == 20 and absolute.instances_used == 0
+        raw = Nova(cloud, lambda: cloud.admin_token).get("os-availability-zone")
+        assert [z.name for z in conn.compute.availability_zones()] == [
+            z["zoneName"] for z in raw["availabilityZoneInfo"]]
+    finally:
+        conn.close()
