@@ -244,3 +244,14 @@ def test_key_pair_quota(cloud) -> None:
               version="2.2", json={"keypair": {"name": "two", "public_key": public}})
     nova.call("POST", "os-keypairs", 403, version="2.2", json={"keypair": {"name": "three"}})
     assert [k["keypair"]["name"] for k in nova.get("os-keypairs")["keypairs"]] == ["one"]
+
+
+def test_names_with_spaces_and_dashes_in_paths(alice) -> None:
+    nova = nova_of(alice)
+    name = f"my key_{uuid.uuid4().hex[:6]}-x"
+    public = openssh(ed25519.Ed25519PrivateKey.generate())
+    nova.call("POST", "os-keypairs", 201, version="2.2",
+              json={"keypair": {"name": name, "public_key": public}})
+    assert nova.get(f"os-keypairs/{name}")["keypair"]["name"] == name
+    nova.call("DELETE", f"os-keypairs/{name}", 202)
+    nova.call("GET", f"os-keypairs/{name}", 404)
