@@ -220,3 +220,33 @@ def test_openstacksdk_quota_calls(cloud) -> None:
             z["zoneName"] for z in raw["availabilityZoneInfo"]]
     finally:
         conn.close()
+
+
+def test_quota_class_default_changes_every_projects_defaults(cloud, nova) -> None:
+    project = cloud.new_project()
+    path = "os-quota-class-sets/default"
+    assert nova.get(path, version="2.57") == {"quota_class_set": {"id": "default",
+                                                                  **DEFAULTS_257}}
+    old = nova.get(path, version="2.1")["quota_class_set"]
+    assert "server_groups" not in old and old["floating_ips"] == -1   # below 2.50
+    nova_of(project).call("GET", path, 403, contains="os_compute_api:os-quota-class-sets:show")
+    try:
+        osc(cloud, ["quota", "set", "--default", "--instances", "17", "--key-pairs", "2"])
+        assert nova.get(path, version="2.57")["quota_class_set"]["instances"] == 17
+        [shown] = osc(project, ["quota", "show", "-f", "json"])
+        assert rows(shown)["instances"] == 17 and rows(shown)["key-pairs"] == 2
+        [defaults] = osc(cloud, ["quota", "show", "--default", "-f", "json"])
+        assert rows(defaults)["instances"] == 17
+        # a project's own override still wins
+        nova.call("PUT", f"os-quota-sets/{project.project_id}", 200,
+                  json={"quota_set": {"instances": 3}})
+        assert nova.get(f"os-quota-sets/{project.project_id}")["quota_set"]["instances"] == 3
+        updated = nova.call("PUT", path, 200, version="2.57",
+                            json={"quota_class_set": {"cores": 9}})
+        assert updated == {"quota_class_set": {**DEFAULTS_257, "instances": 17,
+                                               "key_pairs": 2, "cores": 9}}
+        nova.call("PUT", path, 400, version="2.57", contains="Additional properties",
+                  json={"quota_class_set": {"floating_ips": 1}})
+    finally:
+        nova.call("PUT", path, 200, json={"quota_class_set": {
+            "instances": 10, "key_pairs": 100, "cores": 20}})

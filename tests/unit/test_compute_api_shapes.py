@@ -19,7 +19,7 @@ from stacklet.api.compute.microversion import Version
 from stacklet.context import RequestContext
 from stacklet.services.compute import bootstrap as flavor_bootstrap
 from stacklet.services.compute.keypairs import CreateOptions, KeypairService, generate_ssh
-from stacklet.services.compute.quotas import hidden
+from stacklet.services.compute.quotas import ComputeQuotaService, hidden
 from stacklet.store.db import Database
 from stacklet.store.models.base import Base
 from stacklet.store.models.compute import Flavor
@@ -92,7 +92,7 @@ def db(tmp_path: Path):
 
 def test_keypairs_at_2_92_need_a_public_key_and_allow_at_and_dot(db) -> None:
     conf, database = db
-    keypairs = KeypairService(database, conf)
+    keypairs = KeypairService(database, conf, ComputeQuotaService(database, conf))
     ctx = RequestContext(user_id="u1", project_id="p1", roles=frozenset({"member"}))
     v292 = CreateOptions(with_type=True, with_user=True, generate=False, name_v292=True)
     with pytest.raises(errors.BadRequest, match="'public_key' is a required property"):

@@ -1,7 +1,7 @@
 """Compute API (Nova v2.1), mounted at /compute; the catalog's URL is /compute/v2.1.
 
 Served before servers exist: the version documents, flavors (with access and extra specs),
-key pairs, availability zones, limits and quota sets, every v2.1 resource with Nova's
+key pairs, availability zones, limits, quota sets and quota classes, every v2.1 resource with Nova's
 microversion negotiation (``microversion.py``) and Nova's fault bodies (``common.py``).
 """
 
@@ -53,6 +53,10 @@ def create_app() -> Starlette:
         Route(quota, versioned(quotas.delete), methods=["DELETE"]),
         Route(quota + "/defaults", versioned(quotas.defaults), methods=["GET"]),
         Route(quota + "/detail", versioned(quotas.detail), methods=["GET"]),
+        Route(v + "/os-quota-class-sets/{class_name}", versioned(quotas.class_show),
+              methods=["GET"]),
+        Route(v + "/os-quota-class-sets/{class_name}", versioned(quotas.class_update),
+              methods=["PUT"]),
     ]
     return Starlette(routes=routes, exception_handlers={
         errors.StackletError: common.stacklet_error,

@@ -1,8 +1,10 @@
-"""os-quota-sets, limits and os-availability-zone: handlers and views by microversion.
+"""os-quota-sets, os-quota-class-sets, limits and os-availability-zone: handlers and views
+by microversion.
 
 2.36 drops the nova-network resources from quota sets and limits, 2.39 drops ``maxImageMeta``
-from limits, 2.57 drops the personality (injected file) ones. Quota set update answers without
-``id``, delete answers 202, as Nova.
+from limits, 2.50 shows quota classes' server group resources and drops their nova-network
+ones, 2.57 drops the personality (injected file) ones. Quota set and class updates answer
+without ``id``, quota set delete answers 202, as Nova.
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ def _hidden(version: Version) -> set[str]:
     return hidden(network=version.at_least("2.36"), personality=version.at_least("2.57"))
 
 
-def _quota_set(project_id: str | None, values: dict[str, Any],
-               version: Version) -> dict[str, Any]:
-    hide = _hidden(version)
+def _class_hidden(version: Version) -> set[str]:
+    return hidden(network=version.at_least("2.50"), personality=version.at_least("2.57"),
+                  server_groups=not version.at_least("2.50"))
+
+
+def _quota_set(project_id: str | None, values: dict[str, Any], version: Version,
+               key: str = "quota_set", hide: set[str] | None = None) -> dict[str, Any]:
+    hide = _hidden(version) if hide is None else hide
     body: dict[str, Any] = {"id": project_id} if project_id else {}
     body.update({name: values[name] for name in RESOURCES if name not in hide
                  and name in values})
-    return {"quota_set": body}
+    return {key: body}
 
 
 def show(call: Call, version: Version) -> dict[str, Any]:
@@ -59,6 +66,19 @@ def update(call: Call, version: Version) -> dict[str, Any]:
 def delete(call: Call, version: Version) -> Response:
     _quotas(call).reset(call.context, call.path["project_id"])
     return Response(status_code=202)
+
+
+def class_show(call: Call, version: Version) -> dict[str, Any]:
+    name = call.path["class_name"]
+    return _quota_set(name, _quotas(call).show_class(call.context, name), version,
+                      "quota_class_set", _class_hidden(version))
+
+
+def class_update(call: Call, version: Version) -> dict[str, Any]:
+    hide = _class_hidden(version)
+    values = _quotas(call).update_class(call.context, call.path["class_name"], call.body,
+                                        hide)
+    return _quota_set(None, values, version, "quota_class_set", hide)
 
 
 def limits(call: Call, version: Version) -> dict[str, Any]:

@@ -14,6 +14,6 @@ from stacklet.store.db import Database
 class ComputeServices:
     def __init__(self, db: Database, conf: Config) -> None:
         self.flavors = FlavorService(db, conf)
-        self.keypairs = KeypairService(db, conf)
         self.quotas = ComputeQuotaService(db, conf)
+        self.keypairs = KeypairService(db, conf, self.quotas)
         self.zones = ZoneService(db, conf)

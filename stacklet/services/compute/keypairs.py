@@ -35,8 +35,9 @@ from stacklet.config import Config
 from stacklet.context import RequestContext
 from stacklet.services.compute import policy
 from stacklet.services.compute import validation as v
+from stacklet.services.compute.quotas import ComputeQuotaService
 from stacklet.store.db import Database
-from stacklet.store.models.compute import ComputeQuota, KeyPair
+from stacklet.store.models.compute import KeyPair
 
 SSH, X509 = "ssh", "x509"
 _NAME = re.compile(r"^[_\- a-zA-Z0-9]+$")
@@ -126,16 +127,14 @@ def _record(row: KeyPair) -> dict[str, Any]:
 
 
 class KeypairService:
-    def __init__(self, db: Database, conf: Config) -> None:
+    def __init__(self, db: Database, conf: Config, quotas: ComputeQuotaService) -> None:
         self.db = db
         self.conf = conf
+        self.quotas = quotas
 
     def _limit(self, session: Session, ctx: RequestContext) -> int:
         """The key pair limit of the caller's project (key pairs count per user)."""
-        override = session.scalar(select(ComputeQuota.hard_limit).where(
-            ComputeQuota.project_id == (ctx.project_id or ""),
-            ComputeQuota.resource == "key_pairs"))
-        return override if override is not None else self.conf.quota.key_pairs
+        return self.quotas.limits(session, ctx.project_id or "")["key_pairs"]
 
     def create(self, ctx: RequestContext, body: Any, opts: CreateOptions) -> dict[str, Any]:
         allowed = {"name", "public_key"} | ({"type"} if opts.with_type else set()) \

@@ -1,7 +1,8 @@
 """Compute quotas (os-quota-sets) and the limits view (GET /limits), as Nova's DbQuotaDriver.
 
-Defaults come from ``[quota]`` (Nova's names and defaults); a project's overrides live in
-``compute_quotas``. Usage is counted by whatever registers a counter for a resource
+Defaults come from ``[quota]`` (Nova's names and defaults), overridden by the quota class
+``default`` (``compute_quota_classes``, os-quota-class-sets: `openstack quota set --default`);
+a project's overrides live in ``compute_quotas``. Usage is counted by whatever registers a counter for a resource
 (``register``): servers register instances, cores and ram, server groups theirs; a resource
 nobody counts is in use 0, and ``key_pairs`` and ``server_group_members`` (per user) always
 show 0, as in Nova. The deprecated nova-network resources (fixed_ips, floating_ips,
@@ -23,7 +24,7 @@ from stacklet.context import RequestContext
 from stacklet.services.compute import policy
 from stacklet.services.compute import validation as v
 from stacklet.store.db import Database
-from stacklet.store.models.compute import ComputeQuota
+from stacklet.store.models.compute import ComputeQuota, ComputeQuotaClass
 from stacklet.store.models.identity import Project
 
 UNLIMITED = -1
@@ -71,11 +72,15 @@ USED_NAMES = {"totalRAMUsed": "ram", "totalCoresUsed": "cores",
 Counter = Callable[[Session, str], int]
 
 
-def hidden(network: bool, personality: bool) -> set[str]:
-    """Resources a microversion no longer shows: network ones from 2.36, personality ones
-    from 2.57."""
+DEFAULT_CLASS = "default"
+
+
+def hidden(network: bool, personality: bool, server_groups: bool = False) -> set[str]:
+    """Resources a microversion does not show: network ones from 2.36 (quota classes: 2.50),
+    personality ones from 2.57, and (quota classes below 2.50) the server group ones."""
     return (set(NETWORK_RESOURCES) if network else set()) | (
-        set(PERSONALITY_RESOURCES) if personality else set())
+        set(PERSONALITY_RESOURCES) if personality else set()) | (
+        {"server_groups", "server_group_members"} if server_groups else set())
 
 
 class ComputeQuotaService:
@@ -91,13 +96,25 @@ class ComputeQuotaService:
 
     # --- values ------------------------------------------------------------------------------
 
-    def defaults(self) -> dict[str, int]:
+    def configured(self) -> dict[str, int]:
         quota = self.conf.quota
         return {name: getattr(quota, option) if option else UNLIMITED
                 for name, option in RESOURCES.items()}
 
+    def class_limits(self, session: Session, class_name: str) -> dict[str, int]:
+        limits = self.configured()
+        for resource, limit in session.execute(select(
+                ComputeQuotaClass.resource, ComputeQuotaClass.hard_limit).where(
+                ComputeQuotaClass.class_name == class_name)):
+            if resource in limits:
+                limits[resource] = limit
+        return limits
+
+    def defaults(self, session: Session) -> dict[str, int]:
+        return self.class_limits(session, DEFAULT_CLASS)
+
     def limits(self, session: Session, project_id: str) -> dict[str, int]:
-        limits = self.defaults()
+        limits = self.defaults(session)
         for resource, limit in session.execute(select(
                 ComputeQuota.resource, ComputeQuota.hard_limit).where(
                 ComputeQuota.project_id == project_id)):
@@ -135,7 +152,16 @@ class ComputeQuotaService:
         policy.any_project(ctx, "os-quota-sets:defaults")
         with self.db.read() as session:
             self._check_project(session, project_id)
-        return self.defaults()
+            return self.defaults(session)
+
+    @staticmethod
+    def _parse(changes: dict[str, Any]) -> dict[str, int]:
+        parsed = {}
+        for name, value in changes.items():
+            if value is None or value == "":
+                continue    # Nova skips empty values
+            parsed[name] = v.integer(name, value, UNLIMITED)
+        return parsed
 
     def update(self, ctx: RequestContext, project_id: str, body: Any,
                hide: set[str]) -> dict[str, int]:
@@ -144,11 +170,7 @@ class ComputeQuotaService:
         force = False
         if "force" in changes:
             force = v.boolean("force", changes.pop("force"))
-        parsed = {}
-        for name, value in changes.items():
-            if value is None or value == "":
-                continue    # Nova skips empty values
-            parsed[name] = v.integer(name, value, UNLIMITED)
+        parsed = self._parse(changes)
         policy.admin(ctx, "os-quota-sets:update")
 
         def write(session: Session) -> dict[str, int]:
@@ -177,6 +199,33 @@ class ComputeQuotaService:
         def write(session: Session) -> None:
             session.execute(delete(ComputeQuota).where(ComputeQuota.project_id == project_id))
         self.db.retrying(write)
+
+    # --- os-quota-class-sets ------------------------------------------------------------------
+
+    def show_class(self, ctx: RequestContext, class_name: str) -> dict[str, int]:
+        policy.admin(ctx, "os-quota-class-sets:show")
+        with self.db.read() as session:
+            return self.class_limits(session, class_name)
+
+    def update_class(self, ctx: RequestContext, class_name: str, body: Any,
+                     hide: set[str]) -> dict[str, int]:
+        parsed = self._parse(v.member(body, "quota_class_set", set(RESOURCES) - hide))
+        policy.admin(ctx, "os-quota-class-sets:update")
+        if not 1 <= len(class_name) <= 255:
+            raise errors.BadRequest(f"quota_class_name has a length of {len(class_name)}, "
+                                    f"it must be between 1 and 255 characters.")
+
+        def write(session: Session) -> dict[str, int]:
+            for name, limit in parsed.items():
+                row = session.get(ComputeQuotaClass, (class_name, name))
+                if row is None:
+                    session.add(ComputeQuotaClass(class_name=class_name, resource=name,
+                                                  hard_limit=limit))
+                else:
+                    row.hard_limit = limit
+            session.flush()
+            return self.class_limits(session, class_name)
+        return self.db.retrying(write)
 
     # --- limits ------------------------------------------------------------------------------
 

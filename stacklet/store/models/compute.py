@@ -1,5 +1,5 @@
 """Tables of the Compute API (Nova v2.1) that exist before servers: flavors with their extra
-specs and project access, key pairs, and per-project quota overrides.
+specs and project access, key pairs, per-project quota overrides and quota classes.
 
 A flavor has an internal integer ``id`` (what extra specs and access rows point at, as in
 Nova's ``flavors`` table) and the ``flavorid`` string the API calls its id. Names and flavor ids
@@ -83,5 +83,16 @@ class ComputeQuota(Base):
     __tablename__ = "compute_quotas"
 
     project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hard_limit: Mapped[int] = mapped_column(Integer)
+
+
+class ComputeQuotaClass(Base):
+    """A quota class's limit for one compute resource (Nova's ``quota_classes``); the class
+    ``default`` overrides ``[quota]``'s defaults for every project."""
+
+    __tablename__ = "compute_quota_classes"
+
+    class_name: Mapped[str] = mapped_column(String(255), primary_key=True)
     resource: Mapped[str] = mapped_column(String(255), primary_key=True)
     hard_limit: Mapped[int] = mapped_column(Integer)

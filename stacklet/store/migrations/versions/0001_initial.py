@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-06 00:12:50.889936
+Create Date: 2026-12-06 00:13:30.699965
 """
 
 from __future__ import annotations
@@ -56,6 +56,12 @@ def upgrade() -> None:
     sa.UniqueConstraint('agent_type', 'host', name=op.f('uq_agents_agent_type_host'))
     )
     op.create_index(op.f('ix_agents_host'), 'agents', ['host'], unique=False)
+    op.create_table('compute_quota_classes',
+    sa.Column('class_name', sa.String(length=255), nullable=False),
+    sa.Column('resource', sa.String(length=255), nullable=False),
+    sa.Column('hard_limit', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('class_name', 'resource', name=op.f('pk_compute_quota_classes'))
+    )
     op.create_table('compute_quotas',
     sa.Column('project_id', sa.String(length=255), nullable=False),
     sa.Column('resource', sa.String(length=255), nullable=False),
@@ -687,6 +693,7 @@ def downgrade() -> None:
     op.drop_table('identity_bootstrap')
     op.drop_table('flavors')
     op.drop_table('compute_quotas')
+    op.drop_table('compute_quota_classes')
     op.drop_index(op.f('ix_agents_host'), table_name='agents')
     op.drop_table('agents')
     op.drop_index(op.f('ix_address_scopes_project_id'), table_name='address_scopes')
