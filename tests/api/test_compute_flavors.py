@@ -121,6 +121,7 @@ def test_duplicate_name_or_id_is_409(nova) -> None:
     ({"disk": -1}, "disk"), ({"swap": -5}, "swap"), ({"ram": 2147483648}, "ram"),
     ({"OS-FLV-EXT-DATA:ephemeral": -1}, "OS-FLV-EXT-DATA:ephemeral"),
     ({"name": " lead"}, "name"), ({"name": ""}, "name"), ({"name": "x" * 256}, "name"),
+    ({"name": "a\x00b"}, "name"), ({"description": "a\x00b"}, "flavor"),
     ({"id": "a/b"}, "id"), ({"id": " a"}, "id"), ({"id": True}, "id"),
     ({"os-flavor-access:is_public": "maybe"}, "os-flavor-access:is_public"),
     ({"rxtx_factor": 0}, "rxtx_factor"), ({"unknown": 1}, "flavor"),
@@ -199,6 +200,7 @@ def test_extra_specs_crud_and_embedding(nova) -> None:
     nova.call("PUT", f"{path}/quota:cpu", 400, json={"quota:cpu": "y", "b": "c"})
     nova.call("POST", path, 400, json={"extra_specs": {"bad/key": "v"}})
     nova.call("POST", path, 400, json={"extra_specs": {"k": "v" * 256}})
+    nova.call("POST", path, 400, contains="NUL", json={"extra_specs": {"k": "a\x00b"}})
     assert nova.call("DELETE", f"{path}/hw:numa_nodes", 200) is None
     nova.call("DELETE", f"{path}/hw:numa_nodes", 404,
               contains=f"Flavor {fid} has no extra specs with key hw:numa_nodes.")

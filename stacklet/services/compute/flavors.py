@@ -256,6 +256,8 @@ class FlavorService:
         if not 1 <= len(tenant) <= 255:
             raise v.invalid("tenant", tenant, f"{tenant!r} is too "
                                               f"{'short' if not tenant else 'long'}")
+        if "\x00" in tenant:
+            raise v.invalid("tenant", tenant, "NUL is not allowed")
         return tenant
 
     def add_access(self, ctx: RequestContext, flavorid: str, body: Any,
@@ -319,6 +321,8 @@ class FlavorService:
             text = str(value)
             if len(text) > 255:
                 raise v.invalid(key, value, f"{value!r} is too long")
+            if "\x00" in text:     # ends C strings; PostgreSQL refuses it
+                raise v.invalid(key, value, "NUL is not allowed")
             checked[key] = text
         return checked
 
