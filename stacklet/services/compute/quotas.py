@@ -182,14 +182,7 @@ class ComputeQuotaService:
                     raise errors.BadRequest(
                         f"Quota limit {limit} for {name} must be greater than or equal to "
                         f"already used and reserved {minimum}.")
-            for name, limit in parsed.items():
-                row = session.get(ComputeQuota, (project_id, name))
-                if row is None:
-                    session.add(ComputeQuota(project_id=project_id, resource=name,
-                                             hard_limit=limit))
-                else:
-                    row.hard_limit = limit
-            session.flush()
+            _store(session, ComputeQuota, {"project_id": project_id}, parsed)
             return self.limits(session, project_id)
         return self.db.retrying(write)
 
@@ -216,14 +209,7 @@ class ComputeQuotaService:
                                     f"it must be between 1 and 255 characters.")
 
         def write(session: Session) -> dict[str, int]:
-            for name, limit in parsed.items():
-                row = session.get(ComputeQuotaClass, (class_name, name))
-                if row is None:
-                    session.add(ComputeQuotaClass(class_name=class_name, resource=name,
-                                                  hard_limit=limit))
-                else:
-                    row.hard_limit = limit
-            session.flush()
+            _store(session, ComputeQuotaClass, {"class_name": class_name}, parsed)
             return self.class_limits(session, class_name)
         return self.db.retrying(write)
 
@@ -251,3 +237,16 @@ class ComputeQuotaService:
             if name not in hide:
                 absolute[display] = used[name]
         return absolute
+
+
+def _store(session: Session, model: Any, owner: dict[str, str], limits: dict[str, int]) -> None:
+    """Set ``limits`` (resource -> limit) as rows of ``model`` keyed by ``owner`` and
+    resource (``compute_quotas`` or ``compute_quota_classes``)."""
+    [owner_value] = owner.values()
+    for resource, limit in limits.items():
+        row = session.get(model, (owner_value, resource))
+        if row is None:
+            session.add(model(**owner, resource=resource, hard_limit=limit))
+        else:
+            row.hard_limit = limit
+    session.flush()
