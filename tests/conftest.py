@@ -67,6 +67,32 @@ def _is_dataplane(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _require_browser(items)
+    _require_dataplane(items)
+
+
+def _require_browser(items: list[pytest.Item]) -> None:
+    """Browser tests (the ``browser`` fixture) that cannot run stop the session with what is
+    missing; they are skipped only when STACKLET_TEST_SKIP_BROWSER=1 says so."""
+    import browser_requirements as needs
+
+    browser = [item for item in items if "browser" in getattr(item, "fixturenames", ())]
+    lacking = needs.missing() if browser else []
+    if not lacking:
+        return
+    listed = "; ".join(lacking)
+    if needs.skip_requested():
+        marker = pytest.mark.skip(reason=f"{needs.SKIP_ENV}=1 and this machine lacks: {listed}")
+        for item in browser:
+            item.add_marker(marker)
+        return
+    raise pytest.UsageError(
+        f"{len(browser)} browser test(s) cannot run: this machine lacks {listed}. Install what "
+        f"is missing (scripts/install.sh test, as root), or set {needs.SKIP_ENV}=1 to skip "
+        f"them explicitly.")
+
+
+def _require_dataplane(items: list[pytest.Item]) -> None:
     """Dataplane tests that cannot run stop the session with what is missing; they are
     skipped only when STACKLET_TEST_SKIP_DATAPLANE=1 says so."""
     from dataplane_requirements import SKIP_ENV, missing, skip_requested

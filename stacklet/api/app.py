@@ -7,6 +7,7 @@
     /metadata/...     the metadata service for instances, called by metadata proxies
     /stacklet/v1/...  stacklet's own API explaining the cloud (topology, trace; admin only)
     /metrics          Prometheus metrics of the server (api/metrics.py; no token)
+    /dashboard/...    the web dashboard (static files; the page calls the APIs above)
     (the catalog lists what is mounted, see ``services/identity/bootstrap.CATALOG``)
 
 Any other path answers a JSON 404 (``_http_error``).
@@ -41,6 +42,7 @@ from stacklet.bus import AgentRequests, ChangeNotifier
 from stacklet.bus import install as install_bus
 from stacklet.config import Config
 from stacklet.context import RequestContext
+from stacklet.dashboard import create_app as create_dashboard
 from stacklet.metadata.service import MetadataService
 from stacklet.services.compute import ComputeServices
 from stacklet.services.identity import IdentityService
@@ -116,7 +118,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                                     "message": message}}, status=exc.status_code)
 
 
-MOUNTS = ("/identity", "/networking", "/image", "/compute")
+MOUNTS = ("/identity", "/networking", "/image", "/compute", "/dashboard")
 # Served as written: in instance metadata paths ".json" is part of a name ("meta_data.json").
 VERBATIM = "/metadata"
 
@@ -156,6 +158,8 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         Mount(VERBATIM, app=metadata_api.create_app()),
         # Explaining the cloud: stacklet trace and topology (admin only).
         Mount("/stacklet/v1", app=explain_api.create_app()),
+        # The web dashboard: static files calling the APIs above.
+        Mount("/dashboard", app=create_dashboard()),
         # Node agents, on the unix socket only (404 over TCP).
         Mount("/agent/v1", app=agent_api.create_app()),
     ], exception_handlers={HTTPException: _http_error})

@@ -1,0 +1,120 @@
+// The APIs on this origin, called with the Keystone token kept in sessionStorage (per tab,
+// gone when the tab closes). Errors become ApiError with the service's own message.
+
+const KEY = "stacklet.session";
+
+export class ApiError extends Error {
+  constructor(status, body, fallback) {
+    const neutron = body && body.NeutronError;
+    const keystone = body && body.error;
+    const message = (neutron && neutron.message) || (keystone && keystone.message) ||
+      fallback || `HTTP ${status}`;
+    super(message);
+    this.status = status;
+    this.type = (neutron && neutron.type) || (keystone && keystone.title) || "";
+  }
+}
+
+let onExpired = () => {};
+
+export function whenExpired(fn) {
+  onExpired = fn;
+}
+
+export function session() {
+  const raw = sessionStorage.getItem(KEY);
+  if (!raw) return null;
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return null;
+  }
+}
+
+async function request(method, path, body, token) {
+  const headers = {Accept: "application/json"};
+  if (token) headers["X-Auth-Token"] = token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method, headers, cache: "no-store", credentials: "omit",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) throw new ApiError(response.status, data, response.statusText);
+  return {data, headers: response.headers};
+}
+
+// An authenticated call; a 401 means the token is gone (expired or revoked): back to log in.
+export async function api(method, path, body) {
+  const current = session();
+  if (!current) throw new ApiError(401, null, "Not logged in.");
+  try {
+    return (await request(method, path, body, current.token)).data;
+  } catch (err) {
+    if (err.status === 401) {
+      sessionStorage.removeItem(KEY);
+      onExpired(err);
+    }
+    throw err;
+  }
+}
+
+export async function login({username, password, project, domain}) {
+  const body = {auth: {
+    identity: {methods: ["password"], password: {user: {
+      name: username, password, domain: {name: domain}}}},
+    scope: {project: {name: project, domain: {name: domain}}},
+  }};
+  const {data, headers} = await request("POST", "/identity/v3/auth/tokens", body);
+  const token = headers.get("X-Subject-Token");
+  if (!token) throw new ApiError(500, null, "The identity service returned no token.");
+  const info = data.token;
+  const current = {
+    token,
+    expires_at: info.expires_at,
+    user: {id: info.user.id, name: info.user.name},
+    project: {id: info.project.id, name: info.project.name},
+    roles: (info.roles || []).map((role) => role.name),
+  };
+  sessionStorage.setItem(KEY, JSON.stringify(current));
+  return current;
+}
+
+// Revokes the token (DELETE /v3/auth/tokens) and forgets it, even if the revocation fails.
+export async function logout() {
+  const current = session();
+  sessionStorage.removeItem(KEY);
+  if (!current) return;
+  await request("DELETE", "/identity/v3/auth/tokens", undefined, current.token).catch(() => {});
+}
+
+// Is the stored token still valid? (a reload keeps the tab's session)
+export async function stillValid() {
+  const current = session();
+  if (!current) return false;
+  try {
+    await fetch("/identity/v3/auth/tokens", {
+      method: "HEAD", cache: "no-store", credentials: "omit",
+      headers: {"X-Auth-Token": current.token, "X-Subject-Token": current.token},
+    }).then((r) => { if (!r.ok) throw new ApiError(r.status); });
+    return true;
+  } catch {
+    sessionStorage.removeItem(KEY);
+    return false;
+  }
+}
+
+export function isAdmin() {
+  const current = session();
+  return Boolean(current && current.roles.includes("admin"));
+}
+
+export const neutron = (path) => `/networking/v2.0/${path}`;
