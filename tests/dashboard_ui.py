@@ -53,9 +53,9 @@ def artifacts(request, tmp_path_factory) -> Path:
     where = os.environ.get("STACKLET_TEST_ARTIFACTS")
     path = (Path(where) / "dashboard") if where else tmp_path_factory.mktemp("dashboard-shots")
     path.mkdir(parents=True, exist_ok=True)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"dashboard screenshots: {path}")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\ndashboard screenshots: {path}")
     return path
 
 
@@ -71,6 +71,7 @@ def browser(cloud) -> Iterator[Any]:
     options.add_argument(_loopback_only(cloud.url))
     profile = tempfile.mkdtemp(prefix="stacklet-chromium-")
     options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # an explicit driver path: selenium's own driver manager (which downloads) never runs
     service = Service(executable_path=browser_requirements.chromedriver() or "chromedriver")
     driver = webdriver.Chrome(options=options, service=service)
@@ -150,7 +151,12 @@ class Dashboard:
                   f"option {value} in {css}")
         Select(self.el(css)).select_by_value(value)
 
+    def settled(self) -> None:
+        """No reload of the lists in flight (it draws the tables anew)."""
+        self.wait(lambda: not self.els("#app-view[aria-busy]"), "the lists loaded")
+
     def click(self, css: str) -> None:
+        self.settled()
         self.wait_for(css).click()
 
     def login(self, user: str, password: str, project: str, domain: str = "Default") -> None:
@@ -171,6 +177,7 @@ class Dashboard:
     def goto(self, page: str) -> None:
         self.click(f'nav a[href="#{page}"]')
         self.wait_for(f'[data-page="{page}"]:not([hidden])', f"page {page}")
+        self.settled()
 
     def confirm_delete(self, button_id: str) -> None:
         """The two-step delete: the button, then its confirmation."""
@@ -179,6 +186,14 @@ class Dashboard:
 
     def row(self, body_id: str, rid: str):
         return self.wait_for(f'#{body_id} tr[data-id="{rid}"]', f"row {rid} in {body_id}")
+
+    def script_errors(self) -> list[str]:
+        """The console's errors since the last call, but for the API's answered 4xx (a
+        refused log in, an expected NeutronError): a policy violation, an exception."""
+        entries = self.driver.get_log("browser")
+        return [e["message"] for e in entries if e["level"] == "SEVERE"
+                and "Failed to load resource: the server responded with a status of 4"
+                not in e["message"]]
 
     def shot(self, label: str) -> Path:
         self.shots += 1
@@ -190,5 +205,7 @@ class Dashboard:
 @pytest.fixture
 def dash(browser, cloud, artifacts, request) -> Iterator[Dashboard]:
     page = Dashboard(browser, cloud.url, artifacts, request.node.name)
+    page.script_errors()    # what an earlier test left
     yield page
     page.shot("end")
+    assert page.script_errors() == [], "errors in the browser's console"

@@ -31,8 +31,8 @@ export function session() {
   }
 }
 
-async function request(method, path, body, token) {
-  const headers = {Accept: "application/json"};
+async function request(method, path, body, token, extra = {}) {
+  const headers = {Accept: "application/json", ...extra};
   if (token) headers["X-Auth-Token"] = token;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
@@ -93,7 +93,8 @@ export async function logout() {
   const current = session();
   sessionStorage.removeItem(KEY);
   if (!current) return;
-  await request("DELETE", "/identity/v3/auth/tokens", undefined, current.token).catch(() => {});
+  await request("DELETE", "/identity/v3/auth/tokens", undefined, current.token,
+                {"X-Subject-Token": current.token}).catch(() => {});
 }
 
 // Is the stored token still valid? (a reload keeps the tab's session)
@@ -101,10 +102,8 @@ export async function stillValid() {
   const current = session();
   if (!current) return false;
   try {
-    await fetch("/identity/v3/auth/tokens", {
-      method: "HEAD", cache: "no-store", credentials: "omit",
-      headers: {"X-Auth-Token": current.token, "X-Subject-Token": current.token},
-    }).then((r) => { if (!r.ok) throw new ApiError(r.status); });
+    await request("GET", "/identity/v3/auth/tokens", undefined, current.token,
+                  {"X-Subject-Token": current.token});
     return true;
   } catch {
     sessionStorage.removeItem(KEY);

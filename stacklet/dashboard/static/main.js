@@ -48,14 +48,18 @@ function renderPage() {
 }
 
 // Loads everything and draws the page in view (after an action, on navigation).
+// The view is aria-busy meanwhile (its tables are about to be drawn again).
 async function refresh() {
+  const view = $("app-view");
+  view.setAttribute("aria-busy", "true");
   try {
     await load();
+    renderPage();
   } catch (err) {
     showError(err);
-    return;
+  } finally {
+    view.removeAttribute("aria-busy");
   }
-  renderPage();
 }
 
 async function poll() {
