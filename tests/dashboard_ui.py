@@ -146,6 +146,7 @@ class Dashboard:
 
     def select(self, css: str, value: str) -> None:
         from selenium.webdriver.support.ui import Select
+        self.settled()
         self.wait(lambda: any(o.get_attribute("value") == value
                               for o in self.el(css).find_elements("css selector", "option")),
                   f"option {value} in {css}")
@@ -153,7 +154,7 @@ class Dashboard:
 
     def settled(self) -> None:
         """No reload of the lists in flight (it draws the tables anew)."""
-        self.wait(lambda: not self.els("#app-view[aria-busy]"), "the lists loaded")
+        self.wait(lambda: not self.els("body[aria-busy]"), "the lists loaded")
 
     def click(self, css: str) -> None:
         self.settled()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from dashboard_ui import POLL_WAIT, artifacts, browser, dash  # noqa: F401  (fixtures)
-from netutil import uname
+from netutil import PLURAL, uname
 
 import stacklet.dashboard
 
@@ -144,8 +144,8 @@ def _only(items: list[dict], what: str) -> dict:
     return items[0]
 
 
-def _by_name(admin, kind: str, name: str) -> dict:
-    return _only(admin.list(kind, params={"name": name}), f"{kind} named {name}")
+def _gone(admin, kind: str, rid: str) -> bool:
+    return admin.req("GET", f"{PLURAL[kind]}/{rid}").status_code == 404
 
 
 def test_network_and_instance_created_in_the_ui_appear_on_the_graph(cloud, admin, dash):
@@ -157,7 +157,8 @@ def test_network_and_instance_created_in_the_ui_appear_on_the_graph(cloud, admin
     dash.click("#network-create-submit")
     network = dash.wait(lambda: admin.list("network", params={"name": name}), "the network")[0]
     admin.created.append(("network", network["id"]))
-    subnet = _only(admin.list("subnet", params={"network_id": network["id"]}), "its subnet")
+    subnet = dash.wait(lambda: admin.list("subnet", params={"network_id": network["id"]}),
+                       "its subnet")[0]
     assert subnet["cidr"] == "10.91.0.0/24"
     row = dash.row("networks-body", network["id"])
     assert "10.91.0.0/24" in row.text
@@ -224,3 +225,127 @@ def test_api_errors_are_shown_and_nothing_is_half_created(cloud, admin, dash):
     assert dash.el("#error").get_attribute("data-type") == err["type"] == "HTTPBadRequest"
     assert admin.list("network", params={"name": name}) == []
     dash.shot("error-shown")
+
+
+@pytest.fixture
+def external(admin) -> tuple[dict, dict]:
+    network = admin.create("network", name=uname("ext"), **{"router:external": True})
+    subnet = admin.create("subnet", network_id=network["id"], cidr="198.18.90.0/24",
+                          ip_version=4, enable_dhcp=False)
+    return network, subnet
+
+
+def test_router_gateway_interfaces_and_floating_ip_through_the_ui(cloud, admin, dash, external):
+    ext, _ = external
+    net, sub = admin.network_with_subnet("10.93.0.0/24")
+    device = "1b5a2c4e-0d3f-4a6b-9c8d-7e6f5a4b3c2d"
+    vm = admin.create("port", network_id=net["id"], name=uname("vm"),
+                      device_owner="compute:nova", device_id=device)
+    _login_admin(cloud, dash)
+
+    dash.goto("routers")
+    name = uname("r")
+    dash.fill("#router-create-name", name)
+    dash.click("#router-create-submit")
+    router = dash.wait(lambda: admin.list("router", params={"name": name}), "the router")[0]
+    admin.created.append(("router", router["id"]))
+    assert router["external_gateway_info"] is None
+    dash.row("routers-body", router["id"])
+    dash.select(f'#router-gw-{router["id"]}', ext["id"])
+    dash.click(f'#router-gw-set-{router["id"]}')
+    gateway = dash.wait(lambda: admin.show("router", router["id"])["external_gateway_info"],
+                        "the gateway")
+    assert gateway["network_id"] == ext["id"]
+    dash.select(f'#router-if-subnet-{router["id"]}', sub["id"])
+    dash.click(f'#router-if-add-{router["id"]}')
+    interface = dash.wait(lambda: admin.list("port", params={
+        "device_id": router["id"], "device_owner": "network:router_interface"}),
+        "the interface")[0]
+    assert interface["fixed_ips"][0]["ip_address"] == sub["gateway_ip"]
+    assert sub["gateway_ip"] in dash.row("routers-body", router["id"]).text
+
+    dash.goto("floating-ips")
+    dash.select("#fip-allocate-network", ext["id"])
+    dash.click("#fip-allocate-submit")
+    fip = dash.wait(lambda: admin.list("floatingip", params={"floating_network_id": ext["id"]}),
+                    "the floating IP")[0]
+    admin.created.append(("floatingip", fip["id"]))
+    dash.row("fips-body", fip["id"])
+    dash.select(f'#fip-port-{fip["id"]}', vm["id"])
+    dash.click(f'#fip-associate-{fip["id"]}')
+    dash.wait(lambda: admin.show("floatingip", fip["id"])["port_id"] == vm["id"],
+              "the association")
+
+    dash.goto("topology")
+    bar = dash.wait_for(f'#topo-net-{ext["id"]}', "the external network")
+    assert bar.get_attribute("data-external") == "true"
+    assert "external" in bar.get_attribute("class").split()
+    box = dash.wait_for(f'#topo-router-{router["id"]}[data-kind="router"]', "the router box")
+    assert name[:16] in box.text
+    gw = dash.wait_for(f'.link.gateway[data-device="{router["id"]}"]', "the gateway line")
+    assert gw.get_attribute("data-network") == ext["id"]
+    assert gateway["external_fixed_ips"][0]["ip_address"] in gw.text
+    line = dash.wait_for(f'[data-kind="port"][data-id="{interface["id"]}"]', "the interface")
+    assert line.get_attribute("data-network") == net["id"]
+    badge = dash.wait_for(f'#topo-fip-{fip["id"]}[data-kind="floatingip"]', "the floating IP")
+    assert badge.get_attribute("data-port") == vm["id"]
+    assert badge.get_attribute("data-network") == ext["id"]
+    assert dash.el(f"#topo-instance-{device}")
+    dash.shot("router-and-floating-ip")
+
+    dash.goto("floating-ips")
+    dash.click(f'#fip-disassociate-{fip["id"]}')
+    dash.wait(lambda: admin.show("floatingip", fip["id"])["port_id"] is None, "disassociated")
+    dash.confirm_delete(f'fip-release-{fip["id"]}')
+    dash.wait(lambda: _gone(admin, "floatingip", fip["id"]), "the release")
+
+    dash.goto("routers")
+    dash.click(f'#router-if-remove-{interface["id"]}')
+    dash.wait(lambda: _gone(admin, "port", interface["id"]), "the interface removed")
+    dash.click(f'#router-gw-clear-{router["id"]}')
+    dash.wait(lambda: admin.show("router", router["id"])["external_gateway_info"] is None,
+              "the gateway cleared")
+    dash.confirm_delete(f'router-delete-{router["id"]}')
+    dash.wait(lambda: _gone(admin, "router", router["id"]), "the router deleted")
+    dash.goto("topology")
+    dash.wait_gone(f'#topo-router-{router["id"]}', "the router's box")
+
+
+def test_security_groups_and_rules_through_the_ui(cloud, admin, dash):
+    _login_admin(cloud, dash)
+    dash.goto("security-groups")
+    name = uname("sg")
+    dash.fill("#sg-create-name", name)
+    dash.fill("#sg-create-description", "from the dashboard")
+    dash.click("#sg-create-submit")
+    group = dash.wait(lambda: admin.get("security-groups", params={"name": name})[
+        "security_groups"], "the group")[0]
+    admin.created.append(("security_group", group["id"]))
+    assert group["description"] == "from the dashboard"
+    dash.wait_for(f'#sg-{group["id"]}', "the group's section")
+
+    dash.select("#rule-create-group", group["id"])
+    dash.select("#rule-create-protocol", "tcp")
+    dash.fill("#rule-create-min", "22")
+    dash.fill("#rule-create-remote", "10.0.0.0/8")
+    dash.click("#rule-create-submit")
+
+    def the_rule():
+        rules = admin.get("security-group-rules", params={
+            "security_group_id": group["id"], "protocol": "tcp"})["security_group_rules"]
+        return rules[0] if rules else None
+    rule = dash.wait(the_rule, "the rule")
+    assert (rule["direction"], rule["ethertype"], rule["port_range_min"],
+            rule["port_range_max"], rule["remote_ip_prefix"]) == (
+        "ingress", "IPv4", 22, 22, "10.0.0.0/8")
+    row = dash.wait_for(f'#sg-{group["id"]} tr[data-id="{rule["id"]}"]', "the rule's row")
+    assert "10.0.0.0/8" in row.text and "22" in row.text
+
+    # a duplicate is refused by Neutron, and the page says why
+    dash.click("#rule-create-submit")
+    assert "already exists" in dash.wait_error("the duplicate rule's error")
+
+    dash.confirm_delete(f'rule-delete-{rule["id"]}')
+    dash.wait(lambda: _gone(admin, "security_group_rule", rule["id"]), "rule deleted")
+    dash.confirm_delete(f'sg-delete-{group["id"]}')
+    dash.wait(lambda: _gone(admin, "security_group", group["id"]), "group deleted")

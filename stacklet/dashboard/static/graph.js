@@ -7,10 +7,11 @@
 import {clear, s} from "./ui.js";
 import {isExternal, isInstancePort, isRouterPort} from "./model.js";
 
-const LEFT = 80;        // x of the first bar
-const COL = 180;        // distance between bars
+const LEFT = 90;        // x of the first bar
+const COL = 300;        // distance between bars
 const TOP = 56;         // y where bars begin
-const BOX_W = 124;
+const BOX_W = 120;
+const BOX_AT = 110;     // a box's left edge, right of the bar of its first network
 const GAP = 28;         // between a row's box and the next one
 const LINK = 16;        // vertical distance between a box's lines
 
@@ -120,7 +121,7 @@ export function drawTopology(svg, state) {
     const attached = row.links.map((l) => column.get(l.network)).filter((c) => c !== undefined);
     const home = attached.length ? Math.min(...attached) : nets.length;
     const boxLeft = (attached.length ? barX(home) : barX(Math.max(nets.length - 1, 0)) + COL / 2)
-      + (attached.length ? 30 : 0);
+      + (attached.length ? BOX_AT : 0);
     const boxRight = boxLeft + BOX_W;
     let lineY = row.y + 26;
     for (const link of row.links) {
@@ -131,7 +132,7 @@ export function drawTopology(svg, state) {
       }
       const x = barX(col);
       const fromX = x < boxLeft ? boxLeft : boxRight;
-      const labelX = x < boxLeft ? x + 12 : x - 12;
+      const labelX = x < boxLeft ? boxLeft - 6 : boxRight + 6;
       const attrs = link.kind === "port"
         ? {"data-kind": "port", "data-id": link.id, id: `topo-port-${link.id}`}
         : {"data-kind": "gateway", id: `topo-gw-${link.router}`};
@@ -142,7 +143,7 @@ export function drawTopology(svg, state) {
         s("line", {x1: fromX, y1: lineY, x2: x, y2: lineY}),
         s("circle", {cx: x, cy: lineY, r: 4}),
         s("text", {x: labelX, y: lineY - 4, class: "ip",
-                   "text-anchor": x < boxLeft ? "start" : "end"}, link.label)));
+                   "text-anchor": x < boxLeft ? "end" : "start"}, link.label)));
       lineY += LINK;
     }
     for (const fip of row.fips) {
@@ -156,7 +157,7 @@ export function drawTopology(svg, state) {
         s("line", {x1: x < boxLeft ? boxLeft : boxRight, y1: lineY, x2: x, y2: lineY}),
         s("circle", {cx: x, cy: lineY, r: 4}),
         s("text", {x: x < boxLeft ? x + 12 : x - 12, y: lineY - 4, class: "ip",
-                   "text-anchor": x < boxLeft ? "start" : "end"}, `floating ${fip.label}`)));
+                   "text-anchor": x < boxLeft ? "start" : "end"}, `floating IP ${fip.label}`)));
       lineY += LINK;
     }
     boxLayer.append(s("g", {

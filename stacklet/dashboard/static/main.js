@@ -4,7 +4,7 @@
 import {isAdmin, login, logout, session, stillValid, whenExpired} from "./api.js";
 import {drawTopology} from "./graph.js";
 import {load, state} from "./model.js";
-import {$, act, clearError, formValues, showError, showStatus} from "./ui.js";
+import {$, act, busy, clearError, formValues, showError, showStatus} from "./ui.js";
 import * as networks from "./networks.js";
 import * as routers from "./routers.js";
 import * as secgroups from "./secgroups.js";
@@ -48,18 +48,16 @@ function renderPage() {
 }
 
 // Loads everything and draws the page in view (after an action, on navigation).
-// The view is aria-busy meanwhile (its tables are about to be drawn again).
-async function refresh() {
-  const view = $("app-view");
-  view.setAttribute("aria-busy", "true");
-  try {
-    await load();
-    renderPage();
-  } catch (err) {
-    showError(err);
-  } finally {
-    view.removeAttribute("aria-busy");
-  }
+// The page is aria-busy meanwhile (its tables are about to be drawn again).
+function refresh() {
+  return busy(async () => {
+    try {
+      await load();
+      renderPage();
+    } catch (err) {
+      showError(err);
+    }
+  });
 }
 
 async function poll() {

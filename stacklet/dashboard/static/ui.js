@@ -57,19 +57,35 @@ export function showStatus(text) {
   $("status").textContent = text;
 }
 
-// Runs an action from a button or form: errors go to the message area, success to the status.
-export async function act(description, fn) {
-  clearError();
-  showStatus(`${description}…`);
+// While work that redraws the page is in flight, the page is aria-busy.
+let pending = 0;
+
+export async function busy(fn) {
+  pending += 1;
+  document.body.setAttribute("aria-busy", "true");
   try {
-    const result = await fn();
-    showStatus(`${description}: done.`);
-    return result;
-  } catch (err) {
-    showStatus(`${description}: failed.`);
-    showError(err);
-    return undefined;
+    return await fn();
+  } finally {
+    pending -= 1;
+    if (!pending) document.body.removeAttribute("aria-busy");
   }
+}
+
+// Runs an action from a button or form: errors go to the message area, success to the status.
+export function act(description, fn) {
+  return busy(async () => {
+    clearError();
+    showStatus(`${description}…`);
+    try {
+      const result = await fn();
+      showStatus(`${description}: done.`);
+      return result;
+    } catch (err) {
+      showStatus(`${description}: failed.`);
+      showError(err);
+      return undefined;
+    }
+  });
 }
 
 // A delete button that asks once more: the first press turns it into "Confirm …" (focused),
