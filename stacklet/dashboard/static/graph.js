@@ -87,7 +87,8 @@ export function drawTopology(svg, state) {
     y += row.height + GAP;
   }
   const height = Math.max(y + 10, 220);
-  const width = LEFT + Math.max(nets.length - 1, 0) * COL + (extraColumn ? COL : 0) + BOX_W + 80;
+  const width = LEFT + Math.max(nets.length - 1, 0) * COL + (extraColumn ? COL : 0) + BOX_AT +
+    BOX_W + 90;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);

@@ -69,8 +69,8 @@ export function redraw() {
 
 function endpointLabel(end) {
   if (!end) return "";
-  return [end.kind, end.ip, end.port_id ? `port ${end.port_id}` : "", end.host ? `on ${end.host}` : ""]
-    .filter(Boolean).join(" ");
+  if (end.kind !== "port") return `${end.kind} ${end.ip || ""}`;
+  return `port ${end.port_id} (${end.ip})${end.host ? " on " + end.host : ""}`;
 }
 
 function renderResult(trace) {
@@ -93,7 +93,11 @@ function renderResult(trace) {
       h("span", {class: "hop-where"}, where), " ", h("span", {class: "hop-summary"}, hop.summary),
       hop.owner ? h("span", {class: "hop-owner"}, ` [${hop.owner.kind} ${hop.owner.id}]`) : null));
   }
+  if (!hops.children.length) {
+    hops.append(h("li", {}, "No hop: the trace stopped before the packet left (see the verdict)."));
+  }
   $("trace-result").hidden = false;
+  $("trace-hop-list").hidden = false;
   play();
 }
 

@@ -1,0 +1,118 @@
+"""The dashboard's trace view in a real headless browser against the real server's
+``POST /stacklet/v1/trace``: the node's part of the trace is answered by a stand-in agent on
+the request channel (as in test_trace_api.py), so the verdict, the hops and the path are the
+server's own walk. tests/e2e/test_dashboard_trace.py traces through real nodes.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from dashboard_ui import artifacts, browser, dash  # noqa: F401  (fixtures)
+from fakenodes import agent_socket_client
+from netutil import uname
+
+REASON = "no flow of this stand-in agent takes the packet"
+
+
+@pytest.fixture(scope="module")
+def node(cloud, admin):
+    """A host whose Open vSwitch agent registered (no dataplane), a network on its physical
+    network and a port standing for an instance, bound there."""
+    host = f"dash-{uuid.uuid4().hex[:6]}"
+    physnet = f"dt{uuid.uuid4().hex[:6]}"
+    http = agent_socket_client(cloud.data_dir)
+    response = http.post("/agent/v1/report_state", json={
+        "agent_type": "Open vSwitch agent", "binary": "stacklet-openvswitch-agent",
+        "topic": "N/A", "host": host, "availability_zone": "nova", "start_flag": True,
+        "configurations": {"bridge_mappings": {physnet: "br-x"}, "tunnel_types": []},
+        "sync": {"synced_ago": 0}})
+    assert response.status_code == 200, response.text
+    net = admin.create("network", name=uname("tracenet"), **{
+        "provider:network_type": "flat", "provider:physical_network": physnet})
+    admin.create("subnet", network_id=net["id"], ip_version=4, cidr="10.96.0.0/24",
+                  enable_dhcp=False)
+    port = admin.create("port", network_id=net["id"], name=uname("vm"),
+                        device_owner="compute:nova", device_id=str(uuid.uuid4()),
+                        **{"binding:host_id": host})
+    yield {"host": host, "net": net, "port": port, "http": http}
+    http.close()
+
+
+def stand_in_agent(http, host: str, seen: dict) -> threading.Thread:
+    """Takes the next request from the host's long poll and answers that nothing matched."""
+    now = http.get(f"/agent/v1/hosts/{host}/events", params={"timeout": 0}).json()
+
+    def agent():
+        events = http.get(f"/agent/v1/hosts/{host}/events",
+                          params={"epoch": now["epoch"], "after": 10**9, "timeout": 30}).json()
+        request = events["requests"][0]
+        seen.update(request)
+        http.post(f"/agent/v1/hosts/{host}/answers",
+                  json={"id": request["id"], "result": {"missing": REASON}})
+
+    thread = threading.Thread(target=agent, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_trace_view_shows_verdict_hops_and_path_on_the_graph(cloud, dash, node):
+    port, net = node["port"], node["net"]
+    dash.logged_in("admin", cloud.admin_password, "admin")
+    dash.goto("trace")
+    # the graph is on this page too, with the port standing for an instance
+    dash.wait_for(f'#page-trace #topo-port-{port["id"]}', "the port on the trace page's graph")
+    dash.fill("#trace-src", port["id"])
+    dash.fill("#trace-dst", "external:10.96.0.9")
+    dash.select("#trace-protocol", "tcp")
+    dash.fill("#trace-dport", "22")
+    seen: dict = {}
+    agent = stand_in_agent(node["http"], node["host"], seen)
+    dash.click("#trace-submit")
+    verdict = dash.wait_for('#trace-verdict[data-verdict="dropped"]', "the verdict", timeout=40)
+    agent.join(5)
+    assert seen["kind"] == "ofproto_trace"
+    assert seen["args"]["packet"]["dport"] == 22 and seen["args"]["packet"]["protocol"] == "tcp"
+    assert verdict.text == f"Verdict: dropped. {REASON}"
+    ip = port["fixed_ips"][0]["ip_address"]
+    assert dash.el("#trace-packet").text.startswith(f"tcp {ip} → 10.96.0.9:22")
+
+    hops = dash.els("#trace-hops li")
+    assert [h.get_attribute("data-n") for h in hops] == ["1", "2"]
+    assert "leaves" in hops[0].text and node["host"] in hops[0].text
+    assert hops[0].get_attribute("data-owner") == port["id"]
+    assert REASON in hops[1].text
+
+    # the path [port, network] is played hop by hop, then shown whole
+    dash.wait(lambda: dash.el("#trace-step").text.startswith("Whole path"), "the whole path")
+    line = dash.el(f'#topo-port-{port["id"]}')
+    bar = dash.el(f'#topo-net-{net["id"]}')
+    assert "on-path" in line.get_attribute("class").split()
+    assert "on-path" in bar.get_attribute("class").split()
+    assert (line.get_attribute("data-step"), bar.get_attribute("data-step")) == ("1", "2")
+    box = dash.el(f'#topo-instance-{port["device_id"]}')
+    assert "on-path" in box.get_attribute("class").split()
+    dash.shot("trace-whole-path")
+
+    dash.click("#trace-prev")     # from the whole path: the last element
+    assert "current" in dash.el(f'#topo-net-{net["id"]}').get_attribute("class").split()
+    dash.click("#trace-prev")
+    assert dash.el("#trace-step").text.startswith("Step 1 of 2: port")
+    classes = dash.el(f'#topo-port-{port["id"]}').get_attribute("class").split()
+    assert "current" in classes
+    assert "on-path" not in dash.el(f'#topo-net-{net["id"]}').get_attribute("class").split()
+    assert "current" in dash.el("#trace-hops li[data-n='1']").get_attribute("class").split()
+    dash.shot("trace-step-1")
+
+
+def test_a_member_sees_the_policy_error(cloud, dash, node):
+    member = cloud.new_project("member")
+    dash.logged_in(member.user_name, member.password, member.project_name)
+    dash.goto("trace")
+    dash.fill("#trace-src", node["port"]["id"])
+    dash.fill("#trace-dst", "external:10.96.0.9")
+    dash.click("#trace-submit")
+    assert dash.wait_error("the policy error") == "rule:create_trace is disallowed by policy"
+    assert dash.el("#trace-result").get_attribute("hidden") is not None
