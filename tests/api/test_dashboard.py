@@ -349,3 +349,88 @@ def test_security_groups_and_rules_through_the_ui(cloud, admin, dash):
     dash.wait(lambda: _gone(admin, "security_group_rule", rule["id"]), "rule deleted")
     dash.confirm_delete(f'sg-delete-{group["id"]}')
     dash.wait(lambda: _gone(admin, "security_group", group["id"]), "group deleted")
+
+
+# --- accessibility basics --------------------------------------------------------------------------
+
+UNLABELLED = """
+const named = (el) => {
+  if ([...(el.labels || [])].some((l) => l.textContent.trim())) return true;
+  if ((el.getAttribute("aria-label") || "").trim()) return true;
+  const by = el.getAttribute("aria-labelledby");
+  return Boolean(by && document.getElementById(by) &&
+                 document.getElementById(by).textContent.trim());
+};
+const controls = [...document.querySelectorAll("input, select, textarea")]
+  .filter((el) => el.type !== "hidden");
+const buttons = [...document.querySelectorAll("button")];
+return {
+  controls: controls.map((el) => el.id),
+  unlabelled: controls.filter((el) => !named(el)).map((el) => el.id || el.outerHTML),
+  unnamed_buttons: buttons.filter((b) => !(b.textContent.trim() ||
+    (b.getAttribute("aria-label") || "").trim())).map((b) => b.outerHTML),
+  untyped_buttons: buttons.filter((b) => !b.getAttribute("type")).map((b) => b.outerHTML),
+  click_only: [...document.querySelectorAll(
+    "[onclick], div[tabindex], span[tabindex], [role=button], a:not([href])")]
+    .map((el) => el.outerHTML.slice(0, 120)),
+};
+"""
+
+
+def test_every_form_control_has_a_label(cloud, admin, dash, external):
+    ext, _ = external
+    net, sub = admin.network_with_subnet("10.94.0.0/24")
+    router = admin.create("router", name=uname("r"),
+                          external_gateway_info={"network_id": ext["id"]})
+    admin.put(f"routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
+    port = admin.create("port", network_id=net["id"], name=uname("vm"),
+                        device_owner="compute:nova", device_id="2c6b3d5f-1e4a-4b7c-8d9e-0f1a2b3c4d5e")
+    fip = admin.create("floatingip", floating_network_id=ext["id"], port_id=port["id"])
+    _login_admin(cloud, dash)
+    for page in ("instances", "networks", "routers", "security-groups", "floating-ips", "trace",
+                 "topology"):
+        dash.goto(page)
+    found = dash.js(UNLABELLED)
+    assert found["unlabelled"] == []
+    assert found["unnamed_buttons"] == []
+    assert found["untyped_buttons"] == []
+    assert found["click_only"] == []
+    # the rows' own controls were there to check
+    for control in (f"router-gw-{router['id']}", f"router-if-subnet-{router['id']}",
+                    f"fip-port-{fip['id']}", "rule-create-group", "trace-src",
+                    "instance-create-network", "login-password"):
+        assert control in found["controls"], control
+    admin.remove("floatingip", fip["id"])
+    admin.put(f"routers/{router['id']}/remove_router_interface", {"subnet_id": sub["id"]})
+
+
+def test_create_and_delete_a_network_by_keyboard_alone(cloud, admin, dash):
+    from selenium.webdriver.common.keys import Keys
+
+    def active():
+        return dash.driver.switch_to.active_element
+
+    _login_admin(cloud, dash)
+    dash.js("document.querySelector('nav a[href=\"#networks\"]').focus()")
+    active().send_keys(Keys.ENTER)
+    dash.wait_for('[data-page="networks"]:not([hidden])', "the networks page")
+    dash.settled()
+    dash.js("document.getElementById('network-create-name').focus()")
+    name = uname("keys")
+    active().send_keys(name, Keys.TAB, Keys.TAB, "10.95.0.0/24", Keys.ENTER)
+    network = dash.wait(lambda: admin.list("network", params={"name": name}), "the network")[0]
+    admin.created.append(("network", network["id"]))
+    dash.row("networks-body", network["id"])
+    dash.settled()
+    dash.js("arguments[0].focus()", dash.el(f"#network-delete-{network['id']}"))
+    active().send_keys(Keys.ENTER)
+    # the confirmation takes the focus; Escape backs out, Enter on it deletes
+    dash.wait(lambda: active().get_attribute("id") == f"network-delete-{network['id']}-confirm",
+              "focus on the confirmation")
+    active().send_keys(Keys.ESCAPE)
+    assert active().get_attribute("id") == f"network-delete-{network['id']}"
+    active().send_keys(Keys.ENTER)
+    dash.wait(lambda: active().get_attribute("id") == f"network-delete-{network['id']}-confirm",
+              "focus on the confirmation again")
+    active().send_keys(Keys.ENTER)
+    dash.wait(lambda: _gone(admin, "network", network["id"]), "the network deleted")
