@@ -50,6 +50,7 @@ function devices(state) {
     if (!instances.has(key)) {
       instances.set(key, {kind: "instance", id: key, name: port.name || key.slice(0, 8),
                           title: `instance ${key} (ports stand for instances)`,
+                          host: port["binding:host_id"] || "",
                           status: port.status, links: [], fips: []});
     }
     const row = instances.get(key);
@@ -82,7 +83,7 @@ export function drawTopology(svg, state) {
   let y = TOP + 24;
   for (const row of rows) {
     const lines = row.links.length + row.fips.length;
-    row.height = Math.max(44, 22 + lines * LINK);
+    row.height = Math.max(row.host ? 54 : 44, 22 + lines * LINK);
     row.y = y;
     y += row.height + GAP;
   }
@@ -167,7 +168,9 @@ export function drawTopology(svg, state) {
       s("title", {}, row.title),
       s("rect", {x: boxLeft, y: row.y, width: BOX_W, height: row.height, rx: 6}),
       s("text", {x: boxLeft + 8, y: row.y + 16, class: "device-kind"}, row.kind),
-      s("text", {x: boxLeft + 8, y: row.y + 32, class: "device-name"}, clip(row.name, 17))));
+      s("text", {x: boxLeft + 8, y: row.y + 32, class: "device-name"}, clip(row.name, 17)),
+      row.host ? s("text", {x: boxLeft + 8, y: row.y + 46, class: "device-host"},
+        clip(`on ${row.host}`, 19)) : null));
   }
   svg.setAttribute("aria-label", `Network topology: ${nets.length} networks, ` +
     `${state.routers.length} routers, ${rows.length - state.routers.length} instances`);
