@@ -1,7 +1,8 @@
 """The web dashboard (/dashboard) in a real headless browser (tests/dashboard_ui.py): log in
 and out, the resource pages, the live topology graph, labels and keyboard use.
 
-The trace view's test needs nodes with a dataplane: tests/e2e/test_dashboard_trace.py.
+The trace view: tests/api/test_dashboard_trace_api.py (a stand-in agent answers the node's
+part) and tests/e2e/test_dashboard_trace.py (real nodes).
 """
 
 from __future__ import annotations
