@@ -23,9 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import browser_requirements
+import pytest
 
 WAIT = 20        # seconds for the page to show what an action should produce
 POLL_WAIT = 15   # the graph polls every 3 s
@@ -36,8 +35,8 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-default-apps", "--disable-extensions", "--disable-breakpad",
     "--disable-client-side-phishing-detection", "--disable-domain-reliability",
-    "--disable-features=OptimizationHints,Translate,MediaRouter,AutofillServerCommunication,"
-    "CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions",
+    ("--disable-features=OptimizationHints,Translate,MediaRouter,AutofillServerCommunication,"
+     "CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions"),
     "--no-pings", "--no-proxy-server", "--metrics-recording-only", "--password-store=basic",
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from dashboard_ui import artifacts, browser, dash  # noqa: F401  (the dashboard's browser)
 from netutil import Api, admin_api, project_api
 
 

@@ -13,7 +13,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-from dashboard_ui import POLL_WAIT, artifacts, browser, dash  # noqa: F401  (fixtures)
+from dashboard_ui import POLL_WAIT
 from netutil import PLURAL, uname
 
 import stacklet.dashboard

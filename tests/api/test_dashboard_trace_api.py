@@ -10,7 +10,6 @@ import threading
 import uuid
 
 import pytest
-from dashboard_ui import artifacts, browser, dash  # noqa: F401  (fixtures)
 from fakenodes import agent_socket_client
 from netutil import uname
 

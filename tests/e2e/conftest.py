@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dashboard_ui import artifacts, browser, dash  # noqa: F401  (the dashboard's browser)
 
 from stacklet import linux
 from stacklet.harness import Cluster, sweep

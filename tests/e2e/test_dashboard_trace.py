@@ -5,7 +5,6 @@ same as the API gives) and its path drawn on the topology graph hop by hop.
 
 from __future__ import annotations
 
-from dashboard_ui import artifacts, browser, dash  # noqa: F401  (fixtures)
 from dputil import boot, nodes, uname
 
 TRACE = "/stacklet/v1/trace"
