@@ -435,3 +435,30 @@ def test_create_and_delete_a_network_by_keyboard_alone(cloud, admin, dash):
               "focus on the confirmation again")
     active().send_keys(Keys.ENTER)
     dash.wait(lambda: _gone(admin, "network", network["id"]), "the network deleted")
+
+
+def test_a_member_sees_its_own_and_the_gateway_it_cannot_list(cloud, admin, user, dash, external):
+    """A member does not see its router's gateway port (it belongs to no project): the graph
+    draws the gateway from the router's external_gateway_info."""
+    ext, _ = external
+    member = user.user
+    dash.logged_in(member.user_name, member.password, member.project_name)
+    assert f"{member.user_name} in project {member.project_name}" == dash.el("#whoami").text
+    dash.goto("routers")
+    name = uname("mr")
+    dash.fill("#router-create-name", name)
+    dash.select("#router-create-external", ext["id"])
+    dash.click("#router-create-submit")
+    router = dash.wait(lambda: user.list("router", params={"name": name}), "the router")[0]
+    user.created.append(("router", router["id"]))
+    assert router["external_gateway_info"]["network_id"] == ext["id"]
+    assert user.list("port", params={"device_id": router["id"]}) == []
+    dash.goto("topology")
+    gw = dash.wait_for(f"#topo-gw-{router['id']}", "the gateway drawn from the router")
+    assert gw.get_attribute("data-network") == ext["id"]
+    assert gw.get_attribute("data-kind") == "gateway"
+    address = router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+    assert address in gw.text
+    # the admin's networks elsewhere are not this member's to see
+    assert dash.el(f"#topo-net-{ext['id']}").get_attribute("data-external") == "true"
+    assert len(dash.els('[data-kind="network"]')) == 1
