@@ -67,52 +67,37 @@ def _is_dataplane(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _require_browser(items)
-    _require_dataplane(items)
+    """Tests that cannot run on this machine stop the session with what is missing: the
+    dataplane tests (tests/dataplane_requirements.py) and the browser tests, those using the
+    ``browser`` fixture (tests/browser_requirements.py). Each kind is skipped only when its
+    STACKLET_TEST_SKIP_* setting says so."""
+    import browser_requirements
+    import dataplane_requirements
+
+    _require("browser", [item for item in items
+                         if "browser" in getattr(item, "fixturenames", ())],
+             browser_requirements)
+    _require("dataplane", [item for item in items if _is_dataplane(item)],
+             dataplane_requirements)
 
 
-def _require_browser(items: list[pytest.Item]) -> None:
-    """Browser tests (the ``browser`` fixture) that cannot run stop the session with what is
-    missing; they are skipped only when STACKLET_TEST_SKIP_BROWSER=1 says so."""
-    import browser_requirements as needs
-
-    browser = [item for item in items if "browser" in getattr(item, "fixturenames", ())]
-    lacking = needs.missing() if browser else []
+def _require(kind: str, selected: list[pytest.Item], needs: Any) -> None:
+    """``needs``: a module with ``missing()``, ``skip_requested()`` and ``SKIP_ENV``."""
+    if not selected:
+        return
+    lacking = needs.missing()
     if not lacking:
         return
     listed = "; ".join(lacking)
     if needs.skip_requested():
         marker = pytest.mark.skip(reason=f"{needs.SKIP_ENV}=1 and this machine lacks: {listed}")
-        for item in browser:
+        for item in selected:
             item.add_marker(marker)
         return
     raise pytest.UsageError(
-        f"{len(browser)} browser test(s) cannot run: this machine lacks {listed}. Install what "
-        f"is missing (scripts/install.sh test, as root), or set {needs.SKIP_ENV}=1 to skip "
-        f"them explicitly.")
-
-
-def _require_dataplane(items: list[pytest.Item]) -> None:
-    """Dataplane tests that cannot run stop the session with what is missing; they are
-    skipped only when STACKLET_TEST_SKIP_DATAPLANE=1 says so."""
-    from dataplane_requirements import SKIP_ENV, missing, skip_requested
-
-    dataplane = [item for item in items if _is_dataplane(item)]
-    if not dataplane:
-        return
-    lacking = missing()
-    if not lacking:
-        return
-    listed = "; ".join(lacking)
-    if skip_requested():
-        marker = pytest.mark.skip(reason=f"{SKIP_ENV}=1 and this machine lacks: {listed}")
-        for item in dataplane:
-            item.add_marker(marker)
-        return
-    raise pytest.UsageError(
-        f"{len(dataplane)} dataplane test(s) cannot run: this machine lacks {listed}. "
-        f"Install what is missing (scripts/install.sh test, as root), or set {SKIP_ENV}=1 to "
-        f"skip them explicitly.")
+        f"{len(selected)} {kind} test(s) cannot run: this machine lacks {listed}. "
+        f"Install what is missing (scripts/install.sh test, as root), or set {needs.SKIP_ENV}=1 "
+        f"to skip them explicitly.")
 
 
 def unique_name(prefix: str = "test") -> str:

@@ -184,8 +184,18 @@ class Dashboard:
         self.click(f"#{button_id}")
         self.click(f"#{button_id}-confirm")
 
-    def row(self, body_id: str, rid: str):
-        return self.wait_for(f'#{body_id} tr[data-id="{rid}"]', f"row {rid} in {body_id}")
+    def row(self, body_id: str, rid: str, showing: str = ""):
+        """The table row of a resource, once it shows ``showing`` (the table is drawn anew
+        after each action: found again on every try)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        def found():
+            try:
+                hits = self.els(f'#{body_id} tr[data-id="{rid}"]')
+                return hits[0] if hits and showing in hits[0].text else None
+            except StaleElementReferenceException:
+                return None
+        return self.wait(found, f"row {rid} in {body_id} showing {showing!r}")
 
     def script_errors(self) -> list[str]:
         """The console's errors since the last call, but for the API's answered 4xx (a

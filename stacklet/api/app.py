@@ -19,7 +19,6 @@ only place that wires configuration, database and services together.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from http import HTTPStatus
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -36,7 +35,7 @@ from stacklet.api import image as image_api
 from stacklet.api import metadata as metadata_api
 from stacklet.api import networking as networking_api
 from stacklet.api.bodysize import BodySizeLimit
-from stacklet.api.common import json_response
+from stacklet.api.common import generic_http_error, json_response
 from stacklet.api.metrics import RequestMetrics, ServerMetrics, metrics_endpoint
 from stacklet.bus import AgentRequests, ChangeNotifier
 from stacklet.bus import install as install_bus
@@ -107,15 +106,9 @@ async def _root(request: Request):
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Outside every service (the root, unknown prefixes such as ``/image``): JSON in the
-    ``{"error": {...}}`` shape keystoneauth reads, never Starlette's plain text."""
+    """Outside every service (the root, unknown prefixes such as ``/volume``)."""
     assert isinstance(exc, HTTPException)
-    message = {404: "The resource could not be found.",
-               405: "The method is not allowed for the requested URL."}.get(
-        exc.status_code, str(exc.detail))
-    return json_response({"error": {"code": exc.status_code,
-                                    "title": HTTPStatus(exc.status_code).phrase,
-                                    "message": message}}, status=exc.status_code)
+    return generic_http_error(exc.status_code, str(exc.detail))
 
 
 MOUNTS = ("/identity", "/networking", "/image", "/compute", "/dashboard")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import anyio.to_thread
@@ -34,6 +35,17 @@ class JSONResponse(Response):
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse(data, status_code=status, headers=headers)
+
+
+def generic_http_error(status: int, detail: str = "",
+                       headers: dict[str, str] | None = None) -> Response:
+    """An HTTP error outside the OpenStack services (the root, unknown prefixes, the
+    dashboard's files): JSON in the ``{"error": {...}}`` shape keystoneauth reads, never
+    Starlette's plain text."""
+    message = {404: "The resource could not be found.",
+               405: "The method is not allowed for the requested URL."}.get(status, detail)
+    return json_response({"error": {"code": status, "title": HTTPStatus(status).phrase,
+                                    "message": message}}, status=status, headers=headers)
 
 
 def empty_response(status: int = 204, headers: dict[str, str] | None = None) -> Response:

@@ -9,14 +9,15 @@ script or style, and no framing.
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
+
+from stacklet.api.common import generic_http_error
 
 STATIC = Path(__file__).parent / "static"
 
@@ -51,19 +52,13 @@ async def _static(request: Request) -> Response:
     return _file(path)
 
 
-async def _not_found(request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    message = {404: "The resource could not be found.",
-               405: "The method is not allowed for the requested URL."}.get(
-        exc.status_code, str(exc.detail))
-    return JSONResponse({"error": {"code": exc.status_code,
-                                   "title": HTTPStatus(exc.status_code).phrase,
-                                   "message": message}},
-                        status_code=exc.status_code, headers=HEADERS)
+    return generic_http_error(exc.status_code, str(exc.detail), headers=HEADERS)
 
 
 def create_app() -> Starlette:
     return Starlette(routes=[
         Route("/", _index, methods=["GET", "HEAD"]),
         Route("/static/{name}", _static, methods=["GET", "HEAD"]),
-    ], exception_handlers={HTTPException: _not_found})
+    ], exception_handlers={HTTPException: _http_error})

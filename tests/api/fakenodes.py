@@ -30,6 +30,18 @@ def agent_socket_client(data_dir: Path) -> httpx.Client:
                         timeout=30)
 
 
+def report_ovs_agent(http: httpx.Client, host: str, physnet: str) -> str:
+    """Registers an Open vSwitch agent on ``host`` mapping ``physnet`` (no tunnels), as a
+    node's agent starting; its id. Ports bound to the host then bind (vif_type ovs)."""
+    response = http.post("/agent/v1/report_state", json={
+        "agent_type": OVS, "binary": "stacklet-openvswitch-agent",
+        "topic": "N/A", "host": host, "availability_zone": "nova", "start_flag": True,
+        "configurations": {"bridge_mappings": {physnet: "br-x"}, "tunnel_types": []},
+        "sync": {"synced_ago": 0}})
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
 class FakeNode:
     """One host with an Open vSwitch agent and the agent of ROLE = (type, binary, topic,
     configurations); subclasses name the role."""

@@ -10,7 +10,7 @@ import threading
 import uuid
 
 import pytest
-from fakenodes import agent_socket_client
+from fakenodes import agent_socket_client, report_ovs_agent
 from netutil import uname
 
 REASON = "no flow of this stand-in agent takes the packet"
@@ -23,12 +23,7 @@ def node(cloud, admin):
     host = f"dash-{uuid.uuid4().hex[:6]}"
     physnet = f"dt{uuid.uuid4().hex[:6]}"
     http = agent_socket_client(cloud.data_dir)
-    response = http.post("/agent/v1/report_state", json={
-        "agent_type": "Open vSwitch agent", "binary": "stacklet-openvswitch-agent",
-        "topic": "N/A", "host": host, "availability_zone": "nova", "start_flag": True,
-        "configurations": {"bridge_mappings": {physnet: "br-x"}, "tunnel_types": []},
-        "sync": {"synced_ago": 0}})
-    assert response.status_code == 200, response.text
+    agent_id = report_ovs_agent(http, host, physnet)
     net = admin.create("network", name=uname("tracenet"), **{
         "provider:network_type": "flat", "provider:physical_network": physnet})
     admin.create("subnet", network_id=net["id"], ip_version=4, cidr="10.96.0.0/24",
@@ -38,6 +33,7 @@ def node(cloud, admin):
                         **{"binding:host_id": host})
     yield {"host": host, "net": net, "port": port, "http": http}
     http.close()
+    admin.req("DELETE", f"agents/{agent_id}")
 
 
 def stand_in_agent(http, host: str, seen: dict) -> threading.Thread:

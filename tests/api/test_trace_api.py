@@ -9,7 +9,7 @@ import threading
 import uuid
 
 import pytest
-from fakenodes import agent_socket_client
+from fakenodes import agent_socket_client, report_ovs_agent
 from netutil import uname
 
 TRACE = "/stacklet/v1/trace"
@@ -32,12 +32,7 @@ def node(cloud, admin):
     host = f"trace-{uuid.uuid4().hex[:6]}"
     physnet = f"tr{uuid.uuid4().hex[:6]}"
     http = agent_socket_client(cloud.data_dir)
-    response = http.post("/agent/v1/report_state", json={
-        "agent_type": "Open vSwitch agent", "binary": "stacklet-openvswitch-agent",
-        "topic": "N/A", "host": host, "availability_zone": "nova", "start_flag": True,
-        "configurations": {"bridge_mappings": {physnet: "br-x"}, "tunnel_types": []},
-        "sync": {"synced_ago": 0}})
-    assert response.status_code == 200, response.text
+    report_ovs_agent(http, host, physnet)
     net = admin.create("network", name=uname("trace"), **{
         "provider:network_type": "flat", "provider:physical_network": physnet})
     admin.create("subnet", network_id=net["id"], ip_version=4, cidr="10.97.0.0/24",
