@@ -390,6 +390,11 @@ def test_every_form_control_has_a_label(cloud, admin, dash, external):
     for page in ("instances", "networks", "routers", "security-groups", "floating-ips", "trace",
                  "topology"):
         dash.goto(page)
+    # the check itself sees a control without a label
+    dash.js("const probe = document.createElement('input'); probe.id = 'probe-unlabelled';"
+            "document.getElementById('page-networks').append(probe);")
+    assert dash.js(UNLABELLED)["unlabelled"] == ["probe-unlabelled"]
+    dash.js("document.getElementById('probe-unlabelled').remove()")
     found = dash.js(UNLABELLED)
     assert found["unlabelled"] == []
     assert found["unnamed_buttons"] == []

@@ -102,9 +102,11 @@ export function deleteButton(what, name, onConfirm, id) {
     const yes = h("button", {type: "button", class: "danger", id: id && `${id}-confirm`,
                              onclick: () => onConfirm()}, `Confirm delete ${what} ${name}`);
     const no = h("button", {type: "button", id: id && `${id}-cancel`, onclick: reset}, "Cancel");
-    wrap.addEventListener("keydown", (event) => { if (event.key === "Escape") reset(); });
     clear(wrap).append(yes, " ", no);
     yes.focus();
+  });
+  wrap.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !wrap.contains(button)) reset();
   });
   wrap.append(button);
   return wrap;
