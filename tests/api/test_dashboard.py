@@ -174,6 +174,7 @@ def test_network_and_instance_created_in_the_ui_appear_on_the_graph(cloud, admin
     assert port["device_owner"] == "compute:nova"
     assert port["network_id"] == network["id"]
     dash.row("instances-body", port["id"])
+    dash.shot("instances-page")
 
     dash.goto("topology")
     bar = dash.wait_for(f'#topo-net-{network["id"]}[data-kind="network"]', "the network bar")
@@ -263,6 +264,7 @@ def test_router_gateway_interfaces_and_floating_ip_through_the_ui(cloud, admin, 
         "the interface")[0]
     assert interface["fixed_ips"][0]["ip_address"] == sub["gateway_ip"]
     dash.row("routers-body", router["id"], showing=sub["gateway_ip"])
+    dash.shot("routers-page")
 
     dash.goto("floating-ips")
     dash.select("#fip-allocate-network", ext["id"])
@@ -271,6 +273,7 @@ def test_router_gateway_interfaces_and_floating_ip_through_the_ui(cloud, admin, 
                     "the floating IP")[0]
     admin.created.append(("floatingip", fip["id"]))
     dash.row("fips-body", fip["id"])
+    dash.shot("floating-ips-page")
     dash.select(f'#fip-port-{fip["id"]}', vm["id"])
     dash.click(f'#fip-associate-{fip["id"]}')
     dash.wait(lambda: admin.show("floatingip", fip["id"])["port_id"] == vm["id"],
@@ -340,6 +343,7 @@ def test_security_groups_and_rules_through_the_ui(cloud, admin, dash):
         "ingress", "IPv4", 22, 22, "10.0.0.0/8")
     row = dash.wait_for(f'#sg-{group["id"]} tr[data-id="{rule["id"]}"]', "the rule's row")
     assert "10.0.0.0/8" in row.text and "22" in row.text
+    dash.shot("security-groups-page")
 
     # a duplicate is refused by Neutron, and the page says why
     dash.click("#rule-create-submit")
