@@ -70,8 +70,8 @@ export function render() {
           api("DELETE", neutron(`security-groups/${group.id}`))).then(refresh),
         `sg-delete-${group.id}`),
       h("table", {"aria-labelledby": captionId},
-        h("thead", {}, h("tr", {}, ["Direction", "Ether type", "Protocol", "Ports", "Remote", "Actions"]
-          .map((t) => h("th", {scope: "col"}, t)))),
+        h("thead", {}, h("tr", {}, ["Direction", "Ether type", "Protocol", "Ports", "Remote",
+          "Actions"].map((t) => h("th", {scope: "col"}, t)))),
         h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", {colspan: 6}, "No rules."))))));
   }
 }
