@@ -42,6 +42,25 @@ def report_ovs_agent(http: httpx.Client, host: str, physnet: str) -> str:
     return response.json()["id"]
 
 
+def answer_next_request(http: httpx.Client, host: str, result: dict,
+                        seen: dict) -> threading.Thread:
+    """A stand-in for the host's agent, in a thread: takes the next request the server sends
+    the host on its long poll (into ``seen``) and answers it with ``result``."""
+    now = http.get(f"/agent/v1/hosts/{host}/events", params={"timeout": 0}).json()
+
+    def agent() -> None:
+        events = http.get(f"/agent/v1/hosts/{host}/events",
+                          params={"epoch": now["epoch"], "after": 10**9, "timeout": 20}).json()
+        request = events["requests"][0]
+        seen.update(request)
+        http.post(f"/agent/v1/hosts/{host}/answers",
+                  json={"id": request["id"], "result": result})
+
+    thread = threading.Thread(target=agent, daemon=True)
+    thread.start()
+    return thread
+
+
 class FakeNode:
     """One host with an Open vSwitch agent and the agent of ROLE = (type, binary, topic,
     configurations); subclasses name the role."""

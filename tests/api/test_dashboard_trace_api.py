@@ -6,11 +6,10 @@ server's own walk. tests/e2e/test_dashboard_trace.py traces through real nodes.
 
 from __future__ import annotations
 
-import threading
 import uuid
 
 import pytest
-from fakenodes import agent_socket_client, report_ovs_agent
+from fakenodes import agent_socket_client, answer_next_request, report_ovs_agent
 from netutil import uname
 
 REASON = "no flow of this stand-in agent takes the packet"
@@ -36,23 +35,6 @@ def node(cloud, admin):
     admin.req("DELETE", f"agents/{agent_id}")
 
 
-def stand_in_agent(http, host: str, seen: dict) -> threading.Thread:
-    """Takes the next request from the host's long poll and answers that nothing matched."""
-    now = http.get(f"/agent/v1/hosts/{host}/events", params={"timeout": 0}).json()
-
-    def agent():
-        events = http.get(f"/agent/v1/hosts/{host}/events",
-                          params={"epoch": now["epoch"], "after": 10**9, "timeout": 30}).json()
-        request = events["requests"][0]
-        seen.update(request)
-        http.post(f"/agent/v1/hosts/{host}/answers",
-                  json={"id": request["id"], "result": {"missing": REASON}})
-
-    thread = threading.Thread(target=agent, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_trace_view_shows_verdict_hops_and_path_on_the_graph(cloud, dash, node):
     port, net = node["port"], node["net"]
     dash.logged_in("admin", cloud.admin_password, "admin")
@@ -64,7 +46,7 @@ def test_trace_view_shows_verdict_hops_and_path_on_the_graph(cloud, dash, node):
     dash.select("#trace-protocol", "tcp")
     dash.fill("#trace-dport", "22")
     seen: dict = {}
-    agent = stand_in_agent(node["http"], node["host"], seen)
+    agent = answer_next_request(node["http"], node["host"], {"missing": REASON}, seen)
     dash.click("#trace-submit")
     verdict = dash.wait_for('#trace-verdict[data-verdict="dropped"]', "the verdict", timeout=40)
     agent.join(5)

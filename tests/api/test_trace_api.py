@@ -5,11 +5,10 @@ does not answer gives a clear verdict, not a hang)."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 
 import pytest
-from fakenodes import agent_socket_client, report_ovs_agent
+from fakenodes import agent_socket_client, answer_next_request, report_ovs_agent
 from netutil import uname
 
 TRACE = "/stacklet/v1/trace"
@@ -88,19 +87,8 @@ def test_the_request_rides_the_long_poll_and_the_answer_comes_back(cloud, node):
     """A stand-in agent takes the request from its long poll and answers it."""
     host, http = node["host"], node["http"]
     seen = {}
-
-    now = http.get(f"/agent/v1/hosts/{host}/events", params={"timeout": 0}).json()
-
-    def agent():
-        events = http.get(f"/agent/v1/hosts/{host}/events",
-                          params={"epoch": now["epoch"], "after": 10**9, "timeout": 20}).json()
-        request = events["requests"][0]
-        seen.update(request)
-        http.post(f"/agent/v1/hosts/{host}/answers", json={
-            "id": request["id"], "result": {"missing": "nothing to see on this stand-in"}})
-
-    thread = threading.Thread(target=agent)
-    thread.start()
+    thread = answer_next_request(http, host, {"missing": "nothing to see on this stand-in"},
+                                 seen)
     response = post(cloud, {"trace": {"src": node["port"]["id"], "dst": "external:10.97.0.9"}},
                     cloud.admin_token)
     thread.join(30)
