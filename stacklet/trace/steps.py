@@ -105,8 +105,8 @@ def describe(ctx: Context, step: dict) -> tuple[str, dict | None, dict]:
                 ctx.network_id = owner["id"] or ctx.network_id
                 return (f"from a patch port: local VLAN {lvid} is {ctx.net()}", owner, details)
             if is_drop(step) or "drop" in step["actions"]:
-                return ("dropped in table 0: the ingress port is not wired (dead VLAN 4095 or "
-                        "unknown port)", owner, details)
+                return (("dropped in table 0: the ingress port is not wired (dead VLAN 4095 or "
+                        "unknown port)"), owner, details)
         if table == 60:
             if "resubmit(,81)" in " ".join(step["actions"]) and kind == "port":
                 return (f"for {ctx.port(owner['id'])} on this node: to its ingress firewall",
@@ -114,8 +114,8 @@ def describe(ctx: Context, step: dict) -> tuple[str, dict | None, dict]:
             return ("NORMAL switching on the local VLAN", owner, details)
         if table == 71:
             if kind == "port":
-                return (f"anti-spoofing passed: MAC {ctx.packet['dl_src']} and IP "
-                        f"{ctx.packet['src_ip']} belong to {ctx.port(owner['id'])}",
+                return ((f"anti-spoofing passed: MAC {ctx.packet['dl_src']} and IP "
+                        f"{ctx.packet['src_ip']} belong to {ctx.port(owner['id'])}"),
                         owner, details)
             return ("anti-spoofing: no flow lets this MAC/IP pair out of the port", owner,
                     details)
@@ -123,14 +123,14 @@ def describe(ctx: Context, step: dict) -> tuple[str, dict | None, dict]:
             return _rules_step(ctx, step, owner, details)
         if table == 73:
             if kind == "port":
-                return (f"accepted egress; the destination {ctx.port(owner['id'])} is on this "
-                        f"node: to its ingress firewall", owner, details)
-            return ("accepted egress; the destination is not a firewalled VIF on this node: "
-                    "out", owner, details)
+                return ((f"accepted egress; the destination {ctx.port(owner['id'])} is on this "
+                        f"node: to its ingress firewall"), owner, details)
+            return (("accepted egress; the destination is not a firewalled VIF on this node: "
+                    "out"), owner, details)
         if table == 81:
             if any("ct(" in a for a in step["actions"]):
-                return (f"ingress of {ctx.port(owner['id'] if owner else None)}: into "
-                        f"conntrack (zone = local VLAN)", owner, details)
+                return ((f"ingress of {ctx.port(owner['id'] if owner else None)}: into "
+                        f"conntrack (zone = local VLAN)"), owner, details)
             return (step.get("purpose") or "ingress", owner, details)
         if table == 93:
             return ("dropped", owner, details)
@@ -143,17 +143,17 @@ def describe(ctx: Context, step: dict) -> tuple[str, dict | None, dict]:
             if kind == "network":
                 ctx.network_id = owner["id"] or ctx.network_id
                 seg = world.segment(ctx.network_id or "")
-                return (f"tunnel id {seg.segmentation_id if seg else '?'} → local VLAN {lvid} "
-                        f"of {ctx.net()}", owner, details)
+                return ((f"tunnel id {seg.segmentation_id if seg else '?'} → local VLAN {lvid} "
+                        f"of {ctx.net()}"), owner, details)
             return ("unknown tunnel id: dropped", owner, details)
         if table in (20, 22):
             vni = vni_set(step)
             details["vni"] = vni
             seg = world.segment(ctx.network_id or "")
             if kind == "node":
-                return (f"{ctx.net()}: VNI {vni} to node {owner['id']} "
+                return ((f"{ctx.net()}: VNI {vni} to node {owner['id']} "
                         f"(tunnel {owner['tunnel_ip']}), which holds MAC "
-                        f"{ctx.packet['dl_dst']}", owner, details)
+                        f"{ctx.packet['dl_dst']}"), owner, details)
             if vni is not None:
                 return (f"{ctx.net()}: flooded with VNI {vni} to the nodes with ports on it",
                         owner, details)
@@ -167,8 +167,8 @@ def describe(ctx: Context, step: dict) -> tuple[str, dict | None, dict]:
         if kind == "network":
             ctx.network_id = owner["id"] or ctx.network_id
             if vid is not None:
-                return (f"{ctx.net()}: local VLAN → provider VLAN {vid} on physical network "
-                        f"{physnet}", owner, details)
+                return ((f"{ctx.net()}: local VLAN → provider VLAN {vid} on physical network "
+                        f"{physnet}"), owner, details)
             return (f"{ctx.net()}: to physical network {physnet} untagged (flat)", owner,
                     details)
         return (f"physical network {physnet}: NORMAL switching", owner, details)
@@ -186,8 +186,8 @@ def _rules_step(ctx: Context, step: dict, owner: dict | None,
     remote = ctx.packet["dst_ip"] if direction == "egress" else ctx.packet["src_ip"]
     priority, match = step["priority"], step["match"]
     if priority == 80:
-        return (f"{direction}: a reply or related packet of a connection the firewall "
-                f"accepted", owner, details)
+        return ((f"{direction}: a reply or related packet of a connection the firewall "
+                f"accepted"), owner, details)
     if priority == 90:
         return (f"{direction}: conntrack marks the packet invalid: dropped", owner, details)
     if CONJ.search(match):
@@ -204,6 +204,6 @@ def _rules_step(ctx: Context, step: dict, owner: dict | None,
                     {"kind": "security_group_rule", "id": chosen.id}, details)
         return (f"{direction} allowed by a security group rule", owner, details)
     if priority == 0 or "resubmit(,93)" in " ".join(step["actions"]):
-        return (f"{direction}: no rule of {sg.group_names(world, port_id or '')} matches: "
-                f"dropped", owner, details)
+        return ((f"{direction}: no rule of {sg.group_names(world, port_id or '')} matches: "
+                f"dropped"), owner, details)
     return (step.get("purpose") or "security group rules", owner, details)

@@ -232,10 +232,12 @@ class Walk:
         physnet, vlan = out["physnet"], out.get("vlan")
         mac_port = world.port_by_mac(packet["dl_dst"], ctx.network_id or "")
         if mac_port is None or not mac_port.binding_host_id:
+            through = f"the LOCAL port {out['port']} (node {host}'s own stack)" \
+                if out["port"] == out.get("bridge") else f"{out['port']} of node {host}"
             self.hop(host, out.get("bridge") or "br-ex",
                      f"leaves the cloud on physical network {physnet}"
-                     f"{f' VLAN {vlan}' if vlan else ' (untagged)'} through {out['port']} "
-                     f"of node {host}, to MAC {packet['dl_dst']} for {packet['dst_ip']}",
+                     f"{f' VLAN {vlan}' if vlan else ' (untagged)'} through {through}, "
+                     f"to MAC {packet['dl_dst']} for {packet['dst_ip']}",
                      details={"physnet": physnet, "vlan": vlan, "device": out["port"]})
             if dst.kind == "external":
                 return None

@@ -147,6 +147,7 @@ class Explainer:
             except RuntimeError:
                 continue
             out.update(dict.fromkeys(ports, bridge))
+            out[bridge] = bridge    # its LOCAL port (the node's own stack), not listed
         return out
 
     def _bridge_role(self, bridge: str) -> str:
