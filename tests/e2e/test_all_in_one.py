@@ -177,6 +177,16 @@ def test_a_floating_ip_on_the_demo_network_answers_from_the_host(aio):
         assert wait_for(lambda: linux.run(["ping", "-c", "1", "-W", "1", address],
                                           check=False).returncode == 0, 20,
                         what=f"the floating IP {address} to answer from the host")
+        # `stacklet trace` agrees, both ways: out through br-ex's LOCAL port (this host)...
+        out = trace(aio, port["id"], f"external:{DEMO_GATEWAY}")
+        assert out["verdict"] == "delivered", out
+        assert "through the LOCAL port br-ex" in out["hops"][-1]["summary"], out["hops"][-1]
+        # ...and in from this host to the floating IP, DNATed by router1
+        back = trace(aio, f"external:{DEMO_GATEWAY}", address)
+        assert back["verdict"] == "delivered", back
+        assert back["path"][-1] == port["id"]
+        assert any("DNAT" in hop["summary"] and address in hop["summary"]
+                   for hop in back["hops"]), back["hops"]
         api.update("floatingip", fip["id"], port_id=None)
         assert wait_for(lambda: linux.run(["ping", "-c", "1", "-W", "1", address],
                                           check=False).returncode != 0, 10,
@@ -184,6 +194,13 @@ def test_a_floating_ip_on_the_demo_network_answers_from_the_host(aio):
     finally:
         vif.close()
         api.cleanup()
+
+
+def trace(cloud, src: str, dst: str) -> dict:
+    response = cloud.request("POST", "/stacklet/v1/trace", token=cloud.admin_token,
+                             json={"trace": {"src": src, "dst": dst}})
+    assert response.status_code == 200, response.text
+    return response.json()["trace"]
 
 
 def ovs_pids(data_dir: Path) -> list[int]:

@@ -200,9 +200,9 @@ class Explainer:
                                    f"this node"}
             uplinks = [n for n, b in bridge_of.items() if b == bridge and n != bridge and
                        interfaces.get(n, {}).get("type") not in ("patch", "internal")]
-            if not uplinks:
-                return {"missing": f"{bridge} has no uplink port on this node"}
-            in_port = uplinks[0]
+            # no uplink: the physical network is this node's own stack on the bridge's
+            # LOCAL port (the all-in-one's br-ex holds the external gateway address)
+            in_port = uplinks[0] if uplinks else "LOCAL"
             vlan = start.get("vlan")
             flow = f"in_port={in_port}," + (f"dl_vlan={vlan}," if vlan else "") + fields
         else:
