@@ -45,7 +45,7 @@ def site(api, cluster, tmp_path_factory):
     drivers = {node.name: NodeDriver(node, node.dir / "instances") for node in (c1, c2)}
     yield {"net": net, "sub": sub, "c1": c1, "c2": c2, "d1": d1, "drivers": drivers,
            "tmp": tmp_path_factory.mktemp("netns")}
-    for name, driver in drivers.items():
+    for driver in drivers.values():
         for instance in driver.instances():
             driver.destroy(instance)
 
@@ -160,6 +160,16 @@ def test_two_instances_boot_by_dhcp_and_metadata_ping_each_other_and_answer_ssh(
     assert {u: s.power_state for u, s in d1.instances().items()} == {a_uuid: POWER_RUNNING}
     assert {u: s.power_state for u, s in d2.instances().items()} == {b_uuid: POWER_RUNNING}
     assert (d1.init_pid(a_uuid), d2.init_pid(b_uuid)) == (a_pid, b_pid)
+
+    # the init (now a shell: same pid) restarts a DHCP client that died
+    pid_file = d1.state_dir / a_uuid / "run" / "pid.udhcpc.eth0"
+    udhcpc = int(pid_file.read_text())
+    linux.kill_pids([udhcpc])
+    wait_for(lambda: "udhcpc on eth0 exited: restarting it" in d1.console_log(a_uuid), APPLY,
+             what="udhcpc restarted")
+    restarted = int(pid_file.read_text())
+    assert restarted != udhcpc and linux.pid_alive(restarted)
+    assert linux.cmdline(a_pid)[:1] == ("sh",) and d1.init_pid(a_uuid) == a_pid
 
     # soft reboot (power button, then a new boot) and hard reboot
     d1.reboot(alpha, hard=False)

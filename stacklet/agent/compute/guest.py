@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import encodings.idna  # noqa: F401 - socket needs it later, when /root (maybe the stdlib's
-import hashlib           # home: pyenv) is the instance's own
+import hashlib  # home: pyenv) is the instance's own
 import json
 import os
 import re
@@ -91,6 +91,64 @@ exit 0
 """
 
 
+SUPERVISOR = r"""# The instance's init once booted (guest.py execs it: same pid, same children).
+run="${STACKLET_RUN:?}"
+say() {
+    read -r now _ < /proc/uptime
+    now=$(( ${now%.*} * 100 + 1${now#*.} - 100 - STACKLET_START_CS ))
+    printf '[%6d.%02d] %s\n' $((now / 100)) $((now % 100)) "$*"
+}
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+start_udhcpc() {
+    ip link set dev "$1" up
+    udhcpc -f -i "$1" -s "$run/udhcpc.script" -t 3 -T 1 -A 1 -O mtu -O staticroutes \
+        -O domain < /dev/null &
+    echo $! > "$run/pid.udhcpc.$1"
+}
+start_dropbear() {
+    dropbear -F -E -s -g -p 22 -r "$STACKLET_HOSTKEY" -P "$run/dropbear.pid" \
+        < /dev/null >> "$run/dropbear.log" 2>&1 &
+    echo $! > "$run/pid.dropbear"
+}
+stop() {
+    trap '' TERM INT
+    say "reboot: System halted: stopping services"
+    for f in "$run"/pid.*; do alive "$f" && kill -TERM "$(cat "$f")"; done
+    n=0
+    while [ $n -lt 20 ]; do
+        left=0
+        for f in "$run"/pid.*; do alive "$f" && left=1; done
+        [ $left = 0 ] && break
+        sleep 0.1 & wait $!
+        n=$((n + 1))
+    done
+    for f in "$run"/pid.*; do alive "$f" && kill -KILL "$(cat "$f")"; done
+    echo clean > "$run/exit"
+    say "reboot: Power down"
+    exit 0
+}
+trap stop TERM INT
+while :; do
+    sleep 1 & wait $!
+    for dev in /sys/class/net/eth*; do
+        [ -e "$dev" ] || continue
+        nic=${dev##*/}
+        if [ ! -f "$run/pid.udhcpc.$nic" ]; then
+            say "$nic: new network interface"
+            start_udhcpc "$nic"
+        elif ! alive "$run/pid.udhcpc.$nic"; then
+            say "udhcpc on $nic exited: restarting it"
+            start_udhcpc "$nic"
+        fi
+    done
+    if [ -f "$run/pid.dropbear" ] && ! alive "$run/pid.dropbear"; then
+        say "dropbear exited: restarting it"
+        start_dropbear
+    fi
+done
+"""
+
+
 class Shutdown(Exception):
     pass
 
@@ -101,18 +159,18 @@ class Init:
         self.run = os.path.join(instance_dir, "run")
         self.root = os.path.join(instance_dir, "root")
         self.etc = os.path.join(instance_dir, "etc")
-        self.started = time.monotonic()
+        self.started_cs = uptime_cs()
         self.udhcpc: dict[str, subprocess.Popen] = {}     # NIC -> its DHCP client
         self.sshd: subprocess.Popen | None = None
         self.user_data_proc: subprocess.Popen | None = None
-        self.children_started: dict[int, str] = {}
         with open(os.path.join(instance_dir, "guest.json")) as f:
             self.hardware = json.load(f)
 
     # --- the console --------------------------------------------------------------------
 
     def say(self, message: str) -> None:
-        print(f"[{time.monotonic() - self.started:10.6f}] {message}", flush=True)
+        elapsed = uptime_cs() - self.started_cs
+        print(f"[{elapsed // 100:6d}.{elapsed % 100:02d}] {message}", flush=True)
 
     # --- boot ---------------------------------------------------------------------------
 
@@ -138,8 +196,10 @@ class Init:
             self.run_user_data(data.get("user_data"))
         names = ", ".join(f"{nic} {lease.get('ip', '?')}" for nic, lease in leases.items())
         self.say(f"cloud-init: finished at {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}"
-                 f". Up {time.monotonic() - self.started:.2f} seconds")
+                 f". Up {(uptime_cs() - self.started_cs) / 100:.2f} seconds")
         self.say(f"login: {socket.gethostname()} ready ({names or 'no address'})")
+        with open(os.path.join(self.run, "ready"), "w") as f:     # its mtime: when
+            f.write(socket.gethostname() + "\n")
 
     def mounts(self) -> None:
         """/root, /etc/resolv.conf and /etc/hostname are the instance's own (a private mount
@@ -192,7 +252,6 @@ class Init:
              "-t", "3", "-T", "1", "-A", "1", "-O", "mtu", "-O", "staticroutes",
              "-O", "domain"], stdin=subprocess.DEVNULL, env=env, cwd="/")
         self.udhcpc[nic] = proc
-        self.children_started[proc.pid] = f"udhcpc on {nic}"
 
     def lease(self, nic: str) -> dict | None:
         try:
@@ -281,7 +340,7 @@ class Init:
                 return None
             if now - last_said > 5:
                 self.say(f"cloud-init: url_helper: Calling '{METADATA_URL}/openstack' failed "
-                         f"[{now - self.started:.0f}/{METADATA_WAIT:.0f}s]: {error}")
+                         f"[{now - deadline + METADATA_WAIT:.0f}/{METADATA_WAIT:.0f}s]: {error}")
                 last_said = now
             self.pause(min(0.2 * tries, 1.0))
         self.say(f"cloud-init: metadata service answered after {tries} "
@@ -404,20 +463,17 @@ class Init:
             print("-----BEGIN SSH HOST KEY FINGERPRINTS-----", flush=True)
             print(fingerprint(line), flush=True)
             print("-----END SSH HOST KEY FINGERPRINTS-----", flush=True)
-        log = open(os.path.join(self.run, "dropbear.log"), "ab")
         try:
-            # -s -g: keys only; -r: the instance's host key (never /etc/dropbear's)
-            self.sshd = subprocess.Popen(
-                ["dropbear", "-F", "-E", "-s", "-g", "-p", "22", "-r", hostkey,
-                 "-P", os.path.join(self.run, "dropbear.pid")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env={"PATH": PATH, "HOME": "/root"}, cwd="/")
+            with open(os.path.join(self.run, "dropbear.log"), "ab") as log:
+                # -s -g: keys only; -r: the instance's host key (never /etc/dropbear's)
+                self.sshd = subprocess.Popen(
+                    ["dropbear", "-F", "-E", "-s", "-g", "-p", "22", "-r", hostkey,
+                     "-P", os.path.join(self.run, "dropbear.pid")],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    env={"PATH": PATH, "HOME": "/root"}, cwd="/")
         except OSError as exc:
             self.say(f"dropbear: {exc}")
             return
-        finally:
-            log.close()
-        self.children_started[self.sshd.pid] = "dropbear"
         self.say("dropbear: SSH server listening on port 22")
 
     def run_user_data(self, user_data: bytes | None) -> None:
@@ -448,38 +504,30 @@ class Init:
     # --- running ------------------------------------------------------------------------
 
     def pause(self, seconds: float) -> None:
-        """Sleep; raises Shutdown when the power button was pressed meanwhile."""
-        time.sleep(seconds)
+        time.sleep(seconds)     # SIGTERM's handler raises Shutdown out of it
 
-    def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            what = self.children_started.pop(pid, None)
-            for nic, proc in list(self.udhcpc.items()):
-                if proc.pid == pid:
-                    proc.returncode = os.waitstatus_to_exitcode(status)
-                    del self.udhcpc[nic]
-                    self.say(f"{what} exited ({proc.returncode}): restarting it")
-                    self.start_udhcpc(nic)
-            if self.sshd is not None and self.sshd.pid == pid:
-                self.sshd.returncode = os.waitstatus_to_exitcode(status)
-                self.say(f"dropbear exited ({self.sshd.returncode})")
-                self.sshd = None
-
-    def serve(self) -> None:
-        """Keep the services going; new NICs get a DHCP client."""
-        while True:
-            time.sleep(1.0)
-            self.reap()
-            for nic in self.nics():
-                if nic not in self.udhcpc:
-                    self.say(f"{nic}: new network interface")
-                    self.start_udhcpc(nic)
+    def handover(self) -> None:
+        """Become the supervisor (a shell script: ~0.1 MiB instead of this interpreter's
+        ~10): the same process keeps its children (the DHCP clients, dropbear), restarts
+        them, gives new NICs a DHCP client and stops everything on SIGTERM."""
+        for nic, proc in self.udhcpc.items():
+            with open(os.path.join(self.run, f"pid.udhcpc.{nic}"), "w") as f:
+                f.write(f"{proc.pid}\n")
+        if self.sshd is not None:
+            with open(os.path.join(self.run, "pid.dropbear"), "w") as f:
+                f.write(f"{self.sshd.pid}\n")
+        script = os.path.join(self.run, "supervisor")
+        with open(script, "w") as f:
+            f.write(SUPERVISOR)
+        env = {"PATH": PATH, "STACKLET_RUN": self.run,
+               "STACKLET_RESOLV": os.path.join(self.etc, "resolv.conf"),
+               "STACKLET_START_CS": str(self.started_cs),
+               "STACKLET_HOSTKEY": os.path.join(self.etc, "dropbear",
+                                                "dropbear_ed25519_host_key")}
+        sys.stdout.flush()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(signum, signal.SIG_DFL)     # Python ignores SIGPIPE: not its heirs
+        os.execve("/bin/sh", ["sh", script], env)
 
     def shutdown(self) -> None:
         self.say("reboot: System halted: stopping services")
@@ -498,6 +546,12 @@ class Init:
         with open(os.path.join(self.run, "exit"), "w") as f:
             f.write("clean\n")
         self.say("reboot: Power down")
+
+
+def uptime_cs() -> int:
+    """The system's uptime in centiseconds (the console's clock, shared with the shell)."""
+    with open("/proc/uptime") as f:
+        return int(f.read().split()[0].replace(".", ""))
 
 
 def sanitize_hostname(name: str) -> str:
@@ -530,7 +584,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, power_button)
     try:
         init.boot()
-        init.serve()
+        init.handover()
     except Shutdown:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         init.shutdown()
