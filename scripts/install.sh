@@ -14,7 +14,7 @@ VENV="${VENV:-.venv}"
 PACKAGES=(python3 python3-venv python3-dev gcc iproute2 psmisc curl
           openvswitch-switch dnsmasq-base iptables ethtool iperf3 netcat-openbsd
           iputils-ping python3-openvswitch udhcpc haproxy conntrack iputils-arping radvd
-          graphviz)
+          graphviz dropbear-bin)
 # The dashboard's browser tests (tests/api/test_dashboard.py) drive Debian's headless Chromium.
 if [ "$EXTRAS" = test ]; then
     PACKAGES+=(chromium chromium-driver)

@@ -104,6 +104,8 @@ def stop_steps(conf: Config) -> list[tuple[str, Callable[[], str | None]]]:
         if conf.l3.enabled:
             steps.append(("remove the L3 role (qrouter- namespaces, metadata proxies)",
                           lambda: _remove_routers(conf)))
+        steps.append(("stop the netns instances (inst- namespaces)",
+                      lambda: _stop_instances(conf)))
         steps.append(("release the demo gateway address on br-ex",
                       lambda: release_public_gateway(conf)))
     steps.append(("stop Open vSwitch", lambda: _stop_private_ovs(conf)))
@@ -166,6 +168,28 @@ def _remove_dhcp(conf: Config) -> str | None:
 
     networks = dhcp_role(conf, ovsdb_choice(conf)[0]).remove_all()
     return f"DHCP for {len(networks)} network(s)" if networks else None
+
+
+def instances_dir(conf: Config) -> Path:
+    """Where the node's instance drivers keep their instances: ``[compute] instances_dir``
+    once the compute role has it, else ``<data dir>/instances``."""
+    try:
+        configured = conf.compute.instances_dir
+    except AttributeError:
+        configured = None
+    return Path(configured) if configured else conf.data_dir / "instances"
+
+
+def _stop_instances(conf: Config) -> str | None:
+    """Instances stop with their node, as VMs with their host: files kept, started again
+    by the compute role after the next ``up``."""
+    from stacklet.agent.compute.netns import NetnsDriver
+
+    state_dir = instances_dir(conf)
+    if not state_dir.is_dir() and not any(ns.startswith("inst-") for ns in linux.netns_list()):
+        return None
+    stopped = NetnsDriver(None, ovsdb_choice(conf)[0], state_dir).stop_all()
+    return f"{len(stopped)} netns instance(s)" if stopped else None
 
 
 def _remove_routers(conf: Config) -> str | None:

@@ -18,7 +18,7 @@ SKIP_ENV = "STACKLET_TEST_SKIP_DATAPLANE"
 TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl",
          "ip", "ethtool", "ping", "sysctl", "nsenter", "unshare", "mount", "dnsmasq",
          "iptables", "iptables-save", "iptables-restore", "haproxy", "radvd", "conntrack",
-         "arping", "udhcpc")
+         "arping", "udhcpc", "dropbear", "dropbearkey", "dbclient")
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
 

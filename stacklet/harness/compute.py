@@ -56,6 +56,9 @@ class NodeDriver:
     def destroy(self, uuid: str) -> None:
         self._call("destroy", uuid)
 
+    def stop_all(self) -> list[str]:
+        return self._call("stop_all")
+
     def console_log(self, uuid: str, length: int | None = None) -> str:
         return self._call("console_log", uuid, length)
 

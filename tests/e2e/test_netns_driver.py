@@ -10,7 +10,9 @@ namespace, installs its key and answers SSH; the instances ping each other over 
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import sys
 import uuid
@@ -21,6 +23,7 @@ from dputil import APPLY, SETUP, nodes, uname, wait_for, wait_status
 
 from stacklet import linux
 from stacklet.agent.compute.driver import (
+    POWER_CRASHED,
     POWER_RUNNING,
     POWER_SHUTDOWN,
     Image,
@@ -171,12 +174,21 @@ def test_two_instances_boot_by_dhcp_and_metadata_ping_each_other_and_answer_ssh(
     assert restarted != udhcpc and linux.pid_alive(restarted)
     assert linux.cmdline(a_pid)[:1] == ("sh",) and d1.init_pid(a_uuid) == a_pid
 
+    # an init killed from outside: CRASHED (wanted running, no clean exit); reboot recovers
+    os.kill(a_pid, signal.SIGKILL)
+    linux.wait_pid_gone(a_pid, 5)
+    state = d1.instances()[a_uuid]
+    assert (state.power_state, state.detail) == (POWER_CRASHED, "the init died")
+    d1.reboot(alpha, hard=True)
+    booted(d1, a_uuid, after=1)
+    a_pid = d1.init_pid(a_uuid)
+
     # soft reboot (power button, then a new boot) and hard reboot
     d1.reboot(alpha, hard=False)
-    log = booted(d1, a_uuid, after=1)
+    log = booted(d1, a_uuid, after=2)
     assert "reboot: Power down" in log and d1.init_pid(a_uuid) != a_pid
     d1.reboot(alpha, hard=True)
-    booted(d1, a_uuid, after=2)
+    booted(d1, a_uuid, after=3)
     assert wait_for(lambda: ping(d2, b_uuid, a_ip), APPLY, what="alpha after reboots")
 
     # destroy leaves nothing: namespace, veth, OVS port, process, files
@@ -203,19 +215,33 @@ def linux_pids() -> list[int]:
 
 def test_twenty_instances_spawn_and_all_get_their_leases(api, site):
     net = site["net"]
-    placed = []
+    placed, specs = [], {}
     for i in range(20):
         node = site["c1"] if i % 2 == 0 else site["c2"]
         driver = site["drivers"][node.name]
         vm_uuid = str(uuid.uuid4())
         port = port_for(api, net, node, vm_uuid, f"many-{i}")
-        driver.spawn(spec_for(vm_uuid, f"many-{i}", [port], net))
+        specs[vm_uuid] = spec_for(vm_uuid, f"many-{i}", [port], net)
+        driver.spawn(specs[vm_uuid])
         placed.append((driver, vm_uuid, port["fixed_ips"][0]["ip_address"]))
     for driver, vm_uuid, ip in placed:
         log = booted(driver, vm_uuid)
         assert re.search(rf"udhcpc: lease of {re.escape(ip)} obtained", log), log
         assert driver.run(vm_uuid, ["hostname"]).stdout.strip() == \
             f"many-{placed.index((driver, vm_uuid, ip))}"
+    # the node goes down (`stacklet down`): its instances stop and leave no namespace,
+    # their files stay; spawned again, they boot again
+    d2 = site["drivers"]["c2"]
+    on_c2 = sorted(vm for driver, vm, _ in placed if driver is d2)
+    assert d2.stop_all() == on_c2
+    assert not [ns for ns in site["c2"].private_netns() if ns.startswith("inst-")]
+    states = d2.instances()
+    assert sorted(states) == on_c2
+    assert {(s.power_state, s.detail) for s in states.values()} == {
+        (POWER_SHUTDOWN, "its namespace is gone (node restarted?)")}
+    again = next(item for item in placed if item[1] == on_c2[0])
+    d2.power_on(specs[again[1]])
+    assert booted(d2, again[1], after=1)
     for driver, vm_uuid, _ in placed:
         driver.destroy(vm_uuid)
     for name, node in (("c1", site["c1"]), ("c2", site["c2"])):

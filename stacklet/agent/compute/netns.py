@@ -206,21 +206,38 @@ class NetnsDriver:
 
     def destroy(self, uuid: str) -> None:
         with self._lock(uuid):
-            directory = self.dir(uuid)
-            record = self._record(uuid) or {}
             self._stop(uuid, graceful=False)
-            devs = {nic["dev"] for nic in record.get("nics", ())}
-            if self.db:
-                devs |= {name for name, ids in vifs.attached(self.db).items()
-                         if ids.get("vm-uuid") == uuid}
-            for dev in sorted(devs):
-                if self.db:
-                    vifs.detach(self.db, dev)
-                linux.link_delete(dev)
-            linux.netns_delete(netns_name(uuid))
-            shutil.rmtree(directory, ignore_errors=True)
+            self._unplug(uuid)
+            shutil.rmtree(self.dir(uuid), ignore_errors=True)
         with self._locks_lock:
             self._locks.pop(uuid, None)
+
+    def stop_all(self) -> list[str]:
+        """The node goes down (``stacklet down``): every instance stops (power button), its
+        VIFs leave the bridge and its namespace and veths go; its files and its wanted power
+        state stay, so it is SHUTDOWN ("namespace gone") until spawned again. A namespace
+        without files is destroyed. Returns the ids."""
+        found = self.instances()
+        for uuid in found:
+            if self._record(uuid) is None:
+                self.destroy(uuid)
+                continue
+            with self._lock(uuid):
+                self._stop(uuid, graceful=True)
+                self._unplug(uuid)
+        return sorted(found)
+
+    def _unplug(self, uuid: str) -> None:
+        record = self._record(uuid) or {}
+        devs = {nic["dev"] for nic in record.get("nics", ())}
+        if self.db:
+            devs |= {name for name, ids in vifs.attached(self.db).items()
+                     if ids.get("vm-uuid") == uuid}
+        for dev in sorted(devs):
+            if self.db:
+                vifs.detach(self.db, dev)
+            linux.link_delete(dev)
+        linux.netns_delete(netns_name(uuid))
 
     def console_log(self, uuid: str, length: int | None = None) -> str:
         try:
