@@ -30,7 +30,6 @@ in the instance's network namespace.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from stacklet import linux
+from stacklet.agent.compute import config_drive
 from stacklet.agent.compute import vif as vifs
 from stacklet.agent.compute.driver import (
     POWER_CRASHED,
@@ -279,24 +279,11 @@ class NetnsDriver:
         if not spec.config_drive:
             shutil.rmtree(drive, ignore_errors=True)
             return
-        from stacklet.metadata import formats
-
-        keys = tuple(formats.KeyPair(name=name, data=key)
-                     for name, key in sorted(spec.public_keys.items()))
-        number = int(hashlib.sha256(spec.uuid.encode()).hexdigest()[:7], 16)
-        instance = formats.Instance(
-            uuid=spec.uuid, name=spec.name, hostname=spec.hostname or spec.name,
-            project_id=spec.project_id, availability_zone=spec.availability_zone,
-            ec2_id=number, keys=keys, user_data=spec.user_data, meta=dict(spec.metadata))
-        latest = drive / "openstack" / "latest"
-        latest.mkdir(parents=True, exist_ok=True)
-        (latest / "meta_data.json").write_text(json.dumps(formats.meta_data(instance)))
-        (latest / "vendor_data.json").write_text("{}")
-        user_data = latest / "user_data"
-        if spec.user_data is not None:
-            user_data.write_bytes(spec.user_data)
-        else:
-            user_data.unlink(missing_ok=True)
+        shutil.rmtree(drive, ignore_errors=True)      # what it holds is the spec's now
+        for name, content in config_drive.files(spec).items():
+            path = drive / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
 
     def _start(self, spec: InstanceSpec) -> None:
         directory = self.dir(spec.uuid)

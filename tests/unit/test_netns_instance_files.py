@@ -141,3 +141,17 @@ def test_the_config_drive_has_novas_layout_keys_and_user_data(driver):
     assert (latest / "user_data").read_bytes() == b"#!/bin/sh\necho hi\n"
     driver._config_drive(replace(s, config_drive=False))      # taken out
     assert not (driver.dir(s.uuid) / "config-drive").exists()
+
+
+def test_the_config_drive_says_what_the_metadata_service_would_say():
+    from stacklet.agent.compute import config_drive
+    from stacklet.metadata import formats
+
+    s = spec(public_keys={"k1": KEY, "k0": KEY + "0"}, metadata={"role": "db"},
+             project_id="p1", availability_zone="az1")
+    server = formats.meta_data(formats.Instance(
+        uuid=s.uuid, name=s.name, hostname=s.hostname, project_id="p1",
+        availability_zone="az1", ec2_id=1, meta={"role": "db"},
+        keys=(formats.KeyPair("k0", KEY + "0"), formats.KeyPair("k1", KEY))),
+        random_bytes=lambda n: b"\0" * n)
+    assert config_drive.meta_data(s, random_seed=b"\0" * 512) == server
