@@ -23,8 +23,11 @@ def admin(cloud) -> Any:
 @pytest.fixture(scope="module")
 def lan(admin) -> tuple[dict, dict]:
     net = admin.create("network", name=uname("ports"))
+    # Random IPAM hands out .100-.199 only: the addresses the tests choose (.50, .70, .200…)
+    # are never taken by another test's port.
     sub = admin.create("subnet", network_id=net["id"], ip_version=4, cidr="10.40.0.0/24",
-                       name=uname("ports-sub"))
+                       name=uname("ports-sub"),
+                       allocation_pools=[{"start": "10.40.0.100", "end": "10.40.0.199"}])
     return net, sub
 
 
