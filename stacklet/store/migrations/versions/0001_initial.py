@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-06 00:34:01.998576
+Create Date: 2026-12-06 00:34:15.387509
 """
 
 from __future__ import annotations
@@ -211,6 +211,12 @@ def upgrade() -> None:
     mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_key_pairs_user_id'), 'key_pairs', ['user_id'], unique=False)
+    op.create_table('locks',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_locks')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
+    )
     op.create_table('networks',
     sa.Column('admin_state_up', sa.Boolean(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
@@ -716,6 +722,7 @@ def downgrade() -> None:
     op.drop_table('rbac_policies')
     op.drop_table('quotas')
     op.drop_table('networks')
+    op.drop_table('locks')
     op.drop_table('key_pairs')
     op.drop_table('images')
     op.drop_table('identity_tokens')
