@@ -120,8 +120,8 @@ def _server_databases_missing(items: list[pytest.Item]) -> None:
 
     wanted = {item.callspec.params.get("database") for item in items
               if hasattr(item, "callspec")} | {
-        kind for item in items if "server_database" in getattr(item, "fixturenames", ())
-        for kind in database_backends.selected_servers()}
+        item.callspec.params.get(name) for item in items if hasattr(item, "callspec")
+        for name in ("server_database", "any_database")}
     lacking = [f"{kind}: {', '.join(database_backends.missing(kind))}"
                for kind in database_backends.SERVER_KINDS
                if kind in wanted and database_backends.missing(kind)]
@@ -144,9 +144,10 @@ def _runs_on_server_databases(metafunc: pytest.Metafunc) -> bool:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     import database_backends
 
-    if "server_database" in metafunc.fixturenames:
-        kinds = database_backends.selected_servers()
-        metafunc.parametrize("server_database", kinds, indirect=True, ids=list(kinds))
+    for name, kinds in (("server_database", database_backends.selected_servers()),
+                        ("any_database", database_backends.selected())):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, kinds, indirect=True, ids=list(kinds))
     if "cloud" in metafunc.fixturenames and _runs_on_server_databases(metafunc):
         # SQLite's parameter is None, the key of the unparametrized cloud: the SQLite tests of
         # these modules share the session's one SQLite cloud with every other module.
@@ -473,15 +474,27 @@ def database(request: pytest.FixtureRequest) -> str | None:
     return getattr(request, "param", None)
 
 
-@pytest.fixture
-def server_database(request: pytest.FixtureRequest, database_servers: Any) -> Iterator[str]:
-    """The URL of a fresh empty database, once on PostgreSQL and once on MariaDB."""
-    kind = request.param
-    name, url = database_servers.new_database(kind)
+def _fresh_database(servers: Any, kind: str) -> Iterator[str]:
+    name, url = servers.new_database(kind)
     try:
         yield url
     finally:
-        database_servers.drop_database(kind, name)
+        servers.drop_database(kind, name)
+
+
+@pytest.fixture
+def server_database(request: pytest.FixtureRequest, database_servers: Any) -> Iterator[str]:
+    """The URL of a fresh empty database, once on PostgreSQL and once on MariaDB."""
+    yield from _fresh_database(database_servers, request.param)
+
+
+@pytest.fixture
+def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh empty database: SQLite, then PostgreSQL, then MariaDB."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/stacklet.db"
+    else:
+        yield from _fresh_database(request.getfixturevalue("database_servers"), request.param)
 
 
 @pytest.fixture(scope="session")

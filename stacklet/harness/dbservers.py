@@ -84,7 +84,8 @@ def _create(admin_url: str, kind: str, name: str) -> None:
     try:
         with engine.connect() as conn:
             if kind == "postgresql":
-                conn.execute(text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\''))
+                conn.execute(text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' '
+                                  f"LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"))
             else:
                 conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
     finally:
