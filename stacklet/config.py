@@ -75,6 +75,8 @@ def _database_url(value: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     value = value.strip()
+    if not value:      # `connection =` (as in the sample): the default SQLite file
+        return ""
     try:
         url = make_url(value)
     except ArgumentError as exc:

@@ -137,6 +137,8 @@ def _runs_on_server_databases(metafunc: pytest.Metafunc) -> bool:
     import database_backends
 
     module = Path(str(metafunc.definition.fspath)).name
+    if metafunc.definition.name.startswith(database_backends.SQLITE_ONLY_PREFIX):
+        return False
     return (module in database_backends.SERVER_DATABASE_MODULES
             or metafunc.definition.get_closest_marker(database_backends.MARKER) is not None)
 
