@@ -86,8 +86,7 @@ def _database_url(value: str) -> str:
         raise ValueError(f"unsupported database {backend!r}: use sqlite:///path, "
                          f"postgresql+psycopg://... or mysql+pymysql://... (MariaDB)")
     if "+" not in url.drivername:
-        scheme, rest = value.split(":", 1)
-        value = f"{DATABASE_DRIVERS[backend]}:{rest}"
+        value = f"{DATABASE_DRIVERS[backend]}:{value.split(':', 1)[1]}"
     return value
 
 

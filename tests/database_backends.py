@@ -11,7 +11,7 @@ runs (a URL with the right to create databases); without one the session starts 
 Debian's packages (stacklet/harness/dbservers.py: data in a temp dir, a free port on 127.0.0.1,
 stopped by PID at the end). A server the session must start but cannot is an error at
 collection, never a skip. ``STACKLET_TEST_DATABASES=sqlite`` (or ``sqlite,postgresql``...) narrows
-the run to the databases named.
+the databases those tests run on.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ SERVER_DATABASE_MODULES = {
     "test_networks.py", "test_subnets.py", "test_ports.py", "test_routers.py",
     "test_floating_ips.py", "test_security_groups.py", "test_identity.py",
     "test_concurrency.py", "test_network_generic.py", "test_database_races.py",
+    "test_subnet_pools.py", "test_tenant_isolation.py",
 }
 
 # Tests named so drive the `openstack` CLI, whose start costs seconds of CPU that have nothing to

@@ -78,31 +78,37 @@ def _database_name(name: str) -> str:
     return name
 
 
-def _create(admin_url: str, kind: str, name: str) -> None:
-    name = _database_name(name)
+def _execute(admin_url: str, *statements: str) -> list:
+    """Run statements in autocommit mode (CREATE/DROP DATABASE cannot run in a transaction);
+    the first row of each, if any."""
     engine = _admin_engine(admin_url)
     try:
+        rows = []
         with engine.connect() as conn:
-            if kind == "postgresql":
-                conn.execute(text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' '
-                                  f"LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"))
-            else:
-                conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            for sql in statements:
+                result = conn.execute(text(sql))
+                rows.append(result.first() if result.returns_rows else None)
+        return rows
     finally:
         engine.dispose()
+
+
+def _create(admin_url: str, kind: str, name: str, owner: str | None = None) -> None:
+    name = _database_name(name)
+    if kind == "postgresql":
+        # C collation: names sort byte by byte, as on SQLite and MariaDB (docs/database.md)
+        _execute(admin_url, f'CREATE DATABASE "{name}"' + (f" OWNER {owner}" if owner else "")
+                 + " ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    else:
+        _execute(admin_url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
 
 
 def _drop(admin_url: str, kind: str, name: str) -> None:
     name = _database_name(name)
-    engine = _admin_engine(admin_url)
-    try:
-        with engine.connect() as conn:
-            if kind == "postgresql":
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            else:
-                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        engine.dispose()
+    if kind == "postgresql":
+        _execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    else:
+        _execute(admin_url, f"DROP DATABASE IF EXISTS `{name}`")
 
 
 class _Server:
@@ -139,10 +145,14 @@ class _Server:
 
     def _run(self, argv: list[str]) -> None:
         proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              timeout=300, cwd=self.root, **self._popen_user())
+                              check=False, timeout=300, cwd=self.root, **self._popen_user())
         if proc.returncode != 0:
             raise DatabaseServerError(f"{' '.join(argv)} exited {proc.returncode}:\n"
                                       f"{proc.stdout}\n{proc.stderr}")
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
 
     @property
     def pid(self) -> int | None:
@@ -172,13 +182,8 @@ class _Server:
             if self.proc is None or self.proc.poll() is not None:
                 raise DatabaseServerError(f"{self.kind} exited at start:\n{self.log_tail()}")
             try:
-                engine = _admin_engine(self.admin_url)
-                try:
-                    with engine.connect() as conn:
-                        conn.execute(text("SELECT 1"))
-                    return
-                finally:
-                    engine.dispose()
+                _execute(self.admin_url, "SELECT 1")
+                return
             except Exception as error:   # noqa: BLE001 - not up yet
                 last = error
                 time.sleep(0.2)
@@ -242,10 +247,6 @@ class PostgresServer(_Server):
     system_user = "postgres"
 
     @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
     def socket_dir(self) -> Path:
         return self.root / "run"
 
@@ -274,35 +275,17 @@ class PostgresServer(_Server):
                 "-c", "shared_buffers=64MB", "-c", "log_min_messages=warning"]
 
     def _after_start(self) -> None:
-        engine = _admin_engine(self.admin_url)
-        try:
-            with engine.connect() as conn:
-                exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :u"),
-                                      {"u": USER}).first()
-                if not exists:
-                    conn.execute(text(f"CREATE ROLE {USER} LOGIN CREATEDB "
-                                      f"PASSWORD '{PASSWORD}'"))
-        finally:
-            engine.dispose()
+        if _execute(self.admin_url, f"SELECT 1 FROM pg_roles WHERE rolname = '{USER}'") == [None]:
+            _execute(self.admin_url, f"CREATE ROLE {USER} LOGIN CREATEDB PASSWORD '{PASSWORD}'")
 
     def create_database(self, name: str) -> str:
-        engine = _admin_engine(self.admin_url)
-        try:
-            with engine.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{_database_name(name)}" OWNER {USER} '
-                                  f"ENCODING 'UTF8'"))
-        finally:
-            engine.dispose()
+        _create(self.admin_url, self.kind, name, owner=USER)
         return self.url(name)
 
 
 class MariaDBServer(_Server):
     kind = "mariadb"
     system_user = "mysql"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
 
     @property
     def socket_path(self) -> Path:
@@ -342,15 +325,10 @@ class MariaDBServer(_Server):
                 "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci"]
 
     def _after_start(self) -> None:
-        engine = _admin_engine(self.admin_url)
-        try:
-            with engine.connect() as conn:
-                for host in ("127.0.0.1", "localhost"):
-                    conn.execute(text(f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' "
-                                      f"IDENTIFIED BY '{PASSWORD}'"))
-                    conn.execute(text(f"GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'{host}'"))
-        finally:
-            engine.dispose()
+        for host in ("127.0.0.1", "localhost"):
+            _execute(self.admin_url,
+                     f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' IDENTIFIED BY '{PASSWORD}'",
+                     f"GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'{host}'")
 
 
 class ExternalServer:

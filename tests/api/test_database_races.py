@@ -88,7 +88,7 @@ def test_parallel_creates_never_exceed_the_quota(cloud) -> None:
     assert error_types(networks) == {(201, None): 2, (409, "OverQuota"): RACERS - 2}, networks
     api.created += [("network", body["network"]["id"]) for status, body in networks
                     if status == 201]
-    assert len(api.list("network")) == 3
+    assert len(api.list("network", {"project_id": user.project_id})) == 3
     api.cleanup()
     admin.req("DELETE", f"quotas/{user.project_id}")
 
@@ -155,7 +155,7 @@ def test_a_requested_mac_address_goes_to_one_port(cloud, project) -> None:
 
 def test_a_subnet_becomes_one_router_interface(cloud, project) -> None:
     user, api = project
-    net, sub = api.network_with_subnet("10.96.0.0/24")
+    _, sub = api.network_with_subnet("10.96.0.0/24")
     router = api.create("router", name=uname("race-if"))
     results = race(cloud, user.token, [
         ("PUT", f"{API}/routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
@@ -173,7 +173,7 @@ def test_a_subnet_becomes_one_router_interface(cloud, project) -> None:
 def test_names_differing_in_case_or_trailing_space_are_different(cloud, project) -> None:
     """MariaDB's default collation would call these equal; stacklet's tables say otherwise, so
     every database behaves as SQLite (and Neutron/Keystone on PostgreSQL) do."""
-    user, api = project
+    _, api = project
     stem = uname("Case")
     names = [stem, stem.lower(), stem.lower() + " "]
     made = [api.create("network", name=name) for name in names]
