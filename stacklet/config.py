@@ -63,6 +63,33 @@ def _demo_cidr(value: str) -> str:
     return str(network)
 
 
+# The drivers stacklet installs (pyproject.toml), for a URL that names only the database
+DATABASE_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg",
+                    "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+
+
+def _database_url(value: str) -> str:
+    """An SQLAlchemy URL of SQLite, PostgreSQL or MariaDB; a URL without a driver gets the one
+    stacklet installs (psycopg 3, PyMySQL)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    value = value.strip()
+    if not value:      # `connection =` (as in the sample): the default SQLite file
+        return ""
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {exc}") from None
+    backend = url.get_backend_name()
+    if backend not in DATABASE_DRIVERS:
+        raise ValueError(f"unsupported database {backend!r}: use sqlite:///path, "
+                         f"postgresql+psycopg://... or mysql+pymysql://... (MariaDB)")
+    if "+" not in url.drivername:
+        value = f"{DATABASE_DRIVERS[backend]}:{value.split(':', 1)[1]}"
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     section: str
@@ -124,8 +151,13 @@ OPTIONS: tuple[Option, ...] = (
            "Number of DHCP agents scheduled to serve each network with a DHCP subnet.", int),
     # [database]
     Option("database", "connection", None,
-           "SQLAlchemy URL of the database: sqlite:///path, postgresql+psycopg://..., "
-           "mysql+pymysql://... Default: an SQLite file in the data directory."),
+           "SQLAlchemy URL of the database, as OpenStack's services take it: "
+           "`postgresql+psycopg://USER:PASSWORD@HOST/stacklet` (PostgreSQL 12 or later) or "
+           "`mysql+pymysql://USER:PASSWORD@HOST/stacklet?charset=utf8mb4` (MariaDB 10.3 or "
+           "later); `postgresql://` and `mysql://` get those drivers. The database must exist "
+           "(empty); `stacklet up` or `stacklet db upgrade` creates the tables. See "
+           "docs/database.md. Default: an SQLite file, stacklet.db in the data directory.",
+           _database_url),
     Option("database", "max_retries", 10,
            "How often a transaction that lost a race (duplicate address, deadlock, lock "
            "timeout) is retried before the request fails.", int),

@@ -5,6 +5,8 @@
         cloud.request("GET", "/networking/v2.0/networks", token=cloud.admin_token)
 
 Set STACKLET_TEST_KEEP=1 to keep the session's data directory (and its server log) afterwards.
+Some modules run again on PostgreSQL and MariaDB (tests/database_backends.py says which, and
+where the servers come from).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "dataplane: needs root, Open vSwitch and the dataplane's tools (all tests "
         "under tests/e2e are dataplane tests without the marker)")
+    config.addinivalue_line(
+        "markers", "server_databases: the module's tests that use `cloud` run on SQLite, "
+        "PostgreSQL and MariaDB (tests/database_backends.py)")
     # openstacksdk's deprecation notices about its own internals are not ours to fix
     for category in ("OpenStackDeprecationWarning", "RemovedInSDK50Warning",
                      "RemovedInSDK60Warning"):
@@ -66,14 +71,22 @@ def _is_dataplane(item: pytest.Item) -> bool:
             or item.get_closest_marker("dataplane") is not None)
 
 
+@pytest.hookimpl(trylast=True)   # after pytest's grouping of items by fixture parameters
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that cannot run on this machine stop the session with what is missing: the
-    dataplane tests (tests/dataplane_requirements.py) and the browser tests, those using the
-    ``browser`` fixture (tests/browser_requirements.py). Each kind is skipped only when its
-    STACKLET_TEST_SKIP_* setting says so."""
+    dataplane tests (tests/dataplane_requirements.py), the browser tests, those using the
+    ``browser`` fixture (tests/browser_requirements.py), and tests on a PostgreSQL or MariaDB
+    server the session cannot start (tests/database_backends.py). Dataplane and browser tests
+    are skipped only when their STACKLET_TEST_SKIP_* setting says so."""
     import browser_requirements
+    import database_backends
     import dataplane_requirements
 
+    _server_databases_missing(items)
+    # every SQLite test first, then PostgreSQL's, then MariaDB's: one session cloud at a time
+    # (a stable sort keeps pytest's own order inside each group)
+    items.sort(key=lambda item: database_backends.RANK.get(
+        item.callspec.params.get("database") if hasattr(item, "callspec") else None, 0))
     _require("browser", [item for item in items
                          if "browser" in getattr(item, "fixturenames", ())],
              browser_requirements)
@@ -98,6 +111,51 @@ def _require(kind: str, selected: list[pytest.Item], needs: Any) -> None:
         f"{len(selected)} {kind} test(s) cannot run: this machine lacks {listed}. "
         f"Install what is missing (scripts/install.sh test, as root), or set {needs.SKIP_ENV}=1 "
         f"to skip them explicitly.")
+
+
+def _server_databases_missing(items: list[pytest.Item]) -> None:
+    """A test that needs a PostgreSQL or MariaDB server this session cannot have stops the
+    session at collection, with what is missing."""
+    import database_backends
+
+    wanted = {item.callspec.params.get("database") for item in items
+              if hasattr(item, "callspec")} | {
+        item.callspec.params.get(name) for item in items if hasattr(item, "callspec")
+        for name in ("server_database", "any_database")}
+    lacking = [f"{kind}: {', '.join(database_backends.missing(kind))}"
+               for kind in database_backends.SERVER_KINDS
+               if kind in wanted and database_backends.missing(kind)]
+    if lacking:
+        raise pytest.UsageError(
+            f"tests need database servers this machine cannot start: {'; '.join(lacking)}. "
+            f"Install them (scripts/install.sh test, as root), point "
+            f"{' / '.join(database_backends.URL_ENV.values())} at running ones, or narrow the "
+            f"run with {database_backends.SELECT_ENV}=sqlite.")
+
+
+def _runs_on_server_databases(metafunc: pytest.Metafunc) -> bool:
+    import database_backends
+
+    module = Path(str(metafunc.definition.fspath)).name
+    if metafunc.definition.name.startswith(database_backends.SQLITE_ONLY_PREFIX):
+        return False
+    return (module in database_backends.SERVER_DATABASE_MODULES
+            or metafunc.definition.get_closest_marker(database_backends.MARKER) is not None)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    import database_backends
+
+    for name, kinds in (("server_database", database_backends.selected_servers()),
+                        ("any_database", database_backends.selected())):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, kinds, indirect=True, ids=list(kinds))
+    if "cloud" in metafunc.fixturenames and _runs_on_server_databases(metafunc):
+        # SQLite's parameter is None, the key of the unparametrized cloud: the SQLite tests of
+        # these modules share the session's one SQLite cloud with every other module.
+        kinds = [None if k == "sqlite" else k for k in database_backends.selected()]
+        metafunc.parametrize("database", kinds, indirect=True, scope="session",
+                             ids=[k or "sqlite" for k in kinds])
 
 
 def unique_name(prefix: str = "test") -> str:
@@ -401,12 +459,60 @@ def stacklet_tools() -> SimpleNamespace:
 
 
 @pytest.fixture(scope="session")
-def cloud() -> Iterator[Cloud]:
-    data_dir = Path(tempfile.mkdtemp(prefix="stacklet-test-")) / "data"
+def database_servers() -> Iterator[Any]:
+    """The session's PostgreSQL and MariaDB servers (started when first asked for)."""
+    import database_backends
+
+    servers = database_backends.Servers()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture(scope="session")
+def database(request: pytest.FixtureRequest) -> str | None:
+    """The server database kind the session cloud runs on (None: SQLite)."""
+    return getattr(request, "param", None)
+
+
+def _fresh_database(servers: Any, kind: str) -> Iterator[str]:
+    name, url = servers.new_database(kind)
+    try:
+        yield url
+    finally:
+        servers.drop_database(kind, name)
+
+
+@pytest.fixture
+def server_database(request: pytest.FixtureRequest, database_servers: Any) -> Iterator[str]:
+    """The URL of a fresh empty database, once on PostgreSQL and once on MariaDB."""
+    yield from _fresh_database(database_servers, request.param)
+
+
+@pytest.fixture
+def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh empty database: SQLite, then PostgreSQL, then MariaDB."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/stacklet.db"
+    else:
+        yield from _fresh_database(request.getfixturevalue("database_servers"), request.param)
+
+
+@pytest.fixture(scope="session")
+def cloud(request: pytest.FixtureRequest, database: str | None) -> Iterator[Cloud]:
+    data_dir = Path(tempfile.mkdtemp(prefix=f"stacklet-test-{database or 'sqlite'}-")) / "data"
+    db_name = None
+    if database is not None:
+        servers = request.getfixturevalue("database_servers")
+        db_name, url = servers.new_database(database)
+        write_config(data_dir, free_port(), f"\n[database]\nconnection = {url}\n")
     try:
         yield start_cloud(data_dir)
     finally:
         stop_cloud(data_dir)
+        if db_name is not None:
+            servers.drop_database(database, db_name)
         if os.environ.get("STACKLET_TEST_KEEP"):
             print(f"\nkept {data_dir}")
         else:

@@ -6,7 +6,13 @@ constraint hit by a concurrent allocation, a deadlock, a busy SQLite file).
 
 SQLite specifics stay in this module: WAL journal, ``BEGIN IMMEDIATE`` for writers (so two writers
 never deadlock upgrading a read lock) and an in-process lock so writers queue instead of polling.
-PostgreSQL and MariaDB need none of that; the same service code runs on all three.
+
+PostgreSQL and MariaDB run writers concurrently, at READ COMMITTED: every statement sees what
+was committed before it, so a count made after taking a lock (``lock()``, ``SELECT ... FOR
+UPDATE``) includes the rows of the transaction that held it, and MariaDB takes no gap locks (the
+usual source of its deadlocks between inserts). ``read()`` runs at REPEATABLE READ: one snapshot
+for all of its queries, as SQLite's deferred transactions give. The same service code runs on all
+three; only this module knows which one it is.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import orjson
-from sqlalchemy import create_engine, event, exc
+from sqlalchemy import create_engine, event, exc, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from stacklet.store.models.locks import NamedLock
 
 T = TypeVar("T")
 
@@ -34,13 +42,25 @@ class RetryableConflict(Exception):
     """Raised inside a transaction to ask for the whole transaction to be run again."""
 
 
+# PostgreSQL's SQLSTATEs: serialization_failure, deadlock_detected, lock_not_available
+RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
+# MariaDB's error numbers: lock wait timeout, deadlock, "record has changed since last read"
+RETRY_MYSQL_ERRORS = {1205, 1213, 1020}
+
+
 def _is_retryable(error: BaseException) -> bool:
     if isinstance(error, RetryableConflict):
         return True
     if isinstance(error, exc.IntegrityError):
         return True
-    if isinstance(error, exc.OperationalError | exc.DBAPIError):
-        text = str(error.orig if getattr(error, "orig", None) else error).lower()
+    if isinstance(error, exc.DBAPIError):
+        orig = getattr(error, "orig", None)
+        if getattr(orig, "sqlstate", None) in RETRY_SQLSTATES:
+            return True
+        args = getattr(orig, "args", ())
+        if args and isinstance(args[0], int) and args[0] in RETRY_MYSQL_ERRORS:
+            return True
+        text = str(orig if orig is not None else error).lower()
         return any(word in text for word in (
             "database is locked", "deadlock", "lock wait timeout", "could not serialize",
             "serialization failure", "try restarting transaction"))
@@ -63,6 +83,7 @@ class Database:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 20
+            kwargs["isolation_level"] = "READ COMMITTED"
         self.engine: Engine = create_engine(url, **kwargs)
         self._write_lock = threading.Lock() if self.is_sqlite else None
         if self.is_sqlite:
@@ -89,6 +110,8 @@ class Database:
         """A read-only session (a consistent snapshot, rolled back at the end)."""
         session = self._sessions()
         try:
+            if not self.is_sqlite:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield session
         finally:
             session.rollback()
@@ -113,6 +136,25 @@ class Database:
             session.close()
             if lock is not None:
                 lock.release()
+
+    def lock(self, session: Session, name: str) -> None:
+        """Hold the named lock until the transaction ends: a second transaction asking for the
+        same name waits here until the first commits or rolls back, then sees what it wrote.
+
+        A row of ``locks`` per name, made on first use and locked with SELECT ... FOR UPDATE.
+        Two first uses at once: one inserts, the other's insert fails on the primary key and it
+        locks the winner's row instead (or, on MariaDB, may be chosen as a deadlock victim, and
+        ``retrying`` runs it again). SQLite needs nothing: its writers are serialized."""
+        if self.is_sqlite:
+            return
+        stmt = select(NamedLock.name).where(NamedLock.name == name).with_for_update()
+        if session.execute(stmt).first() is not None:
+            return
+        try:
+            with session.begin_nested():
+                session.add(NamedLock(name=name))
+        except exc.IntegrityError:
+            session.execute(stmt)
 
     def retrying(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in a write transaction, re-running it when it loses a race."""

@@ -159,8 +159,8 @@ class Collection:
         visible = self.visible(ctx)
         if visible is not None:
             stmt = stmt.where(visible)
-        if for_update and not self.db.is_sqlite:
-            stmt = stmt.with_for_update()
+        if for_update:   # re-read under the row lock (SQLite: writers are serialized anyway)
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         row = session.scalars(stmt).first()
         if row is None:
             raise self.not_found_error(resource_id)

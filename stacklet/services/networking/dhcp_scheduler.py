@@ -127,18 +127,17 @@ class DhcpScheduler:
         return out
 
     @staticmethod
-    def _lock_network(session: Session, network_id: str, sqlite: bool) -> Network | None:
-        stmt = select(Network).where(Network.id == network_id)
-        if not sqlite:
-            stmt = stmt.with_for_update()
-        return session.scalars(stmt).first()
+    def _lock_network(session: Session, network_id: str) -> Network | None:
+        return session.scalars(select(Network).where(Network.id == network_id)
+                               .with_for_update()
+                               .execution_options(populate_existing=True)).first()
 
     # --- scheduling (inside the caller's transaction) ------------------------------------
 
     def schedule(self, session: Session, network_id: str) -> None:
         """Give the network its agents (when it has DHCP subnets) and bring its DHCP ports in
         line with its bindings and subnets."""
-        network = self._lock_network(session, network_id, self.db.is_sqlite)
+        network = self._lock_network(session, network_id)
         if network is None:
             return
         subnets = self._subnets(session, network_id)
@@ -160,7 +159,7 @@ class DhcpScheduler:
         self._sync_ports(session, network, subnets, [a.host for a in bound])
 
     def add(self, session: Session, agent: Agent, network_id: str) -> None:
-        network = self._lock_network(session, network_id, self.db.is_sqlite)
+        network = self._lock_network(session, network_id)
         bound = self._bound_agents(session, network_id)
         if any(a.id == agent.id for a in bound):
             raise NetworkHostedByDHCPAgent(network_id=network_id, agent_id=agent.id)
@@ -170,7 +169,7 @@ class DhcpScheduler:
                          [a.host for a in bound] + [agent.host])
 
     def remove(self, session: Session, agent: Agent, network_id: str) -> None:
-        network = self._lock_network(session, network_id, self.db.is_sqlite)
+        network = self._lock_network(session, network_id)
         bound = self._bound_agents(session, network_id)
         if network is None or not any(a.id == agent.id for a in bound):
             raise NetworkNotHostedByDhcpAgent(network_id=network_id, agent_id=agent.id)

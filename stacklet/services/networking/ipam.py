@@ -2,8 +2,10 @@
 
 Safety under concurrency comes from the database: an allocation is a row whose primary key is
 (subnet_id, ip_address). Two requests that pick the same address cannot both commit; the loser's
-transaction is retried by ``Database.retrying`` and picks again. Picks are random among free
-addresses, so concurrent writers on PostgreSQL/MariaDB rarely collide at all.
+transaction is retried by ``Database.retrying`` and picks again. Picking takes the subnet's row
+lock first (SELECT ... FOR UPDATE, held until commit), so on PostgreSQL/MariaDB concurrent picks
+in one subnet see each other's addresses instead of colliding and retrying, which on a nearly
+full subnet could go on until the retries run out; requested addresses need no lock.
 """
 
 from __future__ import annotations
@@ -115,8 +117,15 @@ def _nth_address(bounds: list[tuple[int, int]], offset: int, version: int) -> st
     raise IndexError(offset)
 
 
+def lock_subnet(session: Session, subnet: Subnet) -> None:
+    """Take the subnet's row lock and re-read it (its pools may have changed meanwhile)."""
+    session.scalars(select(Subnet).where(Subnet.id == subnet.id).with_for_update()
+                    .execution_options(populate_existing=True)).first()
+
+
 def pick_free(session: Session, subnet: Subnet, exclude: set[str] = frozenset()) -> str | None:
     """A free address from the subnet's pools, or None when they are exhausted."""
+    lock_subnet(session, subnet)
     bounds = pool_bounds(subnet.allocation_pools)
     total = sum(high - low + 1 for low, high in bounds)
     if total <= 0:

@@ -1,7 +1,9 @@
 """Per-project quotas: defaults from ``[quotas]``, overrides in the ``quotas`` table.
 
 A create checks usage inside its own transaction (``enforce``), so a bulk request that would cross
-the limit fails whole with 409 OverQuota.
+the limit fails whole with 409 OverQuota. The count is made under the project's quota lock
+(``Database.lock``), held until the create commits: two creates in one project at the same time
+count one after the other, so together they never exceed the limit.
 """
 
 from __future__ import annotations
@@ -51,7 +53,12 @@ class QuotaService:
         return session.scalar(select(func.count()).select_from(model).where(
             model.project_id == project_id)) or 0
 
+    def lock(self, session: Session, project_id: str) -> None:
+        """Count this project's usage only after every other counting transaction ended."""
+        self.db.lock(session, f"quota:{project_id}")
+
     def enforce(self, session: Session, project_id: str, wanted: dict[str, int]) -> None:
+        self.lock(session, project_id)
         limits = self.limits(session, project_id)
         overs = []
         for resource, count in wanted.items():
@@ -65,7 +72,7 @@ class QuotaService:
 
     def enforce_new(self, session: Session, resource: str, owners: Iterable[str]) -> None:
         """Check that one new ``resource`` per entry of ``owners`` fits each project's quota."""
-        for owner, count in Counter(owners).items():
+        for owner, count in sorted(Counter(owners).items()):   # locks in one order: no deadlock
             self.enforce(session, owner, {resource: count})
 
     # --- API -------------------------------------------------------------------------------
@@ -129,6 +136,7 @@ class QuotaService:
             parsed[name] = number
 
         def write(session: Session) -> dict[str, int]:
+            self.lock(session, project_id)
             for name, number in parsed.items():
                 if not check or number == UNLIMITED:
                     continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from sqlalchemy import JSON, Integer, MetaData, String, Text
+from sqlalchemy import JSON, Integer, MetaData, String, Table, Text, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -17,9 +17,24 @@ NAMING = {
 }
 
 
+# MariaDB compares strings by the column's collation, and its default (utf8mb4_general_ci) is
+# case- and accent-insensitive and ignores trailing spaces: "Web" and "web " would be one name,
+# a filter name=web would return both, and the unique constraints would refuse the second. Every
+# table therefore says utf8mb4 with the binary NO PAD collation, so names compare and sort byte by
+# byte as on SQLite and PostgreSQL (whose test and recommended databases use the C collation).
+MYSQL_TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_nopad_bin"}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dict: JSON, list: JSON}
+
+
+@event.listens_for(Table, "after_parent_attach")
+def _table_options(table: Table, parent: object) -> None:
+    if parent is Base.metadata:
+        for key, value in MYSQL_TABLE_OPTIONS.items():
+            table.kwargs.setdefault(key, value)
 
 
 def new_id() -> str:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-06 00:13:30.699965
+Create Date: 2026-12-06 00:34:15.387509
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def upgrade() -> None:
     sa.Column('created_at', sa.String(length=20), nullable=False),
     sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.Column('revision_number', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_address_scopes'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_address_scopes')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_address_scopes_project_id'), 'address_scopes', ['project_id'], unique=False)
     op.create_table('agents',
@@ -53,20 +55,26 @@ def upgrade() -> None:
     sa.Column('sync_error', sa.Text(), nullable=True),
     sa.Column('sync_error_at', sa.String(length=20), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_agents')),
-    sa.UniqueConstraint('agent_type', 'host', name=op.f('uq_agents_agent_type_host'))
+    sa.UniqueConstraint('agent_type', 'host', name=op.f('uq_agents_agent_type_host')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_agents_host'), 'agents', ['host'], unique=False)
     op.create_table('compute_quota_classes',
     sa.Column('class_name', sa.String(length=255), nullable=False),
     sa.Column('resource', sa.String(length=255), nullable=False),
     sa.Column('hard_limit', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('class_name', 'resource', name=op.f('pk_compute_quota_classes'))
+    sa.PrimaryKeyConstraint('class_name', 'resource', name=op.f('pk_compute_quota_classes')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('compute_quotas',
     sa.Column('project_id', sa.String(length=255), nullable=False),
     sa.Column('resource', sa.String(length=255), nullable=False),
     sa.Column('hard_limit', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('project_id', 'resource', name=op.f('pk_compute_quotas'))
+    sa.PrimaryKeyConstraint('project_id', 'resource', name=op.f('pk_compute_quotas')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('flavors',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -86,13 +94,17 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.String(length=20), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_flavors')),
     sa.UniqueConstraint('flavorid', name=op.f('uq_flavors_flavorid')),
-    sa.UniqueConstraint('name', name=op.f('uq_flavors_name'))
+    sa.UniqueConstraint('name', name=op.f('uq_flavors_name')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('identity_bootstrap',
     sa.Column('item', sa.String(length=255), nullable=False),
     sa.Column('value', sa.Text(), nullable=True),
     sa.Column('done_at', sa.DateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('item', name=op.f('pk_identity_bootstrap'))
+    sa.PrimaryKeyConstraint('item', name=op.f('pk_identity_bootstrap')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('identity_domains',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -102,13 +114,17 @@ def upgrade() -> None:
     sa.Column('tags', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_domains')),
-    sa.UniqueConstraint('name', name=op.f('uq_identity_domains_name'))
+    sa.UniqueConstraint('name', name=op.f('uq_identity_domains_name')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('identity_regions',
     sa.Column('id', sa.String(length=255), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('parent_region_id', sa.String(length=255), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_regions'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_regions')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('identity_roles',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -116,7 +132,9 @@ def upgrade() -> None:
     sa.Column('domain_id', sa.String(length=64), nullable=False),
     sa.Column('description', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_roles')),
-    sa.UniqueConstraint('name', 'domain_id', name=op.f('uq_identity_roles_name_domain_id'))
+    sa.UniqueConstraint('name', 'domain_id', name=op.f('uq_identity_roles_name_domain_id')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('identity_services',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -124,7 +142,9 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('enabled', sa.Boolean(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_services'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_services')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_identity_services_type'), 'identity_services', ['type'], unique=False)
     op.create_table('identity_tokens',
@@ -140,7 +160,9 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(), nullable=False),
     sa.Column('revoked', sa.Boolean(), nullable=False),
     sa.Column('app_cred_id', sa.String(length=64), nullable=True),
-    sa.PrimaryKeyConstraint('id_hash', name=op.f('pk_identity_tokens'))
+    sa.PrimaryKeyConstraint('id_hash', name=op.f('pk_identity_tokens')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_identity_tokens_app_cred_id'), 'identity_tokens', ['app_cred_id'], unique=False)
     op.create_index(op.f('ix_identity_tokens_audit_id'), 'identity_tokens', ['audit_id'], unique=False)
@@ -167,7 +189,9 @@ def upgrade() -> None:
     sa.Column('os_hidden', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.String(length=20), nullable=False),
     sa.Column('updated_at', sa.String(length=20), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_images'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_images')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_images_name'), 'images', ['name'], unique=False)
     op.create_index(op.f('ix_images_os_hash_value'), 'images', ['os_hash_value'], unique=False)
@@ -182,9 +206,17 @@ def upgrade() -> None:
     sa.Column('created_at', sa.String(length=20), nullable=False),
     sa.Column('updated_at', sa.String(length=20), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_key_pairs')),
-    sa.UniqueConstraint('user_id', 'name', name=op.f('uq_key_pairs_user_id_name'))
+    sa.UniqueConstraint('user_id', 'name', name=op.f('uq_key_pairs_user_id_name')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_key_pairs_user_id'), 'key_pairs', ['user_id'], unique=False)
+    op.create_table('locks',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_locks')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
+    )
     op.create_table('networks',
     sa.Column('admin_state_up', sa.Boolean(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
@@ -200,14 +232,18 @@ def upgrade() -> None:
     sa.Column('created_at', sa.String(length=20), nullable=False),
     sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.Column('revision_number', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_networks'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_networks')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_networks_project_id'), 'networks', ['project_id'], unique=False)
     op.create_table('quotas',
     sa.Column('project_id', sa.String(length=255), nullable=False),
     sa.Column('resource', sa.String(length=64), nullable=False),
     sa.Column('limit', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('project_id', 'resource', name=op.f('pk_quotas'))
+    sa.PrimaryKeyConstraint('project_id', 'resource', name=op.f('pk_quotas')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('rbac_policies',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -217,7 +253,9 @@ def upgrade() -> None:
     sa.Column('action', sa.String(length=255), nullable=False),
     sa.Column('target_project', sa.String(length=255), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_rbac_policies')),
-    sa.UniqueConstraint('object_type', 'object_id', 'action', 'target_project', name=op.f('uq_rbac_policies_object_type_object_id_action_target_project'))
+    sa.UniqueConstraint('object_type', 'object_id', 'action', 'target_project', name=op.f('uq_rbac_policies_object_type_object_id_action_target_project')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_rbac_policies_object_id'), 'rbac_policies', ['object_id'], unique=False)
     op.create_index(op.f('ix_rbac_policies_project_id'), 'rbac_policies', ['project_id'], unique=False)
@@ -231,7 +269,9 @@ def upgrade() -> None:
     sa.Column('created_at', sa.String(length=20), nullable=False),
     sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.Column('revision_number', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_securitygroups'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_securitygroups')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_securitygroups_project_id'), 'securitygroups', ['project_id'], unique=False)
     op.create_table('subnetpools',
@@ -254,7 +294,9 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.Column('revision_number', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_subnetpools')),
-    sa.UniqueConstraint('default_for', name=op.f('uq_subnetpools_default_for'))
+    sa.UniqueConstraint('default_for', name=op.f('uq_subnetpools_default_for')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_subnetpools_address_scope_id'), 'subnetpools', ['address_scope_id'], unique=False)
     op.create_index(op.f('ix_subnetpools_project_id'), 'subnetpools', ['project_id'], unique=False)
@@ -262,7 +304,9 @@ def upgrade() -> None:
     sa.Column('resource_id', sa.String(length=36), nullable=False),
     sa.Column('tag', sa.String(length=255), nullable=False),
     sa.Column('resource_type', sa.String(length=32), nullable=False),
-    sa.PrimaryKeyConstraint('resource_id', 'tag', name=op.f('pk_tags'))
+    sa.PrimaryKeyConstraint('resource_id', 'tag', name=op.f('pk_tags')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_tags_resource_type'), 'tags', ['resource_type'], unique=False)
     op.create_table('default_security_groups',
@@ -270,20 +314,26 @@ def upgrade() -> None:
     sa.Column('security_group_id', sa.String(length=36), nullable=False),
     sa.ForeignKeyConstraint(['security_group_id'], ['securitygroups.id'], name=op.f('fk_default_security_groups_security_group_id_securitygroups'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('project_id', name=op.f('pk_default_security_groups')),
-    sa.UniqueConstraint('security_group_id', name=op.f('uq_default_security_groups_security_group_id'))
+    sa.UniqueConstraint('security_group_id', name=op.f('uq_default_security_groups_security_group_id')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('flavor_extra_specs',
     sa.Column('flavor_id', sa.Integer(), nullable=False),
     sa.Column('key', sa.String(length=255), nullable=False),
     sa.Column('value', sa.String(length=255), nullable=False),
     sa.ForeignKeyConstraint(['flavor_id'], ['flavors.id'], name=op.f('fk_flavor_extra_specs_flavor_id_flavors'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('flavor_id', 'key', name=op.f('pk_flavor_extra_specs'))
+    sa.PrimaryKeyConstraint('flavor_id', 'key', name=op.f('pk_flavor_extra_specs')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('flavor_projects',
     sa.Column('flavor_id', sa.Integer(), nullable=False),
     sa.Column('project_id', sa.String(length=255), nullable=False),
     sa.ForeignKeyConstraint(['flavor_id'], ['flavors.id'], name=op.f('fk_flavor_projects_flavor_id_flavors'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('flavor_id', 'project_id', name=op.f('pk_flavor_projects'))
+    sa.PrimaryKeyConstraint('flavor_id', 'project_id', name=op.f('pk_flavor_projects')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_flavor_projects_project_id'), 'flavor_projects', ['project_id'], unique=False)
     op.create_table('identity_assignments',
@@ -293,7 +343,9 @@ def upgrade() -> None:
     sa.Column('target_id', sa.String(length=64), nullable=False),
     sa.Column('role_id', sa.String(length=64), nullable=False),
     sa.ForeignKeyConstraint(['role_id'], ['identity_roles.id'], name=op.f('fk_identity_assignments_role_id_identity_roles'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('actor_type', 'actor_id', 'target_type', 'target_id', 'role_id', name=op.f('pk_identity_assignments'))
+    sa.PrimaryKeyConstraint('actor_type', 'actor_id', 'target_type', 'target_id', 'role_id', name=op.f('pk_identity_assignments')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_identity_assignments_actor_id'), 'identity_assignments', ['actor_id'], unique=False)
     op.create_index(op.f('ix_identity_assignments_role_id'), 'identity_assignments', ['role_id'], unique=False)
@@ -306,7 +358,9 @@ def upgrade() -> None:
     sa.Column('url', sa.Text(), nullable=False),
     sa.Column('enabled', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['service_id'], ['identity_services.id'], name=op.f('fk_identity_endpoints_service_id_identity_services'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_endpoints'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_endpoints')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_identity_endpoints_service_id'), 'identity_endpoints', ['service_id'], unique=False)
     op.create_table('identity_groups',
@@ -316,7 +370,9 @@ def upgrade() -> None:
     sa.Column('description', sa.Text(), nullable=False),
     sa.ForeignKeyConstraint(['domain_id'], ['identity_domains.id'], name=op.f('fk_identity_groups_domain_id_identity_domains')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_groups')),
-    sa.UniqueConstraint('domain_id', 'name', name=op.f('uq_identity_groups_domain_id_name'))
+    sa.UniqueConstraint('domain_id', 'name', name=op.f('uq_identity_groups_domain_id_name')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_identity_groups_domain_id'), 'identity_groups', ['domain_id'], unique=False)
     op.create_table('identity_implied_roles',
@@ -324,7 +380,9 @@ def upgrade() -> None:
     sa.Column('implied_role_id', sa.String(length=64), nullable=False),
     sa.ForeignKeyConstraint(['implied_role_id'], ['identity_roles.id'], name=op.f('fk_identity_implied_roles_implied_role_id_identity_roles'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['prior_role_id'], ['identity_roles.id'], name=op.f('fk_identity_implied_roles_prior_role_id_identity_roles'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('prior_role_id', 'implied_role_id', name=op.f('pk_identity_implied_roles'))
+    sa.PrimaryKeyConstraint('prior_role_id', 'implied_role_id', name=op.f('pk_identity_implied_roles')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('identity_projects',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -338,7 +396,9 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['domain_id'], ['identity_domains.id'], name=op.f('fk_identity_projects_domain_id_identity_domains')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_projects')),
-    sa.UniqueConstraint('domain_id', 'name', name=op.f('uq_identity_projects_domain_id_name'))
+    sa.UniqueConstraint('domain_id', 'name', name=op.f('uq_identity_projects_domain_id_name')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_identity_projects_domain_id'), 'identity_projects', ['domain_id'], unique=False)
     op.create_index(op.f('ix_identity_projects_parent_id'), 'identity_projects', ['parent_id'], unique=False)
@@ -356,7 +416,9 @@ def upgrade() -> None:
     sa.Column('failed_auth_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['domain_id'], ['identity_domains.id'], name=op.f('fk_identity_users_domain_id_identity_domains')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_users')),
-    sa.UniqueConstraint('domain_id', 'name', name=op.f('uq_identity_users_domain_id_name'))
+    sa.UniqueConstraint('domain_id', 'name', name=op.f('uq_identity_users_domain_id_name')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_identity_users_domain_id'), 'identity_users', ['domain_id'], unique=False)
     op.create_table('image_members',
@@ -366,7 +428,9 @@ def upgrade() -> None:
     sa.Column('created_at', sa.String(length=20), nullable=False),
     sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.ForeignKeyConstraint(['image_id'], ['images.id'], name=op.f('fk_image_members_image_id_images'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('image_id', 'member', name=op.f('pk_image_members'))
+    sa.PrimaryKeyConstraint('image_id', 'member', name=op.f('pk_image_members')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_image_members_member'), 'image_members', ['member'], unique=False)
     op.create_table('image_properties',
@@ -374,13 +438,17 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('value', sa.Text(), nullable=False),
     sa.ForeignKeyConstraint(['image_id'], ['images.id'], name=op.f('fk_image_properties_image_id_images'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('image_id', 'name', name=op.f('pk_image_properties'))
+    sa.PrimaryKeyConstraint('image_id', 'name', name=op.f('pk_image_properties')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('image_tags',
     sa.Column('image_id', sa.String(length=36), nullable=False),
     sa.Column('value', sa.String(length=255), nullable=False),
     sa.ForeignKeyConstraint(['image_id'], ['images.id'], name=op.f('fk_image_tags_image_id_images'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('image_id', 'value', name=op.f('pk_image_tags'))
+    sa.PrimaryKeyConstraint('image_id', 'value', name=op.f('pk_image_tags')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_table('network_segments',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -391,7 +459,9 @@ def upgrade() -> None:
     sa.Column('is_dynamic', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['network_id'], ['networks.id'], name=op.f('fk_network_segments_network_id_networks'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_network_segments')),
-    sa.UniqueConstraint('network_type', 'physical_network', 'segmentation_id', name=op.f('uq_network_segments_network_type_physical_network_segmentation_id'))
+    sa.UniqueConstraint('network_type', 'physical_network', 'segmentation_id', name=op.f('uq_network_segments_network_type_physical_network_segmentation_id')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_network_segments_network_id'), 'network_segments', ['network_id'], unique=False)
     op.create_table('networkdhcpagentbindings',
@@ -399,7 +469,9 @@ def upgrade() -> None:
     sa.Column('dhcp_agent_id', sa.String(length=36), nullable=False),
     sa.ForeignKeyConstraint(['dhcp_agent_id'], ['agents.id'], name=op.f('fk_networkdhcpagentbindings_dhcp_agent_id_agents'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['network_id'], ['networks.id'], name=op.f('fk_networkdhcpagentbindings_network_id_networks'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('network_id', 'dhcp_agent_id', name=op.f('pk_networkdhcpagentbindings'))
+    sa.PrimaryKeyConstraint('network_id', 'dhcp_agent_id', name=op.f('pk_networkdhcpagentbindings')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_networkdhcpagentbindings_dhcp_agent_id'), 'networkdhcpagentbindings', ['dhcp_agent_id'], unique=False)
     op.create_table('ports',
@@ -428,7 +500,9 @@ def upgrade() -> None:
     sa.Column('revision_number', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['network_id'], ['networks.id'], name=op.f('fk_ports_network_id_networks')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ports')),
-    sa.UniqueConstraint('network_id', 'mac_address', name=op.f('uq_ports_network_id_mac_address'))
+    sa.UniqueConstraint('network_id', 'mac_address', name=op.f('uq_ports_network_id_mac_address')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_ports_binding_host_id'), 'ports', ['binding_host_id'], unique=False)
     op.create_index('ix_ports_device_id', 'ports', ['device_id'], unique=False)
@@ -453,7 +527,9 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['remote_group_id'], ['securitygroups.id'], name=op.f('fk_securitygrouprules_remote_group_id_securitygroups'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['security_group_id'], ['securitygroups.id'], name=op.f('fk_securitygrouprules_security_group_id_securitygroups'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_securitygrouprules')),
-    sa.UniqueConstraint('security_group_id', 'rule_key', name=op.f('uq_securitygrouprules_security_group_id_rule_key'))
+    sa.UniqueConstraint('security_group_id', 'rule_key', name=op.f('uq_securitygrouprules_security_group_id_rule_key')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_securitygrouprules_project_id'), 'securitygrouprules', ['project_id'], unique=False)
     op.create_index(op.f('ix_securitygrouprules_remote_group_id'), 'securitygrouprules', ['remote_group_id'], unique=False)
@@ -480,7 +556,9 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.Column('revision_number', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['network_id'], ['networks.id'], name=op.f('fk_subnets_network_id_networks')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_subnets'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_subnets')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_subnets_network_id'), 'subnets', ['network_id'], unique=False)
     op.create_index(op.f('ix_subnets_project_id'), 'subnets', ['project_id'], unique=False)
@@ -502,7 +580,9 @@ def upgrade() -> None:
     sa.Column('revision_number', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['floating_port_id'], ['ports.id'], name=op.f('fk_floatingips_floating_port_id_ports')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_floatingips')),
-    sa.UniqueConstraint('floating_network_id', 'fixed_port_id', 'fixed_ip_address', name='uq_floatingips_fixed_ip')
+    sa.UniqueConstraint('floating_network_id', 'fixed_port_id', 'fixed_ip_address', name='uq_floatingips_fixed_ip'),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_floatingips_fixed_port_id'), 'floatingips', ['fixed_port_id'], unique=False)
     op.create_index(op.f('ix_floatingips_floating_network_id'), 'floatingips', ['floating_network_id'], unique=False)
@@ -521,7 +601,9 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['identity_users.id'], name=op.f('fk_identity_application_credentials_user_id_identity_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_application_credentials')),
-    sa.UniqueConstraint('user_id', 'name', name=op.f('uq_identity_application_credentials_user_id_name'))
+    sa.UniqueConstraint('user_id', 'name', name=op.f('uq_identity_application_credentials_user_id_name')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_identity_application_credentials_project_id'), 'identity_application_credentials', ['project_id'], unique=False)
     op.create_index(op.f('ix_identity_application_credentials_user_id'), 'identity_application_credentials', ['user_id'], unique=False)
@@ -530,7 +612,9 @@ def upgrade() -> None:
     sa.Column('user_id', sa.String(length=64), nullable=False),
     sa.ForeignKeyConstraint(['group_id'], ['identity_groups.id'], name=op.f('fk_identity_group_members_group_id_identity_groups'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['identity_users.id'], name=op.f('fk_identity_group_members_user_id_identity_users'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('group_id', 'user_id', name=op.f('pk_identity_group_members'))
+    sa.PrimaryKeyConstraint('group_id', 'user_id', name=op.f('pk_identity_group_members')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_identity_group_members_user_id'), 'identity_group_members', ['user_id'], unique=False)
     op.create_table('ipallocations',
@@ -540,7 +624,9 @@ def upgrade() -> None:
     sa.Column('network_id', sa.String(length=36), nullable=False),
     sa.ForeignKeyConstraint(['port_id'], ['ports.id'], name=op.f('fk_ipallocations_port_id_ports'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['subnet_id'], ['subnets.id'], name=op.f('fk_ipallocations_subnet_id_subnets')),
-    sa.PrimaryKeyConstraint('subnet_id', 'ip_address', name=op.f('pk_ipallocations'))
+    sa.PrimaryKeyConstraint('subnet_id', 'ip_address', name=op.f('pk_ipallocations')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_ipallocations_network_id'), 'ipallocations', ['network_id'], unique=False)
     op.create_index(op.f('ix_ipallocations_port_id'), 'ipallocations', ['port_id'], unique=False)
@@ -562,7 +648,9 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.String(length=20), nullable=False),
     sa.Column('revision_number', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['gw_port_id'], ['ports.id'], name=op.f('fk_routers_gw_port_id_ports')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_routers'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_routers')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_routers_gw_network_id'), 'routers', ['gw_network_id'], unique=False)
     op.create_index(op.f('ix_routers_gw_port_id'), 'routers', ['gw_port_id'], unique=False)
@@ -572,7 +660,9 @@ def upgrade() -> None:
     sa.Column('security_group_id', sa.String(length=36), nullable=False),
     sa.ForeignKeyConstraint(['port_id'], ['ports.id'], name=op.f('fk_securitygroupportbindings_port_id_ports'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['security_group_id'], ['securitygroups.id'], name=op.f('fk_securitygroupportbindings_security_group_id_securitygroups')),
-    sa.PrimaryKeyConstraint('port_id', 'security_group_id', name=op.f('pk_securitygroupportbindings'))
+    sa.PrimaryKeyConstraint('port_id', 'security_group_id', name=op.f('pk_securitygroupportbindings')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_securitygroupportbindings_security_group_id'), 'securitygroupportbindings', ['security_group_id'], unique=False)
     op.create_table('routerl3agentbindings',
@@ -580,7 +670,9 @@ def upgrade() -> None:
     sa.Column('l3_agent_id', sa.String(length=36), nullable=False),
     sa.ForeignKeyConstraint(['l3_agent_id'], ['agents.id'], name=op.f('fk_routerl3agentbindings_l3_agent_id_agents'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['router_id'], ['routers.id'], name=op.f('fk_routerl3agentbindings_router_id_routers'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('router_id', 'l3_agent_id', name=op.f('pk_routerl3agentbindings'))
+    sa.PrimaryKeyConstraint('router_id', 'l3_agent_id', name=op.f('pk_routerl3agentbindings')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_routerl3agentbindings_l3_agent_id'), 'routerl3agentbindings', ['l3_agent_id'], unique=False)
     op.create_table('routerports',
@@ -590,7 +682,9 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['port_id'], ['ports.id'], name=op.f('fk_routerports_port_id_ports'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['router_id'], ['routers.id'], name=op.f('fk_routerports_router_id_routers'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('router_id', 'port_id', name=op.f('pk_routerports')),
-    sa.UniqueConstraint('port_id', name=op.f('uq_routerports_port_id'))
+    sa.UniqueConstraint('port_id', name=op.f('uq_routerports_port_id')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
     )
     # ### end Alembic commands ###
 
@@ -598,94 +692,40 @@ def upgrade() -> None:
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     op.drop_table('routerports')
-    op.drop_index(op.f('ix_routerl3agentbindings_l3_agent_id'), table_name='routerl3agentbindings')
     op.drop_table('routerl3agentbindings')
-    op.drop_index(op.f('ix_securitygroupportbindings_security_group_id'), table_name='securitygroupportbindings')
     op.drop_table('securitygroupportbindings')
-    op.drop_index(op.f('ix_routers_project_id'), table_name='routers')
-    op.drop_index(op.f('ix_routers_gw_port_id'), table_name='routers')
-    op.drop_index(op.f('ix_routers_gw_network_id'), table_name='routers')
     op.drop_table('routers')
-    op.drop_index(op.f('ix_ipallocations_port_id'), table_name='ipallocations')
-    op.drop_index(op.f('ix_ipallocations_network_id'), table_name='ipallocations')
     op.drop_table('ipallocations')
-    op.drop_index(op.f('ix_identity_group_members_user_id'), table_name='identity_group_members')
     op.drop_table('identity_group_members')
-    op.drop_index(op.f('ix_identity_application_credentials_user_id'), table_name='identity_application_credentials')
-    op.drop_index(op.f('ix_identity_application_credentials_project_id'), table_name='identity_application_credentials')
     op.drop_table('identity_application_credentials')
-    op.drop_index(op.f('ix_floatingips_router_id'), table_name='floatingips')
-    op.drop_index(op.f('ix_floatingips_project_id'), table_name='floatingips')
-    op.drop_index(op.f('ix_floatingips_floating_network_id'), table_name='floatingips')
-    op.drop_index(op.f('ix_floatingips_fixed_port_id'), table_name='floatingips')
     op.drop_table('floatingips')
-    op.drop_index(op.f('ix_subnets_subnetpool_id'), table_name='subnets')
-    op.drop_index(op.f('ix_subnets_project_id'), table_name='subnets')
-    op.drop_index(op.f('ix_subnets_network_id'), table_name='subnets')
     op.drop_table('subnets')
-    op.drop_index(op.f('ix_securitygrouprules_security_group_id'), table_name='securitygrouprules')
-    op.drop_index(op.f('ix_securitygrouprules_remote_group_id'), table_name='securitygrouprules')
-    op.drop_index(op.f('ix_securitygrouprules_project_id'), table_name='securitygrouprules')
     op.drop_table('securitygrouprules')
-    op.drop_index(op.f('ix_ports_project_id'), table_name='ports')
-    op.drop_index(op.f('ix_ports_network_id'), table_name='ports')
-    op.drop_index('ix_ports_device_id', table_name='ports')
-    op.drop_index(op.f('ix_ports_binding_host_id'), table_name='ports')
     op.drop_table('ports')
-    op.drop_index(op.f('ix_networkdhcpagentbindings_dhcp_agent_id'), table_name='networkdhcpagentbindings')
     op.drop_table('networkdhcpagentbindings')
-    op.drop_index(op.f('ix_network_segments_network_id'), table_name='network_segments')
     op.drop_table('network_segments')
     op.drop_table('image_tags')
     op.drop_table('image_properties')
-    op.drop_index(op.f('ix_image_members_member'), table_name='image_members')
     op.drop_table('image_members')
-    op.drop_index(op.f('ix_identity_users_domain_id'), table_name='identity_users')
     op.drop_table('identity_users')
-    op.drop_index(op.f('ix_identity_projects_parent_id'), table_name='identity_projects')
-    op.drop_index(op.f('ix_identity_projects_domain_id'), table_name='identity_projects')
     op.drop_table('identity_projects')
     op.drop_table('identity_implied_roles')
-    op.drop_index(op.f('ix_identity_groups_domain_id'), table_name='identity_groups')
     op.drop_table('identity_groups')
-    op.drop_index(op.f('ix_identity_endpoints_service_id'), table_name='identity_endpoints')
     op.drop_table('identity_endpoints')
-    op.drop_index('ix_identity_assignments_target', table_name='identity_assignments')
-    op.drop_index(op.f('ix_identity_assignments_role_id'), table_name='identity_assignments')
-    op.drop_index(op.f('ix_identity_assignments_actor_id'), table_name='identity_assignments')
     op.drop_table('identity_assignments')
-    op.drop_index(op.f('ix_flavor_projects_project_id'), table_name='flavor_projects')
     op.drop_table('flavor_projects')
     op.drop_table('flavor_extra_specs')
     op.drop_table('default_security_groups')
-    op.drop_index(op.f('ix_tags_resource_type'), table_name='tags')
     op.drop_table('tags')
-    op.drop_index(op.f('ix_subnetpools_project_id'), table_name='subnetpools')
-    op.drop_index(op.f('ix_subnetpools_address_scope_id'), table_name='subnetpools')
     op.drop_table('subnetpools')
-    op.drop_index(op.f('ix_securitygroups_project_id'), table_name='securitygroups')
     op.drop_table('securitygroups')
-    op.drop_index('ix_rbac_policies_type_target', table_name='rbac_policies')
-    op.drop_index(op.f('ix_rbac_policies_project_id'), table_name='rbac_policies')
-    op.drop_index(op.f('ix_rbac_policies_object_id'), table_name='rbac_policies')
     op.drop_table('rbac_policies')
     op.drop_table('quotas')
-    op.drop_index(op.f('ix_networks_project_id'), table_name='networks')
     op.drop_table('networks')
-    op.drop_index(op.f('ix_key_pairs_user_id'), table_name='key_pairs')
+    op.drop_table('locks')
     op.drop_table('key_pairs')
-    op.drop_index('ix_images_owner_visibility', table_name='images')
-    op.drop_index(op.f('ix_images_os_hash_value'), table_name='images')
-    op.drop_index(op.f('ix_images_name'), table_name='images')
     op.drop_table('images')
-    op.drop_index(op.f('ix_identity_tokens_user_id'), table_name='identity_tokens')
-    op.drop_index(op.f('ix_identity_tokens_project_id'), table_name='identity_tokens')
-    op.drop_index(op.f('ix_identity_tokens_parent_audit_id'), table_name='identity_tokens')
-    op.drop_index(op.f('ix_identity_tokens_expires_at'), table_name='identity_tokens')
-    op.drop_index(op.f('ix_identity_tokens_audit_id'), table_name='identity_tokens')
-    op.drop_index(op.f('ix_identity_tokens_app_cred_id'), table_name='identity_tokens')
     op.drop_table('identity_tokens')
-    op.drop_index(op.f('ix_identity_services_type'), table_name='identity_services')
     op.drop_table('identity_services')
     op.drop_table('identity_roles')
     op.drop_table('identity_regions')
@@ -694,8 +734,6 @@ def downgrade() -> None:
     op.drop_table('flavors')
     op.drop_table('compute_quotas')
     op.drop_table('compute_quota_classes')
-    op.drop_index(op.f('ix_agents_host'), table_name='agents')
     op.drop_table('agents')
-    op.drop_index(op.f('ix_address_scopes_project_id'), table_name='address_scopes')
     op.drop_table('address_scopes')
     # ### end Alembic commands ###

@@ -1,0 +1,199 @@
+"""The Database layer on each engine: migrations, snapshot reads, named locks, retries, names.
+
+Each test runs once on SQLite (a file in a temp dir) and once per server database (a fresh
+database on the session's PostgreSQL and MariaDB servers, see tests/database_backends.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from stacklet.store import migrate
+from stacklet.store.db import Database
+from stacklet.store.models.identity import Domain, User
+from stacklet.store.models.network import Network, Quota
+
+
+def _open(url: str) -> Iterator[Database]:
+    migrate.upgrade(url)
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@pytest.fixture
+def db(any_database: str) -> Iterator[Database]:
+    """SQLite, PostgreSQL and MariaDB in turn."""
+    yield from _open(any_database)
+
+
+@pytest.fixture
+def server_db(server_database: str) -> Iterator[Database]:
+    """PostgreSQL and MariaDB: concurrent writers (SQLite runs one at a time)."""
+    yield from _open(server_database)
+
+
+def test_migrations_reproduce_the_models_and_downgrade(any_database: str) -> None:
+    url = any_database
+    migrate.upgrade(url)
+    assert migrate.current_revision(url) == migrate.head_revision()
+    assert migrate.schema_differences(url) == []
+    migrate.downgrade(url, "base")
+    assert migrate.current_revision(url) is None
+    migrate.upgrade(url)
+    assert migrate.current_revision(url) == migrate.head_revision()
+
+
+def _network(name: str, **kw) -> Network:
+    return Network(name=name, project_id="p1", **kw)
+
+
+def test_read_is_one_snapshot(db: Database) -> None:
+    """What another transaction commits while a read() is open stays invisible to it, so a
+    host snapshot built from several queries is consistent."""
+    db.retrying(lambda s: s.add(_network("before")))
+    with db.read() as session:
+        first = session.scalar(select(func.count()).select_from(Network))
+        db.retrying(lambda s: s.add(_network("during")))
+        again = session.scalar(select(func.count()).select_from(Network))
+        names = sorted(session.scalars(select(Network.name)))
+    assert (first, again, names) == (1, 1, ["before"])
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Network)) == 2
+
+
+def test_write_sees_what_committed_before_each_statement(server_db: Database) -> None:
+    """Writers count after taking a lock; that count must include the previous holder's rows
+    even though the writer's transaction began before that holder committed."""
+    db = server_db
+    holder_in = threading.Event()
+    release = threading.Event()
+
+    def holder(session: Session) -> None:
+        db.lock(session, "quota:p1")
+        holder_in.set()
+        release.wait(10)
+        session.add(_network("by-holder"))
+
+    seen: list[int] = []
+
+    def waiter(session: Session) -> None:
+        session.scalar(select(func.count()).select_from(Network))   # starts its snapshot
+        release.set()
+        db.lock(session, "quota:p1")                                 # waits for the holder
+        seen.append(session.scalar(select(func.count()).select_from(Network)))
+
+    thread = threading.Thread(target=db.retrying, args=(holder,))
+    thread.start()
+    assert holder_in.wait(10)
+    db.retrying(waiter)
+    thread.join(10)
+    assert seen[-1] == 1
+
+
+def test_named_lock_serializes_count_then_insert(db: Database) -> None:
+    """Eight writers each insert a row only if fewer than three exist: under the lock exactly
+    three succeed, on every engine (without it, READ COMMITTED lets all eight through)."""
+    created: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def attempt(session: Session) -> bool:
+        db.lock(session, "quota:p1")
+        count = session.scalar(select(func.count()).select_from(Network))
+        time.sleep(0.02)     # widen the window between count and insert
+        if count >= 3:
+            return False
+        session.add(_network(f"n{count}"))
+        return True
+
+    def worker() -> None:
+        barrier.wait(10)
+        created.append(db.retrying(attempt))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(created) == [False] * 5 + [True] * 3
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Network)) == 3
+
+
+def test_retrying_survives_a_deadlock(server_db: Database) -> None:
+    """Two transactions lock two rows in opposite orders; the engine picks a victim (or a
+    lock times out) and ``retrying`` runs it again: both end up committed."""
+    db = server_db
+
+    def setup(session: Session) -> None:
+        session.add_all([Quota(project_id="a", resource="r", limit=0),
+                         Quota(project_id="b", resource="r", limit=0)])
+    db.retrying(setup)
+    barrier = threading.Barrier(2)
+    attempts = {"ab": 0, "ba": 0}
+    errors: list[BaseException] = []
+
+    def bump(first: str, second: str, key: str) -> None:
+        def fn(session: Session) -> None:
+            attempts[key] += 1
+            session.execute(update(Quota).where(Quota.project_id == first)
+                            .values(limit=Quota.limit + 1))
+            if attempts[key] == 1:
+                barrier.wait(10)     # both hold their first row now
+            session.execute(update(Quota).where(Quota.project_id == second)
+                            .values(limit=Quota.limit + 1))
+        try:
+            db.retrying(fn)
+        except BaseException as error:   # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=bump, args=("a", "b", "ab")),
+               threading.Thread(target=bump, args=("b", "a", "ba"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert attempts["ab"] + attempts["ba"] >= 3     # one of them was run again
+    with db.read() as session:
+        rows = session.execute(select(Quota.project_id, Quota.limit))
+        assert {project: limit for project, limit in rows} == {"a": 2, "b": 2}
+
+
+def test_names_compare_byte_by_byte(db: Database) -> None:
+    """Names differing in case or trailing spaces are different names (MariaDB's default
+    collation would call them equal), and sorting is by bytes."""
+    def setup(session: Session) -> None:
+        session.add(Domain(id="d1", name="d1"))
+        session.flush()
+        for name in ("alice", "Alice", "alice ", "Älice"):
+            session.add(User(name=name, domain_id="d1"))
+    db.retrying(setup)
+    with db.read() as session:
+        assert list(session.scalars(select(User.name).where(User.name == "alice"))) == ["alice"]
+        assert list(session.scalars(select(User.name).order_by(User.name))) == [
+            "Alice", "alice", "alice ", "Älice"]
+        assert session.scalar(select(func.count()).select_from(User).where(
+            User.name.in_(["ALICE", "alice  "]))) == 0
+
+
+def test_server_database_engine_reports_its_isolation(server_db: Database) -> None:
+    """Writers at READ COMMITTED, read() at REPEATABLE READ (SQLite has serialized writers and
+    WAL snapshots instead)."""
+    db = server_db
+    query = ("SHOW transaction_isolation" if db.url.startswith("postgresql")
+             else "SELECT @@tx_isolation")
+    with db.write() as session:
+        writer = session.execute(text(query)).scalar()
+    with db.read() as session:
+        reader = session.execute(text(query)).scalar()
+    assert (writer.replace("-", " ").lower(), reader.replace("-", " ").lower()) == (
+        "read committed", "repeatable read")
