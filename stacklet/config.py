@@ -90,6 +90,12 @@ def _database_url(value: str) -> str:
     return value
 
 
+def _virt_type(value: str) -> str:
+    if value not in ("auto", "kvm", "qemu"):
+        raise ValueError("one of auto, kvm, qemu")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     section: str
@@ -311,6 +317,14 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds of the burst window.", int),
     Option("metadata_rate_limiting", "burst_query_rate_limit", 50,
            "Requests an instance may make within the burst window.", int),
+    # [compute]
+    Option("compute", "virt_type", "auto",
+           "Accelerator of the qemu driver: kvm, qemu (TCG, software emulation) or auto: KVM "
+           "only when /dev/kvm really runs a guest (probed once per boot by booting the tiny "
+           "image's kernel under KVM), else TCG.", _virt_type),
+    Option("compute", "shutdown_timeout", 60,
+           "Seconds the qemu driver waits for a guest to power off after the ACPI power "
+           "button (stop, soft reboot) before it ends QEMU, as Nova's shutdown_timeout.", int),
     # [securitygroup]
     Option("securitygroup", "enable_security_group", True,
            "Enforce security groups on ports.", _bool),

@@ -1,0 +1,237 @@
+"""The ``qemu`` instance driver: each instance a real virtual machine, one QEMU process.
+
+Per instance, ``<state_dir>/<uuid>/`` holds the qcow2 overlay on the cached base image
+(``disk.qcow2``), the config drive (``config.iso``), the serial console (``console.log``,
+appended across boots), the PID file and the QMP socket. QEMU runs daemonized, so instances
+outlive the agent; ``instances()`` finds them again from those directories and their PIDs
+(adoption). Each VIF is a tap created before QEMU starts (``ip tuntap``; QEMU opens it with
+``vnet_hdr=off``: the userspace datapath reads taps without a virtio-net header) and added to
+br-int by ``vif.attach`` on the dead VLAN, so the guest's first DHCPDISCOVER goes out once the
+L2 agent wired the port. The command line is ``qemu_argv``'s; the accelerator
+``virt_type.resolve``'s.
+
+Power: off is ACPI (QMP ``system_powerdown``), then ``quit`` after ``shutdown_timeout``; a soft
+reboot is off then on, a hard one QMP ``system_reset`` (kill and start when QMP does not
+answer). The taps stay while an instance is off (its ports stay plugged); destroy removes
+them, their OVS ports and the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from stacklet import linux
+from stacklet.agent.compute import configdrive, qemu_argv, virt_type, vif as os_vif
+from stacklet.agent.compute.driver import (
+    POWER_RUNNING, POWER_SHUTDOWN, DriverError, InstanceSpec, InstanceState)
+from stacklet.agent.compute.qmp import QmpError, command as qmp_command
+
+LOG = logging.getLogger(__name__)
+
+QEMU = "qemu-system-x86_64"
+SOCKET_PATH_MAX = 107
+DEFAULT_SHUTDOWN_TIMEOUT = 60.0
+
+
+def _option(conf: Any, name: str, default: Any) -> Any:
+    try:
+        value = getattr(conf, name)
+    except AttributeError:
+        return default
+    return default if value is None else value
+
+
+class QemuDriver:
+    name = "qemu"
+
+    def __init__(self, conf: Any, ovsdb_connection: str, state_dir: Path) -> None:
+        self.conf = conf
+        self.db = ovsdb_connection
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.virt_type = _option(conf, "virt_type", "auto")
+        self.shutdown_timeout = float(_option(conf, "shutdown_timeout",
+                                              DEFAULT_SHUTDOWN_TIMEOUT))
+        self.binary = QEMU
+        self._accel: tuple[str, str] | None = None
+
+    # --- what runs here -------------------------------------------------------------------
+
+    @property
+    def accel(self) -> str:
+        """"kvm" or "tcg" (probed once, see virt_type)."""
+        if self._accel is None:
+            self._accel = virt_type.resolve(self.virt_type, self.state_dir, self.binary)
+            LOG.info("qemu: accelerator %s (%s)", *self._accel)
+        return self._accel[0]
+
+    def files(self, uuid: str) -> qemu_argv.Files:
+        if not uuid or "/" in uuid or uuid.startswith("."):
+            raise DriverError(f"bad instance id {uuid!r}")
+        return qemu_argv.Files(self.state_dir / uuid)
+
+    def pid(self, uuid: str) -> int | None:
+        """The PID of the instance's QEMU when it runs (checked against its command line:
+        a reused PID is not ours)."""
+        try:
+            pid = int(self.files(uuid).pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if not linux.pid_alive(pid):
+            return None
+        cmdline = linux.cmdline(pid)
+        if not cmdline or "qemu" not in cmdline[0] or uuid not in " ".join(cmdline):
+            return None
+        return pid
+
+    def instances(self) -> dict[str, InstanceState]:
+        found = {}
+        for d in sorted(self.state_dir.iterdir()) if self.state_dir.is_dir() else ():
+            if not d.is_dir() or not (d / "instance").is_file():
+                continue
+            running = self.pid(d.name) is not None
+            found[d.name] = InstanceState(d.name, POWER_RUNNING if running else POWER_SHUTDOWN)
+        return found
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def spawn(self, spec: InstanceSpec) -> None:
+        files = self.files(spec.uuid)
+        if self.pid(spec.uuid):
+            return
+        files.directory.mkdir(parents=True, exist_ok=True)
+        (files.directory / "instance").write_text(f"{spec.name}\n")
+        if len(str(files.qmp)) > SOCKET_PATH_MAX:
+            raise DriverError(f"state directory too deep for a unix socket: {files.qmp}")
+        try:
+            self._disk(spec, files)
+            if spec.config_drive:
+                configdrive.build(spec, files.config_drive)
+            self._plug(spec)
+            self._start(spec, files)
+        except linux.CommandFailed as exc:
+            raise DriverError(str(exc)) from None
+
+    def power_on(self, spec: InstanceSpec) -> None:
+        self.spawn(spec)
+
+    def power_off(self, uuid: str) -> None:
+        pid = self.pid(uuid)
+        if pid is None:
+            return
+        files = self.files(uuid)
+        try:
+            qmp_command(files.qmp, "system_powerdown")
+            if linux.wait_pid_gone(pid, self.shutdown_timeout):
+                return
+            LOG.warning("qemu: %s did not power off within %s s; quitting it", uuid,
+                        self.shutdown_timeout)
+        except QmpError as exc:
+            LOG.warning("qemu: %s: %s; killing it", uuid, exc)
+        self._stop(uuid, pid)
+
+    def reboot(self, spec: InstanceSpec, hard: bool) -> None:
+        pid = self.pid(spec.uuid)
+        if pid is None:
+            self.spawn(spec)
+            return
+        if hard:
+            try:
+                qmp_command(self.files(spec.uuid).qmp, "system_reset")
+                return
+            except QmpError as exc:
+                LOG.warning("qemu: %s: %s; restarting it", spec.uuid, exc)
+                self._stop(spec.uuid, pid)
+        else:
+            self.power_off(spec.uuid)
+        self.spawn(spec)
+
+    def destroy(self, uuid: str) -> None:
+        files = self.files(uuid)
+        pid = self.pid(uuid)
+        if pid is not None:
+            self._stop(uuid, pid)
+        for dev, ids in os_vif.attached(self.db).items():
+            if ids.get("vm-uuid") == uuid:
+                os_vif.detach(self.db, dev)
+                if linux.link_exists(dev):
+                    linux.link_delete(dev)
+        shutil.rmtree(files.directory, ignore_errors=True)
+
+    def console_log(self, uuid: str, length: int | None = None) -> str:
+        try:
+            text = self.files(uuid).console.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        if length is None:
+            return text
+        lines = text.splitlines(keepends=True)
+        return "".join(lines[-length:]) if length > 0 else ""
+
+    # --- pieces ---------------------------------------------------------------------------
+
+    def _disk(self, spec: InstanceSpec, files: qemu_argv.Files) -> None:
+        """The qcow2 overlay on the image (made once: it is the instance's disk)."""
+        base = spec.image.path
+        if base is None or files.disk.exists():
+            return
+        base = Path(base).absolute()
+        if not base.is_file():
+            raise DriverError(f"image {spec.image.id}: no file at {base}")
+        fmt = "raw" if spec.image.disk_format in ("raw", "iso", "img") else "qcow2"
+        tmp = files.disk.with_suffix(".tmp")
+        args = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", fmt, str(tmp)]
+        if spec.disk_gb > 0:
+            info = linux.run(["qemu-img", "info", "--output=json", "-f", fmt, str(base)]).stdout
+            virtual = int(json.loads(info)["virtual-size"])
+            size = max(virtual, spec.disk_gb * 1024 ** 3)
+            args.append(str(size))
+        linux.run(args, timeout=60)
+        os.replace(tmp, files.disk)
+
+    def _plug(self, spec: InstanceSpec) -> None:
+        """A tap per VIF, in br-int (dead VLAN) before QEMU opens it."""
+        for vif in spec.vifs:
+            dev = linux.check_ifname(vif.dev)
+            if not linux.link_exists(dev):
+                linux.run(["ip", "tuntap", "add", "dev", dev, "mode", "tap"])
+            # the host side's MAC as libvirt sets it: the guest's with the first octet 0xfe
+            linux.link_set(dev, mac="fe" + vif.mac[2:], mtu=vif.mtu, up=True)
+            os_vif.attach(self.db, dev, vif.port_id, vif.mac, spec.uuid, vif.mtu)
+
+    def _start(self, spec: InstanceSpec, files: qemu_argv.Files) -> None:
+        files.pidfile.unlink(missing_ok=True)
+        files.qmp.unlink(missing_ok=True)
+        args = qemu_argv.build(spec, files, self.accel, has_disk=files.disk.exists(),
+                               has_config_drive=spec.config_drive
+                               and files.config_drive.exists())
+        with open(files.console, "ab") as console:
+            console.write(f"\n[stacklet] starting {spec.uuid} ({self.accel})\n".encode())
+        proc = linux.run([self.binary, *args], check=False, timeout=60)
+        if proc.returncode != 0:
+            raise DriverError(f"QEMU did not start: "
+                              f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+        if self.pid(spec.uuid) is None:
+            raise DriverError("QEMU started but its PID file names no running QEMU")
+
+    def _stop(self, uuid: str, pid: int) -> None:
+        """QMP quit, then SIGKILL by PID."""
+        try:
+            qmp_command(self.files(uuid).qmp, "quit", timeout=2)
+        except QmpError:
+            pass
+        if not linux.wait_pid_gone(pid, 5):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            linux.wait_pid_gone(pid, 5)
+
+
+Driver = QemuDriver
