@@ -14,7 +14,9 @@ VENV="${VENV:-.venv}"
 PACKAGES=(python3 python3-venv python3-dev gcc iproute2 psmisc curl
           openvswitch-switch dnsmasq-base iptables ethtool iperf3 netcat-openbsd
           iputils-ping python3-openvswitch udhcpc haproxy conntrack iputils-arping radvd
-          graphviz dropbear-bin)
+          graphviz dropbear-bin
+          # the qemu instance driver and its guest images (scripts/build-images)
+          qemu-system-x86 qemu-utils genisoimage debootstrap openssh-client)
 # The dashboard's browser tests (tests/api/test_dashboard.py) drive Debian's headless Chromium.
 # The test suite also starts PostgreSQL and MariaDB servers of its own from these packages'
 # binaries (data in a temp dir, a free port; tests/database_backends.py). It never uses their
@@ -50,6 +52,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The qemu driver's guest images, built from Debian's packages into /var/cache/stacklet/images
+# once (a cached build is reused at once): the tiny one for `up` (~20 s the first time), and
+# for the tests also the cloud-init one (~4 min the first time).
+if [ "$(id -u)" = 0 ]; then
+    if [ "$EXTRAS" = test ]; then
+        scripts/build-images all >/dev/null
+    elif ! scripts/build-images tiny >/dev/null; then
+        log "warning: the tiny guest image was not built; up will try again"
+    fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -114,6 +114,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"stacklet is running (pid {child.pid}) at {conf.public_url}")
     node = _start_local_node(conf)
     _demo_topology(conf, passwords, hold if node else False)
+    _default_image(conf, passwords)
     _print_usage(conf)
     return EXIT_OK
 
@@ -167,6 +168,7 @@ def _confirm_running(conf: Config, proc: daemon.Managed, pid: int,
     print(f"stacklet is already running (pid {pid}) at {conf.public_url}")
     node = _start_local_node(conf)
     _demo_topology(conf, passwords, hold if node else False)
+    _default_image(conf, passwords)
     _print_usage(conf)
     return EXIT_OK
 
@@ -216,6 +218,19 @@ def _demo_topology(conf: Config, passwords: bootstrap.Passwords, hold: bool | No
             print("warning: br-ex did not appear: this host does not hold "
                   f"{public['gateway_ip']}", file=sys.stderr)
     print(demo.describe(done, held))
+
+
+def _default_image(conf: Config, passwords: bootstrap.Passwords) -> None:
+    """The tiny guest image in Glance on first start (built into the image cache if needed)."""
+    from stacklet.guest_images import register
+
+    try:
+        done = register.ensure(conf, passwords)
+    except Exception as exc:  # noqa: BLE001 - the cloud is usable without its image
+        print(f"warning: the default image was not registered: {exc}", file=sys.stderr)
+        return
+    if done is not None:
+        print(register.describe(done))
 
 
 def _openstack_command() -> str:

@@ -145,6 +145,11 @@ OPTIONS: tuple[Option, ...] = (
            "On first start, create DevStack's demo topology: external network `public` "
            "(demo_public_cidr on the physnet mapped to br-ex, its gateway held by this host) and "
            "the demo project's `private` network behind `router1`.", _bool),
+    Option("DEFAULT", "create_default_image", True,
+           "On first start, register the tiny guest image (stacklet-tiny, with its kernel and "
+           "ramdisk images) in the Image service, building it from Debian's packages into "
+           "/var/cache/stacklet/images first when it is not there (scripts/build-images).",
+           _bool),
     Option("DEFAULT", "demo_public_cidr", "198.19.113.0/24",
            "Range of the demo's external network `public`. This host holds its first address "
            "on br-ex, so the range becomes a route of this host: `stacklet up` refuses a range "

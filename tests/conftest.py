@@ -249,6 +249,8 @@ def write_config(data_dir: Path, port: int, extra: str = "") -> None:
         sections += "[ml2_type_vlan]\nnetwork_vlan_ranges = public,physnet1:100:199\n"
     if "create_demo_topology" not in default:   # API tests count what exists
         default += "\ncreate_demo_topology = false\n"
+    if "create_default_image" not in default:
+        default += "\ncreate_default_image = false\n"
     (data_dir / "stacklet.conf").write_text(
         f"[DEFAULT]\nbind_port = {port}\n{default}\n{sections}")
 

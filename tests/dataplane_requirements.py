@@ -18,7 +18,10 @@ SKIP_ENV = "STACKLET_TEST_SKIP_DATAPLANE"
 TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl",
          "ip", "ethtool", "ping", "sysctl", "nsenter", "unshare", "mount", "dnsmasq",
          "iptables", "iptables-save", "iptables-restore", "haproxy", "radvd", "conntrack",
-         "arping", "udhcpc", "dropbear", "dropbearkey", "dbclient")
+         "arping", "udhcpc", "dropbear", "dropbearkey", "dbclient",
+         # the qemu driver (tests/e2e/test_qemu_driver.py) and its guest images
+         "qemu-system-x86_64", "qemu-img", "genisoimage", "debootstrap", "depmod",
+         "ssh", "ssh-keygen")
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
 

@@ -69,7 +69,7 @@ def mirror() -> str:
             text = path.read_text()
         except OSError:
             continue
-        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s*)?)(\S+)", text, re.M):
+        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s*)?)(\S+)", text, re.MULTILINE):
             uri = match.group(1)
             if "security" not in uri and uri.startswith(("http://", "https://")):
                 return uri

@@ -9,7 +9,7 @@ from stacklet.guest_images import BuildError
 
 
 def run(cmd: list[str], cwd: Path | None = None, timeout: float = 1800) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
                           stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise BuildError(f"{' '.join(cmd)} exited {proc.returncode}: "

@@ -22,10 +22,28 @@ case " $cmdline " in *" stacklet.probe "*)
     poweroff -f;;
 esac
 
-for module in $(cat /etc/modules); do modprobe "$module" 2>/dev/null; done
+# Drivers for the devices present (PCI class 02: NICs first, the guest's critical path;
+# class 01: disk and CD-ROM controllers), by their modaliases, as udev would
+pci_drivers() {  # pci_drivers CLASS-PREFIX
+    for dev in /sys/bus/pci/devices/*; do
+        case "$(cat "$dev/class")" in "$1"*) modprobe -q "$(cat "$dev/modalias")";; esac
+    done
+}
+virtio_drivers() {
+    for dev in /sys/bus/virtio/devices/*; do
+        [ -e "$dev/modalias" ] && modprobe -q "$(cat "$dev/modalias")"
+    done
+}
+modprobe -q virtio_pci
+pci_drivers 0x02
+virtio_drivers
 
 root=$(arg root)
 if [ -n "$root" ]; then
+    pci_drivers 0x01
+    for module in sd_mod sr_mod isofs crc32c_generic ext4 button evdev; do
+        modprobe -q "$module"
+    done
     # hand over to the disk's init (the disk appears once its driver probed it)
     n=0
     while [ $n -lt 100 ]; do
@@ -46,9 +64,6 @@ fi
 
 ip link set lo up
 say "tiny guest up, kernel $(uname -r)"
-# the ACPI power button (QEMU's system_powerdown): busybox acpid runs /etc/acpi/PWRF/00000080
-mkdir -p /var/log
-acpid -f -c /etc/acpi -l /run/acpid.log </dev/null >/dev/console 2>&1 &
 
 json_string() {  # json_string KEY < one-line JSON: the first string value of KEY
     sed -n "s/.*\"$1\": *\"\\([^\"]*\\)\".*/\\1/p" | head -n 1
@@ -61,6 +76,23 @@ install_keys() {  # install_keys SOURCE < meta_data.json
         | sed 's/\\n$//' > /root/.ssh/authorized_keys
     say "$1: $(grep -c . /root/.ssh/authorized_keys) public keys installed"
 }
+
+# DHCP on every NIC, each in the background (udhcpc keeps renewing)
+nics=""
+for path in /sys/class/net/*; do
+    nic=${path##*/}
+    [ "$nic" = lo ] && continue
+    nics="$nics $nic"
+    ip link set "$nic" up
+    udhcpc -i "$nic" -f -t 30 -T 1 -A 1 -s /etc/udhcpc.script -O mtu -O staticroutes \
+        >/dev/null 2>&1 &
+done
+say "NICs:$nics"
+
+# then the disks and the CD-ROM (the config drive), the power button
+pci_drivers 0x01
+for module in sd_mod sr_mod isofs button evdev; do modprobe -q "$module"; done
+acpid -f -c /etc/acpi -l /run/acpid.log </dev/null >/dev/console 2>&1 &
 
 # The config drive (ISO 9660 labelled config-2), when the instance has one
 n=0
@@ -80,18 +112,6 @@ if [ -n "$cd_dev" ] && mount -t iso9660 -o ro "$cd_dev" /mnt/config; then
         say "config drive $cd_dev: no openstack/latest/meta_data.json"
     fi
 fi
-
-# DHCP on every NIC, each in the background (udhcpc keeps renewing)
-nics=""
-for path in /sys/class/net/*; do
-    nic=${path##*/}
-    [ "$nic" = lo ] && continue
-    nics="$nics $nic"
-    ip link set "$nic" up
-    udhcpc -i "$nic" -f -t 30 -T 1 -A 1 -s /etc/udhcpc.script -O mtu -O staticroutes \
-        >/dev/null 2>&1 &
-done
-say "NICs:$nics"
 
 # the metadata service, once a NIC has a lease
 n=0

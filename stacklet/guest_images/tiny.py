@@ -26,7 +26,9 @@ KERNEL_PACKAGE = "linux-image-amd64"
 MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "e1000", "8139cp", "8139too",
            "ata_piix", "ahci", "sd_mod", "sr_mod", "isofs", "crc32c_generic", "ext4",
            "button", "evdev")
-COMMAND_LINE = "console=ttyS0"
+# mitigations=off, cryptomgr.notests and no_timer_check took ~0.4 s off the kernel's ~1.9 s
+# under TCG here (the guest's own hardening against its own processes: a test image's trade)
+COMMAND_LINE = "console=ttyS0 mitigations=off cryptomgr.notests no_timer_check"
 HERE = Path(__file__).resolve().parent
 SOURCES = ("init.sh", "udhcpc.script", "tiny.py")
 
@@ -157,7 +159,6 @@ def _initramfs_tree(root: Path, kernel_root: Path, busybox_root: Path, version: 
             link.symlink_to("/bin/busybox")
     shutil.copy(HERE / "init.sh", root / "init")
     shutil.copy(HERE / "udhcpc.script", root / "etc" / "udhcpc.script")
-    (root / "etc" / "modules").write_text("\n".join(MODULES) + "\n")
     power = root / "etc" / "acpi" / "PWRF" / "00000080"
     power.write_text("#!/bin/sh\necho 'stacklet-guest: power button: powering off' "
                      ">/dev/console\nsync\npoweroff -f\n")

@@ -44,6 +44,23 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
+@contextlib.contextmanager
+def netns_entered(netns: str) -> Iterator[None]:
+    """The calling thread (its new sockets, the processes it starts) in the network namespace
+    ``netns`` (/run/netns/<netns>) until the block ends."""
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    there = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        _setns(there)
+        try:
+            yield
+        finally:
+            _setns(here)
+    finally:
+        os.close(here)
+        os.close(there)
+
+
 class Machine:
     def __init__(self, prefix: str, work_dir: Path | str) -> None:
         self.netns = f"{prefix}-host"
@@ -77,20 +94,9 @@ class Machine:
             env: dict[str, str] | None = None):
         return linux.run(self.command(cmd), check=check, timeout=timeout, env=env)
 
-    @contextlib.contextmanager
-    def entered(self) -> Iterator[None]:
+    def entered(self) -> contextlib.AbstractContextManager[None]:
         """The calling thread in the machine's network namespace until the block ends."""
-        here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        there = os.open(f"/run/netns/{self.netns}", os.O_RDONLY)
-        try:
-            _setns(there)
-            try:
-                yield
-            finally:
-                _setns(here)
-        finally:
-            os.close(here)
-            os.close(there)
+        return netns_entered(self.netns)
 
     def private_netns(self) -> list[str]:
         if not _is_mountpoint(self.mnt_ns):

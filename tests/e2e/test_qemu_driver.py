@@ -1,8 +1,9 @@
 """The qemu driver on a harness node: real virtual machines (QEMU, TCG on this machine) booted
 from the guest images of scripts/build-images, on ports bound to the node.
 
-The driver runs in the node's network namespace (this thread enters it, as the node's agent
-runs there), so its taps are the node's and its QEMU processes live there. The node also runs
+The driver runs in the node's network namespace (stacklet.harness.qemu_node: this thread
+enters it for each call, as the node's agent runs there), so its taps are the node's and its
+QEMU processes live there. The node also runs
 the DHCP role: the network's dnsmasq and metadata proxy are its own. What a test checks comes
 from outside the guest: the port turning ACTIVE (the real L2 agent wired the tap), the serial
 console (the guest's init reports its lease, what it read from the config drive and from the
@@ -12,67 +13,27 @@ and the node's devices and OVS ports.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from dputil import APPLY, SETUP, boot, uname, wait_for, wait_status
 
 from stacklet import linux
-from stacklet.agent.compute import virt_type
 from stacklet.agent.compute import vif as os_vif
-from stacklet.agent.compute.driver import (
-    POWER_RUNNING, POWER_SHUTDOWN, Image, InstanceSpec, Vif)
-from stacklet.agent.compute.qemu import QemuDriver
+from stacklet.agent.compute import virt_type
+from stacklet.agent.compute.driver import POWER_RUNNING, POWER_SHUTDOWN, Image, InstanceSpec, Vif
 from stacklet.guest_images import cloudinit, tiny
-from stacklet.harness.machine import _setns
+from stacklet.harness.qemu_node import NodeQemu
 
 # A tiny guest prints its lease ~2 s after QEMU starts on a quiet machine (real-vms.md);
 # several helpers' test runs share the 2 cores, and boots of 10-15 s were seen then.
 BOOT = 90.0
 # The cloud-init guest: ~60-90 s to "finished" under TCG on a quiet machine.
 CLOUD_BOOT = 300.0
-
-
-@contextlib.contextmanager
-def in_node(node) -> Iterator[None]:
-    """This thread (and what it starts) in the node's network namespace."""
-    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    there = os.open(f"/run/netns/{node.netns}", os.O_RDONLY)
-    try:
-        _setns(there)
-        try:
-            yield
-        finally:
-            _setns(here)
-    finally:
-        os.close(here)
-        os.close(there)
-
-
-class NodeQemu:
-    """The driver of one node, every call made in the node's network namespace."""
-
-    def __init__(self, node, state_dir: Path, virt: str = "qemu") -> None:
-        self.node = node
-        self.state_dir = state_dir
-        self.conf = SimpleNamespace(virt_type=virt, shutdown_timeout=20)
-        with in_node(node):
-            self.driver = QemuDriver(self.conf, node.ovs.db_connection, state_dir)
-
-    def __getattr__(self, name):
-        method = getattr(self.driver, name)
-
-        def call(*args, **kwargs):
-            with in_node(self.node):
-                return method(*args, **kwargs)
-        return call
 
 
 @pytest.fixture(scope="module")

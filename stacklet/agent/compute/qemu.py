@@ -27,10 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from stacklet import linux
-from stacklet.agent.compute import configdrive, qemu_argv, virt_type, vif as os_vif
+from stacklet.agent.compute import configdrive, qemu_argv, virt_type
+from stacklet.agent.compute import vif as os_vif
 from stacklet.agent.compute.driver import (
-    POWER_RUNNING, POWER_SHUTDOWN, DriverError, InstanceSpec, InstanceState)
-from stacklet.agent.compute.qmp import QmpError, command as qmp_command
+    POWER_RUNNING,
+    POWER_SHUTDOWN,
+    DriverError,
+    InstanceSpec,
+    InstanceState,
+)
+from stacklet.agent.compute.qmp import QmpError
+from stacklet.agent.compute.qmp import command as qmp_command
 
 LOG = logging.getLogger(__name__)
 

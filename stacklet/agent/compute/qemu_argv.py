@@ -91,8 +91,8 @@ def build(spec: InstanceSpec, files: Files, accel: str, *, has_disk: bool,
         "-m", str(spec.memory_mb),
         "-smp", str(max(1, spec.vcpus)),
         "-uuid", uuid,
-        "-smbios", "type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova,"
-                   f"version=stacklet,serial={uuid},uuid={uuid},family=Virtual Machine",
+        "-smbios", ("type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova,"
+                   f"version=stacklet,serial={uuid},uuid={uuid},family=Virtual Machine"),
         "-nodefaults", "-no-user-config", "-display", "none",
         "-chardev", f"file,id=console,path={files.console},append=on",
         "-serial", "chardev:console",
@@ -120,12 +120,12 @@ def build(spec: InstanceSpec, files: Files, accel: str, *, has_disk: bool,
                      "-device", "ide-hd,drive=disk0,bus=ahci0.0,bootindex=1"]
     if has_config_drive:
         # Nova attaches the config drive as a CD-ROM on the IDE bus (pc machine)
-        args += ["-drive", f"file={files.config_drive},format=raw,if=none,id=cd0,"
-                           "media=cdrom,readonly=on",
+        args += ["-drive", (f"file={files.config_drive},format=raw,if=none,id=cd0,"
+                           "media=cdrom,readonly=on"),
                  "-device", "ide-cd,drive=cd0,bus=ide.1,unit=0"]
     model = nic_model(spec)
     for index, vif in enumerate(spec.vifs):
-        args += ["-netdev", f"tap,id=net{index},ifname={vif.dev},script=no,downscript=no,"
-                            "vnet_hdr=off",
+        args += ["-netdev", (f"tap,id=net{index},ifname={vif.dev},script=no,downscript=no,"
+                            "vnet_hdr=off"),
                  "-device", f"{model},netdev=net{index},mac={vif.mac},romfile="]
     return args

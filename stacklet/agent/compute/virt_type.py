@@ -35,7 +35,7 @@ def _boot_id() -> str:
 
 def _qemu_version(binary: str) -> str:
     try:
-        return subprocess.run([binary, "--version"], capture_output=True, text=True,
+        return subprocess.run([binary, "--version"], capture_output=True, text=True, check=False,
                               timeout=10).stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         return ""
@@ -104,8 +104,8 @@ def probe(binary: str, kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOU
                                   f"{time.monotonic() - started:.1f} s")
                 if proc.poll() is not None:
                     err = (proc.stderr.read() or "").strip().splitlines()
-                    return False, f"{accel} probe: QEMU exited {proc.returncode}: " \
-                                  f"{err[-1] if err else ''}"
+                    return False, (f"{accel} probe: QEMU exited {proc.returncode}: "
+                                  f"{err[-1] if err else ''}")
                 time.sleep(0.1)
             return False, (f"{accel} could not run a guest kernel to its init within "
                            f"{timeout:.0f} s")
