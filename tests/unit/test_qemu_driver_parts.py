@@ -1,14 +1,15 @@
-"""The qemu driver's pure parts: its QEMU command line (qemu_argv), the config drive's files
-(configdrive.tree) and the virt_type choice without a probe."""
+"""The qemu driver's parts without a VM: its QEMU command line (qemu_argv), the config drive's
+ISO (config_drive_iso) and the virt_type choice without a probe."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from stacklet.agent.compute import configdrive, qemu_argv, virt_type
+from stacklet.agent.compute import config_drive_iso, qemu_argv, virt_type
 from stacklet.agent.compute.driver import DriverError, Image, InstanceSpec, Vif
 
 UUID = "0b7c9a3e-1111-2222-3333-444455556666"
@@ -84,28 +85,21 @@ def test_disk_buses_config_drive_and_kernel_command_line():
     assert "-kernel" not in argv(spec(kernel=None))
 
 
-def test_config_drive_has_novas_layout_and_the_metadata_services_documents(tmp_path):
-    configdrive.tree(spec(), tmp_path)
-    latest = tmp_path / "openstack" / "latest"
-    assert sorted(p.name for p in latest.iterdir()) == [
-        "meta_data.json", "network_data.json", "user_data", "vendor_data.json",
-        "vendor_data2.json"]
-    meta = json.loads((latest / "meta_data.json").read_text())
-    assert meta["uuid"] == UUID and meta["hostname"] == "vm1" and meta["name"] == "vm1"
+def test_config_drive_is_an_iso_labelled_config_2_with_novas_files(tmp_path):
+    iso = config_drive_iso.build(spec(), tmp_path / "config.iso")
+    info = subprocess.run(["isoinfo", "-d", "-i", str(iso)], capture_output=True, text=True,
+                          check=True).stdout
+    assert "Volume id: config-2" in info
+    names = subprocess.run(["isoinfo", "-R", "-f", "-i", str(iso)], capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert {"/openstack/latest/meta_data.json", "/openstack/latest/user_data",
+            "/openstack/latest/vendor_data.json"} <= set(names)
+    meta = json.loads(subprocess.run(
+        ["isoinfo", "-R", "-x", "/openstack/latest/meta_data.json", "-i", str(iso)],
+        capture_output=True, check=True).stdout)
+    assert meta["uuid"] == UUID and meta["hostname"] == "vm1"
     assert meta["public_keys"] == {"k1": "ssh-ed25519 AAAA k1"}
-    assert meta["meta"] == {"role": "web"} and meta["project_id"] == "p1"
-    assert (latest / "user_data").read_bytes() == b"#cloud-config\n"
-    network = json.loads((latest / "network_data.json").read_text())
-    assert network["links"] == [{"id": f"tap{PORT[:11]}", "vif_id": PORT, "type": "ovs",
-                                 "mtu": 1450, "ethernet_mac_address": "fa:16:3e:00:00:01"}]
-    assert network["networks"] == [{"id": "network0", "type": "ipv4_dhcp",
-                                    "link": f"tap{PORT[:11]}", "network_id": "net1"}]
-    # the versions cloud-init asks for, and the old ones without the newer documents
-    assert (tmp_path / "openstack" / "2018-08-27" / "network_data.json").is_file()
-    assert not (tmp_path / "openstack" / "2012-08-10" / "network_data.json").exists()
-    ec2 = json.loads((tmp_path / "ec2" / "latest" / "meta-data.json").read_text())
-    assert ec2["hostname"] == "vm1" and ec2["local-ipv4"] == "10.0.0.5"
-    assert ec2["public-keys"] == {"0": {"openssh-key": "ssh-ed25519 AAAA k1"}}
+    assert not list(tmp_path.glob("config-drive-*"))     # no work files left
 
 
 def test_virt_type_as_configured_and_auto_from_the_probe_of_this_boot(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stacklet import linux
-from stacklet.agent.compute import configdrive, qemu_argv, virt_type
+from stacklet.agent.compute import config_drive_iso, qemu_argv, virt_type
 from stacklet.agent.compute import vif as os_vif
 from stacklet.agent.compute.driver import (
     POWER_RUNNING,
@@ -119,7 +119,7 @@ class QemuDriver:
         try:
             self._disk(spec, files)
             if spec.config_drive:
-                configdrive.build(spec, files.config_drive)
+                config_drive_iso.build(spec, files.config_drive)
             self._plug(spec)
             self._start(spec, files)
         except linux.CommandFailed as exc:
