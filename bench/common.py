@@ -57,7 +57,8 @@ def api_cloud(conf: str = "", cloud: str = "stacklet-admin") -> Iterator[tuple[s
     data_dir = Path(tempfile.mkdtemp(prefix="stacklet-bench-"))
     try:
         port = free_port()
-        (data_dir / "stacklet.conf").write_text(f"[DEFAULT]\nbind_port = {port}\n{conf}")
+        (data_dir / "stacklet.conf").write_text(
+            f"[DEFAULT]\nbind_port = {port}\ncreate_default_image = false\n{conf}")
         subprocess.run([str(BIN / "stacklet"), "up", "--data-dir", str(data_dir)], check=True,
                        stdout=subprocess.DEVNULL)
         auth = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"][cloud]["auth"]

@@ -137,7 +137,7 @@ def start_cloud(data_dir: Path) -> tuple[str, str]:
     port = free_port()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     (data_dir / "stacklet.conf").write_text(
-        f"[DEFAULT]\nbind_port = {port}\n"
+        f"[DEFAULT]\nbind_port = {port}\ncreate_default_image = false\n"
         "[quotas]\nquota_port = -1\nquota_network = -1\nquota_subnet = -1\n"
         "quota_security_group = -1\nquota_security_group_rule = -1\n"
         # no local dataplane: the simulated nodes are the dataplane (as in the test clouds)

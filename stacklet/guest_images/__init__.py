@@ -17,11 +17,25 @@ that appears complete (renamed into place) or not at all.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_CACHE = Path("/var/cache/stacklet/images")
+
+
+def digest(*parts: str | bytes) -> str:
+    """The name of a recipe: what goes into an image (a change of it builds a new one)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:12]
 
 
 def cache_dir() -> Path:
@@ -45,3 +59,22 @@ class GuestImage:
 
 class BuildError(RuntimeError):
     pass
+
+
+@contextlib.contextmanager
+def building(final: Path) -> Iterator[tuple[Path, Path]]:
+    """(work dir, output dir) of a build; when the block ends without an error the output
+    dir becomes ``final`` (replacing an older one) in one rename, and the work goes."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{final.name}-", dir=final.parent) as tmp:
+        work = Path(tmp)
+        out = work / "out"
+        out.mkdir()
+        yield work, out
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(out, final)
+    kind = final.name.rsplit("-", 1)[0]
+    for stale in final.parent.glob(f"{kind}-*"):     # builds of older recipes
+        if stale != final and stale.is_dir() and stale.name.rsplit("-", 1)[0] == kind:
+            shutil.rmtree(stale, ignore_errors=True)

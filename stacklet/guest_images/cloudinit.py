@@ -13,13 +13,11 @@ TCG reaches "finished" in 60-90 s.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
-from stacklet.guest_images import GuestImage, cache_dir, debs, tiny
+from stacklet.guest_images import GuestImage, building, cache_dir, debs, digest, tiny
 
 SUITE = "bookworm"
 PACKAGES = ("systemd-sysv", "udev", "dbus", "iproute2", "iputils-ping", "isc-dhcp-client",
@@ -31,6 +29,7 @@ PACKAGES = ("systemd-sysv", "udev", "dbus", "iproute2", "iputils-ping", "isc-dhc
 LABEL = "cloudimg-rootfs"
 COMMAND_LINE = f"root=LABEL={LABEL} rw console=ttyS0"
 DISK_SIZE = "2G"
+BUILD = 1
 CLOUD_CFG = """\
 datasource_list: [ ConfigDrive, OpenStack, None ]
 # minbase has no en_US.UTF-8; cloud-init's locale module would fail (and report an error)
@@ -39,10 +38,8 @@ locale: C.UTF-8
 
 
 def recipe() -> str:
-    import hashlib
-    digest = hashlib.sha256((SUITE + " ".join(PACKAGES) + CLOUD_CFG + DISK_SIZE).encode())
-    digest.update(Path(__file__).read_bytes())
-    return digest.hexdigest()[:12]
+    """What makes the image (bump BUILD when the build itself changes)."""
+    return digest(str(BUILD), SUITE, *PACKAGES, CLOUD_CFG, DISK_SIZE, LABEL)
 
 
 def directory() -> Path:
@@ -81,23 +78,16 @@ def build(force: bool = False, log=print) -> GuestImage:
     final = directory()
     if built() and not force:
         return image(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".cloud-init-", dir=final.parent) as tmp:
-        work = Path(tmp)
+    with building(final) as (work, out):
         rootfs = work / "rootfs"
         log(f"build-images: cloud-init: debootstrap {SUITE} from {mirror()} (minutes)")
         debs.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
                   SUITE, str(rootfs), mirror()], timeout=3600)
         _configure(rootfs)
-        out = work / "out"
-        out.mkdir()
         raw = work / "disk.raw"
         log("build-images: cloud-init: mkfs.ext4 -d, qemu-img convert")
         debs.run(["mkfs.ext4", "-q", "-L", LABEL, "-d", str(rootfs), str(raw), DISK_SIZE])
         debs.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out / "disk.qcow2")])
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(out, final)
     log(f"build-images: cloud-init: {final}")
     return image(final)
 

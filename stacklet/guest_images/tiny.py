@@ -10,15 +10,12 @@ uncompressed, see _extract_vmlinux).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import lzma
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-from stacklet.guest_images import BuildError, GuestImage, cache_dir, debs
+from stacklet.guest_images import BuildError, GuestImage, building, cache_dir, debs, digest
 
 KERNEL_PACKAGE = "linux-image-amd64"
 # NICs (virtio, e1000, rtl8139), disks (virtio, IDE via PIIX, SATA via AHCI), the config
@@ -30,15 +27,15 @@ MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "e1000", "8139cp", "8139too
 # under TCG here (the guest's own hardening against its own processes: a test image's trade)
 COMMAND_LINE = "console=ttyS0 mitigations=off cryptomgr.notests no_timer_check"
 HERE = Path(__file__).resolve().parent
-SOURCES = ("init.sh", "udhcpc.script", "tiny.py")
+SOURCES = ("init.sh", "udhcpc.script")
+BUILD = 1
 
 
 def recipe() -> str:
-    """A digest of what makes the image: a change rebuilds it under a new directory."""
-    digest = hashlib.sha256(KERNEL_PACKAGE.encode() + " ".join(MODULES).encode())
-    for name in SOURCES:
-        digest.update((HERE / name).read_bytes())
-    return digest.hexdigest()[:12]
+    """What makes the image: a change rebuilds it under a new directory (bump BUILD when the
+    build itself changes)."""
+    return digest(str(BUILD), KERNEL_PACKAGE, *MODULES,
+                  *((HERE / name).read_bytes() for name in SOURCES))
 
 
 def directory() -> Path:
@@ -60,11 +57,7 @@ def build(force: bool = False, log=print) -> GuestImage:
     final = directory()
     if built() and not force:
         return image(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tiny-", dir=final.parent) as tmp:
-        work = Path(tmp)
-        out = work / "out"
-        out.mkdir()
+    with building(final) as (work, out):
         log(f"build-images: tiny: downloading {KERNEL_PACKAGE} and busybox-static")
         kernel_deb = debs.fetch(debs.resolve(KERNEL_PACKAGE), work / "debs")
         busybox_deb = debs.fetch("busybox-static", work / "debs")
@@ -78,12 +71,6 @@ def build(force: bool = False, log=print) -> GuestImage:
         # the image's disk: empty (the tiny guest lives in its initramfs); Glance needs data
         debs.run(["qemu-img", "create", "-q", "-f", "qcow2", str(out / "disk.qcow2"), "64M"])
         (out / "kernel-version").write_text(version + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(out, final)
-    for stale in final.parent.glob("tiny-*"):       # builds of older recipes
-        if stale != final and stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
     log(f"build-images: tiny: {final}")
     return image(final)
 
