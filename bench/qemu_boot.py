@@ -17,7 +17,7 @@ would choose it: TCG here) measure until
   the spawn);
 - metadata: the console says it fetched meta_data.json from 169.254.169.254.
 
-Then the instance is destroyed and the port deleted. Target (issue 10): first ping p50 <= 4 s.
+Then the instance is destroyed (its port is deleted at the end). Target (issue 10): first ping p50 <= 4 s.
 Not a test: it writes figures, it asserts nothing.
 """
 
@@ -74,7 +74,7 @@ def console_time(driver, instance: str, pattern: str, began: float, timeout: flo
         if re.search(pattern, driver.console_log(instance)):
             return time.time()
         time.sleep(0.01)
-    raise SystemExit(f"{pattern!r} not in the console within {timeout} s:\n"
+    raise SystemExit(f"{pattern!r} not in the console of {instance} within {timeout} s:\n"
                      f"{driver.console_log(instance)[-2000:]}")
 
 
@@ -93,7 +93,7 @@ def bench(api: Api, cluster, samples: int) -> dict:
     wait(lambda: api.status(peer_port["id"]) == "ACTIVE", 30, "the peer's port")
     driver = NodeQemu(node, cluster.work_dir / "q1" / "instances")
     accel = driver.accel
-    spawned, leased, pinged, fetched = [], [], [], []
+    spawned, leased, pinged, fetched, ports = [], [], [], [], []
     for i in range(samples):
         instance = str(uuid.uuid4())
         port = api.create("port", network_id=net["id"], device_owner="compute:nova",
@@ -114,12 +114,17 @@ def bench(api: Api, cluster, samples: int) -> dict:
         wait(lambda r=reply: r.at is not None, 60, "the first ping reply")
         pinged.append(reply.at - began)
         reply.stop()
-        print(f"  boot {i + 1}: spawn {spawned[-1] * 1000:.0f} ms, lease "
+        print(f"  boot {i + 1} ({ip}): spawn {spawned[-1] * 1000:.0f} ms, lease "
               f"{leased[-1] * 1000:.0f} ms, first ping {pinged[-1] * 1000:.0f} ms, metadata "
               f"{fetched[-1] * 1000:.0f} ms", file=sys.stderr)
         driver.destroy(instance)
-        api.delete("port", port["id"])
+        ports.append(port["id"])
     peer.unplug()
+    # The ports go only now: a new port given a deleted one's address got no lease (dnsmasq
+    # keeps the old MAC's lease: the DHCP role sends no dhcp_release when a port goes, as
+    # Neutron's agent does), and that is not what this benchmark measures.
+    for port_id in ports:
+        api.delete("port", port_id)
     return {"guest": "tiny image (Debian kernel, busybox initramfs), -m 128, 1 vCPU, "
                      "booted one after another",
             "accelerator": accel,
