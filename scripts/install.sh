@@ -12,7 +12,7 @@ VENV="${VENV:-.venv}"
 
 # Needed now: Python and a compiler for wheels without binaries; the rest serves the dataplane.
 PACKAGES=(python3 python3-venv python3-dev gcc iproute2 psmisc curl
-          openvswitch-switch dnsmasq-base iptables ethtool iperf3 netcat-openbsd
+          openvswitch-switch dnsmasq-base dnsmasq-utils iptables ethtool iperf3 netcat-openbsd
           iputils-ping python3-openvswitch udhcpc haproxy conntrack iputils-arping radvd
           graphviz dropbear-bin
           # the qemu instance driver and its guest images (scripts/build-images)

@@ -16,7 +16,7 @@ SKIP_ENV = "STACKLET_TEST_SKIP_DATAPLANE"
 
 # what the harness, the agent's roles and the tests run (scripts/install.sh installs them)
 TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl",
-         "ip", "ethtool", "ping", "sysctl", "nsenter", "unshare", "mount", "dnsmasq",
+         "ip", "ethtool", "ping", "sysctl", "nsenter", "unshare", "mount", "dnsmasq", "dhcp_release",
          "iptables", "iptables-save", "iptables-restore", "haproxy", "radvd", "conntrack",
          "arping", "udhcpc", "dropbear", "dropbearkey", "dbclient",
          # the qemu driver (tests/e2e/test_qemu_driver.py) and its guest images

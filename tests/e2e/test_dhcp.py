@@ -191,6 +191,26 @@ def test_a_new_address_comes_with_the_next_lease_and_dnsmasq_is_only_signalled(a
     vm.unplug()
 
 
+def test_a_deleted_ports_address_leases_to_the_next_port_at_once(api, trio):
+    """dnsmasq keeps a lease in memory after its host entry went: the DHCP role releases it
+    (``dhcp_release``), or the next port given the address gets no lease until it expires."""
+    *_, c1 = trio
+    net, sub = dhcp_network(api, "10.66.0.0/24")
+    wait_status(api, dhcp_port(api, net["id"])["id"], "ACTIVE", timeout=SETUP)
+    first = boot(api, c1, net, sub)
+    assert wait_for(lambda: (lease := first.dhcp(timeout=3)) and lease["ip"] == first.ip,
+                    LEASE, what="the first port's lease")
+    address = first.ip
+    first.unplug()
+    api.remove("port", first.port_id)
+    second = boot(api, c1, net, sub,
+                  fixed_ips=[{"subnet_id": sub["id"], "ip_address": address}])
+    assert second.port["mac_address"] != first.port["mac_address"]
+    assert wait_for(lambda: (lease := second.dhcp(timeout=3)) and lease["ip"] == address,
+                    LEASE, what=f"a lease of {address} for the new port's MAC")
+    second.unplug()
+
+
 def test_two_dhcp_nodes_serve_one_network_each_in_its_own_qdhcp_namespace(api, trio):
     d1, d2, c1 = trio
     net, sub = dhcp_network(api, "10.65.0.0/24")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from stacklet.agent import safe
@@ -156,6 +157,21 @@ def hosts_file(net: DhcpNetwork, conf: DhcpConfig) -> str:
         for ip in _addresses(port, served):
             lines.append(f"{mac},{ident}{hostname(ip)}.{conf.domain},{_ip_text(ip)}{tag}")
     return "".join(line + "\n" for line in lines)
+
+
+def leases(net: DhcpNetwork, ports: Iterable[DhcpPort]) -> set[tuple[str, str, str | None]]:
+    """(MAC, IPv4 address, client id) of every DHCPv4 lease these ports of the network can
+    hold: what ``dhcp_release`` must free when a port, its MAC or its address goes."""
+    served = {s.id for s in _dhcp_subnets(net) if _serves_addresses(s) and s.ip_version == 4}
+    out = set()
+    for port in ports:
+        prefix = _lease_prefix(port)
+        if prefix is None:
+            continue
+        client = _client_id(port)
+        for ip in _addresses(port, served):
+            out.add((prefix[0], ip, client))
+    return out
 
 
 def addn_hosts_file(net: DhcpNetwork, conf: DhcpConfig) -> str:

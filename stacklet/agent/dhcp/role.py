@@ -186,10 +186,30 @@ class DhcpRole:
         elif changed:
             os.kill(pid, signal.SIGHUP)
             LOG.info("dnsmasq of %s (pid %d) reloads its files", net.id, pid)
+            before = self.served.get(net.id)
+            if before:
+                _, inner = dnsmasq.device_names(port.id)
+                self._release(ns, inner, dnsmasq.leases(net, before) -
+                              dnsmasq.leases(net, net.ports))
         self.served[net.id] = frozenset(net.ports)
         iptables.ensure(ns, "filter", FILTER_RULES)
         self._metadata(net, ns)
         self.applied[net.id] = fingerprint
+
+    @staticmethod
+    def _release(ns: str, inner: str, gone: set[tuple[str, str, str | None]]) -> None:
+        """Free in dnsmasq the leases of hosts that are gone (a port deleted, its MAC or
+        address changed), as Neutron's agent does with ``dhcp_release``: else dnsmasq keeps
+        the address leased to the old MAC and the next port given it gets no lease until
+        that lease expires. After the reload: the host file no longer holds them."""
+        for mac, ip, client in sorted(gone, key=lambda lease: (lease[1], lease[0])):
+            args = ["dhcp_release", inner, ip, mac, *([client] if client else [])]
+            result = linux.run(args, ns, check=False)
+            if result.returncode != 0:
+                LOG.warning("dhcp_release %s %s in %s: %s", ip, mac, ns,
+                            result.stderr.strip() or result.returncode)
+            else:
+                LOG.info("released the lease of %s (%s) in %s", ip, mac, ns)
 
     def _directory(self, path: Path) -> None:
         if self.daemon_gid is None:
