@@ -334,6 +334,8 @@ def cmd_server(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(conf)
     app.state.services.image.data.recover()  # uploads cut short by the last stop
+    from stacklet.services.compute.conductor import Conductor
+    Conductor(app.state.services).start()    # the boot flow's server side
     bus = app.state.services.bus
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     uconf = uvicorn.Config(

@@ -322,7 +322,29 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds of the burst window.", int),
     Option("metadata_rate_limiting", "burst_query_rate_limit", 50,
            "Requests an instance may make within the burst window.", int),
-    # [compute]
+    # [compute]: this node's compute role (the agent) and the server's boot flow
+    Option("compute", "enabled", False,
+           "Whether this node's agent also runs the compute role (a \"Compute\" agent, "
+           "binary nova-compute: instances placed on this node are created, started, stopped "
+           "and deleted here).", _bool),
+    Option("compute", "driver", "netns",
+           "Instance driver of this node: netns (an instance is a network namespace with a "
+           "small init) or qemu (a virtual machine).", str),
+    Option("compute", "instances_dir", "",
+           "Where the driver keeps each instance's files and the cached images. Default: "
+           "<data dir>/instances.", str),
+    Option("compute", "vcpus", 0,
+           "VCPUs this node offers to instances (before the allocation ratio). 0: the "
+           "machine's CPU count.", int),
+    Option("compute", "memory_mb", 0,
+           "Megabytes of RAM this node offers to instances. 0: the machine's memory.", int),
+    Option("compute", "disk_gb", 0,
+           "Gigabytes of disk this node offers to instances. 0: the free space of "
+           "instances_dir's file system.", int),
+    Option("compute", "vif_plugging_timeout", 300,
+           "Seconds the server waits for every port of a booting instance to become ACTIVE "
+           "(Nova's network-vif-plugged) before the instance goes to ERROR and its ports "
+           "and placement are released (Nova's [DEFAULT] vif_plugging_timeout).", int),
     Option("compute", "virt_type", "auto",
            "Accelerator of the qemu driver: kvm, qemu (TCG, software emulation) or auto: KVM "
            "only when /dev/kvm really runs a guest (probed once per boot by booting the tiny "
@@ -330,6 +352,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("compute", "shutdown_timeout", 60,
            "Seconds the qemu driver waits for a guest to power off after the ACPI power "
            "button (stop, soft reboot) before it ends QEMU, as Nova's shutdown_timeout.", int),
+    # [scheduler]: where instances go (Nova's filter scheduler)
+    Option("scheduler", "cpu_allocation_ratio", 4.0,
+           "VCPUs placed per VCPU a node offers (Nova's initial_cpu_allocation_ratio).",
+           float),
+    Option("scheduler", "ram_allocation_ratio", 1.0,
+           "Megabytes of instance RAM placed per megabyte a node offers.", float),
+    Option("scheduler", "disk_allocation_ratio", 1.0,
+           "Gigabytes of instance disk placed per gigabyte a node offers.", float),
+    Option("scheduler", "weigher", "spread",
+           "spread: the node with the most free RAM first (Nova's default RAM weigher); "
+           "pack: the node with the least free RAM first.", str),
     # [securitygroup]
     Option("securitygroup", "enable_security_group", True,
            "Enforce security groups on ports.", _bool),

@@ -39,9 +39,13 @@ VERSION = 1
 OVS_AGENT = "Open vSwitch agent"
 DHCP_AGENT = "DHCP agent"
 L3_AGENT = "L3 agent"
+# A node running the compute role: Nova's nova-compute service, as os-services shows it.
+COMPUTE_AGENT = "Compute"
+COMPUTE_BINARY = "nova-compute"
 AGENT_BINARIES = {OVS_AGENT: "stacklet-openvswitch-agent", DHCP_AGENT: "stacklet-dhcp-agent",
-                  L3_AGENT: "stacklet-l3-agent"}
-AGENT_TOPICS = {OVS_AGENT: "N/A", DHCP_AGENT: "dhcp_agent", L3_AGENT: "l3_agent"}
+                  L3_AGENT: "stacklet-l3-agent", COMPUTE_AGENT: COMPUTE_BINARY}
+AGENT_TOPICS = {OVS_AGENT: "N/A", DHCP_AGENT: "dhcp_agent", L3_AGENT: "l3_agent",
+                COMPUTE_AGENT: "compute"}
 # configurations an L3 agent reports that count its work (they change without a re-register)
 L3_COUNTS = ("routers", "ex_gw_ports", "interfaces", "floating_ips")
 
@@ -60,6 +64,7 @@ NETWORK_OWNER_PREFIX = "network:"     # service ports: no security groups on the
 DHCP_OWNER = "network:dhcp"
 ROUTER_GATEWAY = "network:router_gateway"
 ROUTER_INTERFACE = "network:router_interface"
+COMPUTE_OWNER_PREFIX = "compute:"   # instances' ports: compute:<availability zone>
 ROUTER_INTERFACE_OWNERS = (ROUTER_INTERFACE, "network:router_interface_distributed",
                            "network:ha_router_replicated_interface")
 
@@ -406,6 +411,82 @@ class Router:
                           for f in d.get("floating_ips") or ()]))
 
 
+# Instances placed on the host (the compute role makes the node match them).
+POWER_RUNNING = "running"       # the wanted power state
+POWER_SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceImage:
+    """The image an instance boots; the agent caches its data from the server
+    (``GET /agent/v1/images/{id}/file``)."""
+
+    id: str
+    disk_format: str | None = None
+    container_format: str | None = None
+    size: int | None = None
+    checksum: str | None = None
+    properties: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: dict) -> InstanceImage:
+        return cls(d["id"], d.get("disk_format"), d.get("container_format"), d.get("size"),
+                   d.get("checksum"), dict(d.get("properties") or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceVif:
+    port_id: str
+    mac_address: str
+    network_id: str
+    mtu: int = 1500
+    fixed_ips: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict) -> InstanceVif:
+        return cls(d["port_id"], d["mac_address"], d["network_id"], d.get("mtu") or 1500,
+                   tuple(d.get("fixed_ips") or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One instance the host should have. ``power``: the wanted power state; ``reboot``
+    ("soft"/"hard") with ``reboot_seq`` while a reboot is pending: the agent reboots once per
+    seq and reports the seq it did (``InstanceStatus.rebooted``)."""
+
+    uuid: str
+    name: str
+    hostname: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    image: InstanceImage | None = None
+    vifs: tuple[InstanceVif, ...] = ()
+    power: str = POWER_RUNNING
+    reboot: str = ""
+    reboot_seq: int = 0
+    config_drive: bool = False
+    user_data: str | None = None        # base64, as the API took it
+    public_keys: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    availability_zone: str = "nova"
+    project_id: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict) -> Instance:
+        image = d.get("image")
+        return cls(d["uuid"], d.get("name") or "", d.get("hostname") or "",
+                   int(d.get("vcpus") or 1), int(d.get("memory_mb") or 0),
+                   int(d.get("disk_gb") or 0),
+                   InstanceImage.from_json(image) if image else None,
+                   tuple([InstanceVif.from_json(v) for v in d.get("vifs") or ()]),
+                   d.get("power") or POWER_RUNNING, d.get("reboot") or "",
+                   int(d.get("reboot_seq") or 0), bool(d.get("config_drive")),
+                   d.get("user_data"), dict(d.get("public_keys") or {}),
+                   dict(d.get("metadata") or {}), d.get("availability_zone") or "nova",
+                   d.get("project_id") or "")
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One host's desired dataplane (``GET /agent/v1/hosts/{host}/state``).
@@ -425,6 +506,8 @@ class Snapshot:
     # ports of dhcp_networks whose host entry the server waits for (their DHCP provisioning
     # block): port id → the port revision it waits for; the agent answers with DhcpReadyReport
     dhcp_pending: dict[str, int] = field(default_factory=dict)
+    # instances placed on this host (its compute role, when it runs one)
+    instances: tuple[Instance, ...] = ()
     version: int = VERSION
 
     def to_json(self) -> bytes:
@@ -448,7 +531,8 @@ class Snapshot:
                  for k, v in (d.get("l2pop") or {}).items()},
                 tuple([DhcpNetwork.from_json(n) for n in d.get("dhcp_networks") or ()]),
                 tuple([Router.from_json(r) for r in d.get("routers") or ()]),
-                _revisions(d, "dhcp_pending"))
+                _revisions(d, "dhcp_pending"),
+                tuple([Instance.from_json(i) for i in d.get("instances") or ()]))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ContractError(f"malformed snapshot: {type(exc).__name__} {exc}") from None
 
@@ -607,6 +691,50 @@ class FloatingIpStatusReport:
                    Revision.from_json(d.get("revision")))
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceStatus:
+    """What the compute role found of one instance: its power state (Nova's numbers: 0 no
+    state, 1 running, 4 shutdown, 6 crashed), the last reboot seq it carried out, and the
+    error of its last attempt (a spawn that failed: the instance's fault)."""
+
+    uuid: str
+    power_state: int = 0
+    rebooted: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStatusReport:
+    """``POST /agent/v1/hosts/{host}/instance_status``: every instance the compute role has
+    (or failed to create) on the host."""
+
+    instances: tuple[InstanceStatus, ...] = ()
+    revision: Revision = Revision()
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str | dict) -> InstanceStatusReport:
+        d = _loads(data)
+        items = d.get("instances") or []
+        if not isinstance(items, list):
+            raise ContractError("'instances' must be a list")
+        out = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("uuid"), str):
+                raise ContractError("each instance needs a 'uuid' (string)")
+            power, rebooted = item.get("power_state", 0), item.get("rebooted", 0)
+            error = item.get("error")
+            if not isinstance(power, int) or isinstance(power, bool) or \
+                    not isinstance(rebooted, int) or isinstance(rebooted, bool):
+                raise ContractError("'power_state' and 'rebooted' must be integers")
+            if error is not None and not isinstance(error, str):
+                raise ContractError("'error' must be a string or null")
+            out.append(InstanceStatus(item["uuid"], power, rebooted, error))
+        return cls(tuple(out), Revision.from_json(d.get("revision")))
+
+
 # --- an Open vSwitch agent's configurations --------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -657,7 +785,8 @@ class OvsConfigurations:
 # What the server may ask a node's agent (``stacklet trace`` asks each node for its part).
 REQUEST_OFPROTO_TRACE = "ofproto_trace"   # follow a packet through the node's bridges
 REQUEST_ROUTER_PATH = "router_path"       # routing decision and NAT in a qrouter- namespace
-REQUEST_KINDS = (REQUEST_OFPROTO_TRACE, REQUEST_ROUTER_PATH)
+REQUEST_CONSOLE_LOG = "console_log"       # an instance's console log (os-getConsoleOutput)
+REQUEST_KINDS = (REQUEST_OFPROTO_TRACE, REQUEST_ROUTER_PATH, REQUEST_CONSOLE_LOG)
 
 
 @dataclass(frozen=True, slots=True)

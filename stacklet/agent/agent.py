@@ -13,6 +13,10 @@ Threads:
   ovs-vswitchd still has the flows (canary) and that no bridge was deleted (a deleted br-tun,
   br-int or physnet bridge is made again and reprogrammed), and every ``resync_interval`` it
   rewrites everything as a safety net;
+- *compute*: the compute role (``[compute] enabled``; ``agent/compute/role.py``), woken by
+  each new snapshot and every ``check_interval``: instances spawned, powered, rebooted,
+  destroyed as the snapshot says, their states reported; it also answers the console log
+  requests (``console_log``) the long poll brings;
 - *roles*: the DHCP and L3 roles, woken by each new snapshot and every ``[agent]
   check_interval`` seconds (1 s after a failure). Each call compares what the role applied with
   the node and repairs the difference (a flushed nat table, a deleted route or address, a dead
@@ -58,12 +62,14 @@ from stacklet.config import Config
 from stacklet.contract import (
     AGENT_BINARIES,
     AGENT_TOPICS,
+    COMPUTE_AGENT,
     DHCP_AGENT,
     L3_AGENT,
     OVS_AGENT,
     AgentAnswer,
     AgentReport,
     AgentRequest,
+    REQUEST_CONSOLE_LOG,
     Revision,
     Snapshot,
     SyncStatus,
@@ -152,7 +158,11 @@ class Agent:
         self.l3_lock = threading.Lock()         # l3.sync (roles thread) / l3.announce (main)
         self.fips_reported: dict[str, str] = {}  # floating IP id → status we last reported
         self.wired: frozenset[str] = frozenset()  # ports the last L2 pass wired
-        self.health = {OVS_AGENT: Health(), DHCP_AGENT: Health(), L3_AGENT: Health()}
+        self.health = {OVS_AGENT: Health(), DHCP_AGENT: Health(), L3_AGENT: Health(),
+                       COMPUTE_AGENT: Health()}
+        self.compute = compute_role(conf, connection, self.client) \
+            if conf.compute.enabled else None
+        self.compute_wake = threading.Event()   # a new snapshot for the compute role
         self.explainer = Explainer(self.l2conf, run_dir(connection), connection)
         self.metrics = AgentMetrics(self)   # served on [agent] metrics_bind by run()
 
@@ -187,7 +197,13 @@ class Agent:
         """Run one request from the server (``stacklet trace`` asks for this node's part) and
         post its answer; a failure is answered too, so the server never waits for nothing."""
         try:
-            answer = AgentAnswer(request.id, result=self.explainer.run(request))
+            if request.kind == REQUEST_CONSOLE_LOG:
+                if self.compute is None:
+                    raise RuntimeError("this node runs no compute role")
+                result = self.compute.console_log(request.args)
+            else:
+                result = self.explainer.run(request)
+            answer = AgentAnswer(request.id, result=result)
         except Exception as exc:  # noqa: BLE001 - the answer says what went wrong
             LOG.warning("request %s failed: %s", request.kind, exc)
             answer = AgentAnswer(request.id, error=f"{type(exc).__name__}: {exc}")
@@ -220,6 +236,8 @@ class Agent:
             roles.append((DHCP_AGENT, self.dhcp.configurations()))
         if self.l3 is not None:
             roles.append((L3_AGENT, self.l3.configurations()))
+        if self.compute is not None:
+            roles.append((COMPUTE_AGENT, self.compute.configurations()))
         return [AgentReport(agent_type, self.host, configurations, AGENT_BINARIES[agent_type],
                             AGENT_TOPICS[agent_type], "nova", start,
                             self.health[agent_type].status())
@@ -230,7 +248,7 @@ class Agent:
     def run(self) -> None:
         self.metrics.serve(self.conf.agent.metrics_bind)
         self.role.setup()
-        for target in (self._events, self._heartbeat, self._roles):
+        for target in (self._events, self._heartbeat, self._roles, self._compute):
             threading.Thread(target=target, name=target.__name__.strip("_"),
                              daemon=True).start()
         last_full = next_canary = time.monotonic()
@@ -344,6 +362,7 @@ class Agent:
         if snapshot.revision.newer_than(self.revision):
             self.revision = snapshot.revision
         self.roles_wake.set()       # the DHCP and L3 roles apply it in their thread
+        self.compute_wake.set()     # so does the compute role, in its own
 
     def _report(self, result) -> int:
         """Report ports wired (up) or no longer wired (down), each with the revision the
@@ -502,9 +521,45 @@ class Agent:
             if known.get(fip_id) in (None, self.fips_reported[fip_id]):
                 del self.fips_reported[fip_id]
 
+    # -- the compute role (its own thread) ---------------------------------------------------
+
+    def _compute(self) -> None:
+        """Make the node's instances match each new snapshot, and check them every
+        ``check_interval`` seconds; report their states."""
+        if self.compute is None:
+            return
+        interval = max(0.2, float(self.conf.agent.check_interval))
+        due = 0.0
+        health = self.health[COMPUTE_AGENT]
+        while not self.stopping.is_set():
+            self.compute_wake.wait(max(0.0, due - time.monotonic()))
+            self.compute_wake.clear()
+            snapshot = self.snapshot
+            if self.stopping.is_set() or snapshot is None:
+                due = time.monotonic() + interval
+                continue
+            began = time.monotonic()
+            try:
+                statuses, failures = self.compute.sync(snapshot.instances)
+                if self.compute.report_due(statuses):
+                    self.client.instance_status(statuses, snapshot.revision)
+                    self.compute.reported(statuses)
+                self.metrics.observe("compute", "sync", time.monotonic() - began)
+                health.ok(snapshot.revision)
+                if failures:
+                    LOG.warning("compute sync: %s", "; ".join(failures))
+                    health.failed("; ".join(failures))
+                ok = not failures
+            except Exception as exc:
+                LOG.exception("compute sync failed; retrying")
+                health.failed(f"{type(exc).__name__}: {exc}")
+                ok = False
+            due = time.monotonic() + (interval if ok else RETRY)
+
     def stop(self, *_: object) -> None:
         self.stopping.set()
         self.wake.set()
+        self.compute_wake.set()
 
 
 def metadata_relay(conf: Config) -> MetadataRelay | None:
@@ -555,6 +610,18 @@ def l3_role(conf: Config, ovsdb_connection: str,
                   daemons_dir(conf) / "l3", conf.ovs.integration_bridge,
                   _proxy(conf, "metadata-proxy", relay or metadata_relay(conf)),
                   unprivileged.Account.of(conf.l3.radvd_user))
+
+
+def compute_role(conf: Config, ovsdb_connection: str, client: ServerClient):
+    """The compute role with the driver ``[compute] driver`` names; instances' files under
+    ``[compute] instances_dir`` (default ``<data dir>/instances``)."""
+    from stacklet.agent.compute.role import ComputeRole, capacity, make_driver
+
+    instances_dir = Path(conf.compute.instances_dir or conf.data_dir / "instances")
+    instances_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    driver = make_driver(conf, ovsdb_connection, instances_dir)
+    return ComputeRole(driver, instances_dir, client.fetch_image, ovsdb_connection,
+                       capacity(conf, instances_dir))
 
 
 def main(conf: Config) -> int:

@@ -3,7 +3,8 @@
 Calls: ``report_state`` (register, heartbeat), ``host_state`` (the host's desired state),
 ``wait`` (long poll for change events), ``port_status`` (ports wired / gone),
 ``dhcp_ready`` (ports whose host entries the DHCP role has in place) and
-``floatingip_status`` (floating IPs applied / dropped by the L3 role) and ``answer`` (the
+``floatingip_status`` (floating IPs applied / dropped by the L3 role), ``instance_status``
+(the compute role's instances), ``fetch_image`` (an image's data) and ``answer`` (the
 result of a request the long poll carried, ``stacklet/bus/requests.py``). Bodies are the records
 of ``stacklet/contract.py``; the snapshot is parsed here, once.
 """
@@ -19,6 +20,8 @@ from stacklet.contract import (
     AgentRequest,
     DhcpReadyReport,
     FloatingIpStatusReport,
+    InstanceStatus,
+    InstanceStatusReport,
     PortStatusReport,
     Revision,
     Snapshot,
@@ -111,6 +114,26 @@ class ServerClient:
                           revision: Revision = Revision()) -> dict:
         return self._post(f"/hosts/{self.host}/floatingip_status",
                           FloatingIpStatusReport(tuple(active), tuple(down), revision))
+
+    def instance_status(self, statuses: list[InstanceStatus],
+                        revision: Revision = Revision()) -> dict:
+        return self._post(f"/hosts/{self.host}/instance_status",
+                          InstanceStatusReport(tuple(statuses), revision))
+
+    def fetch_image(self, image_id: str, dest) -> None:
+        """Stream an image's data into ``dest`` (its own connection: images may be large)."""
+        with httpx.Client(transport=self._new_transport(), base_url=self._base,
+                          timeout=httpx.Timeout(60.0, connect=10.0)) as client:
+            try:
+                with client.stream("GET", f"/images/{image_id}/file") as response:
+                    if response.status_code != 200:
+                        raise RuntimeError(f"image {image_id}: the server answered "
+                                           f"{response.status_code}")
+                    with open(dest, "wb") as out:
+                        for chunk in response.iter_bytes(1 << 20):
+                            out.write(chunk)
+            except httpx.HTTPError as exc:
+                raise ServerUnavailable(f"image {image_id}: {exc}") from None
 
     def close(self) -> None:
         self._client.close()

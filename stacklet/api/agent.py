@@ -10,6 +10,10 @@
     POST /agent/v1/hosts/{host}/floatingip_status  FloatingIpStatusReport → {"updated": n}
     POST /agent/v1/hosts/{host}/dhcp_ready   DhcpReadyReport {"ports": {id: revision}}
                                              → {"released": n, "updated": n}
+    POST /agent/v1/hosts/{host}/instance_status  InstanceStatusReport: the compute role's
+                                             instances (power state, reboots, spawn errors)
+    GET  /agent/v1/images/{id}/file          an image's data, streamed (the compute role
+                                             caches the images of its instances)
 
 The bodies are the records of ``stacklet/contract.py``; a body that does not parse is 400 with
 the contract's message.
@@ -44,6 +48,7 @@ from stacklet.contract import (
     ContractError,
     DhcpReadyReport,
     FloatingIpStatusReport,
+    InstanceStatusReport,
     OvsConfigurations,
     PortStatusReport,
     Revision,
@@ -192,7 +197,10 @@ def port_status(call: Call) -> dict:
                 updated += provisioning.unplugged(port)
         return updated
 
-    return {"updated": call.services.db.retrying(write)}
+    updated = call.services.db.retrying(write)
+    if updated:
+        call.services.compute.servers.wake()     # a booting instance may wait for them
+    return {"updated": updated}
 
 
 def dhcp_ready(call: Call) -> dict:
@@ -220,7 +228,10 @@ def dhcp_ready(call: Call) -> dict:
                 updated += provisioning.dhcp_ready(port, revision)
         return {"released": released, "updated": updated}
 
-    return call.services.db.retrying(write)
+    result = call.services.db.retrying(write)
+    if result["updated"]:
+        call.services.compute.servers.wake()
+    return result
 
 
 def floatingip_status(call: Call) -> dict:
@@ -234,6 +245,36 @@ def floatingip_status(call: Call) -> dict:
         .where(Agent.agent_type == L3_AGENT, Agent.host == call.path["host"]))
     return _set_statuses(call, FloatingIP, (("ACTIVE", active, (hosted,)),
                                             ("DOWN", down, (hosted,))))
+
+
+def instance_status(call: Call) -> dict:
+    """The compute role's instances on its host: kept for the conductor (power states,
+    reboots done, spawn errors), power states written to the rows (Nova's power sync)."""
+    from stacklet.services.compute.conductor import apply_report
+
+    report = _parse(InstanceStatusReport.from_json, call.body)
+    host = call.path["host"]
+    compute = call.services.compute
+    compute.reports.put(host, report.instances)
+    updated = apply_report(call.services.db, host, report.instances)
+    compute.servers.wake()
+    return {"updated": updated}
+
+
+async def image_file(request: Request) -> Response:
+    """An active image's data for a node's image cache (404 when there is none)."""
+    from starlette.responses import FileResponse
+
+    services = request.app.state.services
+    image_id = request.path_params["id"]
+    with services.db.read() as session:
+        from stacklet.store.models.image import Image
+        image = session.get(Image, image_id)
+        status = image.status if image is not None else None
+    path = services.image.store.path(image_id)
+    if status not in ("active", "deactivated") or not path.is_file():
+        return json_response({"error": {"code": 404, "message": "no such image data"}}, 404)
+    return FileResponse(path, media_type="application/octet-stream")
 
 
 async def events(request: Request) -> Response:
@@ -311,6 +352,9 @@ def create_app() -> UnixSocketOnly:
               methods=["POST"]),
         Route(host + "/dhcp_ready", endpoint(dhcp_ready, authenticate=False),
               methods=["POST"]),
+        Route(host + "/instance_status", endpoint(instance_status, authenticate=False),
+              methods=["POST"]),
+        Route("/images/{id}/file", image_file, methods=["GET"]),
     ], exception_handlers={
         errors.StackletError: _stacklet_error,
         HTTPException: _http_error,

@@ -3,7 +3,7 @@
     /identity/...     Keystone v3
     /networking/...   Neutron v2.0
     /image/...        Glance v2
-    /compute/...      Nova v2.1 (flavors, key pairs, quotas, limits, zones; servers later)
+    /compute/...      Nova v2.1 (servers, flavors, key pairs, quotas, limits, zones, ...)
     /metadata/...     the metadata service for instances, called by metadata proxies
     /stacklet/v1/...  stacklet's own API explaining the cloud (topology, trace; admin only)
     /metrics          Prometheus metrics of the server (api/metrics.py; no token)
@@ -80,6 +80,8 @@ def build_services(conf: Config, db: Database | None = None) -> Services:
                         metadata=MetadataService(db, conf), image=ImageServices(db, conf),
                         compute=ComputeServices(db, conf), bus=bus)
     services.metrics.watch(services)
+    from stacklet.services.compute.instance_metadata import instance_for
+    services.metadata.instance_for = instance_for     # servers behind the metadata service
     return services
 
 

@@ -37,6 +37,7 @@ NETWORKING_TABLES = frozenset({
     "ports", "ipallocations", "networks", "network_segments", "subnets",
     "securitygroups", "securitygrouprules", "securitygroupportbindings",
     "routers", "floatingips", "routerl3agentbindings",
+    "instances",    # the compute role's part of the snapshot
 })
 AGENT_TABLE = "agents"
 AGENT_ATTRS = ("configurations", "admin_state_up")

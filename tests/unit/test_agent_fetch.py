@@ -19,6 +19,7 @@ def bare_agent(host_state) -> Agent:
     agent.snapshot = None
     agent.revision = Revision("e", 3)
     agent.roles_wake = threading.Event()
+    agent.compute_wake = threading.Event()
     return agent
 
 

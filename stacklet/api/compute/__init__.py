@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from stacklet import errors
-from stacklet.api.compute import common, flavors, keypairs, quotas, versions
+from stacklet.api.compute import common, flavors, keypairs, nodes, quotas, servers, versions
 from stacklet.api.compute.common import versioned
 
 
@@ -58,8 +58,57 @@ def create_app() -> Starlette:
         Route(v + "/os-quota-class-sets/{class_name}", versioned(quotas.class_update),
               methods=["PUT"]),
     ]
+    routes += _server_routes(v)
     return Starlette(routes=routes, exception_handlers={
         errors.StackletError: common.stacklet_error,
         HTTPException: common.http_error,
         Exception: common.internal_error,
     })
+
+
+def _server_routes(v: str) -> list[Route]:
+    server = v + "/servers/{id}"
+    hyp = v + "/os-hypervisors"
+
+    def r(path: str, handler, method: str, status: int = 200) -> Route:
+        return Route(path, versioned(handler, status), methods=[method])
+    return [
+        r(v + "/servers", servers.index, "GET"),
+        r(v + "/servers", servers.create, "POST"),
+        r(v + "/servers/detail", servers.detail, "GET"),
+        r(server, servers.show, "GET"),
+        r(server, servers.update, "PUT"),
+        r(server, servers.delete, "DELETE"),
+        r(server + "/action", servers.action, "POST"),
+        r(server + "/ips", servers.ips, "GET"),
+        r(server + "/ips/{network}", servers.ips, "GET"),
+        r(server + "/os-interface", servers.interfaces, "GET"),
+        r(server + "/os-interface", servers.attach, "POST"),
+        r(server + "/os-interface/{port_id}", servers.interface, "GET"),
+        r(server + "/os-interface/{port_id}", servers.detach, "DELETE"),
+        r(server + "/metadata", servers.metadata, "GET"),
+        r(server + "/metadata", servers.metadata_update, "POST"),
+        r(server + "/metadata", servers.metadata_replace, "PUT"),
+        r(server + "/metadata/{key}", servers.metadata_item, "GET"),
+        r(server + "/metadata/{key}", servers.metadata_item_set, "PUT"),
+        r(server + "/metadata/{key}", servers.metadata_item_delete, "DELETE"),
+        r(server + "/tags", servers.tags, "GET"),
+        r(server + "/tags", servers.tags_replace, "PUT"),
+        r(server + "/tags", servers.tags_delete, "DELETE"),
+        r(server + "/tags/{tag}", servers.tag_show, "GET"),
+        r(server + "/tags/{tag}", servers.tag_add, "PUT"),
+        r(server + "/tags/{tag}", servers.tag_delete, "DELETE"),
+        r(v + "/os-server-groups", nodes.groups_index, "GET"),
+        r(v + "/os-server-groups", nodes.groups_create, "POST"),
+        r(v + "/os-server-groups/{id}", nodes.groups_show, "GET"),
+        r(v + "/os-server-groups/{id}", nodes.groups_delete, "DELETE"),
+        r(v + "/os-services", nodes.services_index, "GET"),
+        r(v + "/os-services/{id}", nodes.services_update, "PUT"),
+        r(v + "/os-services/{id}", nodes.services_delete, "DELETE"),
+        r(hyp, nodes.hypervisors_index, "GET"),
+        r(hyp + "/detail", nodes.hypervisors_detail, "GET"),
+        r(hyp + "/statistics", nodes.hypervisors_statistics, "GET"),
+        r(hyp + "/{pattern}/search", nodes.hypervisors_search, "GET"),
+        r(hyp + "/{pattern}/servers", nodes.hypervisors_servers, "GET"),
+        r(hyp + "/{id}", nodes.hypervisors_show, "GET"),
+    ]

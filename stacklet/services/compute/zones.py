@@ -18,12 +18,13 @@ from sqlalchemy import select
 
 from stacklet.config import Config
 from stacklet.context import RequestContext
+from stacklet.contract import COMPUTE_BINARY
 from stacklet.services.compute import policy
 from stacklet.services.networking.liveness import Liveness
 from stacklet.store.db import Database
 from stacklet.store.models.agents import Agent
 
-COMPUTE_BINARY = "nova-compute"
+
 DEFAULT_ZONE = "nova"
 
 

@@ -24,7 +24,7 @@ import ipaddress
 import logging
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from stacklet import contract as c
@@ -138,7 +138,65 @@ def host_state(session: Session, host: str,
     dhcp_networks, dhcp_pending = _dhcp_networks(session, host)
     return c.Snapshot(
         host, revision, tuple(ports), networks, security_groups, remote_groups,
-        tuple(agents.values()), l2pop, dhcp_networks, _routers(session, host), dhcp_pending)
+        tuple(agents.values()), l2pop, dhcp_networks, _routers(session, host), dhcp_pending,
+        _instances(session, host))
+
+
+# task states in which an instance is not (or no longer) wanted on its host
+_NOT_ON_HOST = ("scheduling", "networking", "deleting")
+
+
+def _instances(session: Session, host: str) -> tuple[c.Instance, ...]:
+    """20.-23. the instances placed on the host (whose ports exist), with their VIFs, images
+    and key pairs: what its compute role makes the node match."""
+    from stacklet.store.models.image import Image, ImageProperty
+    from stacklet.store.models.servers import Instance
+
+    rows = list(session.scalars(select(Instance).where(
+        Instance.host == host, Instance.deleted.is_(False),
+        or_(Instance.task_state.is_(None), Instance.task_state.not_in(_NOT_ON_HOST)))
+        .order_by(Instance.created_at, Instance.id)))
+    if not rows:
+        return ()
+    port_ids = [p for r in rows for p in r.ports or ()]
+    ports: dict[str, tuple[str, str, int]] = {}
+    ips: dict[str, list[str]] = {}
+    for start in range(0, len(port_ids), 500):
+        part = port_ids[start:start + 500]
+        for port_id, mac, network_id, mtu in session.execute(
+                select(Port.id, Port.mac_address, Port.network_id, Network.mtu)
+                .join(Network, Network.id == Port.network_id).where(Port.id.in_(part))):
+            ports[port_id] = (mac, network_id, mtu or 1500)
+        for port_id, address in session.execute(
+                select(IPAllocation.port_id, IPAllocation.ip_address)
+                .where(IPAllocation.port_id.in_(part))):
+            ips.setdefault(port_id, []).append(address)
+    image_ids = sorted({r.image_ref for r in rows if r.image_ref})
+    images = {i.id: i for i in session.scalars(select(Image).where(Image.id.in_(image_ids)))}
+    properties: dict[str, dict[str, str]] = {}
+    for image_id, name, value in session.execute(
+            select(ImageProperty.image_id, ImageProperty.name, ImageProperty.value)
+            .where(ImageProperty.image_id.in_(image_ids))):
+        properties.setdefault(image_id, {})[name] = value
+    out = []
+    for row in rows:
+        image = images.get(row.image_ref)
+        vifs = tuple(c.InstanceVif(p, ports[p][0], ports[p][1], ports[p][2],
+                                   tuple(sorted(ips.get(p, ()))))
+                     for p in row.ports or () if p in ports)
+        stopped = row.vm_state == "stopped" or row.task_state == "powering-off"
+        reboot = {"rebooting": "soft", "rebooting_hard": "hard"}.get(row.task_state or "", "")
+        out.append(c.Instance(
+            row.id, row.display_name, row.hostname, row.vcpus, row.memory_mb,
+            row.root_gb + row.ephemeral_gb,
+            c.InstanceImage(image.id, image.disk_format, image.container_format, image.size,
+                            image.checksum, properties.get(image.id, {}))
+            if image is not None else None,
+            vifs, c.POWER_SHUTDOWN if stopped and not reboot == "hard" else c.POWER_RUNNING,
+            reboot, row.reboot_seq, bool(row.config_drive), row.user_data,
+            {row.key_name: row.key_data} if row.key_name and row.key_data else {},
+            dict(row.metadata_items or {}), row.availability_zone or "nova", row.project_id))
+    return tuple(out)
 
 
 def _networks(session: Session, local: Any) -> dict[str, c.Network]:

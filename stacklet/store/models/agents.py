@@ -30,6 +30,8 @@ class Agent(Base):
     synced_at: Mapped[str | None] = mapped_column(String(20), nullable=True)
     sync_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     sync_error_at: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # why an admin disabled a compute node (os-services' disabled_reason)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class NetworkDhcpAgentBinding(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-06 00:34:15.387509
+Create Date: 2026-12-06 00:51:09.335440
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def upgrade() -> None:
     sa.Column('synced_at', sa.String(length=20), nullable=True),
     sa.Column('sync_error', sa.Text(), nullable=True),
     sa.Column('sync_error_at', sa.String(length=20), nullable=True),
+    sa.Column('disabled_reason', sa.String(length=255), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_agents')),
     sa.UniqueConstraint('agent_type', 'host', name=op.f('uq_agents_agent_type_host')),
     mysql_charset='utf8mb4',
@@ -196,6 +197,64 @@ def upgrade() -> None:
     op.create_index(op.f('ix_images_name'), 'images', ['name'], unique=False)
     op.create_index(op.f('ix_images_os_hash_value'), 'images', ['os_hash_value'], unique=False)
     op.create_index('ix_images_owner_visibility', 'images', ['owner', 'visibility'], unique=False)
+    op.create_table('instances',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('project_id', sa.String(length=255), nullable=False),
+    sa.Column('user_id', sa.String(length=255), nullable=False),
+    sa.Column('display_name', sa.String(length=255), nullable=False),
+    sa.Column('display_description', sa.Text(), nullable=True),
+    sa.Column('hostname', sa.String(length=255), nullable=False),
+    sa.Column('host', sa.String(length=255), nullable=True),
+    sa.Column('availability_zone', sa.String(length=255), nullable=True),
+    sa.Column('flavor_id', sa.String(length=255), nullable=False),
+    sa.Column('flavor_name', sa.String(length=255), nullable=False),
+    sa.Column('vcpus', sa.Integer(), nullable=False),
+    sa.Column('memory_mb', sa.Integer(), nullable=False),
+    sa.Column('root_gb', sa.Integer(), nullable=False),
+    sa.Column('ephemeral_gb', sa.Integer(), nullable=False),
+    sa.Column('swap', sa.Integer(), nullable=False),
+    sa.Column('flavor_extra_specs', sa.JSON(), nullable=False),
+    sa.Column('image_ref', sa.String(length=255), nullable=False),
+    sa.Column('key_name', sa.String(length=255), nullable=True),
+    sa.Column('key_data', sa.Text(), nullable=True),
+    sa.Column('key_type', sa.String(length=16), nullable=True),
+    sa.Column('user_data', sa.Text(), nullable=True),
+    sa.Column('config_drive', sa.Boolean(), nullable=False),
+    sa.Column('access_ip_v4', sa.String(length=64), nullable=True),
+    sa.Column('access_ip_v6', sa.String(length=64), nullable=True),
+    sa.Column('vm_state', sa.String(length=32), nullable=False),
+    sa.Column('task_state', sa.String(length=32), nullable=True),
+    sa.Column('power_state', sa.Integer(), nullable=False),
+    sa.Column('task_started', sa.Float(), nullable=False),
+    sa.Column('reboot_seq', sa.Integer(), nullable=False),
+    sa.Column('reboot_hard', sa.Boolean(), nullable=False),
+    sa.Column('progress', sa.Integer(), nullable=False),
+    sa.Column('locked', sa.Boolean(), nullable=False),
+    sa.Column('reservation_id', sa.String(length=255), nullable=False),
+    sa.Column('launch_index', sa.Integer(), nullable=False),
+    sa.Column('metadata_items', sa.JSON(), nullable=False),
+    sa.Column('tags', sa.JSON(), nullable=False),
+    sa.Column('security_groups', sa.JSON(), nullable=False),
+    sa.Column('requested_networks', sa.JSON(), nullable=False),
+    sa.Column('ports', sa.JSON(), nullable=False),
+    sa.Column('created_ports', sa.JSON(), nullable=False),
+    sa.Column('server_group_id', sa.String(length=36), nullable=True),
+    sa.Column('fault', sa.JSON(), nullable=True),
+    sa.Column('launched_at', sa.String(length=32), nullable=True),
+    sa.Column('terminated_at', sa.String(length=32), nullable=True),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.Column('updated_at', sa.String(length=20), nullable=False),
+    sa.Column('deleted', sa.Boolean(), nullable=False),
+    sa.Column('deleted_at', sa.String(length=20), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_instances')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
+    )
+    op.create_index(op.f('ix_instances_deleted'), 'instances', ['deleted'], unique=False)
+    op.create_index(op.f('ix_instances_host'), 'instances', ['host'], unique=False)
+    op.create_index(op.f('ix_instances_project_id'), 'instances', ['project_id'], unique=False)
+    op.create_index(op.f('ix_instances_updated_at'), 'instances', ['updated_at'], unique=False)
+    op.create_index(op.f('ix_instances_vm_state'), 'instances', ['vm_state'], unique=False)
     op.create_table('key_pairs',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('user_id', sa.String(length=255), nullable=False),
@@ -274,6 +333,19 @@ def upgrade() -> None:
     mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_securitygroups_project_id'), 'securitygroups', ['project_id'], unique=False)
+    op.create_table('server_groups',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('project_id', sa.String(length=255), nullable=False),
+    sa.Column('user_id', sa.String(length=255), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('policy', sa.String(length=32), nullable=False),
+    sa.Column('rules', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.String(length=20), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_server_groups')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
+    )
+    op.create_index(op.f('ix_server_groups_project_id'), 'server_groups', ['project_id'], unique=False)
     op.create_table('subnetpools',
     sa.Column('ip_version', sa.Integer(), nullable=False),
     sa.Column('prefixes', sa.JSON(), nullable=False),
@@ -534,6 +606,15 @@ def upgrade() -> None:
     op.create_index(op.f('ix_securitygrouprules_project_id'), 'securitygrouprules', ['project_id'], unique=False)
     op.create_index(op.f('ix_securitygrouprules_remote_group_id'), 'securitygrouprules', ['remote_group_id'], unique=False)
     op.create_index(op.f('ix_securitygrouprules_security_group_id'), 'securitygrouprules', ['security_group_id'], unique=False)
+    op.create_table('server_group_members',
+    sa.Column('group_id', sa.String(length=36), nullable=False),
+    sa.Column('instance_id', sa.String(length=36), nullable=False),
+    sa.ForeignKeyConstraint(['group_id'], ['server_groups.id'], name=op.f('fk_server_group_members_group_id_server_groups'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('group_id', 'instance_id', name=op.f('pk_server_group_members')),
+    mysql_charset='utf8mb4',
+    mysql_collate='utf8mb4_nopad_bin'
+    )
+    op.create_index(op.f('ix_server_group_members_instance_id'), 'server_group_members', ['instance_id'], unique=False)
     op.create_table('subnets',
     sa.Column('network_id', sa.String(length=36), nullable=False),
     sa.Column('ip_version', sa.Integer(), nullable=False),
@@ -700,6 +781,7 @@ def downgrade() -> None:
     op.drop_table('identity_application_credentials')
     op.drop_table('floatingips')
     op.drop_table('subnets')
+    op.drop_table('server_group_members')
     op.drop_table('securitygrouprules')
     op.drop_table('ports')
     op.drop_table('networkdhcpagentbindings')
@@ -718,12 +800,14 @@ def downgrade() -> None:
     op.drop_table('default_security_groups')
     op.drop_table('tags')
     op.drop_table('subnetpools')
+    op.drop_table('server_groups')
     op.drop_table('securitygroups')
     op.drop_table('rbac_policies')
     op.drop_table('quotas')
     op.drop_table('networks')
     op.drop_table('locks')
     op.drop_table('key_pairs')
+    op.drop_table('instances')
     op.drop_table('images')
     op.drop_table('identity_tokens')
     op.drop_table('identity_services')
