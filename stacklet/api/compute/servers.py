@@ -44,7 +44,7 @@ class Extras:
 
     def __init__(self, call: Call, rows: list[Instance]) -> None:
         port_ids = [p for r in rows for p in r.ports or ()]
-        self.ports: dict[str, Port] = {}
+        self.ports: dict[str, tuple[str, str]] = {}   # id → (network id, MAC)
         self.ips: dict[str, list[str]] = {}
         self.floating: dict[str, list[str]] = {}
         self.groups: dict[str, list[str]] = {}
@@ -55,8 +55,10 @@ class Extras:
         with db.read() as session:
             for start in range(0, len(port_ids), 500):
                 part = port_ids[start:start + 500]
-                for port in session.scalars(select(Port).where(Port.id.in_(part))):
-                    self.ports[port.id] = port
+                for port_id, network_id, mac in session.execute(
+                        select(Port.id, Port.network_id, Port.mac_address)
+                        .where(Port.id.in_(part))):
+                    self.ports[port_id] = (network_id, mac)
                 for port_id, ip in session.execute(
                         select(IPAllocation.port_id, IPAllocation.ip_address)
                         .where(IPAllocation.port_id.in_(part))):
@@ -71,7 +73,7 @@ class Extras:
                               PortSecurityGroupBinding.security_group_id)
                         .where(PortSecurityGroupBinding.port_id.in_(part))):
                     self.groups.setdefault(port_id, []).append(name)
-            network_ids = {p.network_id for p in self.ports.values()}
+            network_ids = {p[0] for p in self.ports.values()}
             self.networks = dict(session.execute(select(Network.id, Network.name).where(
                 Network.id.in_(network_ids))).all())
             from stacklet.contract import COMPUTE_AGENT
@@ -89,15 +91,16 @@ class Extras:
             port = self.ports.get(port_id)
             if port is None:
                 continue
-            label = self.networks.get(port.network_id) or port.network_id
+            network_id, mac = port
+            label = self.networks.get(network_id) or network_id
             entries = out.setdefault(label, [])
             for ip in sorted(self.ips.get(port_id, ()), key=lambda a: (":" in a, a)):
                 entries.append({"version": 6 if ":" in ip else 4, "addr": ip,
                                 "OS-EXT-IPS:type": "fixed",
-                                "OS-EXT-IPS-MAC:mac_addr": port.mac_address})
+                                "OS-EXT-IPS-MAC:mac_addr": mac})
             for ip in self.floating.get(port_id, ()):
                 entries.append({"version": 4, "addr": ip, "OS-EXT-IPS:type": "floating",
-                                "OS-EXT-IPS-MAC:mac_addr": port.mac_address})
+                                "OS-EXT-IPS-MAC:mac_addr": mac})
         return out
 
     def security_groups(self, row: Instance) -> list[dict[str, str]]:

@@ -43,12 +43,16 @@ class NodeService:
         self.conf = conf
         self.liveness = Liveness(conf)
 
-    def _agents(self, session: Session) -> list[Agent]:
-        return list(session.scalars(select(Agent).where(Agent.agent_type == COMPUTE_AGENT)
-                                    .order_by(Agent.host)))
+    def _agents(self, session: Session, detach: bool = True) -> list[Agent]:
+        agents = list(session.scalars(select(Agent).where(Agent.agent_type == COMPUTE_AGENT)
+                                      .order_by(Agent.host)))
+        if detach:
+            for agent in agents:
+                session.expunge(agent)
+        return agents
 
     def _find(self, session: Session, node_id: str, new_ids: bool) -> Agent:
-        for agent in self._agents(session):
+        for agent in self._agents(session, detach=False):
             if (new_ids and agent.id == node_id) or \
                     (not new_ids and str(legacy_id(agent.id)) == node_id):
                 return agent

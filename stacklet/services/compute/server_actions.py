@@ -131,6 +131,7 @@ class ServerActions:
         if len(found) > 1:
             raise errors.Conflict(f"Multiple security groups found matching '{name}'. Use an "
                                   f"ID to be more specific.")
+        session.expunge(found[0])
         return found[0]
 
     def security_group(self, ctx: RequestContext, server_id: str, body: Any,
@@ -182,9 +183,9 @@ class ServerActions:
                     .where(IPAllocation.port_id.in_(port_ids))):
                 ips.setdefault(port_id, []).append({"subnet_id": subnet_id,
                                                     "ip_address": address})
-        return [{"port_state": ports[p].status, "fixed_ips": ips.get(p, []), "port_id": p,
-                 "net_id": ports[p].network_id, "mac_addr": ports[p].mac_address}
-                for p in port_ids if p in ports]
+            return [{"port_state": ports[p].status, "fixed_ips": ips.get(p, []), "port_id": p,
+                     "net_id": ports[p].network_id, "mac_addr": ports[p].mac_address}
+                    for p in port_ids if p in ports]
 
     def interface(self, ctx: RequestContext, server_id: str, port_id: str) -> dict[str, Any]:
         row = self.servers.get(ctx, server_id)

@@ -168,11 +168,9 @@ class ServerService:
                 except ValueError:
                     raise v.invalid(key, server[key],
                                     f"'{server[key]}' is not a '{'ipv4' if key[-1] == '4' else 'ipv6'}'") from None
-        if server.get("block_device_mapping_v2") or server.get("block_device_mapping"):
-            raise errors.BadRequest("Block device mappings are not supported: boot from an "
-                                    "image (imageRef).")
         flavor_ref = str(server["flavorRef"]).rstrip("/").rsplit("/", 1)[-1]
         image_ref = str(server.get("imageRef") or "").rstrip("/").rsplit("/", 1)[-1]
+        image_ref = _image_from_mappings(server, image_ref)
         if not image_ref:
             raise errors.BadRequest("Block Device Mapping is Invalid: Boot sequence for the "
                                     "instance and image/block device mapping combination is "
@@ -706,6 +704,32 @@ class ServerService:
             row.updated_at = isotime()
         self.db.retrying(write)
         self.wake()
+
+
+def _image_from_mappings(server: dict, image_ref: str) -> str:
+    """Block device mappings: only the one a client sends for "boot from this image onto
+    the local disk" (source image, destination local, boot index 0) is served."""
+    if server.get("block_device_mapping"):
+        raise errors.BadRequest("Block device mappings are not supported: boot from an "
+                                "image (imageRef).")
+    mappings = server.get("block_device_mapping_v2")
+    if not mappings:
+        return image_ref
+    if not isinstance(mappings, list):
+        raise v.invalid("block_device_mapping_v2", mappings,
+                        f"{mappings!r} is not of type 'array'")
+    for item in mappings:
+        if not isinstance(item, dict) or item.get("source_type") != "image" or \
+                item.get("destination_type", "local") != "local" or \
+                str(item.get("boot_index", "0")) != "0":
+            raise errors.BadRequest("Block device mappings are not supported: boot from an "
+                                    "image (imageRef).")
+        if image_ref and item.get("uuid") not in (None, image_ref):
+            raise errors.BadRequest("Block Device Mapping is Invalid: Boot sequence for the "
+                                    "instance and image/block device mapping combination is "
+                                    "not valid.")
+        image_ref = image_ref or str(item.get("uuid") or "")
+    return image_ref
 
 
 def check_tag(tag: Any) -> str:

@@ -184,7 +184,8 @@ def _instances(session: Session, host: str) -> tuple[c.Instance, ...]:
         vifs = tuple(c.InstanceVif(p, ports[p][0], ports[p][1], ports[p][2],
                                    tuple(sorted(ips.get(p, ()))))
                      for p in row.ports or () if p in ports)
-        stopped = row.vm_state == "stopped" or row.task_state == "powering-off"
+        stopped = (row.vm_state == "stopped" and row.task_state != "powering-on") or \
+            row.task_state == "powering-off"
         reboot = {"rebooting": "soft", "rebooting_hard": "hard"}.get(row.task_state or "", "")
         out.append(c.Instance(
             row.id, row.display_name, row.hostname, row.vcpus, row.memory_mb,

@@ -1,0 +1,375 @@
+"""Servers through the Compute API on fake compute nodes (``computenodes.py``: they report
+capacity and play the node's part of the boot flow): create/list/show/update/delete, states
+and faults, actions, interfaces, metadata, tags, server groups, os-services, os-hypervisors,
+with raw HTTP, the openstack CLI and openstacksdk."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+import pytest
+from computenodes import compute_nodes
+from computeutil import Nova, nova_of
+from imgutil import create as create_image
+from imgutil import upload as upload_image
+from netutil import Api, admin_api, osc, uname, user_api
+
+pytestmark = pytest.mark.usefixtures("nodes")
+
+
+@pytest.fixture(scope="module")
+def admin(cloud):
+    api = admin_api(cloud)
+    yield api
+    api.cleanup()
+
+
+@pytest.fixture(scope="module")
+def alice(cloud):
+    return cloud.new_project()
+
+
+@pytest.fixture(scope="module")
+def nodes(cloud, admin):
+    with compute_nodes(cloud, admin, 2) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def net(admin, nodes, alice):
+    network = admin.create("network", name=uname("srvnet"), shared=True,
+                           **{"provider:network_type": "flat",
+                              "provider:physical_network": nodes[0].physnet})
+    subnet = admin.create("subnet", network_id=network["id"], cidr="10.77.0.0/24",
+                          ip_version=4, enable_dhcp=False)
+    return {**network, "subnet": subnet}
+
+
+@pytest.fixture(scope="module")
+def image(cloud, alice):
+    made = create_image(cloud, name=uname("img"), disk_format="raw", container_format="bare",
+                        visibility="public")
+    upload_image(cloud, made["id"], b"\0" * 4096)
+    return made
+
+
+@pytest.fixture(scope="module")
+def nova(alice) -> Nova:
+    return nova_of(alice)
+
+
+@pytest.fixture(scope="module")
+def anova(cloud) -> Nova:
+    return Nova(cloud, lambda: cloud.admin_token)
+
+
+def boot(nova: Nova, net, image, name: str | None = None, version: str = "2.61",
+         wait: bool = True, status: str = "ACTIVE", **extra) -> dict:
+    body = {"server": {"name": name or uname("vm"), "imageRef": image["id"], "flavorRef": "1",
+                       "networks": [{"uuid": net["id"]}], **extra}}
+    created = nova.call("POST", "servers", 202, version=version, json=body)["server"]
+    if wait:
+        return wait_status(nova, created["id"], status)
+    return created
+
+
+def wait_status(nova: Nova, server_id: str, status: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        server = nova.get(f"servers/{server_id}", version="2.61")["server"]
+        if server["status"] == status:
+            return server
+        assert time.monotonic() < deadline, (status, server)
+        time.sleep(0.1)
+
+
+def wait_gone(nova: Nova, server_id: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while nova.req("GET", f"servers/{server_id}").status_code != 404:
+        assert time.monotonic() < deadline, server_id
+        time.sleep(0.1)
+
+
+def ports_of(admin: Api, server_id: str) -> list[dict]:
+    return admin.list("port", {"device_id": server_id})
+
+
+def test_create_goes_active_with_addresses_from_its_port(nova, anova, admin, net, image, nodes):
+    server = boot(nova, net, image)
+    assert server["OS-EXT-STS:vm_state"] == "active"
+    assert server["OS-EXT-STS:task_state"] is None
+    assert server["OS-EXT-STS:power_state"] == 1
+    [port] = ports_of(admin, server["id"])
+    assert port["status"] == "ACTIVE"
+    assert port["device_owner"] == "compute:nova"
+    assert port["binding:host_id"] in {n.host for n in nodes}
+    ip = port["fixed_ips"][0]["ip_address"]
+    assert server["addresses"] == {net["name"]: [{
+        "version": 4, "addr": ip, "OS-EXT-IPS:type": "fixed",
+        "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]}]}
+    assert server["flavor"]["original_name"] == "m1.tiny"     # 2.47: embedded
+    assert "OS-EXT-SRV-ATTR:host" not in server               # admin only
+    seen = anova.get(f"servers/{server['id']}", version="2.61")["server"]
+    assert seen["OS-EXT-SRV-ATTR:host"] == port["binding:host_id"]
+    assert seen["host_status"] == "UP"
+    assert seen["OS-EXT-SRV-ATTR:hostname"] == server["name"].lower()
+    old = nova.get(f"servers/{server['id']}", version="2.1")["server"]
+    assert old["flavor"]["id"] == "1" and "description" not in old and "tags" not in old
+    nova.call("DELETE", f"servers/{server['id']}", 204)
+    wait_gone(nova, server["id"])
+    assert ports_of(admin, server["id"]) == []
+
+
+def test_create_errors_are_novas(nova, net, image):
+    base = {"name": "x", "imageRef": image["id"], "flavorRef": "1",
+            "networks": [{"uuid": net["id"]}]}
+    nova.call("POST", "servers", 400, contains="Flavor nope could not be found.",
+              version="2.61", json={"server": {**base, "flavorRef": "nope"}})
+    nova.call("POST", "servers", 400, contains=f"Image {uuid.UUID(int=1)} could not be found.",
+              version="2.61", json={"server": {**base, "imageRef": str(uuid.UUID(int=1))}})
+    no_net = dict(base)
+    del no_net["networks"]
+    nova.call("POST", "servers", 400, contains="'networks' is a required property",
+              version="2.37", json={"server": no_net})
+    nova.call("POST", "servers", 400, contains="Invalid key_name provided.",
+              version="2.61", json={"server": {**base, "key_name": "nokey"}})
+    nova.call("POST", "servers", 400, contains="is not a 'base64'",
+              version="2.61", json={"server": {**base, "user_data": "%%%"}})
+    nova.call("POST", "servers", 400, contains="could not be found",
+              version="2.61", json={"server": {**base, "networks": [
+                  {"uuid": str(uuid.UUID(int=2))}]}})
+    nova.call("POST", "servers", 400, contains="Security group nosuch not found.",
+              version="2.61", json={"server": {**base, "security_groups": [
+                  {"name": "nosuch"}]}})
+    nova.call("GET", f"servers/{uuid.UUID(int=3)}", 404,
+              contains=f"Instance {uuid.UUID(int=3)} could not be found.")
+
+
+def test_networks_none_boots_without_ports_and_auto_picks_the_only_network(
+        nova, admin, net, image, alice):
+    server = boot(nova, net, image, networks="none")
+    assert server["addresses"] == {}
+    assert ports_of(admin, server["id"]) == []
+    nova.call("DELETE", f"servers/{server['id']}", 204)
+    # auto: the project has no network of its own and one shared network is visible
+    created = nova.call("POST", "servers", 202, version="2.61", json={"server": {
+        "name": uname("auto"), "imageRef": image["id"], "flavorRef": "1",
+        "networks": "auto"}})
+    if created:
+        server = wait_status(nova, created["server"]["id"], "ACTIVE")
+        assert list(server["addresses"]) == [net["name"]]
+        nova.call("DELETE", f"servers/{server['id']}", 204)
+
+
+def test_user_port_and_fixed_ip_are_used_and_the_port_is_kept(nova, alice, net, image, admin):
+    user = user_api(alice)
+    port = user.create("port", network_id=net["id"], name=uname("p"))
+    server = boot(nova, net, image, networks=[{"port": port["id"]},
+                                              {"uuid": net["id"], "fixed_ip": "10.77.0.200"}])
+    addrs = sorted(a["addr"] for a in server["addresses"][net["name"]])
+    assert addrs == sorted([port["fixed_ips"][0]["ip_address"], "10.77.0.200"])
+    nova.call("DELETE", f"servers/{server['id']}", 204)
+    wait_gone(nova, server["id"])
+    kept = admin.show("port", port["id"])
+    assert kept["device_id"] == "" and kept["binding:host_id"] == ""
+    assert [p["id"] for p in ports_of(admin, server["id"])] == []
+
+
+def test_list_filters(nova, anova, alice, net, image, nodes):
+    a = boot(nova, net, image, name=uname("alpha"))
+    b = boot(nova, net, image, name=uname("beta"))
+    names = {s["name"] for s in nova.get("servers", params={"name": "^alpha"})["servers"]}
+    assert names == {a["name"]}
+    assert {s["id"] for s in nova.get("servers/detail", params={"status": "ACTIVE"},
+                                      version="2.61")["servers"]} >= {a["id"], b["id"]}
+    assert nova.get("servers", params={"status": "SHUTOFF"})["servers"] == []
+    nova.call("GET", "servers", 403, params={"all_tenants": "1"},
+              contains="os_compute_api:servers:index:get_all_tenants")
+    everyone = anova.get("servers/detail", params={"all_tenants": "1"},
+                         version="2.61")["servers"]
+    host = next(s for s in everyone if s["id"] == a["id"])["OS-EXT-SRV-ATTR:host"]
+    on_host = anova.get("servers", params={"all_tenants": "1", "host": host})["servers"]
+    assert a["id"] in {s["id"] for s in on_host}
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    nova.call("DELETE", f"servers/{b['id']}", 204)
+    wait_gone(nova, b["id"])
+    changed = nova.get("servers/detail", params={"changes-since": since},
+                       version="2.61")["servers"]
+    deleted = [s for s in changed if s["id"] == b["id"]]
+    assert deleted and deleted[0]["status"] == "DELETED"
+    page = nova.get("servers", params={"limit": 1})
+    assert len(page["servers"]) == 1 and "servers_links" in page
+    nova.call("DELETE", f"servers/{a['id']}", 204)
+
+
+def test_update_name_and_description(nova, net, image):
+    server = boot(nova, net, image)
+    updated = nova.call("PUT", f"servers/{server['id']}", 200, version="2.19",
+                        json={"server": {"name": "renamed", "description": "d"}})["server"]
+    assert updated["name"] == "renamed" and updated["description"] == "d"
+    nova.call("PUT", f"servers/{server['id']}", 400, version="2.1",
+              json={"server": {"description": "d"}}, contains="Additional properties")
+    nova.call("DELETE", f"servers/{server['id']}", 204)
+
+
+def test_power_actions_and_console_with_the_cli(alice, nova, net, image):
+    server = boot(nova, net, image)
+    sid = server["id"]
+    alice.openstack("server", "stop", sid)
+    assert wait_status(nova, sid, "SHUTOFF")["OS-EXT-STS:power_state"] == 4
+    nova.call("POST", f"servers/{sid}/action", 409, json={"os-stop": None},
+              contains="while it is in vm_state stopped")
+    alice.openstack("server", "start", sid)
+    wait_status(nova, sid, "ACTIVE")
+    alice.openstack("server", "reboot", "--wait", sid)
+    assert wait_status(nova, sid, "ACTIVE")["OS-EXT-STS:task_state"] is None
+    alice.openstack("server", "reboot", "--hard", "--wait", sid)
+    log = alice.openstack("console", "log", "show", sid).stdout
+    assert f"console of {server['name'].lower()}" in log
+    log = alice.openstack("console", "log", "show", "--lines", "1", sid).stdout
+    assert log.strip() == "login:"
+    alice.openstack("server", "delete", "--wait", sid)
+    nova.call("GET", f"servers/{sid}", 404)
+
+
+def test_server_create_wait_show_and_list_with_the_cli(alice, net, image, nodes):
+    name = uname("cli")
+    [created] = osc(alice, ["server", "create", "--image", image["id"], "--flavor", "m1.tiny",
+                            "--network", net["id"], "--wait", "-f", "json", name])
+    assert created["status"] == "ACTIVE"
+    [shown, listed] = osc(alice, ["server", "show", "-f", "json", name],
+                          ["server", "list", "-f", "json"])
+    assert net["name"] in json.dumps(shown["addresses"])
+    assert name in {s["Name"] for s in listed}
+    alice.openstack("server", "delete", "--wait", name)
+
+
+def test_security_groups_added_and_removed(alice, nova, admin, net, image):
+    user = user_api(alice)
+    group = user.create("security_group", name=uname("sg"))
+    server = boot(nova, net, image)
+    alice.openstack("server", "add", "security", "group", server["id"], group["name"])
+    [port] = ports_of(admin, server["id"])
+    assert group["id"] in port["security_groups"]
+    shown = nova.get(f"servers/{server['id']}")["server"]
+    assert {"name": group["name"]} in shown["security_groups"]
+    nova.call("POST", f"servers/{server['id']}/action", 400,
+              json={"addSecurityGroup": {"name": group["name"]}},
+              contains="is already associated")
+    alice.openstack("server", "remove", "security", "group", server["id"], group["name"])
+    [port] = ports_of(admin, server["id"])
+    assert group["id"] not in port["security_groups"]
+    nova.call("DELETE", f"servers/{server['id']}", 204)
+    wait_gone(nova, server["id"])
+
+
+def test_add_and_remove_port(alice, nova, admin, net, image):
+    user = user_api(alice)
+    server = boot(nova, net, image)
+    extra = user.create("port", network_id=net["id"], name=uname("extra"))
+    alice.openstack("server", "add", "port", server["id"], extra["id"])
+    attachments = nova.get(f"servers/{server['id']}/os-interface")["interfaceAttachments"]
+    assert extra["id"] in {a["port_id"] for a in attachments}
+    port = user.show("port", extra["id"])
+    assert port["device_id"] == server["id"]
+    alice.openstack("server", "remove", "port", server["id"], extra["id"])
+    attachments = nova.get(f"servers/{server['id']}/os-interface")["interfaceAttachments"]
+    assert extra["id"] not in {a["port_id"] for a in attachments}
+    assert user.show("port", extra["id"])["device_id"] == ""
+    ips = nova.get(f"servers/{server['id']}/ips")["addresses"]
+    assert list(ips) == [net["name"]]
+    nova.call("DELETE", f"servers/{server['id']}", 204)
+
+
+def test_metadata_and_tags(nova, net, image):
+    server = boot(nova, net, image, metadata={"a": "1"}, tags=["x"], version="2.52")
+    sid = server["id"]
+    assert nova.call("POST", f"servers/{sid}/metadata", 200,
+                     json={"metadata": {"b": "2"}})["metadata"] == {"a": "1", "b": "2"}
+    assert nova.get(f"servers/{sid}/metadata/b")["meta"] == {"b": "2"}
+    nova.call("DELETE", f"servers/{sid}/metadata/a", 204)
+    nova.call("GET", f"servers/{sid}/metadata/a", 404, contains="Metadata item was not found")
+    assert nova.get(f"servers/{sid}/tags", version="2.26")["tags"] == ["x"]
+    assert nova.req("PUT", f"servers/{sid}/tags/y", "2.26").status_code == 201
+    assert nova.req("PUT", f"servers/{sid}/tags/y", "2.26").status_code == 204
+    tagged = nova.get("servers", version="2.26", params={"tags": "x,y"})["servers"]
+    assert [s["id"] for s in tagged] == [sid]
+    nova.call("DELETE", f"servers/{sid}", 204)
+
+
+def test_user_data_key_and_metadata_reach_the_snapshot(alice, nova, net, image, nodes):
+    key = nova.call("POST", "os-keypairs", 201, version="2.2", json={"keypair": {
+        "name": uname("k")}})["keypair"]
+    user_data = base64.b64encode(b"#!/bin/sh\necho hi\n").decode()
+    server = boot(nova, net, image, key_name=key["name"], user_data=user_data,
+                  metadata={"role": "web"})
+    node = next(n for n in nodes if server["id"] in n.instances)
+    [item] = [i for i in node.http.get(f"/agent/v1/hosts/{node.host}/state").json()[
+        "instances"] if i["uuid"] == server["id"]]
+    assert item["public_keys"] == {key["name"]: key["public_key"]}
+    assert item["user_data"] == user_data and item["metadata"] == {"role": "web"}
+    assert item["hostname"] == server["name"].lower()
+    assert len(item["vifs"]) == 1
+    nova.call("DELETE", f"servers/{server['id']}", 204)
+
+
+def test_hypervisors_and_services(cloud, anova, nova, net, image, nodes):
+    server = boot(nova, net, image)
+    hosts = anova.get("os-hypervisors/detail", version="2.61")["hypervisors"]
+    mine = {h["hypervisor_hostname"]: h for h in hosts if h["hypervisor_hostname"] in
+            {n.host for n in nodes}}
+    assert len(mine) == 2
+    assert all(h["vcpus"] == 8 and h["memory_mb"] == 8192 for h in mine.values())
+    assert sum(h["running_vms"] for h in mine.values()) >= 1
+    assert sum(h["memory_mb_used"] for h in mine.values()) >= 512
+    listed = cloud.openstack("hypervisor", "list", "-f", "json").json()
+    assert {n.host for n in nodes} <= {h["Hypervisor Hostname"] for h in listed}
+    nova.call("GET", "os-hypervisors", 403, contains="os_compute_api:os-hypervisors:list")
+    nova.call("DELETE", f"servers/{server['id']}", 204)
+
+
+def test_a_disabled_or_dead_node_is_not_chosen(cloud, anova, nova, net, image, nodes):
+    services = cloud.openstack("compute", "service", "list", "-f", "json").json()
+    mine = [s for s in services if s["Host"] in {n.host for n in nodes}]
+    assert {s["Binary"] for s in mine} == {"nova-compute"}
+    assert {s["State"] for s in mine} == {"up"}
+    first, second = nodes
+    cloud.openstack("compute", "service", "set", "--disable", "--disable-reason", "test",
+                    first.host, "nova-compute")
+    try:
+        services = cloud.openstack("compute", "service", "list", "-f", "json").json()
+        [row] = [s for s in services if s["Host"] == first.host]
+        assert row["Status"] == "disabled"
+        placed = [boot(nova, net, image) for _ in range(2)]
+        for server in placed:
+            shown = anova.get(f"servers/{server['id']}")["server"]
+            assert shown["OS-EXT-SRV-ATTR:host"] == second.host
+            nova.call("DELETE", f"servers/{server['id']}", 204)
+    finally:
+        cloud.openstack("compute", "service", "set", "--enable", first.host, "nova-compute")
+
+
+def test_server_group_anti_affinity(alice, nova, anova, net, image, nodes):
+    [group] = osc(alice, ["server", "group", "create", "--policy", "anti-affinity", "-f",
+                          "json", uname("g")])
+    hints = {"group": group["id"]}
+    servers = []
+    for _ in range(2):
+        body = {"server": {"name": uname("ga"), "imageRef": image["id"], "flavorRef": "1",
+                           "networks": [{"uuid": net["id"]}]}, "os:scheduler_hints": hints}
+        servers.append(nova.call("POST", "servers", 202, version="2.61", json=body)["server"])
+    hosts = {anova.get(f"servers/{wait_status(nova, s['id'], 'ACTIVE')['id']}")["server"][
+        "OS-EXT-SRV-ATTR:host"] for s in servers}
+    assert len(hosts) == 2
+    body = {"server": {"name": uname("gc"), "imageRef": image["id"], "flavorRef": "1",
+                       "networks": [{"uuid": net["id"]}]}, "os:scheduler_hints": hints}
+    third = nova.call("POST", "servers", 202, version="2.61", json=body)["server"]
+    failed = wait_status(nova, third["id"], "ERROR")
+    assert failed["fault"]["message"].startswith("No valid host was found")
+    shown = nova.get(f"os-server-groups/{group['id']}", version="2.13")["server_group"]
+    assert set(shown["members"]) == {s["id"] for s in servers} | {third["id"]}
+    for server in servers + [third]:
+        nova.call("DELETE", f"servers/{server['id']}", 204)
