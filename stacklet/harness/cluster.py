@@ -21,7 +21,8 @@ tmpfs on /run/netns and the node's /sys, in which its agent runs: the `qdhcp-`/`
 namespaces an agent creates are seen only by that node (`ip netns` inside lists exactly them,
 as on a real node), so two nodes can host the same network and a dead node's namespaces never
 clash with its successor's. `Node.netns_exec(ns, cmd)` runs a command in one of them.
-Roles beyond L2 are enabled per node: `cluster.add_node("net1", roles=("dhcp", "l3"))`.
+Roles beyond L2 are enabled per node: `cluster.add_node("net1", roles=("dhcp", "l3"))`;
+`roles=("compute",)` runs the compute role (netns driver, 4 VCPUs, 4096 MB, 40 GB).
 """
 
 from __future__ import annotations
@@ -432,6 +433,11 @@ class Node:
             "securitygroup": {"enable_security_group": "true", "firewall_driver": "openvswitch"},
             "dhcp": {"enabled": "true" if "dhcp" in self.roles else "false"},
             "l3": {"enabled": "true" if "l3" in self.roles else "false"},
+            # the compute role (netns driver): instances under the node's directory, a
+            # small fixed capacity so that scheduling tests know what fits
+            "compute": {"enabled": "true" if "compute" in self.roles else "false",
+                        "driver": "netns", "instances_dir": str(self.dir / "instances"),
+                        "vcpus": "4", "memory_mb": "4096", "disk_gb": "40"},
         }
         for section, values in self.extra_config.items():
             sections.setdefault(section, {}).update(values)
