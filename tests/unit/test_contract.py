@@ -190,3 +190,22 @@ def test_shared_constants_are_defined_in_the_contract_only():
                 assert value not in tuples, f"{where} defines {value!r} again"
                 assert not (set(value) & values - {""}) or path.name == "contract.py", \
                     f"{where} spells {sorted(set(value) & values)} again"
+
+
+def test_instances_travel_in_the_snapshot_and_statuses_back():
+    instance = c.Instance("u1", "vm", "vm", 1, 512, 1,
+                          c.InstanceImage("img", "qcow2", "bare", 10, "x",
+                                          {"hw_vif_model": "e1000"}),
+                          (c.InstanceVif("p1", "fa:16:3e:00:00:01", "n1", 1450, ("10.0.0.5",)),),
+                          c.POWER_SHUTDOWN, "hard", 2, True, "aGk=", {"k": "ssh-rsa A"},
+                          {"m": "1"}, "az1", "proj")
+    parsed = c.Snapshot.from_json(c.Snapshot("h", instances=(instance,)).to_json())
+    assert parsed.instances == (instance,)
+    assert c.Snapshot.from_json(b'{"host": "h"}').instances == ()
+    report = c.InstanceStatusReport((c.InstanceStatus("u1", 1, 2, None),
+                                     c.InstanceStatus("u2", 0, 0, "boom")))
+    assert c.InstanceStatusReport.from_json(report.to_json()).instances == report.instances
+    for bad in (b'{"instances": {"u": 1}}', b'{"instances": [{"power_state": 1}]}',
+                b'{"instances": [{"uuid": "u", "power_state": "on"}]}'):
+        with pytest.raises(c.ContractError):
+            c.InstanceStatusReport.from_json(bad)
