@@ -33,6 +33,12 @@ INITIAL_CONFIG = """\
 [DEFAULT]
 bind_host = {bind_host}
 bind_port = {bind_port}
+
+# This node runs instances too (the netns driver: a namespace per instance), as a
+# DevStack all-in-one runs nova-compute.
+[compute]
+enabled = true
+driver = netns
 """
 
 

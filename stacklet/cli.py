@@ -261,7 +261,9 @@ Use it with the OpenStack client:
     export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=stacklet-admin
     {_openstack_command()} network list
 OS_CLOUD=stacklet is the demo user in project demo. `. {rc}` sets the admin
-credentials as OS_* variables instead.""")
+credentials as OS_* variables instead. Boot an instance (README: "Booting instances"):
+    OS_CLOUD=stacklet {_openstack_command()} server create --image stacklet-tiny \\
+        --flavor m1.tiny --network private --wait vm1""")
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -186,6 +186,9 @@ def test_list_filters(nova, anova, alice, net, image, nodes):
     assert {s["id"] for s in nova.get("servers/detail", params={"status": "ACTIVE"},
                                       version="2.61")["servers"]} >= {a["id"], b["id"]}
     assert nova.get("servers", params={"status": "SHUTOFF"})["servers"] == []
+    assert nova.get("servers", params={"status": "BOGUS"}, version="2.37")["servers"] == []
+    nova.call("GET", "servers", 400, params={"status": "BOGUS"}, version="2.38",
+              contains="Invalid status value")
     nova.call("GET", "servers", 403, params={"all_tenants": "1"},
               contains="os_compute_api:servers:index:get_all_tenants")
     everyone = anova.get("servers/detail", params={"all_tenants": "1"},

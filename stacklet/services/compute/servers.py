@@ -577,8 +577,8 @@ class ServerService:
         if status is not None:
             wanted = st.STATUS_FILTERS.get(status.upper())
             if wanted is None:
-                if ctx.is_admin:
-                    raise errors.BadRequest(f"Invalid status value")
+                if ctx.is_admin or version.at_least("2.38"):
+                    raise errors.BadRequest("Invalid status value")
                 return [], 0
             vm_states, tasks = wanted
             query = query.where(Instance.vm_state.in_(vm_states))
