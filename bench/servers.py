@@ -123,8 +123,8 @@ def bench(api: Api, cluster, samples: int, at_once: int) -> dict:
                 break
             time.sleep(0.02)
         pinged: list[float | None] = []
-        pinger = threading.Thread(target=lambda: pinged.append(
-            first_reply(dhcp_node, qdhcp, ip)))
+        pinger = threading.Thread(target=lambda out=pinged, address=ip: out.append(
+            first_reply(dhcp_node, qdhcp, address)))
         pinger.start()
         while active is None:
             shown = nova.server(server["id"])

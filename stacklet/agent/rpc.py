@@ -130,8 +130,7 @@ class ServerClient:
                         raise RuntimeError(f"image {image_id}: the server answered "
                                            f"{response.status_code}")
                     with open(dest, "wb") as out:
-                        for chunk in response.iter_bytes(1 << 20):
-                            out.write(chunk)
+                        out.writelines(response.iter_bytes(1 << 20))
             except httpx.HTTPError as exc:
                 raise ServerUnavailable(f"image {image_id}: {exc}") from None
 

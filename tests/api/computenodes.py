@@ -77,7 +77,7 @@ class FakeComputeNode:
                 if beat % 5 == 0:
                     self.report()
                 self.sync()
-            except Exception:  # noqa: BLE001 - the server may be busy; try again
+            except Exception:  # noqa: BLE001, S110 - the server may be busy; try again
                 pass
 
     def sync(self) -> None:

@@ -25,9 +25,9 @@ from stacklet.harness.compute import NodeDriver
 from stacklet.harness.external import External
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
-from computeutil import Nova  # noqa: E402
-from imgutil import create as create_image  # noqa: E402
-from imgutil import upload as upload_image  # noqa: E402
+from computeutil import Nova
+from imgutil import create as create_image
+from imgutil import upload as upload_image
 
 # server create → ACTIVE: the role's pass, the L2 pass that wires the VIF, dnsmasq's entry
 BOOTED = SETUP + 10

@@ -62,11 +62,12 @@ class FakeDriver:
 
 
 def instance(uuid=UUID, **kw) -> c.Instance:
-    base = dict(uuid=uuid, name="vm", hostname="vm", vcpus=1, memory_mb=512, disk_gb=1,
-                image=c.InstanceImage("img", "raw", size=3, checksum=hashlib.md5(
-                    b"abc", usedforsecurity=False).hexdigest()),
-                vifs=(c.InstanceVif("p" * 36, "fa:16:3e:00:00:01", "n"),),
-                user_data="aGk=", public_keys={"k": "ssh-ed25519 AAAA k"})
+    base = {"uuid": uuid, "name": "vm", "hostname": "vm", "vcpus": 1, "memory_mb": 512,
+            "disk_gb": 1,
+            "image": c.InstanceImage("img", "raw", size=3, checksum=hashlib.md5(
+                b"abc", usedforsecurity=False).hexdigest()),
+            "vifs": (c.InstanceVif("p" * 36, "fa:16:3e:00:00:01", "n"),),
+            "user_data": "aGk=", "public_keys": {"k": "ssh-ed25519 AAAA k"}}
     base.update(kw)
     return c.Instance(**base)
 

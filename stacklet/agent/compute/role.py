@@ -69,7 +69,7 @@ class ImageCache:
         try:
             self.fetch(image_id, part)
             if checksum:
-                digest = hashlib.md5()   # noqa: S324 - Glance's checksum is MD5
+                digest = hashlib.md5()
                 with part.open("rb") as f:
                     while chunk := f.read(1 << 20):
                         digest.update(chunk)
@@ -207,10 +207,8 @@ class ComputeRole:
                      kernel=kernel, ramdisk=ramdisk, properties=props)
 
     def report_due(self, statuses: list[c.InstanceStatus]) -> bool:
-        key = tuple(statuses)
-        if key != self.last_report or time.monotonic() - self.last_report_at > REPORT_EVERY:
-            return True
-        return False
+        return tuple(statuses) != self.last_report or \
+            time.monotonic() - self.last_report_at > REPORT_EVERY
 
     def reported(self, statuses: list[c.InstanceStatus]) -> None:
         self.last_report = tuple(statuses)

@@ -11,7 +11,6 @@ from stacklet.api.common import Call
 from stacklet.api.compute.common import params
 from stacklet.api.compute.microversion import Version
 
-
 # --- server groups --------------------------------------------------------------------------
 
 def _group_view(record: dict[str, Any], version: Version) -> dict[str, Any]:

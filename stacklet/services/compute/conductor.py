@@ -112,7 +112,7 @@ class Conductor:
             self._wake.clear()
             try:
                 busy = self.step()
-            except Exception:   # noqa: BLE001 - the next step tries again
+            except Exception:
                 LOG.exception("conductor step failed")
                 busy = True
 
@@ -132,7 +132,7 @@ class Conductor:
                 handler = {st.NETWORKING: self._networking, st.SPAWNING: self._spawning,
                            st.DELETING: self._deleting}.get(row.task_state, self._power)
                 handler(row, alive.get(row.host or "", False))
-            except Exception as exc:   # noqa: BLE001 - one instance never blocks the others
+            except Exception as exc:
                 LOG.exception("instance %s (%s)", row.id, row.task_state)
                 if row.task_state in (st.NETWORKING, st.SPAWNING):
                     self._fail(row.id, f"Build of instance {row.id} aborted: {exc}")
@@ -167,7 +167,7 @@ class Conductor:
         except errors.StackletError as exc:
             self._record_ports(row.id, port_ids, created, st.NETWORKING)
             self._fail(row.id, f"Build of instance {row.id} aborted: {exc.msg}",
-                       code=500 if exc.status >= 500 else exc.status)
+                       code=min(500, exc.status))
             return
         self._record_ports(row.id, port_ids, created, st.SPAWNING)
         self.wake()

@@ -19,8 +19,7 @@ from stacklet import errors
 from stacklet.config import Config
 from stacklet.context import RequestContext
 from stacklet.contract import COMPUTE_AGENT, COMPUTE_BINARY, OVS_AGENT
-from stacklet.services.compute import policy
-from stacklet.services.compute import scheduler
+from stacklet.services.compute import policy, scheduler
 from stacklet.services.compute import validation as v
 from stacklet.services.networking.liveness import Liveness
 from stacklet.store.db import Database
@@ -56,8 +55,7 @@ class NodeService:
             if (new_ids and agent.id == node_id) or \
                     (not new_ids and str(legacy_id(agent.id)) == node_id):
                 return agent
-        raise errors.NotFound(f"Service {node_id} could not be found.") if new_ids else \
-            errors.NotFound(f"Service {node_id} could not be found.")
+        raise errors.NotFound(f"Service {node_id} could not be found.")
 
     # --- os-services -------------------------------------------------------------------------
 
@@ -194,9 +192,9 @@ class NodeService:
         for agent in agents:
             view = self._hypervisor(agent, hosts.get(agent.host), ips.get(agent.host),
                                     version, detail)
-            if with_servers or (pattern is not None and "servers" in (params or {})):
-                if servers.get(agent.host):
-                    view["servers"] = servers[agent.host]
+            wants = with_servers or (pattern is not None and "servers" in params)
+            if wants and servers.get(agent.host):
+                view["servers"] = servers[agent.host]
             out.append(view)
         return out
 

@@ -318,9 +318,9 @@ class ServerService:
                     raise errors.BadRequest(f"Bad port format: port uuid is not in proper "
                                             f"format ({port})")
                 if fixed:
-                    raise errors.BadRequest("Specified Fixed IP '%s' cannot be used with "
-                                            "port '%s': the two cannot be specified together."
-                                            % (fixed, port))
+                    raise errors.BadRequest(f"Specified Fixed IP '{fixed}' cannot be used "
+                                            f"with port '{port}': the two cannot be "
+                                            f"specified together.")
             elif net:
                 if not _is_uuid(net):
                     raise errors.BadRequest(f"Bad networks format: network uuid is not in "
@@ -426,8 +426,9 @@ class ServerService:
     @staticmethod
     def _resolve_groups(session: Session, ctx: RequestContext,
                         names: list[str]) -> list[dict[str, str]]:
-        from stacklet.services.networking import rbac
         from sqlalchemy import or_
+
+        from stacklet.services.networking import rbac
         out = []
         for name in names:
             query = select(SecurityGroup).where(
@@ -469,6 +470,7 @@ class ServerService:
                                       "to be more specific.")
             return [NetworkRequest(network_id=(own or candidates)[0]).to_json()]
         from sqlalchemy import or_
+
         from stacklet.services.networking import rbac
         seen_ports: set[str] = set()
         for request in networks:
@@ -751,9 +753,7 @@ def _tags_match(tags: set[str], filters: dict[str, list[str]]) -> bool:
         return False
     if filters.get("not-tags") and set(filters["not-tags"]) <= tags:
         return False
-    if filters.get("not-tags-any") and set(filters["not-tags-any"]) & tags:
-        return False
-    return True
+    return not (filters.get("not-tags-any") and set(filters["not-tags-any"]) & tags)
 
 
 def _is_uuid(value: Any) -> bool:
@@ -769,7 +769,7 @@ def _parse_time(name: str, value: str) -> str:
     import datetime
     text = value.strip().replace(" ", "+")
     try:
-        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise errors.BadRequest(f"Invalid input for query parameters {name}. Value: {value}. "
                                 f"'{value}' is not a 'date-time'") from None

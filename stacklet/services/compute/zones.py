@@ -24,7 +24,6 @@ from stacklet.services.networking.liveness import Liveness
 from stacklet.store.db import Database
 from stacklet.store.models.agents import Agent
 
-
 DEFAULT_ZONE = "nova"
 
 

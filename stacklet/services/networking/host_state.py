@@ -193,7 +193,7 @@ def _instances(session: Session, host: str) -> tuple[c.Instance, ...]:
             c.InstanceImage(image.id, image.disk_format, image.container_format, image.size,
                             image.checksum, properties.get(image.id, {}))
             if image is not None else None,
-            vifs, c.POWER_SHUTDOWN if stopped and not reboot == "hard" else c.POWER_RUNNING,
+            vifs, c.POWER_SHUTDOWN if stopped and reboot != "hard" else c.POWER_RUNNING,
             reboot, row.reboot_seq, bool(row.config_drive), row.user_data,
             {row.key_name: row.key_data} if row.key_name and row.key_data else {},
             dict(row.metadata_items or {}), row.availability_zone or "nova", row.project_id))
