@@ -37,8 +37,11 @@ NETWORKING_TABLES = frozenset({
     "ports", "ipallocations", "networks", "network_segments", "subnets",
     "securitygroups", "securitygrouprules", "securitygroupportbindings",
     "routers", "floatingips", "routerl3agentbindings",
-    "instances",    # the compute role's part of the snapshot
 })
+# Instances concern only their host (old and new): a change publishes to those hosts alone,
+# so that a boot's state changes do not make every node fetch its snapshot again.
+INSTANCE_TABLE = "instances"
+HOSTS = "stacklet_bus_hosts"
 AGENT_TABLE = "agents"
 AGENT_ATTRS = ("configurations", "admin_state_up")
 MARK = "stacklet_bus_changed"
@@ -190,6 +193,24 @@ def changes_networking(session: Session) -> bool:
     return False
 
 
+def instance_hosts(session: Session) -> set[str]:
+    """The hosts of the instances the pending flush writes (before and after the change)."""
+    hosts: set[str] = set()
+    for group in (session.new, session.dirty, session.deleted):
+        for obj in group:
+            if _table_of(obj) != INSTANCE_TABLE:
+                continue
+            if obj in session.dirty and not session.is_modified(obj,
+                                                                include_collections=False):
+                continue
+            history = inspect(obj).attrs["host"].history
+            hosts.update(h for h in (*history.added, *history.unchanged, *history.deleted)
+                         if h)
+            if getattr(obj, "host", None):
+                hosts.add(obj.host)
+    return hosts
+
+
 def _statement_tables(state: Any) -> set[str]:
     statement = state.statement
     table = getattr(statement, "table", None)
@@ -212,6 +233,9 @@ def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
     def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
         if not session.info.get(MARK) and changes_networking(session):
             session.info[MARK] = True
+        hosts = instance_hosts(session)
+        if hosts:
+            session.info.setdefault(HOSTS, set()).update(hosts)
 
     @event.listens_for(factory, "do_orm_execute")
     def _on_execute(state: Any) -> None:
@@ -229,14 +253,18 @@ def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
 
     @event.listens_for(factory, "after_commit")
     def _after_commit(session: Session) -> None:
-        if session.info.pop(MARK, False):
-            try:
+        hosts = session.info.pop(HOSTS, None)
+        try:
+            if session.info.pop(MARK, False):
                 notifier.publish()
-            except Exception:
-                LOG.exception("publishing a change event failed")
+            elif hosts:
+                notifier.publish(sorted(hosts))
+        except Exception:
+            LOG.exception("publishing a change event failed")
 
     @event.listens_for(factory, "after_rollback")
     def _after_rollback(session: Session) -> None:
         session.info.pop(MARK, None)
+        session.info.pop(HOSTS, None)
 
     return notifier
