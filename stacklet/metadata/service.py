@@ -136,14 +136,16 @@ class MetadataService:
                  device_id: str | None = None) -> Port | None:
         """The one instance port holding ``address`` (on ``networks``, or of ``device_id``);
         None when there is none or it is ambiguous."""
-        query = (select(Port).join(IPAllocation, IPAllocation.port_id == Port.id)
-                 .where(IPAllocation.ip_address == address,
+        # an IN subquery, not a join with DISTINCT: PostgreSQL cannot compare JSON columns
+        query = (select(Port)
+                 .where(Port.id.in_(select(IPAllocation.port_id)
+                                    .where(IPAllocation.ip_address == address)),
                         Port.device_owner.not_like("network:%")))
         if device_id is not None:
             query = query.where(Port.device_id == device_id)
         else:
             query = query.where(Port.network_id.in_(networks))
-        ports = list(session.scalars(query.distinct().limit(2)))
+        ports = list(session.scalars(query.limit(2)))
         if len(ports) != 1:
             if ports:
                 LOG.warning("metadata request from %s matches several ports", address)

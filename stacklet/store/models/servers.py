@@ -11,7 +11,7 @@ soft-deleted rows: ``changes-since`` lists them as DELETED).
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, Double, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stacklet.store.models.base import Base, isotime, new_id
@@ -48,8 +48,9 @@ class Instance(Base):
     vm_state: Mapped[str] = mapped_column(String(32), index=True)
     task_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
     power_state: Mapped[int] = mapped_column(Integer, default=0)
-    # when the current task began (time.time()): the VIF-plugging timeout counts from it
-    task_started: Mapped[float] = mapped_column(Float, default=0.0)
+    # when the current task began (time.time()): the VIF-plugging timeout counts from it;
+    # double precision (MariaDB's FLOAT is single: 2 minutes apart at today's time())
+    task_started: Mapped[float] = mapped_column(Double, default=0.0)
     reboot_seq: Mapped[int] = mapped_column(Integer, default=0)
     reboot_hard: Mapped[bool] = mapped_column(Boolean, default=False)
     progress: Mapped[int] = mapped_column(Integer, default=0)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-06 00:51:09.335440
+Create Date: 2026-12-06 01:05:27.360181
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def upgrade() -> None:
     sa.Column('vm_state', sa.String(length=32), nullable=False),
     sa.Column('task_state', sa.String(length=32), nullable=True),
     sa.Column('power_state', sa.Integer(), nullable=False),
-    sa.Column('task_started', sa.Float(), nullable=False),
+    sa.Column('task_started', sa.Double(), nullable=False),
     sa.Column('reboot_seq', sa.Integer(), nullable=False),
     sa.Column('reboot_hard', sa.Boolean(), nullable=False),
     sa.Column('progress', sa.Integer(), nullable=False),
