@@ -376,3 +376,60 @@ def test_server_group_anti_affinity(alice, nova, anova, net, image, nodes):
     assert set(shown["members"]) == {s["id"] for s in servers} | {third["id"]}
     for server in servers + [third]:
         nova.call("DELETE", f"servers/{server['id']}", 204)
+
+
+def test_server_group_quota_and_listing(nova, anova, alice):
+    used = nova.get(f"os-quota-sets/{alice.project_id}/detail")["quota_set"]["server_groups"][
+        "in_use"]
+    anova.call("PUT", f"os-quota-sets/{alice.project_id}", 200,
+               json={"quota_set": {"server_groups": used + 1}})
+    try:
+        group = nova.call("POST", "os-server-groups", 200, version="2.15", json={
+            "server_group": {"name": uname("g"), "policies": ["soft-anti-affinity"]}})[
+            "server_group"]
+        assert group["policies"] == ["soft-anti-affinity"] and group["members"] == []
+        nova.call("POST", "os-server-groups", 403, version="2.15", json={
+            "server_group": {"name": uname("g"), "policies": ["affinity"]}},
+            contains="Quota exceeded, too many server groups.")
+        nova.call("POST", "os-server-groups", 400, version="2.14", json={
+            "server_group": {"name": uname("g"), "policies": ["soft-affinity"]}},
+            contains="is not one of")
+        assert group["id"] in {g["id"] for g in nova.get("os-server-groups")["server_groups"]}
+        usage = nova.get(f"os-quota-sets/{alice.project_id}/detail")["quota_set"]
+        assert usage["server_groups"]["in_use"] == used + 1
+        nova.call("DELETE", f"os-server-groups/{group['id']}", 204)
+        nova.call("GET", f"os-server-groups/{group['id']}", 404,
+                  contains=f"Instance group {group['id']} could not be found.")
+    finally:
+        anova.call("DELETE", f"os-quota-sets/{alice.project_id}", 202)
+
+
+def test_services_below_253_and_hypervisor_statistics(anova, nodes):
+    first = nodes[0]
+    body = {"host": first.host, "binary": "nova-compute", "disabled_reason": "maintenance"}
+    disabled = anova.call("PUT", "os-services/disable-log-reason", 200, version="2.52",
+                          json=body)["service"]
+    assert disabled == {"host": first.host, "binary": "nova-compute", "status": "disabled",
+                        "disabled_reason": "maintenance"}
+    listed = {s["host"]: s for s in anova.get("os-services", version="2.52")["services"]}
+    assert isinstance(listed[first.host]["id"], int)
+    assert listed[first.host]["disabled_reason"] == "maintenance"
+    anova.call("PUT", "os-services/enable", 200, version="2.52",
+               json={"host": first.host, "binary": "nova-compute"})
+    [new] = [s for s in anova.get("os-services", version="2.53")["services"]
+             if s["host"] == first.host]
+    assert new["status"] == "enabled" and len(new["id"]) == 36
+    anova.call("PUT", f"os-services/{new['id']}", 400, version="2.53",
+               json={"status": "enabled", "disabled_reason": "x"},
+               contains="Specifying 'disabled_reason' with status 'enabled' is invalid.")
+    stats = anova.get("os-hypervisors/statistics")["hypervisor_statistics"]
+    assert stats["count"] >= 2 and stats["vcpus"] >= 16
+
+
+def test_topology_names_the_server_behind_a_port(anova, cloud, nova, net, image):
+    server = boot(nova, net, image)
+    topology = cloud.request("GET", "/stacklet/v1/topology", token=cloud.admin_token).json()[
+        "topology"]
+    [port] = [p for p in topology["ports"] if p["device_id"] == server["id"]]
+    assert port["instance"] == {"id": server["id"], "name": server["name"]}
+    nova.call("DELETE", f"servers/{server['id']}", 204)

@@ -19,13 +19,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from stacklet.contract import ROUTER_INTERFACE_OWNERS
+from stacklet.contract import COMPUTE_OWNER_PREFIX, ROUTER_INTERFACE_OWNERS
 from stacklet.services.networking.liveness import Liveness
 from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding, RouterL3AgentBinding
 from stacklet.store.models.identity import Project
 from stacklet.store.models.l3 import FloatingIP, Router, RouterPort
 from stacklet.store.models.network import IPAllocation, Network, NetworkSegment, Port, Subnet
 from stacklet.store.models.security_groups import PortSecurityGroupBinding
+from stacklet.store.models.servers import Instance
 
 # segment types with no segmentation id (the API shows None, as Neutron does)
 UNTAGGED = ("flat", "local")
@@ -132,7 +133,7 @@ def _floating_ips(session: Session, project_id: str | None) -> list[dict]:
 
 
 def _port(port: Port, fixed: dict[str, list[dict]], groups: dict[str, list[str]],
-          fips: dict[str, list[dict]]) -> dict:
+          fips: dict[str, list[dict]], instances: dict[str, dict]) -> dict:
     return {
         "id": port.id, "name": port.name, "network_id": port.network_id,
         "project_id": port.project_id, "device_owner": port.device_owner,
@@ -141,7 +142,8 @@ def _port(port: Port, fixed: dict[str, list[dict]], groups: dict[str, list[str]]
         "mac_address": port.mac_address, "fixed_ips": fixed.get(port.id, []),
         "security_groups": groups.get(port.id, []),
         "floating_ips": fips.get(port.id, []),
-        "instance": None}
+        "instance": instances.get(port.device_id)
+        if port.device_owner.startswith(COMPUTE_OWNER_PREFIX) else None}
 
 
 def build_topology(session: Session, liveness: Liveness,
@@ -163,6 +165,10 @@ def build_topology(session: Session, liveness: Liveness,
             .where(FloatingIP.fixed_port_id.is_not(None))
             .order_by(FloatingIP.floating_ip_address)):
         fips_of[port_id].append({"id": fip_id, "floating_ip_address": address})
+
+    # the servers behind instance ports: {"id", "name"}
+    instances = {uuid: {"id": uuid, "name": name} for uuid, name in session.execute(
+        select(Instance.id, Instance.display_name).where(Instance.deleted.is_(False)))}
 
     wanted_networks: set[str] | None = None
     shown_ports = list(ports.values())
@@ -189,7 +195,7 @@ def build_topology(session: Session, liveness: Liveness,
         "nodes": _nodes(session, liveness),
         "networks": networks,
         "routers": routers,
-        "ports": sorted((_port(p, fixed, groups, fips_of) for p in shown_ports),
+        "ports": sorted((_port(p, fixed, groups, fips_of, instances) for p in shown_ports),
                         key=lambda p: (p["network_id"], p["device_owner"], p["id"])),
         "floating_ips": floating_ips,
     }
