@@ -433,3 +433,40 @@ def test_topology_names_the_server_behind_a_port(anova, cloud, nova, net, image)
     [port] = [p for p in topology["ports"] if p["device_id"] == server["id"]]
     assert port["instance"] == {"id": server["id"], "name": server["name"]}
     nova.call("DELETE", f"servers/{server['id']}", 204)
+
+
+def test_availability_zone_and_forced_host(nova, anova, net, image, nodes):
+    nova.call("POST", "servers", 400, version="2.61", json={"server": {
+        "name": "z", "imageRef": image["id"], "flavorRef": "1",
+        "networks": [{"uuid": net["id"]}], "availability_zone": "nowhere"}},
+        contains="The requested availability zone is not available")
+    nova.call("POST", "servers", 403, version="2.61", json={"server": {
+        "name": "z", "imageRef": image["id"], "flavorRef": "1",
+        "networks": [{"uuid": net["id"]}], "availability_zone": f"nova:{nodes[1].host}"}},
+        contains="os_compute_api:servers:create:forced_host")
+    for node in nodes:
+        server = boot(anova, net, image, availability_zone=f"nova:{node.host}")
+        assert server["OS-EXT-SRV-ATTR:host"] == node.host
+        assert server["OS-EXT-AZ:availability_zone"] == "nova"
+        anova.call("DELETE", f"servers/{server['id']}", 204)
+
+
+def test_server_group_members_quota(nova, anova, alice, net, image):
+    group = nova.call("POST", "os-server-groups", 200, json={
+        "server_group": {"name": uname("g"), "policies": ["affinity"]}})["server_group"]
+    anova.call("PUT", f"os-quota-sets/{alice.project_id}", 200,
+               json={"quota_set": {"server_group_members": 1}})
+    try:
+        hint = {"group": group["id"]}
+        first = nova.call("POST", "servers", 202, version="2.61", json={
+            "server": {"name": uname("m"), "imageRef": image["id"], "flavorRef": "1",
+                       "networks": [{"uuid": net["id"]}]}, "os:scheduler_hints": hint})
+        nova.call("POST", "servers", 403, version="2.61", json={
+            "server": {"name": uname("m"), "imageRef": image["id"], "flavorRef": "1",
+                       "networks": [{"uuid": net["id"]}]}, "os:scheduler_hints": hint},
+            contains="Quota exceeded, too many servers in group")
+        nova.call("DELETE", f"servers/{first['server']['id']}", 204)
+        wait_gone(nova, first["server"]["id"])
+    finally:
+        anova.call("DELETE", f"os-quota-sets/{alice.project_id}", 202)
+        nova.call("DELETE", f"os-server-groups/{group['id']}", 204)

@@ -13,6 +13,7 @@ whose VIF never becomes ACTIVE ending in ERROR after the timeout with nothing le
 
 from __future__ import annotations
 
+import base64
 import sys
 import time
 import uuid
@@ -214,10 +215,20 @@ def test_an_agent_restart_keeps_instances_running(world, pair):
     assert wait_for(lambda: pings(world, a, ip_of(pair[1])), APPLY, what="still pings")
 
 
-def test_delete_leaves_no_port_namespace_or_process(world, api):
+def test_config_drive_user_data_forced_host_and_delete_leaves_nothing(world, api):
+    """A server forced on c2 with a config drive and a user_data script: the guest reads its
+    identity from the drive and runs the script; deleted, it leaves no port, namespace or
+    process."""
     nova = world["nova"]
-    server = create(world, uname("gone"), "a")
+    script = base64.b64encode(b"#!/bin/sh\necho user-data-ran > /root/proof\n").decode()
+    server = create(world, uname("gone"), "a", host=world["c2"].host, config_drive=True,
+                    user_data=script)
     server = wait_server(nova, server["id"], "ACTIVE")
+    assert server["OS-EXT-SRV-ATTR:host"] == world["c2"].host
+    assert server["config_drive"] == "True"
+    log = booted(nova, server["id"])
+    assert "metadata read from the config drive" in log
+    assert "user_data script exited 0" in log
     node = world["c1"] if server["OS-EXT-SRV-ATTR:host"] == world["c1"].host else world["c2"]
     assert f"inst-{server['id']}" in node.private_netns()
     nova.call("DELETE", f"servers/{server['id']}", 204)
