@@ -281,3 +281,25 @@ def test_a_vif_that_never_becomes_active_ends_in_error_and_leaves_nothing(world,
     assert server["id"] not in world["drivers"][node.host].instances()
     assert not (node.dir / "instances" / server["id"]).exists()
     nova.call("DELETE", f"servers/{server['id']}", 204)
+
+
+def test_a_port_added_to_a_running_server_gets_its_address_and_goes_again(cloud, world,
+                                                                          pair, api):
+    """os-interface on a running netns instance: the compute role plugs the new VIF (eth1),
+    the guest's supervisor runs DHCP on it; removed, the VIF is unplugged."""
+    a = pair[0]
+    port = api.create("port", network_id=world["nets"]["b"]["id"], name=uname("hot"),
+                      security_groups=[world["group"]["id"]])
+    address = port["fixed_ips"][0]["ip_address"]
+    cloud.openstack("server", "add", "port", a["id"], port["id"])
+    assert wait_for(lambda: address in in_guest(world, a, ["ip", "-4", "addr", "show"]).stdout,
+                    BOOTED, interval=0.5, what="the hot-plugged NIC's lease")
+    assert api.show("port", port["id"])["status"] == "ACTIVE"
+    assert wait_for(lambda: pings(world, pair[1], address), APPLY, what="b → a's new NIC")
+    cloud.openstack("server", "remove", "port", a["id"], port["id"])
+    dev = f"tap{port['id'][:11]}"
+    node = world["c1"] if a["OS-EXT-SRV-ATTR:host"] == world["c1"].host else world["c2"]
+    assert wait_for(lambda: dev not in node.exec(["ip", "-o", "link"]).stdout, APPLY,
+                    what="the VIF unplugged")
+    assert api.show("port", port["id"])["device_id"] == ""
+    api.remove("port", port["id"])
