@@ -3,7 +3,7 @@
     stacklet_agent_pass_duration_seconds{role, phase}   histogram
         role l2: one pass of the main loop by phase — fetch (the host snapshot, when the
         server changed), read, tags, compute, flows (``OvsRole.sync``'s timings), report (port
-        statuses) and total; roles dhcp and l3: one pass (phase sync) of their thread
+        statuses) and total; roles dhcp, l3 and compute: one pass (phase sync) of their thread
     stacklet_agent_flows{bridge}                        gauge: flows this agent installed
     stacklet_agent_ports_wired                          gauge: ports the last L2 pass wired
     stacklet_agent_repairs_total{role}                  counter: times the DHCP or L3 role found
@@ -29,10 +29,10 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from stacklet.contract import DHCP_AGENT, L3_AGENT, OVS_AGENT
+from stacklet.contract import COMPUTE_AGENT, DHCP_AGENT, L3_AGENT, OVS_AGENT
 
 LOG = logging.getLogger(__name__)
-ROLES = {OVS_AGENT: "l2", DHCP_AGENT: "dhcp", L3_AGENT: "l3"}
+ROLES = {OVS_AGENT: "l2", DHCP_AGENT: "dhcp", L3_AGENT: "l3", COMPUTE_AGENT: "compute"}
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -66,8 +66,9 @@ class _AgentCollector(Collector):
                                 labels=["role"])
         now = time.monotonic()
         for agent_type, health in agent.health.items():
-            enabled = agent_type == OVS_AGENT or \
-                (agent.dhcp if agent_type == DHCP_AGENT else agent.l3) is not None
+            enabled = agent_type == OVS_AGENT or {
+                DHCP_AGENT: agent.dhcp, L3_AGENT: agent.l3,
+                COMPUTE_AGENT: getattr(agent, "compute", None)}.get(agent_type) is not None
             if enabled and health.completed is not None:
                 age.add_metric([ROLES[agent_type]], max(0.0, now - health.completed))
         return [info, flows, wired, repairs, age]

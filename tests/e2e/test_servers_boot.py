@@ -303,3 +303,14 @@ def test_a_port_added_to_a_running_server_gets_its_address_and_goes_again(cloud,
                     what="the VIF unplugged")
     assert api.show("port", port["id"])["device_id"] == ""
     api.remove("port", port["id"])
+
+
+def test_the_compute_nodes_metrics_show_the_compute_role(world, pair):
+    proc = world["c1"].exec(["curl", "-sf", "--max-time", "10",
+                             "http://127.0.0.1:9797/metrics"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith('stacklet_agent_last_pass_age_seconds{role="compute"}')
+               for line in lines)
+    assert any(line.startswith("stacklet_agent_pass_duration_seconds_count") and
+               'role="compute"' in line for line in lines)
