@@ -124,3 +124,13 @@ def test_configuration_doc_lists_every_option() -> None:
     check = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-config-doc"), "--check"],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+def test_the_first_up_makes_the_node_a_compute_node_with_the_netns_driver(tmp_path) -> None:
+    from stacklet import bootstrap
+
+    conf = config.load(tmp_path)
+    assert conf.compute.enabled is False          # the option's default: agents run no compute
+    assert bootstrap.ensure_config_file(conf)
+    written = config.load(tmp_path)
+    assert written.compute.enabled is True and written.compute.driver == "netns"
