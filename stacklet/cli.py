@@ -249,8 +249,8 @@ def _warn_schema_drift(url: str) -> None:
     diffs = migrate.schema_differences(url)
     if diffs:
         print(f"warning: the database schema differs from the models in {len(diffs)} places "
-              f"(first: {diffs[0]!r}); run scripts/regen-initial-migration or add a migration "
-              f"with `stacklet db revision`", file=sys.stderr)
+              f"(first: {diffs[0]!r}); add a migration with `stacklet db revision`",
+              file=sys.stderr)
 
 
 def _print_usage(conf: Config) -> None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-06 01:05:27.360181
+Create Date: 2026-12-06 01:22:40.011342
 """
 
 from __future__ import annotations
@@ -54,51 +54,12 @@ def upgrade() -> None:
     sa.Column('synced_at', sa.String(length=20), nullable=True),
     sa.Column('sync_error', sa.Text(), nullable=True),
     sa.Column('sync_error_at', sa.String(length=20), nullable=True),
-    sa.Column('disabled_reason', sa.String(length=255), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_agents')),
     sa.UniqueConstraint('agent_type', 'host', name=op.f('uq_agents_agent_type_host')),
     mysql_charset='utf8mb4',
     mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_agents_host'), 'agents', ['host'], unique=False)
-    op.create_table('compute_quota_classes',
-    sa.Column('class_name', sa.String(length=255), nullable=False),
-    sa.Column('resource', sa.String(length=255), nullable=False),
-    sa.Column('hard_limit', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('class_name', 'resource', name=op.f('pk_compute_quota_classes')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_table('compute_quotas',
-    sa.Column('project_id', sa.String(length=255), nullable=False),
-    sa.Column('resource', sa.String(length=255), nullable=False),
-    sa.Column('hard_limit', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('project_id', 'resource', name=op.f('pk_compute_quotas')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_table('flavors',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('flavorid', sa.String(length=255), nullable=False),
-    sa.Column('name', sa.String(length=255), nullable=False),
-    sa.Column('memory_mb', sa.Integer(), nullable=False),
-    sa.Column('vcpus', sa.Integer(), nullable=False),
-    sa.Column('root_gb', sa.Integer(), nullable=False),
-    sa.Column('ephemeral_gb', sa.Integer(), nullable=False),
-    sa.Column('swap', sa.Integer(), nullable=False),
-    sa.Column('rxtx_factor', sa.Float(), nullable=False),
-    sa.Column('vcpu_weight', sa.Integer(), nullable=True),
-    sa.Column('is_public', sa.Boolean(), nullable=False),
-    sa.Column('disabled', sa.Boolean(), nullable=False),
-    sa.Column('description', sa.Text(), nullable=True),
-    sa.Column('created_at', sa.String(length=20), nullable=False),
-    sa.Column('updated_at', sa.String(length=20), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_flavors')),
-    sa.UniqueConstraint('flavorid', name=op.f('uq_flavors_flavorid')),
-    sa.UniqueConstraint('name', name=op.f('uq_flavors_name')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
     op.create_table('identity_bootstrap',
     sa.Column('item', sa.String(length=255), nullable=False),
     sa.Column('value', sa.Text(), nullable=True),
@@ -171,111 +132,6 @@ def upgrade() -> None:
     op.create_index(op.f('ix_identity_tokens_parent_audit_id'), 'identity_tokens', ['parent_audit_id'], unique=False)
     op.create_index(op.f('ix_identity_tokens_project_id'), 'identity_tokens', ['project_id'], unique=False)
     op.create_index(op.f('ix_identity_tokens_user_id'), 'identity_tokens', ['user_id'], unique=False)
-    op.create_table('images',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('name', sa.String(length=255), nullable=True),
-    sa.Column('status', sa.String(length=30), nullable=False),
-    sa.Column('visibility', sa.String(length=20), nullable=False),
-    sa.Column('owner', sa.String(length=255), nullable=True),
-    sa.Column('disk_format', sa.String(length=20), nullable=True),
-    sa.Column('container_format', sa.String(length=20), nullable=True),
-    sa.Column('size', sa.BigInteger(), nullable=True),
-    sa.Column('virtual_size', sa.BigInteger(), nullable=True),
-    sa.Column('checksum', sa.String(length=32), nullable=True),
-    sa.Column('os_hash_algo', sa.String(length=64), nullable=True),
-    sa.Column('os_hash_value', sa.String(length=128), nullable=True),
-    sa.Column('min_disk', sa.Integer(), nullable=False),
-    sa.Column('min_ram', sa.Integer(), nullable=False),
-    sa.Column('protected', sa.Boolean(), nullable=False),
-    sa.Column('os_hidden', sa.Boolean(), nullable=False),
-    sa.Column('created_at', sa.String(length=20), nullable=False),
-    sa.Column('updated_at', sa.String(length=20), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_images')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_index(op.f('ix_images_name'), 'images', ['name'], unique=False)
-    op.create_index(op.f('ix_images_os_hash_value'), 'images', ['os_hash_value'], unique=False)
-    op.create_index('ix_images_owner_visibility', 'images', ['owner', 'visibility'], unique=False)
-    op.create_table('instances',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('project_id', sa.String(length=255), nullable=False),
-    sa.Column('user_id', sa.String(length=255), nullable=False),
-    sa.Column('display_name', sa.String(length=255), nullable=False),
-    sa.Column('display_description', sa.Text(), nullable=True),
-    sa.Column('hostname', sa.String(length=255), nullable=False),
-    sa.Column('host', sa.String(length=255), nullable=True),
-    sa.Column('availability_zone', sa.String(length=255), nullable=True),
-    sa.Column('flavor_id', sa.String(length=255), nullable=False),
-    sa.Column('flavor_name', sa.String(length=255), nullable=False),
-    sa.Column('vcpus', sa.Integer(), nullable=False),
-    sa.Column('memory_mb', sa.Integer(), nullable=False),
-    sa.Column('root_gb', sa.Integer(), nullable=False),
-    sa.Column('ephemeral_gb', sa.Integer(), nullable=False),
-    sa.Column('swap', sa.Integer(), nullable=False),
-    sa.Column('flavor_extra_specs', sa.JSON(), nullable=False),
-    sa.Column('image_ref', sa.String(length=255), nullable=False),
-    sa.Column('key_name', sa.String(length=255), nullable=True),
-    sa.Column('key_data', sa.Text(), nullable=True),
-    sa.Column('key_type', sa.String(length=16), nullable=True),
-    sa.Column('user_data', sa.Text(), nullable=True),
-    sa.Column('config_drive', sa.Boolean(), nullable=False),
-    sa.Column('access_ip_v4', sa.String(length=64), nullable=True),
-    sa.Column('access_ip_v6', sa.String(length=64), nullable=True),
-    sa.Column('vm_state', sa.String(length=32), nullable=False),
-    sa.Column('task_state', sa.String(length=32), nullable=True),
-    sa.Column('power_state', sa.Integer(), nullable=False),
-    sa.Column('task_started', sa.Double(), nullable=False),
-    sa.Column('reboot_seq', sa.Integer(), nullable=False),
-    sa.Column('reboot_hard', sa.Boolean(), nullable=False),
-    sa.Column('progress', sa.Integer(), nullable=False),
-    sa.Column('locked', sa.Boolean(), nullable=False),
-    sa.Column('reservation_id', sa.String(length=255), nullable=False),
-    sa.Column('launch_index', sa.Integer(), nullable=False),
-    sa.Column('metadata_items', sa.JSON(), nullable=False),
-    sa.Column('tags', sa.JSON(), nullable=False),
-    sa.Column('security_groups', sa.JSON(), nullable=False),
-    sa.Column('requested_networks', sa.JSON(), nullable=False),
-    sa.Column('ports', sa.JSON(), nullable=False),
-    sa.Column('created_ports', sa.JSON(), nullable=False),
-    sa.Column('server_group_id', sa.String(length=36), nullable=True),
-    sa.Column('fault', sa.JSON(), nullable=True),
-    sa.Column('launched_at', sa.String(length=32), nullable=True),
-    sa.Column('terminated_at', sa.String(length=32), nullable=True),
-    sa.Column('created_at', sa.String(length=20), nullable=False),
-    sa.Column('updated_at', sa.String(length=20), nullable=False),
-    sa.Column('deleted', sa.Boolean(), nullable=False),
-    sa.Column('deleted_at', sa.String(length=20), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_instances')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_index(op.f('ix_instances_deleted'), 'instances', ['deleted'], unique=False)
-    op.create_index(op.f('ix_instances_host'), 'instances', ['host'], unique=False)
-    op.create_index(op.f('ix_instances_project_id'), 'instances', ['project_id'], unique=False)
-    op.create_index(op.f('ix_instances_updated_at'), 'instances', ['updated_at'], unique=False)
-    op.create_index(op.f('ix_instances_vm_state'), 'instances', ['vm_state'], unique=False)
-    op.create_table('key_pairs',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('user_id', sa.String(length=255), nullable=False),
-    sa.Column('name', sa.String(length=255), nullable=False),
-    sa.Column('fingerprint', sa.String(length=255), nullable=False),
-    sa.Column('public_key', sa.Text(), nullable=False),
-    sa.Column('type', sa.String(length=16), nullable=False),
-    sa.Column('created_at', sa.String(length=20), nullable=False),
-    sa.Column('updated_at', sa.String(length=20), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_key_pairs')),
-    sa.UniqueConstraint('user_id', 'name', name=op.f('uq_key_pairs_user_id_name')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_index(op.f('ix_key_pairs_user_id'), 'key_pairs', ['user_id'], unique=False)
-    op.create_table('locks',
-    sa.Column('name', sa.String(length=255), nullable=False),
-    sa.PrimaryKeyConstraint('name', name=op.f('pk_locks')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
     op.create_table('networks',
     sa.Column('admin_state_up', sa.Boolean(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
@@ -333,19 +189,6 @@ def upgrade() -> None:
     mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_securitygroups_project_id'), 'securitygroups', ['project_id'], unique=False)
-    op.create_table('server_groups',
-    sa.Column('id', sa.String(length=36), nullable=False),
-    sa.Column('project_id', sa.String(length=255), nullable=False),
-    sa.Column('user_id', sa.String(length=255), nullable=False),
-    sa.Column('name', sa.String(length=255), nullable=False),
-    sa.Column('policy', sa.String(length=32), nullable=False),
-    sa.Column('rules', sa.JSON(), nullable=False),
-    sa.Column('created_at', sa.String(length=20), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_server_groups')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_index(op.f('ix_server_groups_project_id'), 'server_groups', ['project_id'], unique=False)
     op.create_table('subnetpools',
     sa.Column('ip_version', sa.Integer(), nullable=False),
     sa.Column('prefixes', sa.JSON(), nullable=False),
@@ -390,24 +233,6 @@ def upgrade() -> None:
     mysql_charset='utf8mb4',
     mysql_collate='utf8mb4_nopad_bin'
     )
-    op.create_table('flavor_extra_specs',
-    sa.Column('flavor_id', sa.Integer(), nullable=False),
-    sa.Column('key', sa.String(length=255), nullable=False),
-    sa.Column('value', sa.String(length=255), nullable=False),
-    sa.ForeignKeyConstraint(['flavor_id'], ['flavors.id'], name=op.f('fk_flavor_extra_specs_flavor_id_flavors'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('flavor_id', 'key', name=op.f('pk_flavor_extra_specs')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_table('flavor_projects',
-    sa.Column('flavor_id', sa.Integer(), nullable=False),
-    sa.Column('project_id', sa.String(length=255), nullable=False),
-    sa.ForeignKeyConstraint(['flavor_id'], ['flavors.id'], name=op.f('fk_flavor_projects_flavor_id_flavors'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('flavor_id', 'project_id', name=op.f('pk_flavor_projects')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_index(op.f('ix_flavor_projects_project_id'), 'flavor_projects', ['project_id'], unique=False)
     op.create_table('identity_assignments',
     sa.Column('actor_type', sa.String(length=16), nullable=False),
     sa.Column('actor_id', sa.String(length=64), nullable=False),
@@ -493,35 +318,6 @@ def upgrade() -> None:
     mysql_collate='utf8mb4_nopad_bin'
     )
     op.create_index(op.f('ix_identity_users_domain_id'), 'identity_users', ['domain_id'], unique=False)
-    op.create_table('image_members',
-    sa.Column('image_id', sa.String(length=36), nullable=False),
-    sa.Column('member', sa.String(length=255), nullable=False),
-    sa.Column('status', sa.String(length=20), nullable=False),
-    sa.Column('created_at', sa.String(length=20), nullable=False),
-    sa.Column('updated_at', sa.String(length=20), nullable=False),
-    sa.ForeignKeyConstraint(['image_id'], ['images.id'], name=op.f('fk_image_members_image_id_images'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('image_id', 'member', name=op.f('pk_image_members')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_index(op.f('ix_image_members_member'), 'image_members', ['member'], unique=False)
-    op.create_table('image_properties',
-    sa.Column('image_id', sa.String(length=36), nullable=False),
-    sa.Column('name', sa.String(length=255), nullable=False),
-    sa.Column('value', sa.Text(), nullable=False),
-    sa.ForeignKeyConstraint(['image_id'], ['images.id'], name=op.f('fk_image_properties_image_id_images'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('image_id', 'name', name=op.f('pk_image_properties')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_table('image_tags',
-    sa.Column('image_id', sa.String(length=36), nullable=False),
-    sa.Column('value', sa.String(length=255), nullable=False),
-    sa.ForeignKeyConstraint(['image_id'], ['images.id'], name=op.f('fk_image_tags_image_id_images'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('image_id', 'value', name=op.f('pk_image_tags')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
     op.create_table('network_segments',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('network_id', sa.String(length=36), nullable=False),
@@ -606,15 +402,6 @@ def upgrade() -> None:
     op.create_index(op.f('ix_securitygrouprules_project_id'), 'securitygrouprules', ['project_id'], unique=False)
     op.create_index(op.f('ix_securitygrouprules_remote_group_id'), 'securitygrouprules', ['remote_group_id'], unique=False)
     op.create_index(op.f('ix_securitygrouprules_security_group_id'), 'securitygrouprules', ['security_group_id'], unique=False)
-    op.create_table('server_group_members',
-    sa.Column('group_id', sa.String(length=36), nullable=False),
-    sa.Column('instance_id', sa.String(length=36), nullable=False),
-    sa.ForeignKeyConstraint(['group_id'], ['server_groups.id'], name=op.f('fk_server_group_members_group_id_server_groups'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('group_id', 'instance_id', name=op.f('pk_server_group_members')),
-    mysql_charset='utf8mb4',
-    mysql_collate='utf8mb4_nopad_bin'
-    )
-    op.create_index(op.f('ix_server_group_members_instance_id'), 'server_group_members', ['instance_id'], unique=False)
     op.create_table('subnets',
     sa.Column('network_id', sa.String(length=36), nullable=False),
     sa.Column('ip_version', sa.Integer(), nullable=False),
@@ -781,43 +568,29 @@ def downgrade() -> None:
     op.drop_table('identity_application_credentials')
     op.drop_table('floatingips')
     op.drop_table('subnets')
-    op.drop_table('server_group_members')
     op.drop_table('securitygrouprules')
     op.drop_table('ports')
     op.drop_table('networkdhcpagentbindings')
     op.drop_table('network_segments')
-    op.drop_table('image_tags')
-    op.drop_table('image_properties')
-    op.drop_table('image_members')
     op.drop_table('identity_users')
     op.drop_table('identity_projects')
     op.drop_table('identity_implied_roles')
     op.drop_table('identity_groups')
     op.drop_table('identity_endpoints')
     op.drop_table('identity_assignments')
-    op.drop_table('flavor_projects')
-    op.drop_table('flavor_extra_specs')
     op.drop_table('default_security_groups')
     op.drop_table('tags')
     op.drop_table('subnetpools')
-    op.drop_table('server_groups')
     op.drop_table('securitygroups')
     op.drop_table('rbac_policies')
     op.drop_table('quotas')
     op.drop_table('networks')
-    op.drop_table('locks')
-    op.drop_table('key_pairs')
-    op.drop_table('instances')
-    op.drop_table('images')
     op.drop_table('identity_tokens')
     op.drop_table('identity_services')
     op.drop_table('identity_roles')
     op.drop_table('identity_regions')
     op.drop_table('identity_domains')
     op.drop_table('identity_bootstrap')
-    op.drop_table('flavors')
-    op.drop_table('compute_quotas')
-    op.drop_table('compute_quota_classes')
     op.drop_table('agents')
     op.drop_table('address_scopes')
     # ### end Alembic commands ###
