@@ -261,9 +261,14 @@ Use it with the OpenStack client:
     export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=stacklet-admin
     {_openstack_command()} network list
 OS_CLOUD=stacklet is the demo user in project demo. `. {rc}` sets the admin
-credentials as OS_* variables instead. Boot an instance (README: "Booting instances"):
+credentials as OS_* variables instead.""")
+    if conf.agent.enabled and conf.compute.enabled:
+        print(f"""Boot an instance (README: "Booting instances"):
     OS_CLOUD=stacklet {_openstack_command()} server create --image stacklet-tiny \\
         --flavor m1.tiny --network private --wait vm1""")
+    elif conf.agent.enabled:
+        print(f"This node runs no instances: `[compute] enabled = true` in {conf.config_file} "
+              f"(then `stacklet down` and `up`) makes it a compute node.")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
