@@ -85,6 +85,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     conf = config_mod.load(data_dir)
     if bootstrap.ensure_config_file(conf):
         print(f"wrote {conf.config_file}")
+        conf = config_mod.load(data_dir)    # with what the new file says
     hold = _host_side(conf)
     if hold is False:
         return EXIT_FAILED
