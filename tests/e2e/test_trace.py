@@ -149,6 +149,13 @@ def test_tcp_22_dropped_by_the_security_group_then_allowed_by_a_new_rule(world):
     assert rule["id"] in allowed[0]["summary"] and web["name"] in allowed[0]["summary"]
 
 
+def test_udp_is_traced_too(world):
+    api, a, b = world["api"], world["a"], world["b"]
+    result = trace(api, a.port_id, b.port_id, protocol="udp", dport=53, sport=5353)
+    assert result["verdict"] == "dropped", summaries(result)
+    assert "allows udp/53" in result["reason"], result["reason"]
+
+
 def test_forged_source_dropped_by_anti_spoofing(world):
     api, a, b = world["api"], world["a"], world["b"]
     result = trace(api, a.port_id, b.port_id, src_ip="10.71.0.250")

@@ -81,7 +81,9 @@ def packet_fields(packet: dict) -> str:
     if proto == "icmp":
         parts += [f"icmp_type={packet.get('icmp_type', 8)}", "icmp_code=0"]
     else:
-        parts += [f"tp_src={packet.get('sport') or 40000}", f"tp_dst={packet.get('dport') or 0}"]
+        # tcp_src/udp_src: ofproto/trace refuses tp_src after "udp" (prerequisites not met)
+        parts += [f"{proto}_src={packet.get('sport') or 40000}",
+                  f"{proto}_dst={packet.get('dport') or 0}"]
     return ",".join(parts)
 
 
