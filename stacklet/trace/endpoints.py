@@ -1,5 +1,6 @@
-"""SRC and DST of a trace, as ``stacklet trace`` takes them: a port id, a fixed or floating
-IP address, or ``external:<ip>`` (a host beyond the external network's gateway)."""
+"""SRC and DST of a trace, as ``stacklet trace`` takes them: a server name or id (its first
+port with an IPv4 address), a port id, a fixed or floating IP address, or ``external:<ip>`` (a
+host beyond the external network's gateway)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ def resolve(world: World, text: str, what: str) -> Endpoint:
             raise errors.HTTPBadRequest(f"Invalid {what} {text!r}: external:<IPv4 address> "
                                         f"expected.")
         return Endpoint("external", ip)
+    server = _server(world, text)
+    if server is not None:
+        ports = sorted((p for p in world.ports.values() if p.device_id == server and
+                        any(":" not in ip for ip in world.port_ips(p.id))),
+                       key=lambda p: (p.created_at or "", p.id))
+        if not ports:
+            raise errors.HTTPBadRequest(f"Server {text} has no port with an IPv4 address to "
+                                        f"trace.")
+        text = ports[0].id
     if text in world.ports:
         port = world.ports[text]
         ips = [ip for ip in world.port_ips(port.id) if ":" not in ip]
@@ -66,5 +76,16 @@ def resolve(world: World, text: str, what: str) -> Endpoint:
                 raise errors.HTTPBadRequest(f"Floating IP {ip} is not associated with a port.")
             return Endpoint("port", fip.fixed_ip_address, world.ports[fip.fixed_port_id],
                             fip_id=fip.id, address=ip)
-    raise errors.NotFound(f"No port, fixed IP or floating IP {text} could be found for the "
+    raise errors.NotFound(f"No server, port, fixed IP or floating IP {text} could be found "
+                          f"for the "
                           f"trace's {what}.")
+
+
+def _server(world: World, text: str) -> str | None:
+    """The id of the server this names (its id, or its name when only one server has it)."""
+    if text in world.servers:
+        return text
+    named = [sid for sid, name in world.servers.items() if name == text]
+    if len(named) > 1:
+        raise errors.Conflict(f"More than one server exists with the name '{text}'.")
+    return named[0] if named else None

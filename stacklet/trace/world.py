@@ -18,6 +18,7 @@ from stacklet.store.models.security_groups import (
     SecurityGroup,
     SecurityGroupRule,
 )
+from stacklet.store.models.servers import Instance
 
 
 @dataclass
@@ -35,6 +36,7 @@ class World:
     port_groups: dict[str, list[str]] = field(default_factory=dict)
     tunnel_ips: dict[str, str] = field(default_factory=dict)             # ip → host
     mappings: dict[str, dict[str, str]] = field(default_factory=dict)    # host → physnet → br
+    servers: dict[str, str] = field(default_factory=dict)                # id → name
 
     @classmethod
     def load(cls, session) -> World:
@@ -50,6 +52,8 @@ class World:
         w.router_of_port = {rp.port_id: (rp.router_id, rp.port_type)
                             for rp in session.scalars(select(RouterPort))}
         w.fips = list(session.scalars(select(FloatingIP)))
+        w.servers = dict(session.execute(select(Instance.id, Instance.display_name).where(
+            Instance.deleted.is_(False))).all())
         w.groups = {g.id: g for g in session.scalars(select(SecurityGroup))}
         w.rules = {r.id: r for r in session.scalars(select(SecurityGroupRule))}
         for b in session.scalars(select(PortSecurityGroupBinding)):

@@ -164,12 +164,20 @@ def test_console_shows_the_lease_and_the_metadata(world, pair):
         assert f"key installed for root: {world['key']['name']}" in log
 
 
-def test_instances_on_two_nodes_ping_through_the_router(world, pair):
+def test_instances_on_two_nodes_ping_through_the_router(cloud, world, pair):
     a, b = pair
     for server in pair:
         booted(world["nova"], server["id"])
     assert wait_for(lambda: pings(world, a, ip_of(b)), APPLY, what="a → b")
     assert pings(world, b, ip_of(a))
+    # `stacklet trace` takes servers by id or by name, as the issue of `trace` asks
+    answer = cloud.request(
+        "POST", "/stacklet/v1/trace", token=cloud.admin_token,
+        json={"trace": {"src": a["id"], "dst": b["name"]}})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["trace"]
+    assert result["verdict"] == "delivered", result
+    assert result["src"]["ip"] == ip_of(a) and result["dst"]["ip"] == ip_of(b)
 
 
 def test_a_floating_ip_reaches_an_instance_from_outside(world, pair, api):
