@@ -120,16 +120,35 @@ def cmdline(pid: int) -> tuple[str, ...]:
     return tuple(part.decode(errors="replace") for part in raw.split(b"\0") if part)
 
 
-def write_atomic(path: Path, content: str) -> bool:
+def write_atomic(path: Path, content: str, *, mode: int = 0o644, gid: int | None = None) -> bool:
     """Write the file when its content differs, through a temporary name and a rename, so a
-    reader (dnsmasq on SIGHUP, haproxy, radvd) never sees half a file. True when written."""
+    reader (dnsmasq on SIGHUP, haproxy, radvd) never sees half a file. True when written, or
+    when only its mode or group had to be put right.
+
+    The file gets ``mode`` (and group ``gid``, owner root) whatever the process's umask is:
+    ``stacklet up`` runs its agent under umask 077, which would leave a file that an
+    unprivileged daemon re-reads (dnsmasq's hosts on SIGHUP) unreadable to it."""
     try:
-        if path.read_text() == content:
-            return False
+        current = path.read_text()
     except FileNotFoundError:
-        pass
+        current = None
+    if current == content:
+        st = path.stat()
+        if st.st_mode & 0o7777 == mode and (gid is None or st.st_gid == gid):
+            return False
+        if gid is not None:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+        return True
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(content)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+        os.fchmod(fd, mode)
+        os.write(fd, content.encode())
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
     return True
 

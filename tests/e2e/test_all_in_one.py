@@ -196,6 +196,48 @@ def test_a_floating_ip_on_the_demo_network_answers_from_the_host(aio):
         api.cleanup()
 
 
+def test_a_new_port_on_this_node_gets_its_lease_from_the_unprivileged_dnsmasq(
+        aio, machine, tmp_path):
+    """`stacklet up` runs its agent under umask 077; dnsmasq (nobody) re-reads its host file on
+    SIGHUP when a port is added, so that file must stay readable by its group: before, the
+    re-read failed (EACCES), dnsmasq dropped every static lease and a new server's udhcpc only
+    ever broadcast discovers."""
+    api = Api(aio, lambda: aio.admin_token)
+    host = config.load(aio.data_dir).host
+    private = api.list("network", {"name": "private"})[0]
+    private_subnet = api.list("subnet", {"name": "private-subnet"})[0]
+    port = api.create("port", network_id=private["id"], device_owner="compute:nova",
+                      **{"binding:host_id": host})
+    vif = Vif(aio.data_dir, port, private_subnet["cidr"])
+    try:
+        wait_status(api, port["id"], "ACTIVE")
+        lease = wait_for(lambda: udhcpc(vif.ns, tmp_path), 30, what="a DHCP lease")
+        assert lease["ip"] == port["fixed_ips"][0]["ip_address"]
+        assert lease["router"] == private_subnet["gateway_ip"]
+        # the daemon's files (in the machine's own /run/stacklet): its group reads them
+        directory = f"/run/stacklet/{host}/dhcp/{private['id']}"
+        out = linux.run(machine.command(["stat", "-c", "%n %a %G", *(
+            f"{directory}/{name}" for name in ("host", "opts", "addn_hosts"))])).stdout
+        assert {line.split(" ", 1)[1] for line in out.splitlines()} == {"640 nogroup"}, out
+    finally:
+        vif.close()
+        api.cleanup()
+
+
+def udhcpc(ns: str, tmp: Path) -> dict | None:
+    """One lease asked for on eth0 of ``ns`` with busybox's udhcpc (3 discovers), as its
+    script receives it; None when no server answered."""
+    script, out = tmp / "script", tmp / "lease"
+    out.unlink(missing_ok=True)
+    script.write_text('#!/bin/sh\ncase "$1" in bound) env > "$UDHCPC_OUT";; esac\n')
+    script.chmod(0o755)
+    linux.run(["udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "3", "-T", "1", "-s",
+               str(script)], ns, check=False, env={"UDHCPC_OUT": str(out)}, timeout=20)
+    if not out.exists():
+        return None
+    return dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+
+
 def trace(cloud, src: str, dst: str) -> dict:
     response = cloud.request("POST", "/stacklet/v1/trace", token=cloud.admin_token,
                              json={"trace": {"src": src, "dst": dst}})

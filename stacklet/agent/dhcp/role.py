@@ -180,7 +180,10 @@ class DhcpRole:
             self.plugged[net.id] = plug
         changed = False
         for name, content in config.files.items():
-            changed |= linux.write_atomic(directory / name, content)
+            # dnsmasq re-reads them unprivileged on SIGHUP: readable by its group whatever
+            # the agent's umask (077 under `stacklet up`)
+            changed |= linux.write_atomic(directory / name, content,
+                                          **_readable_by(self.daemon_gid))
         if pid is None:
             self._start(config, directory, ns)
         elif changed:
@@ -348,3 +351,9 @@ class DhcpRole:
         ids = [p.name for p in self.state_dir.iterdir() if p.is_dir()] \
             if self.state_dir.is_dir() else []
         return remove_each(ids, self.remove, "network")
+
+
+def _readable_by(gid: int | None) -> dict:
+    """write_atomic's mode and group for a file an unprivileged daemon of group ``gid`` reads
+    (0640 root:gid); 0644 when the daemon keeps root's group."""
+    return {"mode": 0o640, "gid": gid} if gid is not None else {"mode": 0o644}

@@ -386,7 +386,10 @@ class L3Role:
             unprivileged.group_dir(directory, self.radvd_account.gid)
         else:
             directory.mkdir(parents=True, exist_ok=True)
-        changed = linux.write_atomic(conf, setup.radvd)
+        # radvd re-reads it unprivileged on SIGHUP: readable by its group whatever the umask
+        account = self.radvd_account
+        changed = linux.write_atomic(conf, setup.radvd, mode=0o640 if account else 0o644,
+                                     gid=account.gid if account else None)
         if pid is None:
             (directory / "radvd.pid").unlink(missing_ok=True)
             user = ["-u", self.radvd_account.user] if self.radvd_account is not None else []
