@@ -15,16 +15,9 @@ from computenodes import compute_nodes
 from computeutil import Nova, nova_of
 from imgutil import create as create_image
 from imgutil import upload as upload_image
-from netutil import Api, admin_api, osc, uname, user_api
+from netutil import Api, osc, uname, user_api
 
 pytestmark = pytest.mark.usefixtures("nodes")
-
-
-@pytest.fixture(scope="module")
-def admin(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")

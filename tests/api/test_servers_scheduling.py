@@ -16,19 +16,12 @@ from computeutil import Nova, nova_of
 from fakenodes import agent_socket_client
 from imgutil import create as create_image
 from imgutil import upload as upload_image
-from netutil import admin_api, uname
+from netutil import uname
 
 # the test cloud's [compute] vif_plugging_timeout (tests/conftest.py) and a conductor pass
 VIF_TIMEOUT = 25 + 5
 
 pytestmark = pytest.mark.server_databases   # the capacity claim is a race the engine decides
-
-
-@pytest.fixture(scope="module")
-def admin(cloud):
-    api = admin_api(cloud)
-    yield api
-    api.cleanup()
 
 
 @pytest.fixture(scope="module")
