@@ -134,15 +134,20 @@ def _stop_private_ovs(conf: Config) -> str | None:
 def end_leftovers(conf: Config) -> str | None:
     """End what still runs from the data dir after the other steps (a dnsmasq, haproxy or
     radvd the agent started while it was being stopped, or whose namespace went away): the
-    daemons the node runs whose command line names a file under the data dir or the daemons'
-    dir (an operator's `tail -f` of a log there is left alone)."""
+    daemons the node runs whose command line names a file under the data dir or, when this
+    cloud runs a local agent, the daemons' dir (an operator's `tail -f` of a log there is left
+    alone)."""
     markers = [f"{conf.data_dir}/"]
-    try:
-        from stacklet.agent.agent import daemons_dir
+    # Without a local agent this cloud started no daemon there: the daemons' dir of this host
+    # name belongs to another cloud on the machine (a test cloud's `down` ended the dnsmasq
+    # of the `make up` cloud beside it).
+    if conf.agent.enabled:
+        try:
+            from stacklet.agent.agent import daemons_dir
 
-        markers.append(f"{daemons_dir(conf)}/")
-    except Exception:  # noqa: BLE001 - a host name that names no directory: data dir only
-        pass
+            markers.append(f"{daemons_dir(conf)}/")
+        except Exception:  # noqa: BLE001 - a host name that names no directory: data dir only
+            pass
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
