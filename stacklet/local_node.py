@@ -191,8 +191,8 @@ def _stop_instances(conf: Config) -> str | None:
     from stacklet.agent.compute.netns import NetnsDriver
 
     state_dir = instances_dir(conf)
-    if not state_dir.is_dir() and not any(ns.startswith("inst-") for ns in linux.netns_list()):
-        return None
+    if not state_dir.is_dir():
+        return None         # no instance of this cloud (other clouds' namespaces are theirs)
     stopped = NetnsDriver(None, ovsdb_choice(conf)[0], state_dir).stop_all()
     return f"{len(stopped)} netns instance(s)" if stopped else None
 
