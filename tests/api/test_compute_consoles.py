@@ -36,11 +36,16 @@ BANNER = b"RFB 003.008\n"
 class FakeVnc:
     """A unix-socket server that greets as an RFB 3.8 server and echoes what it gets."""
 
-    def __init__(self) -> None:
+    def __init__(self, tcp: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="skvnc-", dir="/tmp"))
         self.path = self.dir / "vnc.sock"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(self.path))
+        if tcp:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(str(self.path))
         self.sock.listen(8)
         self.connections = 0
         threading.Thread(target=self._serve, daemon=True).start()
@@ -65,6 +70,7 @@ class FakeVnc:
         self.sock.close()
         self.path.unlink(missing_ok=True)
         self.dir.rmdir()
+
 
 
 @pytest.fixture(scope="module")
@@ -197,11 +203,11 @@ def test_get_vnc_console_action_below_2_6(world):
 @pytest.mark.parametrize("body,version,message", [
     ({}, "2.6", "'remote_console' is a required property"),
     ({"remote_console": {"protocol": "vnc"}}, "2.6",
-     "Invalid input for field/attribute remote_console. Value: {'protocol': 'vnc'}. "
-     "'type' is a required property"),
+     ("Invalid input for field/attribute remote_console. Value: {'protocol': 'vnc'}. "
+     "'type' is a required property")),
     ({"remote_console": {"protocol": "telnet", "type": "novnc"}}, "2.6",
-     "Invalid input for field/attribute protocol. Value: telnet. 'telnet' is not one of "
-     "['vnc', 'spice', 'serial', 'rdp']"),
+     ("Invalid input for field/attribute protocol. Value: telnet. 'telnet' is not one of "
+     "['vnc', 'spice', 'serial', 'rdp']")),
     ({"remote_console": {"protocol": "mks", "type": "webmks"}}, "2.6",
      "'mks' is not one of ['vnc', 'spice', 'serial', 'rdp']"),
     ({"remote_console": {"protocol": "vnc", "type": "novnc", "x": 1}}, "2.6",
@@ -217,8 +223,8 @@ def test_get_vnc_console_action_below_2_6(world):
     ({"remote_console": {"protocol": "mks", "type": "webmks"}}, "2.8",
      "Unavailable console type webmks."),
     ({"os-getVNCConsole": {}}, "2.5",
-     "Invalid input for field/attribute os-getVNCConsole. Value: {}. 'type' is a required "
-     "property"),
+     ("Invalid input for field/attribute os-getVNCConsole. Value: {}. 'type' is a required "
+     "property")),
 ])
 def test_bad_requests_are_nova_400s(world, body, version, message):
     nova = world["nova"]
@@ -302,6 +308,28 @@ def test_proxy_relays_rfb_both_ways(cloud, world, vnc):
         assert ws.recv() == BANNER
     finally:
         ws.close()
+
+
+def test_proxy_reaches_a_tcp_vnc_server(cloud, world, vnc):
+    """A node with `[vnc] server_listen` = an address reports host and port: the proxy
+    connects there; a URL made for the unix socket before is refused once it moved."""
+    tcp = FakeVnc(tcp=True)
+    node, vm = world["node"], world["vm"]
+    old_url = vnc_url(world["nova"], vm)
+    try:
+        node.vnc[vm] = {"type": "vnc", "host": "127.0.0.1", "port": tcp.port}
+        wait_for(lambda: (_console_row(cloud, vm) or {}).get("port") == tcp.port)
+        url = vnc_url(world["nova"], vm)
+        ws = websocket.create_connection(ws_url(cloud, url), timeout=10)
+        try:
+            assert ws.recv() == BANNER and tcp.connections == 1
+        finally:
+            ws.close()
+        assert _refused(ws_url(cloud, old_url)) == 403
+    finally:
+        node.vnc[vm] = {"type": "vnc", "path": str(vnc.path)}
+        wait_for(lambda: (_console_row(cloud, vm) or {}).get("path") == str(vnc.path))
+        tcp.close()
 
 
 def _refused(url: str, **kwargs) -> int:

@@ -11,6 +11,7 @@ and noVNC reports itself connected.
 
 from __future__ import annotations
 
+import socket
 import struct
 import sys
 import uuid
@@ -21,7 +22,11 @@ import pytest
 import websocket
 from dputil import SETUP, nodes, uname, wait_for
 
+from stacklet.agent.compute.driver import Image, InstanceSpec
+from stacklet.agent.compute.qemu import Vnc
 from stacklet.guest_images import tiny
+from stacklet.harness.machine import netns_entered
+from stacklet.harness.qemu_node import NodeQemu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
 from computeutil import Nova
@@ -174,3 +179,24 @@ def test_reboot_keeps_the_url_and_delete_refuses_it(cloud, world):
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         websocket.create_connection(ws_url(url), timeout=10)
     assert refused.value.status_code == 403
+
+
+def test_tcp_vnc_server_where_server_listen_says(world):
+    """`[vnc] server_listen` = an address: QEMU's VNC server on TCP there, at the port
+    QMP's query-vnc names, reported with server_proxyclient_address."""
+    node, built = world["node"], tiny.built()
+    driver = NodeQemu(node, node.dir / "tcpvnc", vnc=Vnc(True, "127.0.0.1", "127.0.0.1"))
+    instance = str(uuid.uuid4())
+    image = Image("tiny", None, kernel=built.kernel, ramdisk=built.ramdisk,
+                  properties=built.properties)
+    driver.spawn(InstanceSpec(instance, "t", "t", 1, 128, 0, image, ()))
+    try:
+        where = driver.console(instance)
+        assert where["type"] == "vnc" and where["host"] == "127.0.0.1"
+        assert 5900 <= where["port"] <= 5999
+        with netns_entered(node.netns), socket.create_connection(
+                (where["host"], where["port"]), timeout=10) as conn:
+            assert conn.recv(12) == b"RFB 003.008\n"
+    finally:
+        driver.destroy(instance)
+    assert driver.console(instance) is None
