@@ -352,11 +352,23 @@ def test_proxy_refuses_bad_expired_and_foreign_origin(cloud, world, vnc):
     assert vnc.connections == before       # nothing reached the console
 
 
-def test_proxy_refuses_a_deleted_instance_token(cloud, world, alice):
-    """A token of a server deleted since: refused (the last test: deletes a server)."""
-    nova = world["nova"]
+def test_deleting_and_deleted_instances(cloud, world, alice):
+    """While the server is being deleted (its node silent): 409, as Nova's
+    reject_instance_state; its token is refused then and once it is gone (the last test:
+    deletes a server)."""
+    nova, node = world["nova"], world["node"]
     url = vnc_url(nova, world["vm"])
-    nova.call("DELETE", f"servers/{world['vm']}", 204)
+    node.alive = False
+    time.sleep(0.5)                        # a pass of the node under way ends first
+    try:
+        nova.call("DELETE", f"servers/{world['vm']}", 204)
+        nova.call("POST", f"servers/{world['vm']}/remote-consoles", 409, version="2.6",
+                  json={"remote_console": {"protocol": "vnc", "type": "novnc"}},
+                  contains=f"Cannot 'get_vnc_console' instance {world['vm']} while it is in "
+                           f"task_state deleting")
+        assert _refused(ws_url(cloud, url)) == 403
+    finally:
+        node.alive = True
     wait_for(lambda: nova.req("GET", f"servers/{world['vm']}").status_code == 404)
     assert _refused(ws_url(cloud, url)) == 403
 

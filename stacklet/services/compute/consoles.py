@@ -134,13 +134,13 @@ class ConsoleService:
         if found is None or found.expires <= time.time():
             return None
         instance = session.get(Instance, found.instance_uuid)
-        if instance is None or instance.deleted:
+        if instance is None or instance.deleted or instance.task_state == st.DELETING:
             return None
         return found, instance
 
     def target(self, token: str) -> Target | None:
-        """Where to connect for ``token``, or None: unknown, expired, the instance deleted,
-        or its console no longer where the token was made for (stopped, restarted)."""
+        """Where to connect for ``token``, or None: unknown, expired, the instance deleted
+        (or being deleted), or its console no longer where the token was made for (stopped, restarted)."""
         with self.db.read() as session:
             valid = self._valid(session, token)
             if valid is None:
