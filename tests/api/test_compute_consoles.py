@@ -379,6 +379,8 @@ def test_novnc_page_and_scripts_served_without_external_urls(cloud):
     import re
 
     import httpx
+    assert Path("/usr/share/novnc/vnc_lite.html").is_file(), \
+        "noVNC is missing: apt-get install novnc (scripts/install.sh lists it)"
     page = httpx.get(f"{cloud.url}/vnc/vnc_lite.html", timeout=10)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "readQueryVariable('path'" in page.text
