@@ -265,6 +265,22 @@ def test_refusals_not_found_netns_not_ready(cloud, world, alice):
         wait_for(lambda: _console_row(cloud, world["vm"]) is not None)
 
 
+def test_a_reader_of_the_project_may_not_open_a_console(cloud, world, alice):
+    """Nova's os-remote-consoles rule: project members and admins."""
+    token = cloud.admin_token
+    password = uuid.uuid4().hex
+    user = cloud.request("POST", "/identity/v3/users", token=token, json={"user": {
+        "name": uname("reader"), "password": password, "domain_id": "default"}}).json()["user"]
+    granted = cloud.request("PUT", f"/identity/v3/projects/{alice.project_id}/users/"
+                                   f"{user['id']}/roles/{cloud.role_id('reader')}", token=token)
+    assert granted.status_code == 204, granted.text
+    reader = Nova(cloud, lambda: cloud.token(user["name"], password, alice.project_name))
+    reader.call("POST", f"servers/{world['vm']}/remote-consoles", 403, version="2.6",
+                json={"remote_console": {"protocol": "vnc", "type": "novnc"}},
+                contains="os_compute_api:os-remote-consoles")
+    cloud.request("DELETE", f"/identity/v3/users/{user['id']}", token=token)
+
+
 def test_console_auth_tokens_admin_only(cloud, world):
     url = vnc_url(world["nova"], world["vm"])
     token = token_of(url)
