@@ -265,6 +265,21 @@ def test_refusals_not_found_netns_not_ready(cloud, world, alice):
         wait_for(lambda: _console_row(cloud, world["vm"]) is not None)
 
 
+def test_a_running_instance_without_vnc_is_an_unavailable_console_type(cloud, world, vnc):
+    """A qemu node with `[vnc] enabled = false` reports no console for a running instance:
+    Nova's answer when VNC is disabled on the compute host."""
+    node, vm = world["node"], world["vm"]
+    del node.vnc[vm]
+    try:
+        wait_for(lambda: _console_row(cloud, vm) is None)
+        world["nova"].call("POST", f"servers/{vm}/remote-consoles", 400, version="2.6",
+                           json={"remote_console": {"protocol": "vnc", "type": "novnc"}},
+                           contains="Unavailable console type novnc.")
+    finally:
+        node.vnc[vm] = {"type": "vnc", "path": str(vnc.path)}
+        wait_for(lambda: _console_row(cloud, vm) is not None)
+
+
 def test_a_reader_of_the_project_may_not_open_a_console(cloud, world, alice):
     """Nova's os-remote-consoles rule: project members and admins."""
     token = cloud.admin_token
