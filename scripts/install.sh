@@ -16,7 +16,9 @@ PACKAGES=(python3 python3-venv python3-dev gcc iproute2 psmisc curl
           iputils-ping python3-openvswitch udhcpc haproxy conntrack iputils-arping radvd
           graphviz dropbear-bin
           # the qemu instance driver and its guest images (scripts/build-images)
-          qemu-system-x86 qemu-utils genisoimage debootstrap openssh-client)
+          qemu-system-x86 qemu-utils genisoimage debootstrap openssh-client
+          # noVNC, served by the server's console proxy (/vnc/vnc_lite.html)
+          novnc)
 # The dashboard's browser tests (tests/api/test_dashboard.py) drive Debian's headless Chromium.
 # The test suite also starts PostgreSQL and MariaDB servers of its own from these packages'
 # binaries (data in a temp dir, a free port; tests/database_backends.py). It never uses their

@@ -348,7 +348,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     uconf = uvicorn.Config(
         app, host=conf.DEFAULT.bind_host, port=conf.DEFAULT.bind_port, log_level=level,
-        access_log=False, http=http, loop="auto", log_config=None,
+        access_log=False, http=http, ws="wsproto", loop="auto", log_config=None,
         # uvicorn closes an idle connection after 5 s; a client sending on it at that moment
         # sees "disconnected without a response". OpenStack's servers keep idle clients far
         # longer (eventlet's wsgi: client_socket_timeout 900 s).

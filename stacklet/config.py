@@ -352,6 +352,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("compute", "shutdown_timeout", 60,
            "Seconds the qemu driver waits for a guest to power off after the ACPI power "
            "button (stop, soft reboot) before it ends QEMU, as Nova's shutdown_timeout.", int),
+    # [vnc]: instances' VNC consoles (Nova's [vnc] options, same names)
+    Option("vnc", "enabled", True,
+           "Whether the qemu driver gives each instance a VNC server (a VGA display) that "
+           "the server's console proxy reaches (`openstack console url show`).", _bool),
+    Option("vnc", "server_listen", "",
+           "Where a qemu node's instances' VNC servers listen: empty, a unix socket in the "
+           "instance's directory (the server must share that file system: the all-in-one); "
+           "an IP address, TCP on it (a free port from 5900) for a server on another "
+           "machine.", str),
+    Option("vnc", "server_proxyclient_address", "",
+           "The address the console proxy connects to for this node's TCP VNC servers. "
+           "Default: server_listen (which must then not be a wildcard).", str),
+    Option("vnc", "novncproxy_base_url", "",
+           "The noVNC page of the console URLs handed out, as Nova's (the token follows in "
+           "`?path=`). Default: <the URL the client reached the Compute API at, without "
+           "/compute/...>/vnc/vnc_lite.html.", str),
+    Option("vnc", "novnc_dir", "/usr/share/novnc",
+           "Where noVNC's files are (Debian's novnc package), served under /vnc/.", str),
+    # [consoleauth]
+    Option("consoleauth", "token_ttl", 600,
+           "Seconds a console URL's token is accepted by the console proxy (Nova's "
+           "[consoleauth] token_ttl).", int),
     # [scheduler]: where instances go (Nova's filter scheduler)
     Option("scheduler", "cpu_allocation_ratio", 4.0,
            "VCPUs placed per VCPU a node offers (Nova's initial_cpu_allocation_ratio).",

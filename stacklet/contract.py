@@ -701,6 +701,10 @@ class InstanceStatus:
     power_state: int = 0
     rebooted: int = 0
     error: str | None = None
+    # where the instance's console is, for the server's console proxy: {"type": "vnc",
+    # "path": <unix socket>} or {"type": "vnc", "host": <address>, "port": <int>}; None when
+    # it has none (not running, a driver without consoles). Absent from older agents' reports.
+    console: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,8 +735,24 @@ class InstanceStatusReport:
                 raise ContractError("'power_state' and 'rebooted' must be integers")
             if error is not None and not isinstance(error, str):
                 raise ContractError("'error' must be a string or null")
-            out.append(InstanceStatus(item["uuid"], power, rebooted, error))
+            out.append(InstanceStatus(item["uuid"], power, rebooted, error,
+                                      _console(item.get("console"))))
         return cls(tuple(out), Revision.from_json(d.get("revision")))
+
+
+def _console(value: Any) -> dict | None:
+    """An instance status's ``console``: a VNC server on a unix socket or on TCP."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("type") != "vnc":
+        raise ContractError("'console' must be null or an object with type 'vnc'")
+    path, host, port = value.get("path"), value.get("host"), value.get("port")
+    if isinstance(path, str) and path.startswith("/") and host is None:
+        return {"type": "vnc", "path": path}
+    if isinstance(host, str) and host and isinstance(port, int) and \
+            not isinstance(port, bool) and 0 < port < 65536 and path is None:
+        return {"type": "vnc", "host": host, "port": port}
+    raise ContractError("'console' needs an absolute 'path', or a 'host' and a 'port'")
 
 
 # --- an Open vSwitch agent's configurations --------------------------------------------------

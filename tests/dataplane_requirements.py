@@ -23,6 +23,8 @@ TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl",
          "qemu-system-x86_64", "qemu-img", "genisoimage", "debootstrap", "depmod",
          "ssh", "ssh-keygen")
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
+# what the console proxy serves (tests/e2e/test_qemu_consoles.py opens it in Chromium)
+NOVNC_PAGE = Path("/usr/share/novnc/vnc_lite.html")
 
 
 def missing() -> list[str]:
@@ -33,6 +35,8 @@ def missing() -> list[str]:
     lacking += [f"{tool} (not on PATH)" for tool in TOOLS if not shutil.which(tool)]
     if not OVS_SCHEMA.exists():
         lacking.append(f"{OVS_SCHEMA} (Debian's openvswitch-common)")
+    if not NOVNC_PAGE.exists():
+        lacking.append(f"{NOVNC_PAGE} (Debian's novnc)")
     if shutil.which("ip") and os.geteuid() == 0:
         proc = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                               check=False)

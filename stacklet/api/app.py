@@ -29,6 +29,7 @@ from starlette.routing import Mount, Route
 from stacklet import errors
 from stacklet.api import agent as agent_api
 from stacklet.api import compute as compute_api
+from stacklet.api import console_proxy
 from stacklet.api import explain as explain_api
 from stacklet.api import identity as identity_api
 from stacklet.api import image as image_api
@@ -157,6 +158,9 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         Mount("/dashboard", app=create_dashboard()),
         # Node agents, on the unix socket only (404 over TCP).
         Mount("/agent/v1", app=agent_api.create_app()),
+        # The console proxy: noVNC's page and the WebSocket to instances' VNC servers.
+        *console_proxy.websocket_routes(),
+        Mount("/vnc", app=console_proxy.create_app(str(conf.vnc.novnc_dir))),
     ], exception_handlers={HTTPException: _http_error})
     app.state.services = services
     app.state.authenticate = _authenticator(services)

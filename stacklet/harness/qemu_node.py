@@ -15,18 +15,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from stacklet.agent.compute.qemu import QemuDriver
+from stacklet.agent.compute.qemu import QemuDriver, Vnc
 from stacklet.harness.machine import netns_entered
 
 
 class NodeQemu:
     def __init__(self, node: Any, state_dir: Path, virt_type: str = "qemu",
-                 shutdown_timeout: int = 20) -> None:
+                 shutdown_timeout: int = 20, vnc: Vnc | None = None) -> None:
         self.node = node
         self.state_dir = Path(state_dir)
         conf = SimpleNamespace(virt_type=virt_type, shutdown_timeout=shutdown_timeout)
         with netns_entered(node.netns):
-            self.driver = QemuDriver(conf, node.ovs.db_connection, self.state_dir)
+            self.driver = QemuDriver(conf, node.ovs.db_connection, self.state_dir, vnc)
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.driver, name)

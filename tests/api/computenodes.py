@@ -34,6 +34,7 @@ class FakeComputeNode:
         self.fail_spawn: str | None = None
         self.instances: dict[str, int] = {}     # uuid → power state, as last reported
         self.console: dict[str, str] = {}
+        self.vnc: dict[str, dict] = {}          # uuid → the console reported (a VNC server)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.http = agent_socket_client(cloud.data_dir)
@@ -99,7 +100,8 @@ class FakeComputeNode:
             self.instances[uuid_] = power
             self.console.setdefault(uuid_, f"console of {item['hostname']}\nlogin: \n")
             statuses.append({"uuid": uuid_, "power_state": power,
-                             "rebooted": item.get("reboot_seq", 0), "error": None})
+                             "rebooted": item.get("reboot_seq", 0), "error": None,
+                             "console": self.vnc.get(uuid_) if power == 1 else None})
         for gone in set(self.instances) - set(wanted):
             del self.instances[gone]
         self.http.post(f"/agent/v1/hosts/{self.host}/instance_status",

@@ -150,3 +150,19 @@ def test_reports_when_something_changed(tmp_path):
     r.reported(statuses)
     assert not r.report_due(statuses)
     assert r.console_log({"uuid": UUID, "length": 1}) == {"output": "line1\nline2\n"}
+
+
+def test_reports_where_each_instances_console_is_when_the_driver_has_consoles(tmp_path):
+    class WithConsole(FakeDriver):
+        def console(self, uuid):
+            if uuid == OTHER:
+                raise RuntimeError("no socket")
+            return {"type": "vnc", "path": f"/i/{uuid}/vnc.sock"}
+
+    r, _, _ = role(tmp_path, WithConsole())
+    statuses, _ = r.sync((instance(), instance(OTHER)))
+    assert [s.console for s in statuses] == [{"type": "vnc", "path": f"/i/{UUID}/vnc.sock"},
+                                             None]
+    r, _, _ = role(tmp_path)            # a driver without consoles (netns)
+    statuses, _ = r.sync((instance(),))
+    assert statuses[0].console is None

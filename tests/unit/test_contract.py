@@ -209,3 +209,19 @@ def test_instances_travel_in_the_snapshot_and_statuses_back():
                 b'{"instances": [{"uuid": "u", "power_state": "on"}]}'):
         with pytest.raises(c.ContractError):
             c.InstanceStatusReport.from_json(bad)
+
+
+def test_instance_status_console_where_the_vnc_server_is():
+    unix = c.InstanceStatus("u1", 1, 0, None, {"type": "vnc", "path": "/i/u1/vnc.sock"})
+    tcp = c.InstanceStatus("u2", 1, 0, None, {"type": "vnc", "host": "10.0.0.2", "port": 5901})
+    report = c.InstanceStatusReport((unix, tcp, c.InstanceStatus("u3", 4)))
+    assert c.InstanceStatusReport.from_json(report.to_json()).instances == report.instances
+    # an older agent sends no console: none
+    old = c.InstanceStatusReport.from_json(b'{"instances": [{"uuid": "u", "power_state": 1}]}')
+    assert old.instances[0].console is None
+    for bad in ({"type": "spice", "path": "/x"}, {"type": "vnc", "path": "relative"},
+                {"type": "vnc", "host": "h", "port": 0}, {"type": "vnc", "host": "h"},
+                {"type": "vnc", "host": "h", "port": True}, "vnc",
+                {"type": "vnc", "path": "/x", "host": "h", "port": 1}):
+        with pytest.raises(c.ContractError):
+            c.InstanceStatusReport.from_json({"instances": [{"uuid": "u", "console": bad}]})

@@ -128,3 +128,27 @@ def test_virt_type_as_configured_and_auto_from_the_probe_of_this_boot(tmp_path, 
     assert len(probes) == 2
     monkeypatch.setattr(virt_type.os, "access", lambda path, mode: False)
     assert virt_type.resolve("auto", tmp_path / "x")[0] == "tcg"
+
+
+def test_vnc_display_on_the_instances_unix_socket_or_tcp():
+    files = qemu_argv.Files(Path("/st") / UUID)
+    assert "-vnc" not in argv(spec()) and "VGA" not in argv(spec())
+    args = qemu_argv.build(spec(), files, "tcg", has_disk=True, has_config_drive=False,
+                           vnc=qemu_argv.vnc_option(files, ""))
+    assert after(args, "-vnc") == [f"unix:/st/{UUID}/vnc.sock"]
+    assert "VGA" in after(args, "-device")
+    assert qemu_argv.vnc_option(files, "192.0.2.10") == "192.0.2.10:0,to=99"
+    assert qemu_argv.vnc_option(files, "fd00::5") == "[fd00::5]:0,to=99"
+
+
+def test_vnc_wildcard_listen_needs_a_proxyclient_address(tmp_path):
+    from types import SimpleNamespace
+
+    from stacklet.agent.compute.qemu import QemuDriver, Vnc
+    conf = SimpleNamespace(virt_type="qemu")
+    with pytest.raises(DriverError, match="server_proxyclient_address"):
+        QemuDriver(conf, "", tmp_path, Vnc(True, "0.0.0.0", ""))
+    QemuDriver(conf, "", tmp_path, Vnc(True, "0.0.0.0", "192.0.2.10"))
+    section = SimpleNamespace(enabled=False, server_listen="10.0.0.1",
+                              server_proxyclient_address="")
+    assert Vnc.from_conf(section) == Vnc(False, "10.0.0.1", "")

@@ -99,3 +99,7 @@ class Driver(Protocol):
 
     def console_log(self, uuid: str, length: int | None = None) -> str:
         """The last ``length`` lines of the console log (all when None)."""
+
+    # Optional: ``console(uuid) -> dict | None``, where a running instance's graphical
+    # console is ({"type": "vnc", "path": ...} or {"type": "vnc", "host": ..., "port": ...}).
+    # A driver without it (netns) has no remote consoles.

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,21 @@ SOCKET_PATH_MAX = 107
 DEFAULT_SHUTDOWN_TIMEOUT = 60.0
 
 
+@dataclass(frozen=True)
+class Vnc:
+    """``[vnc]``: a VNC server per instance, on a unix socket in its directory (``listen``
+    empty) or on TCP at ``listen``, reached by the console proxy at ``proxyclient_address``."""
+    enabled: bool = True
+    listen: str = ""
+    proxyclient_address: str = ""
+
+    @classmethod
+    def from_conf(cls, section: Any) -> Vnc:
+        return cls(bool(_option(section, "enabled", True)),
+                   str(_option(section, "server_listen", "")),
+                   str(_option(section, "server_proxyclient_address", "")))
+
+
 def _option(conf: Any, name: str, default: Any) -> Any:
     try:
         value = getattr(conf, name)
@@ -57,8 +73,14 @@ def _option(conf: Any, name: str, default: Any) -> Any:
 class QemuDriver:
     name = "qemu"
 
-    def __init__(self, conf: Any, ovsdb_connection: str, state_dir: Path) -> None:
+    def __init__(self, conf: Any, ovsdb_connection: str, state_dir: Path,
+                 vnc: Vnc | None = None) -> None:
         self.conf = conf
+        self.vnc = vnc if vnc is not None else Vnc()
+        if self.vnc.enabled and self.vnc.listen and not self.vnc.proxyclient_address and \
+                self.vnc.listen in ("0.0.0.0", "::"):
+            raise DriverError("[vnc] server_listen is a wildcard: set "
+                              "server_proxyclient_address (the address the proxy connects to)")
         self.db = ovsdb_connection
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -181,6 +203,19 @@ class QemuDriver:
         lines = text.splitlines(keepends=True)
         return "".join(lines[-length:]) if length > 0 else ""
 
+    def console(self, uuid: str) -> dict | None:
+        """Where the running instance's VNC server is (None: not running, or no VNC)."""
+        if not self.vnc.enabled or self.pid(uuid) is None:
+            return None
+        files = self.files(uuid)
+        if not self.vnc.listen:
+            return {"type": "vnc", "path": str(files.vnc)} if files.vnc.exists() else None
+        try:
+            where = json.loads(files.vnc_tcp.read_text())
+            return {"type": "vnc", "host": str(where["host"]), "port": int(where["port"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     # --- pieces ---------------------------------------------------------------------------
 
     def _disk(self, spec: InstanceSpec, files: qemu_argv.Files) -> None:
@@ -215,9 +250,12 @@ class QemuDriver:
     def _start(self, spec: InstanceSpec, files: qemu_argv.Files) -> None:
         files.pidfile.unlink(missing_ok=True)
         files.qmp.unlink(missing_ok=True)
+        files.vnc.unlink(missing_ok=True)
+        files.vnc_tcp.unlink(missing_ok=True)
+        vnc = qemu_argv.vnc_option(files, self.vnc.listen) if self.vnc.enabled else None
         args = qemu_argv.build(spec, files, self.accel, has_disk=files.disk.exists(),
                                has_config_drive=spec.config_drive
-                               and files.config_drive.exists())
+                               and files.config_drive.exists(), vnc=vnc)
         with open(files.console, "ab") as console:
             console.write(f"\n[stacklet] starting {spec.uuid} ({self.accel})\n".encode())
         proc = linux.run([self.binary, *args], check=False, timeout=60)
@@ -226,6 +264,19 @@ class QemuDriver:
                               f"{(proc.stderr or proc.stdout).strip()[-500:]}")
         if self.pid(spec.uuid) is None:
             raise DriverError("QEMU started but its PID file names no running QEMU")
+        if self.vnc.enabled and self.vnc.listen:
+            self._vnc_port(spec.uuid, files)
+
+    def _vnc_port(self, uuid: str, files: qemu_argv.Files) -> None:
+        """The TCP port QEMU's VNC server took, written for ``console()`` (and adoption)."""
+        try:
+            info = qmp_command(files.qmp, "query-vnc")
+            port = int(info["service"])
+        except (QmpError, KeyError, TypeError, ValueError) as exc:
+            LOG.warning("qemu: %s: no VNC port from query-vnc: %s", uuid, exc)
+            return
+        host = self.vnc.proxyclient_address or self.vnc.listen
+        files.vnc_tcp.write_text(json.dumps({"host": host, "port": port}))
 
     def _stop(self, uuid: str, pid: int) -> None:
         """QMP quit, then SIGKILL by PID."""

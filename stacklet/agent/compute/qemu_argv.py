@@ -50,6 +50,16 @@ class Files:
     def spec(self) -> Path:
         return self.directory / "spec.json"
 
+    @property
+    def vnc(self) -> Path:
+        """The VNC server's unix socket (``[vnc] server_listen`` empty)."""
+        return self.directory / "vnc.sock"
+
+    @property
+    def vnc_tcp(self) -> Path:
+        """Where a TCP VNC server listens (written once QEMU runs: its port is free-picked)."""
+        return self.directory / "vnc.json"
+
 
 def nic_model(spec: InstanceSpec) -> str:
     model = str(spec.image.properties.get("hw_vif_model") or "virtio").lower()
@@ -74,9 +84,19 @@ def kernel_command_line(spec: InstanceSpec) -> str:
     return f"{root}console=tty0 console=ttyS0"
 
 
+def vnc_option(files: Files, listen: str) -> str:
+    """``-vnc``'s value: the instance's unix socket when ``listen`` is empty, else TCP on
+    ``listen`` at the first free port from 5900 (display 0..99; QMP query-vnc tells which)."""
+    if not listen:
+        return f"unix:{files.vnc}"
+    host = f"[{listen}]" if ":" in listen and not listen.startswith("[") else listen
+    return f"{host}:0,to=99"
+
+
 def build(spec: InstanceSpec, files: Files, accel: str, *, has_disk: bool,
-          has_config_drive: bool) -> list[str]:
-    """The argv (without the binary) for ``spec``; ``accel`` is "kvm" or "tcg"."""
+          has_config_drive: bool, vnc: str | None = None) -> list[str]:
+    """The argv (without the binary) for ``spec``; ``accel`` is "kvm" or "tcg"; ``vnc``
+    the ``-vnc`` value (``vnc_option``), None for no display at all."""
     uuid = spec.uuid
     if accel == "kvm":
         machine = ["-accel", "kvm", "-cpu", "host,-arch-capabilities"]
@@ -100,6 +120,10 @@ def build(spec: InstanceSpec, files: Files, accel: str, *, has_disk: bool,
         "-pidfile", str(files.pidfile),
         "-daemonize",
     ]
+    if vnc is not None:
+        # a VGA display (the console the kernel's tty0 writes to), served by QEMU's VNC server
+        # as libvirt's <graphics type='vnc'> with Nova's default video model
+        args += ["-device", "VGA", "-vnc", vnc]
     if str(spec.image.properties.get("os_type", "")).lower() == "windows":
         args += ["-rtc", "base=localtime"]
     else:

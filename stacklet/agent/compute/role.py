@@ -141,7 +141,7 @@ class ComputeRole:
         now = self.driver.instances() if jobs else have
         statuses = [c.InstanceStatus(i.uuid, now[i.uuid].power_state if i.uuid in now
                                      else POWER_NOSTATE, self.rebooted.get(i.uuid, 0),
-                                     self.errors.get(i.uuid))
+                                     self.errors.get(i.uuid), self._console(i.uuid))
                     for i in instances]
         return statuses, failures
 
@@ -177,6 +177,17 @@ class ComputeRole:
                 self.errors[uuid] = message
                 return f"spawn {uuid}: {message}"
             return f"{uuid}: {message}"
+
+    def _console(self, uuid: str) -> dict | None:
+        """Where the instance's console is, when the driver has consoles (netns has none)."""
+        console = getattr(self.driver, "console", None)
+        if console is None:
+            return None
+        try:
+            return console(uuid)
+        except Exception as exc:   # noqa: BLE001 - reported without a console
+            LOG.warning("instance %s: console: %s", uuid, exc)
+            return None
 
     def _vifs(self, spec: InstanceSpec) -> None:
         """VIFs attached or detached while the instance exists (os-interface)."""
@@ -250,6 +261,6 @@ def make_driver(conf, ovsdb_connection: str, state_dir: Path) -> Driver:
         from stacklet.agent.compute.netns import NetnsDriver
         return NetnsDriver(conf.compute, ovsdb_connection, state_dir)
     if name == "qemu":
-        from stacklet.agent.compute.qemu import QemuDriver
-        return QemuDriver(conf.compute, ovsdb_connection, state_dir)
+        from stacklet.agent.compute.qemu import QemuDriver, Vnc
+        return QemuDriver(conf.compute, ovsdb_connection, state_dir, Vnc.from_conf(conf.vnc))
     raise ValueError(f"[compute] driver = {name!r}: netns or qemu")

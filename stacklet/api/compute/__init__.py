@@ -12,7 +12,16 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from stacklet import errors
-from stacklet.api.compute import common, flavors, keypairs, nodes, quotas, servers, versions
+from stacklet.api.compute import (
+    common,
+    consoles,
+    flavors,
+    keypairs,
+    nodes,
+    quotas,
+    servers,
+    versions,
+)
 from stacklet.api.compute.common import versioned
 
 
@@ -98,6 +107,8 @@ def _server_routes(v: str) -> list[Route]:
         r(server + "/tags/{tag}", servers.tag_show, "GET"),
         r(server + "/tags/{tag}", servers.tag_add, "PUT"),
         r(server + "/tags/{tag}", servers.tag_delete, "DELETE"),
+        r(server + "/remote-consoles", consoles.create, "POST"),
+        r(v + "/os-console-auth-tokens/{token}", consoles.auth_token, "GET"),
         r(v + "/os-server-groups", nodes.groups_index, "GET"),
         r(v + "/os-server-groups", nodes.groups_create, "POST"),
         r(v + "/os-server-groups/{id}", nodes.groups_show, "GET"),

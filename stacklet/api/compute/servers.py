@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from stacklet import errors
 from stacklet.api.common import Call, JSONResponse
+from stacklet.api.compute import consoles
 from stacklet.api.compute.common import compute_url, links, next_link, params
 from stacklet.api.compute.microversion import Version
 from stacklet.services.compute import states as st
@@ -277,6 +278,8 @@ def action(call: Call, version: Version) -> Any:
                                                               value)})
     elif name in ("addSecurityGroup", "removeSecurityGroup"):
         actions.security_group(call.context, server_id, value, name == "addSecurityGroup")
+    elif name in consoles.ACTIONS:
+        return JSONResponse(consoles.action(call, version, name))
     else:
         raise errors.BadRequest(f"There is no such action: {name}")
     return Response(status_code=202)

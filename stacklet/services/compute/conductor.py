@@ -315,7 +315,8 @@ class Conductor:
 
 def apply_report(db, host: str, statuses: tuple[InstanceStatus, ...]) -> int:
     """A node's report in the instances' rows: power states, and Nova's power sync (an
-    ACTIVE instance the node finds shut down or crashed is stopped). Returns rows changed."""
+    ACTIVE instance the node finds shut down or crashed is stopped), where each instance's
+    console is. Returns rows changed."""
     by_id = {s.uuid: s for s in statuses}
     if not by_id:
         return 0
@@ -326,6 +327,9 @@ def apply_report(db, host: str, statuses: tuple[InstanceStatus, ...]) -> int:
                 Instance.host == host, Instance.deleted.is_(False),
                 Instance.id.in_(list(by_id)))):
             status = by_id[row.id]
+            if row.console != status.console:     # where the console proxy connects
+                row.console = status.console
+                changed += 1
             if row.vm_state not in (st.ACTIVE, st.STOPPED) or row.task_state is not None:
                 continue
             if row.power_state != status.power_state:

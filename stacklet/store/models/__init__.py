@@ -2,6 +2,7 @@
 from stacklet.store.models import (
     agents,  # noqa: F401
     compute,  # noqa: F401
+    consoles,  # noqa: F401
     identity,  # noqa: F401
     image,  # noqa: F401
     l3,  # noqa: F401

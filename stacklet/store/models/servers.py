@@ -66,6 +66,9 @@ class Instance(Base):
     created_ports: Mapped[list] = mapped_column(default=list)  # those the server created
     server_group_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     fault: Mapped[dict | None] = mapped_column(nullable=True)
+    # where the node says the instance's console is ({"type": "vnc", "host", "port"} or
+    # {"type": "vnc", "path"}), None when it has none (not running, a netns instance)
+    console: Mapped[dict | None] = mapped_column(nullable=True)
     launched_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
     terminated_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[str] = mapped_column(String(20), default=isotime)
