@@ -29,6 +29,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -36,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stacklet import errors
-from stacklet.api.common import JSON_TYPE, Call, endpoint, json_response
+from stacklet.api.common import JSON_TYPE, Call, database_unavailable, endpoint, json_response
 from stacklet.contract import (
     DHCP_AGENT,
     L3_AGENT,
@@ -317,6 +318,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
+    unavailable = database_unavailable(exc)
+    if unavailable is not None:     # raised outside endpoint(): still the database's 503
+        return await _stacklet_error(request, unavailable)
     LOG.exception("agent API %s %s failed", request.method, request.url.path)
     return json_response({"error": {"code": 500, "message": "internal error"}}, 500)
 
@@ -358,6 +362,8 @@ def create_app() -> UnixSocketOnly:
     ], exception_handlers={
         errors.StackletError: _stacklet_error,
         HTTPException: _http_error,
+        # a database error is answered here, not re-raised to the server after the answer
+        SQLAlchemyError: _internal_error,
         Exception: _internal_error,
     })
     return UnixSocketOnly(app)
