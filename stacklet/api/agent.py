@@ -184,17 +184,25 @@ def port_status(call: Call) -> dict:
     provisioning = call.services.networking.ports.binder.provisioning
     here = Port.binding_host_id == host
 
+    # The port rows are locked (FOR UPDATE) before their blocks are read: on PostgreSQL and
+    # MariaDB (READ COMMITTED) this report and a DHCP agent's dhcp_ready for the same port
+    # could otherwise each read both blocks, each release its own, and neither see the port
+    # unblocked: it stayed DOWN for good (a boot failed on its VIF timeout). SQLite's writers
+    # are serialized anyway. Ports are locked in id order (`up` and `down` are sorted), as
+    # dhcp_ready does.
     def write(session) -> int:
         updated = 0
         for part in chunks(up, CHUNK):
             ports = session.scalars(select(Port).where(
-                Port.id.in_(part), here, Port.binding_vif_type == VIF_OVS)).all()
+                Port.id.in_(part), here, Port.binding_vif_type == VIF_OVS)
+                .order_by(Port.id).with_for_update()).all()
             for port in ports:
                 updated += provisioning.wired(port, report.revisions.get(port.id))
             # wired, waiting for a DHCP agent that is gone: it would wait forever
             updated += provisioning.unserved(session, [p for p in ports if p.l2_block is None])
         for part in chunks(down, CHUNK):
-            for port in session.scalars(select(Port).where(Port.id.in_(part), here)):
+            for port in session.scalars(select(Port).where(Port.id.in_(part), here)
+                                        .order_by(Port.id).with_for_update()):
                 updated += provisioning.unplugged(port)
         return updated
 
@@ -219,11 +227,12 @@ def dhcp_ready(call: Call) -> dict:
         .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
         .where(Agent.agent_type == DHCP_AGENT, Agent.host == call.path["host"]))
 
-    def write(session) -> dict:
+    def write(session) -> dict:     # rows locked as port_status locks them, and why
         released = updated = 0
         for part in chunks(sorted(report.ports), CHUNK):
             for port in session.scalars(select(Port).where(
-                    Port.id.in_(part), Port.dhcp_block.is_not(None), hosted)):
+                    Port.id.in_(part), Port.dhcp_block.is_not(None), hosted)
+                    .order_by(Port.id).with_for_update()):
                 revision = report.ports[port.id]
                 released += port.dhcp_block <= revision
                 updated += provisioning.dhcp_ready(port, revision)
