@@ -34,6 +34,7 @@ from dputil import APPLY, IN_FLIGHT, NO_REPLY, SETUP, PingTrace, boot, nodes, un
 from stacklet import linux
 from stacklet.harness import dbservers
 from stacklet.harness.cluster import Node
+from stacklet.harness.compute import NodeDriver
 from stacklet.harness.external import External, Host
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
@@ -229,15 +230,19 @@ def assert_nothing_lost(results: dict, seconds: float) -> None:
         assert result.lost() == [], f"{name}: requests lost: {result.lost()} of {result.sent}"
 
 
-def dnsmasq_pids(node: Node) -> dict[str, list[int]]:
-    """The dnsmasq processes of each of the node's qdhcp- namespaces."""
-    def dnsmasq(pid: int) -> bool:
+DAEMONS = ("dnsmasq", "haproxy", "radvd")
+
+
+def daemons(node: Node) -> dict[str, list[tuple[str, int]]]:
+    """The long-lived processes of each of the node's qdhcp- and qrouter- namespaces (dnsmasq,
+    the metadata proxy's haproxy, radvd): (name, pid)."""
+    def comm(pid: int) -> str:
         try:
-            return Path(f"/proc/{pid}/comm").read_text().strip() == "dnsmasq"
+            return Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
-            return False
-    return {ns: sorted(p for p in node.netns_pids(ns) if dnsmasq(p))
-            for ns in node.private_netns() if ns.startswith("qdhcp-")}
+            return ""
+    return {ns: sorted((c, p) for p in node.netns_pids(ns) if (c := comm(p)) in DAEMONS)
+            for ns in node.private_netns() if ns.startswith(("qdhcp-", "qrouter-"))}
 
 
 # --- the faults --------------------------------------------------------------------------------
@@ -247,6 +252,8 @@ def test_agent_killed_on_a_compute_node_loses_no_packet_and_applies_what_changed
     agent started again: no echo request lost on any flow, and the new agent opens B's UDP
     port (the rule it was not there to see)."""
     a, b, c2 = world["a"], world["b"], world["c2"]
+    driver = NodeDriver(c2, c2.dir / "instances")
+    guest_pid = driver.init_pid(b.server["id"])
     b.udp_listen(UDP_PORT)
     assert not a.udp_request(b.ip, UDP_PORT, timeout=NO_REPLY), "UDP is open before the rule"
     traffic = Traffic(world)
@@ -259,9 +266,10 @@ def test_agent_killed_on_a_compute_node_loses_no_packet_and_applies_what_changed
         time.sleep(2.0)         # dead for a while: its flows keep forwarding
         assert not a.udp_request(b.ip, UDP_PORT, timeout=NO_REPLY), "applied by a dead agent?"
         c2.start_agent()
-        assert wait_for(lambda: a.udp_request(b.ip, UDP_PORT, timeout=NO_REPLY), APPLY,
+        assert wait_for(lambda: a.udp_request(b.ip, UDP_PORT, timeout=NO_REPLY), SETUP,
                         what="the rule added while the agent was dead")
         assert_nothing_lost(traffic.stop(), time.monotonic() - began)
+        assert driver.init_pid(b.server["id"]) == guest_pid, "B restarted by the new agent"
     finally:
         c2.start_agent()
         api.remove("security_group_rule", rule["id"])
@@ -270,10 +278,13 @@ def test_agent_killed_on_a_compute_node_loses_no_packet_and_applies_what_changed
 def test_agent_killed_on_the_network_node_loses_no_packet_and_applies_what_changed(world, api):
     """kill -9 of the network node's agent (DHCP, L3), a floating IP given to A while it is
     dead, the agent started again: no echo request lost through the router (east-west,
-    SNAT, B's floating IP), dnsmasq not restarted, and A's new floating IP answers."""
+    SNAT, B's floating IP), dnsmasq and the metadata proxy not restarted, and A's new
+    floating IP answers."""
     node, host = world["net_node"], world["external"].host
-    before = dnsmasq_pids(node)
-    assert len(before) == 2 and all(len(pids) == 1 for pids in before.values()), before
+    before = daemons(node)
+    # the two networks' dnsmasq, the router's metadata proxy
+    assert sorted(name for found in before.values() for name, _ in found) == [
+        "dnsmasq", "dnsmasq", "haproxy"], before
     traffic = Traffic(world)
     began = time.monotonic()
     node.kill_agent()
@@ -290,7 +301,7 @@ def test_agent_killed_on_the_network_node_loses_no_packet_and_applies_what_chang
         assert wait_for(lambda: api.show("floatingip", fip["id"])["status"] == "ACTIVE", APPLY,
                         what="the floating IP ACTIVE")
         assert_nothing_lost(traffic.stop(), time.monotonic() - began)
-        assert dnsmasq_pids(node) == before, "dnsmasq restarted by the new agent"
+        assert daemons(node) == before, "daemons restarted by the new agent"
     finally:
         node.start_agent()
         api.remove("floatingip", fip["id"])
@@ -375,6 +386,8 @@ def test_a_compute_nodes_underlay_cut_for_30s_comes_back_by_itself(world):
         during = [seq for seq, at in result.replies.items() if cut + 1 < at < restored - 1]
         assert during == [], f"{name}: answered through a cut underlay: {during[:5]}"
         first_back = min(seq for seq, at in result.replies.items() if at > restored)
+        print(f"\n{name}: answered again {result.replies[first_back] - restored:.2f} s after "
+              "the underlay came back")
         tail = round(IN_FLIGHT / result.interval)
         lost_after = [seq for seq in range(first_back, result.sent - tail + 1)
                       if seq not in result.replies]
