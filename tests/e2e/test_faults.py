@@ -29,7 +29,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dputil import APPLY, IN_FLIGHT, NO_REPLY, SETUP, PingTrace, boot, nodes, uname, wait_for
+from dputil import (
+    APPLY,
+    IN_FLIGHT,
+    NO_REPLY,
+    SETUP,
+    PingTrace,
+    boot,
+    nodes,
+    public_router,
+    uname,
+    wait_for,
+)
 
 from stacklet import linux
 from stacklet.harness import dbservers
@@ -162,13 +173,7 @@ def world(cloud, api, cluster):
                    "external": external}
     router, attached = None, []
     try:
-        ext_net = api.create("network", name=uname("public"), **{
-            "router:external": True, "provider:network_type": "flat",
-            "provider:physical_network": physnet})
-        api.create("subnet", network_id=ext_net["id"], ip_version=4, cidr="203.0.113.0/24",
-                   gateway_ip="203.0.113.1", enable_dhcp=False)
-        router = api.create("router", name=uname("router"),
-                            external_gateway_info={"network_id": ext_net["id"]})
+        ext_net, router = public_router(api, physnet)
         # ICMP only: the compute-node test opens a UDP port while the agent is dead
         group = api.create("security_group", name=uname("icmp"))
         api.create("security_group_rule", security_group_id=group["id"], direction="ingress",
