@@ -29,6 +29,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -36,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stacklet import errors
-from stacklet.api.common import JSON_TYPE, Call, endpoint, json_response
+from stacklet.api.common import JSON_TYPE, Call, database_unavailable, endpoint, json_response
 from stacklet.contract import (
     DHCP_AGENT,
     L3_AGENT,
@@ -183,17 +184,25 @@ def port_status(call: Call) -> dict:
     provisioning = call.services.networking.ports.binder.provisioning
     here = Port.binding_host_id == host
 
+    # The port rows are locked (FOR UPDATE) before their blocks are read: on PostgreSQL and
+    # MariaDB (READ COMMITTED) this report and a DHCP agent's dhcp_ready for the same port
+    # could otherwise each read both blocks, each release its own, and neither see the port
+    # unblocked: it stayed DOWN for good (a boot failed on its VIF timeout). SQLite's writers
+    # are serialized anyway. Ports are locked in id order (`up` and `down` are sorted), as
+    # dhcp_ready does.
     def write(session) -> int:
         updated = 0
         for part in chunks(up, CHUNK):
             ports = session.scalars(select(Port).where(
-                Port.id.in_(part), here, Port.binding_vif_type == VIF_OVS)).all()
+                Port.id.in_(part), here, Port.binding_vif_type == VIF_OVS)
+                .order_by(Port.id).with_for_update()).all()
             for port in ports:
                 updated += provisioning.wired(port, report.revisions.get(port.id))
             # wired, waiting for a DHCP agent that is gone: it would wait forever
             updated += provisioning.unserved(session, [p for p in ports if p.l2_block is None])
         for part in chunks(down, CHUNK):
-            for port in session.scalars(select(Port).where(Port.id.in_(part), here)):
+            for port in session.scalars(select(Port).where(Port.id.in_(part), here)
+                                        .order_by(Port.id).with_for_update()):
                 updated += provisioning.unplugged(port)
         return updated
 
@@ -218,11 +227,12 @@ def dhcp_ready(call: Call) -> dict:
         .join(Agent, Agent.id == NetworkDhcpAgentBinding.dhcp_agent_id)
         .where(Agent.agent_type == DHCP_AGENT, Agent.host == call.path["host"]))
 
-    def write(session) -> dict:
+    def write(session) -> dict:     # rows locked as port_status locks them, and why
         released = updated = 0
         for part in chunks(sorted(report.ports), CHUNK):
             for port in session.scalars(select(Port).where(
-                    Port.id.in_(part), Port.dhcp_block.is_not(None), hosted)):
+                    Port.id.in_(part), Port.dhcp_block.is_not(None), hosted)
+                    .order_by(Port.id).with_for_update()):
                 revision = report.ports[port.id]
                 released += port.dhcp_block <= revision
                 updated += provisioning.dhcp_ready(port, revision)
@@ -317,6 +327,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
+    unavailable = database_unavailable(exc)
+    if unavailable is not None:     # raised outside endpoint(): still the database's 503
+        return await _stacklet_error(request, unavailable)
     LOG.exception("agent API %s %s failed", request.method, request.url.path)
     return json_response({"error": {"code": 500, "message": "internal error"}}, 500)
 
@@ -358,6 +371,8 @@ def create_app() -> UnixSocketOnly:
     ], exception_handlers={
         errors.StackletError: _stacklet_error,
         HTTPException: _http_error,
+        # a database error is answered here, not re-raised to the server after the answer
+        SQLAlchemyError: _internal_error,
         Exception: _internal_error,
     })
     return UnixSocketOnly(app)

@@ -9,6 +9,7 @@ there instead of taking every thread from token-authenticated requests.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -22,6 +23,9 @@ from starlette.responses import Response
 
 from stacklet import errors
 from stacklet.context import RequestContext
+from stacklet.store import db
+
+LOG = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 
@@ -91,6 +95,15 @@ Authenticator = Callable[[Request], RequestContext]
 LimiterChoice = Callable[[Request, bytes], CapacityLimiter | None]
 
 
+def database_unavailable(exc: BaseException) -> errors.ServiceUnavailable | None:
+    """The 503 to answer when ``exc`` says the database server is down or restarting (each
+    service renders it in its own error format), None for any other error."""
+    if not db.unavailable(exc):
+        return None
+    LOG.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    return errors.ServiceUnavailable("The database is unavailable; try again later.")
+
+
 def endpoint(handler: Callable[[Call], Any], *, authenticate: bool = True,
              status: int = 200, limiter: LimiterChoice | None = None) -> Callable[[Request], Any]:
     """Wrap a synchronous handler into an ASGI endpoint."""
@@ -99,9 +112,15 @@ def endpoint(handler: Callable[[Call], Any], *, authenticate: bool = True,
         raw = await request.body()
 
         def run() -> Any:
-            context = request.app.state.authenticate(request) if authenticate else None
-            body = parse_json(raw)
-            return handler(Call(request, context, body, dict(request.path_params)))
+            try:
+                context = request.app.state.authenticate(request) if authenticate else None
+                body = parse_json(raw)
+                return handler(Call(request, context, body, dict(request.path_params)))
+            except Exception as exc:
+                unavailable = database_unavailable(exc)
+                if unavailable is None:
+                    raise
+                raise unavailable from exc
 
         pool = limiter(request, raw) if limiter is not None else None
         result = await anyio.to_thread.run_sync(run, limiter=pool)

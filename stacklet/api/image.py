@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import orjson
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -31,7 +32,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from stacklet import errors
-from stacklet.api.common import json_response
+from stacklet.api.common import database_unavailable, json_response
 from stacklet.context import RequestContext
 from stacklet.errors import GlanceError
 from stacklet.services.image import schema
@@ -134,6 +135,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
+    unavailable = database_unavailable(exc)
+    if unavailable is not None:     # raised outside endpoint(): still the database's 503
+        return await _stacklet_error(request, unavailable)
     LOG.exception("unexpected error serving %s %s", request.method, request.url.path)
     return glance_error_response(request.headers.get("accept"), GlanceError(500))
 
@@ -403,6 +407,8 @@ def create_app() -> ImageApp:
     app = Starlette(routes=routes, exception_handlers={
         errors.StackletError: _stacklet_error,
         HTTPException: _http_error,
+        # a database error is answered here, not re-raised to the server after the answer
+        SQLAlchemyError: _internal_error,
         Exception: _internal_error,
     })
     return ImageApp(app)

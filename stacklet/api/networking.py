@@ -11,6 +11,7 @@ import logging
 from typing import Any
 from urllib.parse import urlencode
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stacklet import errors
-from stacklet.api.common import Call, json_response
+from stacklet.api.common import Call, database_unavailable, json_response
 from stacklet.api.common import endpoint as common_endpoint
 from stacklet.resources.attributes import RESERVED_QUERY, Resource
 from stacklet.services.networking.common import Collection, ListQuery
@@ -51,6 +52,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
+    unavailable = database_unavailable(exc)
+    if unavailable is not None:     # raised outside endpoint(): still the database's 503
+        return await _stacklet_error(request, unavailable)
     LOG.exception("unexpected error serving %s %s", request.method, request.url.path)
     return neutron_error(500, "HTTPInternalServerError",
                          "Request Failed: internal server error while processing your request.")
@@ -461,5 +465,7 @@ def create_app() -> Starlette:
     return Starlette(routes=routes, exception_handlers={
         errors.StackletError: _stacklet_error,
         HTTPException: _http_error,
+        # a database error is answered here, not re-raised to the server after the answer
+        SQLAlchemyError: _internal_error,
         Exception: _internal_error,
     })

@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import orjson
 from sqlalchemy import create_engine, event, exc, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from stacklet.store.models.locks import NamedLock
@@ -46,6 +46,43 @@ class RetryableConflict(Exception):
 RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
 # MariaDB's error numbers: lock wait timeout, deadlock, "record has changed since last read"
 RETRY_MYSQL_ERRORS = {1205, 1213, 1020}
+
+
+# SQLSTATE classes and codes that say the server cannot serve now: connection exceptions (08...),
+# admin_shutdown, crash_shutdown, cannot_connect_now (starting up or shutting down)
+UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
+# MariaDB's client and server errors for the same: no socket, cannot connect, gone away, lost
+# the connection during a query, server shutdown in progress
+UNAVAILABLE_MYSQL_ERRORS = {2002, 2003, 2006, 2013, 1053}
+# Seconds to wait for a connection to the database server before the request fails (503): a
+# server that does not answer must not hang the API.
+CONNECT_TIMEOUT = 5
+# Seconds after which a pooled connection is replaced; pre-ping drops the ones the server closed
+# (restarted, idle timeout) before they are used.
+POOL_RECYCLE = 1800
+
+
+def unavailable(error: BaseException) -> bool:
+    """True when the error says the database server cannot be reached or is restarting (the
+    API answers 503, not 500): a connection refused, lost or invalidated, or a pool with no
+    connection to give. Constraint violations, bad SQL and the like stay errors."""
+    if isinstance(error, exc.TimeoutError):        # the pool's wait for a connection
+        return True
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    orig = getattr(error, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate.startswith("08") or sqlstate in UNAVAILABLE_SQLSTATES
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in UNAVAILABLE_MYSQL_ERRORS
+    # psycopg's errors without a SQLSTATE are the client's own: no connection to the server
+    module = type(orig).__module__ if orig is not None else ""
+    return module.startswith("psycopg") and isinstance(error, (exc.OperationalError,
+                                                               exc.InterfaceError))
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -81,6 +118,9 @@ class Database:
             kwargs["max_overflow"] = 16
         else:
             kwargs["pool_pre_ping"] = True
+            kwargs["pool_recycle"] = POOL_RECYCLE
+            if "connect_timeout" not in make_url(url).query:
+                kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 20
             kwargs["isolation_level"] = "READ COMMITTED"

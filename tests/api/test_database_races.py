@@ -10,13 +10,18 @@ OpenStack's error (never a 500), and what is stored afterwards is exactly what t
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
+from fakenodes import agent_socket_client, heartbeating
 from netutil import API, admin_api, expect, ids, uname, user_api
+from test_port_provisioning import Node as ProvisioningNode
+from test_port_provisioning import instance_port
+from test_port_provisioning import network as provisioning_network
 
 RACERS = 8
 
@@ -205,3 +210,40 @@ def test_names_differing_in_case_or_trailing_space_are_different(cloud, project)
     finally:
         for made_user in users:
             cloud.request("DELETE", f"/identity/v3/users/{made_user['id']}", token=admin_token)
+
+
+# --- a port's two provisioning reports at once -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dhcp_nodes(cloud, admin):
+    """Two fake nodes (an Open vSwitch agent and a DHCP agent each), heartbeating."""
+    physnet = f"race{uuid.uuid4().hex[:8]}"
+    with heartbeating(cloud, admin, physnet, ProvisioningNode, "race") as (made, _):
+        yield physnet, made
+
+
+def test_a_ports_l2_and_dhcp_reports_at_once_leave_it_active(cloud, admin, dhcp_nodes):
+    """The L2 agent's "wired" and the DHCP agent's "host entry in place" for the same ports
+    at the same moment: each releases its own provisioning block, and whichever comes second
+    must see the other's released and make the port ACTIVE. At READ COMMITTED without the
+    port row locked, both read both blocks and the port stayed DOWN for good."""
+    physnet, made = dhcp_nodes
+    net, _, node, _ = provisioning_network(admin, physnet, made)
+    ports = [instance_port(admin, net, node)["id"] for _ in range(RACERS)]
+    pending = node.pending()
+    assert set(ports) <= set(pending)
+    barrier = threading.Barrier(2 * len(ports))
+
+    def send(request: tuple[str, dict]) -> int:
+        path, body = request
+        with agent_socket_client(cloud.data_dir) as http:
+            barrier.wait(30)
+            return http.post(f"/agent/v1/hosts/{node.host}/{path}", json=body).status_code
+
+    requests = [r for port in ports for r in (
+        ("port_status", {"up": [port], "down": [], "revisions": {port: pending[port]}}),
+        ("dhcp_ready", {"ports": {port: pending[port]}}))]
+    with ThreadPoolExecutor(len(requests)) as pool:
+        assert set(pool.map(send, requests)) == {200}
+    assert Counter(admin.show("port", port)["status"] for port in ports) == {
+        "ACTIVE": len(ports)}

@@ -26,16 +26,17 @@ __all__ = [
     "DELIVERED",
     "IN_FLIGHT",
     "NO_REPLY",
+    "SETUP",
     "AgentPasses",
     "Api",
     "PingTrace",
-    "SETUP",
     "admin_api",
     "boot",
     "empty_group",
     "flows_of",
     "network",
     "ping_stops_after",
+    "public_router",
     "uname",
     "unused_ip",
     "wait_for",
@@ -95,6 +96,20 @@ def network(api: Api, cidr: str, **provider: Any) -> tuple[dict, dict]:
     net = api.create("network", name=uname("net"), **provider)
     sub = api.create("subnet", network_id=net["id"], ip_version=4, cidr=cidr)
     return net, sub
+
+
+def public_router(api: Api, physnet: str, cidr: str = "203.0.113.0/24",
+                  gateway: str = "203.0.113.1") -> tuple[dict, dict]:
+    """A flat external network on the physnet (the subnet of stacklet.harness.External's
+    upstream router, no DHCP) and a router with its gateway there: (network, router)."""
+    ext_net = api.create("network", name=uname("public"), **{
+        "router:external": True, "provider:network_type": "flat",
+        "provider:physical_network": physnet})
+    api.create("subnet", network_id=ext_net["id"], ip_version=4, cidr=cidr,
+               gateway_ip=gateway, enable_dhcp=False)
+    router = api.create("router", name=uname("router"),
+                        external_gateway_info={"network_id": ext_net["id"]})
+    return ext_net, router
 
 
 def unused_ip(api: Api, subnets: list[dict], start: int = 200) -> str:

@@ -7,6 +7,7 @@ microversion negotiation (``microversion.py``) and Nova's fault bodies (``common
 
 from __future__ import annotations
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
@@ -71,6 +72,8 @@ def create_app() -> Starlette:
     return Starlette(routes=routes, exception_handlers={
         errors.StackletError: common.stacklet_error,
         HTTPException: common.http_error,
+        # a database error is answered here, not re-raised to the server after the answer
+        SQLAlchemyError: common.internal_error,
         Exception: common.internal_error,
     })
 

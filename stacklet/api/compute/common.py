@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stacklet import errors
-from stacklet.api.common import Call, JSONResponse, endpoint
+from stacklet.api.common import Call, JSONResponse, database_unavailable, endpoint
 from stacklet.api.compute import microversion
 from stacklet.api.compute.microversion import Version
 
@@ -92,6 +92,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
+    unavailable = database_unavailable(exc)
+    if unavailable is not None:     # raised outside endpoint(): still the database's 503
+        return await stacklet_error(request, unavailable)
     LOG.exception("unexpected error serving %s %s", request.method, request.url.path)
     return fault(500, "Unexpected API Error. Please report this at "
                       "http://bugs.launchpad.net/nova/ and attach the Nova API log if "

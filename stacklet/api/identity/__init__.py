@@ -15,6 +15,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -22,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stacklet import errors
-from stacklet.api.common import json_response
+from stacklet.api.common import database_unavailable, json_response
 from stacklet.api.identity import app_creds, assignments, auth, catalog, resources
 from stacklet.api.identity.base import identity_url
 
@@ -56,6 +57,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
+    unavailable = database_unavailable(exc)
+    if unavailable is not None:     # raised outside endpoint(): still the database's 503
+        return await _stacklet_error(request, unavailable)
     LOG.exception("unexpected error serving %s %s", request.method, request.url.path)
     return keystone_error(500, "An unexpected error prevented the server from fulfilling your "
                                "request.")
@@ -89,5 +93,7 @@ def create_app() -> Starlette:
     return Starlette(routes=routes, exception_handlers={
         errors.StackletError: _stacklet_error,
         HTTPException: _http_error,
+        # a database error is answered here, not re-raised to the server after the answer
+        SQLAlchemyError: _internal_error,
         Exception: _internal_error,
     })
