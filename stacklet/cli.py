@@ -405,6 +405,33 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return agent.main(conf)
 
 
+def cmd_node_credential(args: argparse.Namespace) -> int:
+    from stacklet.api.node_auth import NodeCredentials
+
+    os.umask(0o077)
+    conf = _load(args)
+    store = NodeCredentials(conf.data_dir)
+    if args.revoke:
+        if not store.revoke(args.host):
+            print(f"error: no credential for host {args.host}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"revoked the credential of host {args.host}")
+        return EXIT_OK
+    try:
+        secret = store.create(args.host)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output is not None:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secret + "\n")
+        print(f"credential of host {args.host} written to {args.output}")
+    else:
+        print(secret)
+    return EXIT_OK
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from stacklet.store import migrate
 
@@ -530,6 +557,20 @@ def build_parser() -> argparse.ArgumentParser:
     revision.add_argument("--no-autogenerate", dest="autogenerate", action="store_false",
                           help="write an empty script instead of comparing with the models")
     revision.set_defaults(func=cmd_db_revision)
+
+    node = commands.add_parser("node", help="Nodes of a multi-node cloud (on the controller).")
+    node_commands = node.add_subparsers(dest="node_command", metavar="NODE_COMMAND",
+                                        required=True)
+    credential = node_commands.add_parser(
+        "credential", parents=[data_dir],
+        help="Make (or --revoke) the credential with which HOST's agent reaches the server "
+             "over TCP; prints the secret once (only its hash is kept).")
+    credential.add_argument("host")
+    credential.add_argument("--revoke", action="store_true")
+    credential.add_argument("--output", type=Path, default=None,
+                            help="write the secret to this file (mode 0600) instead of "
+                                 "printing it")
+    credential.set_defaults(func=cmd_node_credential)
 
     conf = commands.add_parser("config", help="Configuration helpers.")
     conf_commands = conf.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND",
