@@ -361,7 +361,11 @@ class NodeAuth:
                 response.headers["WWW-Authenticate"] = 'Basic realm="stacklet-agent"'
                 await response(scope, receive, send)
                 return
-            parts = scope["path"].strip("/").split("/")
+            path = scope["path"]
+            root = scope.get("root_path") or ""
+            if root and path.startswith(root + "/"):   # Starlette keeps the mount's prefix
+                path = path[len(root):]
+            parts = path.strip("/").split("/")
             if len(parts) >= 2 and parts[0] == "hosts" and parts[1] != host:
                 response = json_response(
                     {"error": {"code": 403, "title": "Forbidden",
