@@ -145,6 +145,10 @@ OPTIONS: tuple[Option, ...] = (
            "rabbit://user:password@host:5672/vhost (RabbitMQ, AMQP 0-9-1). Wake-ups and "
            "requests for agents travel on it; state is still fetched over HTTP. Unset: the "
            "agents long-poll the server (one server process only)."),
+    Option("DEFAULT", "api_workers", 1,
+           "API server processes (`stacklet server --workers` overrides it), sharing the "
+           "listening sockets, the database and the bus; more than 1 needs transport_url.",
+           int),
     Option("DEFAULT", "log_level", "info", "Log level of the server: debug, info, warning."),
     Option("DEFAULT", "create_demo_topology", True,
            "On first start, create DevStack's demo topology: external network `public` "

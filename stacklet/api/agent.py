@@ -261,6 +261,8 @@ def instance_status(call: Call) -> dict:
     host = call.path["host"]
     compute = call.services.compute
     compute.reports.put(host, report.instances)
+    if hasattr(call.services.bus, "broadcast"):    # the conductor may run in another process
+        call.services.bus.broadcast("instance_report", {"host": host, "report": call.body})
     updated = apply_report(call.services.db, host, report.instances)
     compute.servers.wake()
     return {"updated": updated}

@@ -87,10 +87,39 @@ def build_services(conf: Config, db: Database | None = None) -> Services:
                         nodes=NodeCredentials(conf.data_dir))
     services.metrics.watch(services)
     if hasattr(bus, "start"):
+        _share_between_processes(services)
         bus.start()          # the RabbitMQ link (bus/rabbit.py), in a thread of its own
     from stacklet.services.compute.instance_metadata import instance_for
     services.metadata.instance_for = instance_for     # servers behind the metadata service
     return services
+
+
+def _share_between_processes(services: Services) -> None:
+    """With RabbitMQ, several server processes may serve one cloud (``--workers``): what one
+    process keeps in memory and another must know travels on the bus. A token cache drop
+    (revocation, a user disabled, a role unassigned...) drops every process's cache (and its
+    role and catalog caches); a node's instance report reaches every process's conductor."""
+    bus, identity, compute = services.bus, services.identity, services.compute
+
+    def identity_changed(_body: dict) -> None:
+        identity.cache.drop(announce=False)
+        identity.roles.invalidate()
+        identity.catalog.invalidate()
+
+    def instance_report(body: dict) -> None:
+        from stacklet.contract import ContractError, InstanceStatusReport
+        try:
+            report = InstanceStatusReport.from_json(body.get("report") or {})
+        except ContractError:
+            return
+        host = body.get("host")
+        if isinstance(host, str):
+            compute.reports.put(host, report.instances)
+            compute.servers.wake()
+
+    identity.cache.on_drop = lambda: bus.broadcast("identity", {})
+    bus.on_broadcast("identity", identity_changed)
+    bus.on_broadcast("instance_report", instance_report)
 
 
 def _authenticator(services: Services):

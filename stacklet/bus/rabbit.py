@@ -9,6 +9,9 @@ The same four calls as the local notifier (``events.ChangeNotifier``: ``publish`
     host.<host>.request    a request for <host>'s agent: {"request": {"id","kind","args"}},
                            dropped by the broker after the caller's timeout (per-message TTL)
     server.<origin>.answer an agent's answer, routed back to the server process that asked
+    servers.broadcast      news for every server process: token cache drops (a token
+                           revoked, a user disabled... in one process is dropped from every
+                           process's cache) and nodes' instance reports (for the conductor)
 
 Each agent consumes one queue of its own, ``stacklet.agent.<host>`` (exclusive, not durable:
 after a broker restart or an agent restart it is declared anew), bound to its host's topics
@@ -53,6 +56,9 @@ def answer_key(origin: str) -> str:
     return f"server.{origin}.answer"
 
 
+BROADCAST = "servers.broadcast"
+
+
 class RabbitNotifier(ChangeNotifier):
     """The server side: the local notifier (for this process's long polls and revisions),
     plus every publish and request sent to the hosts' queues."""
@@ -63,9 +69,10 @@ class RabbitNotifier(ChangeNotifier):
         super().__init__(epoch)
         self.origin = uuid.uuid4().hex[:16]
         self.link = AmqpLink(transport_url, name=f"server-{self.origin[:8]}")
-        self.link.subscribe(f"stacklet.server.{self.origin}", [answer_key(self.origin)],
-                            self._on_answer)
+        self.link.subscribe(f"stacklet.server.{self.origin}",
+                            [answer_key(self.origin), BROADCAST], self._on_message)
         self.answer_handler = None   # AgentRequests.answer, set by AgentRequests
+        self._broadcast_handlers: dict[str, object] = {}
         self.started = False
 
     def start(self) -> RabbitNotifier:
@@ -102,6 +109,24 @@ class RabbitNotifier(ChangeNotifier):
                        error: str | None) -> None:
         self.link.send(answer_key(origin), {"host": host, "id": rid, "result": result,
                                             "error": error}, ttl=60.0)
+
+    # --- news for every server process (token cache drops, instance reports) -------------
+
+    def broadcast(self, kind: str, body: dict) -> None:
+        """``body`` to every other server process's ``on_broadcast(kind)`` handler."""
+        self.link.send(BROADCAST, {"broadcast": kind, "origin": self.origin, "body": body},
+                       ttl=60.0)
+
+    def on_broadcast(self, kind: str, handler) -> None:
+        self._broadcast_handlers[kind] = handler
+
+    def _on_message(self, body: dict) -> None:
+        if "broadcast" in body:
+            handler = self._broadcast_handlers.get(body.get("broadcast"))
+            if handler is not None and body.get("origin") != self.origin:
+                handler(body.get("body") or {})
+            return
+        self._on_answer(body)
 
     def _on_answer(self, body: dict) -> None:
         handler = self.answer_handler

@@ -2,23 +2,30 @@
 TCP (a management network, ``[agent] server_url = http://...`` with their node credential) and
 get their wake-ups and requests from RabbitMQ (``[DEFAULT] transport_url``).
 
-The module runs a cloud and a broker of its own, both listening on the cluster's management
-address (172.31.<k>.1); the nodes' ``resync_interval`` is long, so only the bus wakes them.
+The module runs a cloud (two API server processes: ``api_workers = 2``) and a broker of its
+own, both listening on the cluster's management address (172.31.<k>.1); the nodes'
+``resync_interval`` is long, so only the bus wakes them.
 
 - a port bound to a node becomes ACTIVE and traffic flows between the two nodes;
 - a trace (requests to both nodes' agents) is answered over the bus;
 - RabbitMQ stopped and started again: the API keeps answering, a continuous ping between the
   nodes loses nothing, the agents reconnect, and a port created while the broker was down
-  becomes ACTIVE and answers after.
+  becomes ACTIVE and answers after;
+- one API server process of the two killed with SIGKILL: the other keeps serving, the agents
+  keep converging (a new port becomes ACTIVE), and the killed one is started again.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import re
+import signal
 import shutil
 import tempfile
 from pathlib import Path
 
+import httpx
 import pytest
 from dputil import APPLY, SETUP, boot, network, wait_for
 from netutil import admin_api
@@ -42,7 +49,8 @@ def world(stacklet_tools, cluster_tools):
         data_dir = Path(tempfile.mkdtemp(prefix="stacklet-test-rabbit-")) / "data"
         port = tools.free_port()
         tools.write_config(data_dir, port, f"bind_host = {cluster.mgmt_ip}\n"
-                                           f"transport_url = {broker.url}\n")
+                                           f"transport_url = {broker.url}\n"
+                                           "api_workers = 2\n")
         cloud = tools.start(data_dir)
         cluster.server_url = f"http://{cluster.mgmt_ip}:{port}"
         cluster.agent_ready = cluster_tools.agent_alive(cloud)
@@ -57,6 +65,7 @@ def world(stacklet_tools, cluster_tools):
                 "DEFAULT": {"transport_url": broker.url},
                 "agent": {"credential_file": str(credential), "resync_interval": "3600"}})
         yield {"cloud": cloud, "api": api, "broker": broker, "cluster": cluster,
+               "data_dir": data_dir,
                "n1": made["n1"], "n2": made["n2"]}
         api.cleanup()
     finally:
@@ -127,3 +136,37 @@ def test_rabbitmq_restart_loses_nothing(world, pair):
         sent, received = ping.stop()
     assert sent > 20
     assert received == sent, f"{sent - received} of {sent} pings lost across the restart"
+
+
+def _workers(data_dir: Path) -> dict[int, str]:
+    """The server's worker processes: {pid: "worker N"} from its log and /proc."""
+    parent = int((data_dir / "run" / "server.pid").read_text().split()[0])
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    log = (data_dir / "log" / "server.log").read_text(errors="replace")
+    found = {}
+    for pid in map(int, children):
+        match = re.findall(rf"started worker (\d+) \(pid {pid}\)", log)
+        if match:
+            found[pid] = match[-1]
+    return found
+
+
+def test_one_api_server_of_two_killed(world, pair):
+    api, n2 = world["api"], world["n2"]
+    net, sub, a, b = pair
+    data_dir = world["data_dir"]
+    workers = _workers(data_dir)
+    assert sorted(workers.values()) == ["0", "1"], workers
+    victim = next(pid for pid, index in workers.items() if index == "0")  # the conductor's
+    os.kill(victim, signal.SIGKILL)
+    # the other keeps serving: every request on a fresh connection answers
+    for _ in range(20):
+        with httpx.Client(timeout=10) as http:
+            response = http.get(api.cloud.url + "/networking/v2.0/networks",
+                                headers={"x-auth-token": api.token})
+        assert response.status_code == 200
+    # the agents keep converging
+    vm = boot(api, n2, net, sub)
+    assert a.ping(vm.ip, count=3)
+    wait_for(lambda: len(_workers(data_dir)) == 2 and victim not in _workers(data_dir), APPLY,
+             what="the killed worker started again")
