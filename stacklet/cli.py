@@ -422,7 +422,7 @@ def _supervise(conf: Config, uconf, sockets: list[socket.socket], workers: int) 
             code = EXIT_FAILED
             try:
                 code = _serve(conf, uconf, sockets, leader=index == 0)
-            except BaseException:  # noqa: BLE001 - a worker must never return into the parent
+            except BaseException:  # a worker must never return into the parent's code
                 log.exception("worker %d failed", index)
             finally:
                 os._exit(code)

@@ -58,8 +58,7 @@ from stacklet.agent.l3.role import L3Role
 from stacklet.agent.metadata import MetadataProxy, MetadataRelay, RateLimit
 from stacklet.agent.metrics import AgentMetrics
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
-from stacklet.api.node_auth import read_secret
-from stacklet.bus.rabbit import make_waiter
+from stacklet.agent.waiter import make_waiter
 from stacklet.config import Config
 from stacklet.contract import (
     AGENT_BINARIES,
@@ -570,7 +569,12 @@ class Agent:
 def node_secret(conf: Config) -> str | None:
     """This node's credential (``[agent] credential_file``), for the server over TCP."""
     path = conf.agent.credential_file
-    return read_secret(path) if path else None
+    if not path:
+        return None
+    secret = Path(path).read_text().strip().split("\n")[0].strip()
+    if not secret:
+        raise ValueError(f"{path}: empty credential file")
+    return secret
 
 
 def metadata_relay(conf: Config) -> MetadataRelay | None:

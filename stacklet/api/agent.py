@@ -379,7 +379,7 @@ class NodeAuth:
         await self.app(scope, receive, send)
 
 
-def create_app() -> UnixSocketOnly:
+def create_app() -> NodeAuth:
     host = "/hosts/{host}"
     app = Starlette(routes=[
         Route("/report_state", endpoint(report_state, authenticate=False), methods=["POST"]),

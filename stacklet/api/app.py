@@ -38,10 +38,10 @@ from stacklet.api import networking as networking_api
 from stacklet.api.bodysize import BodySizeLimit
 from stacklet.api.common import generic_http_error, json_response
 from stacklet.api.metrics import RequestMetrics, ServerMetrics, metrics_endpoint
+from stacklet.api.node_auth import NodeCredentials
 from stacklet.bus import AgentRequests, ChangeNotifier
 from stacklet.bus import install as install_bus
 from stacklet.bus.rabbit import make_notifier
-from stacklet.api.node_auth import NodeCredentials
 from stacklet.config import Config
 from stacklet.context import RequestContext
 from stacklet.dashboard import create_app as create_dashboard

@@ -116,15 +116,3 @@ class NodeCredentials:
         if not sep or not host or not secret:
             return None
         return host if self.verify(host, secret) else None
-
-
-def basic_header(host: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{host}:{secret}".encode()).decode()
-
-
-def read_secret(path: Path | str) -> str:
-    """A node's secret from its credential file (first line, stripped)."""
-    text = Path(path).read_text().strip()
-    if not text:
-        raise ValueError(f"{path}: empty credential file")
-    return text.splitlines()[0].strip()

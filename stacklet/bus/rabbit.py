@@ -13,7 +13,7 @@ The same four calls as the local notifier (``events.ChangeNotifier``: ``publish`
                            revoked, a user disabled... in one process is dropped from every
                            process's cache) and nodes' instance reports (for the conductor)
 
-Each agent consumes one queue of its own, ``stacklet.agent.<host>`` (exclusive, not durable:
+Each agent (``agent/waiter.py``) consumes one queue of its own, ``stacklet.agent.<host>`` (exclusive, not durable:
 after a broker restart or an agent restart it is declared anew), bound to its host's topics
 and the fanout. Each server process consumes ``stacklet.server.<origin>``. A request's id
 starts with the origin of the server process that asked (``<origin>.<uuid>``); the agent's
@@ -29,34 +29,14 @@ reconnection. The local long poll keeps working beside all this on each server p
 from __future__ import annotations
 
 import logging
-import queue
-import time
 import uuid
 from collections.abc import Iterable
 
-from stacklet.bus.amqp import AmqpLink
+from stacklet.amqp import BROADCAST, FANOUT, WAKE_TTL, AmqpLink, answer_key, request_key, wake_key
 from stacklet.bus.events import ChangeNotifier
-from stacklet.contract import AgentRequest, ContractError, Revision
 
 LOG = logging.getLogger(__name__)
 
-WAKE_TTL = 120.0      # a wake-up older than this is worth nothing (the agent resyncs anyway)
-FANOUT = "fanout.wake"
-
-
-def wake_key(host: str) -> str:
-    return f"host.{host}.wake"
-
-
-def request_key(host: str) -> str:
-    return f"host.{host}.request"
-
-
-def answer_key(origin: str) -> str:
-    return f"server.{origin}.answer"
-
-
-BROADCAST = "servers.broadcast"
 
 
 class RabbitNotifier(ChangeNotifier):
@@ -137,89 +117,8 @@ class RabbitNotifier(ChangeNotifier):
             handler(host, rid, body.get("result"), body.get("error"))
 
 
-class RabbitWaiter:
-    """The agent side: what ``ServerClient.wait`` does, fed by the host's queue.
-
-    ``wait(after, timeout)`` returns ``(revision, requests)`` like the long poll: as soon as
-    a wake-up brings a revision newer than ``after`` or a request arrives, else after
-    ``timeout`` seconds with ``after``."""
-
-    def __init__(self, transport_url: str, client, host: str) -> None:
-        self.client = client          # ServerClient: the current revision over HTTP
-        self.host = host
-        self.inbox: queue.Queue = queue.Queue()
-        self.link = AmqpLink(transport_url, name=f"agent-{host}")
-        self.link.subscribe(f"stacklet.agent.{host}",
-                            [wake_key(host), request_key(host), FANOUT], self.inbox.put,
-                            exclusive=True, ttl=WAKE_TTL)
-        # every (re)connection: ask the server where the host stands
-        self.link.on_connect(lambda: self.inbox.put({"sync": True}))
-        self._sync = False
-
-    def start(self) -> RabbitWaiter:
-        self.link.start()
-        return self
-
-    def close(self) -> None:
-        self.link.close()
-
-    def wait(self, after: Revision, timeout: float
-             ) -> tuple[Revision, tuple[AgentRequest, ...]]:
-        deadline = time.monotonic() + timeout
-        best: Revision | None = None
-        requests: list[AgentRequest] = []
-        while True:
-            busy = self._sync or best is not None or requests
-            try:
-                if busy:
-                    message = self.inbox.get_nowait()
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    message = self.inbox.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if message.get("sync") or ("epoch" in message and "revision" not in message):
-                self._sync = True
-            elif "revision" in message:
-                try:
-                    revision = Revision.from_json(message["revision"])
-                except ContractError:
-                    self._sync = True
-                    continue
-                if revision.newer_than(after) and (best is None or revision.seq >= best.seq
-                                                   or revision.epoch != best.epoch):
-                    best = revision
-            elif "request" in message:
-                try:
-                    requests.append(AgentRequest.from_json(message["request"]))
-                except ContractError as exc:
-                    LOG.warning("a request on the bus does not parse: %s", exc)
-        if self._sync:
-            # the server away (ServerUnavailable): _sync stays set for the next wait
-            try:
-                best = self.client.current()
-                self._sync = False
-            except Exception:
-                if not requests:
-                    raise
-        if best is None or not best.newer_than(after):
-            best = after
-        return best, tuple(requests)
-
-
 def make_notifier(conf) -> ChangeNotifier:
     """The server's notifier: RabbitMQ when ``[DEFAULT] transport_url`` is set (its link
     starts with the first server process that serves: ``start()``), else the local one."""
     url = conf.DEFAULT.transport_url
     return RabbitNotifier(url) if url else ChangeNotifier()
-
-
-def make_waiter(conf, client):
-    """The agent's waiter: RabbitMQ when ``[DEFAULT] transport_url`` is set, else the
-    server's long poll (``ServerClient`` itself)."""
-    url = conf.DEFAULT.transport_url
-    if not url:
-        return client
-    return RabbitWaiter(url, client, conf.host).start()

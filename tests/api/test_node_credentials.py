@@ -76,7 +76,7 @@ def test_node_acts_for_its_own_host_only(cloud, nodes):
 
 
 def test_wrong_or_revoked_credential_is_401(cloud, nodes, stacklet):
-    (a, secret_a), (b, secret_b) = nodes.items()
+    (a, secret_a), (_, secret_b) = nodes.items()
     path = f"/agent/v1/hosts/{a}/state"
     assert httpx.get(cloud.url + path, auth=(a, secret_b)).status_code == 401
     assert httpx.get(cloud.url + path, auth=(a, secret_a + "x")).status_code == 401

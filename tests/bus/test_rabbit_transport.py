@@ -17,9 +17,10 @@ import uuid
 import pytest
 from rabbit_broker import drop_broker, new_broker, rabbit_url  # noqa: F401
 
+from stacklet.agent.waiter import RabbitWaiter
+from stacklet.amqp import TransportUrlError, amqp_url
 from stacklet.bus import AgentRequests
-from stacklet.bus.amqp import TransportUrlError, amqp_url
-from stacklet.bus.rabbit import RabbitNotifier, RabbitWaiter
+from stacklet.bus.rabbit import RabbitNotifier
 from stacklet.contract import Revision
 
 

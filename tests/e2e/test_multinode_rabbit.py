@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 import random
 import re
-import signal
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -153,7 +153,7 @@ def _workers(data_dir: Path) -> dict[int, str]:
 
 def test_one_api_server_of_two_killed(world, pair):
     api, n2 = world["api"], world["n2"]
-    net, sub, a, b = pair
+    net, sub, a, _ = pair
     data_dir = world["data_dir"]
     workers = _workers(data_dir)
     assert sorted(workers.values()) == ["0", "1"], workers

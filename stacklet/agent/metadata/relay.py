@@ -135,13 +135,13 @@ class MetadataRelay:
         self._authorization = None
         self._tcp: tuple[str, int] | None = None
         if self.server_socket.startswith("http://"):
+            import base64
             from urllib.parse import urlsplit
-
-            from stacklet.api.node_auth import basic_header
             parts = urlsplit(self.server_socket)
             self._tcp = (parts.hostname or "127.0.0.1", parts.port or 80)
             if auth is not None:
-                self._authorization = basic_header(*auth)
+                self._authorization = "Basic " + base64.b64encode(
+                    f"{auth[0]}:{auth[1]}".encode()).decode()
         self._listeners: dict[Path, _Listener] = {}
         self._lock = threading.Lock()
         self._active = threading.BoundedSemaphore(MAX_ACTIVE)

@@ -1,4 +1,6 @@
-"""One AMQP 0-9-1 connection (aio-pika) kept alive in a thread of its own, for threaded callers.
+"""One AMQP 0-9-1 connection (aio-pika) kept alive in a thread of its own, for threaded callers,
+and the topics the server and the agents share (used by ``bus/rabbit.py`` on the server and
+``agent/waiter.py`` on the nodes; like ``contract.py``, shared by both sides).
 
     link = AmqpLink("rabbit://user:pass@host:5672/vhost", name="server")
     link.subscribe("stacklet.agent.node1", ["agent.node1.*", "agent.all.wake"], on_message)
@@ -38,6 +40,29 @@ HEARTBEAT = 10
 CONNECT_TIMEOUT = 10.0
 MAX_BACKOFF = 15.0
 MAX_BACKLOG = 10000
+
+
+# --- topics on the exchange (bus/rabbit.py explains each) -----------------------------------
+
+FANOUT = "fanout.wake"
+BROADCAST = "servers.broadcast"
+WAKE_TTL = 120.0      # a wake-up older than this is worth nothing (the agent resyncs anyway)
+
+
+def wake_key(host: str) -> str:
+    return f"host.{host}.wake"
+
+
+def request_key(host: str) -> str:
+    return f"host.{host}.request"
+
+
+def answer_key(origin: str) -> str:
+    return f"server.{origin}.answer"
+
+
+def agent_queue(host: str) -> str:
+    return f"stacklet.agent.{host}"
 
 
 class TransportUrlError(ValueError):
@@ -184,7 +209,7 @@ class AmqpLink:
                 continue
             closed = asyncio.Event()
             self._closed_event = closed
-            connection.close_callbacks.add(lambda *_: closed.set())
+            connection.close_callbacks.add(lambda *_, event=closed: event.set())
             try:
                 channel = await connection.channel()
                 exchange = await channel.declare_exchange(
@@ -227,8 +252,8 @@ class AmqpLink:
     async def _close(connection) -> None:
         try:
             await asyncio.wait_for(connection.close(), 5)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        except Exception as exc:  # noqa: BLE001 - already gone
+            LOG.debug("amqp: closing a dead connection: %s", exc)
 
     def _consumer(self, sub: _Subscription):
         async def consume(message) -> None:
