@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -129,9 +130,10 @@ def test_rabbitmq_restart_loses_nothing(world, pair):
         wait_for(lambda: api.show("port", late.port_id)["status"] == "ACTIVE", SETUP + 30,
                  what="the port created while RabbitMQ was down ACTIVE")
         assert a.ping(late.ip, count=3), "the change made during the outage is applied"
-        for node in (world["n1"], n2):
-            log = node.agent_log.read_text(errors="replace")
-            assert log.count(f"amqp agent-{node.host}: connected") >= 2, node.agent_log_tail()
+        for node in (world["n1"], n2):     # both reconnect (backoff: at most 15 s apart)
+            marker = f"amqp agent-{node.host}: connected"
+            wait_for(lambda n=node, m=marker: n.agent_log.read_text(errors="replace").count(m)
+                     >= 2, 30, what=f"{node.host}'s agent connected again")
     finally:
         sent, received = ping.stop()
     assert sent > 20
@@ -170,3 +172,28 @@ def test_one_api_server_of_two_killed(world, pair):
     assert a.ping(vm.ip, count=3)
     wait_for(lambda: len(_workers(data_dir)) == 2 and victim not in _workers(data_dir), APPLY,
              what="the killed worker started again")
+
+
+def _fresh_get(url: str, token: str) -> int:
+    """One request on a new connection (so the kernel may hand it to either worker)."""
+    with httpx.Client(timeout=10) as http:
+        return http.get(url + "/networking/v2.0/networks",
+                        headers={"x-auth-token": token}).status_code
+
+
+def test_token_revoked_in_one_worker_is_refused_by_both(world):
+    cloud = world["cloud"]
+    with httpx.Client(timeout=30) as http:
+        issued = http.post(cloud.url + "/identity/v3/auth/tokens", json={"auth": {
+            "identity": {"methods": ["token"], "token": {"id": cloud.admin_token}},
+            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}})
+        assert issued.status_code == 201, issued.text
+        token = issued.headers["x-subject-token"]
+        # both workers validate it (and cache it)
+        assert {_fresh_get(cloud.url, token) for _ in range(16)} == {200}
+        revoked = http.delete(cloud.url + "/identity/v3/auth/tokens",
+                              headers={"x-auth-token": cloud.admin_token,
+                                       "x-subject-token": token})
+        assert revoked.status_code == 204
+    time.sleep(0.5)     # the drop travels on the bus to the other worker (milliseconds)
+    assert {_fresh_get(cloud.url, token) for _ in range(16)} == {401}

@@ -13,7 +13,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "deploy-multinode.md"
 
 
 def _blocks(kind: str) -> list[str]:
-    return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), re.S)
+    return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), re.DOTALL)
 
 
 def test_every_option_of_the_config_files_exists():
