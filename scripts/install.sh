@@ -20,11 +20,11 @@ PACKAGES=(python3 python3-venv python3-dev gcc iproute2 psmisc curl
           # noVNC, served by the server's console proxy (/vnc/vnc_lite.html)
           novnc)
 # The dashboard's browser tests (tests/api/test_dashboard.py) drive Debian's headless Chromium.
-# The test suite also starts PostgreSQL and MariaDB servers of its own from these packages'
+# The test suite also starts PostgreSQL, MariaDB and RabbitMQ servers of its own from these packages'
 # binaries (data in a temp dir, a free port; tests/database_backends.py). It never uses their
 # system-wide instances (not even started here without systemd, see policy-rc.d below).
 if [ "$EXTRAS" = test ]; then
-    PACKAGES+=(chromium chromium-driver postgresql mariadb-server)
+    PACKAGES+=(chromium chromium-driver postgresql mariadb-server rabbitmq-server)
 fi
 
 log() { printf '%s\n' "install: $*"; }

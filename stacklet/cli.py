@@ -12,8 +12,10 @@ import importlib.util
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
@@ -333,28 +335,60 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from stacklet.api.app import create_app
-
     os.umask(0o077)
     conf = _load(args)
     level = str(conf.DEFAULT.log_level).lower()
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(conf)
-    app.state.services.image.data.recover()  # uploads cut short by the last stop
-    from stacklet.services.compute.conductor import Conductor
-    Conductor(app.state.services).start()    # the boot flow's server side
-    bus = app.state.services.bus
+    workers = args.workers if args.workers is not None else conf.DEFAULT.api_workers
+    if workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if workers > 1 and not conf.DEFAULT.transport_url:
+        print("error: --workers N>1 needs [DEFAULT] transport_url (RabbitMQ): without it the "
+              "agents' wake-ups and requests live in one server process's memory",
+              file=sys.stderr)
+        return EXIT_USAGE
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     uconf = uvicorn.Config(
-        app, host=conf.DEFAULT.bind_host, port=conf.DEFAULT.bind_port, log_level=level,
+        "stacklet.api.app:create_app", host=conf.DEFAULT.bind_host,
+        port=conf.DEFAULT.bind_port, log_level=level,
         access_log=False, http=http, ws="wsproto", loop="auto", log_config=None,
         # uvicorn closes an idle connection after 5 s; a client sending on it at that moment
         # sees "disconnected without a response". OpenStack's servers keep idle clients far
         # longer (eventlet's wsgi: client_socket_timeout 900 s).
         timeout_keep_alive=75)
-
     agent_path = conf.data_dir / "run" / "agent.sock"
+    # One server, two listeners: TCP for the OpenStack APIs (and agents on other machines),
+    # the unix socket for this machine's agents. Bound here, before any worker starts, and
+    # shared by every worker (the kernel hands each connection to one of them).
+    tcp = uconf.bind_socket()  # exits with uvicorn's message when the port is taken
+    agent_sock = _agent_socket(agent_path)
+    sockets = [tcp] + ([agent_sock] if agent_sock else [])
+    if workers == 1:
+        return _serve(conf, uconf, sockets, leader=True, unlink=agent_path)
+    try:
+        return _supervise(conf, uconf, sockets, workers)
+    finally:
+        agent_path.unlink(missing_ok=True)
+
+
+def _serve(conf: Config, uconf, sockets: list[socket.socket], leader: bool,
+           unlink: Path | None = None) -> int:
+    """One server process: the app, and (in the leader only) the conductor and the recovery
+    of cut uploads; serves on the sockets until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from stacklet.api.app import create_app
+
+    app = create_app(conf)
+    uconf.app = app
+    uconf.loaded = False
+    if leader:
+        app.state.services.image.data.recover()  # uploads cut short by the last stop
+        from stacklet.services.compute.conductor import Conductor
+        Conductor(app.state.services).start()    # the boot flow's server side
+    bus = app.state.services.bus
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None) -> None:
@@ -363,15 +397,76 @@ def cmd_server(args: argparse.Namespace) -> int:
                 await super().shutdown(sockets)
             finally:
                 # Here, not after run(): uvicorn re-raises SIGTERM once serving is over.
-                agent_path.unlink(missing_ok=True)
+                if unlink is not None:
+                    unlink.unlink(missing_ok=True)
 
     server = Server(uconf)
-    # One server, two listeners: TCP for the OpenStack APIs, the unix socket for agents.
-    tcp = uconf.bind_socket()  # exits with uvicorn's message when the port is taken
-    agent_sock = _agent_socket(agent_path)
     # uvicorn shuts down gracefully on SIGTERM and SIGINT
-    server.run(sockets=[tcp] + ([agent_sock] if agent_sock else []))
+    server.run(sockets=sockets)
     return EXIT_OK if server.started else EXIT_FAILED
+
+
+def _supervise(conf: Config, uconf, sockets: list[socket.socket], workers: int) -> int:
+    """``--workers N``: N server processes forked from this one on the same listening
+    sockets, sharing the database and the bus. Worker 0 also runs the conductor. A worker
+    that dies is started again after a second; SIGTERM/SIGINT stop them all."""
+    log = logging.getLogger("stacklet.server")
+    children: dict[int, int] = {}       # pid → worker index
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = EXIT_FAILED
+            try:
+                code = _serve(conf, uconf, sockets, leader=index == 0)
+            except BaseException:  # a worker must never return into the parent's code
+                log.exception("worker %d failed", index)
+            finally:
+                os._exit(code)
+        children[pid] = index
+        log.info("started worker %d (pid %d)", index, pid)
+
+    def stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    import multiprocessing
+    import uuid
+
+    from stacklet.bus import rabbit
+    # one epoch and one change counter for every worker (shared memory, inherited by fork)
+    rabbit.SHARED = (uuid.uuid4().hex, multiprocessing.Value("q", 0))
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(workers):
+        spawn(index)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        if not stopping:
+            log.warning("worker %d (pid %d) ended (%s); starting it again", index, pid,
+                        f"signal {-os.waitstatus_to_exitcode(status)}"
+                        if os.WIFSIGNALED(status) else
+                        f"exit {os.waitstatus_to_exitcode(status)}")
+            time.sleep(1.0)
+            if not stopping:
+                spawn(index)
+    return EXIT_OK
 
 
 def _agent_socket(path: Path) -> socket.socket | None:
@@ -403,6 +498,33 @@ def cmd_agent(args: argparse.Namespace) -> int:
     for noisy in ("ovsdbapp", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return agent.main(conf)
+
+
+def cmd_node_credential(args: argparse.Namespace) -> int:
+    from stacklet.api.node_auth import NodeCredentials
+
+    os.umask(0o077)
+    conf = _load(args)
+    store = NodeCredentials(conf.data_dir)
+    if args.revoke:
+        if not store.revoke(args.host):
+            print(f"error: no credential for host {args.host}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"revoked the credential of host {args.host}")
+        return EXIT_OK
+    try:
+        secret = store.create(args.host)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output is not None:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secret + "\n")
+        print(f"credential of host {args.host} written to {args.output}")
+    else:
+        print(secret)
+    return EXIT_OK
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -486,7 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", cmd_status,
         "Show what runs where and whether it is healthy (exit 0 healthy, 1 unhealthy, "
         "3 not running).")
-    add("server", cmd_server, "Run the API server in the foreground.")
+    server = add("server", cmd_server, "Run the API server in the foreground.")
+    server.add_argument("--workers", type=int, default=None,
+                        help="API server processes sharing the listening sockets, the database "
+                             "and the bus (default: [DEFAULT] api_workers, 1; N>1 needs "
+                             "[DEFAULT] transport_url)")
     agent = add("agent", cmd_agent,
                 "Run this node's agent in the foreground (Open vSwitch role); runs as root.")
     agent.add_argument("--config-file", type=Path, default=None,
@@ -530,6 +656,20 @@ def build_parser() -> argparse.ArgumentParser:
     revision.add_argument("--no-autogenerate", dest="autogenerate", action="store_false",
                           help="write an empty script instead of comparing with the models")
     revision.set_defaults(func=cmd_db_revision)
+
+    node = commands.add_parser("node", help="Nodes of a multi-node cloud (on the controller).")
+    node_commands = node.add_subparsers(dest="node_command", metavar="NODE_COMMAND",
+                                        required=True)
+    credential = node_commands.add_parser(
+        "credential", parents=[data_dir],
+        help="Make (or --revoke) the credential with which HOST's agent reaches the server "
+             "over TCP; prints the secret once (only its hash is kept).")
+    credential.add_argument("host")
+    credential.add_argument("--revoke", action="store_true")
+    credential.add_argument("--output", type=Path, default=None,
+                            help="write the secret to this file (mode 0600) instead of "
+                                 "printing it")
+    credential.set_defaults(func=cmd_node_credential)
 
     conf = commands.add_parser("config", help="Configuration helpers.")
     conf_commands = conf.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND",

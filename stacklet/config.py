@@ -140,6 +140,15 @@ OPTIONS: tuple[Option, ...] = (
            "Let different networks use overlapping subnets (Neutron's default).", _bool),
     Option("DEFAULT", "default_availability_zones", ["nova"],
            "Availability zones reported for networks when none are requested.", _list),
+    Option("DEFAULT", "transport_url", None,
+           "The message bus between the API servers and the node agents, as in OpenStack: "
+           "rabbit://user:password@host:5672/vhost (RabbitMQ, AMQP 0-9-1). Wake-ups and "
+           "requests for agents travel on it; state is still fetched over HTTP. Unset: the "
+           "agents long-poll the server (one server process only)."),
+    Option("DEFAULT", "api_workers", 1,
+           "API server processes (`stacklet server --workers` overrides it), sharing the "
+           "listening sockets, the database and the bus; more than 1 needs transport_url.",
+           int),
     Option("DEFAULT", "log_level", "info", "Log level of the server: debug, info, warning."),
     Option("DEFAULT", "create_demo_topology", True,
            "On first start, create DevStack's demo topology: external network `public` "
@@ -254,6 +263,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("agent", "server_url", None,
            "Where the agent reaches the server: unix:<path> or http://host:port. Default: "
            "unix:<data dir>/run/agent.sock."),
+    Option("agent", "credential_file", None,
+           "File holding this node's credential (made on the controller by `stacklet node "
+           "credential <host>`), sent when the agent reaches the server over TCP "
+           "(server_url = http://...). It lets the node act only for its own host."),
     Option("agent", "resync_interval", 60,
            "Seconds between full resyncs of the agent, a safety net beside change events.", int),
     Option("agent", "enabled", True,

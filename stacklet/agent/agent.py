@@ -58,6 +58,7 @@ from stacklet.agent.l3.role import L3Role
 from stacklet.agent.metadata import MetadataProxy, MetadataRelay, RateLimit
 from stacklet.agent.metrics import AgentMetrics
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
+from stacklet.agent.waiter import make_waiter
 from stacklet.config import Config
 from stacklet.contract import (
     AGENT_BINARIES,
@@ -130,7 +131,10 @@ class Agent:
         self.conf = conf
         self.host = conf.host
         self.l2conf = l2_config(conf)
-        self.client = ServerClient(conf.agent_server_url, self.host)
+        self.client = ServerClient(conf.agent_server_url, self.host,
+                                   secret=node_secret(conf))
+        # wake-ups and requests: RabbitMQ with [DEFAULT] transport_url, else the long poll
+        self.waiter = make_waiter(conf, self.client)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.server_changed = True
@@ -175,7 +179,7 @@ class Agent:
     def _events(self) -> None:
         while not self.stopping.is_set():
             try:
-                answer, requests = self.client.wait(self.revision, timeout=30)
+                answer, requests = self.waiter.wait(self.revision, timeout=30)
             except ServerUnavailable as exc:
                 LOG.debug("events: %s", exc)
                 self.stopping.wait(1.0)
@@ -562,11 +566,28 @@ class Agent:
         self.compute_wake.set()
 
 
+def node_secret(conf: Config) -> str | None:
+    """This node's credential (``[agent] credential_file``), for the server over TCP."""
+    path = conf.agent.credential_file
+    if not path:
+        return None
+    secret = Path(path).read_text().strip().split("\n")[0].strip()
+    if not secret:
+        raise ValueError(f"{path}: empty credential file")
+    return secret
+
+
 def metadata_relay(conf: Config) -> MetadataRelay | None:
-    """The relay of the agent's metadata proxies, when the server is reached over a unix
-    socket on this node (where the proxies forward)."""
+    """The relay of the agent's metadata proxies: to the server's unix socket on this node,
+    or over TCP with this node's credential (``relay.py``); None over TCP without one."""
     url = conf.agent_server_url
-    return MetadataRelay(url[len("unix:"):]) if url.startswith("unix:") else None
+    if url.startswith("unix:"):
+        return MetadataRelay(url[len("unix:"):])
+    secret = node_secret(conf)
+    if not secret:
+        LOG.warning("no [agent] credential_file: metadata proxies are off on this node")
+        return None
+    return MetadataRelay(url, auth=(conf.host, secret))
 
 
 def _proxy(conf: Config, state: str, relay: MetadataRelay | None) -> MetadataProxy | None:

@@ -34,8 +34,11 @@ class ServerUnavailable(Exception):
 
 
 class ServerClient:
-    def __init__(self, url: str, host: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, host: str, timeout: float = 10.0,
+                 secret: str | None = None) -> None:
+        """``secret``: this node's credential (``api/node_auth.py``), sent over TCP."""
         self.host = host
+        self._auth = (host, secret) if secret and not url.startswith("unix:") else None
         if url.startswith("unix:"):
             transport = httpx.HTTPTransport(uds=url[len("unix:"):])
             base = "http://agent"
@@ -46,11 +49,12 @@ class ServerClient:
         self._url = url
         self._base = f"{base}/agent/v1"
         self._timeout = timeout
-        self._client = httpx.Client(transport=transport, base_url=self._base, timeout=timeout)
+        self._client = httpx.Client(transport=transport, base_url=self._base, timeout=timeout,
+                                    auth=self._auth)
         # The long poll gets its own connection so it never delays a report.
         self._poll = httpx.Client(transport=httpx.HTTPTransport(uds=url[len("unix:"):])
                                   if url.startswith("unix:") else httpx.HTTPTransport(),
-                                  base_url=self._base, timeout=timeout)
+                                  base_url=self._base, timeout=timeout, auth=self._auth)
 
     def _new_transport(self) -> httpx.HTTPTransport:
         if self._url.startswith("unix:"):
@@ -64,6 +68,10 @@ class ServerClient:
             raise ServerUnavailable(f"{method} {path}: {exc}") from None
         if response.status_code >= 500:
             raise ServerUnavailable(f"{method} {path}: {response.status_code}")
+        if response.status_code in (401, 403):
+            # a missing, wrong or revoked node credential: say so, and keep retrying
+            raise ServerUnavailable(f"{method} {path}: {response.status_code} "
+                                    f"{response.text[:200]}")
         response.raise_for_status()
         return response.content
 
@@ -92,11 +100,18 @@ class ServerClient:
                             params=params, timeout=timeout + 10)
         return Revision.from_json(answer), requests_of(answer)
 
+    def current(self) -> Revision:
+        """The host's change position now (the long poll, not waiting): what a waiter on
+        the bus asks after each (re)connection (``bus/rabbit.py``)."""
+        answer = self._call(self._client, "GET", f"/hosts/{self.host}/events",
+                            params={"after": -1, "timeout": 0})
+        return Revision.from_json(answer)
+
     def answer(self, answer: AgentAnswer) -> dict:
         """Post a request's result; its own connection (requests run in threads of their
         own, beside the loop's reports)."""
         with httpx.Client(transport=self._new_transport(), base_url=self._base,
-                          timeout=self._timeout) as client:
+                          timeout=self._timeout, auth=self._auth) as client:
             return self._call(client, "POST", f"/hosts/{self.host}/answers",
                               content=answer.to_json(),
                               headers={"content-type": "application/json"})
@@ -123,7 +138,7 @@ class ServerClient:
     def fetch_image(self, image_id: str, dest) -> None:
         """Stream an image's data into ``dest`` (its own connection: images may be large)."""
         with httpx.Client(transport=self._new_transport(), base_url=self._base,
-                          timeout=httpx.Timeout(60.0, connect=10.0)) as client:
+                          timeout=httpx.Timeout(60.0, connect=10.0), auth=self._auth) as client:
             try:
                 with client.stream("GET", f"/images/{image_id}/file") as response:
                     if response.status_code != 200:

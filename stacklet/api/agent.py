@@ -18,8 +18,10 @@
 The bodies are the records of ``stacklet/contract.py``; a body that does not parse is 400 with
 the contract's message.
 
-No token: reaching the socket (mode 0600, root's) is the authentication. Requests that arrived
-over TCP get 404, as if the prefix did not exist (``UnixSocketOnly``). The long poll is a
+No token on the unix socket: reaching it (mode 0600, root's) is the authentication. Over TCP
+(agents on other machines, ``[agent] server_url = http://...``) a node credential is required
+(HTTP Basic, ``api/node_auth.py``): 401 without a valid one, 403 for another host's paths or
+reports (``NodeAuth``). The long poll is a
 coroutine waiting on the change notifier, so idle agents hold no worker thread.
 """
 
@@ -88,6 +90,9 @@ def _settings(configurations: dict | None) -> dict:
 def report_state(call: Call) -> dict:
     report = _parse(AgentReport.from_json, call.body)
     host, agent_type = report.host, report.agent_type
+    node = node_of(call.request)
+    if node is not None and node != host:
+        raise errors.Forbidden(f"node {node} may not report for host {host}")
     configurations, start_flag = report.configurations, report.start_flag
     if agent_type == OVS_AGENT:
         # what binding and other hosts' snapshots read: refused whole when malformed
@@ -266,6 +271,8 @@ def instance_status(call: Call) -> dict:
     host = call.path["host"]
     compute = call.services.compute
     compute.reports.put(host, report.instances)
+    if hasattr(call.services.bus, "broadcast"):    # the conductor may run in another process
+        call.services.bus.broadcast("instance_report", {"host": host, "report": call.body})
     updated = apply_report(call.services.db, host, report.instances)
     compute.servers.wake()
     return {"updated": updated}
@@ -334,25 +341,58 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return json_response({"error": {"code": 500, "message": "internal error"}}, 500)
 
 
-class UnixSocketOnly:
-    """Serve the wrapped app only for connections that came in on a unix socket: uvicorn sets
-    ``scope["server"]`` to ``(path, None)`` for those and ``(host, port)`` for TCP."""
+def _on_unix_socket(scope: dict) -> bool:
+    """uvicorn sets ``scope["server"]`` to ``(path, None)`` for unix socket connections and
+    ``(host, port)`` for TCP."""
+    server = scope.get("server")
+    return isinstance(server, tuple | list) and len(server) == 2 and server[1] is None
+
+
+def node_of(request: Request) -> str | None:
+    """The host a TCP caller authenticated as (None on the unix socket: any host)."""
+    return request.scope.get("stacklet_node")
+
+
+class NodeAuth:
+    """The unix socket: anything (reaching it is the authentication). TCP: a node credential
+    (``api/node_auth.py``) is required — 401 without a valid one — and it acts only for its
+    own host: ``/hosts/<other>/...`` is 403 (``report_state`` checks the body's host)."""
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
         self.state = app.state
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            server = scope.get("server")
-            if not (isinstance(server, tuple | list) and len(server) == 2 and server[1] is None):
-                response = json_response({"error": {"code": 404, "message": "Not Found"}}, 404)
+        if scope["type"] == "http" and not _on_unix_socket(scope):
+            nodes = self.state.services.nodes
+            headers = dict(scope.get("headers") or [])
+            auth = headers.get(b"authorization", b"").decode("latin-1") or None
+            host = nodes.authenticate(auth) if nodes is not None else None
+            if host is None:
+                response = json_response(
+                    {"error": {"code": 401, "title": "Unauthorized",
+                               "message": "a node credential is required "
+                                          "(stacklet node credential <host>)"}}, 401)
+                response.headers["WWW-Authenticate"] = 'Basic realm="stacklet-agent"'
                 await response(scope, receive, send)
                 return
+            path = scope["path"]
+            root = scope.get("root_path") or ""
+            if root and path.startswith(root + "/"):   # Starlette keeps the mount's prefix
+                path = path[len(root):]
+            parts = path.strip("/").split("/")
+            if len(parts) >= 2 and parts[0] == "hosts" and parts[1] != host:
+                response = json_response(
+                    {"error": {"code": 403, "title": "Forbidden",
+                               "message": f"node {host} may not act for host {parts[1]}"}},
+                    403)
+                await response(scope, receive, send)
+                return
+            scope = dict(scope, stacklet_node=host)
         await self.app(scope, receive, send)
 
 
-def create_app() -> UnixSocketOnly:
+def create_app() -> NodeAuth:
     host = "/hosts/{host}"
     app = Starlette(routes=[
         Route("/report_state", endpoint(report_state, authenticate=False), methods=["POST"]),
@@ -375,4 +415,4 @@ def create_app() -> UnixSocketOnly:
         SQLAlchemyError: _internal_error,
         Exception: _internal_error,
     })
-    return UnixSocketOnly(app)
+    return NodeAuth(app)

@@ -38,8 +38,10 @@ from stacklet.api import networking as networking_api
 from stacklet.api.bodysize import BodySizeLimit
 from stacklet.api.common import generic_http_error, json_response
 from stacklet.api.metrics import RequestMetrics, ServerMetrics, metrics_endpoint
+from stacklet.api.node_auth import NodeCredentials
 from stacklet.bus import AgentRequests, ChangeNotifier
 from stacklet.bus import install as install_bus
+from stacklet.bus.rabbit import make_notifier
 from stacklet.config import Config
 from stacklet.context import RequestContext
 from stacklet.dashboard import create_app as create_dashboard
@@ -66,6 +68,8 @@ class Services:
     requests: AgentRequests | None = None
     # Prometheus metrics of this server (``GET /metrics``, api/metrics.py)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    # Credentials of agents on other machines (api/node_auth.py)
+    nodes: NodeCredentials | None = None
 
     def __post_init__(self) -> None:
         if self.requests is None:
@@ -75,15 +79,47 @@ class Services:
 def build_services(conf: Config, db: Database | None = None) -> Services:
     db = db or Database(conf.database_url, max_retries=conf.database.max_retries)
     identity = IdentityService(db, conf)
-    bus = install_bus(db._sessions, ChangeNotifier())
+    bus = install_bus(db._sessions, make_notifier(conf))
     services = Services(conf=conf, db=db, identity=identity,
                         networking=NetworkingServices(db, conf),
                         metadata=MetadataService(db, conf), image=ImageServices(db, conf),
-                        compute=ComputeServices(db, conf), bus=bus)
+                        compute=ComputeServices(db, conf), bus=bus,
+                        nodes=NodeCredentials(conf.data_dir))
     services.metrics.watch(services)
+    if hasattr(bus, "start"):
+        _share_between_processes(services)
+        bus.start()          # the RabbitMQ link (bus/rabbit.py), in a thread of its own
     from stacklet.services.compute.instance_metadata import instance_for
     services.metadata.instance_for = instance_for     # servers behind the metadata service
     return services
+
+
+def _share_between_processes(services: Services) -> None:
+    """With RabbitMQ, several server processes may serve one cloud (``--workers``): what one
+    process keeps in memory and another must know travels on the bus. A token cache drop
+    (revocation, a user disabled, a role unassigned...) drops every process's cache (and its
+    role and catalog caches); a node's instance report reaches every process's conductor."""
+    bus, identity, compute = services.bus, services.identity, services.compute
+
+    def identity_changed(_body: dict) -> None:
+        identity.cache.drop(announce=False)
+        identity.roles.invalidate()
+        identity.catalog.invalidate()
+
+    def instance_report(body: dict) -> None:
+        from stacklet.contract import ContractError, InstanceStatusReport
+        try:
+            report = InstanceStatusReport.from_json(body.get("report") or {})
+        except ContractError:
+            return
+        host = body.get("host")
+        if isinstance(host, str):
+            compute.reports.put(host, report.instances)
+            compute.servers.wake()
+
+    identity.cache.on_drop = lambda: bus.broadcast("identity", {})
+    bus.on_broadcast("identity", identity_changed)
+    bus.on_broadcast("instance_report", instance_report)
 
 
 def _authenticator(services: Services):
@@ -156,7 +192,7 @@ def create_app(conf: Config, services: Services | None = None) -> NormalizePath:
         Mount("/stacklet/v1", app=explain_api.create_app()),
         # The web dashboard: static files calling the APIs above.
         Mount("/dashboard", app=create_dashboard()),
-        # Node agents, on the unix socket only (404 over TCP).
+        # Node agents: the unix socket, or TCP with a node credential (api/node_auth.py).
         Mount("/agent/v1", app=agent_api.create_app()),
         # The console proxy: noVNC's page and the WebSocket to instances' VNC servers.
         *console_proxy.websocket_routes(),

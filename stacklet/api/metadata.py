@@ -42,6 +42,13 @@ def _on_unix_socket(request: Request) -> bool:
     return isinstance(server, tuple | list) and len(server) == 2 and server[1] is None
 
 
+def _from_node(request: Request) -> bool:
+    """A node's relay over TCP, with a valid node credential (``api/node_auth.py``)."""
+    nodes = getattr(request.app.state.services, "nodes", None)
+    return nodes is not None and \
+        nodes.authenticate(request.headers.get("authorization")) is not None
+
+
 def _answer(service: MetadataService, request: Request, path: str) -> Response:
     headers = request.headers
     try:
@@ -52,7 +59,7 @@ def _answer(service: MetadataService, request: Request, path: str) -> Response:
             instance_id=headers.get("x-instance-id"),
             signature=headers.get("x-instance-id-signature"),
             tenant_id=headers.get("x-tenant-id"),
-            require_signature=not _on_unix_socket(request))
+            require_signature=not (_on_unix_socket(request) or _from_node(request)))
         body, media_type = formats.lookup(md, path)
     except errors.StackletError as exc:
         return _text(exc.status, exc.msg)

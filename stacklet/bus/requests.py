@@ -13,7 +13,10 @@ NAT), so a request travels on the long poll the agent already holds open:
    that is down, slow or lost the poll's answer): the caller never hangs. A request nobody
    took is withdrawn then, so an agent that comes back does not run it late.
 
-Answers for unknown ids (too late, another server process) are ignored. The futures are
+Answers for unknown ids (too late) are ignored. Over RabbitMQ (``bus/rabbit.py``) a request
+travels on the host's queue instead, its id starts with the asking server process's origin
+(``<origin>.<uuid>``), and an answer that lands on another server process is passed on to
+that origin over the bus. The futures are
 ``concurrent.futures`` ones: the caller blocks in its worker thread, the answer comes from the
 event loop or any thread.
 """
@@ -50,14 +53,20 @@ class AgentRequests:
         self.notifier = notifier
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[str, Future]] = {}   # id → (host, future)
+        if hasattr(notifier, "answer_handler"):
+            notifier.answer_handler = self._answer_here
 
     def call(self, host: str, kind: str, args: dict, timeout: float = 10.0) -> dict:
-        rid = uuid.uuid4().hex
+        origin = getattr(self.notifier, "origin", None)
+        rid = f"{origin}.{uuid.uuid4().hex}" if origin else uuid.uuid4().hex
         future: Future = Future()
         item = {"id": rid, "kind": kind, "args": args}
         with self._lock:
             self._pending[rid] = (host, future)
-        self.notifier.post(host, item)
+        if origin:
+            self.notifier.post(host, item, ttl=timeout)
+        else:
+            self.notifier.post(host, item)
         try:
             answer = future.result(timeout)
         except FutureTimeout:
@@ -72,7 +81,17 @@ class AgentRequests:
         return result or {}
 
     def answer(self, host: str, rid: str, result: dict | None, error: str | None) -> bool:
-        """Resolve a pending request of that host; False when none is waiting (late)."""
+        """Resolve a pending request of that host; False when none is waiting (late). A
+        request another server process asked (over RabbitMQ) is passed on to it (True)."""
+        origin = getattr(self.notifier, "origin", None)
+        asker = rid.partition(".")[0] if "." in rid else None
+        if origin and asker and asker != origin:
+            self.notifier.forward_answer(asker, host, rid, result, error)
+            return True
+        return self._answer_here(host, rid, result, error)
+
+    def _answer_here(self, host: str, rid: str, result: dict | None,
+                     error: str | None) -> bool:
         with self._lock:
             entry = self._pending.get(rid)
         if entry is None or entry[0] != host or entry[1].done():

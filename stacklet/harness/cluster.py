@@ -335,6 +335,11 @@ class Node:
         self.overlay_veth = f"{cluster.prefix}o{index}"
         self.provider_veths = {p: f"{cluster.prefix}p{index}{cluster.physnet_index(p)}"
                                for p in self.physnets}
+        # the management network (Cluster(management=True)): how the node reaches the
+        # controller's API and RabbitMQ over TCP, as a real node does
+        self.mgmt_veth = f"{cluster.prefix}m{index}"
+        self.mgmt_ip = str(cluster.mgmt_net.network_address + 10 + index) \
+            if cluster.management else None
         self.config_path = self.dir / "agent.ini"
         self.agent_log = self.dir / "agent.log"
         self.agent_pidfile = self.dir / "agent.pid"
@@ -377,6 +382,12 @@ class Node:
                        "set", "Bridge", "br-phy", "datapath_type=netdev", "--",
                        "--may-exist", "add-port", "br-phy", "ovl0")
         self._underlay_ip()
+        if cluster.management:
+            linux.veth_add(self.mgmt_veth, "mgmt0", None, self.netns)
+            linux.link_set(self.mgmt_veth, master=cluster.mgmt_bridge, up=True)
+            linux.addr_add("mgmt0", f"{self.mgmt_ip}/{cluster.mgmt_net.prefixlen}", self.netns)
+            linux.link_set("mgmt0", self.netns, up=True)
+            linux.link_set("lo", self.netns, up=True)
         # provider: prv<j> in br-<physnet> (the agent adds its patch ports with --may-exist)
         for physnet, veth in self.provider_veths.items():
             inner = f"prv{cluster.physnet_index(physnet)}"
@@ -427,7 +438,7 @@ class Node:
             "agent": {
                 "tunnel_types": ",".join(self.tunnel_types),
                 "l2_population": "true",
-                "server_url": f"unix:{self.cluster.server_socket}",
+                "server_url": self.cluster.server_url or f"unix:{self.cluster.server_socket}",
                 "report_interval": "2",
             },
             "securitygroup": {"enable_security_group": "true", "firewall_driver": "openvswitch"},
@@ -633,7 +644,8 @@ class Node:
                      lambda: shutil.rmtree(RUN_ROOT / self.host, ignore_errors=True),
                      lambda: linux.netns_delete(self.netns),
                      lambda: [linux.link_delete(v) for v in
-                              (self.overlay_veth, *self.provider_veths.values())]):
+                              (self.overlay_veth, *self.provider_veths.values(),
+                               *([self.mgmt_veth] if self.mgmt_ip else []))]):
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - keep going: everything must go
@@ -705,7 +717,13 @@ class Cluster:
 
     def __init__(self, work_dir: Path | str, server_socket: Path | str, prefix: str,
                  overlay_net: int = 0,
-                 agent_ready: Callable[[Node], bool] | None = None) -> None:
+                 agent_ready: Callable[[Node], bool] | None = None,
+                 management: bool = False, server_url: str | None = None) -> None:
+        """``management``: a management network, the Linux bridge ``<prefix>mgt`` holding
+        ``mgmt_ip`` (172.31.<overlay_net>.1/24) in the root namespace and each node's
+        ``mgmt0`` (.10+i); a server and a broker listening on ``mgmt_ip`` are reached from
+        the nodes over TCP. ``server_url``: the agents' ``[agent] server_url`` (default: the
+        unix socket ``server_socket``)."""
         if not re.fullmatch(r"[a-z][a-z0-9]{1,7}", prefix):
             raise ValueError(f"prefix {prefix!r}: 2..{MAX_PREFIX} lowercase letters/digits, "
                              "starting with a letter")
@@ -714,12 +732,20 @@ class Cluster:
         self.prefix = prefix
         self.overlay_net = ipaddress.ip_network(f"172.30.{overlay_net}.0/24")
         self.overlay_bridge = f"{prefix}ovl"
+        self.management = management
+        self.server_url = server_url
+        self.mgmt_net = ipaddress.ip_network(f"172.31.{overlay_net}.0/24")
+        self.mgmt_bridge = f"{prefix}mgt"
+        self.mgmt_ip = str(self.mgmt_net.network_address + 1)
         self.agent_ready = agent_ready      # node -> is its agent alive for the server?
         self.nodes: dict[str, Node] = {}
         self._physnets: list[str] = []
         self._closed = False
         self.work_dir.mkdir(parents=True, exist_ok=True)
         linux.bridge_add(self.overlay_bridge)
+        if management:
+            linux.bridge_add(self.mgmt_bridge)
+            linux.addr_add(self.mgmt_bridge, f"{self.mgmt_ip}/{self.mgmt_net.prefixlen}")
 
     def __enter__(self) -> Cluster:  # noqa: PYI034
         return self

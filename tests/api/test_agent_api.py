@@ -147,10 +147,15 @@ def port_on(admin, net: dict, host: str, **attrs: Any) -> dict:
 
 # --- transport ------------------------------------------------------------------------------
 
-def test_agent_api_is_404_over_tcp(cloud):
+def test_agent_api_over_tcp_needs_a_node_credential(cloud):
+    """Over TCP (agents on other machines) without a node credential: 401 (the unix socket
+    needs none; tests/api/test_node_credentials.py covers the credentials)."""
     for method, path in (("GET", "/agent/v1/hosts/x/state"), ("POST", "/agent/v1/report_state"),
                          ("GET", "/agent/v1/hosts/x/events")):
-        assert cloud.request(method, path, json={}).status_code == 404, path
+        response = cloud.request(method, path, json={})
+        assert response.status_code == 401, path
+        assert response.json()["error"]["code"] == 401
+        assert response.headers["www-authenticate"].startswith("Basic")
 
 
 def test_bad_bodies_are_400(http):

@@ -184,3 +184,11 @@ def machine() -> Iterator[Machine]:
     finally:
         sweep(prefix)
         release_prefix(prefix, work_dir)
+
+
+@pytest.fixture(scope="session")
+def cluster_tools():
+    """The helpers above, for modules that build their own clusters and clouds."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(claim=claim_prefix, release=release_prefix, agent_alive=agent_alive)

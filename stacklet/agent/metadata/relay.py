@@ -1,5 +1,7 @@
 """The only way out of a metadata proxy's chroot: a unix socket served by the agent (root),
-passing on nothing but metadata requests to the server.
+passing on nothing but metadata requests to the server (over the server's unix socket, or
+over TCP with the node's credential when the server is on another machine: the proxies never
+see that credential, any ``Authorization`` they send is dropped).
 
 The agents' socket (``run/agent.sock``, 0600 root) serves the whole agent API: host
 snapshots of any node, port and floating IP status reports. An unprivileged, chrooted haproxy
@@ -49,7 +51,7 @@ class Refused(Exception):
         self.status, self.reason = status, reason
 
 
-def rewrite(head: bytes, header: str, ident: str) -> bytes:
+def rewrite(head: bytes, header: str, ident: str, authorization: str | None = None) -> bytes:
     """The request head to send to the server, or ``Refused``."""
     try:
         text = head.decode("latin-1")
@@ -77,11 +79,13 @@ def rewrite(head: bytes, header: str, ident: str) -> bytes:
         if name_l in ("content-length", "transfer-encoding") and \
                 not (name_l == "content-length" and value.strip() == "0"):
             raise Refused(400, "Bad Request")
-        if name_l.startswith("x-neutron-") or name_l in HOP_HEADERS:
+        if name_l.startswith("x-neutron-") or name_l in HOP_HEADERS or \
+                name_l == "authorization":
             continue
         kept.append(line)
-    out = [f"{method} {target} {version}", *kept, f"{header}: {ident}", "Connection: close",
-           "", ""]
+    auth = [f"Authorization: {authorization}"] if authorization else []
+    out = [f"{method} {target} {version}", *kept, f"{header}: {ident}", *auth,
+           "Connection: close", "", ""]
     return "\r\n".join(out).encode("latin-1")
 
 
@@ -123,8 +127,21 @@ class _Listener:
 class MetadataRelay:
     """The relay sockets of one agent (shared by the DHCP and L3 roles' proxies)."""
 
-    def __init__(self, server_socket: Path | str) -> None:
+    def __init__(self, server_socket: Path | str,
+                 auth: tuple[str, str] | None = None) -> None:
+        """``server_socket``: the server's unix socket path, or its ``http://host:port``
+        URL for a node reaching it over TCP, then with ``auth`` = (host, node secret)."""
         self.server_socket = str(server_socket)
+        self._authorization = None
+        self._tcp: tuple[str, int] | None = None
+        if self.server_socket.startswith("http://"):
+            import base64
+            from urllib.parse import urlsplit
+            parts = urlsplit(self.server_socket)
+            self._tcp = (parts.hostname or "127.0.0.1", parts.port or 80)
+            if auth is not None:
+                self._authorization = "Basic " + base64.b64encode(
+                    f"{auth[0]}:{auth[1]}".encode()).decode()
         self._listeners: dict[Path, _Listener] = {}
         self._lock = threading.Lock()
         self._active = threading.BoundedSemaphore(MAX_ACTIVE)
@@ -200,10 +217,16 @@ class MetadataRelay:
             raise Refused(431 if len(head) > MAX_HEAD else 400,
                           "Request Header Fields Too Large" if len(head) > MAX_HEAD
                           else "Bad Request")
-        request = rewrite(head + b"\r\n\r\n", listener.header, listener.ident)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as upstream:
+        request = rewrite(head + b"\r\n\r\n", listener.header, listener.ident,
+                          self._authorization)
+        if self._tcp is not None:
+            upstream = socket.create_connection(self._tcp, timeout=SERVER_TIMEOUT)
+        else:
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with upstream:
             upstream.settimeout(SERVER_TIMEOUT)
-            upstream.connect(self.server_socket)
+            if self._tcp is None:
+                upstream.connect(self.server_socket)
             upstream.sendall(request)
             conn.settimeout(SERVER_TIMEOUT)
             while True:

@@ -94,6 +94,9 @@ class TokenCache:
         self._entries: dict[str, Entry] = {}
         self._lock = threading.Lock()
         self.generation = 0
+        # called after each drop (the RabbitMQ bus tells the other server processes, which
+        # drop their entries too: bus/rabbit.py, api/app.py)
+        self.on_drop: Callable[[], None] | None = None
 
     def get(self, token_id: str) -> Entry | None:
         entry = self._entries.get(token_id)
@@ -126,16 +129,20 @@ class TokenCache:
         for key in list(self._entries)[:max(overflow, 0)]:
             del self._entries[key]
 
-    def drop(self, predicate: Callable[[TokenInfo], bool] | None = None) -> None:
-        """Forget every entry whose token matches ``predicate`` (all entries when None)."""
+    def drop(self, predicate: Callable[[TokenInfo], bool] | None = None, *,
+             announce: bool = True) -> None:
+        """Forget every entry whose token matches ``predicate`` (all entries when None);
+        ``announce``: tell ``on_drop`` (the other server processes)."""
         with self._lock:
             self.generation += 1
             if predicate is None:
                 self._entries.clear()
-                return
-            for key, entry in list(self._entries.items()):
-                if predicate(entry.info):
-                    del self._entries[key]
+            else:
+                for key, entry in list(self._entries.items()):
+                    if predicate(entry.info):
+                        del self._entries[key]
+        if announce and self.on_drop is not None:
+            self.on_drop()
 
     # Predicates for the usual revocation reasons.
     def drop_user(self, user_id: str) -> None:

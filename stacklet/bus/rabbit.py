@@ -1,0 +1,156 @@
+"""Wake-ups and agent requests over RabbitMQ (``[DEFAULT] transport_url = rabbit://...``).
+
+The same four calls as the local notifier (``events.ChangeNotifier``: ``publish``, ``post``,
+``wait``, ``current``), carried by the topic exchange ``stacklet`` (``amqp.py``):
+
+    host.<host>.wake       a change concerns <host>: {"revision": {"epoch", "seq"}}
+    fanout.wake            a change concerns every host: {"epoch"} (each agent asks its
+                           host's current revision over HTTP)
+    host.<host>.request    a request for <host>'s agent: {"request": {"id","kind","args"}},
+                           dropped by the broker after the caller's timeout (per-message TTL)
+    server.<origin>.answer an agent's answer, routed back to the server process that asked
+    servers.broadcast      news for every server process: token cache drops (a token
+                           revoked, a user disabled... in one process is dropped from every
+                           process's cache) and nodes' instance reports (for the conductor)
+
+Each agent (``agent/waiter.py``) consumes one queue of its own, ``stacklet.agent.<host>`` (exclusive, not durable:
+after a broker restart or an agent restart it is declared anew), bound to its host's topics
+and the fanout. Each server process consumes ``stacklet.server.<origin>``. A request's id
+starts with the origin of the server process that asked (``<origin>.<uuid>``); the agent's
+HTTP answer may land on any server process, which passes it on by that prefix.
+
+Nothing is trusted to the queue alone: every (re)connection of an agent's link makes its
+next ``wait`` ask the server for the host's current revision over HTTP (``GET .../events``
+with ``timeout=0``), so a change published while the agent or the broker was away is
+fetched after it; the server keeps wake-ups sent while its own link is down and sends them on
+reconnection. The local long poll keeps working beside all this on each server process.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+
+from stacklet.amqp import BROADCAST, FANOUT, WAKE_TTL, AmqpLink, answer_key, request_key, wake_key
+from stacklet.bus.events import ChangeNotifier
+
+LOG = logging.getLogger(__name__)
+
+
+
+# ``stacklet server --workers N`` sets this before forking: (epoch, a multiprocessing.Value)
+# shared by the workers, so that every worker answers the same revision for a host (until the
+# per-host sequence lives in the database). Each publish, for any host, bumps the one counter.
+SHARED: tuple[str, object] | None = None
+
+
+class RabbitNotifier(ChangeNotifier):
+    """The server side: the local notifier (for this process's long polls and revisions),
+    plus every publish and request sent to the hosts' queues."""
+
+    transport = "rabbit"
+
+    def __init__(self, transport_url: str, epoch: str | None = None,
+                 shared: tuple[str, object] | None = None) -> None:
+        self._shared = shared[1] if shared else None
+        super().__init__(shared[0] if shared else epoch)
+        self.origin = uuid.uuid4().hex[:16]
+        self.link = AmqpLink(transport_url, name=f"server-{self.origin[:8]}")
+        self.link.subscribe(f"stacklet.server.{self.origin}",
+                            [answer_key(self.origin), BROADCAST], self._on_message)
+        self.answer_handler = None   # AgentRequests.answer, set by AgentRequests
+        self._broadcast_handlers: dict[str, object] = {}
+        self.started = False
+
+    def start(self) -> RabbitNotifier:
+        if not self.started:
+            self.started = True
+            self.link.start()
+        return self
+
+    # --- ChangeNotifier's interface -----------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Take the workers' shared counter as this process's sequence (every host)."""
+        shared = self._shared
+        if shared is not None:
+            value = shared.value  # type: ignore[attr-defined]
+            with self._lock:
+                self._all = value
+                self._per_host.clear()
+
+    def current(self, host: str) -> dict:
+        self._refresh()
+        return super().current(host)
+
+    async def wait(self, host: str, epoch: str | None, after: int, timeout: float) -> dict:
+        self._refresh()
+        return await super().wait(host, epoch, after, timeout)
+
+    def publish(self, hosts: Iterable[str] | None = None) -> None:
+        hosts = None if hosts is None else list(hosts)
+        shared = self._shared
+        if shared is not None:
+            with shared.get_lock():  # type: ignore[attr-defined]
+                shared.value += 1  # type: ignore[attr-defined]
+            self._refresh()
+            super().publish([])       # wakes this process's long polls; seq from the counter
+        else:
+            super().publish(hosts)
+        if hosts is None:
+            self.link.send(FANOUT, {"epoch": self.epoch}, ttl=WAKE_TTL)
+            return
+        for host in hosts:
+            self.link.send(wake_key(host), {"revision": self.current(host)}, ttl=WAKE_TTL)
+
+    def post(self, host: str, item: dict, ttl: float = 30.0) -> None:
+        self.link.send(request_key(host), {"request": item}, ttl=ttl)
+
+    def withdraw(self, host: str, item: dict) -> None:
+        """Nothing to take back: the message's TTL (the caller's timeout) drops it."""
+
+    def close(self) -> None:
+        super().close()
+        if self.started:
+            self.link.close()
+
+    # --- answers from other server processes ------------------------------------------------
+
+    def forward_answer(self, origin: str, host: str, rid: str, result: dict | None,
+                       error: str | None) -> None:
+        self.link.send(answer_key(origin), {"host": host, "id": rid, "result": result,
+                                            "error": error}, ttl=60.0)
+
+    # --- news for every server process (token cache drops, instance reports) -------------
+
+    def broadcast(self, kind: str, body: dict) -> None:
+        """``body`` to every other server process's ``on_broadcast(kind)`` handler."""
+        self.link.send(BROADCAST, {"broadcast": kind, "origin": self.origin, "body": body},
+                       ttl=60.0)
+
+    def on_broadcast(self, kind: str, handler) -> None:
+        self._broadcast_handlers[kind] = handler
+
+    def _on_message(self, body: dict) -> None:
+        if "broadcast" in body:
+            handler = self._broadcast_handlers.get(body.get("broadcast"))
+            if handler is not None and body.get("origin") != self.origin:
+                handler(body.get("body") or {})
+            return
+        self._on_answer(body)
+
+    def _on_answer(self, body: dict) -> None:
+        handler = self.answer_handler
+        if handler is None:
+            return
+        host, rid = body.get("host"), body.get("id")
+        if isinstance(host, str) and isinstance(rid, str):
+            handler(host, rid, body.get("result"), body.get("error"))
+
+
+def make_notifier(conf) -> ChangeNotifier:
+    """The server's notifier: RabbitMQ when ``[DEFAULT] transport_url`` is set (its link
+    starts with the first server process that serves: ``start()``), else the local one."""
+    url = conf.DEFAULT.transport_url
+    return RabbitNotifier(url, shared=SHARED) if url else ChangeNotifier()
