@@ -35,7 +35,8 @@ from typing import Any
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
-OVS_AGENT = "Open vSwitch agent"
+from stacklet.contract import DHCP_AGENT, L3_AGENT, OVS_AGENT
+
 TRACKED = frozenset({
     "ports", "ipallocations", "networks", "network_segments", "subnets",
     "securitygroups", "securitygrouprules", "securitygroupportbindings",
@@ -149,7 +150,6 @@ class Concern:
         """The hosts concerned (None: every host), by queries in ``session``'s transaction."""
         if self.every:
             return None
-        from stacklet.contract import DHCP_AGENT, L3_AGENT
         from stacklet.store.models.agents import (
             Agent,
             NetworkDhcpAgentBinding,
@@ -250,7 +250,7 @@ def flush_concern(session: Session) -> tuple[list[tuple[str, Any]], Concern, Con
         old, new_values = _values(obj, table, "old"), _values(obj, table, "new")
         later.row(table, old, new_values, changed)
         if old != new_values:
-            now.row(table, old, None, changed)
+            now.row(table, old, old, changed)
     return new, later, now
 
 
@@ -341,5 +341,5 @@ def statement_concern(state: Any) -> tuple[Concern, Concern] | None:
         new = {**old, **{k: v for k, v in literal.items() if k in old}}
         later.row(name, old, new, changed)
         if new != old:
-            now.row(name, old, None, changed)
+            now.row(name, old, old, changed)
     return later, now
