@@ -164,7 +164,6 @@ def state(call: Call) -> Response:
     with metrics.snapshots.time(), services.db.read() as session:
         page = host_delta.build_page(session, host, epoch, params.get("epoch"),
                                      params.get("token"), limit)
-    metrics.snapshot_builds.labels(host).inc()
     metrics.page_bytes.labels("full" if page.reset else "delta").observe(len(page.body))
     if page.hashes is not None:
         services.db.retrying(lambda session: host_delta.store_holding(session, host, page))
