@@ -15,12 +15,15 @@ default, so a field can be added on one side before the other knows it. Anything
 misread by an older reader (a renamed field, a changed meaning) bumps ``VERSION``; a reader
 refuses a body of another version (``ContractError``) rather than misreading it.
 
-Revisions: a snapshot carries the revision it was taken at, the server's change position for
-the host ``(epoch, seq)`` (``stacklet/bus``), read *before* the queries, so every change
-committed up to ``seq`` is in it. The seq is cheap (no query), moves on deletions too (a
-``max(revision_number)`` over the rows would not: a deleted row leaves no number behind) and
-is what the agent's long poll already compares; ``epoch`` changes when the server restarts.
-Reports carry the revision of the snapshot they realise.
+Revisions: a snapshot carries the revision it was taken at, the host's change position
+``(epoch, seq)`` kept in the database (``stacklet/bus/revisions.py``), read in the snapshot's
+own read transaction, so every change committed up to ``seq`` is in it. ``seq`` moves on
+deletions too and is what the agent's long poll compares; ``epoch`` is a constant of the
+database. Reports carry the revision of the snapshot they realise.
+
+Deltas: the agent fetches ``StatePage``s, the differences between the records it holds and the
+host's snapshot (``snapshot_records``), and applies them to its ``Holding``, which hands the
+roles a ``Snapshot`` (``snapshot_of``) once a page says there is no more.
 """
 
 from __future__ import annotations
