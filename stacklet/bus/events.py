@@ -24,6 +24,7 @@ committed by another server process is seen at the latest when the wait times ou
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
@@ -229,7 +230,10 @@ def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
             finally:
                 session.rollback()
 
-    notifier.attach(epoch.get, read)
+    attach = getattr(notifier, "attach", None)     # a transport's notifier may read them itself
+    if attach is not None:
+        attach(epoch.get, read)
+    takes_seqs = "seqs" in inspect.signature(notifier.publish).parameters
 
     @event.listens_for(factory, "before_flush")
     def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
@@ -274,7 +278,11 @@ def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
             return
         hosts, seqs = publish
         try:
-            notifier.publish(None if hosts is None else sorted(hosts), seqs)
+            hosts = None if hosts is None else sorted(hosts)
+            if takes_seqs:
+                notifier.publish(hosts, seqs=seqs)
+            else:
+                notifier.publish(hosts)
         except Exception:
             LOG.exception("publishing a change event failed")
 
