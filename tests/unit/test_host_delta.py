@@ -40,25 +40,26 @@ def cloud(tmp_path):
         s.add(NetworkSegment(id=_id(), network_id=ids["net"], network_type="vxlan",
                              physical_network="", segmentation_id=7))
         s.add(Subnet(id=ids["sub"], network_id=ids["net"], ip_version=4, cidr="10.0.0.0/16"))
+        for n in range(20):
+            _rows(s, ids, n, HOST if n % 4 else "h2")
     svc.db.retrying(setup)
-    for n in range(20):
-        add_port(svc, ids, n, HOST if n % 4 else "h2")
     yield svc, ids
     svc.db.dispose()
 
 
-def add_port(svc, ids, n, host=HOST) -> str:
+def _rows(s, ids, n, host) -> str:
     pid = _id()
-
-    def write(s):
-        s.add(Port(id=pid, project_id="p", network_id=ids["net"],
-                   mac_address=f"fa:16:3e:00:{n >> 8:02x}:{n & 255:02x}",
-                   binding_host_id=host, binding_vif_type="ovs"))
-        s.flush()
-        s.add(IPAllocation(subnet_id=ids["sub"], ip_address=f"10.0.{n >> 8}.{n & 255}",
-                           port_id=pid, network_id=ids["net"]))
-    svc.db.retrying(write)
+    s.add(Port(id=pid, project_id="p", network_id=ids["net"],
+               mac_address=f"fa:16:3e:00:{n >> 8:02x}:{n & 255:02x}",
+               binding_host_id=host, binding_vif_type="ovs"))
+    s.flush()
+    s.add(IPAllocation(subnet_id=ids["sub"], ip_address=f"10.0.{n >> 8}.{n & 255}",
+                       port_id=pid, network_id=ids["net"]))
     return pid
+
+
+def add_port(svc, ids, n, host=HOST) -> str:
+    return svc.db.retrying(lambda s: _rows(s, ids, n, host))
 
 
 def fetch(svc, holding: Holding, limit: int = host_delta.DEFAULT_LIMIT,
@@ -143,8 +144,7 @@ def test_a_small_limit_cuts_the_snapshot_into_pages(cloud):
     assert all(p.more for p in pages[:-1]) and not pages[-1].more
     assert holding.records == fresh(svc)
     # a change between two pages of a delta: the last page still gives the whole snapshot
-    for n in range(300, 330):
-        add_port(svc, ids, n)
+    svc.db.retrying(lambda s: [_rows(s, ids, n, HOST) for n in range(300, 330)])
     with svc.db.read() as s:
         page = host_delta.build_page(s, HOST, svc.bus.epoch, holding.epoch, holding.token,
                                      1024)
@@ -154,3 +154,20 @@ def test_a_small_limit_cuts_the_snapshot_into_pages(cloud):
     add_port(svc, ids, 400)
     fetch(svc, holding, limit=1024)
     assert holding.records == fresh(svc)
+
+
+def test_two_server_processes_share_revisions_epoch_and_holdings(cloud, tmp_path):
+    svc, ids = cloud
+    from stacklet.store.db import Database
+    other = build_services(svc.conf, Database(svc.conf.database_url))   # another process
+    try:
+        assert other.bus.epoch == svc.bus.epoch
+        holding = Holding(HOST)
+        fetch(svc, holding)                     # the agent's pages came from the first
+        start = other.bus.seq(HOST)
+        pid = add_port(other, ids, 500)         # a change committed by the second
+        assert svc.bus.seq(HOST) == other.bus.seq(HOST) > start
+        [page] = fetch(other, holding)          # and its next page from the second
+        assert not page.reset and set(page.changed) == {f"port/{pid}"}
+    finally:
+        other.db.dispose()
