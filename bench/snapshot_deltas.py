@@ -35,19 +35,19 @@ from common import Target, quick, verdict, write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stacklet import config  # noqa: E402
-from stacklet.api.app import build_services  # noqa: E402
-from stacklet.contract import Revision  # noqa: E402
-from stacklet.services.networking import host_delta  # noqa: E402
-from stacklet.services.networking.host_state import host_state  # noqa: E402
-from stacklet.store.models.agents import (  # noqa: E402
+from stacklet import config
+from stacklet.api.app import build_services
+from stacklet.contract import Revision
+from stacklet.services.networking import host_delta
+from stacklet.services.networking.host_state import host_state
+from stacklet.store.models.agents import (
     Agent,
     NetworkDhcpAgentBinding,
     RouterL3AgentBinding,
 )
-from stacklet.store.models.base import Base  # noqa: E402
-from stacklet.store.models.l3 import Router, RouterPort  # noqa: E402
-from stacklet.store.models.network import (  # noqa: E402
+from stacklet.store.models.base import Base
+from stacklet.store.models.l3 import Router, RouterPort
+from stacklet.store.models.network import (
     IPAllocation,
     Network,
     NetworkSegment,

@@ -43,6 +43,7 @@ from starlette.routing import Route
 
 from stacklet import errors
 from stacklet.api.common import JSON_TYPE, Call, database_unavailable, endpoint, json_response
+from stacklet.bus import revisions
 from stacklet.contract import (
     DHCP_AGENT,
     L3_AGENT,
@@ -59,9 +60,8 @@ from stacklet.contract import (
     PortStatusReport,
     Revision,
 )
-from stacklet.services.networking.common import CHUNK, chunks
-from stacklet.bus import revisions
 from stacklet.services.networking import host_delta
+from stacklet.services.networking.common import CHUNK, chunks
 from stacklet.services.networking.host_state import host_state
 from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding, RouterL3AgentBinding
 from stacklet.store.models.base import isotime

@@ -263,27 +263,17 @@ def new_rows(objects: list[tuple[str, Any]]) -> Concern:
 
 
 def _values(obj: Any, table: str, which: str) -> dict:
+    """The columns the concern reads: as they are now (``new``) or as the database has them
+    (``old``: the value an update replaces, else the current one)."""
     state = inspect(obj)
     out = {}
     for column in COLUMNS[table]:
-        attr = state.attrs[column]
-        if which == "new":
-            out[column] = getattr(obj, column, None)
-            continue
-        history = attr.history
-        if history.deleted:
+        history = state.attrs[column].history if which == "old" else None
+        if history is not None and history.deleted:
             out[column] = history.deleted[0]
-        elif history.unchanged:
-            out[column] = history.unchanged[0]
         else:
-            out[column] = attr.loaded_value if attr.loaded_value is not _NO_VALUE() \
-                else getattr(obj, column, None)
+            out[column] = getattr(obj, column, None)
     return out
-
-
-def _NO_VALUE() -> Any:  # noqa: N802 - SQLAlchemy's marker for "not loaded"
-    from sqlalchemy.orm.base import NO_VALUE
-    return NO_VALUE
 
 
 def statement_concern(state: Any) -> tuple[Concern, Concern] | None:

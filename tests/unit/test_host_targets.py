@@ -129,7 +129,7 @@ def test_status_reports_wake_only_the_host_that_shows_them(cloud):
 
 
 def test_floating_ip_status_wakes_only_the_router_host(cloud):
-    svc, ids = cloud
+    _, ids = cloud
 
     def fip(s):
         fport = _port(s, "", ids["B"], ids["subB"], 30, device_owner="network:floatingip")
@@ -144,8 +144,6 @@ def test_floating_ip_status_wakes_only_the_router_host(cloud):
 
 
 def test_heartbeats_wake_nobody_and_tunnel_endpoints_everybody(cloud):
-    svc, _ = cloud
-
     def agent(s, host="h1"):
         return s.query(Agent).filter_by(host=host, agent_type="Open vSwitch agent").one()
 
