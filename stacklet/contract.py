@@ -15,12 +15,15 @@ default, so a field can be added on one side before the other knows it. Anything
 misread by an older reader (a renamed field, a changed meaning) bumps ``VERSION``; a reader
 refuses a body of another version (``ContractError``) rather than misreading it.
 
-Revisions: a snapshot carries the revision it was taken at, the server's change position for
-the host ``(epoch, seq)`` (``stacklet/bus``), read *before* the queries, so every change
-committed up to ``seq`` is in it. The seq is cheap (no query), moves on deletions too (a
-``max(revision_number)`` over the rows would not: a deleted row leaves no number behind) and
-is what the agent's long poll already compares; ``epoch`` changes when the server restarts.
-Reports carry the revision of the snapshot they realise.
+Revisions: a snapshot carries the revision it was taken at, the host's change position
+``(epoch, seq)`` kept in the database (``stacklet/bus/revisions.py``), read in the snapshot's
+own read transaction, so every change committed up to ``seq`` is in it. ``seq`` moves on
+deletions too and is what the agent's long poll compares; ``epoch`` is a constant of the
+database. Reports carry the revision of the snapshot they realise.
+
+Deltas: the agent fetches ``StatePage``s, the differences between the records it holds and the
+host's snapshot (``snapshot_records``), and applies them to its ``Holding``, which hands the
+roles a ``Snapshot`` (``snapshot_of``) once a page says there is no more.
 """
 
 from __future__ import annotations
@@ -535,6 +538,180 @@ class Snapshot:
                 tuple([Instance.from_json(i) for i in d.get("instances") or ()]))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ContractError(f"malformed snapshot: {type(exc).__name__} {exc}") from None
+
+
+# --- the snapshot as records, and the pages of its deltas -------------------------------------
+
+# A snapshot is cut into records, each with a key "<kind>/<id>": what a delta adds, replaces
+# or removes. A DHCP network's ports and an l2 population network's hosts are records of their
+# own, so one port that changes sends one small record, never a whole network.
+_KINDS = {
+    "port": Port, "network": Network, "sg": SecurityGroup, "rg": RemoteGroup,
+    "tunnel": TunnelEndpoint, "l2pop": L2popHost, "dhcpnet": DhcpNetwork,
+    "dhcpport": DhcpPort, "router": Router, "instance": Instance,
+}
+
+
+def snapshot_records(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot's records by key (its host and revision are not records)."""
+    out: dict[str, Any] = {}
+    for port in snapshot.ports:
+        out[f"port/{port.id}"] = port
+    for key, network in snapshot.networks.items():
+        out[f"network/{key}"] = network
+    for key, group in snapshot.security_groups.items():
+        out[f"sg/{key}"] = group
+    for key, group in snapshot.remote_groups.items():
+        out[f"rg/{key}"] = group
+    for tunnel in snapshot.tunnels:
+        out[f"tunnel/{tunnel.host}"] = tunnel
+    for net_id, hosts in snapshot.l2pop.items():
+        for other in hosts:
+            out[f"l2pop/{net_id}/{other.host}"] = other
+    for network in snapshot.dhcp_networks:
+        out[f"dhcpnet/{network.id}"] = DhcpNetwork(network.id, network.mtu,
+                                                   network.admin_state_up, network.port,
+                                                   network.subnets)
+        for port in network.ports:
+            out[f"dhcpport/{network.id}/{port.id}"] = port
+    for router in snapshot.routers:
+        out[f"router/{router.id}"] = router
+    for port_id, revision in snapshot.dhcp_pending.items():
+        out[f"pending/{port_id}"] = revision
+    for instance in snapshot.instances:
+        out[f"instance/{instance.uuid}"] = instance
+    return out
+
+
+def parse_record(key: str, value: Any) -> Any:
+    """A record received in a page, typed by its key's kind."""
+    kind = key.partition("/")[0]
+    if kind == "pending":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ContractError(f"record {key}: a revision number (integer >= 0)")
+        return value
+    record = _KINDS.get(kind)
+    if record is None:
+        raise ContractError(f"record {key}: unknown kind {kind!r}")
+    if not isinstance(value, dict):
+        raise ContractError(f"record {key}: expected a JSON object")
+    try:
+        if record is DhcpPort:
+            return DhcpPort.from_json(value)
+        if record is RemoteGroup:
+            return RemoteGroup.from_json(value)
+        return record.from_json(value)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ContractError(f"malformed record {key}: {type(exc).__name__} {exc}") from None
+
+
+def snapshot_of(host: str, revision: Revision, records: dict[str, Any]) -> Snapshot:
+    """The Snapshot the records make (every collection in key order), as the roles read it."""
+    ports, tunnels, routers, instances = [], [], [], []
+    networks: dict[str, Network] = {}
+    groups: dict[str, SecurityGroup] = {}
+    remote: dict[str, RemoteGroup] = {}
+    l2pop: dict[str, list[L2popHost]] = {}
+    dhcp: dict[str, DhcpNetwork] = {}
+    dhcp_ports: dict[str, list[DhcpPort]] = {}
+    pending: dict[str, int] = {}
+    for key in sorted(records):
+        kind, _, rest = key.partition("/")
+        value = records[key]
+        if kind == "port":
+            ports.append(value)
+        elif kind == "network":
+            networks[rest] = value
+        elif kind == "sg":
+            groups[rest] = value
+        elif kind == "rg":
+            remote[rest] = value
+        elif kind == "tunnel":
+            tunnels.append(value)
+        elif kind == "l2pop":
+            l2pop.setdefault(rest.partition("/")[0], []).append(value)
+        elif kind == "dhcpnet":
+            dhcp[rest] = value
+        elif kind == "dhcpport":
+            dhcp_ports.setdefault(rest.partition("/")[0], []).append(value)
+        elif kind == "router":
+            routers.append(value)
+        elif kind == "pending":
+            pending[rest] = value
+        elif kind == "instance":
+            instances.append(value)
+    dhcp_networks = tuple(
+        DhcpNetwork(n.id, n.mtu, n.admin_state_up, n.port, n.subnets,
+                    tuple(dhcp_ports.get(net_id, ()))) for net_id, n in dhcp.items())
+    return Snapshot(host, revision, tuple(ports), networks, groups, remote, tuple(tunnels),
+                    {k: tuple(v) for k, v in l2pop.items()}, dhcp_networks, tuple(routers),
+                    pending, tuple(instances))
+
+
+@dataclass(frozen=True, slots=True)
+class StatePage:
+    """``GET /agent/v1/hosts/{host}/state?epoch=E&token=T&limit=B``: what changed in the
+    host's snapshot since the agent's holding ``T`` (its records, keyed as above).
+
+    ``reset``: the agent drops every record first (no holding: a start, another epoch, a
+    holding the server no longer keeps). ``changed`` records replace (or add) those of the
+    same keys, ``removed`` keys go. ``token`` names the agent's holding once this page is
+    applied: the next request sends it. ``more``: the difference did not fit in ``limit``
+    bytes: ask again at once; the snapshot is whole (of ``revision``) when ``more`` is false.
+    """
+
+    host: str
+    revision: Revision
+    token: str
+    reset: bool = False
+    changed: dict[str, Any] = field(default_factory=dict)
+    removed: tuple[str, ...] = ()
+    more: bool = False
+    version: int = VERSION
+
+    @classmethod
+    def from_json(cls, data: bytes | str | dict) -> StatePage:
+        d = _loads(data)
+        _version(d, "state page")
+        changed = d.get("changed") or {}
+        removed = d.get("removed") or []
+        if not isinstance(changed, dict) or not isinstance(removed, list) or \
+                not all(isinstance(k, str) for k in removed):
+            raise ContractError("'changed' must be an object and 'removed' a list of keys")
+        token = d.get("token")
+        if not isinstance(token, str) or not token:
+            raise ContractError("'token' must be a non-empty string")
+        return cls(_string(d, "host"), Revision.from_json(d.get("revision")), token,
+                   bool(d.get("reset", False)),
+                   {k: parse_record(k, v) for k, v in changed.items()}, tuple(removed),
+                   bool(d.get("more", False)))
+
+
+class Holding:
+    """The agent's side of the pages: the records it holds, applied page by page, and the
+    Snapshot they make once a page says there is no more."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.records: dict[str, Any] = {}
+        self.token: str | None = None
+        self.epoch: str | None = None
+
+    def apply(self, page: StatePage) -> Snapshot | None:
+        """Apply one page; the whole snapshot when it is the last one, else None."""
+        if page.reset:
+            self.records = {}
+        for key in page.removed:
+            self.records.pop(key, None)
+        self.records.update(page.changed)
+        self.token, self.epoch = page.token, page.revision.epoch
+        if page.more:
+            return None
+        return snapshot_of(self.host, page.revision, self.records)
+
+    def forget(self) -> None:
+        """Ask for everything next time (a page failed to apply)."""
+        self.token = None
 
 
 # --- reports (agent → server) ----------------------------------------------------------------

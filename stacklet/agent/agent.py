@@ -71,6 +71,7 @@ from stacklet.contract import (
     AgentAnswer,
     AgentReport,
     AgentRequest,
+    Holding,
     Revision,
     Snapshot,
     SyncStatus,
@@ -141,6 +142,7 @@ class Agent:
         self.local_changed = True
         self.revision = Revision()     # the server's change position last seen
         self.snapshot: Snapshot | None = None
+        self.holding = Holding(self.host)   # the records of the snapshot, as pages update them
         self.reported: dict[str, tuple[str, int]] = {}  # port id → (status, revision) reported
         self.dhcp_reported: dict[str, int] = {}  # port id → DHCP-ready revision reported
         self.l2_realised = Revision()   # the snapshot the last completed L2 sync applied
@@ -353,12 +355,13 @@ class Agent:
                   result.flow_mods, reported, (done - synced) * 1000)
 
     def _fetch(self) -> None:
-        """Take the server's snapshot of this host. The flag is cleared before the request,
+        """Take the server's snapshot of this host: what changed since the snapshot held,
+        applied to it (``Holding``; everything on start). The flag is cleared before the request,
         not after: a change that the events thread announces while the request is in flight
         may not be in this snapshot, and must bring another pass. A failed fetch is retried."""
         self.server_changed = False
         try:
-            snapshot = self.client.host_state()
+            snapshot = self.client.host_state(self.holding)
         except BaseException:
             self.server_changed = True
             raise

@@ -1,6 +1,7 @@
 """The agent's side of the server ↔ agent contract: HTTP to ``/agent/v1`` (usually on a unix socket).
 
-Calls: ``report_state`` (register, heartbeat), ``host_state`` (the host's desired state),
+Calls: ``report_state`` (register, heartbeat), ``host_state`` (the host's desired state, by pages of differences from what the
+agent holds),
 ``wait`` (long poll for change events), ``port_status`` (ports wired / gone),
 ``dhcp_ready`` (ports whose host entries the DHCP role has in place) and
 ``floatingip_status`` (floating IPs applied / dropped by the L3 role), ``instance_status``
@@ -18,15 +19,21 @@ from stacklet.contract import (
     AgentAnswer,
     AgentReport,
     AgentRequest,
+    ContractError,
     DhcpReadyReport,
     FloatingIpStatusReport,
+    Holding,
     InstanceStatus,
     InstanceStatusReport,
     PortStatusReport,
     Revision,
     Snapshot,
+    StatePage,
     requests_of,
 )
+
+PAGE_LIMIT = 1 << 20    # bytes of records per state page
+MAX_PAGES = 1000
 
 
 class ServerUnavailable(Exception):
@@ -86,8 +93,30 @@ class ServerClient:
     def report_state(self, report: AgentReport) -> str:
         return self._post("/report_state", report).get("id", "")
 
-    def host_state(self) -> Snapshot:
-        return Snapshot.from_json(self._send(self._client, "GET", f"/hosts/{self.host}/state"))
+    def host_state(self, holding: Holding | None = None,
+                   limit: int = PAGE_LIMIT) -> Snapshot:
+        """The host's snapshot, by pages of differences from what ``holding`` holds (each
+        applied to it as it comes; a page that does not parse makes the next call ask for
+        everything). Without a holding, everything, in pages, into a new one."""
+        holding = holding if holding is not None else Holding(self.host)
+        for _ in range(MAX_PAGES):
+            params: dict = {"limit": limit}
+            if holding.token:
+                params["token"] = holding.token
+            if holding.epoch:
+                params["epoch"] = holding.epoch
+            try:
+                page = StatePage.from_json(self._send(self._client, "GET",
+                                                      f"/hosts/{self.host}/state",
+                                                      params=params))
+                snapshot = holding.apply(page)
+            except ContractError:
+                holding.forget()
+                raise
+            if snapshot is not None:
+                return snapshot
+        raise ServerUnavailable(f"the state of {self.host} did not settle in {MAX_PAGES} "
+                                "pages (changing faster than it is read?)")
 
     def wait(self, after: Revision, timeout: float
              ) -> tuple[Revision, tuple[AgentRequest, ...]]:

@@ -1,7 +1,10 @@
 """``/agent/v1``: what node agents call, served only on the unix socket ``run/agent.sock``.
 
     POST /agent/v1/report_state              AgentReport: register / heartbeat → {"id"}
-    GET  /agent/v1/hosts/{host}/state        the host's Snapshot (services/networking/host_state)
+    GET  /agent/v1/hosts/{host}/state        ?epoch=E&token=T&limit=B → StatePage: what
+                                             changed since the agent's holding T, at most B
+                                             bytes a page (services/networking/host_delta);
+                                             without parameters the whole Snapshot
     GET  /agent/v1/hosts/{host}/events       long poll: ?epoch=E&after=N&timeout=S → {"epoch","seq"}
                                              (+ "requests": [AgentRequest] for the agent)
     POST /agent/v1/hosts/{host}/answers      AgentAnswer: a request's result → {"accepted"}
@@ -40,6 +43,7 @@ from starlette.routing import Route
 
 from stacklet import errors
 from stacklet.api.common import JSON_TYPE, Call, database_unavailable, endpoint, json_response
+from stacklet.bus import revisions
 from stacklet.contract import (
     DHCP_AGENT,
     L3_AGENT,
@@ -56,6 +60,7 @@ from stacklet.contract import (
     PortStatusReport,
     Revision,
 )
+from stacklet.services.networking import host_delta
 from stacklet.services.networking.common import CHUNK, chunks
 from stacklet.services.networking.host_state import host_state
 from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding, RouterL3AgentBinding
@@ -139,13 +144,30 @@ def report_state(call: Call) -> dict:
 
 
 def state(call: Call) -> Response:
+    """The host's state: with ``limit`` (or ``token``/``epoch``), the next ``StatePage`` of
+    differences from what the agent holds (``host_delta.py``), as agents ask for it; without,
+    the whole ``Snapshot`` in one body (tools and tests of small hosts)."""
     services = call.services
     host = call.path["host"]
-    # the revision before the query: a change committed later bumps past it
-    revision = Revision.from_json(services.bus.current(host))
-    with services.metrics.snapshots.time(), services.db.read() as session:
-        snapshot = host_state(session, host, revision)
-    return Response(snapshot.to_json(), media_type=JSON_TYPE)
+    params = call.request.query_params
+    metrics = services.metrics
+    if not any(k in params for k in ("limit", "token", "epoch")):
+        with metrics.snapshots.time(), services.db.read() as session:
+            revision = Revision(services.bus.epoch, revisions.read(session, [host])[host])
+            snapshot = host_state(session, host, revision)
+        return Response(snapshot.to_json(), media_type=JSON_TYPE)
+    try:
+        limit = int(params.get("limit") or host_delta.DEFAULT_LIMIT)
+    except ValueError:
+        raise _bad("'limit' must be an integer (bytes)") from None
+    epoch = services.bus.epoch
+    with metrics.snapshots.time(), services.db.read() as session:
+        page = host_delta.build_page(session, host, epoch, params.get("epoch"),
+                                     params.get("token"), limit)
+    metrics.page_bytes.labels("full" if page.reset else "delta").observe(len(page.body))
+    if page.hashes is not None:
+        services.db.retrying(lambda session: host_delta.store_holding(session, host, page))
+    return Response(page.body, media_type=JSON_TYPE)
 
 
 def _two_lists(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[list[str], list[str]]:

@@ -9,6 +9,8 @@ OpenMetrics when the ``Accept`` header asks for it; no token).
         matches is ``route="unmatched"``.
     stacklet_snapshot_build_duration_seconds                       histogram
         host snapshots built for agents (``/agent/v1/hosts/{host}/state``): count and time
+    stacklet_state_page_bytes{kind}                                histogram
+        the state pages' sizes: ``full`` (the agent held nothing) or ``delta``
     stacklet_ports{status}                                         gauge, read at scrape time
     stacklet_agents{agent_type, alive}                             gauge, read at scrape time
     stacklet_change_events_published_total                        counter
@@ -87,6 +89,10 @@ class ServerMetrics:
             "stacklet_snapshot_build_duration_seconds",
             "Host snapshots built for agents.", registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+        self.page_bytes = Histogram(
+            "stacklet_state_page_bytes", "State pages sent to agents: full (reset) or delta.",
+            ["kind"], registry=self.registry,
+            buckets=(256, 1024, 4096, 16384, 65536, 262144, 1 << 20, 4 << 20, 16 << 20))
 
     def watch(self, services: Any) -> None:
         """Read the database and the change notifier of ``services`` at every scrape."""

@@ -1,69 +1,84 @@
-"""Change notification for node agents: an epoch, per-host sequence numbers, async waits.
+"""Change notification for node agents: per-host revisions, async waits.
 
-Agents are level-triggered: on any event they fetch their host's whole desired state and apply
-the difference, which is a no-op when nothing changed for them. So the server may over-notify
-but must never miss a change. ``install`` hooks a sessionmaker:
+Agents are level-triggered: woken, they ask for what changed since the revision they hold
+(``services/networking/host_delta.py``), which is nothing when the change was not theirs. So
+the server may over-notify but must never miss a change, and it notifies only the hosts a
+change concerns (``targets.py``). ``install`` hooks a sessionmaker:
 
-- ``before_flush`` looks at what the flush writes (new, changed, deleted objects) and marks the
-  session when a networking row is among them;
-- ``do_orm_execute`` marks it for bulk ``insert``/``update``/``delete`` statements on those tables;
-- ``after_commit`` publishes (bumps every host's seq) when the session was marked; a rollback
-  clears the mark, so nothing is announced that did not happen.
+- ``before_flush`` and ``do_orm_execute`` turn what the transaction writes into a ``Concern``
+  (rows deleted or replaced are resolved to hosts at once, before they go);
+- ``before_commit`` resolves the rest to hosts, in the transaction, and moves those hosts'
+  revisions on in the database (``revisions.bump``): shared by every server process, visible
+  with the change and never without it;
+- ``after_commit`` publishes to those hosts; a rollback forgets everything.
 
-Agent rows count only when they appear or disappear or when ``configurations`` or
-``admin_state_up`` change: a heartbeat alone publishes nothing.
+An agent's heartbeat concerns nobody; its status reports concern the host whose snapshot
+shows them.
 
 ``publish`` runs in worker threads (the request handlers); waiters live on the event loop and
-are woken with ``loop.call_soon_threadsafe``, so a long poll holds no thread.
+are woken with ``loop.call_soon_threadsafe``, so a long poll holds no thread. With a database
+(``install``), a waiter reads its host's seq from it (``revisions.read``), so a change
+committed by another server process is seen at the latest when the wait times out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
+
+from stacklet.bus import revisions, targets
 
 LOG = logging.getLogger(__name__)
 
-# Tables whose rows shape some host's dataplane.
-NETWORKING_TABLES = frozenset({
-    "ports", "ipallocations", "networks", "network_segments", "subnets",
-    "securitygroups", "securitygrouprules", "securitygroupportbindings",
-    "routers", "floatingips", "routerl3agentbindings",
-})
-# Instances concern only their host (old and new): a change publishes to those hosts alone,
-# so that a boot's state changes do not make every node fetch its snapshot again.
-INSTANCE_TABLE = "instances"
-HOSTS = "stacklet_bus_hosts"
-AGENT_TABLE = "agents"
-AGENT_ATTRS = ("configurations", "admin_state_up")
-MARK = "stacklet_bus_changed"
+CONCERN = "stacklet_bus_concern"    # session.info: the Concern still to resolve at commit
+NEW = "stacklet_bus_new"            # session.info: objects inserted (read once flushed)
+HOSTS = "stacklet_bus_hosts"        # session.info: hosts already resolved (None: every host)
+PUBLISH = "stacklet_bus_publish"    # session.info: what after_commit publishes
 MAX_WAIT = 60.0
+_EVERY = object()
 
 
 class ChangeNotifier:
-    """Epoch + sequence numbers per host; thread-safe publish, async wait."""
+    """Epoch + sequence numbers per host; thread-safe publish, async wait.
+
+    Without a database (``attach`` not called) the seqs are counters in memory; attached,
+    the epoch and seqs are the database's (``revisions``)."""
 
     def __init__(self, epoch: str | None = None) -> None:
-        self.epoch = epoch or uuid.uuid4().hex
+        self._epoch = epoch or uuid.uuid4().hex
+        self._epoch_of: Callable[[], str] | None = None
+        self._reader: Callable[[str], int] | None = None
         self._lock = threading.Lock()
         self._all = 0                        # bumped by publish() for every host
         self._per_host: dict[str, int] = {}  # extra bumps of single hosts
-        self._waiters: dict[asyncio.AbstractEventLoop, set[asyncio.Future]] = {}
+        # waiting long polls: loop → {future: host}
+        self._waiters: dict[asyncio.AbstractEventLoop, dict[asyncio.Future, str]] = {}
         self._mail: dict[str, list[dict]] = {}   # requests for one host's agent (requests.py)
         self._closed = False
         self.published = 0                   # how many publishes (for tests and metrics)
 
+    def attach(self, epoch: Callable[[], str], reader: Callable[[str], int]) -> None:
+        """Take the epoch and the seqs from the database."""
+        self._epoch_of, self._reader = epoch, reader
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch_of() if self._epoch_of is not None else self._epoch
+
     # --- reading ------------------------------------------------------------------------
 
     def seq(self, host: str) -> int:
+        if self._reader is not None:
+            return self._reader(host)
         with self._lock:
             return self._all + self._per_host.get(host, 0)
 
@@ -72,17 +87,22 @@ class ChangeNotifier:
 
     # --- publishing (any thread) --------------------------------------------------------
 
-    def publish(self, hosts: Iterable[str] | None = None) -> None:
-        """Bump the seq of the given hosts (default: every host) and wake the waiters."""
+    def publish(self, hosts: Iterable[str] | None = None,
+                seqs: dict[str, int] | None = None) -> None:
+        """Wake the waiters of the given hosts (default: every host); without a database,
+        bump their seqs too (with one, the committing transaction did: ``seqs`` are the new
+        ones, for a transport that carries them)."""
+        hosts = None if hosts is None else frozenset(hosts)
         with self._lock:
-            if hosts is None:
-                self._all += 1
-            else:
-                for host in hosts:
-                    self._per_host[host] = self._per_host.get(host, 0) + 1
+            if self._reader is None:
+                if hosts is None:
+                    self._all += 1
+                else:
+                    for host in hosts:
+                        self._per_host[host] = self._per_host.get(host, 0) + 1
             self.published += 1
             loops = list(self._waiters)
-        self._wake_loops(loops)
+        self._wake_loops(loops, hosts)
 
     def post(self, host: str, item: dict) -> None:
         """Hand ``item`` to the host's next (or pending) long poll, which answers at once with
@@ -90,7 +110,7 @@ class ChangeNotifier:
         with self._lock:
             self._mail.setdefault(host, []).append(item)
             loops = list(self._waiters)
-        self._wake_loops(loops)
+        self._wake_loops(loops, frozenset([host]))
 
     def withdraw(self, host: str, item: dict) -> None:
         """Take back an item no poll has taken yet (its caller gave up)."""
@@ -106,19 +126,23 @@ class ChangeNotifier:
         with self._lock:
             self._closed = True
             loops = list(self._waiters)
-        self._wake_loops(loops)
+        self._wake_loops(loops, None)
 
-    def _wake_loops(self, loops: list[asyncio.AbstractEventLoop]) -> None:
+    def _wake_loops(self, loops: list[asyncio.AbstractEventLoop],
+                    hosts: frozenset[str] | None) -> None:
         for loop in loops:
             try:
-                loop.call_soon_threadsafe(self._wake, loop)
+                loop.call_soon_threadsafe(self._wake, loop, hosts)
             except RuntimeError:  # that loop is closed; its waiters are gone with it
                 with self._lock:
                     self._waiters.pop(loop, None)
 
-    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _wake(self, loop: asyncio.AbstractEventLoop, hosts: frozenset[str] | None) -> None:
         with self._lock:
-            futures = self._waiters.pop(loop, set())
+            waiting = self._waiters.get(loop, {})
+            futures = [f for f, h in waiting.items() if hosts is None or h in hosts]
+            for future in futures:
+                del waiting[future]
         for future in futures:
             if not future.done():
                 future.set_result(None)
@@ -133,138 +157,138 @@ class ChangeNotifier:
         timeout = max(0.0, min(float(timeout), MAX_WAIT))
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
+        current_epoch = self.epoch if self._epoch_of is None else \
+            await asyncio.to_thread(self._epoch_of)
         while True:
             future = loop.create_future()
             with self._lock:
-                seq = self._all + self._per_host.get(host, 0)
-                mail = self._mail.pop(host, None)
-                if mail:
-                    return {"epoch": self.epoch, "seq": seq, "requests": mail}
-                if epoch != self.epoch or seq > after or self._closed:
-                    return {"epoch": self.epoch, "seq": seq}
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return {"epoch": self.epoch, "seq": seq}
-                # Registered under the lock that publish() takes: a publish after the check
-                # above finds this future and wakes it.
-                self._waiters.setdefault(loop, set()).add(future)
+                # registered before the seq is read: a publish from now on wakes it
+                self._waiters.setdefault(loop, {})[future] = host
             try:
-                await asyncio.wait_for(future, remaining)
-            except TimeoutError:
-                pass
+                stored = None if self._reader is None else \
+                    await asyncio.to_thread(self._reader, host)
+                with self._lock:
+                    seq = stored if stored is not None else \
+                        self._all + self._per_host.get(host, 0)
+                    mail = self._mail.pop(host, None)
+                    if mail:
+                        return {"epoch": current_epoch, "seq": seq, "requests": mail}
+                    if epoch != current_epoch or seq > after or self._closed:
+                        return {"epoch": current_epoch, "seq": seq}
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return {"epoch": current_epoch, "seq": seq}
+                try:
+                    await asyncio.wait_for(future, remaining)
+                except TimeoutError:
+                    pass
             finally:
                 with self._lock:
                     pending = self._waiters.get(loop)
                     if pending is not None:
-                        pending.discard(future)
+                        pending.pop(future, None)
                         if not pending:
                             del self._waiters[loop]
 
 
 # --- SQLAlchemy hooks -----------------------------------------------------------------------
 
-def _table_of(obj: Any) -> str | None:
-    table = getattr(type(obj), "__table__", None)
-    return getattr(table, "name", None)
+def _resolved(session: Session, hosts: set[str] | None) -> None:
+    """Add hosts already resolved to the transaction's (None: every host)."""
+    if hosts is None:
+        session.info[HOSTS] = _EVERY
+    elif session.info.get(HOSTS) is not _EVERY:
+        session.info.setdefault(HOSTS, set()).update(hosts)
 
 
-def _agent_changed(obj: Any) -> bool:
-    state = inspect(obj)
-    return any(state.attrs[name].history.has_changes() for name in AGENT_ATTRS)
+def _take(session: Session, later: targets.Concern, now: targets.Concern) -> None:
+    if now:
+        _resolved(session, now.resolve(session))
+    if later:
+        session.info.setdefault(CONCERN, targets.Concern()).merge(later)
 
 
-def changes_networking(session: Session) -> bool:
-    """Whether the pending flush writes a row some dataplane depends on."""
-    for obj in session.new:
-        name = _table_of(obj)
-        if name in NETWORKING_TABLES or name == AGENT_TABLE:
-            return True
-    for obj in session.deleted:
-        name = _table_of(obj)
-        if name in NETWORKING_TABLES or name == AGENT_TABLE:
-            return True
-    for obj in session.dirty:
-        name = _table_of(obj)
-        if name in NETWORKING_TABLES:
-            if session.is_modified(obj, include_collections=False):
-                return True
-        elif name == AGENT_TABLE and _agent_changed(obj):
-            return True
-    return False
-
-
-def instance_hosts(session: Session) -> set[str]:
-    """The hosts of the instances the pending flush writes (before and after the change)."""
-    hosts: set[str] = set()
-    for group in (session.new, session.dirty, session.deleted):
-        for obj in group:
-            if _table_of(obj) != INSTANCE_TABLE:
-                continue
-            if obj in session.dirty and not session.is_modified(obj,
-                                                                include_collections=False):
-                continue
-            history = inspect(obj).attrs["host"].history
-            hosts.update(h for h in (*history.added, *history.unchanged, *history.deleted)
-                         if h)
-            if getattr(obj, "host", None):
-                hosts.add(obj.host)
-    return hosts
-
-
-def _statement_tables(state: Any) -> set[str]:
-    statement = state.statement
-    table = getattr(statement, "table", None)
-    names = {getattr(table, "name", None)} if table is not None else set()
-    for mapper in state.all_mappers:
-        names.add(mapper.local_table.name)
-    names.discard(None)
-    return names
+def _forget(session: Session) -> None:
+    for key in (CONCERN, NEW, HOSTS, PUBLISH):
+        session.info.pop(key, None)
 
 
 def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
-    """Hook a sessionmaker so committed networking changes publish to ``notifier``; returns
-    the notifier in use (the first one installed, when called again on the same factory)."""
+    """Hook a sessionmaker so committed changes move the revisions of the hosts they concern
+    and publish to ``notifier``; returns the notifier in use (the first one installed, when
+    called again on the same factory)."""
     existing = getattr(factory, "stacklet_bus", None)
     if existing is not None:
         return existing  # already installed (build_services called twice on one Database)
     factory.stacklet_bus = notifier  # type: ignore[attr-defined]
+    epoch = revisions.Epoch(factory)
+
+    def read(host: str) -> int:
+        with factory() as session:
+            try:
+                return revisions.read(session, [host])[host]
+            finally:
+                session.rollback()
+
+    attach = getattr(notifier, "attach", None)     # a transport's notifier may read them itself
+    if attach is not None:
+        attach(epoch.get, read)
+    takes_seqs = "seqs" in inspect.signature(notifier.publish).parameters
 
     @event.listens_for(factory, "before_flush")
     def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
-        if not session.info.get(MARK) and changes_networking(session):
-            session.info[MARK] = True
-        hosts = instance_hosts(session)
-        if hosts:
-            session.info.setdefault(HOSTS, set()).update(hosts)
+        new, later, now = targets.flush_concern(session)
+        if new:
+            session.info.setdefault(NEW, []).extend(new)
+        _take(session, later, now)
 
     @event.listens_for(factory, "do_orm_execute")
     def _on_execute(state: Any) -> None:
         if not (state.is_insert or state.is_update or state.is_delete):
             return
-        names = _statement_tables(state)
-        if names & NETWORKING_TABLES or (AGENT_TABLE in names and not state.is_update):
-            state.session.info[MARK] = True
-        elif AGENT_TABLE in names:
-            # A bulk update of agents: only a change of what the dataplane reads counts.
-            values = getattr(state.statement, "_values", None) or {}
-            keys = {getattr(k, "key", k) for k in values}
-            if keys & set(AGENT_ATTRS) or not keys:
-                state.session.info[MARK] = True
+        found = targets.statement_concern(state)
+        if found is not None:
+            _take(state.session, *found)
+
+    @event.listens_for(factory, "before_commit")
+    def _before_commit(session: Session) -> None:
+        if session.in_nested_transaction():
+            return
+        if session.new or session.dirty or session.deleted:
+            session.flush()     # the commit's own flush would come after this hook
+        concern = session.info.pop(CONCERN, None) or targets.Concern()
+        concern.merge(targets.new_rows(session.info.pop(NEW, [])))
+        hosts = session.info.pop(HOSTS, None)
+        if not concern and hosts is None:
+            return
+        resolved = concern.resolve(session) if concern else set()
+        if hosts is _EVERY or resolved is None:
+            every = None
+        else:
+            every = set(hosts or ()) | resolved
+        if every is not None and not every:
+            return
+        seqs = revisions.bump(session, every)
+        session.info[PUBLISH] = (every, seqs)
 
     @event.listens_for(factory, "after_commit")
     def _after_commit(session: Session) -> None:
-        hosts = session.info.pop(HOSTS, None)
+        publish = session.info.pop(PUBLISH, None)
+        if publish is None:
+            return
+        hosts, seqs = publish
         try:
-            if session.info.pop(MARK, False):
-                notifier.publish()
-            elif hosts:
-                notifier.publish(sorted(hosts))
+            hosts = None if hosts is None else sorted(hosts)
+            if takes_seqs:
+                notifier.publish(hosts, seqs=seqs)
+            else:
+                notifier.publish(hosts)
         except Exception:
             LOG.exception("publishing a change event failed")
 
-    @event.listens_for(factory, "after_rollback")
-    def _after_rollback(session: Session) -> None:
-        session.info.pop(MARK, None)
-        session.info.pop(HOSTS, None)
+    @event.listens_for(factory, "after_transaction_end")
+    def _after_end(session: Session, transaction: Any) -> None:
+        if transaction.parent is None:
+            _forget(session)    # committed (published already) or rolled back: nothing stays
 
     return notifier

@@ -40,8 +40,9 @@ LOG = logging.getLogger(__name__)
 
 
 # ``stacklet server --workers N`` sets this before forking: (epoch, a multiprocessing.Value)
-# shared by the workers, so that every worker answers the same revision for a host (until the
-# per-host sequence lives in the database). Each publish, for any host, bumps the one counter.
+# shared by the workers, so that every worker answers the same revision for a host. Used only
+# by a notifier without a database: once ``bus.install`` attached it, the epoch and the
+# per-host seqs are the database's (``bus/revisions.py``), shared by every process anyway.
 SHARED: tuple[str, object] | None = None
 
 
@@ -72,9 +73,10 @@ class RabbitNotifier(ChangeNotifier):
     # --- ChangeNotifier's interface -----------------------------------------------------
 
     def _refresh(self) -> None:
-        """Take the workers' shared counter as this process's sequence (every host)."""
+        """Take the workers' shared counter as this process's sequence (every host), when
+        the seqs are not the database's."""
         shared = self._shared
-        if shared is not None:
+        if shared is not None and self._reader is None:
             value = shared.value  # type: ignore[attr-defined]
             with self._lock:
                 self._all = value
@@ -88,21 +90,25 @@ class RabbitNotifier(ChangeNotifier):
         self._refresh()
         return await super().wait(host, epoch, after, timeout)
 
-    def publish(self, hosts: Iterable[str] | None = None) -> None:
+    def publish(self, hosts: Iterable[str] | None = None,
+                seqs: dict[str, int] | None = None) -> None:
         hosts = None if hosts is None else list(hosts)
         shared = self._shared
-        if shared is not None:
+        if shared is not None and self._reader is None:
             with shared.get_lock():  # type: ignore[attr-defined]
                 shared.value += 1  # type: ignore[attr-defined]
             self._refresh()
-            super().publish([])       # wakes this process's long polls; seq from the counter
+            super().publish(None)     # wakes this process's long polls; seq from the counter
         else:
-            super().publish(hosts)
+            super().publish(hosts, seqs)
         if hosts is None:
             self.link.send(FANOUT, {"epoch": self.epoch}, ttl=WAKE_TTL)
             return
         for host in hosts:
-            self.link.send(wake_key(host), {"revision": self.current(host)}, ttl=WAKE_TTL)
+            # the new seqs the committing transaction wrote (bus/revisions.py)
+            revision = {"epoch": self.epoch, "seq": seqs[host]} if seqs and host in seqs \
+                else self.current(host)
+            self.link.send(wake_key(host), {"revision": revision}, ttl=WAKE_TTL)
 
     def post(self, host: str, item: dict, ttl: float = 30.0) -> None:
         self.link.send(request_key(host), {"request": item}, ttl=ttl)

@@ -89,8 +89,9 @@ def test_ports_per_status_and_change_events(cloud, admin):
     before = scrape(cloud)
     for status in ("ACTIVE", "BUILD", "DOWN", "ERROR"):
         assert ("stacklet_ports", frozenset({("status", status)})) in before
-    admin.create("port", network_id=net["id"])
-    admin.create("port", network_id=net["id"])
+    # bound to a host: their changes concern it (an unbound port concerns no host)
+    admin.create("port", network_id=net["id"], **{"binding:host_id": "metrics-host"})
+    admin.create("port", network_id=net["id"], **{"binding:host_id": "metrics-host"})
     after = scrape(cloud)
     assert value(after, "stacklet_ports", status="DOWN") - \
         value(before, "stacklet_ports", status="DOWN") == 2

@@ -197,3 +197,49 @@ def test_server_database_engine_reports_its_isolation(server_db: Database) -> No
         reader = session.execute(text(query)).scalar()
     assert (writer.replace("-", " ").lower(), reader.replace("-", " ").lower()) == (
         "read committed", "repeatable read")
+
+
+def test_host_revisions_only_grow_under_concurrent_commits(db: Database) -> None:
+    """The per-host seq (bus/revisions.py, one upsert per commit) on each engine: threads
+    bumping overlapping hosts at once lose no bump, and the epoch is made once."""
+    from stacklet.bus import revisions
+
+    hosts = ["h1", "h2", "h3"]
+    errors: list[BaseException] = []
+
+    def bump(names: list[str]) -> None:
+        try:
+            for _ in range(10):
+                db.retrying(lambda s: revisions.bump(s, names))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump, args=(names,))
+               for names in (hosts, hosts[::-1], hosts[1:], ["h1"])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    db.retrying(lambda s: revisions.bump(s, None))          # every host: the row "*"
+    with db.read() as session:
+        assert revisions.read(session, hosts + ["h4"]) == {"h1": 31, "h2": 31, "h3": 31,
+                                                           "h4": 1}
+    epochs = {revisions.Epoch(db._sessions).get() for _ in range(2)}
+    assert len(epochs) == 1
+
+
+def test_state_holdings_round_trip(db: Database) -> None:
+    """What an agent holds (services/networking/host_delta.py) is stored and pruned on each
+    engine: the new holding and the one the agent came from stay, older ones go."""
+    from stacklet.services.networking.host_delta import Page, store_holding
+    from stacklet.store.models.bus import HostHolding
+
+    hashes = {f"port/{n:05d}": f"{n:016x}" for n in range(3000)}
+    for token, kept in (("t1", None), ("t2", "t1"), ("t3", "t2")):
+        page = Page(b"", False, 0, 0, False, hashes, token, kept)
+        db.retrying(lambda s, page=page: store_holding(s, "h1", page))
+    with db.read() as session:
+        rows = session.scalars(select(HostHolding).where(HostHolding.host == "h1")).all()
+        assert sorted(r.token for r in rows) == ["t2", "t3"]
+        assert session.get(HostHolding, ("h1", "t3")).hashes == hashes

@@ -14,7 +14,8 @@ from stacklet.contract import Revision
 def bare_agent(host_state) -> Agent:
     """An Agent with only what _fetch touches (no Open vSwitch behind it)."""
     agent = Agent.__new__(Agent)
-    agent.client = SimpleNamespace(host_state=host_state)
+    agent.client = SimpleNamespace(host_state=lambda holding: host_state())
+    agent.holding = None
     agent.server_changed = True
     agent.snapshot = None
     agent.revision = Revision("e", 3)

@@ -12,7 +12,7 @@ from stacklet import config
 from stacklet.api.app import build_services
 from stacklet.bus import ChangeNotifier
 from stacklet.store.models.base import Base
-from stacklet.store.models.network import Network
+from stacklet.store.models.network import Network, Port
 
 
 @pytest.fixture
@@ -24,18 +24,20 @@ def services(tmp_path):
     svc.db.dispose()
 
 
-def _net(session, name="n"):
+def _net(session, name="n", host="h1"):
     row = Network(name=name, project_id="p")
     session.add(row)
     session.flush()
+    session.add(Port(project_id="p", network_id=row.id, mac_address="fa:16:3e:00:00:01",
+                     binding_host_id=host, binding_vif_type="ovs"))
     return row.id
 
 
-def test_commit_of_networking_rows_publishes(services):
+def test_commit_of_networking_rows_publishes_to_the_hosts_concerned(services):
     bus, db = services.bus, services.db
-    start = bus.seq("h1")
+    start1, start2 = bus.seq("h1"), bus.seq("h2")
     db.retrying(_net)
-    assert bus.seq("h1") == start + 1 and bus.seq("h2") == start + 1
+    assert bus.seq("h1") == start1 + 1 and bus.seq("h2") == start2
 
 
 def test_reads_rollbacks_and_noop_updates_publish_nothing(services):
@@ -62,7 +64,7 @@ def test_bulk_update_and_delete_publish(services):
     db.retrying(lambda s: s.execute(update(Network).where(Network.id == net_id)
                                     .values(mtu=1400)))
     assert bus.published == start + 1
-    db.retrying(lambda s: s.execute(delete(Network).where(Network.id == net_id)))
+    db.retrying(lambda s: s.execute(delete(Port).where(Port.network_id == net_id)))
     assert bus.published == start + 2
 
 
@@ -77,6 +79,25 @@ def test_agent_heartbeat_alone_does_not_publish(services):
     agents.report_state("Open vSwitch agent", "b", "N/A", "h1",
                         {**conf, "tunneling_ip": "10.0.0.1"}, "nova", False)
     assert bus.published == start + 2  # configurations changed
+
+
+def test_a_commit_wakes_the_waiter_of_its_host_only(services):
+    bus, db = services.bus, services.db
+    db.retrying(_net)
+
+    async def main():
+        h1 = asyncio.ensure_future(bus.wait("h1", bus.epoch, bus.seq("h1"), 5))
+        h2 = asyncio.ensure_future(bus.wait("h2", bus.epoch, bus.seq("h2"), 0.5))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await asyncio.to_thread(db.retrying, _net)
+        first = await h1
+        took = time.monotonic() - started
+        return first, took, await h2
+
+    first, took, second = asyncio.run(main())
+    assert first["seq"] == bus.seq("h1") and took < 1
+    assert second["seq"] == bus.seq("h2")
 
 
 def test_install_twice_keeps_one_notifier(tmp_path):

@@ -9,7 +9,7 @@ in the same transaction: ``device_owner`` ``network:dhcp``, ``device_id``
 ``dhcp<uuid5(host)>-<network id>`` as Neutron names it, bound to the agent's host, one fixed IP
 per DHCP subnet. The port table then drives everything: the host's snapshot lists the port (the
 L2 role wires it) and the network (the DHCP role runs dnsmasq), and the commit publishes a
-change event that wakes every agent.
+change event that wakes the hosts concerned (``bus/targets.py``).
 
 When scheduling runs:
 - a subnet is created or updated (``SubnetService.on_change``): the network gets its agents,

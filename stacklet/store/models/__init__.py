@@ -1,6 +1,7 @@
 """Every table module, imported so that Base.metadata is complete."""
 from stacklet.store.models import (
     agents,  # noqa: F401
+    bus,  # noqa: F401
     compute,  # noqa: F401
     consoles,  # noqa: F401
     identity,  # noqa: F401

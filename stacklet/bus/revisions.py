@@ -1,0 +1,92 @@
+"""Per-host revisions kept in the database, so every server process sees the same ones.
+
+A host's revision is ``(epoch, seq)``: the epoch is a constant of the database (one row of
+``change_epoch``, made on first use), ``seq`` the sum of the host's row of ``host_revisions``
+and the row ``*`` (changes that concern every host). ``bump`` runs in the committing
+transaction (``events.install``'s ``before_commit``): the new seqs are visible exactly when
+the change is, and strictly increase per host whichever process commits. Rows are bumped in
+key order with one upsert, so two transactions never wait for each other in opposite orders.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+
+from sqlalchemy import exc, select
+from sqlalchemy.orm import Session
+
+from stacklet.store.models.bus import ChangeEpoch, HostRevision
+
+EVERY = "*"     # the row counting changes that concern every host
+
+
+def _upsert(session: Session, keys: list[str]):
+    """INSERT the keys with seq 1, or add 1 to the rows that exist (one statement)."""
+    table = HostRevision.__table__
+    rows = [{"host": k, "seq": 1} for k in keys]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(table).values(rows)
+        return stmt.on_conflict_do_update(index_elements=["host"],
+                                          set_={"seq": table.c.seq + 1})
+    if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert
+        stmt = insert(table).values(rows)
+        return stmt.on_duplicate_key_update(seq=table.c.seq + 1)
+    from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table).values(rows)
+    return stmt.on_conflict_do_update(index_elements=["host"], set_={"seq": table.c.seq + 1})
+
+
+def bump(session: Session, hosts: Iterable[str] | None) -> dict[str, int]:
+    """Move the seq of ``hosts`` (None: every host) on, in this transaction; the new seqs of
+    those hosts (empty for every host: each host's is read when asked)."""
+    keys = [EVERY] if hosts is None else sorted({h for h in hosts if h and h != EVERY})
+    if not keys:
+        return {}
+    session.execute(_upsert(session, keys))
+    if hosts is None:
+        return {}
+    return read(session, keys)
+
+
+def read(session: Session, hosts: Iterable[str]) -> dict[str, int]:
+    """The current seq of each host (0 for a host no change has concerned yet)."""
+    hosts = list(hosts)
+    rows = dict(session.execute(select(HostRevision.host, HostRevision.seq).where(
+        HostRevision.host.in_([*hosts, EVERY]))).all())
+    every = rows.get(EVERY, 0)
+    return {h: rows.get(h, 0) + every for h in hosts}
+
+
+class Epoch:
+    """The database's epoch, read (or made) once per process."""
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._value: str | None = None
+
+    def get(self) -> str:
+        with self._lock:
+            if self._value is None:
+                self._value = self._load()
+            return self._value
+
+    def _load(self) -> str:
+        for attempt in range(20):
+            with self._factory() as session:
+                value = session.scalar(select(ChangeEpoch.epoch).where(ChangeEpoch.id == 1))
+                if value is not None:
+                    return value
+                session.add(ChangeEpoch(id=1, epoch=uuid.uuid4().hex))
+                try:
+                    session.commit()
+                except (exc.IntegrityError, exc.OperationalError):
+                    session.rollback()      # another process made it first, or was writing
+                    time.sleep(0.01 * attempt)
+        raise RuntimeError("the change epoch could not be read or made")
