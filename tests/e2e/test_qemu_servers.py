@@ -16,12 +16,16 @@ TCG boots cost seconds each (real-vms.md), so the module boots few servers and s
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from dputil import APPLY, NO_REPLY, SETUP, nodes, uname, wait_for
 
@@ -255,6 +259,121 @@ def test_e1000_and_sata_image_boots_through_the_sdk(cloud, world, peer):
     conn.compute.delete_server(made.id)
     conn.compute.wait_for_delete(made, wait=int(APPLY * 3))
     wait_for(lambda: not qemu_pids(made.id), APPLY, what="QEMU gone")
+
+
+def image_of(cloud, image_id: str) -> httpx.Response:
+    return cloud.request("GET", f"/image/v2/images/{image_id}", token=cloud.admin_token)
+
+
+def test_snapshot_of_a_qemu_server_is_its_flattened_disk_and_boots(cloud, world, vm, tmp_path):
+    nova, q1 = world["nova"], world["q1"]
+    # the task states a poller sees while the snapshot runs
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            state = server(world, vm["id"])["OS-EXT-STS:task_state"]
+            if state and (not seen or seen[-1] != state):
+                seen.append(state)
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=watch, daemon=True)
+    poller.start()
+    try:
+        made = cloud.openstack("server", "image", "create", "--name", uname("snap"), "--wait",
+                               "-f", "json", vm["id"]).json()
+        wait_for(lambda: server(world, vm["id"])["OS-EXT-STS:task_state"] is None, APPLY,
+                 what="task_state back to None")
+    finally:
+        stop.set()
+        poller.join()
+    world["images"].append(made)
+    assert seen and set(seen) <= {"image_snapshot_pending", "image_snapshot",
+                                  "image_pending_upload", "image_uploading"}, seen
+    order = ["image_snapshot_pending", "image_snapshot", "image_pending_upload",
+             "image_uploading"]
+    assert [order.index(s) for s in seen] == sorted(order.index(s) for s in seen), seen
+    image = image_of(cloud, made["id"]).json()
+    assert image["status"] == "active" and image["visibility"] == "private"
+    assert (image["disk_format"], image["container_format"]) == ("qcow2", "bare")
+    assert image["image_type"] == "snapshot" and image["instance_uuid"] == vm["id"]
+    assert image["base_image_ref"] == world["image"]["id"]
+    assert (image["min_disk"], image["min_ram"]) == (1, 128)
+    assert image["kernel_id"] == world["image"]["kernel_id"]       # inherited properties
+    assert server(world, vm["id"])["status"] == "ACTIVE"
+    # the data: a qcow2 without a backing file, the same disk as the instance's overlay
+    data = cloud.request("GET", f"/image/v2/images/{made['id']}/file",
+                         token=cloud.admin_token)
+    assert data.status_code == 200
+    snap = tmp_path / "snap.qcow2"
+    snap.write_bytes(data.content)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(snap)],
+                                     check=True, capture_output=True, text=True).stdout)
+    assert info["format"] == "qcow2" and "backing-filename" not in info, info
+    disk = q1.dir / "instances" / vm["id"] / "disk.qcow2"
+    compared = subprocess.run(["qemu-img", "compare", "-U", str(snap), str(disk)],
+                              capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert not list((q1.dir / "instances" / "_snapshots").iterdir())
+    # a server booted from the snapshot boots
+    body = {"server": {"name": uname("fromsnap"), "imageRef": made["id"],
+                       "flavorRef": world["flavor"]["id"],
+                       "networks": [{"uuid": world["net"]["id"]}],
+                       "availability_zone": f"nova:{q1.host}"}}
+    child = nova.call("POST", "servers", 202, version="2.61", json=body)["server"]
+    child = wait_server(world, child["id"], "ACTIVE")
+    console_shows(world, child["id"], rf"DHCP lease {re.escape(ip_of(child))}/24 on eth0")
+    nova.call("DELETE", f"servers/{child['id']}", 204)
+
+
+def test_create_image_answers_as_nova(cloud, world, vm, peer):
+    nova = world["nova"]
+    action = f"servers/{vm['id']}/action"
+    # before 2.45 a Location naming the image in the Image service, from 2.45 its id
+    old = nova.req("POST", action, version="2.44", json={"createImage": {"name": uname("l")}})
+    assert old.status_code == 202, old.text
+    location = old.headers["Location"]
+    image_id = location.rsplit("/", 1)[1]
+    assert location.endswith(f"/image/images/{image_id}")
+    # a second snapshot while the first runs: Nova's 409 for the task_state
+    busy = nova.req("POST", action, version="2.61", json={"createImage": {"name": "x"}})
+    if busy.status_code == 409:
+        assert "Cannot 'createImage' instance" in busy.json()["conflictingRequest"]["message"]
+        assert "while it is in task_state image_" in busy.text
+    wait_for(lambda: image_of(cloud, image_id).json().get("status") == "active", BOOT,
+             what="the 2.44 snapshot active")
+    world["images"].append({"id": image_id})
+    if busy.status_code == 202:    # the first was already done
+        world["images"].append({"id": busy.json()["image_id"]})
+    wait_for(lambda: server(world, vm["id"])["OS-EXT-STS:task_state"] is None, BOOT,
+             what="idle again")
+    new = nova.call("POST", action, 202, version="2.61", json={"createImage": {
+        "name": uname("n"), "metadata": {"purpose": "test"}}})
+    assert list(new) == ["image_id"]
+    wait_for(lambda: image_of(cloud, new["image_id"]).json().get("status") == "active", BOOT,
+             what="the 2.61 snapshot active")
+    world["images"].append({"id": new["image_id"]})
+    assert image_of(cloud, new["image_id"]).json()["purpose"] == "test"
+    # errors: Nova's bodies
+    missing = nova.req("POST", f"servers/{uuid.uuid4()}/action",
+                       json={"createImage": {"name": "x"}})
+    assert missing.status_code == 404 and "itemNotFound" in missing.json()
+    assert "could not be found" in missing.json()["itemNotFound"]["message"]
+    bad = nova.req("POST", action, json={"createImage": {}})
+    assert bad.status_code == 400
+    assert "'name' is a required property" in bad.json()["badRequest"]["message"]
+    bad = nova.req("POST", action, json={"createImage": {"name": " padded "}})
+    assert bad.status_code == 400 and "badRequest" in bad.json()
+    # a netns instance: its driver cannot snapshot. As with Nova, 202 and an image that
+    # goes away again (delete_image_on_error), the server back to no task
+    made = nova.call("POST", f"servers/{peer['id']}/action", 202, version="2.61",
+                     json={"createImage": {"name": uname("nosnap")}})
+    wait_for(lambda: image_of(cloud, made["image_id"]).status_code == 404, APPLY,
+             what="the image of a snapshot that could not be taken deleted")
+    wait_for(lambda: server(world, peer["id"])["OS-EXT-STS:task_state"] is None, APPLY,
+             what="the netns server idle again")
+    assert server(world, peer["id"])["status"] == "ACTIVE"
 
 
 def test_stop_start_reboot_and_delete_leave_nothing(cloud, world, vm, peer):
