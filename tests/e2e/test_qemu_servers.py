@@ -15,7 +15,6 @@ TCG boots cost seconds each (real-vms.md), so the module boots few servers and s
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import subprocess
@@ -404,3 +403,67 @@ def test_stop_start_reboot_and_delete_leave_nothing(cloud, world, vm, peer):
     wait_for(lambda: tap not in q1.exec(["ip", "-o", "link"]).stdout, APPLY, what="tap gone")
     assert tap not in q1.vsctl("list-ports", "br-int").split()
     assert not instance_dir.exists()
+
+
+def test_cloud_init_image_configures_itself_from_the_metadata_service(cloud, world, tmp_path):
+    """The debootstrapped cloud-init image as a qemu server, no config drive: cloud-init's
+    OpenStack datasource reads stacklet's metadata service (through the router's proxy),
+    sets the hostname, installs the key pair, runs user_data; ssh with the key to the
+    floating IP from the external side. One TCG boot (~1-2 min), several checks."""
+    built = cloudinit.build()
+    tiny_image = world["image"]
+    image = upload(cloud, uname("debian-ci"), built.disk, "qcow2", "bare",
+                   **{**built.properties, "kernel_id": tiny_image["kernel_id"],
+                      "ramdisk_id": tiny_image["ramdisk_id"]})
+    world["images"].append({"id": image["id"]})
+    flavor = world["nova"].call("POST", "flavors", 200, json={"flavor": {
+        "name": uname("q.ci"), "ram": 512, "vcpus": 1, "disk": 3}})["flavor"]
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    key_name = uname("cikey")
+    cloud.openstack("keypair", "create", "--public-key", str(key.with_suffix(".pub")),
+                    key_name)
+    user_data = tmp_path / "user-data"
+    user_data.write_text("#!/bin/sh\necho stacklet-user-data-ran > /dev/console\n"
+                         "echo ran > /var/tmp/user-data-proof\n")
+    name = uname("ci")
+    made = cloud.openstack(
+        "server", "create", "--image", image["id"], "--flavor", flavor["id"],
+        "--network", world["net"]["id"], "--security-group", world["group"]["id"],
+        "--key-name", key_name, "--user-data", str(user_data),
+        "--availability-zone", f"nova:{world['q1'].host}", "--wait", "-f", "json",
+        name).json()
+    assert made["status"] == "ACTIVE"
+    fip = cloud.openstack("floating", "ip", "create", "-f", "json",
+                          world["ext_net"]["id"]).json()
+    cloud.openstack("server", "add", "floating", "ip", made["id"],
+                    fip["floating_ip_address"])
+    console_shows(world, made["id"], "stacklet-user-data-ran", timeout=CLOUD_BOOT)
+    done = console_shows(world, made["id"],
+                         r"Cloud-init v\. \S+ finished at .*Datasource (\S+)",
+                         timeout=CLOUD_BOOT)
+    # the metadata service, not a config drive (the server has none)
+    assert done.group(1).startswith("DataSourceOpenStack"), done.group(0)
+    assert made["config_drive"] in ("", "False", False, None)
+    log = console(cloud, made["id"])
+    assert "Traceback" not in log
+
+    host = world["external"].host
+
+    def ssh(command: str) -> str | None:
+        proc = host.exec(["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no",
+                          "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                          "-o", "ConnectTimeout=5", f"debian@{fip['floating_ip_address']}",
+                          command], timeout=30)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    assert wait_for(lambda: ssh("hostname"), 90, interval=2, what="ssh to the floating IP") \
+        == name
+    assert ssh("cat /var/tmp/user-data-proof") == "ran"
+    status = ssh("cloud-init status --long")
+    assert status is not None and "status: done" in status, status
+    assert "errors: []" in status or "error" not in status.lower(), status
+    assert ssh("cat /run/cloud-init/result.json | tr -d ' \\n'") is not None
+    cloud.openstack("server", "delete", "--wait", made["id"])
+    cloud.openstack("floating", "ip", "delete", fip["id"])
+    wait_for(lambda: not qemu_pids(made["id"]), APPLY, what="QEMU gone")
