@@ -288,6 +288,7 @@ def test_snapshot_of_a_qemu_server_is_its_flattened_disk_and_boots(cloud, world,
         stop.set()
         poller.join()
     world["images"].append(made)
+    print(f"task states seen: {seen}")
     assert seen and set(seen) <= {"image_snapshot_pending", "image_snapshot",
                                   "image_pending_upload", "image_uploading"}, seen
     order = ["image_snapshot_pending", "image_snapshot", "image_pending_upload",
@@ -321,6 +322,12 @@ def test_snapshot_of_a_qemu_server_is_its_flattened_disk_and_boots(cloud, world,
                        "networks": [{"uuid": world["net"]["id"]}],
                        "availability_zone": f"nova:{q1.host}"}}
     child = nova.call("POST", "servers", 202, version="2.61", json=body)["server"]
+    # still building: Nova's 409 for the vm_state
+    building = nova.req("POST", f"servers/{child['id']}/action", version="2.61",
+                        json={"createImage": {"name": "too-early"}})
+    assert building.status_code == 409, building.text
+    assert building.json()["conflictingRequest"]["message"] == (
+        f"Cannot 'createImage' instance {child['id']} while it is in vm_state building")
     child = wait_server(world, child["id"], "ACTIVE")
     console_shows(world, child["id"], rf"DHCP lease {re.escape(ip_of(child))}/24 on eth0")
     nova.call("DELETE", f"servers/{child['id']}", 204)
@@ -337,6 +344,7 @@ def test_create_image_answers_as_nova(cloud, world, vm, peer):
     assert location.endswith(f"/image/images/{image_id}")
     # a second snapshot while the first runs: Nova's 409 for the task_state
     busy = nova.req("POST", action, version="2.61", json={"createImage": {"name": "x"}})
+    print(f"second createImage at once: {busy.status_code}")
     if busy.status_code == 409:
         assert "Cannot 'createImage' instance" in busy.json()["conflictingRequest"]["message"]
         assert "while it is in task_state image_" in busy.text
