@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 from common import QUICK_ENV, Target, percentiles, quick, verdict, wait, write_results
 from dataplane import Api, require, world
-from servers import Nova, first_reply
+from servers import Nova, create_and_ping, ping_network
 
 from stacklet.guest_images import tiny
 
@@ -60,37 +58,11 @@ def register(api: Api, built) -> str:
 
 
 def boot_once(nova: Nova, dhcp_node, qdhcp: str, body: dict) -> tuple[float, float]:
-    began = time.time()
-    server = nova.call("POST", "/servers", 202, json=body)["server"]
-    ip = None
-    while ip is None:
-        shown = nova.server(server["id"])
-        if shown["status"] == "ERROR":
-            raise SystemExit(f"server: ERROR {shown.get('fault')}")
-        if shown["addresses"]:
-            ip = next(iter(shown["addresses"].values()))[0]["addr"]
-        else:
-            time.sleep(0.02)
-    pinged: list[float | None] = []
-    pinger = threading.Thread(target=lambda: pinged.append(
-        first_reply(dhcp_node, qdhcp, ip, timeout=120)))
-    pinger.start()
-    active = None
-    while active is None:
-        shown = nova.server(server["id"])
-        if shown["status"] == "ACTIVE":
-            active = time.time()
-        elif shown["status"] == "ERROR":
-            raise SystemExit(f"server: ERROR {shown.get('fault')}")
-        else:
-            time.sleep(0.02)
-    pinger.join()
+    server, active, ping = create_and_ping(nova, dhcp_node, qdhcp, body, ping_timeout=120)
     nova.call("DELETE", f"/servers/{server['id']}", 204)
     wait(lambda: nova.http.get(f"/servers/{server['id']}").status_code == 404, 60,
          "server deleted")
-    if not pinged or pinged[0] is None:
-        raise SystemExit(f"no echo reply from {ip}")
-    return active - began, pinged[0] - began
+    return active, ping
 
 
 def bench(api: Api, cluster, samples: int) -> dict:
@@ -105,15 +77,7 @@ def bench(api: Api, cluster, samples: int) -> dict:
     image = register(api, built)
     nova.call("POST", "/flavors", json={"flavor": {"name": "bench.tiny", "id": "qtiny",
                                                    "ram": 128, "vcpus": 1, "disk": 1}})
-    net = api.create("network", name="bench-qemu")
-    api.create("subnet", network_id=net["id"], ip_version=4, cidr="10.94.0.0/24")
-    group = api.create("security_group", name="bench-ping")
-    api.create("security_group_rule", security_group_id=group["id"], direction="ingress",
-               ethertype="IPv4", protocol="icmp")
-    dhcp_port = api.call("GET", "/ports", params={"network_id": net["id"],
-                                                  "device_owner": "network:dhcp"})["ports"][0]
-    wait(lambda: api.status(dhcp_port["id"]) == "ACTIVE", 30, "the DHCP port")
-    qdhcp = f"qdhcp-{net['id']}"
+    net, group, qdhcp = ping_network(api, "bench-qemu", "10.94.0.0/24")
     body = {"server": {"name": "q", "imageRef": image, "flavorRef": "qtiny",
                        "networks": [{"uuid": net["id"]}],
                        "security_groups": [{"name": group["id"]}]}}

@@ -313,7 +313,7 @@ def test_snapshot_of_a_qemu_server_is_its_flattened_disk_and_boots(cloud, world,
     assert info["format"] == "qcow2" and "backing-filename" not in info, info
     disk = q1.dir / "instances" / vm["id"] / "disk.qcow2"
     compared = subprocess.run(["qemu-img", "compare", "-U", str(snap), str(disk)],
-                              capture_output=True, text=True)
+                              check=False, capture_output=True, text=True)
     assert compared.returncode == 0, compared.stdout + compared.stderr
     assert not list((q1.dir / "instances" / "_snapshots").iterdir())
     # a server booted from the snapshot boots
