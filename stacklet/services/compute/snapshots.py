@@ -20,7 +20,8 @@ node):
 Any failure (a driver that cannot snapshot — the ``netns`` driver —, an agent that does not
 answer, the server deleted meanwhile) deletes the image unless it became active and puts
 ``task_state`` back to None, as Nova's ``delete_image_on_error`` and ``reverts_task_state``
-do: the API already answered 202, the image simply never becomes active.
+do: the API already answered 202, the image simply never becomes active. So do snapshots
+cut short by a server stop, at the next start (``recover``).
 """
 
 from __future__ import annotations
@@ -149,6 +150,29 @@ class Snapshots:
         if body["visibility"] == "shared":
             self.services.image.members.create(ctx, image["id"], {"member": row.project_id})
         return image["id"]
+
+    def recover(self) -> list[str]:
+        """At server start: snapshots cut short by the last stop will never finish (their
+        thread is gone); as after a failure, their images go (unless active) and their
+        servers' task_state back to None. The servers put right."""
+        with self.db.read() as session:
+            rows = [(r.id, r.host) for r in session.scalars(select(Instance).where(
+                Instance.deleted.is_(False), Instance.task_state.in_(SNAPSHOT_TASKS)))]
+            images = {row_id: [p.image_id for p in session.scalars(
+                select(ImageProperty).where(ImageProperty.name == "instance_uuid",
+                                            ImageProperty.value == row_id))]
+                for row_id, _ in rows}
+        for row_id, _host in rows:
+            for image_id in images[row_id]:
+                with self.db.read() as session:
+                    kind = session.scalar(select(ImageProperty.value).where(
+                        ImageProperty.image_id == image_id,
+                        ImageProperty.name == "image_type"))
+                if kind == "snapshot":
+                    self._drop_image(image_id)
+            self._task(row_id, None, SNAPSHOT_TASKS)
+            LOG.info("instance %s: the snapshot cut short by the last stop abandoned", row_id)
+        return [row_id for row_id, _ in rows]
 
     # --- the compute side (a thread) ---------------------------------------------------------
 
