@@ -26,7 +26,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dputil import APPLY, NO_REPLY, SETUP, nodes, uname, wait_for
+from dputil import APPLY, NO_REPLY, SETUP, nodes, public_router, uname, wait_for
+from guestutil import register_guest, upload
 
 from stacklet import linux
 from stacklet.guest_images import cloudinit, tiny
@@ -43,34 +44,6 @@ BOOT = 90.0
 CLOUD_BOOT = 300.0
 QEMU_HOST_CONFIG = {"driver": "qemu", "virt_type": "qemu", "shutdown_timeout": "15",
                     "vcpus": "4", "memory_mb": "4096", "disk_gb": "40"}
-
-
-def upload(cloud, name: str, path: Path, disk_format: str, container_format: str,
-           **properties) -> dict:
-    """An image made as `stacklet up` registers one: created, then its file streamed."""
-    response = cloud.request("POST", "/image/v2/images", token=cloud.admin_token, json={
-        "name": name, "disk_format": disk_format, "container_format": container_format,
-        "visibility": "public", **properties})
-    assert response.status_code == 201, response.text
-    image = response.json()
-
-    def chunks():
-        with path.open("rb") as source:
-            while chunk := source.read(1 << 20):
-                yield chunk
-
-    sent = cloud.request("PUT", f"/image/v2/images/{image['id']}/file",
-                         token=cloud.admin_token, content=chunks(),
-                         headers={"Content-Type": "application/octet-stream"})
-    assert sent.status_code == 204, sent.text
-    return image
-
-
-def register_guest(cloud, name: str, built, **properties) -> dict:
-    kernel = upload(cloud, f"{name}-kernel", built.kernel, "aki", "aki")
-    ramdisk = upload(cloud, f"{name}-ramdisk", built.ramdisk, "ari", "ari")
-    return upload(cloud, name, built.disk, "qcow2", "bare", kernel_id=kernel["id"],
-                  ramdisk_id=ramdisk["id"], **{**built.properties, **properties})
 
 
 def qemu_pids(uuid_: str) -> list[int]:
@@ -100,13 +73,7 @@ def world(cloud, api, cluster):
     images: list[dict] = []
     router = subnet = None
     try:
-        ext_net = api.create("network", name=uname("public"), **{
-            "router:external": True, "provider:network_type": "flat",
-            "provider:physical_network": physnet})
-        api.create("subnet", network_id=ext_net["id"], ip_version=4, cidr="203.0.113.0/24",
-                   gateway_ip="203.0.113.1", enable_dhcp=False)
-        router = api.create("router", name=uname("router"),
-                            external_gateway_info={"network_id": ext_net["id"]})
+        ext_net, router = public_router(api, physnet)
         group = api.create("security_group", name=uname("open"))
         for protocol in ("icmp", "tcp"):
             api.create("security_group_rule", security_group_id=group["id"],
