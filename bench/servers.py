@@ -76,6 +76,55 @@ def first_reply(node, namespace: str, ip: str, timeout: float = 30) -> float | N
         proc.wait()
 
 
+def ping_network(api: Api, name: str, cidr: str) -> tuple[dict, dict, str]:
+    """A network with a DHCP subnet (its DHCP port ACTIVE), a security group letting ICMP
+    in, and the network's qdhcp- namespace to ping from."""
+    net = api.create("network", name=name)
+    api.create("subnet", network_id=net["id"], ip_version=4, cidr=cidr)
+    group = api.create("security_group", name="bench-ping")
+    api.create("security_group_rule", security_group_id=group["id"], direction="ingress",
+               ethertype="IPv4", protocol="icmp")
+    dhcp_port = api.call("GET", "/ports", params={"network_id": net["id"],
+                                                  "device_owner": "network:dhcp"})["ports"][0]
+    wait(lambda: api.status(dhcp_port["id"]) == "ACTIVE", 30, "the DHCP port")
+    return net, group, f"qdhcp-{net['id']}"
+
+
+def create_and_ping(nova: Nova, node, namespace: str, body: dict,
+                    ping_timeout: float = 30) -> tuple[dict, float, float]:
+    """POST /servers, then (the server, seconds to ACTIVE, seconds to the first echo reply
+    from its address to a ping from ``namespace`` of ``node``), both from right before the
+    POST; the ping starts once the server shows its address."""
+    began = time.time()
+    server = nova.call("POST", "/servers", 202, json=body)["server"]
+    ip = None
+    while ip is None:
+        shown = nova.server(server["id"])
+        if shown["status"] == "ERROR":
+            raise SystemExit(f"server {server['id']}: ERROR {shown.get('fault')}")
+        if shown["addresses"]:
+            ip = next(iter(shown["addresses"].values()))[0]["addr"]
+        else:
+            time.sleep(0.02)
+    pinged: list[float | None] = []
+    pinger = threading.Thread(target=lambda: pinged.append(
+        first_reply(node, namespace, ip, ping_timeout)))
+    pinger.start()
+    active = None
+    while active is None:
+        shown = nova.server(server["id"])
+        if shown["status"] == "ACTIVE":
+            active = time.time()
+        elif shown["status"] == "ERROR":
+            raise SystemExit(f"server {server['id']}: ERROR {shown.get('fault')}")
+        else:
+            time.sleep(0.02)
+    pinger.join()
+    if not pinged or pinged[0] is None:
+        raise SystemExit(f"server {server['id']}: no echo reply from {ip}")
+    return server, active - began, pinged[0] - began
+
+
 def bench(api: Api, cluster, samples: int, at_once: int) -> dict:
     dhcp_node = cluster.add_node("dhcp", roles=("dhcp",), tunnel_types=("vxlan",), physnets=())
     compute = cluster.add_node("c1", roles=("compute",), tunnel_types=("vxlan",), physnets=(),
@@ -94,15 +143,7 @@ def bench(api: Api, cluster, samples: int, at_once: int) -> dict:
     api.http.put(str(api.http.base_url).rsplit("/networking", 1)[0] +
                  f"/image/v2/images/{image['id']}/file", content=b"\0" * 4096,
                  headers={"Content-Type": "application/octet-stream"})
-    net = api.create("network", name="bench-servers")
-    api.create("subnet", network_id=net["id"], ip_version=4, cidr="10.93.0.0/16")
-    group = api.create("security_group", name="bench-ping")
-    api.create("security_group_rule", security_group_id=group["id"], direction="ingress",
-               ethertype="IPv4", protocol="icmp")
-    dhcp_port = api.call("GET", "/ports", params={"network_id": net["id"],
-                                                  "device_owner": "network:dhcp"})["ports"][0]
-    wait(lambda: api.status(dhcp_port["id"]) == "ACTIVE", 30, "the DHCP port")
-    qdhcp = f"qdhcp-{net['id']}"
+    net, group, qdhcp = ping_network(api, "bench-servers", "10.93.0.0/16")
 
     def body(name: str, **extra) -> dict:
         return {"server": {"name": name, "imageRef": image["id"], "flavorRef": "nano",
@@ -111,34 +152,9 @@ def bench(api: Api, cluster, samples: int, at_once: int) -> dict:
 
     to_active, to_ping = [], []
     for i in range(samples):
-        began = time.time()
-        server = nova.call("POST", "/servers", 202, json=body(f"one-{i}"))["server"]
-        ip = active = None
-        while active is None:
-            shown = nova.server(server["id"])
-            if shown["status"] == "ERROR":
-                raise SystemExit(f"server {i}: ERROR {shown.get('fault')}")
-            if ip is None and shown["addresses"]:
-                ip = next(iter(shown["addresses"].values()))[0]["addr"]
-                break
-            time.sleep(0.02)
-        pinged: list[float | None] = []
-        pinger = threading.Thread(target=lambda out=pinged, address=ip: out.append(
-            first_reply(dhcp_node, qdhcp, address)))
-        pinger.start()
-        while active is None:
-            shown = nova.server(server["id"])
-            if shown["status"] == "ACTIVE":
-                active = time.time()
-            elif shown["status"] == "ERROR":
-                raise SystemExit(f"server {i}: ERROR {shown.get('fault')}")
-            else:
-                time.sleep(0.02)
-        pinger.join()
-        if not pinged or pinged[0] is None:
-            raise SystemExit(f"server {i}: no echo reply from {ip}")
-        to_active.append(active - began)
-        to_ping.append(pinged[0] - began)
+        server, active, ping = create_and_ping(nova, dhcp_node, qdhcp, body(f"one-{i}"))
+        to_active.append(active)
+        to_ping.append(ping)
         print(f"  server {i + 1}: ACTIVE {to_active[-1] * 1000:.0f} ms, first ping "
               f"{to_ping[-1] * 1000:.0f} ms", file=sys.stderr)
         nova.call("DELETE", f"/servers/{server['id']}", 204)

@@ -376,7 +376,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 def _serve(conf: Config, uconf, sockets: list[socket.socket], leader: bool,
            unlink: Path | None = None) -> int:
     """One server process: the app, and (in the leader only) the conductor and the recovery
-    of cut uploads; serves on the sockets until SIGTERM/SIGINT."""
+    of cut uploads and snapshots; serves on the sockets until SIGTERM/SIGINT."""
     import uvicorn
 
     from stacklet.api.app import create_app
@@ -386,6 +386,8 @@ def _serve(conf: Config, uconf, sockets: list[socket.socket], leader: bool,
     uconf.loaded = False
     if leader:
         app.state.services.image.data.recover()  # uploads cut short by the last stop
+        from stacklet.services.compute.snapshots import Snapshots
+        Snapshots(app.state.services).recover()  # snapshots cut short by the last stop
         from stacklet.services.compute.conductor import Conductor
         Conductor(app.state.services).start()    # the boot flow's server side
     bus = app.state.services.bus

@@ -983,7 +983,11 @@ class OvsConfigurations:
 REQUEST_OFPROTO_TRACE = "ofproto_trace"   # follow a packet through the node's bridges
 REQUEST_ROUTER_PATH = "router_path"       # routing decision and NAT in a qrouter- namespace
 REQUEST_CONSOLE_LOG = "console_log"       # an instance's console log (os-getConsoleOutput)
-REQUEST_KINDS = (REQUEST_OFPROTO_TRACE, REQUEST_ROUTER_PATH, REQUEST_CONSOLE_LOG)
+# a server's disk for createImage: phase "disk" flattens it on the node, "upload" sends it to
+# the server (PUT /agent/v1/hosts/{host}/snapshots/{image id}), "discard" drops the copy
+REQUEST_SNAPSHOT = "snapshot"
+REQUEST_KINDS = (REQUEST_OFPROTO_TRACE, REQUEST_ROUTER_PATH, REQUEST_CONSOLE_LOG,
+                 REQUEST_SNAPSHOT)
 
 
 @dataclass(frozen=True, slots=True)

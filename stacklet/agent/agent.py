@@ -68,6 +68,7 @@ from stacklet.contract import (
     L3_AGENT,
     OVS_AGENT,
     REQUEST_CONSOLE_LOG,
+    REQUEST_SNAPSHOT,
     AgentAnswer,
     AgentReport,
     AgentRequest,
@@ -207,6 +208,10 @@ class Agent:
                 if self.compute is None:
                     raise RuntimeError("this node runs no compute role")
                 result = self.compute.console_log(request.args)
+            elif request.kind == REQUEST_SNAPSHOT:
+                if self.compute is None:
+                    raise RuntimeError("this node runs no compute role")
+                result = self.compute.snapshot(request.args, self.client.upload_snapshot)
             else:
                 result = self.explainer.run(request)
             answer = AgentAnswer(request.id, result=result)

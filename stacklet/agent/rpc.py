@@ -178,6 +178,25 @@ class ServerClient:
             except httpx.HTTPError as exc:
                 raise ServerUnavailable(f"image {image_id}: {exc}") from None
 
+    def upload_snapshot(self, image_id: str, source) -> None:
+        """Stream a flattened disk (createImage) into its image (its own connection)."""
+        def chunks():
+            with open(source, "rb") as data:
+                while chunk := data.read(1 << 20):
+                    yield chunk
+
+        with httpx.Client(transport=self._new_transport(), base_url=self._base,
+                          timeout=httpx.Timeout(300.0, connect=10.0)) as client:
+            try:
+                response = client.put(f"/hosts/{self.host}/snapshots/{image_id}",
+                                      content=chunks(),
+                                      headers={"content-type": "application/octet-stream"})
+            except httpx.HTTPError as exc:
+                raise ServerUnavailable(f"snapshot {image_id}: {exc}") from None
+            if response.status_code != 204:
+                raise RuntimeError(f"snapshot {image_id}: the server answered "
+                                   f"{response.status_code}: {response.text[:300]}")
+
     def close(self) -> None:
         self._client.close()
         self._poll.close()

@@ -17,6 +17,8 @@
                                              instances (power state, reboots, spawn errors)
     GET  /agent/v1/images/{id}/file          an image's data, streamed (the compute role
                                              caches the images of its instances)
+    PUT  /agent/v1/hosts/{host}/snapshots/{id}  a snapshot's data (createImage), streamed into
+                                             the queued image of an instance on that host
 
 The bodies are the records of ``stacklet/contract.py``; a body that does not parse is 400 with
 the contract's message.
@@ -316,6 +318,35 @@ async def image_file(request: Request) -> Response:
     return FileResponse(path, media_type="application/octet-stream")
 
 
+async def snapshot_file(request: Request) -> Response:
+    """The flattened disk of a createImage, from the node of its instance: only into a queued
+    snapshot image (``image_type=snapshot``) whose ``instance_uuid`` is on that host; then the
+    Image service's upload (saving → active, checksums, format check)."""
+    import anyio
+
+    from stacklet.services.compute.snapshots import upload_target
+
+    services = request.app.state.services
+    image_id, host = request.path_params["id"], request.path_params["host"]
+    ctx = await anyio.to_thread.run_sync(upload_target, services, host, image_id)
+    if ctx is None:
+        return json_response({"error": {"code": 404, "message": "no snapshot of an instance "
+                                                               "of this host"}}, 404)
+    data = services.image.data
+    writer = await anyio.to_thread.run_sync(data.begin_upload, ctx, image_id,
+                                            "application/octet-stream", None)
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                await anyio.to_thread.run_sync(writer.write, chunk)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(data.abort_upload, image_id, writer)
+        raise
+    await anyio.to_thread.run_sync(data.finish_upload, image_id, writer)
+    return Response(status_code=204)
+
+
 async def events(request: Request) -> Response:
     bus = request.app.state.services.bus
     params = request.query_params
@@ -430,6 +461,7 @@ def create_app() -> NodeAuth:
         Route(host + "/instance_status", endpoint(instance_status, authenticate=False),
               methods=["POST"]),
         Route("/images/{id}/file", image_file, methods=["GET"]),
+        Route(host + "/snapshots/{id}", snapshot_file, methods=["PUT"]),
     ], exception_handlers={
         errors.StackletError: _stacklet_error,
         HTTPException: _http_error,

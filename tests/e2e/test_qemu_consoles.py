@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import websocket
 from dputil import SETUP, nodes, uname, wait_for
+from guestutil import upload
 
 from stacklet.agent.compute.driver import Image, InstanceSpec
 from stacklet.agent.compute.qemu import Vnc
@@ -35,20 +36,6 @@ from netutil import osc
 BOOT = 90.0
 QEMU_HOST_CONFIG = {"driver": "qemu", "virt_type": "qemu", "shutdown_timeout": "10",
                     "vcpus": "2", "memory_mb": "2048", "disk_gb": "20"}
-
-
-def upload(cloud, name: str, path: Path, disk_format: str, container_format: str,
-           **properties) -> dict:
-    response = cloud.request("POST", "/image/v2/images", token=cloud.admin_token, json={
-        "name": name, "disk_format": disk_format, "container_format": container_format,
-        "visibility": "public", **properties})
-    assert response.status_code == 201, response.text
-    image = response.json()
-    sent = cloud.request("PUT", f"/image/v2/images/{image['id']}/file",
-                         token=cloud.admin_token, content=path.read_bytes(),
-                         headers={"Content-Type": "application/octet-stream"})
-    assert sent.status_code == 204, sent.text
-    return image
 
 
 @pytest.fixture(scope="module")

@@ -166,3 +166,43 @@ def test_reports_where_each_instances_console_is_when_the_driver_has_consoles(tm
     r, _, _ = role(tmp_path)            # a driver without consoles (netns)
     statuses, _ = r.sync((instance(),))
     assert statuses[0].console is None
+
+
+def test_snapshot_phases_flatten_upload_and_clear_the_copy(tmp_path):
+    """createImage on the node: ``disk`` asks the driver for the flattened copy under
+    ``_snapshots/``, ``upload`` hands it to the uploader and removes it, ``discard`` removes
+    it; a driver without ``snapshot`` cannot (NotImplementedError, as Nova's drivers)."""
+    import pytest
+
+    class Snapshotting(FakeDriver):
+        def snapshot(self, uuid, target):
+            target.write_bytes(b"QFI\xfb flattened " + uuid.encode())
+            return "qcow2"
+
+    role = ComputeRole(Snapshotting(), tmp_path, lambda image_id, dest: None)
+    uploaded: list[tuple[str, bytes]] = []
+
+    def upload(image_id, path):
+        uploaded.append((image_id, Path(path).read_bytes()))
+
+    image = "aaaaaaaa-0000-0000-0000-000000000001"
+    args = {"uuid": UUID, "image_id": image}
+    assert role.snapshot({**args, "phase": "disk"}, upload) == {
+        "disk_format": "qcow2", "size": len(b"QFI\xfb flattened " + UUID.encode())}
+    copy = tmp_path / "_snapshots" / image
+    assert copy.is_file()
+    assert role.snapshot({**args, "phase": "upload"}, upload) == {"uploaded": True}
+    assert uploaded == [(image, b"QFI\xfb flattened " + UUID.encode())]
+    assert not copy.exists()
+    role.snapshot({**args, "phase": "disk"}, upload)
+    assert role.snapshot({**args, "phase": "discard"}, upload) == {"discarded": True}
+    assert not copy.exists()
+    with pytest.raises(RuntimeError, match="no flattened disk"):
+        role.snapshot({**args, "phase": "upload"}, upload)
+    with pytest.raises(ValueError, match="bad image id"):
+        role.snapshot({**args, "image_id": "../x", "phase": "disk"}, upload)
+    plain = ComputeRole(FakeDriver(), tmp_path, lambda image_id, dest: None)
+    with pytest.raises(NotImplementedError, match="the fake driver cannot snapshot"):
+        plain.snapshot({**args, "phase": "disk"}, upload)
+    role.close()
+    plain.close()

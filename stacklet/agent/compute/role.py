@@ -45,6 +45,7 @@ from stacklet.agent.compute.driver import (
 LOG = logging.getLogger(__name__)
 REPORT_EVERY = 10.0
 BASE = "_base"
+SNAPSHOTS = "_snapshots"
 WORKERS = 4
 
 
@@ -230,6 +231,37 @@ class ComputeRole:
         length = args.get("length")
         return {"output": self.driver.console_log(uuid, int(length) if length is not None
                                                   else None)}
+
+    def snapshot(self, args: dict, upload: Callable[[str, Path], None]) -> dict:
+        """createImage on this node (``stacklet/services/compute/snapshots.py``): phase
+        ``disk`` flattens the instance's disk into ``_snapshots/<image id>`` (a driver without
+        ``snapshot`` cannot: NotImplementedError, as Nova's drivers say it), ``upload`` sends
+        that file to the server and removes it, ``discard`` only removes it."""
+        uuid, image_id = str(args.get("uuid") or ""), str(args.get("image_id") or "")
+        path = self.images.directory.parent / SNAPSHOTS / image_id
+        if not image_id or "/" in image_id or image_id.startswith("."):
+            raise ValueError(f"bad image id {image_id!r}")
+        phase = args.get("phase")
+        if phase == "disk":
+            snapshot = getattr(self.driver, "snapshot", None)
+            if snapshot is None:
+                raise NotImplementedError(f"the {self.driver.name} driver cannot snapshot "
+                                          f"instances")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            disk_format = snapshot(uuid, path)
+            return {"disk_format": disk_format, "size": path.stat().st_size}
+        try:
+            if phase == "upload":
+                if not path.is_file():
+                    raise RuntimeError(f"no flattened disk for image {image_id}")
+                upload(image_id, path)
+                return {"uploaded": True}
+            if phase == "discard":
+                return {"discarded": path.exists()}
+            raise ValueError(f"unknown snapshot phase {phase!r}")
+        finally:
+            if phase in ("upload", "discard"):
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)

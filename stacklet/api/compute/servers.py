@@ -18,7 +18,7 @@ from starlette.responses import Response
 from stacklet import errors
 from stacklet.api.common import Call, JSONResponse
 from stacklet.api.compute import consoles
-from stacklet.api.compute.common import compute_url, links, next_link, params
+from stacklet.api.compute.common import compute_url, links, next_link, params, service_root
 from stacklet.api.compute.microversion import Version
 from stacklet.services.compute import states as st
 from stacklet.services.compute.server_actions import ServerActions
@@ -257,7 +257,7 @@ def delete(call: Call, version: Version) -> Response:
 
 
 ACTIONS = ("reboot", "os-stop", "os-start", "os-getConsoleOutput", "addSecurityGroup",
-           "removeSecurityGroup")
+           "removeSecurityGroup", "createImage")
 
 
 def action(call: Call, version: Version) -> Any:
@@ -280,9 +280,24 @@ def action(call: Call, version: Version) -> Any:
         actions.security_group(call.context, server_id, value, name == "addSecurityGroup")
     elif name in consoles.ACTIONS:
         return JSONResponse(consoles.action(call, version, name))
+    elif name == "createImage":
+        return _create_image(call, version, server_id, value)
     else:
         raise errors.BadRequest(f"There is no such action: {name}")
     return Response(status_code=202)
+
+
+def _create_image(call: Call, version: Version, server_id: str, value: Any) -> Response:
+    """202; from 2.45 the image id in the body, before it a ``Location`` header naming the
+    image in the Image service (Nova's ``generate_image_url``)."""
+    from stacklet.services.compute.snapshots import Snapshots
+
+    image_id = Snapshots(call.services).start(call.context, server_id, value)
+    if version.at_least("2.45"):
+        return JSONResponse({"image_id": image_id}, status_code=202)
+    root = service_root(call.request)
+    image_root = root.rsplit("/", 1)[0] + "/image" if root.endswith("/compute") else root
+    return Response(status_code=202, headers={"Location": f"{image_root}/images/{image_id}"})
 
 
 # --- ips, interfaces, metadata, tags ------------------------------------------------------
