@@ -469,3 +469,59 @@ def test_server_group_members_quota(nova, anova, alice, net, image):
     finally:
         anova.call("DELETE", f"os-quota-sets/{alice.project_id}", 202)
         nova.call("DELETE", f"os-server-groups/{group['id']}", 204)
+
+
+def test_pause_suspend_and_their_state_checks_with_the_cli(alice, nova, net, image):
+    sid = boot(nova, net, image)["id"]
+    act = f"servers/{sid}/action"
+    nova.call("POST", act, 409, json={"unpause": None},
+              contains=f"Cannot 'unpause' instance {sid} while it is in vm_state active")
+    nova.call("POST", act, 409, json={"resume": None},
+              contains=f"Cannot 'resume' instance {sid} while it is in vm_state active")
+    alice.openstack("server", "pause", sid)
+    paused = wait_status(nova, sid, "PAUSED")
+    assert (paused["OS-EXT-STS:vm_state"], paused["OS-EXT-STS:power_state"]) == ("paused", 3)
+    assert [s["id"] for s in nova.get("servers", params={"status": "PAUSED"})["servers"]] \
+        == [sid]
+    for name in ("pause", "suspend", "os-stop"):
+        nova.call("POST", act, 409, json={name: None},
+                  contains="while it is in vm_state paused")
+    alice.openstack("server", "unpause", sid)
+    assert wait_status(nova, sid, "ACTIVE")["OS-EXT-STS:power_state"] == 1
+    alice.openstack("server", "suspend", sid)
+    suspended = wait_status(nova, sid, "SUSPENDED")
+    assert (suspended["OS-EXT-STS:vm_state"], suspended["OS-EXT-STS:power_state"]) == \
+        ("suspended", 4)
+    nova.call("POST", act, 409, json={"os-start": None},
+              contains=f"Cannot 'start' instance {sid} while it is in vm_state suspended")
+    alice.openstack("server", "resume", sid)
+    assert wait_status(nova, sid, "ACTIVE")["OS-EXT-STS:power_state"] == 1
+    # a paused server is deleted like any other
+    alice.openstack("server", "pause", sid)
+    wait_status(nova, sid, "PAUSED")
+    alice.openstack("server", "delete", "--wait", sid)
+
+
+def test_lock_refuses_other_actions_to_non_admins(alice, nova, anova, net, image):
+    sid = boot(nova, net, image)["id"]
+    act = f"servers/{sid}/action"
+    assert "locked" not in nova.get(f"servers/{sid}", version="2.8")["server"]
+    alice.openstack("server", "lock", sid)
+    assert nova.get(f"servers/{sid}", version="2.9")["server"]["locked"] is True
+    for body in ({"pause": None}, {"os-stop": None}, {"reboot": {"type": "HARD"}}):
+        nova.call("POST", act, 409, json=body, contains=f"Instance {sid} is locked")
+    nova.call("DELETE", f"servers/{sid}", 409, contains=f"Instance {sid} is locked")
+    # an admin is not held by the lock
+    anova.call("POST", act, 202, json={"pause": None})
+    wait_status(nova, sid, "PAUSED")
+    anova.call("POST", act, 202, json={"unpause": None})
+    wait_status(nova, sid, "ACTIVE")
+    alice.openstack("server", "unlock", sid)
+    assert nova.get(f"servers/{sid}", version="2.9")["server"]["locked"] is False
+    # a lock an admin took (on another project's server) only an admin lifts
+    anova.call("POST", act, 202, json={"lock": None})
+    nova.call("POST", act, 403, json={"unlock": None},
+              contains="os_compute_api:os-lock-server:unlock:unlock_override")
+    assert nova.get(f"servers/{sid}", version="2.61")["server"]["locked"] is True
+    anova.call("POST", act, 202, json={"unlock": None})
+    alice.openstack("server", "delete", "--wait", sid)
