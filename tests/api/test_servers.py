@@ -17,6 +17,8 @@ from imgutil import create as create_image
 from imgutil import upload as upload_image
 from netutil import Api, osc, uname, user_api
 
+from stacklet.topology_render import render_dot, render_text
+
 pytestmark = pytest.mark.usefixtures("nodes")
 
 
@@ -431,6 +433,13 @@ def test_topology_names_the_server_behind_a_port(anova, cloud, nova, net, image)
         "topology"]
     [port] = [p for p in topology["ports"] if p["device_id"] == server["id"]]
     assert port["instance"] == {"id": server["id"], "name": server["name"]}
+    # `stacklet topology` shows the server by name, its port after it
+    [line] = [x for x in render_text(topology).splitlines() if port["id"] in x]
+    assert line.strip().startswith(f"instance {server['name']} ({server['id']})  port "
+                                   f"{port['id']}  ACTIVE"), line
+    [node] = [x for x in render_dot(topology).splitlines()
+              if x.strip().startswith(f'"port:{port["id"]}" [')]
+    assert f'label="instance {server["name"]}\\nACTIVE' in node, node
     nova.call("DELETE", f"servers/{server['id']}", 204)
 
 
@@ -495,6 +504,13 @@ def test_pause_suspend_and_their_state_checks_with_the_cli(alice, nova, net, ima
     nova.call("POST", act, 409, json={"os-start": None},
               contains=f"Cannot 'start' instance {sid} while it is in vm_state suspended")
     alice.openstack("server", "resume", sid)
+    assert wait_status(nova, sid, "ACTIVE")["OS-EXT-STS:power_state"] == 1
+    # a hard reboot wakes a suspended server (Nova's ALLOW_HARD_REBOOT), a soft one does not
+    alice.openstack("server", "suspend", sid)
+    wait_status(nova, sid, "SUSPENDED")
+    nova.call("POST", act, 409, json={"reboot": {"type": "SOFT"}},
+              contains=f"Cannot 'reboot' instance {sid} while it is in vm_state suspended")
+    alice.openstack("server", "reboot", "--hard", "--wait", sid)
     assert wait_status(nova, sid, "ACTIVE")["OS-EXT-STS:power_state"] == 1
     # a paused server is deleted like any other
     alice.openstack("server", "pause", sid)

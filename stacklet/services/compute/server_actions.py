@@ -71,7 +71,10 @@ class ServerActions:
                             f"['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']")
 
         def change(row: Instance) -> None:
-            allowed = (st.ACTIVE,) if kind == "SOFT" else (st.ACTIVE, st.STOPPED)
+            # Nova's ALLOW_SOFT_REBOOT / ALLOW_HARD_REBOOT (a hard reboot wakes a paused or
+            # suspended server)
+            allowed = (st.ACTIVE,) if kind == "SOFT" else (st.ACTIVE, st.STOPPED, st.VM_PAUSED,
+                                                           st.VM_SUSPENDED)
             busy = (None,) if kind == "SOFT" else (None, st.REBOOTING)
             if row.vm_state not in allowed:
                 raise invalid_state("reboot", row)

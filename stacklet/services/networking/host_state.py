@@ -188,10 +188,10 @@ def _instances(session: Session, host: str) -> tuple[c.Instance, ...]:
             row.task_state == "powering-off"
         reboot = {"rebooting": "soft", "rebooting_hard": "hard"}.get(row.task_state or "", "")
         power = c.POWER_SHUTDOWN if stopped and reboot != "hard" else c.POWER_RUNNING
-        if row.task_state == "pausing" or (row.vm_state == "paused" and
+        if row.task_state == "pausing" or (row.vm_state == "paused" and not reboot and
                                            row.task_state != "unpausing"):
             power = c.POWER_PAUSED
-        elif row.task_state == "suspending" or (row.vm_state == "suspended" and
+        elif row.task_state == "suspending" or (row.vm_state == "suspended" and not reboot and
                                                 row.task_state != "resuming"):
             power = c.POWER_SUSPENDED
         out.append(c.Instance(
