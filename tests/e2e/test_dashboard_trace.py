@@ -104,14 +104,20 @@ def test_an_instance_launched_from_the_dashboard_goes_active_named_on_the_graph_
     key = nova.call("POST", "os-keypairs", 200, json={"keypair": {"name": uname("dkey")}})[
         "keypair"]
     dash.logged_in("admin", cloud.admin_password, "admin")
+    from selenium.webdriver.common.keys import Keys
+
+    def active():
+        return dash.driver.switch_to.active_element
+
     dash.goto("instances")
     name = uname("web")
-    dash.fill("#instance-create-name", name)
     dash.select("#instance-create-image", image["id"])
     dash.select("#instance-create-flavor", "1")
     dash.select("#instance-create-network", net["id"])
     dash.select("#instance-create-key", key["name"])
-    dash.click("#instance-create-submit")
+    # the name typed and the form sent from the keyboard
+    dash.js("document.getElementById('instance-create-name').focus()")
+    active().send_keys(name, Keys.ENTER)
     [server] = dash.wait(lambda: nova.get("servers", params={"name": f"^{name}$"})["servers"],
                          "the server")
     sid = server["id"]
@@ -156,8 +162,13 @@ def test_an_instance_launched_from_the_dashboard_goes_active_named_on_the_graph_
     dash.wait(lambda: "on-path" in (dash.el(f"#topo-instance-{sid}").get_attribute("class")
                                     or ""), "the server's box on the path", timeout=30)
 
+    # deleted from the keyboard: Enter on Delete, Enter on the focused confirmation
     dash.goto("instances")
-    dash.confirm_delete(f"instance-delete-{sid}")
+    dash.js("arguments[0].focus()", dash.el(f"#instance-delete-{sid}"))
+    active().send_keys(Keys.ENTER)
+    dash.wait(lambda: active().get_attribute("id") == f"instance-delete-{sid}-confirm",
+              "focus on the confirmation")
+    active().send_keys(Keys.ENTER)
     dash.wait_gone(f'#instances-body tr[data-id="{sid}"]', "the deleted server",
                    timeout=SETUP + 20)
     nova.call("GET", f"servers/{sid}", 404)
