@@ -2,6 +2,7 @@
 // gone when the tab closes). Errors become ApiError with the service's own message.
 
 const KEY = "stacklet.session";
+const RETRIES = 3;      // tries of a GET that the network cut
 
 export class ApiError extends Error {
   constructor(status, body, fallback) {
@@ -40,10 +41,20 @@ async function request(method, path, body, token, extra = {}) {
   const headers = {Accept: "application/json", ...extra};
   if (token) headers["X-Auth-Token"] = token;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method, headers, cache: "no-store", credentials: "omit",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const init = {method, headers, cache: "no-store", credentials: "omit",
+                body: body === undefined ? undefined : JSON.stringify(body)};
+  let response;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      response = await fetch(path, init);
+      break;
+    } catch (err) {
+      // a read cut by the network (Chromium cuts what is in flight when the machine's
+      // interfaces change: ERR_NETWORK_CHANGED) is asked again; a write is not repeated
+      if (method !== "GET" || attempt >= RETRIES) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+    }
+  }
   const text = await response.text();
   let data = null;
   if (text) {
