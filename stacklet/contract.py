@@ -417,6 +417,8 @@ class Router:
 # Instances placed on the host (the compute role makes the node match them).
 POWER_RUNNING = "running"       # the wanted power state
 POWER_SHUTDOWN = "shutdown"
+POWER_PAUSED = "paused"         # frozen (Nova's pause)
+POWER_SUSPENDED = "suspended"   # Nova's suspend
 
 
 @dataclass(frozen=True, slots=True)

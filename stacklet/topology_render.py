@@ -2,8 +2,9 @@
 
 text  an indented tree: the nodes and their agents, then per project its networks (segments,
       subnets with gateway, DHCP hosts, the ports on them with node, status, fixed and floating
-      IPs), routers (hosts, gateway with its addresses, interfaces) and floating IPs
-dot   Graphviz: networks, routers and ports as graph nodes, one cluster per node (host) holding
+      IPs; a server's port begins with the server, by name), routers (hosts, gateway with its addresses, interfaces) and floating IPs
+dot   Graphviz: networks, routers and ports as graph nodes (a server's port labelled with
+      the server's name), one cluster per node (host) holding
       the ports bound there and the routers it hosts; edges for attachments (port to network,
       router interface and gateway to network, labelled with the address)
 svg   the dot graph laid out by Graphviz's ``dot`` (Debian package graphviz)
@@ -46,15 +47,16 @@ def _named(item: dict) -> str:
 
 def _port_line(port: dict) -> str:
     ips = ", ".join(ip["ip_address"] for ip in port["fixed_ips"]) or "no fixed IP"
-    parts = [f"port {_named(port)}", port["status"]]
+    # a server's port: the server first, by name (its port after)
+    parts = [f"instance {_named(port['instance'])}  port {_named(port)}"] \
+        if port.get("instance") else [f"port {_named(port)}"]
+    parts.append(port["status"])
     if not port["admin_state_up"]:
         parts.append("admin down")
     parts.append(f"on {port['host']}" if port["host"] else "unbound")
     if port["device_owner"]:
         parts.append(port["device_owner"])
-    if port.get("instance"):
-        parts.append(f"instance {_named(port['instance'])}")
-    elif port["device_id"]:
+    if port["device_id"] and not port.get("instance"):
         parts.append(f"device {port['device_id']}")
     parts.append(f"mac {port['mac_address']}")
     parts.append(ips)
@@ -174,9 +176,15 @@ def _label(*lines: str) -> str:
 
 
 def _port_label(port: dict) -> list[str]:
-    title = port["name"] or (port["instance"] or {}).get("name") or \
-        (f"{port['device_owner']}" if port["device_owner"] else f"port {_short(port['id'])}")
-    lines = [title, port["status"]]
+    instance = port.get("instance")
+    if instance:
+        lines = [f"instance {instance['name'] or _short(instance['id'])}"]
+        if port["name"]:
+            lines.append(f"port {port['name']}")
+        lines.append(port["status"])
+    else:
+        lines = [port["name"] or (f"{port['device_owner']}" if port["device_owner"]
+                                  else f"port {_short(port['id'])}"), port["status"]]
     lines += [ip["ip_address"] for ip in port["fixed_ips"]]
     lines += [f"fip {f['floating_ip_address']}" for f in port["floating_ips"]]
     return lines

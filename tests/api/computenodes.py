@@ -96,7 +96,7 @@ class FakeComputeNode:
                 statuses.append({"uuid": uuid_, "power_state": 0, "rebooted": 0,
                                  "error": self.fail_spawn})
                 continue
-            power = 1 if item["power"] == "running" else 4
+            power = {"running": 1, "paused": 3, "suspended": 7}.get(item["power"], 4)
             self.instances[uuid_] = power
             self.console.setdefault(uuid_, f"console of {item['hostname']}\nlogin: \n")
             statuses.append({"uuid": uuid_, "power_state": power,

@@ -17,6 +17,8 @@ from imgutil import create as create_image
 from imgutil import upload as upload_image
 from netutil import Api, osc, uname, user_api
 
+from stacklet.topology_render import render_dot, render_text
+
 pytestmark = pytest.mark.usefixtures("nodes")
 
 
@@ -431,6 +433,13 @@ def test_topology_names_the_server_behind_a_port(anova, cloud, nova, net, image)
         "topology"]
     [port] = [p for p in topology["ports"] if p["device_id"] == server["id"]]
     assert port["instance"] == {"id": server["id"], "name": server["name"]}
+    # `stacklet topology` shows the server by name, its port after it
+    [line] = [x for x in render_text(topology).splitlines() if port["id"] in x]
+    assert line.strip().startswith(f"instance {server['name']} ({server['id']})  port "
+                                   f"{port['id']}  ACTIVE"), line
+    [node] = [x for x in render_dot(topology).splitlines()
+              if x.strip().startswith(f'"port:{port["id"]}" [')]
+    assert f'label="instance {server["name"]}\\nACTIVE' in node, node
     nova.call("DELETE", f"servers/{server['id']}", 204)
 
 
@@ -469,3 +478,66 @@ def test_server_group_members_quota(nova, anova, alice, net, image):
     finally:
         anova.call("DELETE", f"os-quota-sets/{alice.project_id}", 202)
         nova.call("DELETE", f"os-server-groups/{group['id']}", 204)
+
+
+def test_pause_suspend_and_their_state_checks_with_the_cli(alice, nova, net, image):
+    sid = boot(nova, net, image)["id"]
+    act = f"servers/{sid}/action"
+    nova.call("POST", act, 409, json={"unpause": None},
+              contains=f"Cannot 'unpause' instance {sid} while it is in vm_state active")
+    nova.call("POST", act, 409, json={"resume": None},
+              contains=f"Cannot 'resume' instance {sid} while it is in vm_state active")
+    alice.openstack("server", "pause", sid)
+    paused = wait_status(nova, sid, "PAUSED")
+    assert (paused["OS-EXT-STS:vm_state"], paused["OS-EXT-STS:power_state"]) == ("paused", 3)
+    assert [s["id"] for s in nova.get("servers", params={"status": "PAUSED"})["servers"]] \
+        == [sid]
+    for name in ("pause", "suspend", "os-stop"):
+        nova.call("POST", act, 409, json={name: None},
+                  contains="while it is in vm_state paused")
+    alice.openstack("server", "unpause", sid)
+    assert wait_status(nova, sid, "ACTIVE")["OS-EXT-STS:power_state"] == 1
+    alice.openstack("server", "suspend", sid)
+    suspended = wait_status(nova, sid, "SUSPENDED")
+    assert (suspended["OS-EXT-STS:vm_state"], suspended["OS-EXT-STS:power_state"]) == \
+        ("suspended", 4)
+    nova.call("POST", act, 409, json={"os-start": None},
+              contains=f"Cannot 'start' instance {sid} while it is in vm_state suspended")
+    alice.openstack("server", "resume", sid)
+    assert wait_status(nova, sid, "ACTIVE")["OS-EXT-STS:power_state"] == 1
+    # a hard reboot wakes a suspended server (Nova's ALLOW_HARD_REBOOT), a soft one does not
+    alice.openstack("server", "suspend", sid)
+    wait_status(nova, sid, "SUSPENDED")
+    nova.call("POST", act, 409, json={"reboot": {"type": "SOFT"}},
+              contains=f"Cannot 'reboot' instance {sid} while it is in vm_state suspended")
+    alice.openstack("server", "reboot", "--hard", "--wait", sid)
+    assert wait_status(nova, sid, "ACTIVE")["OS-EXT-STS:power_state"] == 1
+    # a paused server is deleted like any other
+    alice.openstack("server", "pause", sid)
+    wait_status(nova, sid, "PAUSED")
+    alice.openstack("server", "delete", "--wait", sid)
+
+
+def test_lock_refuses_other_actions_to_non_admins(alice, nova, anova, net, image):
+    sid = boot(nova, net, image)["id"]
+    act = f"servers/{sid}/action"
+    assert "locked" not in nova.get(f"servers/{sid}", version="2.8")["server"]
+    alice.openstack("server", "lock", sid)
+    assert nova.get(f"servers/{sid}", version="2.9")["server"]["locked"] is True
+    for body in ({"pause": None}, {"os-stop": None}, {"reboot": {"type": "HARD"}}):
+        nova.call("POST", act, 409, json=body, contains=f"Instance {sid} is locked")
+    nova.call("DELETE", f"servers/{sid}", 409, contains=f"Instance {sid} is locked")
+    # an admin is not held by the lock
+    anova.call("POST", act, 202, json={"pause": None})
+    wait_status(nova, sid, "PAUSED")
+    anova.call("POST", act, 202, json={"unpause": None})
+    wait_status(nova, sid, "ACTIVE")
+    alice.openstack("server", "unlock", sid)
+    assert nova.get(f"servers/{sid}", version="2.9")["server"]["locked"] is False
+    # a lock an admin took (on another project's server) only an admin lifts
+    anova.call("POST", act, 202, json={"lock": None})
+    nova.call("POST", act, 403, json={"unlock": None},
+              contains="os_compute_api:os-lock-server:unlock:unlock_override")
+    assert nova.get(f"servers/{sid}", version="2.61")["server"]["locked"] is True
+    anova.call("POST", act, 202, json={"unlock": None})
+    alice.openstack("server", "delete", "--wait", sid)

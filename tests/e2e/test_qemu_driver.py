@@ -25,7 +25,15 @@ from dputil import APPLY, SETUP, boot, uname, wait_for, wait_status
 from stacklet import linux
 from stacklet.agent.compute import vif as os_vif
 from stacklet.agent.compute import virt_type
-from stacklet.agent.compute.driver import POWER_RUNNING, POWER_SHUTDOWN, Image, InstanceSpec, Vif
+from stacklet.agent.compute.driver import (
+    POWER_PAUSED,
+    POWER_RUNNING,
+    POWER_SHUTDOWN,
+    POWER_SUSPENDED,
+    Image,
+    InstanceSpec,
+    Vif,
+)
 from stacklet.guest_images import cloudinit, tiny
 from stacklet.harness.qemu_node import NodeQemu
 
@@ -162,9 +170,25 @@ def test_power_off_on_reboot_adoption_and_destroy(api, site, images, cluster):
     assert driver.pid(instance) == pid
     assert wait_for(lambda: peer.ping(ip), APPLY, what="ping after reboots")
 
-    # adoption: a new driver object (an agent restarted) finds it running and acts on it
+    # pause: QMP stop, the guest answers nothing until unpause (cont), in the same QEMU
+    driver.pause(instance)
+    assert driver.instances()[instance].power_state == POWER_PAUSED
+    assert not peer.ping(ip, timeout=1)
+    driver.unpause(instance)
+    assert driver.instances()[instance].power_state == POWER_RUNNING
+    assert wait_for(lambda: peer.ping(ip), APPLY, what="ping after unpause")
+    # suspend: stopped and kept; an agent restarted finds it suspended and resumes it
+    driver.suspend(instance)
+    assert driver.instances()[instance].power_state == POWER_SUSPENDED
+    assert not peer.ping(ip, timeout=1)
+    assert driver.pid(instance) == pid
+
+    # adoption: a new driver object (an agent restarted) finds it and acts on it
     adopted = NodeQemu(site.node, site.driver.state_dir)
+    assert adopted.instances()[instance].power_state == POWER_SUSPENDED
+    adopted.resume(spec)
     assert adopted.instances()[instance].power_state == POWER_RUNNING
+    assert wait_for(lambda: peer.ping(ip), APPLY, what="ping after resume")
     assert "stacklet-guest: ready" in adopted.console_log(instance, 5) or \
         "stacklet-guest: ready" in adopted.console_log(instance)
     tap = spec.vifs[0].dev

@@ -210,6 +210,23 @@ def test_stop_start_and_reboot(cloud, world, pair):
     assert wait_for(lambda: pings(world, b, ip_of(pair[0])), BOOTED, what="b → a again")
 
 
+def test_pause_and_suspend_freeze_the_instance_until_unpause_and_resume(cloud, world, pair):
+    nova, a, b = world["nova"], pair[0], pair[1]
+    driver = world["drivers"][b["OS-EXT-SRV-ATTR:host"]]
+    booted(nova, b["id"])
+    assert wait_for(lambda: pings(world, a, ip_of(b)), BOOTED, what="a → b")
+    for freeze, thaw, status, power in (("pause", "unpause", "PAUSED", 3),
+                                        ("suspend", "resume", "SUSPENDED", 7)):
+        cloud.openstack("server", freeze, b["id"])
+        wait_server(nova, b["id"], status, APPLY + 10)
+        assert driver.instances()[b["id"]].power_state == power
+        assert not pings(world, a, ip_of(b)), f"a {status} instance answered ping"
+        cloud.openstack("server", thaw, b["id"])
+        wait_server(nova, b["id"], "ACTIVE", APPLY + 10)
+        assert driver.instances()[b["id"]].power_state == 1
+        assert wait_for(lambda: pings(world, a, ip_of(b)), APPLY, what=f"a → b after {thaw}")
+
+
 def test_an_agent_restart_keeps_instances_running(world, pair):
     a = pair[0]
     node = world["c1"] if a["OS-EXT-SRV-ATTR:host"] == world["c1"].host else world["c2"]

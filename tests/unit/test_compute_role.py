@@ -9,8 +9,10 @@ from pathlib import Path
 
 from stacklet import contract as c
 from stacklet.agent.compute.driver import (
+    POWER_PAUSED,
     POWER_RUNNING,
     POWER_SHUTDOWN,
+    POWER_SUSPENDED,
     RUNNING,
     DriverError,
     InstanceSpec,
@@ -55,6 +57,22 @@ class FakeDriver:
 
     def reboot(self, spec, hard):
         self.calls.append(("reboot_hard" if hard else "reboot", spec.uuid))
+        self.states[spec.uuid] = POWER_RUNNING
+
+    def pause(self, uuid):
+        self.calls.append(("pause", uuid))
+        self.states[uuid] = POWER_PAUSED
+
+    def unpause(self, uuid):
+        self.calls.append(("unpause", uuid))
+        self.states[uuid] = POWER_RUNNING
+
+    def suspend(self, uuid):
+        self.calls.append(("suspend", uuid))
+        self.states[uuid] = POWER_SUSPENDED
+
+    def resume(self, spec):
+        self.calls.append(("resume", spec.uuid))
         self.states[spec.uuid] = POWER_RUNNING
 
     def console_log(self, uuid, length=None):
@@ -114,6 +132,32 @@ def test_power_off_on_and_reboot_once_per_seq(tmp_path):
     count = len(driver.calls)
     r.sync((instance(reboot="hard", reboot_seq=3),))
     assert len(driver.calls) == count
+
+
+def test_pause_suspend_and_back_as_the_snapshot_wants(tmp_path):
+    r, driver, _ = role(tmp_path)
+    r.sync((instance(),))
+    statuses, _ = r.sync((instance(power=c.POWER_PAUSED),))
+    assert driver.calls[-1] == ("pause", UUID) and statuses[0].power_state == POWER_PAUSED
+    r.sync((instance(),))
+    assert driver.calls[-1] == ("unpause", UUID)
+    # suspended from paused, resumed (not powered on) when running is wanted again
+    r.sync((instance(power=c.POWER_PAUSED),))
+    statuses, _ = r.sync((instance(power=c.POWER_SUSPENDED),))
+    assert driver.calls[-2:] == [("pause", UUID), ("suspend", UUID)]
+    assert statuses[0].power_state == POWER_SUSPENDED
+    r.sync((instance(),))
+    assert driver.calls[-1] == ("resume", UUID)
+    # a hard reboot of a suspended instance reboots it (the driver thaws it)
+    r.sync((instance(power=c.POWER_SUSPENDED),))
+    r.sync((instance(reboot="hard", reboot_seq=1),))
+    assert driver.calls[-1] == ("reboot_hard", UUID)
+    # a paused instance to spawn again (its node restarted) starts, then is paused
+    driver.states.clear()
+    r.sync((instance(power=c.POWER_PAUSED),))
+    assert driver.specs[UUID].power == "running"
+    r.sync((instance(power=c.POWER_PAUSED),))
+    assert driver.calls[-2:] == [("spawn", UUID), ("pause", UUID)]
 
 
 def test_a_restarted_role_adopts_running_instances(tmp_path):

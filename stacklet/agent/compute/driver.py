@@ -15,6 +15,8 @@ from typing import Protocol
 
 RUNNING = "running"
 SHUTDOWN = "shutdown"
+PAUSED = "paused"
+SUSPENDED = "suspended"
 # Nova's power states (nova/compute/power_state.py), as the API shows them
 POWER_NOSTATE, POWER_RUNNING, POWER_PAUSED, POWER_SHUTDOWN, POWER_CRASHED, POWER_SUSPENDED = \
     0, 1, 3, 4, 6, 7
@@ -63,7 +65,7 @@ class InstanceSpec:
     disk_gb: int
     image: Image
     vifs: tuple[Vif, ...]
-    power: str = RUNNING            # the wanted power state: RUNNING or SHUTDOWN
+    power: str = RUNNING            # the wanted power state: RUNNING, SHUTDOWN, PAUSED…
     config_drive: bool = False
     user_data: bytes | None = None
     public_keys: dict = field(default_factory=dict)   # key name → OpenSSH public key
@@ -96,6 +98,16 @@ class Driver(Protocol):
     def power_on(self, spec: InstanceSpec) -> None: ...
 
     def reboot(self, spec: InstanceSpec, hard: bool) -> None: ...
+
+    def pause(self, uuid: str) -> None:
+        """Freeze the running instance (it answers nothing); instances() says POWER_PAUSED."""
+
+    def unpause(self, uuid: str) -> None: ...
+
+    def suspend(self, uuid: str) -> None:
+        """Suspend the running (or paused) instance; instances() says POWER_SUSPENDED."""
+
+    def resume(self, spec: InstanceSpec) -> None: ...
 
     def console_log(self, uuid: str, length: int | None = None) -> str:
         """The last ``length`` lines of the console log (all when None)."""

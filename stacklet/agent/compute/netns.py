@@ -20,6 +20,10 @@ An instance ``<uuid>`` is, on the node:
   /root: ``.ssh/authorized_keys``), ``etc/`` (its resolv.conf, hostname, SSH host key),
   ``run/`` (leases, the metadata read, emptied at each start), ``config-drive/`` (when asked).
 
+Pause and suspend freeze the instance: SIGSTOP to each of its processes and a DROP of
+everything in and out in its namespace's firewall (``frozen`` says which); unpause and resume
+undo both.
+
 Power: ``power_off`` presses the power button (SIGTERM to the init, which stops its
 services), kills what is left in the namespace by pid after a grace time, and takes the
 addresses off the guest's NICs (a stopped machine answers no ping); the instance stays
@@ -46,8 +50,10 @@ from stacklet.agent.compute import config_drive
 from stacklet.agent.compute import vif as vifs
 from stacklet.agent.compute.driver import (
     POWER_CRASHED,
+    POWER_PAUSED,
     POWER_RUNNING,
     POWER_SHUTDOWN,
+    POWER_SUSPENDED,
     RUNNING,
     SHUTDOWN,
     DriverError,
@@ -160,7 +166,9 @@ class NetnsDriver:
     def _state(self, uuid: str) -> InstanceState:
         record = self._record(uuid) or {}
         if self.init_pid(uuid) is not None:
-            return InstanceState(uuid, POWER_RUNNING)
+            frozen = self._frozen(uuid)
+            return InstanceState(uuid, POWER_PAUSED if frozen == "paused" else
+                                 POWER_SUSPENDED if frozen == "suspended" else POWER_RUNNING)
         if record.get("power") == SHUTDOWN:
             return InstanceState(uuid, POWER_SHUTDOWN)
         if not linux.netns_exists(netns_name(uuid)):
@@ -200,6 +208,20 @@ class NetnsDriver:
             if self._record(spec.uuid) is not None:
                 self._stop(spec.uuid, graceful=not hard)
         self.spawn(replace(spec, power=RUNNING))
+
+    def pause(self, uuid: str) -> None:
+        self._freeze(uuid, "paused")
+
+    def unpause(self, uuid: str) -> None:
+        with self._lock(uuid):
+            self._thaw(uuid)
+
+    def suspend(self, uuid: str) -> None:
+        self._freeze(uuid, "suspended")
+
+    def resume(self, spec: InstanceSpec) -> None:
+        with self._lock(spec.uuid):
+            self._thaw(spec.uuid)
 
     def destroy(self, uuid: str) -> None:
         with self._lock(uuid):
@@ -307,10 +329,57 @@ class NetnsDriver:
         # process (the agent) ends: instances outlive the agent
         proc.returncode = 0
 
+    # --- pause / suspend: the instance's processes stopped, its network silent -----------
+
+    def _frozen(self, uuid: str) -> str | None:
+        try:
+            return (self.dir(uuid) / "frozen").read_text().strip() or None
+        except OSError:
+            return None
+
+    def _freeze(self, uuid: str, how: str) -> None:
+        """SIGSTOP to every process of the instance (those in its namespace), and its
+        namespace's firewall drops every packet in and out: like a paused CPU, the guest's
+        kernel (here the namespace's network stack, which would still answer ping) answers
+        nothing. A namespace has no memory of its own to save, so ``suspend`` is the same
+        freeze, reported as suspended."""
+        with self._lock(uuid):
+            if self.init_pid(uuid) is None:
+                raise DriverError(f"instance {uuid} is not running")
+            (self.dir(uuid) / "frozen").write_text(how + "\n")
+            ns = netns_name(uuid)
+            for tool in ("iptables", "ip6tables"):
+                for chain in ("INPUT", "OUTPUT"):
+                    if linux.run([tool, "-w", "-C", chain, "-j", "DROP"], ns,
+                                 check=False).returncode != 0:
+                        linux.run([tool, "-w", "-I", chain, "1", "-j", "DROP"], ns)
+            for pid in linux.netns_pids(ns):
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+
+    def _thaw(self, uuid: str) -> None:
+        ns = netns_name(uuid)
+        if linux.netns_exists(ns):
+            for pid in linux.netns_pids(ns):
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            for tool in ("iptables", "ip6tables"):
+                for chain in ("INPUT", "OUTPUT"):
+                    while linux.run([tool, "-w", "-D", chain, "-j", "DROP"], ns,
+                                    check=False).returncode == 0:
+                        pass
+        (self.dir(uuid) / "frozen").unlink(missing_ok=True)
+
     def _stop(self, uuid: str, graceful: bool) -> None:
         """The init (power button first when graceful), then whatever is left in the
         namespace, by pid; the guest's NICs lose their addresses and go down."""
         ns = netns_name(uuid)
+        if self._frozen(uuid):
+            self._thaw(uuid)
         pid = self.init_pid(uuid)
         if pid is not None:
             if graceful:

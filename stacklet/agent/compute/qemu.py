@@ -31,8 +31,10 @@ from stacklet import linux
 from stacklet.agent.compute import config_drive_iso, qemu_argv, virt_type
 from stacklet.agent.compute import vif as os_vif
 from stacklet.agent.compute.driver import (
+    POWER_PAUSED,
     POWER_RUNNING,
     POWER_SHUTDOWN,
+    POWER_SUSPENDED,
     DriverError,
     InstanceSpec,
     InstanceState,
@@ -124,9 +126,55 @@ class QemuDriver:
         for d in sorted(self.state_dir.iterdir()) if self.state_dir.is_dir() else ():
             if not d.is_dir() or not (d / "instance").is_file():
                 continue
-            running = self.pid(d.name) is not None
-            found[d.name] = InstanceState(d.name, POWER_RUNNING if running else POWER_SHUTDOWN)
+            if self.pid(d.name) is None:
+                found[d.name] = InstanceState(d.name, POWER_SHUTDOWN)
+                continue
+            frozen = self._frozen(d.name)
+            found[d.name] = InstanceState(d.name, POWER_PAUSED if frozen == "paused" else
+                                          POWER_SUSPENDED if frozen == "suspended"
+                                          else POWER_RUNNING)
         return found
+
+    # --- pause / suspend ------------------------------------------------------------------
+    # Pause is QMP ``stop`` (the vCPUs stop, the guest answers nothing; QEMU keeps its
+    # memory) and unpause ``cont``. Suspend is the same ``stop``, kept in memory (not saved
+    # to disk as libvirt's managed save does: the process stays), reported as suspended;
+    # resume is ``cont``. The ``frozen`` file says which, for instances() and adoption.
+
+    def _frozen(self, uuid: str) -> str | None:
+        try:
+            return (self.files(uuid).directory / "frozen").read_text().strip() or None
+        except OSError:
+            return None
+
+    def _freeze(self, uuid: str, how: str) -> None:
+        if self.pid(uuid) is None:
+            raise DriverError(f"instance {uuid} is not running")
+        try:
+            qmp_command(self.files(uuid).qmp, "stop")
+        except QmpError as exc:
+            raise DriverError(str(exc)) from None
+        (self.files(uuid).directory / "frozen").write_text(how + "\n")
+
+    def _thaw(self, uuid: str) -> None:
+        if self.pid(uuid) is not None:
+            try:
+                qmp_command(self.files(uuid).qmp, "cont")
+            except QmpError as exc:
+                raise DriverError(str(exc)) from None
+        (self.files(uuid).directory / "frozen").unlink(missing_ok=True)
+
+    def pause(self, uuid: str) -> None:
+        self._freeze(uuid, "paused")
+
+    def unpause(self, uuid: str) -> None:
+        self._thaw(uuid)
+
+    def suspend(self, uuid: str) -> None:
+        self._freeze(uuid, "suspended")
+
+    def resume(self, spec: InstanceSpec) -> None:
+        self._thaw(spec.uuid)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -155,6 +203,8 @@ class QemuDriver:
         if pid is None:
             return
         files = self.files(uuid)
+        if self._frozen(uuid):
+            self._thaw(uuid)
         try:
             qmp_command(files.qmp, "system_powerdown")
             if linux.wait_pid_gone(pid, self.shutdown_timeout):
@@ -170,6 +220,8 @@ class QemuDriver:
         if pid is None:
             self.spawn(spec)
             return
+        if self._frozen(spec.uuid):
+            self._thaw(spec.uuid)
         if hard:
             try:
                 qmp_command(self.files(spec.uuid).qmp, "system_reset")
@@ -281,6 +333,7 @@ class QemuDriver:
             os_vif.attach(self.db, dev, vif.port_id, vif.mac, spec.uuid, vif.mtu)
 
     def _start(self, spec: InstanceSpec, files: qemu_argv.Files) -> None:
+        (files.directory / "frozen").unlink(missing_ok=True)
         files.pidfile.unlink(missing_ok=True)
         files.qmp.unlink(missing_ok=True)
         files.vnc.unlink(missing_ok=True)

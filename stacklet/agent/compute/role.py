@@ -3,7 +3,8 @@
 Level-triggered like the other roles. Each call compares ``driver.instances()`` (what is on
 the node, found again after an agent restart: adoption) with the snapshot's instances and
 calls the driver: ``destroy`` what the snapshot no longer has, ``spawn`` what is missing,
-``power_on``/``power_off`` where the power state differs from the wanted one, ``reboot`` once
+``power_on``/``power_off``/``pause``/``unpause``/``suspend``/``resume`` where the power state
+differs from the wanted one, ``reboot`` once
 per reboot seq, ``spawn`` again when VIFs were added (and the removed ones unplugged). It then
 reports every instance's power state, the reboots done and the spawns that failed
 (``InstanceStatusReport``), when that changed or every ``REPORT_EVERY`` seconds.
@@ -26,16 +27,21 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from stacklet import contract as c
 from stacklet.agent.compute import vif as vifs
 from stacklet.agent.compute.driver import (
+    PAUSED,
     POWER_NOSTATE,
+    POWER_PAUSED,
     POWER_RUNNING,
+    POWER_SUSPENDED,
     RUNNING,
     SHUTDOWN,
+    SUSPENDED,
     Driver,
     Image,
     InstanceSpec,
@@ -91,7 +97,8 @@ def spec_of(instance: c.Instance, image: Image) -> InstanceSpec:
         image=image,
         vifs=tuple(Vif(v.port_id, v.mac_address, v.network_id, v.mtu, v.fixed_ips)
                    for v in instance.vifs),
-        power=RUNNING if instance.power == c.POWER_RUNNING else SHUTDOWN,
+        power={c.POWER_RUNNING: RUNNING, c.POWER_PAUSED: PAUSED,
+               c.POWER_SUSPENDED: SUSPENDED}.get(instance.power, SHUTDOWN),
         config_drive=instance.config_drive,
         user_data=base64.b64decode(instance.user_data) if instance.user_data else None,
         public_keys=keys, metadata=dict(instance.metadata),
@@ -153,7 +160,10 @@ class ComputeRole:
         try:
             spec = spec_of(instance, self._image(instance.image))
             if state is None or state.power_state == POWER_NOSTATE:
-                self.driver.spawn(spec)
+                # a paused or suspended instance to spawn again starts; the next pass
+                # freezes it
+                self.driver.spawn(spec if spec.power in (RUNNING, SHUTDOWN)
+                                  else replace(spec, power=RUNNING))
                 self.plugged[uuid] = tuple(v.dev for v in spec.vifs)
                 if instance.reboot:
                     self.rebooted[uuid] = instance.reboot_seq
@@ -163,10 +173,24 @@ class ComputeRole:
                 self.driver.reboot(spec, instance.reboot == "hard")
                 self.rebooted[uuid] = instance.reboot_seq
                 LOG.info("instance %s rebooted (%s)", uuid, instance.reboot)
+            elif spec.power == RUNNING and state.power_state == POWER_PAUSED:
+                self.driver.unpause(uuid)
+                LOG.info("instance %s unpaused", uuid)
+            elif spec.power == RUNNING and state.power_state == POWER_SUSPENDED:
+                self.driver.resume(spec)
+                LOG.info("instance %s resumed", uuid)
             elif spec.power == RUNNING and state.power_state != POWER_RUNNING:
                 self.driver.power_on(spec)
                 LOG.info("instance %s powered on", uuid)
-            elif spec.power == SHUTDOWN and state.power_state == POWER_RUNNING:
+            elif spec.power == PAUSED and state.power_state == POWER_RUNNING:
+                self.driver.pause(uuid)
+                LOG.info("instance %s paused", uuid)
+            elif spec.power == SUSPENDED and state.power_state in (POWER_RUNNING,
+                                                                   POWER_PAUSED):
+                self.driver.suspend(uuid)
+                LOG.info("instance %s suspended", uuid)
+            elif spec.power == SHUTDOWN and state.power_state in (POWER_RUNNING, POWER_PAUSED,
+                                                                  POWER_SUSPENDED):
                 self.driver.power_off(uuid)
                 LOG.info("instance %s powered off", uuid)
             self._vifs(spec)

@@ -257,7 +257,8 @@ def delete(call: Call, version: Version) -> Response:
 
 
 ACTIONS = ("reboot", "os-stop", "os-start", "os-getConsoleOutput", "addSecurityGroup",
-           "removeSecurityGroup", "createImage")
+           "removeSecurityGroup", "createImage", "pause", "unpause", "suspend", "resume",
+           "lock", "unlock")
 
 
 def action(call: Call, version: Version) -> Any:
@@ -276,6 +277,10 @@ def action(call: Call, version: Version) -> Any:
     elif name == "os-getConsoleOutput":
         return JSONResponse({"output": actions.console_output(call.context, server_id,
                                                               value)})
+    elif name in ("pause", "unpause", "suspend", "resume"):
+        getattr(actions, name)(call.context, server_id)
+    elif name in ("lock", "unlock"):
+        actions.lock(call.context, server_id, name == "lock")
     elif name in ("addSecurityGroup", "removeSecurityGroup"):
         actions.security_group(call.context, server_id, value, name == "addSecurityGroup")
     elif name in consoles.ACTIONS:

@@ -2,16 +2,22 @@
 // gone when the tab closes). Errors become ApiError with the service's own message.
 
 const KEY = "stacklet.session";
+const RETRIES = 3;      // tries of a GET that the network cut
 
 export class ApiError extends Error {
   constructor(status, body, fallback) {
     const neutron = body && body.NeutronError;
     const keystone = body && body.error;
+    // Nova's faults: {"badRequest": {"code": 400, "message": …}}
+    const [novaType, nova] = body && typeof body === "object" && Object.keys(body).length === 1
+      && !neutron && !keystone ? Object.entries(body)[0] : ["", null];
+    const novaMessage = nova && typeof nova === "object" ? nova.message : "";
     const message = (neutron && neutron.message) || (keystone && keystone.message) ||
-      fallback || `HTTP ${status}`;
+      novaMessage || fallback || `HTTP ${status}`;
     super(message);
     this.status = status;
-    this.type = (neutron && neutron.type) || (keystone && keystone.title) || "";
+    this.type = (neutron && neutron.type) || (keystone && keystone.title) ||
+      (novaMessage ? novaType : "");
   }
 }
 
@@ -35,10 +41,20 @@ async function request(method, path, body, token, extra = {}) {
   const headers = {Accept: "application/json", ...extra};
   if (token) headers["X-Auth-Token"] = token;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method, headers, cache: "no-store", credentials: "omit",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const init = {method, headers, cache: "no-store", credentials: "omit",
+                body: body === undefined ? undefined : JSON.stringify(body)};
+  let response;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      response = await fetch(path, init);
+      break;
+    } catch (err) {
+      // a read cut by the network (Chromium cuts what is in flight when the machine's
+      // interfaces change: ERR_NETWORK_CHANGED) is asked again; a write is not repeated
+      if (method !== "GET" || attempt >= RETRIES) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+    }
+  }
   const text = await response.text();
   let data = null;
   if (text) {
@@ -53,11 +69,11 @@ async function request(method, path, body, token, extra = {}) {
 }
 
 // An authenticated call; a 401 means the token is gone (expired or revoked): back to log in.
-export async function api(method, path, body) {
+export async function api(method, path, body, headers = {}) {
   const current = session();
   if (!current) throw new ApiError(401, null, "Not logged in.");
   try {
-    return (await request(method, path, body, current.token)).data;
+    return (await request(method, path, body, current.token, headers)).data;
   } catch (err) {
     if (err.status === 401) {
       sessionStorage.removeItem(KEY);
@@ -117,3 +133,11 @@ export function isAdmin() {
 }
 
 export const neutron = (path) => `/networking/v2.0/${path}`;
+
+// The Compute API at the microversion whose shapes the pages read (flavor embedded: 2.47).
+export const NOVA_VERSION = "2.61";
+export const nova = (path) => `/compute/v2.1/${path}`;
+
+export function novaApi(method, path, body) {
+  return api(method, nova(path), body, {"OpenStack-API-Version": `compute ${NOVA_VERSION}`});
+}

@@ -23,7 +23,7 @@ function ips(port) {
   return (port.fixed_ips || []).map((ip) => ip.ip_address);
 }
 
-// The boxes to draw: routers, then instances (compute ports grouped by device id), each with
+// The boxes to draw: routers, then instances (servers, with their compute ports), each with
 // the lines (links) it has to networks.
 function devices(state) {
   const rows = [];
@@ -44,15 +44,25 @@ function devices(state) {
                title: `router ${router.name} (${router.id}) ${router.status}`,
                status: router.status, links, fips: []});
   }
+  // instances: the servers (by name), each with its ports; a compute port whose server this
+  // user cannot list stands for an instance of its own (its device id)
   const instances = new Map();
+  const servers = new Map((state.servers || []).map((server) => [server.id, server]));
+  const box = (key, port) => {
+    const server = servers.get(key);
+    if (server) {
+      return {kind: "instance", id: key, name: server.name || key.slice(0, 8),
+              title: `instance ${server.name} (${key}) ${server.status}`,
+              host: server["OS-EXT-SRV-ATTR:host"] || (port && port["binding:host_id"]) || "",
+              status: server.status, server: true, links: [], fips: []};
+    }
+    return {kind: "instance", id: key, name: port.name || key.slice(0, 8),
+            title: `instance ${key} (a port with a compute device owner)`,
+            host: port["binding:host_id"] || "", status: port.status, links: [], fips: []};
+  };
   for (const port of state.ports.filter(isInstancePort)) {
     const key = port.device_id || port.id;
-    if (!instances.has(key)) {
-      instances.set(key, {kind: "instance", id: key, name: port.name || key.slice(0, 8),
-                          title: `instance ${key} (ports stand for instances)`,
-                          host: port["binding:host_id"] || "",
-                          status: port.status, links: [], fips: []});
-    }
+    if (!instances.has(key)) instances.set(key, box(key, port));
     const row = instances.get(key);
     row.links.push({kind: "port", id: port.id, network: port.network_id,
                     label: ips(port).join(", "), status: port.status});
@@ -60,6 +70,9 @@ function devices(state) {
       row.fips.push({id: fip.id, network: fip.floating_network_id,
                      label: fip.floating_ip_address, port: port.id});
     }
+  }
+  for (const id of servers.keys()) {
+    if (!instances.has(id)) instances.set(id, box(id));    // no port (yet)
   }
   const sorted = [...instances.values()].sort((a, b) => a.name.localeCompare(b.name));
   return rows.concat(sorted);

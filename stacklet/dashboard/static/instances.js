@@ -1,20 +1,11 @@
-// Instances. Until the compute service exists, a port whose device_owner is "compute:*" stands
-// for an instance (its device_id is the instance's id): this page lists such ports and creates
-// one on a network. It boots nothing.
+// Instances: the servers of the Compute API (an admin sees every project's, with their host),
+// launched from an image, a flavor, a network and optionally a key pair; deleted.
 
-import {api, neutron} from "./api.js";
-import {isInstancePort, networkName, state} from "./model.js";
+import {isAdmin, novaApi} from "./api.js";
+import {addressesText, byId, state} from "./model.js";
 import {$, act, clear, deleteButton, fillSelect, formValues, h} from "./ui.js";
 
 let refresh = async () => {};
-
-function uuid() {
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const x = [...b].map((n) => n.toString(16).padStart(2, "0")).join("");
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
-}
 
 export function setup(reload) {
   refresh = reload;
@@ -22,10 +13,11 @@ export function setup(reload) {
     event.preventDefault();
     const form = event.currentTarget;
     const v = formValues(form);
-    const port = {name: v.name, network_id: v.network_id, device_owner: "compute:nova",
-                  device_id: uuid(), admin_state_up: true};
-    const done = await act(`Create instance port ${v.name}`, () =>
-      api("POST", neutron("ports"), {port}));
+    const server = {name: v.name, imageRef: v.image, flavorRef: v.flavor,
+                    networks: [{uuid: v.network_id}]};
+    if (v.key_name) server.key_name = v.key_name;
+    const done = await act(`Launch instance ${v.name}`, () =>
+      novaApi("POST", "servers", {server}));
     if (done) {
       form.reset();
       await refresh();
@@ -33,27 +25,46 @@ export function setup(reload) {
   });
 }
 
+function imageName(server) {
+  const id = server.image && server.image.id;
+  if (!id) return "(no image)";
+  const image = byId(state.images, id);
+  return image ? (image.name || id) : id.slice(0, 8);
+}
+
+function flavorName(server) {
+  const flavor = server.flavor || {};
+  return flavor.original_name || flavor.id || "";
+}
+
 export function render() {
-  fillSelect($("instance-create-network"), state.networks.map((n) =>
-    [n.id, `${n.name || n.id}${n["router:external"] ? " (external)" : ""}`]));
+  fillSelect($("instance-create-image"), state.images.filter((i) => i.status === "active")
+    .map((i) => [i.id, i.name || i.id]));
+  fillSelect($("instance-create-flavor"), state.flavors.map((f) => [f.id, f.name]));
+  fillSelect($("instance-create-network"), state.networks.filter((n) => !n["router:external"])
+    .map((n) => [n.id, n.name || n.id]));
+  fillSelect($("instance-create-key"), state.keypairs.map((k) => [k.name, k.name]), "(none)");
+  const admin = isAdmin();
+  $("instances-host-col").hidden = !admin;
   const body = clear($("instances-body"));
-  const ports = state.ports.filter(isInstancePort);
-  for (const port of ports) {
-    const fips = state.floatingips.filter((f) => f.port_id === port.id)
-      .map((f) => f.floating_ip_address);
-    body.append(h("tr", {"data-id": port.id, "data-device": port.device_id},
-      h("td", {}, port.name || "(no name)"),
-      h("td", {class: "mono"}, port.device_id),
-      h("td", {class: "mono"}, port.id),
-      h("td", {}, networkName(port.network_id)),
-      h("td", {}, (port.fixed_ips || []).map((ip) => ip.ip_address).join(", ")),
-      h("td", {}, fips.join(", ") || "—"),
-      h("td", {}, port["binding:host_id"] || "—"),
-      h("td", {}, port.status),
-      h("td", {}, deleteButton("instance port", port.name || port.id, () =>
-        act(`Delete instance port ${port.name}`,
-          () => api("DELETE", neutron(`ports/${port.id}`))).then(refresh),
-      `instance-delete-${port.id}`))));
+  const servers = [...state.servers].sort((a, b) => (a.name || "").localeCompare(b.name || ""));
+  for (const server of servers) {
+    const fault = server.fault && server.fault.message;
+    body.append(h("tr", {"data-id": server.id, "data-status": server.status},
+      h("td", {}, server.name || "(no name)"),
+      h("td", {class: "status", title: fault || undefined},
+        server.status + (server["OS-EXT-STS:task_state"]
+          ? ` (${server["OS-EXT-STS:task_state"]})` : ""), fault ? `: ${fault}` : ""),
+      h("td", {}, addressesText(server) || "—"),
+      h("td", {}, flavorName(server)),
+      h("td", {}, imageName(server)),
+      admin ? h("td", {}, server["OS-EXT-SRV-ATTR:host"] || "—") : null,
+      h("td", {}, deleteButton("instance", server.name || server.id, () =>
+        act(`Delete instance ${server.name}`,
+          () => novaApi("DELETE", `servers/${server.id}`)).then(refresh),
+      `instance-delete-${server.id}`))));
   }
-  if (!ports.length) body.append(h("tr", {}, h("td", {colspan: 9}, "No instances.")));
+  if (!servers.length) {
+    body.append(h("tr", {}, h("td", {colspan: admin ? 7 : 6}, "No instances.")));
+  }
 }

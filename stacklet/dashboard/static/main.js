@@ -3,7 +3,7 @@
 
 import {isAdmin, login, logout, session, stillValid, whenExpired} from "./api.js";
 import {drawTopology} from "./graph.js";
-import {load, state} from "./model.js";
+import {GRAPH, load, settling, state} from "./model.js";
 import {$, act, busy, clearError, formValues, showError, showStatus} from "./ui.js";
 import * as networks from "./networks.js";
 import * as routers from "./routers.js";
@@ -27,8 +27,10 @@ function currentPage() {
 }
 
 function signature() {
+  // what the graph draws of the servers: not their every field (updated, progress…)
+  const servers = state.servers.map((v) => [v.id, v.name, v.status, v["OS-EXT-SRV-ATTR:host"]]);
   const pick = ({networks, subnets, routers, ports, floatingips}) =>
-    JSON.stringify([networks, subnets, routers, ports, floatingips]);
+    JSON.stringify([networks, subnets, routers, ports, floatingips, servers]);
   return pick(state);
 }
 
@@ -60,10 +62,31 @@ function refresh() {
   });
 }
 
+let serversShown = "";
+
+// The instances page follows servers in transition (BUILD, deleting…) until they settle; its
+// table is drawn again only when they changed.
+async function pollInstances() {
+  if (!state.servers.some(settling)) return;
+  await load(["servers", "ports", "floatingips"]);
+  const now = JSON.stringify(state.servers);
+  if (now !== serversShown) {
+    serversShown = now;
+    instances.render();
+  }
+}
+
 async function poll() {
-  if (document.hidden || !session() || !GRAPH_PAGES.has(currentPage())) return;
+  if (document.hidden || !session()) return;
+  if (currentPage() === "instances") {
+    await pollInstances().catch((err) => {
+      if (err.status !== 401) showStatus(`Instances update failed: ${err.message}`);
+    });
+    return;
+  }
+  if (!GRAPH_PAGES.has(currentPage())) return;
   try {
-    await load(["networks", "subnets", "routers", "ports", "floatingips"]);
+    await load(GRAPH);
     drawGraph();
   } catch (err) {
     if (err.status !== 401) showStatus(`Topology update failed: ${err.message}`);

@@ -3,7 +3,7 @@
 
 import {api} from "./api.js";
 import {highlight} from "./graph.js";
-import {byId, portLabel, state} from "./model.js";
+import {byId, portLabel, serverOf, state} from "./model.js";
 import {$, act, clear, formValues, h} from "./ui.js";
 
 const STEP_MS = 700;
@@ -21,6 +21,8 @@ function nameOf(id) {
     if (item) {
       const kind = {ports: "port", networks: "network", routers: "router",
                     floatingips: "floating IP"}[key];
+      const server = key === "ports" ? serverOf(item) : undefined;
+      if (server) return `port ${portLabel(item)} of instance ${server.name}`;
       const name = key === "ports" ? portLabel(item)
         : key === "floatingips" ? item.floating_ip_address : (item.name || id);
       return `${kind} ${name}`;
@@ -130,6 +132,9 @@ export function setup() {
 
 export function render() {
   const list = clear($("trace-endpoints"));
+  for (const server of state.servers) {
+    if (server.name) list.append(h("option", {value: server.name}, `instance ${server.name}`));
+  }
   for (const port of state.ports) {
     if ((port.device_owner || "").startsWith("network:dhcp")) continue;
     list.append(h("option", {value: port.id}, portLabel(port)));

@@ -12,8 +12,8 @@ is in transition.
   after ``[compute] vif_plugging_timeout`` seconds, or a spawn the node reports failed: ERROR
   with the fault, the ports it created deleted, those the user passed released, the
   placement (``host``) freed — the instance leaves the snapshot and the node destroys it.
-- powering-off / powering-on / rebooting: done when the node reports the power state (and,
-  for a reboot, the reboot's seq).
+- powering-off / powering-on / rebooting / pausing / unpausing / suspending / resuming: done
+  when the node reports the power state (and, for a reboot, the reboot's seq).
 - deleting: the instance leaves the snapshot; once the node no longer reports it (or its
   agent is dead, or after a minute), its ports go and the row becomes DELETED.
 
@@ -46,7 +46,15 @@ DELETE_TIMEOUT = 60.0
 BUSY_TICK = 0.5
 IDLE_TICK = 5.0
 TRANSITIONAL = (st.NETWORKING, st.SPAWNING, st.DELETING, st.POWERING_OFF, st.POWERING_ON,
-                st.REBOOTING, st.REBOOTING_HARD)
+                st.REBOOTING, st.REBOOTING_HARD, st.PAUSING, st.UNPAUSING, st.SUSPENDING,
+                st.RESUMING)
+# pause/unpause/suspend/resume: the power state the node reports when it is done → the
+# vm_state and the power_state shown (a suspended instance is SHUTDOWN, as libvirt's
+# managed save leaves it for Nova)
+FREEZE_TASKS = {st.PAUSING: (st.PAUSED, st.VM_PAUSED, st.PAUSED),
+                st.UNPAUSING: (st.RUNNING, st.ACTIVE, st.RUNNING),
+                st.SUSPENDING: (st.SUSPENDED, st.VM_SUSPENDED, st.SHUTDOWN),
+                st.RESUMING: (st.RUNNING, st.ACTIVE, st.RUNNING)}
 VIF_TIMEOUT_FAULT = "Build of instance {uuid} aborted: Failed to allocate the network(s), " \
                     "not rescheduling."
 
@@ -268,7 +276,11 @@ class Conductor:
         if status is None:
             return
         done = False
-        if row.task_state == st.POWERING_OFF:
+        power_state = status.power_state
+        if row.task_state in FREEZE_TASKS:
+            reported, vm_state, power_state = FREEZE_TASKS[row.task_state]
+            done = status.power_state == reported
+        elif row.task_state == st.POWERING_OFF:
             done, vm_state = status.power_state != st.RUNNING, st.STOPPED
         elif row.task_state == st.POWERING_ON:
             done, vm_state = status.power_state == st.RUNNING, st.ACTIVE
@@ -283,7 +295,7 @@ class Conductor:
             if current is None or current.task_state != row.task_state:
                 return
             current.vm_state, current.task_state = vm_state, None
-            current.power_state = status.power_state
+            current.power_state = power_state
             current.updated_at = isotime()
         self.db.retrying(write)
 

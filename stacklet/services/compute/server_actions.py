@@ -1,5 +1,5 @@
-"""What is done to an existing server: power actions (reboot soft/hard, stop, start), the
-console log (asked of the node's agent over the request channel), security groups,
+"""What is done to an existing server: power actions (reboot soft/hard, stop, start, pause,
+unpause, suspend, resume), lock and unlock, the console log (asked of the node's agent over the request channel), security groups,
 interfaces (os-interface), IPs, metadata and tags.
 
 Power actions only change the row (``task_state``, the reboot's seq): the host's snapshot
@@ -32,6 +32,12 @@ from stacklet.store.models.servers import Instance
 MAX_TAGS = 50
 
 
+def _unlocked(ctx: RequestContext, row: Instance) -> None:
+    """Nova's check_instance_lock: a locked server refuses its actions to non-admins."""
+    if row.locked and not ctx.is_admin:
+        raise errors.Conflict(f"Instance {row.id} is locked")
+
+
 class ServerActions:
     def __init__(self, services) -> None:
         self.services = services
@@ -44,8 +50,7 @@ class ServerActions:
             row = self.servers.find(session, ctx, server_id, rule, lock=True)
             if not ctx.can_write and not ctx.is_admin:
                 raise errors.ComputePolicyNotAuthorized(action="os_compute_api:" + rule)
-            if row.locked and not ctx.is_admin:
-                raise errors.Conflict(f"Instance {row.id} is locked")
+            _unlocked(ctx, row)
             fn(row)
             row.updated_at = isotime()
             session.flush()
@@ -66,7 +71,10 @@ class ServerActions:
                             f"['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']")
 
         def change(row: Instance) -> None:
-            allowed = (st.ACTIVE,) if kind == "SOFT" else (st.ACTIVE, st.STOPPED)
+            # Nova's ALLOW_SOFT_REBOOT / ALLOW_HARD_REBOOT (a hard reboot wakes a paused or
+            # suspended server)
+            allowed = (st.ACTIVE,) if kind == "SOFT" else (st.ACTIVE, st.STOPPED, st.VM_PAUSED,
+                                                           st.VM_SUSPENDED)
             busy = (None,) if kind == "SOFT" else (None, st.REBOOTING)
             if row.vm_state not in allowed:
                 raise invalid_state("reboot", row)
@@ -91,6 +99,55 @@ class ServerActions:
                 raise invalid_state("start", row)
             row.task_state, row.task_started = st.POWERING_ON, time.time()
         self._change(ctx, server_id, "servers:start", change)
+
+    # --- pause / suspend (Nova's check_instance_state: one vm_state, no task) ---------------
+
+    def _freeze(self, ctx: RequestContext, server_id: str, action: str, rule: str,
+                vm_state: str, task: str) -> None:
+        def change(row: Instance) -> None:
+            if row.vm_state != vm_state:
+                raise invalid_state(action, row)
+            if row.task_state is not None:
+                raise invalid_state(action, row, "task_state")
+            row.task_state, row.task_started = task, time.time()
+        self._change(ctx, server_id, rule, change)
+
+    def pause(self, ctx: RequestContext, server_id: str) -> None:
+        self._freeze(ctx, server_id, "pause", "os-pause-server:pause", st.ACTIVE, st.PAUSING)
+
+    def unpause(self, ctx: RequestContext, server_id: str) -> None:
+        self._freeze(ctx, server_id, "unpause", "os-pause-server:unpause", st.VM_PAUSED,
+                     st.UNPAUSING)
+
+    def suspend(self, ctx: RequestContext, server_id: str) -> None:
+        self._freeze(ctx, server_id, "suspend", "os-suspend-server:suspend", st.ACTIVE,
+                     st.SUSPENDING)
+
+    def resume(self, ctx: RequestContext, server_id: str) -> None:
+        self._freeze(ctx, server_id, "resume", "os-suspend-server:resume", st.VM_SUSPENDED,
+                     st.RESUMING)
+
+    # --- lock ----------------------------------------------------------------------------------
+
+    def lock(self, ctx: RequestContext, server_id: str, locked: bool) -> None:
+        """Nova's lock/unlock: the owner's project or an admin; ``locked_by`` says which
+        (``owner`` when the locker is of the server's project). A lock taken by the other
+        side is only lifted by an admin (``unlock:unlock_override``)."""
+        rule = "os-lock-server:" + ("lock" if locked else "unlock")
+
+        def write(session: Session) -> None:
+            row = self.servers.find(session, ctx, server_id, rule, lock=True)
+            if not ctx.can_write and not ctx.is_admin:
+                raise errors.ComputePolicyNotAuthorized(action="os_compute_api:" + rule)
+            side = "owner" if row.project_id == ctx.project_id else "admin"
+            if locked:
+                row.locked, row.locked_by = True, side
+            else:
+                if row.locked_by and row.locked_by != side:
+                    policy.admin(ctx, "os-lock-server:unlock:unlock_override")
+                row.locked, row.locked_by = False, None
+            row.updated_at = isotime()
+        self.db.retrying(write)
 
     # --- console -------------------------------------------------------------------------------
 
@@ -203,6 +260,7 @@ class ServerActions:
         if fixed and not net_id:
             raise errors.BadRequest("Must input network_id when request IP address")
         row = self.servers.get(ctx, server_id)
+        _unlocked(ctx, row)
         if row.vm_state not in (st.ACTIVE, st.STOPPED) or row.task_state is not None:
             raise invalid_state("attach_interface", row)
         svc = service_context(row)
@@ -249,6 +307,7 @@ class ServerActions:
         row = self.servers.get(ctx, server_id)
         if port_id not in (row.ports or ()):
             raise errors.NotFound(f"Port {port_id} is not attached")
+        _unlocked(ctx, row)
         if row.task_state is not None:
             raise invalid_state("detach_interface", row, "task_state")
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 # vm_state
 ACTIVE, BUILDING, STOPPED, ERROR, DELETED = "active", "building", "stopped", "error", "deleted"
+VM_PAUSED, VM_SUSPENDED = "paused", "suspended"
 # task_state
 SCHEDULING, NETWORKING, SPAWNING = "scheduling", "networking", "spawning"
 POWERING_OFF, POWERING_ON = "powering-off", "powering-on"
 REBOOTING, REBOOTING_HARD = "rebooting", "rebooting_hard"
 DELETING = "deleting"
+PAUSING, UNPAUSING, SUSPENDING, RESUMING = "pausing", "unpausing", "suspending", "resuming"
 # power_state
 NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
 
@@ -18,6 +20,8 @@ _STATUS = {
     BUILDING: {None: "BUILD"},
     STOPPED: {None: "SHUTOFF", REBOOTING: "REBOOT", REBOOTING_HARD: "HARD_REBOOT"},
     ERROR: {None: "ERROR"},
+    VM_PAUSED: {None: "PAUSED"},
+    VM_SUSPENDED: {None: "SUSPENDED"},
     DELETED: {None: "DELETED"},
 }
 
@@ -25,6 +29,7 @@ _STATUS = {
 STATUS_FILTERS = {
     "ACTIVE": ([ACTIVE], None), "BUILD": ([BUILDING], None), "SHUTOFF": ([STOPPED], None),
     "ERROR": ([ERROR], None), "DELETED": ([DELETED], None),
+    "PAUSED": ([VM_PAUSED], None), "SUSPENDED": ([VM_SUSPENDED], None),
     "REBOOT": ([ACTIVE, STOPPED], [REBOOTING]),
     "HARD_REBOOT": ([ACTIVE, STOPPED], [REBOOTING_HARD]),
 }

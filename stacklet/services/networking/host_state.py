@@ -187,13 +187,20 @@ def _instances(session: Session, host: str) -> tuple[c.Instance, ...]:
         stopped = (row.vm_state == "stopped" and row.task_state != "powering-on") or \
             row.task_state == "powering-off"
         reboot = {"rebooting": "soft", "rebooting_hard": "hard"}.get(row.task_state or "", "")
+        power = c.POWER_SHUTDOWN if stopped and reboot != "hard" else c.POWER_RUNNING
+        if row.task_state == "pausing" or (row.vm_state == "paused" and not reboot and
+                                           row.task_state != "unpausing"):
+            power = c.POWER_PAUSED
+        elif row.task_state == "suspending" or (row.vm_state == "suspended" and not reboot and
+                                                row.task_state != "resuming"):
+            power = c.POWER_SUSPENDED
         out.append(c.Instance(
             row.id, row.display_name, row.hostname, row.vcpus, row.memory_mb,
             row.root_gb + row.ephemeral_gb,
             c.InstanceImage(image.id, image.disk_format, image.container_format, image.size,
                             image.checksum, properties.get(image.id, {}))
             if image is not None else None,
-            vifs, c.POWER_SHUTDOWN if stopped and reboot != "hard" else c.POWER_RUNNING,
+            vifs, power,
             reboot, row.reboot_seq, bool(row.config_drive), row.user_data,
             {row.key_name: row.key_data} if row.key_name and row.key_data else {},
             dict(row.metadata_items or {}), row.availability_zone or "nova", row.project_id))

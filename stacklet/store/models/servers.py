@@ -55,6 +55,7 @@ class Instance(Base):
     reboot_hard: Mapped[bool] = mapped_column(Boolean, default=False)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    locked_by: Mapped[str | None] = mapped_column(String(5), nullable=True)  # owner / admin
     reservation_id: Mapped[str] = mapped_column(String(255), default="")
     launch_index: Mapped[int] = mapped_column(Integer, default=0)
     metadata_items: Mapped[dict] = mapped_column(default=dict)
