@@ -230,22 +230,26 @@ class Conductor:
             self._fail(row.id, VIF_TIMEOUT_FAULT.format(uuid=row.id))
 
     def _fail(self, uuid: str, message: str, code: int = 500) -> None:
-        """ERROR with the fault; ports released, placement freed."""
-        def write(session: Session) -> Instance | None:
+        """Ports released, then ERROR with the fault and placement freed (Nova cleans up the
+        networks before it sets the error state, so a client that sees ERROR sees no port
+        of the boot left)."""
+        with self.db.read() as session:
             row = session.get(Instance, uuid)
             if row is None or row.deleted:
-                return None
+                return
+            session.expunge(row)
+        self._release_ports(row)
+
+        def write(session: Session) -> None:
+            row = session.get(Instance, uuid)
+            if row is None or row.deleted:
+                return
             row.vm_state, row.task_state, row.power_state = st.ERROR, None, st.NOSTATE
             row.fault = {"code": code, "message": message, "details": "",
                          "created": isotime()}
             row.host = None
             row.updated_at = isotime()
-            session.flush()
-            session.expunge(row)
-            return row
-        row = self.db.retrying(write)
-        if row is not None:
-            self._release_ports(row)
+        self.db.retrying(write)
 
     def _release_ports(self, row: Instance) -> None:
         """Delete the ports the server created for the instance (those with its device_id
