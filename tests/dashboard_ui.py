@@ -135,8 +135,18 @@ class Dashboard:
 
     # --- doing ---------------------------------------------------------------------------------
     def open(self) -> None:
-        self.driver.get(f"{self.url}/dashboard")
-        self.wait_for("#login-view:not([hidden]), #app-view:not([hidden])", "the page")
+        # A load cut by the network (Chromium drops what is in flight with
+        # ERR_NETWORK_CHANGED whenever another test adds or removes a veth) leaves a page
+        # whose scripts never ran: load it again, at most twice more.
+        for attempt in range(3):
+            self.driver.get(f"{self.url}/dashboard")
+            try:
+                self.wait_for("#login-view:not([hidden]), #app-view:not([hidden])", "the page",
+                              timeout=WAIT if attempt == 2 else 15)
+                return
+            except AssertionError:
+                if attempt == 2:
+                    raise
 
     def fill(self, css: str, value: str) -> None:
         field = self.el(css)

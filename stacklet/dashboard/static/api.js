@@ -50,8 +50,10 @@ async function request(method, path, body, token, extra = {}) {
       break;
     } catch (err) {
       // a read cut by the network (Chromium cuts what is in flight when the machine's
-      // interfaces change: ERR_NETWORK_CHANGED) is asked again; a write is not repeated
-      if (method !== "GET" || attempt >= RETRIES) throw err;
+      // interfaces change: ERR_NETWORK_CHANGED) is asked again, and so is a log in (asking
+      // for a token twice only issues two); any other write is not repeated
+      const repeatable = method === "GET" || (method === "POST" && path.endsWith("/auth/tokens"));
+      if (!repeatable || attempt >= RETRIES) throw err;
       await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
     }
   }
