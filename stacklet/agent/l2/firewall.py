@@ -157,8 +157,9 @@ def is_firewalled(port: FwPort, enable_security_group: bool = True) -> bool:
 
 def firewall_flows(ports: Sequence[FwPort], security_groups: Groups,
                    remote_groups: RemoteGroups,
-                   enable_security_group: bool = True) -> list[Flow]:
-    """Every flow of tables 60, 71-73, 81-82, 91-93 and the VIF flows of table 0."""
+                   enable_security_group: bool = True, ordered: bool = True) -> list[Flow]:
+    """Every flow of tables 60, 71-73, 81-82, 91-93 and the VIF flows of table 0 (sorted
+    unless not ``ordered``: the agent's applier diffs by key and needs no order)."""
     flows: list[Flow] = list(_skeleton())
     # a port with a malformed MAC or address gets no flows: table 0 drops its traffic
     ports = sorted((p for p in ports if p.ofport > 0 and _well_formed(p)),
@@ -174,9 +175,11 @@ def firewall_flows(ports: Sequence[FwPort], security_groups: Groups,
                               _port_cookie(port)))
     flows += _delivery_flows(firewalled)
     flows += _rule_flows(firewalled, security_groups, remote_groups)
-    return sort_flows(merge_conjunctions(flows))
+    merged = merge_conjunctions(flows)
+    return sort_flows(merged) if ordered else merged
 
 
+@functools.lru_cache(maxsize=16384)
 def _well_formed(port: FwPort) -> bool:
     """Whether every MAC and address of the port can enter a flow as it is."""
     macs = [port.mac, *(mac for _, mac in port.allowed_address_pairs if mac)]
@@ -253,6 +256,7 @@ def link_local(mac: str) -> str:
     return str(ipaddress.IPv6Address(value))
 
 
+@functools.lru_cache(maxsize=65536)
 def _address_text(value: str) -> tuple[int, str] | None:
     """(IP version, text as dump-flows prints it) of an address or CIDR; None if invalid."""
     try:
@@ -410,6 +414,17 @@ def protocol_number(protocol: str | int | None, ethertype: str) -> int | None:
 def rule_matches(rule: SecurityGroupRule) -> list[str]:
     """The matches of one rule, without its remote group (each one a flow of the rule's
     clause). [] when the rule cannot apply (bad protocol, prefix of the other family...)."""
+    return list(_rule_matches(rule))
+
+
+@functools.lru_cache(maxsize=16384)
+def _rule_matches(rule: SecurityGroupRule) -> tuple[str, ...]:
+    """rule_matches, once per rule (records are frozen): a pass asks it for every port of
+    every group the rule is in."""
+    return tuple(_compute_rule_matches(rule))
+
+
+def _compute_rule_matches(rule: SecurityGroupRule) -> list[str]:
     ethertype = rule.ethertype or "IPv4"
     v6 = ethertype == "IPv6"
     try:
@@ -474,7 +489,7 @@ def _rule_flows(firewalled: Sequence[FwPort], security_groups: Groups,
                 ethertype = rule.ethertype or "IPv4"
                 if direction not in ("ingress", "egress") or ethertype not in ("IPv4", "IPv6"):
                     continue
-                matches = rule_matches(rule)
+                matches = _rule_matches(rule)
                 if not matches:
                     continue
                 key = (sg_id, rule.remote_group_id or "", direction, ethertype)

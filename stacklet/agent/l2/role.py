@@ -122,6 +122,9 @@ class OvsRole:
         self.ofctl = ofctl              # (bridge, run dir) -> Ofctl; a fake switch in tests
         # the userspace datapath's tunnel neighbour cache, filled for every peer (underlay.py)
         self.neighbors = neighbors
+        # (snapshot, what else the last pass read, its result): a pass whose inputs are the
+        # same sends nothing, and is skipped before computing every flow of the node again
+        self._last: tuple[Snapshot, tuple, SyncResult] | None = None
 
     # -- bridges ------------------------------------------------------------------------------
 
@@ -247,6 +250,13 @@ class OvsRole:
         networks = snapshot.networks
         ovs_ports = self.ovsdb.bridge_ports(c.integration_bridge)
         vifs = [p for p in ovs_ports if p.iface_id and p.type != "patch"]
+        if self._last is not None and self._last[1] == self._inputs(ovs_ports) and \
+                (self._last[0] is snapshot or self._last[0] == snapshot):
+            last = self._last[2]
+            return SyncResult(wired=set(last.wired), plugged={
+                v.iface_id for v in vifs if v.iface_id in ports},
+                timings={"read": time.monotonic() - clock})
+        self._last = None
 
         result = SyncResult()
 
@@ -270,7 +280,7 @@ class OvsRole:
         lap("read")
         self._allocate_lvids({net.id for _, _, net in live})
         nets = [self._local_net(networks[n]) for n in sorted(self.lvids) if n in networks]
-        self._set_tags(vifs, {vif.name: (port, net) for vif, port, net in live})
+        tagged = self._set_tags(vifs, {vif.name: (port, net) for vif, port, net in live})
         lap("tags")
 
         plan = self._plan(snapshot, nets, ovs_ports)
@@ -286,7 +296,7 @@ class OvsRole:
             device_owner=port.device_owner) for vif, port, net in live]
         int_flows = br_int.flows(plan) + firewall.firewall_flows(
             fw_ports, snapshot.security_groups, snapshot.remote_groups,
-            enable_security_group=c.enable_security_group)
+            enable_security_group=c.enable_security_group, ordered=False)
         lap("compute")
         reused = self._clear_reused()
         result.flow_mods += self.tables[c.integration_bridge].sync(int_flows)
@@ -302,7 +312,43 @@ class OvsRole:
                 self._record_generations(bridge, [self.generation])
                 self._swept.add(bridge)
         result.wired = {port.id for _, port, _ in live}
+        # What the next pass will read if nothing changes meanwhile: br-int's ports as read,
+        # with the tags this pass wrote (not waiting for OVSDB to echo them), the other
+        # bridges as they are now (a tunnel port just added has no ofport yet: the pass that
+        # sees it get one differs, and runs).
+        inputs = self._inputs(ovs_ports, tagged)
+        self._last = None if inputs is None else (snapshot, inputs, result)
         return result
+
+    def _inputs(self, int_ports: list[OvsPort],
+                tagged: dict[str, tuple[int, dict]] | None = None) -> tuple | None:
+        """What a pass reads besides the snapshot, as a comparable value; None when the next
+        pass must run whatever it reads (a new generation, a reused local VLAN, a bridge not
+        swept yet). A VIF that has no ofport yet and sits on the dead VLAN with nothing set
+        (just plugged) changes nothing a pass would do: left out, so its arrival costs no
+        pass; its ofport brings it in."""
+        if self._renew or self._fresh_lvids or set(self.tables) - self._swept or \
+                any(t.installed is None for t in self.tables.values()):
+            return None
+        c = self.conf
+        ports = []
+        for p in int_ports:
+            tag, other = (tagged or {}).get(p.name, (p.tag, p.other_config))
+            if p.ofport <= 0 and tag == DEAD_VLAN and not other and p.iface_id and \
+                    p.type != "patch":
+                continue
+            ports.append((p.name, p.ofport, p.iface_id, tag, p.type,
+                          tuple(sorted(other.items()))))
+        others = []
+        if c.tunnelling:
+            others.append(tuple((p.name, p.ofport, p.type)
+                                for p in self.ovsdb.bridge_ports(c.tunnel_bridge)))
+            others.append(tuple(sorted((name, tuple(sorted(options.items())))
+                                       for name, options in
+                                       self.ovsdb.tunnel_ports(c.tunnel_bridge).items())))
+        for physnet, bridge in sorted(c.bridge_mappings.items()):
+            others.append(tuple(sorted(self.ovsdb.ofports(bridge).items())))
+        return (tuple(ports), tuple(others))
 
     # -- pieces of a pass ---------------------------------------------------------------------
 
@@ -341,7 +387,10 @@ class OvsRole:
                         physical_network=net.physical_network,
                         segmentation_id=net.segmentation_id, mtu=net.mtu)
 
-    def _set_tags(self, vifs: list[OvsPort], live: dict[str, tuple[Port, Network]]) -> None:
+    def _set_tags(self, vifs: list[OvsPort],
+                  live: dict[str, tuple[Port, Network]]) -> dict[str, tuple[int, dict]]:
+        """Each VIF's tag and other_config for its network (the dead VLAN when not live);
+        returns those written: port name → (tag, other_config)."""
         changes = []
         for vif in vifs:
             if vif.name in live:
@@ -356,6 +405,7 @@ class OvsRole:
             if vif.tag != tag or vif.other_config != other:
                 changes.append((vif.name, tag, other))
         self.ovsdb.set_port_tags(changes)
+        return {name: (tag, other) for name, tag, other in changes}
 
     def _plan(self, snapshot: Snapshot, nets: list[LocalNet],
               int_ports: list[OvsPort]) -> Plan:
