@@ -279,7 +279,7 @@ class Agent:
                 if time.monotonic() - last_full > self.conf.agent.resync_interval:
                     last_full = time.monotonic()
                     self.server_changed = True
-                    self.role.forget_flows()
+                    self.role.verify_flows()    # compare and repair, not rewrite
                     self.local_changed = True
                 if self.server_changed or self.local_changed:
                     self._pass()

@@ -116,6 +116,7 @@ class OvsRole:
         self.tables: dict[str, FlowTable] = {}
         self._swept: set[str] = set()   # bridges whose old generations are gone
         self._renew = False             # start a new generation at the next pass
+        self._verify = False            # compare every bridge with its flows at the next pass
         self._fresh_lvids: set[int] = set()   # given to a network, old state not cleared yet
         self.lvids: dict[str, int] = {}
         self.generation = 0
@@ -233,6 +234,12 @@ class OvsRole:
             return False
         return not table.ofctl.dump(f"table={CANARY}")
 
+    def verify_flows(self) -> None:
+        """The periodic resync: the next pass compares every bridge with the flows wanted
+        and repairs what differs (a flow deleted, changed or added behind the agent's back),
+        without rewriting the others. Touches nothing now."""
+        self._verify = True
+
     def forget_flows(self) -> None:
         """What is on the bridges is no longer known (periodic resync, failed pass): the next
         pass starts a new generation, rewrites every flow and sweeps the others atomically.
@@ -246,14 +253,15 @@ class OvsRole:
         clock = time.monotonic()
         if self._renew:
             self._begin_generation()
+        verify, self._verify = self._verify, False
         ports = {p.id: p for p in snapshot.ports}
         networks = snapshot.networks
         ovs_ports = self.ovsdb.bridge_ports(c.integration_bridge)
         vifs = [p for p in ovs_ports if p.iface_id and p.type != "patch"]
-        if self._last is not None and self._last[1] == self._inputs(ovs_ports) and \
-                (self._last[0] is snapshot or self._last[0] == snapshot):
-            last = self._last[2]
-            return SyncResult(wired=set(last.wired), plugged={
+        last = self._last
+        if not verify and last is not None and last[1] == self._inputs(ovs_ports) and \
+                (last[0] is snapshot or last[0] == snapshot):
+            return SyncResult(wired=set(last[2].wired), plugged={
                 v.iface_id for v in vifs if v.iface_id in ports},
                 timings={"read": time.monotonic() - clock})
         self._last = None
@@ -299,14 +307,18 @@ class OvsRole:
             enable_security_group=c.enable_security_group, ordered=False)
         lap("compute")
         reused = self._clear_reused()
-        result.flow_mods += self.tables[c.integration_bridge].sync(int_flows)
+        result.flow_mods += self.tables[c.integration_bridge].sync(int_flows, verify=verify)
         if c.tunnelling:
             result.flow_mods += self.tables[c.tunnel_bridge].sync(br_tun.flows(plan),
-                                                                  first=reused)
+                                                                  first=reused, verify=verify)
         self._fresh_lvids.clear()
         for physnet, bridge in c.bridge_mappings.items():
-            result.flow_mods += self.tables[bridge].sync(br_phys.flows(plan, physnet))
+            result.flow_mods += self.tables[bridge].sync(br_phys.flows(plan, physnet),
+                                                         verify=verify)
         lap("flows")
+        if verify:
+            LOG.info("resync: bridges compared with the wanted flows, %d flow mods sent",
+                     result.flow_mods)
         for bridge in self.tables:
             if bridge not in self._swept:
                 self._record_generations(bridge, [self.generation])
