@@ -28,7 +28,7 @@ from stacklet.agent.l2.flows import (
     GENERATION_SHIFT,
     LEARNED_GENERATION,
     Flow,
-    merge_conjunctions,
+    merged_by_key,
     renderable,
 )
 
@@ -137,7 +137,7 @@ class FlowTable:
         is deleted, whatever its cookie, except the learned ones (the periodic resync: on a
         node with hundreds of ports rewriting every flow kept ovs-vswitchd and the agent busy
         for seconds, and every port plugged meanwhile waited)."""
-        flows = {f.key: f for f in merge_conjunctions(renderable(desired))}
+        flows = merged_by_key(renderable(desired))
         lines = list(first)
         before = len(lines)
         if verify and self.installed is not None:
