@@ -352,23 +352,28 @@ def _delivery_flows(firewalled: Sequence[FwPort]) -> list[Flow]:
     flows = []
     seen = set()
     for port in firewalled:   # sorted by ofport
-        cookie = _port_cookie(port)
-        z = port.lvid
-        load = f"set_field:{port.ofport:#x}->reg5"
-        for mac in port_macs(port):
-            if (z, mac) in seen:
+        for mac, delivery in _port_delivery(port):
+            if (port.lvid, mac) in seen:
                 continue
-            seen.add((z, mac))
-            flows.append(Flow(TRANSIENT, PRI_DELIVER_TAGGED,
-                              f"reg6={z:#x},dl_vlan={z},dl_dst={mac}",
-                              f"{load},pop_vlan,resubmit(,{BASE_INGRESS})", cookie))
-            flows.append(Flow(TRANSIENT, PRI_DELIVER_UNTAGGED,
-                              f"reg6={z:#x},{UNTAGGED},dl_dst={mac}",
-                              f"{load},resubmit(,{BASE_INGRESS})", cookie))
-            flows.append(Flow(ACCEPT_OR_INGRESS, PRI_LOCAL_DELIVERY,
-                              f"reg6={z:#x},dl_dst={mac}",
-                              f"{load},resubmit(,{BASE_INGRESS})", cookie))
+            seen.add((port.lvid, mac))
+            flows += delivery
     return flows
+
+
+@functools.lru_cache(maxsize=16384)
+def _port_delivery(port: FwPort) -> tuple[tuple[str, tuple[Flow, ...]], ...]:
+    """(MAC, its three delivery flows) for each MAC of a port, once per port."""
+    cookie = _port_cookie(port)
+    z = port.lvid
+    load = f"set_field:{port.ofport:#x}->reg5"
+    return tuple((mac, (
+        Flow(TRANSIENT, PRI_DELIVER_TAGGED, f"reg6={z:#x},dl_vlan={z},dl_dst={mac}",
+             f"{load},pop_vlan,resubmit(,{BASE_INGRESS})", cookie),
+        Flow(TRANSIENT, PRI_DELIVER_UNTAGGED, f"reg6={z:#x},{UNTAGGED},dl_dst={mac}",
+             f"{load},resubmit(,{BASE_INGRESS})", cookie),
+        Flow(ACCEPT_OR_INGRESS, PRI_LOCAL_DELIVERY, f"reg6={z:#x},dl_dst={mac}",
+             f"{load},resubmit(,{BASE_INGRESS})", cookie)))
+        for mac in port_macs(port))
 
 
 # --- rules ------------------------------------------------------------------------------------
@@ -475,6 +480,13 @@ def conj_id(key: tuple) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
 
 
+@functools.lru_cache(maxsize=65536)
+def _port_clause(table: int, port: FwPort, ident: int, clauses: int) -> Flow:
+    """A port's clause of a conjunction (clause 1: the packet is the port's)."""
+    return Flow(table, PRI_RULE, f"reg5={port.ofport:#x}", f"conjunction({ident},1/{clauses})",
+                _port_cookie(port))
+
+
 def _rule_flows(firewalled: Sequence[FwPort], security_groups: Groups,
                 remote_groups: RemoteGroups) -> list[Flow]:
     # conjunction key (sg, remote group or "", direction, ethertype) → ports, rules
@@ -523,9 +535,7 @@ def _rule_flows(firewalled: Sequence[FwPort], security_groups: Groups,
                     addresses.append(f"{proto},{field}={parsed[1]}")
             if not addresses:
                 continue          # no member: the conjunction can never match
-        for port in ports:
-            flows.append(Flow(table, PRI_RULE, f"reg5={port.ofport:#x}",
-                              f"conjunction({ident},1/{clauses})", _port_cookie(port)))
+        flows += [_port_clause(table, port, ident, clauses) for port in ports]
         members_cookie = owner_cookie(KIND_SG_MEMBERS, remote or 0)
         for match in sorted(set(addresses)):
             flows.append(Flow(table, PRI_RULE, match, f"conjunction({ident},2/{clauses})",
