@@ -231,15 +231,15 @@ def main() -> None:
     started = time.monotonic()
     with world() as (api, cluster):
         results["density"] = bench_density(api, cluster, args.ports, args.measure)
-    results["loadavg_at_end"] = os.getloadavg()
-    results["duration_s"] = round(time.monotonic() - started)
-    report = {"benchmark": "density", "machine": machine(),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "method": METHOD, "results": results}
-    verdict(report, results["density"], TARGETS)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+        results["loadavg_at_end"] = os.getloadavg()
+        results["duration_s"] = round(time.monotonic() - started)
+        report = {"benchmark": "density", "machine": machine(),
+                  "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "method": METHOD, "results": results}
+        verdict(report, results["density"], TARGETS)
+        out = Path(args.out)        # written before the (long) teardown of 500 instances
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 
