@@ -75,6 +75,22 @@ def thread_cpu(pid: int) -> dict[str, int]:
     return out
 
 
+def process_cpu(pid: int | None) -> tuple[float, float]:
+    """(own, waited-for children's) CPU seconds of a process."""
+    if pid is None:
+        return (0.0, 0.0)
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return ((int(fields[11]) + int(fields[12])) / hz, (int(fields[13]) + int(fields[14])) / hz)
+
+
+def node_cpu(node) -> dict[str, float]:
+    agent, children = process_cpu(node.agent_pid)
+    return {"agent": agent, "agent_children (ovs-ofctl...)": children,
+            "ovs-vswitchd": process_cpu(node.ovs.pid("ovs-vswitchd"))[0],
+            "ovsdb-server": process_cpu(node.ovs.pid("ovsdb-server"))[0]}
+
+
 def vswitchd_cpu(node, seconds: float = 10.0) -> dict:
     """ovs-vswitchd's CPU in percent of one core over `seconds`, per thread kind."""
     pid = node.ovs.pid("ovs-vswitchd")
@@ -170,6 +186,7 @@ def bench_density(api: Api, cluster, total: int, measure: int) -> dict:
     offset = node.agent_log.stat().st_size
     to_active, missing = [], 0
     loads = [os.getloadavg()[0]]
+    cpu_before = node_cpu(node)
     for i in range(measure):
         port = api.create("port", **body, device_id=str(uuid.uuid4()))
         watch = StatusWatch(url, token, port["id"], timeout=30)
@@ -183,8 +200,13 @@ def bench_density(api: Api, cluster, total: int, measure: int) -> dict:
         if (i + 1) % max(1, measure // 10) == 0:
             loads.append(os.getloadavg()[0])
             print(f"  measured: {i + 1}/{measure}", file=sys.stderr)
+    cpu_after = node_cpu(node)
     step = max(1, measure // 10)
     measured = {
+        # CPU used per measured port (the whole measured run, divided by the ports): what the
+        # machine's load does not change much, unlike the latencies
+        "cpu_ms_per_port": {k: round(1000 * (cpu_after[k] - cpu_before[k]) / measure, 1)
+                            for k in cpu_after},
         "ports_on_node_from": fill + 1, "ports_on_node_to": total,
         "clock": "from right before the ovs-vsctl add-port that attaches the tap (with its "
                  "iface-id) to br-int -> ACTIVE in the API",
