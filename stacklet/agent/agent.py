@@ -139,6 +139,7 @@ class Agent:
         self.waiter = make_waiter(conf, self.client)
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        self.vswitchd_lost = threading.Event()   # set by the canary thread
         self.server_changed = True
         self.local_changed = True
         self.revision = Revision()     # the server's change position last seen
@@ -259,22 +260,25 @@ class Agent:
     def run(self) -> None:
         self.metrics.serve(self.conf.agent.metrics_bind)
         self.role.setup()
-        for target in (self._events, self._heartbeat, self._roles, self._compute):
+        for target in (self._events, self._heartbeat, self._roles, self._compute, self._canary):
             threading.Thread(target=target, name=target.__name__.strip("_"),
                              daemon=True).start()
-        last_full = next_canary = time.monotonic()
+        last_full = next_check = time.monotonic()
         while not self.stopping.is_set():
             self.wake.wait(TICK)
             self.wake.clear()
             if self.stopping.is_set():
                 break
             try:
-                # At most once a TICK, not on every wake-up: on a busy userspace datapath
-                # the dump waits for ovs-vswitchd's main loop (up to hundreds of ms), and a
-                # change must not wait for it.
-                if time.monotonic() >= next_canary:
-                    next_canary = time.monotonic() + TICK
-                    if self._ovs_restarted() or self._bridges_deleted():
+                if self.vswitchd_lost.is_set():
+                    self.vswitchd_lost.clear()
+                    LOG.warning("br-int lost its flows (ovs-vswitchd restarted?): "
+                                "reprogramming")
+                    self.role.setup()
+                    self.local_changed = True
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + TICK
+                    if self._bridges_deleted():
                         self.local_changed = True
                 if time.monotonic() - last_full > self.conf.agent.resync_interval:
                     last_full = time.monotonic()
@@ -305,15 +309,25 @@ class Agent:
         self.ovsdb.stop()
         self.metrics.close()
 
-    def _ovs_restarted(self) -> bool:
-        try:
-            restarted = self.role.vswitchd_restarted()
-        except OfctlError:
-            return False
-        if restarted:
-            LOG.warning("br-int lost its flows (ovs-vswitchd restarted?): reprogramming")
-            self.role.setup()
-        return restarted
+    def _canary(self) -> None:
+        """Every TICK, whether br-int's canary flow is gone (ovs-vswitchd restarted): in its
+        own thread, because on a busy userspace datapath the dump waits for ovs-vswitchd's
+        main loop (100-300 ms with 500 ports) and a port being plugged must not wait behind
+        it. The main loop reprograms (``vswitchd_lost``)."""
+        bridge = self.l2conf.integration_bridge
+        while not self.stopping.wait(TICK):
+            table = self.role.tables.get(bridge)
+            try:
+                restarted = self.role.vswitchd_restarted()
+            except OfctlError:
+                continue
+            except Exception:
+                LOG.exception("canary")
+                continue
+            # not a dump that raced with the main loop's own setup after a restart
+            if restarted and self.role.tables.get(bridge) is table:
+                self.vswitchd_lost.set()
+                self.wake.set()
 
     def _bridges_deleted(self) -> bool:
         """A bridge of the L2 role is gone from OVSDB (read from the local replica: cheap):
