@@ -6,6 +6,8 @@ flows and the generation. On the fake switch (tests/unit/fakeswitch.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from fakeswitch import FakeNode, ip_packet
 from snapshots import EGRESS_ANY, NET_A, mac, network, port, rule, snapshot
@@ -48,6 +50,14 @@ def test_a_pass_with_nothing_changed_computes_and_sends_nothing(wired):
     assert again is not snap
     assert set(node.role.sync(again).timings) == {"read"}
     assert len(node.switch.bundles) == bundles
+
+
+def test_a_port_going_active_changes_the_snapshot_not_the_pass(wired):
+    node, _, a, b = wired
+    active = snapshot([replace(a, status="ACTIVE", revision_number=5), b], NETS,
+                      [EGRESS_ANY, HTTP])
+    result = node.role.sync(active)
+    assert set(result.timings) == {"read"} and result.wired == {a.id, b.id}
 
 
 def test_a_vif_without_ofport_costs_no_pass_and_its_ofport_wires_it(wired):

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from stacklet.agent.l2 import br_int, br_phys, br_tun, firewall
 from stacklet.agent.l2.flows import (
@@ -98,6 +98,15 @@ class L2Config:
         }
 
 
+def l2_view(snapshot: Snapshot) -> tuple:
+    """What of a snapshot this role's flows and tags depend on: not the ports' status and
+    revision (a port going ACTIVE changes the snapshot, not the node), nor the other roles'
+    parts (DHCP, routers, instances)."""
+    return (tuple(replace(p, status="", revision_number=0) for p in snapshot.ports),
+            snapshot.networks, snapshot.security_groups, snapshot.remote_groups,
+            snapshot.tunnels, snapshot.l2pop)
+
+
 @dataclass
 class SyncResult:
     wired: set[str] = field(default_factory=set)       # port ids with flows installed
@@ -123,9 +132,10 @@ class OvsRole:
         self.ofctl = ofctl              # (bridge, run dir) -> Ofctl; a fake switch in tests
         # the userspace datapath's tunnel neighbour cache, filled for every peer (underlay.py)
         self.neighbors = neighbors
-        # (snapshot, what else the last pass read, its result): a pass whose inputs are the
-        # same sends nothing, and is skipped before computing every flow of the node again
-        self._last: tuple[Snapshot, tuple, SyncResult] | None = None
+        # (snapshot, what of it the flows depend on, what else the last pass read, its
+        # result): a pass whose inputs are the same sends nothing, and is skipped before
+        # computing every flow of the node again
+        self._last: tuple[Snapshot, tuple, tuple, SyncResult] | None = None
 
     # -- bridges ------------------------------------------------------------------------------
 
@@ -259,9 +269,9 @@ class OvsRole:
         ovs_ports = self.ovsdb.bridge_ports(c.integration_bridge)
         vifs = [p for p in ovs_ports if p.iface_id and p.type != "patch"]
         last = self._last
-        if not verify and last is not None and last[1] == self._inputs(ovs_ports) and \
-                (last[0] is snapshot or last[0] == snapshot):
-            return SyncResult(wired=set(last[2].wired), plugged={
+        if not verify and last is not None and last[2] == self._inputs(ovs_ports) and \
+                (last[0] is snapshot or last[1] == l2_view(snapshot)):
+            return SyncResult(wired=set(last[3].wired), plugged={
                 v.iface_id for v in vifs if v.iface_id in ports},
                 timings={"read": time.monotonic() - clock})
         self._last = None
@@ -329,7 +339,8 @@ class OvsRole:
         # bridges as they are now (a tunnel port just added has no ofport yet: the pass that
         # sees it get one differs, and runs).
         inputs = self._inputs(ovs_ports, tagged)
-        self._last = None if inputs is None else (snapshot, inputs, result)
+        self._last = None if inputs is None else \
+            (snapshot, l2_view(snapshot), inputs, result)
         return result
 
     def _inputs(self, int_ports: list[OvsPort],
