@@ -9,17 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from fakeswitch import FakeNode, ip_packet
-from snapshots import EGRESS_ANY, NET_A, mac, network, port, rule, snapshot
+from fakeswitch import FakeNode
+from snapshots import EGRESS_ANY, NET_A, network, port, rule, snapshot
+from test_fake_switch_resync import syn
 
 from stacklet.agent.l2.flows import GENERATION_SHIFT, LEARNED_GENERATION
 
 HTTP = rule(1, port_min=80, port_max=80)
 NETS = [network(NET_A, 100)]
-
-
-def syn(src: int, dst: int, dport: int) -> dict:
-    return ip_packet(mac(src), mac(dst), f"10.0.0.{src}", f"10.0.0.{dst}", tp_dst=dport)
 
 
 @pytest.fixture
