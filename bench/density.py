@@ -48,6 +48,7 @@ from dataplane import (
     machine,
     network,
     percentiles,
+    plug_internal,
     require,
     wait_all_active,
     world,
@@ -153,7 +154,7 @@ def plug(node, port: dict, net: dict, cidrs: dict):
     return node.plug(port, network_mtu=net["mtu"], cidrs=cidrs)
 
 
-def bench_density(api: Api, cluster, total: int, measure: int) -> dict:
+def bench_density(api: Api, cluster, total: int, measure: int, fill_kind: str = "veth") -> dict:
     node = cluster.add_node("d1", tunnel_types=("vxlan",), physnets=())
     net, sub = network(api, "bench-density", "10.70.0.0/20")
     cidrs = {sub["id"]: sub["cidr"]}
@@ -169,14 +170,16 @@ def bench_density(api: Api, cluster, total: int, measure: int) -> dict:
                                      for _ in range(fill)]) if fill else []
     created = time.monotonic() - started
     started = time.monotonic()
-    for i, port in enumerate(ports):
+    if fill_kind == "internal":     # OVS internal ports left in the node's namespace
+        plug_internal(node, ports)
+    for i, port in enumerate(ports if fill_kind == "veth" else ()):
         plug(node, port, net, cidrs)
         if (i + 1) % 50 == 0:
             print(f"  fill: {i + 1}/{fill} plugged", file=sys.stderr)
     plugged = time.monotonic() - started
     all_active = wait_all_active(api, net["id"], {p["id"] for p in ports}, timeout=900) \
         if ports else 0.0
-    fill_result = {"ports": fill, "create_s": round(created, 1), "plug_s": round(plugged, 1),
+    fill_result = {"ports": fill, "kind": fill_kind, "create_s": round(created, 1), "plug_s": round(plugged, 1),
                    "plugged_to_all_active_s": round(all_active, 1),
                    "br_int_flows": count_flows(node)}
 
@@ -241,6 +244,9 @@ def main() -> None:
                         help="60 ports, 20 measured: checks that it runs")
     parser.add_argument("--ports", type=int, help="ports on the node at the end (500)")
     parser.add_argument("--measure", type=int, help="the last ports, measured one by one (100)")
+    parser.add_argument("--fill", choices=("veth", "internal"), default="veth",
+                        help="how the fill ports are plugged: as instances (veth, the default) "
+                             "or as OVS internal ports without instance (to compare)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                              "density.json"))
     args = parser.parse_args()
@@ -252,7 +258,7 @@ def main() -> None:
     results: dict = {"loadavg_at_start": os.getloadavg()}
     started = time.monotonic()
     with world() as (api, cluster):
-        results["density"] = bench_density(api, cluster, args.ports, args.measure)
+        results["density"] = bench_density(api, cluster, args.ports, args.measure, args.fill)
         results["loadavg_at_end"] = os.getloadavg()
         results["duration_s"] = round(time.monotonic() - started)
         report = {"benchmark": "density", "machine": machine(),
