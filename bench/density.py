@@ -2,6 +2,7 @@
 """Density on one node: port-up latency with hundreds of instances on one simulated node.
 
     sudo .venv/bin/python bench/density.py [--ports 500] [--measure 100] [--quick]
+                                           [--fill veth|internal]
                                            [--out bench/results/density.json]
 
 Runs as root with Open vSwitch (userspace datapath) like bench/dataplane.py: its own cloud
@@ -13,7 +14,8 @@ driver does), on one VXLAN network with the default-like security group (ingress
 members, egress anywhere).
 
 1. fill: --ports minus --measure ports created and plugged one after the other without
-   waiting (the agent takes them in batches), then all of them ACTIVE;
+   waiting (the agent takes them in batches), then all of them ACTIVE (--fill internal: as
+   OVS internal ports without instance, to compare what the device kind costs);
 2. measured: the remaining --measure ports plugged one at a time, each waiting for ACTIVE
    before the next: from right before the `ovs-vsctl add-port` that attaches the tap to br-int
    with its iface-id -> the port ACTIVE in the API (polled every 5 ms from before the plug).
