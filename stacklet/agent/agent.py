@@ -9,10 +9,12 @@ Threads:
   when ``[l3] enabled``;
 - the OVSDB connection (ovsdbapp) wakes the loop when bridges, ports or interfaces change;
 - *main*: the level-triggered loop of the L2 role — fetch the host snapshot when the server
-  changed, sync the dataplane, report port statuses; every ``TICK`` it checks that
-  ovs-vswitchd still has the flows (canary) and that no bridge was deleted (a deleted br-tun,
-  br-int or physnet bridge is made again and reprogrammed), and every ``resync_interval`` it
-  rewrites everything as a safety net;
+  changed, sync the dataplane, report port statuses; every ``TICK`` it checks that no bridge
+  was deleted (a deleted br-tun, br-int or physnet bridge is made again and reprogrammed), and
+  every ``resync_interval`` it compares every bridge with the wanted flows and repairs what
+  differs, as a safety net;
+- *canary*: whether ovs-vswitchd restarted (its pidfile every ``TICK``, br-int's canary flow
+  every ``CANARY_TICKS``): the main loop then reprograms everything;
 - *compute*: the compute role (``[compute] enabled``; ``agent/compute/role.py``), woken by
   each new snapshot and every ``check_interval``: instances spawned, powered, rebooted,
   destroyed as the snapshot says, their states reported; it also answers the console log
