@@ -262,8 +262,9 @@ class AgentPasses:
     the agent has seen a change, not merely that nothing moved for a while."""
 
     PASS = re.compile(r" pass: snapshot \d+ ms")
-    # a pass that changed flows (INFO): after a quiet spell, the periodic full resync
-    REWRITE = re.compile(r" synced: \d+ ports wired, [1-9]\d* flow mods")
+    # a pass that changed flows (INFO), or the periodic resync (it compares every bridge with
+    # the wanted flows and sends only what differs)
+    REWRITE = re.compile(r" synced: \d+ ports wired, [1-9]\d* flow mods| resync: bridges compared")
 
     def __init__(self, node: Node) -> None:
         self.node = node

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from dputil import APPLY, NO_REPLY, SETUP
 
 from stacklet import linux
 from stacklet.harness import Cluster, Node, fake_port, sweep
+from stacklet.ovs.daemons import DAEMONS, PRIORITY
 
 SUBNET = "10.77.0.0/24"
 CIDRS = {"subnet": SUBNET}
@@ -245,3 +247,14 @@ def test_agent_of_a_node_registers_with_the_cloud(cloud, cluster):
     pid = node.agent_pid
     node.kill_agent()
     assert not linux.pid_alive(pid)
+
+
+def test_a_nodes_ovs_daemons_run_at_the_priority_ovs_ctl_gives_them(nodes):
+    """ovsdb-server and ovs-vswitchd at nice -10, as Open vSwitch's ovs-ctl starts them: on a
+    busy node every OpenFlow request waits for ovs-vswitchd's main loop (issue 11, density)."""
+    assert PRIORITY == -10
+    for node in nodes:
+        for daemon in DAEMONS:
+            pid = node.ovs.pid(daemon)
+            assert pid is not None, daemon
+            assert os.getpriority(os.PRIO_PROCESS, pid) == PRIORITY, daemon

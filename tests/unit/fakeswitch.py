@@ -394,6 +394,7 @@ class FakeSwitch:
         self.bridges: dict[str, FakeBridge] = {}
         self.conntrack: set[tuple] = set()        # (zone, proto, src, dst, sport, dport)
         self.fail_next_bundle: str | None = None  # make the next bundle fail (error path)
+        self.diffs = 0                            # bridges compared (Ofctl.diff)
         self.bundles: list[tuple[str, list[str]]] = []
 
     def bridge(self, name: str) -> FakeBridge:
@@ -646,6 +647,26 @@ class FakeOfctl:
 
     def cookies(self) -> set[int]:
         return {e.cookie for e in self.switch.bridge(self.bridge).flows.values()}
+
+    def diff(self, specs: list[str]) -> tuple[list[tuple[str, int]], list[str]]:
+        """``Ofctl.diff`` on the fake bridge: (flows on it not wanted as they are, as
+        ``table=…,priority=…,match`` and cookie; wanted flows missing or different, as specs)."""
+        self.switch.diffs += 1
+        flows = self.switch.bridge(self.bridge).flows
+        wanted: dict = {}               # key → (entry, spec)
+        for spec in specs:
+            one = FakeBridge(self.switch, "(wanted)")
+            one.apply(f"add {spec}")
+            (key, entry), = one.flows.items()
+            wanted[key] = (entry, spec)
+        same = lambda a, b: (a.actions, a.cookie) == (b.actions, b.cookie)
+        extra = [(f"table={e.table},priority={e.priority}"
+                  + (f",{e.match_text}" if e.match_text else ""), e.cookie)
+                 for key, e in flows.items()
+                 if key not in wanted or not same(e, wanted[key][0])]
+        missing = [spec for key, (e, spec) in wanted.items()
+                   if key not in flows or not same(e, flows[key])]
+        return extra, missing
 
     def flush_conntrack(self, zone: int) -> None:
         self.switch.flush_conntrack(zone)

@@ -157,8 +157,9 @@ def is_firewalled(port: FwPort, enable_security_group: bool = True) -> bool:
 
 def firewall_flows(ports: Sequence[FwPort], security_groups: Groups,
                    remote_groups: RemoteGroups,
-                   enable_security_group: bool = True) -> list[Flow]:
-    """Every flow of tables 60, 71-73, 81-82, 91-93 and the VIF flows of table 0."""
+                   enable_security_group: bool = True, ordered: bool = True) -> list[Flow]:
+    """Every flow of tables 60, 71-73, 81-82, 91-93 and the VIF flows of table 0 (sorted
+    unless not ``ordered``: the agent's applier diffs by key and needs no order)."""
     flows: list[Flow] = list(_skeleton())
     # a port with a malformed MAC or address gets no flows: table 0 drops its traffic
     ports = sorted((p for p in ports if p.ofport > 0 and _well_formed(p)),
@@ -174,9 +175,11 @@ def firewall_flows(ports: Sequence[FwPort], security_groups: Groups,
                               _port_cookie(port)))
     flows += _delivery_flows(firewalled)
     flows += _rule_flows(firewalled, security_groups, remote_groups)
-    return sort_flows(merge_conjunctions(flows))
+    merged = merge_conjunctions(flows)
+    return sort_flows(merged) if ordered else merged
 
 
+@functools.lru_cache(maxsize=16384)
 def _well_formed(port: FwPort) -> bool:
     """Whether every MAC and address of the port can enter a flow as it is."""
     macs = [port.mac, *(mac for _, mac in port.allowed_address_pairs if mac)]
@@ -253,6 +256,7 @@ def link_local(mac: str) -> str:
     return str(ipaddress.IPv6Address(value))
 
 
+@functools.lru_cache(maxsize=65536)
 def _address_text(value: str) -> tuple[int, str] | None:
     """(IP version, text as dump-flows prints it) of an address or CIDR; None if invalid."""
     try:
@@ -348,23 +352,28 @@ def _delivery_flows(firewalled: Sequence[FwPort]) -> list[Flow]:
     flows = []
     seen = set()
     for port in firewalled:   # sorted by ofport
-        cookie = _port_cookie(port)
-        z = port.lvid
-        load = f"set_field:{port.ofport:#x}->reg5"
-        for mac in port_macs(port):
-            if (z, mac) in seen:
+        for mac, delivery in _port_delivery(port):
+            if (port.lvid, mac) in seen:
                 continue
-            seen.add((z, mac))
-            flows.append(Flow(TRANSIENT, PRI_DELIVER_TAGGED,
-                              f"reg6={z:#x},dl_vlan={z},dl_dst={mac}",
-                              f"{load},pop_vlan,resubmit(,{BASE_INGRESS})", cookie))
-            flows.append(Flow(TRANSIENT, PRI_DELIVER_UNTAGGED,
-                              f"reg6={z:#x},{UNTAGGED},dl_dst={mac}",
-                              f"{load},resubmit(,{BASE_INGRESS})", cookie))
-            flows.append(Flow(ACCEPT_OR_INGRESS, PRI_LOCAL_DELIVERY,
-                              f"reg6={z:#x},dl_dst={mac}",
-                              f"{load},resubmit(,{BASE_INGRESS})", cookie))
+            seen.add((port.lvid, mac))
+            flows += delivery
     return flows
+
+
+@functools.lru_cache(maxsize=16384)
+def _port_delivery(port: FwPort) -> tuple[tuple[str, tuple[Flow, ...]], ...]:
+    """(MAC, its three delivery flows) for each MAC of a port, once per port."""
+    cookie = _port_cookie(port)
+    z = port.lvid
+    load = f"set_field:{port.ofport:#x}->reg5"
+    return tuple((mac, (
+        Flow(TRANSIENT, PRI_DELIVER_TAGGED, f"reg6={z:#x},dl_vlan={z},dl_dst={mac}",
+             f"{load},pop_vlan,resubmit(,{BASE_INGRESS})", cookie),
+        Flow(TRANSIENT, PRI_DELIVER_UNTAGGED, f"reg6={z:#x},{UNTAGGED},dl_dst={mac}",
+             f"{load},resubmit(,{BASE_INGRESS})", cookie),
+        Flow(ACCEPT_OR_INGRESS, PRI_LOCAL_DELIVERY, f"reg6={z:#x},dl_dst={mac}",
+             f"{load},resubmit(,{BASE_INGRESS})", cookie)))
+        for mac in port_macs(port))
 
 
 # --- rules ------------------------------------------------------------------------------------
@@ -410,6 +419,17 @@ def protocol_number(protocol: str | int | None, ethertype: str) -> int | None:
 def rule_matches(rule: SecurityGroupRule) -> list[str]:
     """The matches of one rule, without its remote group (each one a flow of the rule's
     clause). [] when the rule cannot apply (bad protocol, prefix of the other family...)."""
+    return list(_rule_matches(rule))
+
+
+@functools.lru_cache(maxsize=16384)
+def _rule_matches(rule: SecurityGroupRule) -> tuple[str, ...]:
+    """rule_matches, once per rule (records are frozen): a pass asks it for every port of
+    every group the rule is in."""
+    return tuple(_compute_rule_matches(rule))
+
+
+def _compute_rule_matches(rule: SecurityGroupRule) -> list[str]:
     ethertype = rule.ethertype or "IPv4"
     v6 = ethertype == "IPv6"
     try:
@@ -460,6 +480,13 @@ def conj_id(key: tuple) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
 
 
+@functools.lru_cache(maxsize=65536)
+def _port_clause(table: int, port: FwPort, ident: int, clauses: int) -> Flow:
+    """A port's clause of a conjunction (clause 1: the packet is the port's)."""
+    return Flow(table, PRI_RULE, f"reg5={port.ofport:#x}", f"conjunction({ident},1/{clauses})",
+                _port_cookie(port))
+
+
 def _rule_flows(firewalled: Sequence[FwPort], security_groups: Groups,
                 remote_groups: RemoteGroups) -> list[Flow]:
     # conjunction key (sg, remote group or "", direction, ethertype) → ports, rules
@@ -474,7 +501,7 @@ def _rule_flows(firewalled: Sequence[FwPort], security_groups: Groups,
                 ethertype = rule.ethertype or "IPv4"
                 if direction not in ("ingress", "egress") or ethertype not in ("IPv4", "IPv6"):
                     continue
-                matches = rule_matches(rule)
+                matches = _rule_matches(rule)
                 if not matches:
                     continue
                 key = (sg_id, rule.remote_group_id or "", direction, ethertype)
@@ -508,9 +535,7 @@ def _rule_flows(firewalled: Sequence[FwPort], security_groups: Groups,
                     addresses.append(f"{proto},{field}={parsed[1]}")
             if not addresses:
                 continue          # no member: the conjunction can never match
-        for port in ports:
-            flows.append(Flow(table, PRI_RULE, f"reg5={port.ofport:#x}",
-                              f"conjunction({ident},1/{clauses})", _port_cookie(port)))
+        flows += [_port_clause(table, port, ident, clauses) for port in ports]
         members_cookie = owner_cookie(KIND_SG_MEMBERS, remote or 0)
         for match in sorted(set(addresses)):
             flows.append(Flow(table, PRI_RULE, match, f"conjunction({ident},2/{clauses})",

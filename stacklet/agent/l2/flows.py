@@ -127,6 +127,12 @@ def merge_conjunctions(flows: list[Flow]) -> list[Flow]:
     ``conjunction(...)`` actions into one flow carrying all of them (sorted, so the result does
     not depend on input order). The first cookie in sorted order owns the merged flow.
     Flows with the same key and other actions are a compiler bug: ValueError."""
+    return list(merged_by_key(flows).values())
+
+
+def merged_by_key(flows: Iterable[Flow]) -> dict[tuple[int, int, str], Flow]:
+    """``merge_conjunctions`` as a dict from each flow's key to the flow (what the applier
+    diffs), built in one pass over the node's flows."""
     first: dict[tuple[int, int, str], Flow] = {}
     shared: dict[tuple[int, int, str], list[Flow]] = {}
     for flow in flows:
@@ -134,13 +140,9 @@ def merge_conjunctions(flows: list[Flow]) -> list[Flow]:
         seen = first.setdefault(key, flow)
         if seen is not flow:
             shared.setdefault(key, [seen]).append(flow)
-    if not shared:              # the common case: nothing to fold
-        return list(first.values())
-    merged = []
-    for key, flow in first.items():
-        group = shared.get(key)
-        merged.append(flow if group is None else _merge(key, group))
-    return merged
+    for key, group in shared.items():   # usually none
+        first[key] = _merge(key, group)
+    return first
 
 
 def _merge(key: tuple[int, int, str], group: list[Flow]) -> Flow:

@@ -28,7 +28,7 @@ from stacklet.agent.l2.flows import (
     GENERATION_SHIFT,
     LEARNED_GENERATION,
     Flow,
-    merge_conjunctions,
+    merged_by_key,
     renderable,
 )
 
@@ -36,6 +36,9 @@ GENERATION_MASK = 0xFFFF << GENERATION_SHIFT
 
 LOG = logging.getLogger(__name__)
 COOKIE = re.compile(r"cookie=(0x[0-9a-f]+)")
+# what diff-flows prints beside a flow's table, priority and match (not part of its key)
+DIFF_ATTRIBUTES = {"idle_timeout", "hard_timeout", "importance", "send_flow_rem",
+                   "check_overlap", "reset_counts", "no_packet_counts", "no_byte_counts"}
 
 
 class OfctlError(Exception):
@@ -52,10 +55,10 @@ class Ofctl:
         if run_dir:
             self.env["OVS_RUNDIR"] = run_dir
 
-    def run(self, *args: str, stdin: str | None = None) -> str:
+    def run(self, *args: str, stdin: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
         proc = subprocess.run(["ovs-ofctl", "-O", "OpenFlow14", *args], input=stdin, check=False,
                               capture_output=True, text=True, env=self.env, timeout=60)
-        if proc.returncode != 0:
+        if proc.returncode not in ok:
             raise OfctlError(f"ovs-ofctl {' '.join(args[:2])} {self.bridge}: "
                              f"{proc.stderr.strip()[:2000]}")
         return proc.stdout
@@ -68,6 +71,33 @@ class Ofctl:
         out = self.run("dump-flows", "--no-stats", self.bridge, *match)
         return [line.strip() for line in out.splitlines()
                 if line.strip() and not line.startswith(("OFPST", "NXST"))]
+
+    def diff(self, specs: list[str]) -> tuple[list[tuple[str, int]], list[str]]:
+        """The bridge against the flows ``specs`` (``ovs-ofctl diff-flows``: the bridge is
+        dumped and both sides are compared as OpenFlow, not as text): (flows on the bridge
+        that are not wanted as they are — their ``table=…,priority=…,match`` and cookie —,
+        wanted flows missing or different on the bridge, as ``add`` specs)."""
+        # exit status 2: differences found
+        out = self.run("diff-flows", self.bridge, "/dev/stdin", stdin="\n".join(specs) + "\n",
+                       ok=(0, 2))
+        extra, missing = [], []
+        for line in out.splitlines():
+            sign, text = line[:1], line[1:].strip()
+            if sign not in "+-" or not text:
+                continue
+            head, _, actions = text.partition(" actions=")
+            fields, cookie = [], 0
+            for part in head.replace(" ", ",").split(","):
+                name, _, value = part.partition("=")
+                if name == "cookie":
+                    cookie = int(value, 16)
+                elif part and name not in DIFF_ATTRIBUTES:
+                    fields.append(part)
+            if sign == "-":
+                extra.append((",".join(fields), cookie))
+            else:
+                missing.append(f"{','.join(fields)},cookie={cookie:#x},actions={actions}")
+        return extra, missing
 
     def cookies(self) -> set[int]:
         return {int(m.group(1), 16) for line in self.dump() if (m := COOKIE.search(line))}
@@ -98,12 +128,27 @@ class FlowTable:
             sorted(set(stale_generations) - {generation})
         self.installed: dict[tuple[int, int, str], Flow] | None = None   # None: unknown
 
-    def sync(self, desired: Iterable[Flow], first: Iterable[str] = ()) -> int:
+    def sync(self, desired: Iterable[Flow], first: Iterable[str] = (),
+             verify: bool = False) -> int:
         """Make the bridge's flows the desired ones; returns the number of flow mods sent.
-        first: flow mods (ovs-ofctl lines) to send before, in the same bundle."""
-        flows = {f.key: f for f in merge_conjunctions(renderable(desired))}
+        first: flow mods (ovs-ofctl lines) to send before, in the same bundle.
+        verify: compare the whole bridge with the desired flows (``Ofctl.diff``) and send
+        only what differs — a flow missing or changed is written again, a flow not wanted
+        is deleted, whatever its cookie, except the learned ones (the periodic resync: on a
+        node with hundreds of ports rewriting every flow kept ovs-vswitchd and the agent busy
+        for seconds, and every port plugged meanwhile waited)."""
+        flows = merged_by_key(renderable(desired))
         lines = list(first)
-        if self.installed is None:
+        before = len(lines)
+        if verify and self.installed is not None:
+            extra, missing = self.ofctl.diff([f.spec(self.generation) for f in flows.values()])
+            lines += [f"delete_strict {match}" for match, cookie in extra
+                      if cookie >> GENERATION_SHIFT != LEARNED_GENERATION]
+            lines += [f"add {spec}" for spec in missing]
+            if len(lines) > before:
+                LOG.warning("%s: %d flows differed from the wanted ones: repaired",
+                            self.ofctl.bridge, len(lines) - before)
+        elif self.installed is None:
             lines += [f"add {f.spec(self.generation)}" for f in flows.values()]
             if self.stale_generations is None:
                 stale = {0, *(c >> GENERATION_SHIFT for c in self.ofctl.cookies())}

@@ -67,12 +67,15 @@ class OvsPort:
 
 class _NotifyingIdl(connection.OvsdbIdl):
     on_change: Callable[[], None] | None = None
+    changed: set | None = None      # uuids of Port/Interface rows changed since the last read
 
     def cooperative_yield(self):
         """ovsdbapp sleeps(0) after every row it loads, for eventlet; the agent uses threads,
         and 2,000 sleeps cost 130 ms of a busy node's start."""
 
     def notify(self, event, row, updates=None):
+        if self.changed is not None and row._table.name in ("Port", "Interface"):
+            self.changed.add(row.uuid)
         if self.on_change is not None and row._table.name in WATCHED:
             self.on_change()
 
@@ -86,7 +89,12 @@ class Ovsdb:
             helper.register_columns(table, columns)
         idl = _NotifyingIdl(connection_string, helper)
         idl.on_change = on_change
+        idl.changed = set()
         self._idl = idl
+        # bridge_ports' OvsPort per Port row uuid, rebuilt only for rows changed since (a
+        # 500-port br-int cost 30-60 ms to read whole on a busy node, at every pass)
+        self._port_cache: dict = {}
+        self._iface_port: dict = {}     # Interface row uuid → its Port row uuid
         self.conn = connection.Connection(idl=idl, timeout=timeout)
         self.api = impl_idl.OvsdbIdl(self.conn)   # starts the connection thread
 
@@ -124,18 +132,40 @@ class Ovsdb:
                     if b._data is not None}
 
     def bridge_ports(self, bridge: str) -> list[OvsPort]:
-        """Every port of a bridge (one interface each) with its ofport, ids and tag."""
+        """Every port of a bridge (one interface each) with its ofport, ids and tag. The
+        OvsPorts are shared with later reads: treat them as read-only."""
         with self.conn.lock:
+            changed, self._idl.changed = self._idl.changed, set()
+            for uuid in changed:
+                self._port_cache.pop(self._iface_port.pop(uuid, uuid), None)
+            br = self._bridge(bridge)
+            if br is None:
+                return []
             result = []
-            for port, iface in self._ports_of(bridge):
+            ports = self._idl.tables["Port"].rows
+            ifaces = self._idl.tables["Interface"].rows
+            for port_uuid in _set(br, "ports"):
+                cached = self._port_cache.get(port_uuid)
+                if cached is not None:
+                    result.append(cached)
+                    continue
+                port = ports.get(port_uuid)
+                if port is None or port._data is None:
+                    continue
+                iface_uuids = _set(port, "interfaces")
+                iface = ifaces.get(iface_uuids[0]) if iface_uuids else None
+                if iface is None or iface._data is None:
+                    continue
                 ids = _map(iface, "external_ids")
-                result.append(OvsPort(name=_scalar(port, "name"),
-                                      ofport=_scalar(iface, "ofport", -1),
-                                      iface_id=ids.get("iface-id"),
-                                      mac=(ids.get("attached-mac") or "").lower() or None,
-                                      tag=_scalar(port, "tag"),
-                                      other_config=_map(port, "other_config"),
-                                      external_ids=ids, type=_scalar(iface, "type", "")))
+                entry = OvsPort(name=_scalar(port, "name"), ofport=_scalar(iface, "ofport", -1),
+                                iface_id=ids.get("iface-id"),
+                                mac=(ids.get("attached-mac") or "").lower() or None,
+                                tag=_scalar(port, "tag"),
+                                other_config=_map(port, "other_config"),
+                                external_ids=ids, type=_scalar(iface, "type", ""))
+                self._port_cache[port_uuid] = entry
+                self._iface_port[iface_uuids[0]] = port_uuid
+                result.append(entry)
             return result
 
     def ofports(self, bridge: str) -> dict[str, int]:

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from stacklet.agent.l2 import br_int, br_phys, br_tun, firewall
 from stacklet.agent.l2.flows import (
@@ -98,6 +98,15 @@ class L2Config:
         }
 
 
+def l2_view(snapshot: Snapshot) -> tuple:
+    """What of a snapshot this role's flows and tags depend on: not the ports' status and
+    revision (a port going ACTIVE changes the snapshot, not the node), nor the other roles'
+    parts (DHCP, routers, instances)."""
+    return (tuple(replace(p, status="", revision_number=0) for p in snapshot.ports),
+            snapshot.networks, snapshot.security_groups, snapshot.remote_groups,
+            snapshot.tunnels, snapshot.l2pop)
+
+
 @dataclass
 class SyncResult:
     wired: set[str] = field(default_factory=set)       # port ids with flows installed
@@ -116,12 +125,17 @@ class OvsRole:
         self.tables: dict[str, FlowTable] = {}
         self._swept: set[str] = set()   # bridges whose old generations are gone
         self._renew = False             # start a new generation at the next pass
+        self._verify = False            # compare every bridge with its flows at the next pass
         self._fresh_lvids: set[int] = set()   # given to a network, old state not cleared yet
         self.lvids: dict[str, int] = {}
         self.generation = 0
         self.ofctl = ofctl              # (bridge, run dir) -> Ofctl; a fake switch in tests
         # the userspace datapath's tunnel neighbour cache, filled for every peer (underlay.py)
         self.neighbors = neighbors
+        # (snapshot, what of it the flows depend on, what else the last pass read, its
+        # result): a pass whose inputs are the same sends nothing, and is skipped before
+        # computing every flow of the node again
+        self._last: tuple[Snapshot, tuple, tuple, SyncResult] | None = None
 
     # -- bridges ------------------------------------------------------------------------------
 
@@ -230,6 +244,12 @@ class OvsRole:
             return False
         return not table.ofctl.dump(f"table={CANARY}")
 
+    def verify_flows(self) -> None:
+        """The periodic resync: the next pass compares every bridge with the flows wanted
+        and repairs what differs (a flow deleted, changed or added behind the agent's back),
+        without rewriting the others. Touches nothing now."""
+        self._verify = True
+
     def forget_flows(self) -> None:
         """What is on the bridges is no longer known (periodic resync, failed pass): the next
         pass starts a new generation, rewrites every flow and sweeps the others atomically.
@@ -243,10 +263,18 @@ class OvsRole:
         clock = time.monotonic()
         if self._renew:
             self._begin_generation()
+        verify, self._verify = self._verify, False
         ports = {p.id: p for p in snapshot.ports}
         networks = snapshot.networks
         ovs_ports = self.ovsdb.bridge_ports(c.integration_bridge)
         vifs = [p for p in ovs_ports if p.iface_id and p.type != "patch"]
+        last = self._last
+        if not verify and last is not None and last[2] == self._inputs(ovs_ports) and \
+                (last[0] is snapshot or last[1] == l2_view(snapshot)):
+            return SyncResult(wired=set(last[3].wired), plugged={
+                v.iface_id for v in vifs if v.iface_id in ports},
+                timings={"read": time.monotonic() - clock})
+        self._last = None
 
         result = SyncResult()
 
@@ -270,7 +298,7 @@ class OvsRole:
         lap("read")
         self._allocate_lvids({net.id for _, _, net in live})
         nets = [self._local_net(networks[n]) for n in sorted(self.lvids) if n in networks]
-        self._set_tags(vifs, {vif.name: (port, net) for vif, port, net in live})
+        tagged = self._set_tags(vifs, {vif.name: (port, net) for vif, port, net in live})
         lap("tags")
 
         plan = self._plan(snapshot, nets, ovs_ports)
@@ -286,23 +314,64 @@ class OvsRole:
             device_owner=port.device_owner) for vif, port, net in live]
         int_flows = br_int.flows(plan) + firewall.firewall_flows(
             fw_ports, snapshot.security_groups, snapshot.remote_groups,
-            enable_security_group=c.enable_security_group)
+            enable_security_group=c.enable_security_group, ordered=False)
         lap("compute")
         reused = self._clear_reused()
-        result.flow_mods += self.tables[c.integration_bridge].sync(int_flows)
+        result.flow_mods += self.tables[c.integration_bridge].sync(int_flows, verify=verify)
         if c.tunnelling:
             result.flow_mods += self.tables[c.tunnel_bridge].sync(br_tun.flows(plan),
-                                                                  first=reused)
+                                                                  first=reused, verify=verify)
         self._fresh_lvids.clear()
         for physnet, bridge in c.bridge_mappings.items():
-            result.flow_mods += self.tables[bridge].sync(br_phys.flows(plan, physnet))
+            result.flow_mods += self.tables[bridge].sync(br_phys.flows(plan, physnet),
+                                                         verify=verify)
         lap("flows")
+        if verify:
+            LOG.info("resync: bridges compared with the wanted flows, %d flow mods sent",
+                     result.flow_mods)
         for bridge in self.tables:
             if bridge not in self._swept:
                 self._record_generations(bridge, [self.generation])
                 self._swept.add(bridge)
         result.wired = {port.id for _, port, _ in live}
+        # What the next pass will read if nothing changes meanwhile: br-int's ports as read,
+        # with the tags this pass wrote (not waiting for OVSDB to echo them), the other
+        # bridges as they are now (a tunnel port just added has no ofport yet: the pass that
+        # sees it get one differs, and runs).
+        inputs = self._inputs(ovs_ports, tagged)
+        self._last = None if inputs is None else \
+            (snapshot, l2_view(snapshot), inputs, result)
         return result
+
+    def _inputs(self, int_ports: list[OvsPort],
+                tagged: dict[str, tuple[int, dict]] | None = None) -> tuple | None:
+        """What a pass reads besides the snapshot, as a comparable value; None when the next
+        pass must run whatever it reads (a new generation, a reused local VLAN, a bridge not
+        swept yet). A VIF that has no ofport yet and sits on the dead VLAN with nothing set
+        (just plugged) changes nothing a pass would do: left out, so its arrival costs no
+        pass; its ofport brings it in."""
+        if self._renew or self._fresh_lvids or set(self.tables) - self._swept or \
+                any(t.installed is None for t in self.tables.values()):
+            return None
+        c = self.conf
+        ports = []
+        for p in int_ports:
+            tag, other = (tagged or {}).get(p.name, (p.tag, p.other_config))
+            if p.ofport <= 0 and tag == DEAD_VLAN and not other and p.iface_id and \
+                    p.type != "patch":
+                continue
+            ports.append((p.name, p.ofport, p.iface_id, tag, p.type,
+                          tuple(sorted(other.items()))))
+        others = []
+        if c.tunnelling:
+            others.append(tuple((p.name, p.ofport, p.type)
+                                for p in self.ovsdb.bridge_ports(c.tunnel_bridge)))
+            others.append(tuple(sorted((name, tuple(sorted(options.items())))
+                                       for name, options in
+                                       self.ovsdb.tunnel_ports(c.tunnel_bridge).items())))
+        for physnet, bridge in sorted(c.bridge_mappings.items()):
+            others.append(tuple(sorted(self.ovsdb.ofports(bridge).items())))
+        return (tuple(ports), tuple(others))
 
     # -- pieces of a pass ---------------------------------------------------------------------
 
@@ -341,7 +410,10 @@ class OvsRole:
                         physical_network=net.physical_network,
                         segmentation_id=net.segmentation_id, mtu=net.mtu)
 
-    def _set_tags(self, vifs: list[OvsPort], live: dict[str, tuple[Port, Network]]) -> None:
+    def _set_tags(self, vifs: list[OvsPort],
+                  live: dict[str, tuple[Port, Network]]) -> dict[str, tuple[int, dict]]:
+        """Each VIF's tag and other_config for its network (the dead VLAN when not live);
+        returns those written: port name → (tag, other_config)."""
         changes = []
         for vif in vifs:
             if vif.name in live:
@@ -356,6 +428,7 @@ class OvsRole:
             if vif.tag != tag or vif.other_config != other:
                 changes.append((vif.name, tag, other))
         self.ovsdb.set_port_tags(changes)
+        return {name: (tag, other) for name, tag, other in changes}
 
     def _plan(self, snapshot: Snapshot, nets: list[LocalNet],
               int_ports: list[OvsPort]) -> Plan:
