@@ -246,7 +246,7 @@ def write_config(data_dir: Path, port: int, extra: str = "") -> None:
     if "[agent]" not in extra:
         sections += TEST_AGENT_SECTION
     if "[compute]" not in extra:    # a VIF that never comes up fails a boot within the tests
-        sections += "[compute]\nvif_plugging_timeout = 25\n"
+        sections += "[compute]\nvif_plugging_timeout = 12\n"
     if "[ml2_type_vlan]" not in extra:    # the e2e nodes' provider network
         sections += "[ml2_type_vlan]\nnetwork_vlan_ranges = public,physnet1:100:199\n"
     if "create_demo_topology" not in default:   # API tests count what exists

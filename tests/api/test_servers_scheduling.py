@@ -19,7 +19,7 @@ from imgutil import upload as upload_image
 from netutil import uname
 
 # the test cloud's [compute] vif_plugging_timeout (tests/conftest.py) and a conductor pass
-VIF_TIMEOUT = 25 + 5
+VIF_TIMEOUT = 12 + 5
 
 pytestmark = pytest.mark.server_databases   # the capacity claim is a race the engine decides
 

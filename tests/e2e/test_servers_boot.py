@@ -33,7 +33,7 @@ from imgutil import upload as upload_image
 # server create → ACTIVE: the role's pass, the L2 pass that wires the VIF, dnsmasq's entry
 BOOTED = SETUP + 10
 # the vif_plugging_timeout of the test cloud (tests/conftest.py), plus a conductor pass
-VIF_TIMEOUT = 25 + APPLY
+VIF_TIMEOUT = 12 + APPLY
 
 
 @pytest.fixture(scope="module")
