@@ -53,6 +53,11 @@ def pytest_configure(config: pytest.Config) -> None:
     for category in ("OpenStackDeprecationWarning", "RemovedInSDK50Warning",
                      "RemovedInSDK60Warning"):
         config.addinivalue_line("filterwarnings", f"ignore::openstack.warnings.{category}")
+    # An OS_CLOUD / OS_CLIENT_CONFIG_FILE / OS_* of the shell that runs the suite (e.g. one
+    # set to use `make up`'s cloud) would be read by every in-process openstacksdk
+    # connection: the tests name their clouds themselves.
+    for name in [k for k in os.environ if k.startswith("OS_")]:
+        del os.environ[name]
     # `timeout` and CI runners stop tests with SIGTERM: turn it into an interrupt so fixture
     # finalizers still run and no stacklet server outlives the session
     if threading.current_thread() is threading.main_thread():
