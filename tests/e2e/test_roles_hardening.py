@@ -221,6 +221,18 @@ def test_a_deleted_default_route_and_address_come_back(world):
                     what="routing after the address came back")
 
 
+def test_a_deleted_router_namespace_is_made_again_and_routes(world):
+    """Deleting the namespace destroys its veths; the role makes them again with the same
+    names, and the userspace datapath must take the new devices (their OVS ports made again:
+    with the old ones it sent to the new device but never received from it)."""
+    node, ns = world["net_node"], world["ns"]
+    a, b = world["vms"]["a"], world["vms"]["b"]
+    assert a.ping(b.ip, count=1, timeout=NO_REPLY)
+    linux.run(node.node_command(["ip", "netns", "delete", ns]), check=True)
+    assert wait_for(lambda: a.ping(b.ip, count=1, timeout=NO_REPLY), REPAIR,
+                    what="routing through the router's namespace made again")
+
+
 def test_a_killed_dnsmasq_comes_back_and_rereads_its_files_unprivileged(world, cluster):
     api = world["api"]
     a = world["vms"]["a"]

@@ -237,6 +237,9 @@ class DhcpRole:
             tap_exists = False
         if not tap_exists:
             linux.run(["ip", "-n", ns, "link", "del", inner], check=False)
+            # an OVS port left from the old device: the userspace datapath would send to a
+            # new device of the same name but never receive from it again
+            linux.run([*self.vsctl, "--if-exists", "del-port", self.bridge, tap])
             linux.run(["ip", "link", "add", tap, "mtu", str(mtu), "type", "veth", "peer", "name",
                        inner, "mtu", str(mtu), "address", mac, "netns", ns])
             linux.run(["ethtool", "-K", tap, "tx", "off"], check=False)

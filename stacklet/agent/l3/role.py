@@ -238,6 +238,9 @@ class L3Role:
                 linux.run(["ip", "-n", ns, "link", "del", device.inner], check=False)
             if outer_left:
                 linux.run(["ip", "link", "del", device.outer], check=False)
+            # an OVS port left from the old device: the userspace datapath would send to a
+            # new device of the same name but never receive from it again
+            linux.run([*self.vsctl, "--if-exists", "del-port", self.bridge, device.outer])
             linux.run(["ip", "link", "add", device.outer, "mtu", mtu, "type", "veth",
                        "peer", "name", device.inner, "mtu", mtu, "address", device.mac,
                        "netns", ns])
