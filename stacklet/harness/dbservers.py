@@ -36,6 +36,26 @@ PASSWORD = "stacklet-test"
 START_TIMEOUT = 60.0
 
 
+
+def terminate(proc: subprocess.Popen | None, timeout: float = 30.0) -> None:
+    """SIGTERM to a server process we started; SIGKILL if it lingers past ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def crash(proc: subprocess.Popen | None) -> None:
+    """SIGKILL, as a crash would."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
 class DatabaseServerError(Exception):
     pass
 
@@ -194,21 +214,12 @@ class _Server:
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to the server's PID; SIGKILL if it lingers. Its data stays."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        terminate(proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (for fault tests); ``start()`` brings it back."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        crash(proc)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

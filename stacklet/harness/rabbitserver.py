@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from stacklet.harness.dbservers import crash, terminate
 
 USER = "stacklet"
 PASSWORD = "stacklet-test"
@@ -165,20 +166,11 @@ class RabbitServer:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the broker (and keep epmd, so a restart keeps its ports)."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        terminate(proc, timeout)
 
     def kill(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        crash(proc)
 
     def close(self) -> None:
         """Stop the broker and its epmd."""
