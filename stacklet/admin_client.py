@@ -1,5 +1,6 @@
 """The cloud admin's HTTP client for commands that ask the running server (``stacklet
-topology``, ``stacklet trace``): the ``stacklet-admin`` entry of the data directory's ``clouds.yaml``, a
+topology``, ``stacklet trace``) and for what ``stacklet up`` creates through the API (the demo
+topology, the default image): the ``stacklet-admin`` entry of the data directory's ``clouds.yaml``, a
 project-scoped token, JSON answers. Failures are ``AdminClientError`` with a sentence a user
 can act on (no clouds.yaml, server not answering, the API's own error message)."""
 
@@ -75,6 +76,17 @@ class AdminClient:
 
     def get(self, path: str, params: dict | None = None) -> Any:
         return self._send("GET", path, params=params).json()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any request; the answer's JSON body, or None when it has none (204)."""
+        answer = self._send(method, path, **kwargs)
+        return answer.json() if answer.content else None
+
+    def upload(self, path: str, source: Path, timeout: float = 300.0) -> None:
+        """PUT a file's bytes (an image's data), streamed."""
+        with open(source, "rb") as data:
+            self._send("PUT", path, content=data, timeout=timeout,
+                       headers={"Content-Type": "application/octet-stream"})
 
     def post(self, path: str, body: dict) -> Any:
         return self._send("POST", path, json=body).json()

@@ -116,8 +116,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is running (pid {child.pid}) at {conf.public_url}")
     node = _start_local_node(conf)
-    _demo_topology(conf, passwords, hold if node else False)
-    _default_image(conf, passwords)
+    _demo_topology(conf, hold if node else False)
+    _default_image(conf)
     _print_usage(conf)
     return EXIT_OK
 
@@ -170,8 +170,8 @@ def _confirm_running(conf: Config, proc: daemon.Managed, pid: int,
     bootstrap.write_client_files(conf, passwords)
     print(f"stacklet is already running (pid {pid}) at {conf.public_url}")
     node = _start_local_node(conf)
-    _demo_topology(conf, passwords, hold if node else False)
-    _default_image(conf, passwords)
+    _demo_topology(conf, hold if node else False)
+    _default_image(conf)
     _print_usage(conf)
     return EXIT_OK
 
@@ -199,13 +199,13 @@ def _start_local_node(conf: Config) -> bool:
     return True
 
 
-def _demo_topology(conf: Config, passwords: bootstrap.Passwords, hold: bool | None) -> None:
+def _demo_topology(conf: Config, hold: bool | None) -> None:
     """DevStack's public/private/router1 on first start; the host holds public's gateway
     unless _host_side said not to."""
     from stacklet import demo
 
     try:
-        done = demo.ensure(conf, passwords)
+        done = demo.ensure(conf)
     except Exception as exc:  # noqa: BLE001 - the cloud is usable without its demo
         print(f"warning: the demo topology was not created: {exc}", file=sys.stderr)
         return
@@ -223,12 +223,12 @@ def _demo_topology(conf: Config, passwords: bootstrap.Passwords, hold: bool | No
     print(demo.describe(done, held))
 
 
-def _default_image(conf: Config, passwords: bootstrap.Passwords) -> None:
+def _default_image(conf: Config) -> None:
     """The tiny guest image in Glance on first start (built into the image cache if needed)."""
     from stacklet.guest_images import register
 
     try:
-        done = register.ensure(conf, passwords)
+        done = register.ensure(conf)
     except Exception as exc:  # noqa: BLE001 - the cloud is usable without its image
         print(f"warning: the default image was not registered: {exc}", file=sys.stderr)
         return

@@ -21,11 +21,9 @@ import ipaddress
 import json
 import logging
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from stacklet import bootstrap
+from stacklet.admin_client import AdminClient
 from stacklet.config import Config
 
 LOG = logging.getLogger(__name__)
@@ -82,47 +80,23 @@ def recorded(data_dir: Path) -> dict | None:
         return None
 
 
-class _Client:
-    def __init__(self, conf: Config, password: str) -> None:
-        self.base = conf.public_url
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": bootstrap.ADMIN_USER, "password": password,
-            "domain": {"name": bootstrap.DOMAIN}}}},
-            "scope": {"project": {"name": bootstrap.ADMIN_PROJECT,
-                                  "domain": {"name": bootstrap.DOMAIN}}}}}
-        self.http = httpx.Client(base_url=self.base, timeout=30)
-        answer = self.http.post("/identity/v3/auth/tokens", json=body)
-        self._check(answer)
-        self.http.headers["X-Auth-Token"] = answer.headers["x-subject-token"]
-
-    @staticmethod
-    def _check(answer: httpx.Response) -> Any:
-        if answer.status_code >= 400:
-            raise DemoError(f"{answer.request.method} {answer.request.url.path}: "
-                            f"{answer.status_code} {answer.text[:300]}")
-        return answer.json() if answer.content else None
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._check(self.http.request(method, path, **kwargs))
-
-    def project_id(self, name: str) -> str:
-        projects = self.call("GET", "/identity/v3/projects", params={"name": name})["projects"]
-        if not projects:
-            raise DemoError(f"project {name!r} does not exist")
-        return projects[0]["id"]
-
-    def ensure(self, kind: str, plural: str, filters: dict, body: dict) -> dict:
-        """The resource matching filters, created with body when there is none."""
-        found = self.call("GET", f"/networking/v2.0/{plural}", params=filters)[plural]
-        if found:
-            return found[0]
-        return self.call("POST", f"/networking/v2.0/{plural}", json={kind: body})[kind]
-
-    def close(self) -> None:
-        self.http.close()
+def _project_id(client: AdminClient, name: str) -> str:
+    projects = client.call("GET", "/identity/v3/projects", params={"name": name})["projects"]
+    if not projects:
+        raise DemoError(f"project {name!r} does not exist")
+    return projects[0]["id"]
 
 
-def ensure(conf: Config, passwords: bootstrap.Passwords) -> dict | None:
+def _find_or_create(client: AdminClient, kind: str, plural: str, filters: dict,
+                    body: dict) -> dict:
+    """The resource matching filters, created with body when there is none."""
+    found = client.call("GET", f"/networking/v2.0/{plural}", params=filters)[plural]
+    if found:
+        return found[0]
+    return client.call("POST", f"/networking/v2.0/{plural}", json={kind: body})[kind]
+
+
+def ensure(conf: Config) -> dict | None:
     """Create the demo topology unless it was made before or is turned off; returns what the
     marker records (names, ids, addresses), or None when there is none."""
     done = recorded(conf.data_dir)
@@ -133,32 +107,31 @@ def ensure(conf: Config, passwords: bootstrap.Passwords) -> dict | None:
         LOG.info("no bridge mapping to br-ex: no demo topology")
         return None
     public_cidr, public_gateway, public_pool = public_addresses(conf.DEFAULT.demo_public_cidr)
-    client = _Client(conf, passwords.admin)
-    try:
-        demo = client.project_id(bootstrap.DEMO_PROJECT)
-        admin = client.project_id(bootstrap.ADMIN_PROJECT)
-        public = client.ensure("network", "networks",
+    with AdminClient(conf.data_dir) as client:
+        demo = _project_id(client, bootstrap.DEMO_PROJECT)
+        admin = _project_id(client, bootstrap.ADMIN_PROJECT)
+        public = _find_or_create(client, "network", "networks",
                                {"name": "public", "router:external": "true"},
                                {"name": "public", "router:external": True,
                                 "project_id": admin,
                                 "provider:network_type": "flat",
                                 "provider:physical_network": physnet})
-        public_subnet = client.ensure("subnet", "subnets",
+        public_subnet = _find_or_create(client, "subnet", "subnets",
                                       {"name": "public-subnet", "network_id": public["id"]},
                                       {"name": "public-subnet", "network_id": public["id"],
                                        "project_id": admin, "ip_version": 4,
                                        "cidr": public_cidr, "gateway_ip": public_gateway,
                                        "allocation_pools": [public_pool],
                                        "enable_dhcp": False})
-        private = client.ensure("network", "networks",
+        private = _find_or_create(client, "network", "networks",
                                 {"name": "private", "project_id": demo},
                                 {"name": "private", "project_id": demo})
-        private_subnet = client.ensure("subnet", "subnets",
+        private_subnet = _find_or_create(client, "subnet", "subnets",
                                        {"name": "private-subnet", "network_id": private["id"]},
                                        {"name": "private-subnet", "network_id": private["id"],
                                         "project_id": demo, "ip_version": 4,
                                         "cidr": PRIVATE_CIDR, "dns_nameservers": DNS})
-        router = client.ensure("router", "routers", {"name": "router1", "project_id": demo},
+        router = _find_or_create(client, "router", "routers", {"name": "router1", "project_id": demo},
                                {"name": "router1", "project_id": demo,
                                 "external_gateway_info": {"network_id": public["id"]}})
         interfaces = client.call("GET", "/networking/v2.0/ports", params={
@@ -167,8 +140,6 @@ def ensure(conf: Config, passwords: bootstrap.Passwords) -> dict | None:
             client.call("PUT", f"/networking/v2.0/routers/{router['id']}/add_router_interface",
                         json={"subnet_id": private_subnet["id"]})
         router = client.call("GET", f"/networking/v2.0/routers/{router['id']}")["router"]
-    finally:
-        client.close()
     gateway_ips = [ip["ip_address"] for ip in
                    (router.get("external_gateway_info") or {}).get("external_fixed_ips", [])]
     done = {

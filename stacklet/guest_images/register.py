@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from stacklet import bootstrap
+from stacklet.admin_client import AdminClient
 from stacklet.config import Config
 from stacklet.guest_images import tiny
 
@@ -33,31 +33,26 @@ def recorded(data_dir: Path) -> dict | None:
         return None
 
 
-def ensure(conf: Config, passwords: bootstrap.Passwords) -> dict | None:
+def ensure(conf: Config) -> dict | None:
     """Register the tiny image unless it was done before or is turned off (building it into
     the cache when it is not there yet); what the marker records."""
     done = recorded(conf.data_dir)
     if done is not None or not conf.DEFAULT.create_default_image:
         return done
     image = tiny.built() or tiny.build(log=LOG.info)
-    from stacklet.demo import _Client  # the admin's token, errors as DemoError
-
-    client = _Client(conf, passwords.admin)
-    try:
+    with AdminClient(conf.data_dir) as client:
         kernel = _ensure(client, f"{NAME}-kernel", image.kernel, "aki", "aki", {})
         ramdisk = _ensure(client, f"{NAME}-ramdisk", image.ramdisk, "ari", "ari", {})
         disk = _ensure(client, NAME, image.disk, "qcow2", "bare",
                        {**image.properties, "kernel_id": kernel, "ramdisk_id": ramdisk,
                         "min_ram": 128})
-    finally:
-        client.close()
     done = {"image_id": disk, "kernel_id": kernel, "ramdisk_id": ramdisk, "name": NAME}
     (conf.data_dir / MARKER).write_text(json.dumps(done, indent=2) + "\n")
     return done
 
 
-def _ensure(client, name: str, path: Path, disk_format: str, container_format: str,
-            extra: dict) -> str:
+def _ensure(client: AdminClient, name: str, path: Path, disk_format: str,
+            container_format: str, extra: dict) -> str:
     found = client.call("GET", "/image/v2/images", params={"name": name})["images"]
     if found:
         image = found[0]
@@ -66,10 +61,7 @@ def _ensure(client, name: str, path: Path, disk_format: str, container_format: s
             "name": name, "disk_format": disk_format, "container_format": container_format,
             "visibility": "public", **extra})
     if image["status"] == "queued":
-        with open(path, "rb") as data:
-            client.http.put(f"/image/v2/images/{image['id']}/file", content=data,
-                            headers={"Content-Type": "application/octet-stream"},
-                            timeout=300).raise_for_status()
+        client.upload(f"/image/v2/images/{image['id']}/file", path)
     return image["id"]
 
 

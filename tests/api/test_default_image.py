@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from stacklet import bootstrap, config
+from stacklet import config
 from stacklet.guest_images import register, tiny
 
 
@@ -20,6 +20,7 @@ def conf(cloud, tmp_path):
     conf = config.load(cloud.data_dir)
     conf.set("DEFAULT", "create_default_image", True)
     conf.data_dir = tmp_path
+    shutil.copy(cloud.clouds_yaml, tmp_path / "clouds.yaml")   # the admin's login
     return conf
 
 
@@ -35,10 +36,9 @@ def md5(path) -> str:
 
 
 def test_first_start_registers_the_tiny_image_once(cloud, conf):
-    passwords = bootstrap.ensure_passwords(cloud.data_dir)
     built = tiny.build()
     try:
-        done = register.ensure(conf, passwords)
+        done = register.ensure(conf)
         (disk,) = images_named(cloud, "stacklet-tiny")
         (kernel,) = images_named(cloud, "stacklet-tiny-kernel")
         (ramdisk,) = images_named(cloud, "stacklet-tiny-ramdisk")
@@ -58,12 +58,12 @@ def test_first_start_registers_the_tiny_image_once(cloud, conf):
         assert disk["checksum"] == md5(built.disk)
         # never again for this data dir: an image the operator deleted stays deleted
         cloud.request("DELETE", f"/image/v2/images/{disk['id']}", token=cloud.admin_token)
-        assert register.ensure(conf, passwords) == done
+        assert register.ensure(conf) == done
         assert images_named(cloud, "stacklet-tiny") == []
         # turned off: nothing
         conf.set("DEFAULT", "create_default_image", False)
         (conf.data_dir / register.MARKER).unlink()
-        assert register.ensure(conf, passwords) is None
+        assert register.ensure(conf) is None
         assert images_named(cloud, "stacklet-tiny") == []
     finally:
         for name in ("stacklet-tiny", "stacklet-tiny-kernel", "stacklet-tiny-ramdisk"):
