@@ -49,6 +49,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "server_databases: the module's tests that use `cloud` run on SQLite, "
         "PostgreSQL and MariaDB (tests/database_backends.py)")
+    config.addinivalue_line(
+        "markers", "sqlite_only: in a server_databases module, a test whose subject does not "
+        "depend on the database engine (a timeout, a node's report): it runs on SQLite only")
     # openstacksdk's deprecation notices about its own internals are not ours to fix
     for category in ("OpenStackDeprecationWarning", "RemovedInSDK50Warning",
                      "RemovedInSDK60Warning"):
@@ -62,6 +65,24 @@ def pytest_configure(config: pytest.Config) -> None:
     # finalizers still run and no stacklet server outlives the session
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+_MODULE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::", 1)[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Where the suite's time goes: the slowest modules (setup + call + teardown)."""
+    slowest = sorted(_MODULE_SECONDS.items(), key=lambda kv: kv[1], reverse=True)[:15]
+    if len(_MODULE_SECONDS) < 5:
+        return
+    terminalreporter.write_sep("-", "slowest modules")
+    for module, seconds in slowest:
+        terminalreporter.write_line(f"{seconds:8.1f}s {module}")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -142,7 +163,8 @@ def _runs_on_server_databases(metafunc: pytest.Metafunc) -> bool:
     import database_backends
 
     module = Path(str(metafunc.definition.fspath)).name
-    if metafunc.definition.name.startswith(database_backends.SQLITE_ONLY_PREFIX):
+    if (metafunc.definition.name.startswith(database_backends.SQLITE_ONLY_PREFIX)
+            or metafunc.definition.get_closest_marker("sqlite_only") is not None):
         return False
     return (module in database_backends.SERVER_DATABASE_MODULES
             or metafunc.definition.get_closest_marker(database_backends.MARKER) is not None)
