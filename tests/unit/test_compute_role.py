@@ -112,6 +112,18 @@ def test_spawns_what_is_missing_with_the_cached_image(tmp_path):
     assert driver.calls == [("spawn", UUID)] and fetched == ["img"]   # nothing to do now
 
 
+def test_a_driver_without_images_never_fetches_one(tmp_path):
+    driver = FakeDriver()
+    driver.uses_images = False        # as the netns driver: no disk, kernel or ramdisk
+    r, driver, fetched = role(tmp_path, driver)
+    r.sync((instance(image=c.InstanceImage("img", "raw", size=3, checksum="x",
+                                                       properties={"kernel_id": "k",
+                                                                   "ramdisk_id": "r"}),),))
+    assert driver.calls == [("spawn", UUID)] and fetched == []
+    spec = driver.specs[UUID]
+    assert (spec.image.id, spec.image.path, spec.image.kernel) == ("img", None, None)
+
+
 def test_destroys_what_the_snapshot_no_longer_has(tmp_path):
     r, driver, _ = role(tmp_path)
     driver.states[OTHER] = POWER_RUNNING

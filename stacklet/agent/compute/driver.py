@@ -83,6 +83,7 @@ class InstanceState:
 
 class Driver(Protocol):
     name: str
+    uses_images: bool   # False: the role never fetches an image's data for this driver
 
     def instances(self) -> dict[str, InstanceState]:
         """Every instance this driver has on the node (running or not), by uuid."""

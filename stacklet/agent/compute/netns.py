@@ -85,6 +85,7 @@ def start_time(pid: int) -> str | None:
 
 class NetnsDriver:
     name = "netns"
+    uses_images = False   # a namespace boots no disk: images are never fetched
 
     def __init__(self, conf: Any = None, ovsdb_connection: str = "",
                  state_dir: Path | str = "/var/lib/stacklet/instances") -> None:

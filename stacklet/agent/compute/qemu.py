@@ -74,6 +74,7 @@ def _option(conf: Any, name: str, default: Any) -> Any:
 
 class QemuDriver:
     name = "qemu"
+    uses_images = True
 
     def __init__(self, conf: Any, ovsdb_connection: str, state_dir: Path,
                  vnc: Vnc | None = None) -> None:

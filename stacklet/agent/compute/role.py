@@ -236,6 +236,9 @@ class ComputeRole:
         if image is None:
             return Image(id="", path=None)
         props = dict(image.properties)
+        if not getattr(self.driver, "uses_images", True):    # netns: no disk, no kernel
+            return Image(id=image.id, path=None, disk_format=image.disk_format or "raw",
+                         properties=props)
         kernel = self.images.get(props["kernel_id"]) if props.get("kernel_id") else None
         ramdisk = self.images.get(props["ramdisk_id"]) if props.get("ramdisk_id") else None
         path = self.images.get(image.id, image.checksum) if image.size else None
