@@ -39,6 +39,69 @@ COOKIE = re.compile(r"cookie=(0x[0-9a-f]+)")
 # what diff-flows prints beside a flow's table, priority and match (not part of its key)
 DIFF_ATTRIBUTES = {"idle_timeout", "hard_timeout", "importance", "send_flow_rem",
                    "check_overlap", "reset_counts", "no_packet_counts", "no_byte_counts"}
+# OpenFlow 1.0 actions that ovs-vswitchd keeps (and dumps) in their OpenFlow 1.4 form
+MOD_DL = {"mod_dl_src": "eth_src", "mod_dl_dst": "eth_dst"}
+VLAN_CFI = 0x1000
+
+
+def _split_actions(actions: str) -> list[str]:
+    """An action list split at its top-level commas (``learn(…,…)`` stays one action)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(actions):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(actions[start:i])
+            start = i + 1
+    parts.append(actions[start:])
+    return parts
+
+
+def _tagged(match: str) -> bool:
+    """Whether the match says the packet carries a VLAN header (``dl_vlan=``, or a
+    ``vlan_tci`` whose value has the CFI bit: what ovs-ofctl encodes ``mod_vlan_vid`` by)."""
+    for part in match.split(","):
+        name, _, value = part.partition("=")
+        if name == "dl_vlan":
+            return True
+        if name == "vlan_tci":
+            return bool(int(value.split("/")[0], 0) & VLAN_CFI)
+    return False
+
+
+def normal_spec(spec: str) -> str:
+    """A flow spec with its actions as ovs-vswitchd dumps them under OpenFlow 1.4, so that
+    ``diff-flows`` compares like with like: ``strip_vlan`` is ``pop_vlan``, ``mod_dl_src:M``
+    ``set_field:M->eth_src``, and ``mod_vlan_vid:N`` ``set_field:4096|N->vlan_vid`` —
+    after a ``push_vlan:0x8100`` when the packet has no VLAN header at that point (the match
+    does not say it has one, or an earlier action popped it). Without this, every periodic
+    resync found each such flow "different" and rewrote it (the all-in-one's flat network on
+    br-int and br-ex, its VXLAN network on br-tun, every ARP responder entry)."""
+    head, sep, actions = spec.partition(",actions=")
+    if not sep or not ("vlan" in actions or "mod_dl_" in actions):
+        return spec
+    tagged = _tagged(head)
+    out = []
+    for action in _split_actions(actions):
+        name, _, arg = action.partition(":")
+        if name == "mod_vlan_vid":
+            if not tagged:
+                out.append("push_vlan:0x8100")
+            out.append(f"set_field:{VLAN_CFI | int(arg, 0)}->vlan_vid")
+            tagged = True
+        elif action in ("strip_vlan", "pop_vlan"):
+            out.append("pop_vlan")
+            tagged = False
+        elif name == "push_vlan":
+            out.append(action)
+            tagged = True
+        elif name in MOD_DL:
+            out.append(f"set_field:{arg}->{MOD_DL[name]}")
+        else:
+            out.append(action)
+    return f"{head},actions={','.join(out)}"
 
 
 class OfctlError(Exception):
@@ -78,8 +141,8 @@ class Ofctl:
         that are not wanted as they are — their ``table=…,priority=…,match`` and cookie —,
         wanted flows missing or different on the bridge, as ``add`` specs)."""
         # exit status 2: differences found
-        out = self.run("diff-flows", self.bridge, "/dev/stdin", stdin="\n".join(specs) + "\n",
-                       ok=(0, 2))
+        out = self.run("diff-flows", self.bridge, "/dev/stdin",
+                       stdin="\n".join(map(normal_spec, specs)) + "\n", ok=(0, 2))
         extra, missing = [], []
         for line in out.splitlines():
             sign, text = line[:1], line[1:].strip()
