@@ -284,7 +284,9 @@ OPTIONS: tuple[Option, ...] = (
            "Directory of the files that dnsmasq and radvd read after dropping their "
            "privileges (host and option files, radvd.conf): its subdirectories are readable "
            "by the daemons' groups only, while the data directory stays 0700. Default: "
-           "/run/stacklet/<host>."),
+           "/run/stacklet/<host>-<8 hex digits of the data directory's path>, one per cloud "
+           "(two clouds on one machine may name their nodes alike); `stacklet status` shows "
+           "it."),
     # [dhcp]
     Option("dhcp", "enabled", True,
            "Whether this node's agent also runs the DHCP role (a \"DHCP agent\": dnsmasq in a "

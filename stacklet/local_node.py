@@ -210,6 +210,13 @@ def status_rows(conf: Config) -> list[tuple[str, str]]:
     rows = [("agent", f"running (pid {pid})" if pid else "not running"),
             ("agent log", str(agent_process(conf).logfile)),
             ("ovsdb", connection + (" (private)" if private else ""))]
+    try:
+        from stacklet.agent.agent import daemons_dir
+
+        # dnsmasq's and radvd's files: /run/stacklet/<host>-<digest of the data dir>
+        rows.append(("daemons dir", str(daemons_dir(conf))))
+    except Exception:  # noqa: BLE001 - a host name that names no directory: not shown
+        pass
     rd = run_dir(connection)
     if rd:
         tools = (f"OVS_RUNDIR={rd} ovs-vsctl --db={connection} show; "

@@ -648,7 +648,17 @@ def _proxy(conf: Config, state: str, relay: MetadataRelay | None) -> MetadataPro
 
 
 def daemons_dir(conf: Config) -> Path:
-    return unprivileged.daemons_dir(conf.agent.daemons_dir, conf.host)
+    return unprivileged.daemons_dir(conf.agent.daemons_dir, conf.host, conf.data_dir)
+
+
+def namespaces_dir(conf: Config) -> Path:
+    """Where the L3 and DHCP roles record the namespaces they made (stacklet.agent.owned)."""
+    return conf.data_dir / "namespaces"
+
+
+def _legacy(conf: Config, role: str) -> Path | None:
+    legacy = unprivileged.legacy_daemons_dir(conf.agent.daemons_dir, conf.host)
+    return legacy / role if legacy is not None else None
 
 
 def dhcp_role(conf: Config, ovsdb_connection: str,
@@ -664,7 +674,8 @@ def dhcp_role(conf: Config, ovsdb_connection: str,
                    user=account.user, group=account.group),
         daemons_dir(conf) / "dhcp", ["ovs-vsctl", f"--db={ovsdb_connection}", "--timeout=10"],
         conf.ovs.integration_bridge,
-        _proxy(conf, "metadata-proxy-dhcp", relay or metadata_relay(conf)), account.gid)
+        _proxy(conf, "metadata-proxy-dhcp", relay or metadata_relay(conf)), account.gid,
+        owned_dir=namespaces_dir(conf), legacy_dir=_legacy(conf, "dhcp"))
 
 
 def l3_role(conf: Config, ovsdb_connection: str,
@@ -674,7 +685,8 @@ def l3_role(conf: Config, ovsdb_connection: str,
     return L3Role(["ovs-vsctl", f"--db={ovsdb_connection}", "--timeout=10"],
                   daemons_dir(conf) / "l3", conf.ovs.integration_bridge,
                   _proxy(conf, "metadata-proxy", relay or metadata_relay(conf)),
-                  unprivileged.Account.of(conf.l3.radvd_user))
+                  unprivileged.Account.of(conf.l3.radvd_user),
+                  owned_dir=namespaces_dir(conf), legacy_dir=_legacy(conf, "l3"))
 
 
 def compute_role(conf: Config, ovsdb_connection: str, client: ServerClient):

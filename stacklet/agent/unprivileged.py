@@ -10,13 +10,15 @@ has bound its sockets (Neutron's choice for dnsmasq; haproxy is chrooted as well
   options and addn-hosts files on SIGHUP and radvd its configuration, unprivileged. Those files
   cannot live under the data directory (0700: the database, passwords and signing secret are
   there), so they live under ``daemons_dir`` (``[agent] daemons_dir``, default
-  ``/run/stacklet/<host>``), in directories ``0750 root:<daemon's group>``: the daemon reads,
+  ``/run/stacklet/<host>-<8 hex digits of the data dir's path>``: one per cloud), in
+  directories ``0750 root:<daemon's group>``: the daemon reads,
   nobody else lists or reads, nobody but root writes.
 """
 
 from __future__ import annotations
 
 import grp
+import hashlib
 import os
 import pwd
 import re
@@ -58,12 +60,30 @@ class Account:
         return cls(pw.pw_name, gr.gr_name, pw.pw_uid, gr.gr_gid)
 
 
-def daemons_dir(configured: str | None, host: str) -> Path:
-    """``[agent] daemons_dir``, else ``/run/stacklet/<host>``."""
+def daemons_dir(configured: str | None, host: str, data_dir: Path | str) -> Path:
+    """``[agent] daemons_dir``, else ``/run/stacklet/<host>-<data dir's digest>``: one per
+    cloud, since two clouds on one machine may give their nodes the same host name (each
+    would take the other's dnsmasq and radvd files for its own, and its ``down`` end the
+    other's daemons)."""
     if configured:
         return Path(configured)
     if not _HOST.match(host):
         raise AccountError(f"host {host!r} cannot name a directory; set [agent] daemons_dir")
+    return RUN_ROOT / f"{host[:200]}-{data_dir_digest(data_dir)}"
+
+
+def data_dir_digest(data_dir: Path | str) -> str:
+    """Eight hex digits naming a data directory (its resolved path, as the configuration
+    holds it) in places the clouds of a machine share."""
+    return hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:8]
+
+
+def legacy_daemons_dir(configured: str | None, host: str) -> Path | None:
+    """Where versions before the per-cloud daemons dir kept the files
+    (``/run/stacklet/<host>``), when that default applies: the dnsmasq and radvd of a router
+    or network this cloud adopts are ended from there (None: configured, nothing moved)."""
+    if configured or not _HOST.match(host):
+        return None
     return RUN_ROOT / host
 
 

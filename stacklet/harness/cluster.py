@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from stacklet import linux
-from stacklet.agent.unprivileged import RUN_ROOT
+from stacklet.agent.unprivileged import RUN_ROOT, daemons_dir
 from stacklet.ovs import OvsDaemons
 
 MAX_PREFIX = 8
@@ -358,7 +358,7 @@ class Node:
     def daemons_dir(self) -> Path:
         """Where the node's agent keeps dnsmasq's and radvd's files (``dhcp/<network id>/``,
         ``l3/<router id>/``): its default ``[agent] daemons_dir``."""
-        return RUN_ROOT / self.host
+        return daemons_dir(None, self.host, self.dir)
 
     @property
     def bridge_mappings(self) -> dict[str, str]:
@@ -641,7 +641,7 @@ class Node:
         for step in (self.kill_agent_quietly, self._unplug_all, self.drop_private_netns,
                      self.ovs.stop,
                      # the files of its dnsmasq and radvd (the agent's default daemons_dir)
-                     lambda: shutil.rmtree(RUN_ROOT / self.host, ignore_errors=True),
+                     lambda: shutil.rmtree(self.daemons_dir, ignore_errors=True),
                      lambda: linux.netns_delete(self.netns),
                      lambda: [linux.link_delete(v) for v in
                               (self.overlay_veth, *self.provider_veths.values(),

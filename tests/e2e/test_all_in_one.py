@@ -19,6 +19,7 @@ import pytest
 from dputil import Api, wait_for, wait_status
 
 from stacklet import config, demo, linux
+from stacklet.agent.agent import daemons_dir
 
 DEMO_CIDR = config.load(Path("/nonexistent")).DEFAULT.demo_public_cidr
 _, DEMO_GATEWAY, _ = demo.public_addresses(DEMO_CIDR)
@@ -215,7 +216,7 @@ def test_a_new_port_on_this_node_gets_its_lease_from_the_unprivileged_dnsmasq(
         assert lease["ip"] == port["fixed_ips"][0]["ip_address"]
         assert lease["router"] == private_subnet["gateway_ip"]
         # the daemon's files (in the machine's own /run/stacklet): its group reads them
-        directory = f"/run/stacklet/{host}/dhcp/{private['id']}"
+        directory = f"{daemons_dir(config.load(aio.data_dir))}/dhcp/{private['id']}"
         out = linux.run(machine.command(["stat", "-c", "%n %a %G", *(
             f"{directory}/{name}" for name in ("host", "opts", "addn_hosts"))])).stdout
         assert {line.split(" ", 1)[1] for line in out.splitlines()} == {"640 nogroup"}, out

@@ -21,7 +21,13 @@ dnsmasq or proxy or a deleted address comes back within that time:
   when a router appears;
 - a network no longer scheduled here: dnsmasq (and the metadata proxy) stopped (PID from its
   pid file), the port unplugged, the namespace and the state directory removed. Only
-  networks with a state directory are removed: the role never touches namespaces it did not make.
+  networks with a state directory or a namespace record (``stacklet.agent.owned``, under the
+  data directory) are removed, and only a recorded namespace is deleted: the role never
+  touches namespaces it did not make (another cloud's agent in the same network namespace
+  has ``qdhcp-`` namespaces too). A ``qdhcp-`` namespace found for a network scheduled here
+  without a record (made by a version without records) is adopted: recorded, and a dnsmasq
+  left in the old shared daemons dir (``/run/stacklet/<host>``) ended and started again
+  from this cloud's.
 
 dnsmasq runs as ``[dhcp] dnsmasq_user``/``dnsmasq_group`` once bound; the filter table
 accepts metadata requests (169.254.169.254:80) only from the ``ns-`` device.
@@ -52,6 +58,7 @@ from stacklet.agent.dhcp import dnsmasq
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
 from stacklet.agent.l2.flows import DEAD_VLAN
 from stacklet.agent.metadata import METADATA_IP, NETWORK_BIND, MetadataProxy
+from stacklet.agent.owned import OwnedNamespaces
 from stacklet.contract import DhcpNetwork, DhcpPort
 
 LOG = logging.getLogger(__name__)
@@ -73,9 +80,15 @@ class DhcpRole:
     def __init__(self, conf: DhcpConfig, state_dir: Path | str, vsctl: Sequence[str],
                  integration_bridge: str = "br-int",
                  metadata_proxy: MetadataProxy | None = None,
-                 daemon_gid: int | None = None) -> None:
+                 daemon_gid: int | None = None, owned_dir: Path | str | None = None,
+                 legacy_dir: Path | str | None = None) -> None:
         self.conf = conf
         self.state_dir = Path(state_dir)
+        # the qdhcp- namespaces this cloud made (<data dir>/namespaces in the agent)
+        self.owned = OwnedNamespaces(owned_dir or self.state_dir.parent / "namespaces",
+                                     "qdhcp-")
+        # the shared daemons dir of versions before records: dnsmasq of an adopted network
+        self.legacy_dir = Path(legacy_dir) if legacy_dir else None
         self.daemon_gid = daemon_gid        # dnsmasq's group: reads the state directories
         self.vsctl = list(vsctl)
         self.bridge = integration_bridge
@@ -110,10 +123,10 @@ class DhcpRole:
                 self.applied.pop(net_id, None)
                 self.plugged.pop(net_id, None)
                 failures.append(f"{net_id}: {exc}")
-        # Only what this role set up (it has a state directory): a namespace of another agent
-        # sharing the machine's /run/netns is not ours to remove.
-        present = {p.name for p in self.state_dir.iterdir() if p.is_dir()}
-        for net_id in sorted(present - set(wanted)):
+        # Only what this role set up (a state directory in this cloud's daemons dir, a
+        # namespace record): a namespace of another agent sharing the machine's /run/netns is
+        # not ours to remove.
+        for net_id in sorted(self._present() - set(wanted)):
             try:
                 self.remove(net_id)
             except (DhcpError, linux.CommandFailed, OSError, subprocess.SubprocessError) as exc:
@@ -140,6 +153,29 @@ class DhcpRole:
                     out[port.id] = pending[port.id]
         return out
 
+    def _present(self) -> set[str]:
+        kept = {p.name for p in self.state_dir.iterdir() if p.is_dir()} \
+            if self.state_dir.is_dir() else set()
+        return kept | self.owned.ids()
+
+    def _own(self, net_id: str, ns: str) -> None:
+        """Record the network's namespace as this cloud's before it is made; one that exists
+        unrecorded is adopted (the network is scheduled here: its namespace is ours)."""
+        try:
+            if not self.owned.record(net_id) or ns not in self._namespaces():
+                return
+        except ValueError as exc:
+            raise DhcpError(str(exc)) from None
+        LOG.info("network %s: namespace %s adopted", net_id, ns)
+        if self.legacy_dir is None or self.legacy_dir == self.state_dir:
+            return
+        directory = self.legacy_dir / net_id
+        pid = self._pid(directory, None)
+        if pid:     # its files are not this cloud's: started again from ours
+            linux.kill_pids([pid], timeout=5)
+            LOG.info("network %s: dnsmasq %d of %s ended", net_id, pid, directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
     @staticmethod
     def _namespaces() -> list[str]:
         out = linux.run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
@@ -157,6 +193,7 @@ class DhcpRole:
         fingerprint = (net, config.command)
         pid = self._pid(directory, config.command)
         ns = dnsmasq.namespace(net.id)
+        self._own(net.id, ns)
         if self.applied.get(net.id) == fingerprint and tap in links and pid:
             self.served[net.id] = frozenset(net.ports)
             # applied and alive: compare the rest with the node (addresses, INPUT rules,
@@ -341,8 +378,9 @@ class DhcpRole:
         port_file = directory / "port"
         if port_file.exists():
             self._unplug(port_file.read_text().strip())
-        if ns in self._namespaces():
+        if net_id in self.owned and ns in self._namespaces():
             linux.run(["ip", "netns", "delete", ns])
+        self.owned.forget(net_id)
         shutil.rmtree(directory, ignore_errors=True)
         self.applied.pop(net_id, None)
         self.plugged.pop(net_id, None)
@@ -351,9 +389,7 @@ class DhcpRole:
 
     def remove_all(self) -> list[str]:
         """Everything this role set up on the node (``stacklet down``, a node going away)."""
-        ids = [p.name for p in self.state_dir.iterdir() if p.is_dir()] \
-            if self.state_dir.is_dir() else []
-        return remove_each(ids, self.remove, "network")
+        return remove_each(self._present(), self.remove, "network")
 
 
 def _readable_by(gid: int | None) -> dict:

@@ -26,7 +26,12 @@ the next check:
 - radvd (state in ``<state dir>/<router id>/``, a directory readable by radvd's group) for
   the IPv6 subnets with an ``ipv6_ra_mode``, running as ``[l3] radvd_user``.
 
-A router no longer here: proxy stopped, its tap devices removed from br-int, namespace deleted.
+A router no longer here: proxy stopped, its tap devices removed from br-int, namespace deleted
+— only a namespace this cloud recorded (``stacklet.agent.owned``, under the data directory):
+another cloud's agent in the same network namespace has ``qrouter-`` namespaces too, and
+``stacklet down`` (``remove_all``) removes only the recorded ones as well. A ``qrouter-``
+namespace found for a router scheduled here without a record (made by a version without
+records) is adopted: recorded, and a radvd left in the old shared daemons dir ended.
 ``sync`` returns the floating IPs applied (to be reported ACTIVE) and those of routers taken
 down here (DOWN); one router's failure does not stop the others.
 """
@@ -50,6 +55,7 @@ from stacklet.agent.l2.flows import DEAD_VLAN
 from stacklet.agent.l3 import router as layout
 from stacklet.agent.l3.router import Device, RouterSetup
 from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
+from stacklet.agent.owned import OwnedNamespaces
 from stacklet.contract import Router
 
 LOG = logging.getLogger(__name__)
@@ -85,9 +91,16 @@ class L3Role:
     def __init__(self, vsctl: Sequence[str], state_dir: Path | str,
                  integration_bridge: str = "br-int",
                  metadata_proxy: MetadataProxy | None = None,
-                 radvd_account: unprivileged.Account | None = None) -> None:
+                 radvd_account: unprivileged.Account | None = None,
+                 owned_dir: Path | str | None = None,
+                 legacy_dir: Path | str | None = None) -> None:
         self.vsctl = list(vsctl)
         self.state_dir = Path(state_dir)    # <router id>/radvd.{conf,pid,log}
+        # the qrouter- namespaces this cloud made (<data dir>/namespaces in the agent)
+        self.owned = OwnedNamespaces(owned_dir or self.state_dir.parent / "namespaces",
+                                     PREFIX)
+        # the shared daemons dir of versions before records: radvd of an adopted router
+        self.legacy_dir = Path(legacy_dir) if legacy_dir else None
         self.radvd_account = radvd_account  # None: radvd keeps root
         self.bridge = integration_bridge
         self.proxy = metadata_proxy         # None: no metadata for instances behind routers
@@ -132,7 +145,7 @@ class L3Role:
             except (L3Error, linux.CommandFailed, OSError, subprocess.SubprocessError) as exc:
                 self.applied.pop(router_id, None)
                 result.failures.append(f"{router_id}: {exc}")
-        for router_id in sorted(self._present(namespaces) - set(wanted) - broken):
+        for router_id in sorted(self._present() - set(wanted) - broken):
             try:
                 self.remove(router_id)
             except (L3Error, linux.CommandFailed, OSError, subprocess.SubprocessError) as exc:
@@ -157,11 +170,31 @@ class L3Role:
         out = linux.run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
         return {n["name"] for n in json.loads(out or "[]") if n["name"].startswith(PREFIX)}
 
-    def _present(self, namespaces: set[str] | None = None) -> set[str]:
-        namespaces = self._namespaces() if namespaces is None else namespaces
+    def _present(self) -> set[str]:
+        """The routers this role set up on the node: recorded namespaces, routers applied,
+        radvd state directories (the daemons dir is this cloud's). Never a namespace only
+        because of its name."""
         kept = {p.name for p in self.state_dir.iterdir() if p.is_dir()} \
             if self.state_dir.is_dir() else set()
-        return {ns[len(PREFIX):] for ns in namespaces} | set(self.applied) | kept
+        return self.owned.ids() | set(self.applied) | kept
+
+    def _own(self, router_id: str, namespaces: set[str]) -> None:
+        """Record the router's namespace as this cloud's before it is made; one that exists
+        unrecorded is adopted (the router is scheduled here: its namespace is ours)."""
+        try:
+            adopted = self.owned.record(router_id) and layout.namespace(router_id) in namespaces
+        except ValueError as exc:
+            raise L3Error(str(exc)) from None
+        if not adopted:
+            return
+        LOG.info("router %s: namespace %s adopted", router_id, layout.namespace(router_id))
+        if self.legacy_dir is not None and self.legacy_dir != self.state_dir:
+            directory = self.legacy_dir / router_id
+            pid = _radvd_pid(directory)
+            if pid:
+                linux.kill_pids([pid], timeout=5)
+                LOG.info("router %s: radvd %d of %s ended", router_id, pid, directory)
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _apply(self, setup: RouterSetup, links: set[str], namespaces: set[str]) -> None:
         """Compare the namespace with the setup and change the difference. Every pass and
@@ -169,6 +202,7 @@ class L3Role:
         ``iptables-save``): a flushed table, a deleted route, address or device is
         repaired, not only what changed in the snapshot."""
         ns = setup.namespace
+        self._own(setup.router_id, namespaces)
         previous = self.applied.get(setup.router_id) if ns in namespaces else None
         changed: list[str] = []
         if previous is None:
@@ -407,7 +441,7 @@ class L3Role:
 
     def remove(self, router_id: str) -> None:
         """Stop the router's metadata proxy and radvd, unplug its ports, delete its
-        namespace and state."""
+        namespace (when recorded as this cloud's) and state."""
         ns = layout.namespace(router_id)
         if self.proxy is not None:
             self.proxy.stop(router_id)
@@ -416,10 +450,11 @@ class L3Role:
         if pid:
             linux.kill_pids([pid], timeout=5)
         shutil.rmtree(directory, ignore_errors=True)
-        if ns in self._namespaces():
+        if router_id in self.owned and ns in self._namespaces():
             for inner in self._devices(ns):
                 self._unplug(ns, inner)
             linux.run(["ip", "netns", "delete", ns])
+        self.owned.forget(router_id)
         self.applied.pop(router_id, None)
         LOG.info("router %s removed from this node", router_id)
 
