@@ -10,10 +10,9 @@ The network namespace `<prefix>-host` (loopback up) is the machine's "host names
 private Open vSwitch started there puts its bridges and the demo's br-ex address there, not in
 this host's namespace. The mount namespace (persisted at <work_dir>/mnt/ns) has its own tmpfs on
 /run/netns and /run/stacklet and the namespace's /sys, so the `qrouter-`/`qdhcp-` namespaces its
-agent makes and its daemons' files (`[agent] daemons_dir`, /run/stacklet/<host>) are seen only
-there: an L3 agent removes every `qrouter-` namespace it does not host, a DHCP agent every
-network it has files for, and they would remove those of a cloud that runs on this host under
-the same host name (`make up`) otherwise. The system's Open vSwitch
+agent makes and its daemons' files (`[agent] daemons_dir`, /run/stacklet/<host>-<digest>) are
+seen only there, apart from anything of a cloud that runs on this host (`make up`). The
+system's Open vSwitch
 (/run/openvswitch) stays visible, as on a real machine; `stacklet up` does not use it from here
 because its ovs-vswitchd serves another network namespace.
 
