@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,13 @@ def netns(monkeypatch):
 
 
 def idle_process(*argv: str) -> subprocess.Popen:
-    """A process whose command line carries ``argv`` (as a daemon's names its files)."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *argv])
+    """A process whose command line carries ``argv`` (as a daemon's names its files), once it
+    does (until the child has exec'd, its command line is this process's)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *argv])
+    deadline = time.monotonic() + 10
+    while argv[-1] not in linux.cmdline(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
 
 
 # --- the records ---------------------------------------------------------------------------
