@@ -271,6 +271,8 @@ def test_down_stops_everything_when_a_step_fails_and_names_the_step(
                     what="router1's namespace")
     broken = str(uuid.uuid4())
     machine.run(["touch", f"/run/netns/qrouter-{broken}"])   # a file, not a namespace
+    # recorded as this cloud's (the roles remove only namespaces they recorded)
+    (data_dir / "namespaces" / f"qrouter-{broken}").write_text(f"qrouter-{broken}\n")
     server = int((data_dir / "run" / "server.pid").read_text().split()[0])
     agent = int((data_dir / "run" / "agent.pid").read_text().split()[0])
     daemons = ovs_pids(data_dir)
