@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,12 +40,13 @@ from dputil import (
     uname,
     wait_for,
 )
+from guests import boot_server, wait_guest, wait_hypervisors_up
 
 from stacklet import linux
 from stacklet.harness import dbservers
 from stacklet.harness.cluster import Node
 from stacklet.harness.compute import NodeDriver
-from stacklet.harness.external import External, Host
+from stacklet.harness.external import External
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
 from computeutil import Nova
@@ -54,8 +54,6 @@ from imgutil import create as create_image
 from imgutil import upload as upload_image
 
 INTERNET = "198.51.100.10"
-# server create -> ACTIVE and the guest's DHCP lease (tests/e2e/test_servers_boot.py)
-BOOTED = SETUP + 10
 # the underlay outage the issue asks for
 CUT = 30.0
 # An API request while the database is down is answered within this (a 503, not a hang):
@@ -107,57 +105,7 @@ def restart_database(server: dbservers.PostgresServer) -> None:
     proc.wait(30)
 
 
-# --- guests ------------------------------------------------------------------------------------
-
-class Guest(Host):
-    """A netns instance booted through Nova, seen from the test: the Instance helpers (ping,
-    udp_listen, popen...) run in its namespace `inst-<uuid>` among its node's own."""
-
-    def __init__(self, node: Node, server: dict) -> None:
-        ip = next(a["addr"] for addrs in server["addresses"].values() for a in addrs
-                  if a["OS-EXT-IPS:type"] == "fixed")
-        super().__init__(f"inst-{server['id']}", ip)
-        self.node = node
-        self.server = server
-
-    def _argv(self, cmd) -> list[str]:
-        argv = cmd.split() if isinstance(cmd, str) else list(cmd)
-        return self.node.node_command(["ip", "netns", "exec", self.netns, *argv])
-
-    def exec(self, cmd, *, check: bool = False, timeout: float = 30):
-        return linux.run(self._argv(cmd), check=check, timeout=timeout)
-
-    def popen(self, cmd, **kwargs) -> subprocess.Popen:
-        kwargs.setdefault("stdin", subprocess.DEVNULL)
-        kwargs.setdefault("text", True)
-        proc = subprocess.Popen(self._argv(cmd), **kwargs)
-        self._procs.append(proc)
-        return proc
-
-
-def boot_server(world, name: str, net: str, node: Node) -> tuple[Nova, str, Node]:
-    """Ask Nova for a server on that node (forced by its availability zone); what
-    `wait_guest` waits for."""
-    nova = world["nova"]
-    body = {"server": {"name": uname(name), "imageRef": world["image"]["id"], "flavorRef": "1",
-                       "networks": [{"uuid": world["nets"][net][0]["id"]}],
-                       "security_groups": [{"name": world["group"]["id"]}],
-                       "availability_zone": f"nova:{node.host}"}}
-    server = nova.call("POST", "servers", 202, version="2.61", json=body)["server"]
-    return nova, server["id"], node
-
-
-def wait_guest(nova: Nova, server_id: str, node: Node) -> Guest:
-    server = wait_for(lambda: (s := nova.get(f"servers/{server_id}", version="2.61")["server"])[
-        "status"] in ("ACTIVE", "ERROR") and s, BOOTED, interval=0.3, what="server ACTIVE")
-    assert server["status"] == "ACTIVE", server.get("fault")
-    assert server["OS-EXT-SRV-ATTR:host"] == node.host
-    wait_for(lambda: "login: " in nova.call(
-        "POST", f"servers/{server_id}/action", 200,
-        json={"os-getConsoleOutput": {"length": None}})["output"], BOOTED, interval=0.5,
-        what="guest ready (its lease taken)")
-    return Guest(node, server)
-
+# --- the world ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def world(cloud, api, cluster):
@@ -165,9 +113,7 @@ def world(cloud, api, cluster):
     net_node = cluster.node("net", roles=("dhcp", "l3"), physnets=(physnet,))
     c1, c2 = nodes(api, cluster, "c1", "c2", roles=("compute",))
     nova = Nova(cloud, lambda: cloud.admin_token)
-    wait_for(lambda: {h["hypervisor_hostname"] for h in nova.get(
-        "os-hypervisors", version="2.61")["hypervisors"] if h["state"] == "up"} >=
-        {c1.host, c2.host}, SETUP, what="compute nodes up")
+    wait_hypervisors_up(nova, c1, c2)
     external = External(cluster, physnet)
     world: dict = {"nova": nova, "c1": c1, "c2": c2, "net_node": net_node,
                    "external": external}
@@ -190,7 +136,8 @@ def world(cloud, api, cluster):
         upload_image(cloud, image["id"], b"\0" * 65536)
         world.update(ext_net=ext_net, router=router, group=group, nets=nets, image=image)
         # both boots run at once, then both are waited for
-        booting = [boot_server(world, "vm-a", "a", c1), boot_server(world, "vm-b", "b", c2)]
+        booting = [boot_server(nova, image, group, "vm-a", nets["a"][0], c1),
+                   boot_server(nova, image, group, "vm-b", nets["b"][0], c2)]
         a, b = (wait_guest(*args) for args in booting)
         port_b = api.list("port", {"device_id": b.server["id"]})[0]
         fip = api.create("floatingip", floating_network_id=ext_net["id"], port_id=port_b["id"])

@@ -18,11 +18,8 @@ own, both listening on the cluster's management address (172.31.<k>.1); the node
 from __future__ import annotations
 
 import os
-import random
 import re
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,57 +27,21 @@ import httpx
 import pytest
 from dputil import APPLY, SETUP, boot, network, wait_for
 from netutil import admin_api
-from rabbit_broker import drop_broker, new_broker
-
-from stacklet.harness import Cluster, sweep
+from remote import RemoteCloud
 
 TRACE = "/stacklet/v1/trace"
 
 
 @pytest.fixture(scope="module")
 def world(stacklet_tools, cluster_tools):
-    tools = stacklet_tools
-    prefix, work_dir = cluster_tools.claim()
-    k = random.randrange(100, 250)
-    cluster = broker = data_dir = None
-    try:
-        cluster = Cluster(work_dir, "/nonexistent/agent.sock", prefix, overlay_net=k,
-                          management=True)
-        broker = new_broker(host=cluster.mgmt_ip)
-        data_dir = Path(tempfile.mkdtemp(prefix="stacklet-test-rabbit-")) / "data"
-        port = tools.free_port()
-        tools.write_config(data_dir, port, f"bind_host = {cluster.mgmt_ip}\n"
-                                           f"transport_url = {broker.url}\n"
-                                           "api_workers = 2\n")
-        cloud = tools.start(data_dir)
-        cluster.server_url = f"http://{cluster.mgmt_ip}:{port}"
-        cluster.agent_ready = cluster_tools.agent_alive(cloud)
-        api = admin_api(cloud)
-        made = {}
-        for name in ("n1", "n2"):
-            host = f"{prefix}-{name}"
-            credential = work_dir / f"{name}.credential"
-            tools.run("node", "credential", host, "--output", str(credential),
-                      data_dir=data_dir)
-            made[name] = cluster.add_node(name, extra_config={
-                "DEFAULT": {"transport_url": broker.url},
-                "agent": {"credential_file": str(credential), "resync_interval": "3600"}})
-        yield {"cloud": cloud, "api": api, "broker": broker, "cluster": cluster,
-               "data_dir": data_dir,
+    with RemoteCloud(stacklet_tools, cluster_tools, extra="api_workers = 2\n") as remote:
+        api = admin_api(remote.cloud)
+        made = {name: remote.node(name, extra_config={"agent": {"resync_interval": "3600"}})
+                for name in ("n1", "n2")}
+        yield {"cloud": remote.cloud, "api": api, "broker": remote.broker,
+               "cluster": remote.cluster, "data_dir": remote.data_dir,
                "n1": made["n1"], "n2": made["n2"]}
         api.cleanup()
-    finally:
-        try:
-            if cluster is not None:
-                cluster.close()
-        finally:
-            if data_dir is not None:
-                tools.stop(data_dir)
-                shutil.rmtree(data_dir.parent, ignore_errors=True)
-            if broker is not None:
-                drop_broker(broker)
-            sweep(prefix)
-            cluster_tools.release(prefix, work_dir)
 
 
 @pytest.fixture(scope="module")

@@ -127,7 +127,21 @@ class Conductor:
     # --- one pass ------------------------------------------------------------------------------
 
     def step(self) -> bool:
-        """Move every transitional instance one step; True when some remain."""
+        """Move every transitional instance one step; True when some remain.
+
+        Several server processes on one PostgreSQL or MariaDB database (separate `stacklet
+        server`s) each run a conductor: a step holds the named lock ``conductor`` (a row lock,
+        ``Database.lock``) so that their steps take turns, each reading what the previous one
+        wrote. Without it two conductors both created an instance's ports and the later one's
+        list replaced the first's in the row: the node re-plugged the VIF under the running
+        guest and the first ports were left behind. SQLite serves one process: no lock."""
+        if self.db.is_sqlite:
+            return self._step()
+        with self.db.write() as session:
+            self.db.lock(session, "conductor")
+            return self._step()
+
+    def _step(self) -> bool:
         with self.db.read() as session:
             rows = list(session.scalars(select(Instance).where(
                 Instance.deleted.is_(False), Instance.task_state.in_(TRANSITIONAL))
