@@ -440,12 +440,6 @@ def _supervise(conf: Config, uconf, sockets: list[socket.socket], workers: int) 
             except ProcessLookupError:
                 pass
 
-    import multiprocessing
-    import uuid
-
-    from stacklet.bus import rabbit
-    # one epoch and one change counter for every worker (shared memory, inherited by fork)
-    rabbit.SHARED = (uuid.uuid4().hex, multiprocessing.Value("q", 0))
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for index in range(workers):

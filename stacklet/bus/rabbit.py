@@ -38,24 +38,14 @@ from stacklet.bus.events import ChangeNotifier
 LOG = logging.getLogger(__name__)
 
 
-
-# ``stacklet server --workers N`` sets this before forking: (epoch, a multiprocessing.Value)
-# shared by the workers, so that every worker answers the same revision for a host. Used only
-# by a notifier without a database: once ``bus.install`` attached it, the epoch and the
-# per-host seqs are the database's (``bus/revisions.py``), shared by every process anyway.
-SHARED: tuple[str, object] | None = None
-
-
 class RabbitNotifier(ChangeNotifier):
     """The server side: the local notifier (for this process's long polls and revisions),
     plus every publish and request sent to the hosts' queues."""
 
     transport = "rabbit"
 
-    def __init__(self, transport_url: str, epoch: str | None = None,
-                 shared: tuple[str, object] | None = None) -> None:
-        self._shared = shared[1] if shared else None
-        super().__init__(shared[0] if shared else epoch)
+    def __init__(self, transport_url: str, epoch: str | None = None) -> None:
+        super().__init__(epoch)
         self.origin = uuid.uuid4().hex[:16]
         self.link = AmqpLink(transport_url, name=f"server-{self.origin[:8]}")
         self.link.subscribe(f"stacklet.server.{self.origin}",
@@ -72,35 +62,10 @@ class RabbitNotifier(ChangeNotifier):
 
     # --- ChangeNotifier's interface -----------------------------------------------------
 
-    def _refresh(self) -> None:
-        """Take the workers' shared counter as this process's sequence (every host), when
-        the seqs are not the database's."""
-        shared = self._shared
-        if shared is not None and self._reader is None:
-            value = shared.value  # type: ignore[attr-defined]
-            with self._lock:
-                self._all = value
-                self._per_host.clear()
-
-    def current(self, host: str) -> dict:
-        self._refresh()
-        return super().current(host)
-
-    async def wait(self, host: str, epoch: str | None, after: int, timeout: float) -> dict:
-        self._refresh()
-        return await super().wait(host, epoch, after, timeout)
-
     def publish(self, hosts: Iterable[str] | None = None,
                 seqs: dict[str, int] | None = None) -> None:
         hosts = None if hosts is None else list(hosts)
-        shared = self._shared
-        if shared is not None and self._reader is None:
-            with shared.get_lock():  # type: ignore[attr-defined]
-                shared.value += 1  # type: ignore[attr-defined]
-            self._refresh()
-            super().publish(None)     # wakes this process's long polls; seq from the counter
-        else:
-            super().publish(hosts, seqs)
+        super().publish(hosts, seqs)      # this process's long polls
         if hosts is None:
             self.link.send(FANOUT, {"epoch": self.epoch}, ttl=WAKE_TTL)
             return
@@ -159,4 +124,4 @@ def make_notifier(conf) -> ChangeNotifier:
     """The server's notifier: RabbitMQ when ``[DEFAULT] transport_url`` is set (its link
     starts with the first server process that serves: ``start()``), else the local one."""
     url = conf.DEFAULT.transport_url
-    return RabbitNotifier(url, shared=SHARED) if url else ChangeNotifier()
+    return RabbitNotifier(url) if url else ChangeNotifier()
