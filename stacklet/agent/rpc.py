@@ -12,6 +12,8 @@ of ``stacklet/contract.py``; the snapshot is parsed here, once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import orjson
 
@@ -38,6 +40,29 @@ MAX_PAGES = 1000
 
 class ServerUnavailable(Exception):
     """The server did not answer; the dataplane keeps what it has and the agent retries."""
+
+
+def fetch_state(get: Callable[[dict], bytes], holding: Holding,
+                limit: int = PAGE_LIMIT) -> Snapshot:
+    """Page ``GET /agent/v1/hosts/{host}/state`` (``get(params) -> body``) into ``holding``
+    until a page says there is no more; the Snapshot the holding then makes. The one way to
+    read a host's state (the agent, tools and tests alike): a page that does not parse makes
+    the holding ask for everything next time."""
+    for _ in range(MAX_PAGES):
+        params: dict = {"limit": limit}
+        if holding.token:
+            params["token"] = holding.token
+        if holding.epoch:
+            params["epoch"] = holding.epoch
+        try:
+            snapshot = holding.apply(StatePage.from_json(get(params)))
+        except ContractError:
+            holding.forget()
+            raise
+        if snapshot is not None:
+            return snapshot
+    raise ServerUnavailable(f"the state of {holding.host} did not settle in {MAX_PAGES} "
+                            "pages (changing faster than it is read?)")
 
 
 class ServerClient:
@@ -98,25 +123,10 @@ class ServerClient:
         """The host's snapshot, by pages of differences from what ``holding`` holds (each
         applied to it as it comes; a page that does not parse makes the next call ask for
         everything). Without a holding, everything, in pages, into a new one."""
-        holding = holding if holding is not None else Holding(self.host)
-        for _ in range(MAX_PAGES):
-            params: dict = {"limit": limit}
-            if holding.token:
-                params["token"] = holding.token
-            if holding.epoch:
-                params["epoch"] = holding.epoch
-            try:
-                page = StatePage.from_json(self._send(self._client, "GET",
-                                                      f"/hosts/{self.host}/state",
-                                                      params=params))
-                snapshot = holding.apply(page)
-            except ContractError:
-                holding.forget()
-                raise
-            if snapshot is not None:
-                return snapshot
-        raise ServerUnavailable(f"the state of {self.host} did not settle in {MAX_PAGES} "
-                                "pages (changing faster than it is read?)")
+        return fetch_state(
+            lambda params: self._send(self._client, "GET", f"/hosts/{self.host}/state",
+                                      params=params),
+            holding if holding is not None else Holding(self.host), limit)
 
     def wait(self, after: Revision, timeout: float
              ) -> tuple[Revision, tuple[AgentRequest, ...]]:

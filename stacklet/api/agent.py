@@ -4,7 +4,7 @@
     GET  /agent/v1/hosts/{host}/state        ?epoch=E&token=T&limit=B → StatePage: what
                                              changed since the agent's holding T, at most B
                                              bytes a page (services/networking/host_delta);
-                                             without parameters the whole Snapshot
+                                             no token: everything, from the first page
     GET  /agent/v1/hosts/{host}/events       long poll: ?epoch=E&after=N&timeout=S → {"epoch","seq"}
                                              (+ "requests": [AgentRequest] for the agent)
     POST /agent/v1/hosts/{host}/answers      AgentAnswer: a request's result → {"accepted"}
@@ -45,7 +45,6 @@ from starlette.routing import Route
 
 from stacklet import errors
 from stacklet.api.common import JSON_TYPE, Call, database_unavailable, endpoint, json_response
-from stacklet.bus import revisions
 from stacklet.contract import (
     DHCP_AGENT,
     L3_AGENT,
@@ -60,11 +59,9 @@ from stacklet.contract import (
     InstanceStatusReport,
     OvsConfigurations,
     PortStatusReport,
-    Revision,
 )
 from stacklet.services.networking import host_delta
 from stacklet.services.networking.common import CHUNK, chunks
-from stacklet.services.networking.host_state import host_state
 from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding, RouterL3AgentBinding
 from stacklet.store.models.base import isotime
 from stacklet.store.models.l3 import FloatingIP
@@ -146,18 +143,14 @@ def report_state(call: Call) -> dict:
 
 
 def state(call: Call) -> Response:
-    """The host's state: with ``limit`` (or ``token``/``epoch``), the next ``StatePage`` of
-    differences from what the agent holds (``host_delta.py``), as agents ask for it; without,
-    the whole ``Snapshot`` in one body (tools and tests of small hosts)."""
+    """The next ``StatePage`` of differences between the host's state and what the agent
+    holds (``host_delta.py``): ``token``/``epoch`` name the agent's holding (none: everything
+    again, from the first page), ``limit`` the page's bytes. The only form: a tool or test
+    wanting the whole snapshot pages too (``agent/rpc.fetch_state``)."""
     services = call.services
     host = call.path["host"]
     params = call.request.query_params
     metrics = services.metrics
-    if not any(k in params for k in ("limit", "token", "epoch")):
-        with metrics.snapshots.time(), services.db.read() as session:
-            revision = Revision(services.bus.epoch, revisions.read(session, [host])[host])
-            snapshot = host_state(session, host, revision)
-        return Response(snapshot.to_json(), media_type=JSON_TYPE)
     try:
         limit = int(params.get("limit") or host_delta.DEFAULT_LIMIT)
     except ValueError:

@@ -15,7 +15,9 @@ import threading
 import uuid
 from collections.abc import Iterator
 
-from fakenodes import agent_socket_client
+from fakenodes import agent_socket_client, host_snapshot
+
+from stacklet.contract import Holding
 
 OVS = "Open vSwitch agent"
 COMPUTE = "Compute"
@@ -39,6 +41,7 @@ class FakeComputeNode:
         self._threads: list[threading.Thread] = []
         self.http = agent_socket_client(cloud.data_dir)
         self.poll = agent_socket_client(cloud.data_dir)
+        self.holding = Holding(host)            # what sync() fetched, paged as agents do
 
     def report(self, start_flag: bool = False) -> None:
         ovs_conf = {"bridge_mappings": {self.physnet: "br-phys"}, "tunnel_types": [],
@@ -82,7 +85,7 @@ class FakeComputeNode:
                 pass
 
     def sync(self) -> None:
-        state = self.http.get(f"/agent/v1/hosts/{self.host}/state").json()
+        state = host_snapshot(self.http, self.host, self.holding)
         ports = state.get("ports") or []
         up = [p["id"] for p in ports if p["status"] != "ACTIVE"]
         if up and self.wire:

@@ -16,9 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 from sqlalchemy import create_engine, text
 
 from stacklet import config
+from stacklet.agent.rpc import fetch_state
+from stacklet.contract import Holding
 
 OVS = "Open vSwitch agent"
 PHYSNETS = 16  # flat networks: one per physical network
@@ -28,6 +31,17 @@ def agent_socket_client(data_dir: Path) -> httpx.Client:
     sock = str(data_dir / "run" / "agent.sock")
     return httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://agent",
                         timeout=30)
+
+
+def host_snapshot(http: httpx.Client, host: str, holding: Holding | None = None) -> dict:
+    """The host's whole snapshot as JSON, read as agents read it: page by page
+    (``agent/rpc.fetch_state``); ``holding`` kept between calls fetches only what changed."""
+    def get(params: dict) -> bytes:
+        response = http.get(f"/agent/v1/hosts/{host}/state", params=params)
+        assert response.status_code == 200, response.text
+        return response.content
+
+    return orjson.loads(fetch_state(get, holding or Holding(host)).to_json())
 
 
 def report_ovs_agent(http: httpx.Client, host: str, physnet: str) -> str:
@@ -92,9 +106,7 @@ class FakeNode:
         return self.ids[self.ROLE[0]]
 
     def state(self) -> dict:
-        response = self.http.get(f"/agent/v1/hosts/{self.host}/state")
-        assert response.status_code == 200, response.text
-        return response.json()
+        return host_snapshot(self.http, self.host)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fakenodes import age_agents
+from fakenodes import age_agents, host_snapshot
 from netutil import uname
 
 from stacklet import config
@@ -53,9 +53,7 @@ class FakeAgent:
         return self.id
 
     def state(self) -> dict:
-        response = self.http.get(f"/agent/v1/hosts/{self.host}/state")
-        assert response.status_code == 200, response.text
-        return response.json()
+        return host_snapshot(self.http, self.host)
 
     def events(self, epoch: str | None, after: int, timeout: float) -> dict:
         params: dict[str, Any] = {"after": after, "timeout": timeout}

@@ -13,6 +13,7 @@ import uuid
 import pytest
 from computenodes import compute_nodes
 from computeutil import Nova, nova_of
+from fakenodes import host_snapshot
 from imgutil import create as create_image
 from imgutil import upload as upload_image
 from netutil import Api, osc, uname, user_api
@@ -311,8 +312,8 @@ def test_user_data_key_and_metadata_reach_the_snapshot(alice, nova, net, image, 
     server = boot(nova, net, image, key_name=key["name"], user_data=user_data,
                   metadata={"role": "web"})
     node = next(n for n in nodes if server["id"] in n.instances)
-    [item] = [i for i in node.http.get(f"/agent/v1/hosts/{node.host}/state").json()[
-        "instances"] if i["uuid"] == server["id"]]
+    [item] = [i for i in host_snapshot(node.http, node.host)["instances"]
+              if i["uuid"] == server["id"]]
     assert item["public_keys"] == {key["name"]: key["public_key"]}
     assert item["user_data"] == user_data and item["metadata"] == {"role": "web"}
     assert item["hostname"] == server["name"].lower()
