@@ -33,6 +33,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import orjson
 
+from stacklet.contract import COMPUTE_AGENT, DHCP_AGENT, L3_AGENT, OVS_AGENT
+
 LOG = logging.getLogger(__name__)
 
 EXCHANGE = "stacklet"
@@ -51,6 +53,14 @@ WAKE_TTL = 120.0      # a wake-up older than this is worth nothing (the agent re
 
 def wake_key(host: str) -> str:
     return f"host.{host}.wake"
+
+
+# a role's fanout: every agent running that role binds it (agent types by their short names)
+ROLES = {OVS_AGENT: "l2", DHCP_AGENT: "dhcp", L3_AGENT: "l3", COMPUTE_AGENT: "compute"}
+
+
+def role_key(agent_type: str) -> str:
+    return f"role.{ROLES[agent_type]}.wake"
 
 
 def request_key(host: str) -> str:

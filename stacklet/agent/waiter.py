@@ -11,8 +11,24 @@ import logging
 import queue
 import time
 
-from stacklet.amqp import FANOUT, WAKE_TTL, AmqpLink, agent_queue, request_key, wake_key
-from stacklet.contract import AgentRequest, ContractError, Revision
+from stacklet.amqp import (
+    FANOUT,
+    WAKE_TTL,
+    AmqpLink,
+    agent_queue,
+    request_key,
+    role_key,
+    wake_key,
+)
+from stacklet.contract import (
+    COMPUTE_AGENT,
+    DHCP_AGENT,
+    L3_AGENT,
+    OVS_AGENT,
+    AgentRequest,
+    ContractError,
+    Revision,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -24,13 +40,17 @@ class RabbitWaiter:
     a wake-up brings a revision newer than ``after`` or a request arrives, else after
     ``timeout`` seconds with ``after``."""
 
-    def __init__(self, transport_url: str, client, host: str) -> None:
+    def __init__(self, transport_url: str, client, host: str,
+                 roles: tuple[str, ...] = (OVS_AGENT,)) -> None:
+        """``roles``: the agent types this node runs (its config): their fanouts are bound."""
         self.client = client          # ServerClient: the current revision over HTTP
         self.host = host
+        self.roles = tuple(roles)
         self.inbox: queue.Queue = queue.Queue()
         self.link = AmqpLink(transport_url, name=f"agent-{host}")
         self.link.subscribe(agent_queue(host),
-                            [wake_key(host), request_key(host), FANOUT], self.inbox.put,
+                            [wake_key(host), request_key(host), FANOUT,
+                             *[role_key(r) for r in self.roles]], self.inbox.put,
                             exclusive=True, ttl=WAKE_TTL)
         # every (re)connection: ask the server where the host stands
         self.link.on_connect(lambda: self.inbox.put({"sync": True}))
@@ -60,6 +80,12 @@ class RabbitWaiter:
                     message = self.inbox.get(timeout=remaining)
             except queue.Empty:
                 break
+            if "seqs" in message:       # a role's fanout: this host's seq, if it is there
+                seqs = message.get("seqs")
+                if not isinstance(seqs, dict) or self.host not in seqs:
+                    continue            # registered after that change: nothing of it missed
+                message = {"revision": {"epoch": message.get("epoch"),
+                                        "seq": seqs[self.host]}}
             if message.get("sync") or ("epoch" in message and "revision" not in message):
                 self._sync = True
             elif "revision" in message:
@@ -95,4 +121,11 @@ def make_waiter(conf, client):
     url = conf.DEFAULT.transport_url
     if not url:
         return client
-    return RabbitWaiter(url, client, conf.host).start()
+    return RabbitWaiter(url, client, conf.host, roles_of(conf)).start()
+
+
+def roles_of(conf) -> tuple[str, ...]:
+    """The agent types a node's config runs: the L2 agent always, the others when enabled."""
+    return (OVS_AGENT,) + tuple(role for role, on in (
+        (DHCP_AGENT, conf.dhcp.enabled), (L3_AGENT, conf.l3.enabled),
+        (COMPUTE_AGENT, conf.compute.enabled)) if on)

@@ -88,10 +88,13 @@ class ChangeNotifier:
     # --- publishing (any thread) --------------------------------------------------------
 
     def publish(self, hosts: Iterable[str] | None = None,
-                seqs: dict[str, int] | None = None) -> None:
+                seqs: dict[str, int] | None = None,
+                roles: dict[str, list[str]] | None = None) -> None:
         """Wake the waiters of the given hosts (default: every host); without a database,
         bump their seqs too (with one, the committing transaction did: ``seqs`` are the new
-        ones, for a transport that carries them)."""
+        ones, for a transport that carries them). ``roles``: role → its hosts, when the
+        change concerns every host of a role (they are among ``hosts`` too): a transport may
+        wake them with one message on the role's fanout; here it changes nothing."""
         hosts = None if hosts is None else frozenset(hosts)
         with self._lock:
             if self._reader is None:
@@ -204,6 +207,9 @@ def _resolved(session: Session, hosts: set[str] | None) -> None:
 def _take(session: Session, later: targets.Concern, now: targets.Concern) -> None:
     if now:
         _resolved(session, now.resolve(session))
+        # a role's hosts are read at commit, after its lock (targets.role_hosts)
+        later.roles |= now.roles
+        later.registered |= now.registered
     if later:
         session.info.setdefault(CONCERN, targets.Concern()).merge(later)
 
@@ -233,7 +239,8 @@ def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
     attach = getattr(notifier, "attach", None)     # a transport's notifier may read them itself
     if attach is not None:
         attach(epoch.get, read)
-    takes_seqs = "seqs" in inspect.signature(notifier.publish).parameters
+    takes = inspect.signature(notifier.publish).parameters
+    takes_seqs, takes_roles = "seqs" in takes, "roles" in takes
 
     @event.listens_for(factory, "before_flush")
     def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
@@ -262,6 +269,13 @@ def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
         if not concern and hosts is None:
             return
         resolved = concern.resolve(session) if concern else set()
+        by_role: dict[str, set[str]] = {}
+        if concern.roles or concern.registered:
+            revisions.lock_roles(session, concern.roles | concern.registered)
+            if concern.roles and hosts is not _EVERY and resolved is not None:
+                by_role = targets.role_hosts(session, concern.roles)
+                for role_hosts in by_role.values():
+                    resolved |= role_hosts
         if hosts is _EVERY or resolved is None:
             every = None
         else:
@@ -269,17 +283,20 @@ def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
         if every is not None and not every:
             return
         seqs = revisions.bump(session, every)
-        session.info[PUBLISH] = (every, seqs)
+        session.info[PUBLISH] = (every, seqs, by_role)
 
     @event.listens_for(factory, "after_commit")
     def _after_commit(session: Session) -> None:
         publish = session.info.pop(PUBLISH, None)
         if publish is None:
             return
-        hosts, seqs = publish
+        hosts, seqs, by_role = publish
         try:
             hosts = None if hosts is None else sorted(hosts)
-            if takes_seqs:
+            if takes_roles and by_role:
+                notifier.publish(hosts, seqs=seqs,
+                                 roles={r: sorted(h) for r, h in by_role.items()})
+            elif takes_seqs:
                 notifier.publish(hosts, seqs=seqs)
             else:
                 notifier.publish(hosts)

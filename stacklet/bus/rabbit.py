@@ -4,6 +4,10 @@ The same four calls as the local notifier (``events.ChangeNotifier``: ``publish`
 ``wait``, ``current``), carried by the topic exchange ``stacklet`` (``amqp.py``):
 
     host.<host>.wake       a change concerns <host>: {"revision": {"epoch", "seq"}}
+    role.<role>.wake       a change concerns every host running a role (l2, dhcp, l3,
+                           compute; ``targets.role_hosts``): {"epoch", "seqs": {host: seq}},
+                           one message instead of one per host; an agent not in ``seqs``
+                           (it registered after the change) ignores it
     fanout.wake            a change concerns every host: {"epoch"} (each agent asks its
                            host's current revision over HTTP)
     host.<host>.request    a request for <host>'s agent: {"request": {"id","kind","args"}},
@@ -14,8 +18,8 @@ The same four calls as the local notifier (``events.ChangeNotifier``: ``publish`
                            process's cache) and nodes' instance reports (for the conductor)
 
 Each agent (``agent/waiter.py``) consumes one queue of its own, ``stacklet.agent.<host>`` (exclusive, not durable:
-after a broker restart or an agent restart it is declared anew), bound to its host's topics
-and the fanout. Each server process consumes ``stacklet.server.<origin>``. A request's id
+after a broker restart or an agent restart it is declared anew), bound to its host's topics,
+the fanouts of the roles its config runs and the fanout of all. Each server process consumes ``stacklet.server.<origin>``. A request's id
 starts with the origin of the server process that asked (``<origin>.<uuid>``); the agent's
 HTTP answer may land on any server process, which passes it on by that prefix.
 
@@ -32,7 +36,16 @@ import logging
 import uuid
 from collections.abc import Iterable
 
-from stacklet.amqp import BROADCAST, FANOUT, WAKE_TTL, AmqpLink, answer_key, request_key, wake_key
+from stacklet.amqp import (
+    BROADCAST,
+    FANOUT,
+    WAKE_TTL,
+    AmqpLink,
+    answer_key,
+    request_key,
+    role_key,
+    wake_key,
+)
 from stacklet.bus.events import ChangeNotifier
 
 LOG = logging.getLogger(__name__)
@@ -63,17 +76,31 @@ class RabbitNotifier(ChangeNotifier):
     # --- ChangeNotifier's interface -----------------------------------------------------
 
     def publish(self, hosts: Iterable[str] | None = None,
-                seqs: dict[str, int] | None = None) -> None:
+                seqs: dict[str, int] | None = None,
+                roles: dict[str, list[str]] | None = None) -> None:
         hosts = None if hosts is None else list(hosts)
         super().publish(hosts, seqs)      # this process's long polls
         if hosts is None:
             self.link.send(FANOUT, {"epoch": self.epoch}, ttl=WAKE_TTL)
             return
-        for host in hosts:
+        epoch = self.epoch
+
+        def seq(host: str) -> int:
             # the new seqs the committing transaction wrote (bus/revisions.py)
-            revision = {"epoch": self.epoch, "seq": seqs[host]} if seqs and host in seqs \
-                else self.current(host)
-            self.link.send(wake_key(host), {"revision": revision}, ttl=WAKE_TTL)
+            return seqs[host] if seqs and host in seqs else self.seq(host)
+
+        wanted, covered = set(hosts), set()
+        for role, members in sorted((roles or {}).items()):
+            members = [h for h in members if h in wanted]
+            if members:
+                self.link.send(role_key(role), {"epoch": epoch,
+                                                "seqs": {h: seq(h) for h in members}},
+                               ttl=WAKE_TTL)
+                covered.update(members)
+        for host in hosts:
+            if host not in covered:
+                self.link.send(wake_key(host), {"revision": {"epoch": epoch, "seq": seq(host)}},
+                               ttl=WAKE_TTL)
 
     def post(self, host: str, item: dict, ttl: float = 30.0) -> None:
         self.link.send(request_key(host), {"request": item}, ttl=ttl)

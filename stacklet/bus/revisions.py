@@ -6,6 +6,9 @@ and the row ``*`` (changes that concern every host). ``bump`` runs in the commit
 transaction (``events.install``'s ``before_commit``): the new seqs are visible exactly when
 the change is, and strictly increase per host whichever process commits. Rows are bumped in
 key order with one upsert, so two transactions never wait for each other in opposite orders.
+A change that concerns a whole role (``targets.role_hosts``) first takes that role's row
+``@<agent type>`` (``lock_roles``, before any host row: the same order everywhere); those rows
+are locks, never part of a seq.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sqlalchemy.orm import Session
 from stacklet.store.models.bus import ChangeEpoch, HostRevision
 
 EVERY = "*"     # the row counting changes that concern every host
+ROLE = "@"      # rows "@<agent type>": a role's lock (lock_roles), never part of a seq
 
 
 def _upsert(session: Session, keys: list[str]):
@@ -52,6 +56,15 @@ def bump(session: Session, hosts: Iterable[str] | None) -> dict[str, int]:
     if hosts is None:
         return {}
     return read(session, keys)
+
+
+def lock_roles(session: Session, roles: Iterable[str]) -> None:
+    """Take the rows of these roles (agent types) until the transaction ends, before any host
+    row: a change that concerns every host of a role and an agent of that role registering
+    or going, committed at the same time, go one after the other (``targets.role_hosts``)."""
+    keys = sorted({ROLE + r for r in roles if r})
+    if keys:
+        session.execute(_upsert(session, keys))
 
 
 def read(session: Session, hosts: Iterable[str]) -> dict[str, int]:

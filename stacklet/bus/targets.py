@@ -77,15 +77,18 @@ class Concern:
     devices: set[str] = field(default_factory=set)          # instance ids
     routers: set[str] = field(default_factory=set)
     agents: set[str] = field(default_factory=set)
+    roles: set[str] = field(default_factory=set)        # every host running these agents
+    registered: set[str] = field(default_factory=set)   # agent types registered or gone
 
     def __bool__(self) -> bool:
         return self.every or any((self.hosts, self.networks, self.dhcp_networks, self.groups,
-                                  self.ports, self.devices, self.routers, self.agents))
+                                  self.ports, self.devices, self.routers, self.agents,
+                                  self.roles, self.registered))
 
     def merge(self, other: Concern) -> None:
         self.every = self.every or other.every
         for name in ("hosts", "networks", "dhcp_networks", "groups", "ports", "devices",
-                     "routers", "agents"):
+                     "routers", "agents", "roles", "registered"):
             getattr(self, name).update(getattr(other, name))
 
     # --- rows -----------------------------------------------------------------------------
@@ -133,11 +136,13 @@ class Concern:
         elif table == "networkdhcpagentbindings":
             self.agents |= each("dhcp_agent_id")
         elif table == "agents":
-            if changed is not None and not changed & AGENT_COLUMNS:
+            if changed is None:
+                self.registered |= each("agent_type")
+            elif not changed & AGENT_COLUMNS:
                 return          # a heartbeat
             if any(v.get("agent_type") == OVS_AGENT for v in values) and (
                     old is None or new is None or _endpoint(old) != _endpoint(new)):
-                self.every = True
+                self.roles.add(OVS_AGENT)
             self.hosts |= each("host")
         elif table == "instances":
             self.hosts |= each("host")
@@ -203,6 +208,22 @@ class Concern:
                 hosts.update(session.scalars(select(Agent.host).where(Agent.id.in_(part))))
         hosts.discard("")
         return hosts
+
+
+def role_hosts(session: Session, roles: set[str]) -> dict[str, set[str]]:
+    """The hosts running each role (an agent of that type registered, alive or not): read
+    after ``revisions.lock_roles`` took the roles' rows, so an agent registering meanwhile
+    is either seen here or commits after this transaction."""
+    from stacklet.store.models.agents import Agent
+
+    out: dict[str, set[str]] = {role: set() for role in roles}
+    with session.no_autoflush:
+        for agent_type, host in session.execute(
+                select(Agent.agent_type, Agent.host).where(Agent.agent_type.in_(sorted(roles)))
+                .distinct()):
+            if host:
+                out[agent_type].add(host)
+    return out
 
 
 def _endpoint(values: dict) -> tuple:

@@ -143,7 +143,7 @@ def test_floating_ip_status_wakes_only_the_router_host(cloud):
         .execution_options(synchronize_session=False))) == {"net"}
 
 
-def test_heartbeats_wake_nobody_and_tunnel_endpoints_everybody(cloud):
+def test_heartbeats_wake_nobody_and_tunnel_endpoints_every_l2_host(cloud):
     def agent(s, host="h1"):
         return s.query(Agent).filter_by(host=host, agent_type="Open vSwitch agent").one()
 
@@ -156,10 +156,44 @@ def test_heartbeats_wake_nobody_and_tunnel_endpoints_everybody(cloud):
         row.configurations = {**row.configurations, "devices": 5}
     assert woken(cloud, devices) <= {"h1"}
 
-    def moved(s):       # a new tunnel endpoint: every snapshot lists it
+    def moved(s):       # a new tunnel endpoint: every L2 agent's snapshot lists it
         row = agent(s, "h3")
         row.configurations = {**row.configurations, "tunneling_ip": "172.30.1.3"}
     assert woken(cloud, moved) == set(HOSTS)
+
+
+def test_a_tunnel_endpoint_wakes_the_l2_role_not_every_host(cloud):
+    """A role's change: the hosts running an L2 agent, published as one role (a transport
+    sends it on the role's fanout), not "every host": a host with no agent is not moved."""
+    svc, ids = cloud
+    bare = f"bare-{uuid.uuid4().hex[:6]}"      # a port bound there, no agent running
+    svc.db.retrying(lambda s: _port(s, bare, ids["B"], ids["subB"], 50))
+    published = []
+    original = svc.bus.publish
+
+    def spy(hosts=None, seqs=None, roles=None):
+        published.append((None if hosts is None else set(hosts), roles))
+        return original(hosts, seqs)
+    svc.bus.publish = spy
+    before = svc.bus.seq(bare)
+    try:
+        def moved(s):
+            row = s.query(Agent).filter_by(host="h2", agent_type="Open vSwitch agent").one()
+            row.configurations = {**row.configurations, "tunneling_ip": "172.30.2.2"}
+        assert woken(cloud, moved) == set(HOSTS)
+    finally:
+        del svc.bus.publish
+    assert svc.bus.seq(bare) == before
+    assert published == [(set(HOSTS), {"Open vSwitch agent": sorted(HOSTS)})]
+    # a router's change concerns its L3 host only, not the L3 role: no role in it
+    published.clear()
+    svc.bus.publish = spy
+    try:
+        assert woken(cloud, lambda s: setattr(s.get(Router, ids["router"]), "routes", [
+            {"destination": "10.9.0.0/24", "nexthop": "10.0.0.99"}])) == {"net"}
+    finally:
+        del svc.bus.publish
+    assert published == [({"net"}, None)]
 
 
 def test_rules_wake_the_groups_hosts_and_a_deleted_port_its_peers(cloud):
