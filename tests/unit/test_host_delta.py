@@ -1,7 +1,8 @@
 """State pages (services/networking/host_delta.py) and the agent's Holding (contract.py): the
 first page resets, later ones carry only what changed (removals included), applying them gives
 the same snapshot as building it afresh; another epoch or a holding the server no longer keeps
-gives everything again; a small limit cuts the difference into pages."""
+gives everything again; a small limit cuts the difference into pages, built once per fetch
+unless the host changes meanwhile."""
 
 import uuid
 
@@ -164,6 +165,7 @@ def test_two_server_processes_share_revisions_epoch_and_holdings(cloud, tmp_path
         assert other.bus.epoch == svc.bus.epoch
         holding = Holding(HOST)
         fetch(svc, holding)                     # the agent's pages came from the first
+        host_delta.forget()                     # the second keeps nothing of them in memory
         start = other.bus.seq(HOST)
         pid = add_port(other, ids, 500)         # a change committed by the second
         assert svc.bus.seq(HOST) == other.bus.seq(HOST) > start
@@ -171,3 +173,43 @@ def test_two_server_processes_share_revisions_epoch_and_holdings(cloud, tmp_path
         assert not page.reset and set(page.changed) == {f"port/{pid}"}
     finally:
         other.db.dispose()
+
+
+def test_a_fetch_of_many_pages_builds_the_snapshot_once(cloud, monkeypatch):
+    svc, ids = cloud
+    svc.db.retrying(lambda s: [_rows(s, ids, n, HOST) for n in range(600, 700)])
+    builds = []
+    real = host_delta.host_state
+
+    def counted(*args, **kwargs):
+        builds.append(args[1])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(host_delta, "host_state", counted)
+    holding = Holding(HOST)
+    pages = fetch(svc, holding, limit=1024)
+    assert len(pages) > 5 and len(builds) == 1
+    assert holding.records == fresh(svc)
+    # a wake after it: one build for its one page
+    pid = add_port(svc, ids, 700)
+    [page] = fetch(svc, holding, limit=1024)
+    assert set(page.changed) == {f"port/{pid}"} and len(builds) == 2
+
+    # the host changes between two pages of a fetch: the next page is built anew (never
+    # older than the host when it was asked), and the last page gives the whole snapshot
+    svc.db.retrying(lambda s: [_rows(s, ids, n, HOST) for n in range(800, 860)])
+    first = fetch_one(svc, holding, 1024)
+    assert first.more and len(builds) == 3
+    late = add_port(svc, ids, 900)
+    rest = fetch(svc, holding, limit=1024)
+    assert len(builds) == 4 and rest[-1].revision.seq > first.revision.seq
+    assert f"port/{late}" in holding.records and holding.records == fresh(svc)
+
+
+def fetch_one(svc, holding: Holding, limit: int) -> StatePage:
+    with svc.db.read() as s:
+        page = host_delta.build_page(s, HOST, svc.bus.epoch, holding.epoch, holding.token,
+                                     limit)
+    svc.db.retrying(lambda s: host_delta.store_holding(s, HOST, page))
+    parsed = StatePage.from_json(page.body)
+    holding.apply(parsed)
+    return parsed
