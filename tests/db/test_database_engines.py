@@ -243,3 +243,52 @@ def test_state_holdings_round_trip(db: Database) -> None:
         rows = session.scalars(select(HostHolding).where(HostHolding.host == "h1")).all()
         assert sorted(r.token for r in rows) == ["t2", "t3"]
         assert session.get(HostHolding, ("h1", "t3")).hashes == hashes
+
+
+def test_host_state_reads_json_columns_and_takes_role_locks(db: Database) -> None:
+    """A host's snapshot reads ports' JSON lists (address pairs, DHCP options) as each driver
+    gives them (text, or already decoded by psycopg), and a role's lock row
+    (bus/revisions.lock_roles) is taken and taken again on each engine."""
+    import uuid
+
+    from stacklet.bus import revisions
+    from stacklet.contract import DHCP_AGENT, OVS_AGENT, AddressPair, DhcpOption
+    from stacklet.services.networking.host_state import host_state
+    from stacklet.store.models.agents import Agent, NetworkDhcpAgentBinding
+    from stacklet.store.models.network import IPAllocation, Port, Subnet
+
+    net, sub, dhcp = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    paired, plain = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def setup(s: Session) -> None:
+        s.add(Agent(id=dhcp, agent_type=DHCP_AGENT, binary="b", topic="d", host="h1"))
+        s.add(Network(id=net, name="n", project_id="p1"))
+        s.flush()
+        s.add(Subnet(id=sub, network_id=net, ip_version=4, cidr="10.5.0.0/24"))
+        s.add(NetworkDhcpAgentBinding(network_id=net, dhcp_agent_id=dhcp))
+        for pid, n, pairs, opts in (
+                (paired, 2, [{"ip_address": "10.5.0.100", "mac_address": "fa:16:3e:00:00:99"},
+                             {"ip_address": "10.5.1.0/24"}],
+                 [{"opt_name": "mtu", "opt_value": "1400", "ip_version": 4}]),
+                (plain, 3, [], [])):
+            s.add(Port(id=pid, project_id="p1", network_id=net,
+                       mac_address=f"fa:16:3e:00:00:0{n}", binding_host_id="h1",
+                       binding_vif_type="ovs", allowed_address_pairs=pairs,
+                       extra_dhcp_opts=opts))
+            s.flush()
+            s.add(IPAllocation(subnet_id=sub, ip_address=f"10.5.0.{n}", port_id=pid,
+                               network_id=net))
+    db.retrying(setup)
+    for _ in range(2):
+        db.retrying(lambda s: revisions.lock_roles(s, [OVS_AGENT, DHCP_AGENT]))
+    with db.read() as session:
+        snapshot = host_state(session, "h1")
+        assert revisions.read(session, ["h1"]) == {"h1": 0}    # a lock is no host's seq
+    ports = {p.id: p for p in snapshot.ports}
+    assert ports[paired].allowed_address_pairs == (
+        AddressPair("10.5.0.100", "fa:16:3e:00:00:99"),
+        AddressPair("10.5.1.0/24", "fa:16:3e:00:00:02"))
+    assert ports[plain].allowed_address_pairs == ()
+    [network] = snapshot.dhcp_networks
+    options = {p.id: p.extra_dhcp_opts for p in network.ports}
+    assert options == {paired: (DhcpOption("mtu", "1400", 4),), plain: ()}

@@ -24,7 +24,8 @@ import ipaddress
 import logging
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+import orjson
+from sqlalchemy import String, and_, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from stacklet import contract as c
@@ -71,6 +72,24 @@ def _endpoint(host: str, configurations: dict | None) -> c.TunnelEndpoint | None
     return c.TunnelEndpoint(host, ip, tuple(t for t in types if t in TUNNEL_TYPES))
 
 
+def _raw(column: Any) -> Any:
+    """A JSON column read as the driver gives it (text on SQLite and MariaDB), without
+    SQLAlchemy's per-row decoding: most ports' lists are empty, parsed here only when not."""
+    return type_coerce(column, _RAW).label(column.key)
+
+
+_RAW = String()
+_EMPTY = frozenset({None, "", "[]", "null"})
+
+
+def _json(value: Any) -> Any:
+    """A list from ``_raw``: text decoded when it holds something, else as given (a driver
+    that decodes JSON itself, psycopg on PostgreSQL)."""
+    if isinstance(value, str | bytes):
+        return () if value in _EMPTY else orjson.loads(value) or ()
+    return value or ()
+
+
 def _family(address: str) -> str:
     return "ipv6" if ":" in address else "ipv4"
 
@@ -88,7 +107,7 @@ def host_state(session: Session, host: str,
     # 1. ports
     rows = session.execute(select(
         Port.id, Port.network_id, Port.mac_address, Port.admin_state_up,
-        Port.port_security_enabled, Port.allowed_address_pairs, Port.device_owner,
+        Port.port_security_enabled, _raw(Port.allowed_address_pairs), Port.device_owner,
         Port.device_id, Port.status, Port.revision_number).where(local)
         .order_by(Port.id)).all()
     ports: list[c.Port] = []
@@ -113,7 +132,7 @@ def host_state(session: Session, host: str,
                 tuple([c.FixedIP(s, a) for s, a in allocations]),
                 bool(admin_up), bool(port_security),
                 tuple([c.AddressPair(p["ip_address"], p.get("mac_address") or mac)
-                       for p in pairs or ()]),
+                       for p in _json(pairs)]),
                 tuple(sorted(groups_of.get(port_id, ()))),
                 owner or "", device or "", status, revision_number))
 
@@ -331,7 +350,8 @@ def _dhcp_networks(session: Session,
     pending: dict[str, int] = {}
     rows = session.execute(
         select(Port.id, Port.network_id, Port.mac_address, Port.device_owner, Port.device_id,
-               Port.binding_host_id, Port.admin_state_up, Port.extra_dhcp_opts, Port.dhcp_block)
+               Port.binding_host_id, Port.admin_state_up, _raw(Port.extra_dhcp_opts),
+               Port.dhcp_block)
         .where(Port.network_id.in_(hosted)).order_by(Port.network_id, Port.id))
     for port_id, net_id, mac, owner, device, port_host, admin_up, opts, block in rows:
         if block is not None:
@@ -341,7 +361,7 @@ def _dhcp_networks(session: Session,
             port_id, mac, owner or "", bool(admin_up),
             tuple([c.FixedIP(s, a) for s, a in allocations]),
             tuple([c.DhcpOption(str(o.get("opt_name") or ""), o.get("opt_value"),
-                                int(o.get("ip_version") or 4)) for o in opts or ()]))
+                                int(o.get("ip_version") or 4)) for o in _json(opts)]))
         ports[net_id].append(port)
         if owner in ROUTER_INTERFACE_OWNERS:
             routed.update(s for s, _ in allocations)
