@@ -132,6 +132,7 @@ class AmqpLink:
         self._thread: threading.Thread | None = None
         self._exchange = None
         self._closing = False
+        self._flushing = False
         self._closed_event: asyncio.Event | None = None
         self._lock = threading.Lock()
 
@@ -179,10 +180,20 @@ class AmqpLink:
 
     def _enqueue(self, key: str, data: bytes, ttl: float | None) -> None:
         self._backlog.append((key, data, ttl))
-        if self._exchange is not None:
+        if self._exchange is not None and not self._flushing:
             asyncio.ensure_future(self._flush())
 
     async def _flush(self) -> None:
+        """Send the backlog in order; one flush at a time (two would both send its head)."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            await self._send_backlog()
+        finally:
+            self._flushing = False
+
+    async def _send_backlog(self) -> None:
         import aio_pika
 
         while self._backlog and self._exchange is not None:

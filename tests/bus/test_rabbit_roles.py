@@ -148,3 +148,22 @@ def test_a_role_fanout_reaches_every_agent_of_the_role_and_no_other(cloud):
     for name in ("net1", "net2"):
         assert _woken(waiters[name]).seq == seqs[hosts[name]]
     _quiet(waiters["cmp1"])
+
+
+def test_a_publish_to_several_hosts_sends_each_wake_once(cloud):
+    """Each host's wake-up once: the link sends its backlog one flush at a time (two flushes
+    at once both sent its head: the first host's wake-up went out once per host)."""
+    svc, hosts, waiters, _ = cloud
+    names = ("net1", "net2", "cmp1")
+    seqs = {hosts[n]: svc.bus.seq(hosts[n]) + 1 for n in names}
+    svc.bus.publish(sorted(seqs), seqs=seqs)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(waiters[n].inbox.empty() for n in names):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    for name in names:
+        got = []
+        while not waiters[name].inbox.empty():
+            got.append(waiters[name].inbox.get_nowait())
+        assert got == [{"revision": {"epoch": svc.bus.epoch, "seq": seqs[hosts[name]]}}], name
+        waiters[name].start_at = Revision(svc.bus.epoch, seqs[hosts[name]])
