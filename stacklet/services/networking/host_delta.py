@@ -22,9 +22,8 @@ for its first page, kept in this process (``_Fetch``) under the token each page 
 for ``FETCH_TTL`` seconds, as long as the host's revision has not moved (then the page is
 built anew, as every page was before: a page is never older than the revision the host had
 when it was asked). A page landing on another server process builds anew there: correct,
-only slower. What the agent holds after each
-page is kept in memory too (the DB row is still written, for the other processes), so a
-wake does not read it back from the database.
+only slower. What the agent holds after each page is kept in memory too (the DB row is
+still written, for the other processes), so a wake does not read it back from the database.
 """
 
 from __future__ import annotations
@@ -179,7 +178,8 @@ def build_page(session: Session, host: str, epoch: str, agent_epoch: str | None,
         if not more:
             holding = hashes
         else:
-            holding = {k: h for k, h in base.items() if k not in set(taken_removed)}
+            gone = set(taken_removed)
+            holding = {k: h for k, h in base.items() if k not in gone}
             holding.update({k: hashes[k] for k in taken})
     parts = [b'{"version":', str(VERSION).encode(), b',"host":', orjson.dumps(host),
              b',"revision":', orjson.dumps(revision), b',"token":', orjson.dumps(new_token),
