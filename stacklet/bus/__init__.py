@@ -1,8 +1,10 @@
 """Change events: the server tells node agents "something changed, look again".
 
-``events.ChangeNotifier`` holds an epoch (random per server process) and a sequence number per
-host; ``events.install`` hooks a sessionmaker so every commit that changed networking rows bumps
-them, without any service having to remember to publish.
+``events.install`` hooks a sessionmaker so every commit that changed networking rows moves the
+revisions of the hosts it concerns (``targets.py``; kept in the database, ``revisions.py``) and
+publishes to them, without any service having to remember to; ``events.ChangeNotifier`` wakes
+this process's long polls, ``rabbit.RabbitNotifier`` also the agents' queues (per host, per
+role, all).
 
 ``requests.AgentRequests`` carries the other direction's questions: a request for one host's
 agent rides that host's long poll, and the agent posts its answer back.
