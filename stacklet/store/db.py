@@ -196,6 +196,26 @@ class Database:
         except exc.IntegrityError:
             session.execute(stmt)
 
+    def holding(self, name: str, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` while a write transaction holds the named lock (``lock``); taking the
+        lock is tried again when it loses a race (MariaDB's deadlock on two first uses), ``fn``
+        itself runs once. SQLite: ``fn()`` alone (one process, serialized writers)."""
+        if self.is_sqlite:
+            return fn()
+        attempt = 0
+        while True:
+            with self.write() as session:
+                try:
+                    self.lock(session, name)
+                except Exception as error:
+                    attempt += 1
+                    if not _is_retryable(error) or attempt > self.max_retries:
+                        raise
+                    session.rollback()
+                    time.sleep(random.uniform(0, 0.002 * attempt))
+                    continue
+                return fn()
+
     def retrying(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in a write transaction, re-running it when it loses a race."""
         attempt = 0

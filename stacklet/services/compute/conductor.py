@@ -135,11 +135,7 @@ class Conductor:
         wrote. Without it two conductors both created an instance's ports and the later one's
         list replaced the first's in the row: the node re-plugged the VIF under the running
         guest and the first ports were left behind. SQLite serves one process: no lock."""
-        if self.db.is_sqlite:
-            return self._step()
-        with self.db.write() as session:
-            self.db.lock(session, "conductor")
-            return self._step()
+        return self.db.holding("conductor", self._step)
 
     def _step(self) -> bool:
         with self.db.read() as session:
