@@ -44,13 +44,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from stacklet import linux
+from stacklet.agent.compute import vif
 from stacklet.agent.unprivileged import RUN_ROOT, daemons_dir
 from stacklet.ovs import OvsDaemons
 
 MAX_PREFIX = 8
 ETH_P_ARP = 0x0806
 ETH_P_ALL = 0x0003
-DEAD_VLAN = 4095           # the tag os-vif plugs a VIF with until the agent wires it
 
 
 class HarnessError(RuntimeError):
@@ -595,27 +595,15 @@ class Node:
         instance = Instance(self, port, netns, tap, network_mtu)
         self.instances[port_id] = instance
         try:
-            linux.veth_add(tap, "eth0", self.netns, netns)
-            linux.link_set("eth0", netns, mac=mac, mtu=network_mtu)
-            linux.link_set(tap, self.netns, mtu=network_mtu)
-            linux.tx_off("eth0", netns)
-            linux.tx_off(tap, self.netns)
+            self.ovs.vsctl("--may-exist", "add-br", bridge, "--",
+                           "set", "Bridge", bridge, "datapath_type=netdev")
             # guests do not need DAD delays or router solicitations here
-            linux.run(["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0",
-                       "net.ipv6.conf.eth0.dad_transmits=0"], netns, check=False)
-            if not ipv6:
-                linux.run(["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"], netns)
-            linux.link_set(tap, self.netns, up=True)
-            self.ovs.vsctl(
-                "--may-exist", "add-br", bridge, "--",
-                "set", "Bridge", bridge, "datapath_type=netdev", "--",
-                "--may-exist", "add-port", bridge, tap, *([f"tag={DEAD_VLAN}"] if isolate else []),
-                "--",
-                "set", "Interface", tap,
-                f"external_ids:iface-id={port_id}", f"external_ids:attached-mac={mac}",
-                "external_ids:iface-status=active", f"external_ids:vm-uuid={vm_uuid}",
-                f"mtu_request={network_mtu}",
-                *([f"ofport_request={ofport}"] if ofport else []))
+            sysctls = ["net.ipv6.conf.eth0.accept_dad=0", "net.ipv6.conf.eth0.dad_transmits=0",
+                       *(["net.ipv6.conf.eth0.disable_ipv6=1"] if not ipv6 else [])]
+            vif.plug_veth(self.ovs.vsctl, tap, "eth0", netns,
+                          port_id=port_id, mac=mac, mtu=network_mtu, vm_uuid=vm_uuid,
+                          host_netns=self.netns, bridge=bridge, isolate=isolate, ofport=ofport,
+                          peer_sysctls=sysctls, remake=True)
             for fixed in port.get("fixed_ips", []):
                 ip = ipaddress.ip_address(fixed["ip_address"])
                 cidr = (cidrs or {}).get(fixed.get("subnet_id", ""))
@@ -624,7 +612,6 @@ class Node:
                 if ip.version == 6:
                     args.append("nodad")
                 linux.run(args, netns)
-            linux.link_set("eth0", netns, up=True)
             if gateway:
                 linux.route_add("default", netns, via=gateway, dev="eth0")
         except BaseException:

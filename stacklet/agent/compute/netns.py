@@ -9,7 +9,7 @@ An instance ``<uuid>`` is, on the node:
 - the network namespace ``inst-<uuid>`` (the whole id: no two instances can collide; the
   agent's other namespaces are ``qdhcp-``/``qrouter-``);
 - one veth per VIF: the host end ``Vif.dev`` (``tap<port id[:11]>``) on br-int, plugged with
-  ``vif.attach`` on the dead VLAN before the init starts; the guest end ``eth0``, ``eth1``…
+  ``vif.plug_veth`` on the dead VLAN before the init starts; the guest end ``eth0``, ``eth1``…
   (the VIFs' order) with the port's MAC and the network's MTU; TX checksum offload off on
   both ends (the userspace datapath);
 - the init (``guest.py``) in that namespace and in a UTS and a mount namespace of its own, its
@@ -278,17 +278,11 @@ class NetnsDriver:
         present = set(linux.link_names(ns))
         for index, vif in enumerate(spec.vifs):
             guest = f"eth{index}"
-            if not (guest in present and linux.link_exists(vif.dev)):
-                linux.link_delete(vif.dev)
-                linux.link_delete(guest, ns)
-                linux.run(["ip", "link", "add", vif.dev, "mtu", str(vif.mtu), "type", "veth",
-                           "peer", "name", guest, "address", vif.mac, "mtu", str(vif.mtu),
-                           "netns", ns])
-                linux.tx_off(vif.dev)
-                linux.tx_off(guest, ns)
-            linux.link_set(vif.dev, up=True)
-            if self.db:
-                vifs.attach(self.db, vif.dev, vif.port_id, vif.mac, spec.uuid, mtu=vif.mtu)
+            exists = guest in present and linux.link_exists(vif.dev)
+            # the guest end stays down: the init brings it up
+            vifs.plug_veth(vifs.vsctl_cmd(self.db) if self.db else None, vif.dev, guest, ns,
+                           port_id=vif.port_id, mac=vif.mac, mtu=vif.mtu, vm_uuid=spec.uuid,
+                           peer_up=False, remake=not exists)
 
     def _config_drive(self, spec: InstanceSpec) -> None:
         """Nova's config drive layout (openstack/latest/), as a directory the guest reads."""

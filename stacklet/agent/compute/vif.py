@@ -1,16 +1,100 @@
-"""Plugging an instance's device into the integration bridge as os-vif's ovs plugin does."""
+"""Plugging a device into the integration bridge as os-vif's ovs plugin does.
+
+``plug_veth`` is the one way every veth-backed port on br-int is made: an instance's VIF
+(netns compute driver, the test harness), a router's qr-/qg- device and a DHCP port's tap.
+ovs-vswitchd reconfigures every port of the node on each link event it sees in its network
+namespace and on each OVSDB change, so the pair is made and set up (MTU, MAC, TX checksum
+offload off on both ends, promiscuous mode that OVS would turn on itself) inside the target
+namespace, where vswitchd's rtnetlink socket sees nothing, and only the OVS end is moved into
+vswitchd's namespace, up, in one `ip link set` — then added to the bridge on the dead VLAN
+with its external_ids in one OVSDB transaction.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable, Sequence
 
 from stacklet import linux
 
 DEAD_VLAN = 4095   # until the L2 agent gives the port its network's local VLAN
 
 
+def vsctl_cmd(db: str) -> list[str]:
+    return ["ovs-vsctl", f"--db={db}", "--timeout=10"]
+
+
 def vsctl(db: str, *args: str, check: bool = True) -> str:
-    return linux.run(["ovs-vsctl", f"--db={db}", "--timeout=10", *args], check=check).stdout
+    return linux.run([*vsctl_cmd(db), *args], check=check).stdout
+
+
+# how to run ovs-vsctl: a command prefix (["ovs-vsctl", "--db=…"]) or a function taking its
+# arguments (OvsDaemons.vsctl)
+Vsctl = Sequence[str] | Callable[..., str]
+
+
+def _run_vsctl(vsctl: Vsctl, *args: str) -> str:
+    if callable(vsctl):
+        return vsctl(*args)
+    return linux.run([*vsctl, *args]).stdout
+
+
+def plug_veth(vsctl: Vsctl | None, dev: str, peer: str, netns: str, *, port_id: str,
+              mac: str, mtu: int = 1500, vm_uuid: str | None = None,
+              host_netns: str | None = None, bridge: str = "br-int", isolate: bool = True,
+              ofport: int | None = None, peer_up: bool = True,
+              peer_sysctls: Sequence[str] = (), remake: bool | None = None) -> bool:
+    """A veth `dev` (on `bridge`, in `host_netns`: None is the caller's namespace, where
+    ovs-vswitchd runs) <-> `peer` (MAC `mac`, in `netns`), plugged with os-vif's external_ids
+    (iface-id, attached-mac, iface-status, vm-uuid when given) and `tag=4095` (isolate: the
+    dead VLAN until the L2 agent wires it; --may-exist leaves an existing port's tag alone).
+
+    remake: None makes the pair when either end is missing; True always; False never (only
+    states MTU, MAC and up). A pair made again first drops any OVS port of the same name and
+    waits for ovs-vswitchd to close it: the userspace datapath would otherwise send to the new
+    same-named device but never receive from it. peer_sysctls ("net.ipv6.conf.eth0.…=0") are
+    set in `netns` before the peer comes up (peer_up). vsctl None: the pair only, on no
+    bridge. True when the pair was made."""
+    linux.check_ifname(dev)
+    linux.check_ifname(peer)
+    if remake is None:
+        remake = not (linux.link_exists(dev, host_netns) and linux.link_exists(peer, netns))
+    size = str(mtu)
+    if remake:
+        linux.link_delete(dev, host_netns)
+        linux.link_delete(peer, netns)
+        linux.link_delete(dev, netns)
+        if vsctl is not None:
+            # nothing is written (no reconfiguration) when there is no such port
+            _run_vsctl(vsctl, "--if-exists", "del-port", bridge, dev)
+        linux.run(["ip", "link", "add", dev, "mtu", size, "promisc", "on", "type", "veth",
+                   "peer", "name", peer, "mtu", size, "address", mac], netns)
+        linux.tx_off(dev, netns)
+        linux.tx_off(peer, netns)
+        for setting in peer_sysctls:
+            linux.run(["sysctl", "-qw", setting], netns, check=False)
+        if peer_up:
+            linux.link_set(peer, netns, up=True)
+        # one move, up in the same request: the OVS end arrives in its final state
+        target = host_netns if host_netns else str(os.getpid())
+        linux.run(["ip", "link", "set", "dev", dev, "netns", target, "up"], netns)
+    else:
+        linux.link_set(dev, host_netns, mtu=mtu, up=True)
+        for setting in peer_sysctls:
+            linux.run(["sysctl", "-qw", setting], netns, check=False)
+        linux.link_set(peer, netns, mac=mac, mtu=mtu, up=True if peer_up else None)
+    if vsctl is None:
+        return remake
+    ids = [f"external_ids:iface-id={port_id}", f"external_ids:attached-mac={mac}",
+           "external_ids:iface-status=active"]
+    if vm_uuid:
+        ids.append(f"external_ids:vm-uuid={vm_uuid}")
+    _run_vsctl(vsctl, "--may-exist", "add-port", bridge, dev,
+               *([f"tag={DEAD_VLAN}"] if isolate else []), "--",
+               "set", "Interface", dev, *ids, f"mtu_request={mtu}",
+               *([f"ofport_request={ofport}"] if ofport else []))
+    return remake
 
 
 def attach(db: str, dev: str, port_id: str, mac: str, vm_uuid: str, mtu: int = 1500,

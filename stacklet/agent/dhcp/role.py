@@ -54,9 +54,9 @@ from typing import Any
 
 from stacklet import linux
 from stacklet.agent import iptables, remove_each, safe, unprivileged
+from stacklet.agent.compute import vif
 from stacklet.agent.dhcp import dnsmasq
 from stacklet.agent.dhcp.dnsmasq import DhcpConfig, Dnsmasq
-from stacklet.agent.l2.flows import DEAD_VLAN
 from stacklet.agent.metadata import METADATA_IP, NETWORK_BIND, MetadataProxy
 from stacklet.agent.owned import OwnedNamespaces
 from stacklet.contract import DhcpNetwork, DhcpPort
@@ -272,25 +272,12 @@ class DhcpRole:
         if old and old != port.id:
             self._unplug(old)
             tap_exists = False
-        if not tap_exists:
-            linux.run(["ip", "-n", ns, "link", "del", inner], check=False)
-            # an OVS port left from the old device: the userspace datapath would send to a
-            # new device of the same name but never receive from it again
-            linux.run([*self.vsctl, "--if-exists", "del-port", self.bridge, tap])
-            linux.run(["ip", "link", "add", tap, "mtu", str(mtu), "type", "veth", "peer", "name",
-                       inner, "mtu", str(mtu), "address", mac, "netns", ns])
-            linux.run(["ethtool", "-K", tap, "tx", "off"], check=False)
-            linux.run(["ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off"], check=False)
         linux.write_atomic(previous, port.id + "\n")
-        linux.run(["ip", "link", "set", tap, "mtu", str(mtu), "up"])
-        linux.run(["ip", "-n", ns, "link", "set", inner, "address", mac, "mtu", str(mtu), "up"])
-        # plugged in the dead VLAN (as Neutron does): isolated until the L2 role wires it;
-        # --may-exist leaves an existing port's tag alone
-        linux.run([*self.vsctl, "--may-exist", "add-port", self.bridge, tap,
-                   f"tag={DEAD_VLAN}", "--",
-                   "set", "Interface", tap, f"external_ids:iface-id={port.id}",
-                   f"external_ids:attached-mac={mac}", "external_ids:iface-status=active",
-                   f"mtu_request={mtu}"])
+        # not there (or half of an old pair left): a new pair, any stale OVS port of that
+        # name dropped first; plugged in the dead VLAN (as Neutron does): isolated until the
+        # L2 role wires it
+        vif.plug_veth(self.vsctl, tap, inner, ns, port_id=port.id, mac=mac, mtu=mtu,
+                      bridge=self.bridge, remake=not (tap_exists and linux.link_exists(inner, ns)))
         self._addresses(net, ns, inner)
 
     def _addresses(self, net: DhcpNetwork, ns: str, inner: str) -> bool:

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from stacklet import linux
 from stacklet.agent import iptables, remove_each, safe, unprivileged
-from stacklet.agent.l2.flows import DEAD_VLAN
+from stacklet.agent.compute import vif
 from stacklet.agent.l3 import router as layout
 from stacklet.agent.l3.router import Device, RouterSetup
 from stacklet.agent.metadata import ROUTER_BIND, MetadataProxy
@@ -222,8 +222,7 @@ class L3Role:
             exists = device.inner in present and device.outer in links
             if not exists or _link(before.get(device.inner)) != _link(device):
                 # new, changed, or first seen by this agent process: (re)state the link
-                self._plug(ns, device, exists, device.inner in present,
-                           device.outer in links)
+                self._plug(ns, device, exists)
                 if not exists or previous is not None:
                     changed.append(device.inner)
             if self._addresses(ns, device, present.get(device.inner, {}).get("addresses", set())
@@ -264,33 +263,12 @@ class L3Role:
                                            if a.get("scope") == "global"}}
         return out
 
-    def _plug(self, ns: str, device: Device, exists: bool, inner_left: bool,
-              outer_left: bool) -> None:
-        mtu = str(device.mtu)
-        if not exists:      # a half of an old pair may be left: make a new pair
-            if inner_left:
-                linux.run(["ip", "-n", ns, "link", "del", device.inner], check=False)
-            if outer_left:
-                linux.run(["ip", "link", "del", device.outer], check=False)
-            # an OVS port left from the old device: the userspace datapath would send to a
-            # new device of the same name but never receive from it again
-            linux.run([*self.vsctl, "--if-exists", "del-port", self.bridge, device.outer])
-            linux.run(["ip", "link", "add", device.outer, "mtu", mtu, "type", "veth",
-                       "peer", "name", device.inner, "mtu", mtu, "address", device.mac,
-                       "netns", ns])
-            linux.run(["ethtool", "-K", device.outer, "tx", "off"], check=False)
-            linux.run(["ip", "netns", "exec", ns, "ethtool", "-K", device.inner, "tx", "off"],
-                      check=False)
-        linux.run(["ip", "link", "set", device.outer, "mtu", mtu, "up"])
-        linux.run(["ip", "-n", ns, "link", "set", device.inner, "address", device.mac, "mtu", mtu,
-                   "up"])
-        # plugged in the dead VLAN (as Neutron does): isolated until the L2 role wires it;
-        # --may-exist leaves an existing port's tag alone
-        linux.run([*self.vsctl, "--may-exist", "add-port", self.bridge, device.outer,
-                   f"tag={DEAD_VLAN}", "--",
-                   "set", "Interface", device.outer, f"external_ids:iface-id={device.port_id}",
-                   f"external_ids:attached-mac={device.mac}", "external_ids:iface-status=active",
-                   f"mtu_request={device.mtu}"])
+    def _plug(self, ns: str, device: Device, exists: bool) -> None:
+        # not there (or half of an old pair left): a new pair, any stale OVS port of that
+        # name dropped first; plugged in the dead VLAN (as Neutron does): isolated until the
+        # L2 role wires it
+        vif.plug_veth(self.vsctl, device.outer, device.inner, ns, port_id=device.port_id,
+                      mac=device.mac, mtu=device.mtu, bridge=self.bridge, remake=not exists)
 
     def _addresses(self, ns: str, device: Device, current: set[str]) -> bool:
         wanted = set(device.addresses)
