@@ -49,9 +49,9 @@ def test_dhcp_ports_are_plugged_in_the_dead_vlan(commands, tmp_path):
 def test_router_ports_are_plugged_in_the_dead_vlan(commands, tmp_path):
     assert l3_role.linux.run is dhcp_role.linux.run       # one linux module, patched
     role = l3_role.L3Role(["ovs-vsctl"], tmp_path, "br-int")
-    device = Device(port_id=PORT, kind="qr", outer=f"qr-{PORT[:11]}", inner=f"qr-{PORT[:11]}",
+    device = Device(port_id=PORT, kind="qr", outer=f"tap{PORT[:11]}", inner=f"qr-{PORT[:11]}",
                     mac="fa:16:3e:00:00:02", mtu=1450, addresses=("10.0.0.1/24",))
-    role._plug("qrouter-r", device, exists=False, inner_left=False, outer_left=False)
+    role._plug("qrouter-r", device, exists=False)
     cmd = add_port(commands)
     tail = cmd[cmd.index("add-port"):cmd.index("--")]
     assert tail == ["add-port", "br-int", device.outer, "tag=4095"]

@@ -58,6 +58,8 @@ def plug_veth(vsctl: Vsctl | None, dev: str, peer: str, netns: str, *, port_id: 
     bridge. True when the pair was made."""
     linux.check_ifname(dev)
     linux.check_ifname(peer)
+    if dev == peer:     # both ends are made in `netns` first
+        raise ValueError(f"a veth's ends need two names, not {dev!r} twice")
     if remake is None:
         remake = not (linux.link_exists(dev, host_netns) and linux.link_exists(peer, netns))
     size = str(mtu)
