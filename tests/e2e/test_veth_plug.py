@@ -1,7 +1,7 @@
 """The one veth plug (stacklet/agent/compute/vif.py `plug_veth`), used for instances (netns
 driver, harness), router and DHCP ports, against a real ovs-vswitchd (a harness node without
-agent): the OVS end reaches ovs-vswitchd's namespace already in its final state (up,
-promiscuous, MTU; TX checksum offload off on both ends), so vswitchd — which reconfigures
+agent): the OVS end reaches ovs-vswitchd's namespace already set up (promiscuous, MTU; TX
+checksum offload off on both ends) and comes up there without IPv6, so vswitchd — which reconfigures
 every port on each link event it sees — sees as few events as possible (issue 11, density);
 it is plugged on the dead VLAN with os-vif's external_ids in one transaction; traffic flows
 once the port has a VLAN; an OVS port left from an earlier device of the same name is
@@ -69,6 +69,9 @@ def test_the_ovs_end_arrives_up_promiscuous_tx_off_on_the_dead_vlan(node):
             assert "PROMISC" in flags and "mtu 1450" in line, line
         flags = events[-1].split("<", 1)[1].split(">", 1)[0].split(",")
         assert "UP" in flags and "LOWER_UP" in flags and "NO-CARRIER" not in flags, events
+        # no IPv6 on the bridge port: no address events, no entries in vswitchd's dumps
+        assert linux.run(["ip", "-6", "-o", "addr", "show", "dev", vm.tap],
+                         node.netns).stdout.strip() == ""
         assert tx_checksumming(vm.tap, node.netns) == "off"
         assert tx_checksumming("eth0", vm.netns) == "off"
         assert linux.link_info("eth0", vm.netns)["address"] == vm.port["mac_address"]

@@ -6,8 +6,10 @@ ovs-vswitchd reconfigures every port of the node on each link event it sees in i
 namespace and on each OVSDB change, so the pair is made and set up (MTU, MAC, TX checksum
 offload off on both ends, promiscuous mode that OVS would turn on itself) inside the target
 namespace, where vswitchd's rtnetlink socket sees nothing, and only the OVS end is moved into
-vswitchd's namespace, up, in one `ip link set` — then added to the bridge on the dead VLAN
-with its external_ids in one OVSDB transaction.
+vswitchd's namespace, gets IPv6 disabled (no link-local address: no address events, and
+vswitchd's getifaddrs() dumps stay short) and comes up — then it is added to the bridge on the
+dead VLAN with its external_ids in one OVSDB transaction. Three link events reach vswitchd
+(arrival, up, carrier) where a pair made and set up in its namespace gave nine.
 """
 
 from __future__ import annotations
@@ -78,9 +80,15 @@ def plug_veth(vsctl: Vsctl | None, dev: str, peer: str, netns: str, *, port_id: 
             linux.run(["sysctl", "-qw", setting], netns, check=False)
         if peer_up:
             linux.link_set(peer, netns, up=True)
-        # one move, up in the same request: the OVS end arrives in its final state
         target = host_netns if host_netns else str(os.getpid())
-        linux.run(["ip", "link", "set", "dev", dev, "netns", target, "up"], netns)
+        linux.run(["ip", "link", "set", "dev", dev, "netns", target], netns)
+        # no IPv6 on the OVS end (a device's IPv6 settings do not survive the move, so
+        # here, before it comes up): its link-local address would be two more events
+        # (tentative, then after DAD) and one more entry in every getifaddrs() dump
+        # ovs-vswitchd makes, and it is a bridge port that has no use for an address
+        linux.run(["sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"], host_netns,
+                  check=False)
+        linux.link_set(dev, host_netns, up=True)
     else:
         linux.link_set(dev, host_netns, mtu=mtu, up=True)
         for setting in peer_sysctls:
