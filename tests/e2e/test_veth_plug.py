@@ -32,8 +32,8 @@ def node(plain_cluster: Cluster) -> Node:
 
 def port(ip: str) -> dict:
     port_id = str(uuid.uuid4())
-    return {"id": port_id, "mac_address": "fa:16:3e:%02x:%02x:%02x" % tuple(
-                int(port_id[i:i + 2], 16) for i in (0, 2, 4)),
+    return {"id": port_id, "mac_address": "fa:16:3e:" + ":".join(port_id[i:i + 2]
+                                                              for i in (0, 2, 4)),
             "fixed_ips": [{"ip_address": ip, "subnet_id": "s"}]}
 
 
@@ -104,7 +104,7 @@ def test_a_stale_ovs_port_of_the_same_name_is_replaced(node):
     peer = node.plug(port("10.93.0.31"), network_mtu=1450, cidrs={"s": CIDR}, ipv6=False)
     ns = f"{node.cluster.prefix}-vpst"
     dev, mac = "tapvpstale0", "fa:16:3e:00:93:32"
-    plug = dict(port_id="stale-port", mac=mac, mtu=1450, host_netns=node.netns)
+    plug = {"port_id": "stale-port", "mac": mac, "mtu": 1450, "host_netns": node.netns}
     try:
         linux.netns_add(ns)
         vif.plug_veth(node.ovs.vsctl, dev, "ns-stale", ns, **plug)
