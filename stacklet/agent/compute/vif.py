@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Callable, Sequence
 
 from stacklet import linux
@@ -40,6 +41,14 @@ def _run_vsctl(vsctl: Vsctl, *args: str) -> str:
     if callable(vsctl):
         return vsctl(*args)
     return linux.run([*vsctl, *args]).stdout
+
+
+def _line(*args: str) -> str:
+    return shlex.join(args)
+
+
+def _script(netns: str | None, lines: Sequence[str]) -> None:
+    linux.run(["sh", "-ec", "\n".join(lines)], netns)
 
 
 def plug_veth(vsctl: Vsctl | None, dev: str, peer: str, netns: str, *, port_id: str,
@@ -67,28 +76,29 @@ def plug_veth(vsctl: Vsctl | None, dev: str, peer: str, netns: str, *, port_id: 
     size = str(mtu)
     if remake:
         linux.link_delete(dev, host_netns)
-        linux.link_delete(peer, netns)
-        linux.link_delete(dev, netns)
         if vsctl is not None:
-            # nothing is written (no reconfiguration) when there is no such port
+            # before the new device can reach vswitchd's namespace; nothing is written (no
+            # reconfiguration) when there is no such port
             _run_vsctl(vsctl, "--if-exists", "del-port", bridge, dev)
-        linux.run(["ip", "link", "add", dev, "mtu", size, "promisc", "on", "type", "veth",
-                   "peer", "name", peer, "mtu", size, "address", mac], netns)
-        linux.tx_off(dev, netns)
-        linux.tx_off(peer, netns)
-        for setting in peer_sysctls:
-            linux.run(["sysctl", "-qw", setting], netns, check=False)
-        if peer_up:
-            linux.link_set(peer, netns, up=True)
         target = host_netns if host_netns else str(os.getpid())
-        linux.run(["ip", "link", "set", "dev", dev, "netns", target], netns)
+        # one shell per namespace: each `ip netns exec` costs far more than the commands
+        _script(netns, [
+            _line("ip", "link", "delete", "dev", peer) + " 2>/dev/null || true",
+            _line("ip", "link", "delete", "dev", dev) + " 2>/dev/null || true",
+            _line("ip", "link", "add", dev, "mtu", size, "promisc", "on", "type", "veth",
+                  "peer", "name", peer, "mtu", size, "address", mac),
+            _line("ethtool", "-K", dev, "tx", "off"),
+            _line("ethtool", "-K", peer, "tx", "off"),
+            *([_line("sysctl", "-qw", *peer_sysctls) + " || true"] if peer_sysctls else []),
+            *([_line("ip", "link", "set", "dev", peer, "up")] if peer_up else []),
+            _line("ip", "link", "set", "dev", dev, "netns", target)])
         # no IPv6 on the OVS end (a device's IPv6 settings do not survive the move, so
         # here, before it comes up): its link-local address would be two more events
         # (tentative, then after DAD) and one more entry in every getifaddrs() dump
         # ovs-vswitchd makes, and it is a bridge port that has no use for an address
-        linux.run(["sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"], host_netns,
-                  check=False)
-        linux.link_set(dev, host_netns, up=True)
+        _script(host_netns, [
+            _line("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1") + " || true",
+            _line("ip", "link", "set", "dev", dev, "up")])
     else:
         linux.link_set(dev, host_netns, mtu=mtu, up=True)
         for setting in peer_sysctls:
