@@ -103,7 +103,9 @@ class SimAgent(Agent):
 
     def __init__(self, server_url: str, transport_url: str, host: str, secret: str,
                  tunneling_ip: str, dhcp: bool = False, cold: bool = False,
-                 report_interval: float = 10.0) -> None:     # noqa: the real __init__ opens OVS
+                 report_interval: float = 10.0) -> None:
+        # Not Agent.__init__ (it connects to OVSDB and builds the dataplane roles): the
+        # attributes the Agent methods used here read, set as it sets them.
         self.conf = SimpleNamespace(
             host=host, DEFAULT=SimpleNamespace(transport_url=transport_url),
             agent=SimpleNamespace(report_interval=report_interval, check_interval=3.0,
