@@ -165,6 +165,10 @@ class Api:
         return response.json()["port"]["status"]
 
 
+def say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} scale: {message}", file=sys.stderr, flush=True)
+
+
 def until(predicate, timeout: float, what: str, every: float = 0.1) -> float:
     """Poll; the monotonic time predicate first held. Exits the benchmark after timeout."""
     deadline = time.monotonic() + timeout
@@ -177,7 +181,8 @@ def until(predicate, timeout: float, what: str, every: float = 0.1) -> float:
 
 # --- the phases -------------------------------------------------------------------------------
 
-def build(api: Api, fleet: Fleet, hosts: list[str], ports: int) -> dict[str, str]:
+def build(api: Api, fleet: Fleet, hosts: list[str], ports: int,
+          on_failure=None) -> dict[str, str]:
     """Networks (two hosts each) with a subnet; ``ports`` ports bound to each host, ACTIVE.
     Returns host → its network's id."""
     nets: dict[int, str] = {}
@@ -189,7 +194,15 @@ def build(api: Api, fleet: Fleet, hosts: list[str], ports: int) -> dict[str, str
     network_of = {host: nets[i // 2] for i, host in enumerate(hosts)}
     for host in hosts:
         api.post("ports", {"ports": [api.port(network_of[host], host) for _ in range(ports)]})
-    until(lambda: api.not_active() == 0, 600, "every port ACTIVE after creation", every=0.5)
+    try:
+        until(lambda: api.not_active() == 0, 600,
+              "every port ACTIVE after creation", every=0.5)
+    except SystemExit:
+        if on_failure is not None:
+            response = api.http.get(f"{NET}/ports", params={
+                "device_owner": "compute:nova", "status": NOT_ACTIVE, "fields": "id"})
+            on_failure([p["id"] for p in response.json()["ports"]])
+        raise
     return network_of
 
 
@@ -242,10 +255,52 @@ def storm(api: Api, fleet: Fleet, cpu: Cpu, cold: bool, expected: int) -> dict:
     return result
 
 
+def diagnose(api: Api, fleet: Fleet, connection: str, port_ids: list[str],
+             data_dir: Path) -> None:
+    """Why ports stay DOWN: their blocks, what their host's agent and the DHCP node hold, the
+    server's log (on stderr)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(connection)
+    dhcp = fleet.agents.get(fleet.dhcp_host or "")
+    with engine.connect() as conn:
+        for pid in port_ids[:5]:
+            row = conn.execute(text("SELECT status, revision_number, l2_block, dhcp_block, "
+                                    "binding_host_id FROM ports WHERE id = :id"),
+                               {"id": pid}).first()
+            print(f"port {pid}: {row}", file=sys.stderr)
+            if row is None:
+                continue
+            agent = fleet.agents.get(row[4])
+            if agent is not None:
+                print(f"  host {agent.host}: passes {agent.passes}, fetches {agent.fetches}, "
+                      f"revision {agent.revision}, amqp connected "
+                      f"{agent.waiter.link.connected.is_set()} ({agent.waiter.link.connects} "
+                      f"connections), inbox {agent.waiter.inbox.qsize()}, health "
+                      f"{agent.health['Open vSwitch agent'].status()}", file=sys.stderr)
+            if agent is not None and agent.snapshot is not None:
+                mine = [p for p in agent.snapshot.ports if p.id == pid]
+                print(f"  host {agent.host}: holds {agent.snapshot.revision}, current "
+                      f"{agent.client.current()}, port {mine}, reported "
+                      f"{agent.reported.get(pid)}, passes {agent.passes}, fetches "
+                      f"{agent.fetches}, health {agent.health['Open vSwitch agent'].status()}",
+                      file=sys.stderr)
+            if dhcp is not None and dhcp.snapshot is not None:
+                print(f"  dhcp node: holds {dhcp.snapshot.revision}, current "
+                      f"{dhcp.client.current()}, pending {dhcp.snapshot.dhcp_pending.get(pid)}, "
+                      f"reported {dhcp.dhcp_reported.get(pid)}, l2_realised {dhcp.l2_realised}, "
+                      f"applied {dhcp.dhcp_applied.revision if dhcp.dhcp_applied else None}, "
+                      f"health {dhcp.health['DHCP agent'].status()}", file=sys.stderr)
+    engine.dispose()
+    log = (data_dir / "log" / "server.log").read_text().splitlines()
+    print("\n".join(log[-40:]), file=sys.stderr)
+
+
 def port_up(api: Api, hosts: list[str], network_of: dict[str, str], rate: float,
-            duration: float, cpu: Cpu) -> tuple[dict, dict]:
+            duration: float, cpu: Cpu, on_failure=None) -> tuple[dict, dict]:
     samples: list[float] = []
     failures: list[str] = []
+    stuck: list[str] = []
     lock = threading.Lock()
 
     def one(host: str) -> None:
@@ -255,6 +310,8 @@ def port_up(api: Api, hosts: list[str], network_of: dict[str, str], rate: float,
             deadline = started + 60
             while api.status(port["id"]) != "ACTIVE":
                 if time.monotonic() > deadline:
+                    with lock:
+                        stuck.append(port["id"])
                     raise TimeoutError(f"port {port['id']} on {host} not ACTIVE in 60 s")
                 time.sleep(0.02)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - counted and reported
@@ -277,6 +334,8 @@ def port_up(api: Api, hosts: list[str], network_of: dict[str, str], rate: float,
         thread.join(120)
     cost = used(cpu, mark)
     if failures:
+        if on_failure is not None:
+            on_failure(stuck)
         raise SystemExit(f"port-up: {len(failures)} of {count} failed: {failures[:3]}")
     figures = percentiles(samples, with_max=True)
     figures.update({"rate_per_s": rate, "duration_s": duration})
@@ -354,8 +413,10 @@ def main() -> None:
             raise SystemExit("a simulated agent's AMQP link did not connect")
         until(lambda: all(a.registered for a in fleet.agents.values()), 120,
               "every simulated agent registered")
+        say(f"{len(fleet.agents)} agents registered")
         build_started = time.monotonic()
-        network_of = build(api, fleet, hosts, args.ports)
+        network_of = build(api, fleet, hosts, args.ports,
+                           lambda stuck: diagnose(api, fleet, connection, stuck, data_dir))
         build_s = time.monotonic() - build_started
         expected = args.hosts * args.ports
 
@@ -364,10 +425,14 @@ def main() -> None:
             "transport": "rabbitmq", "server_workers": args.workers,
             "setup": {"ports": expected, "create_to_all_active_s": round(build_s, 1)},
         }
+        say(f"{expected} ports ACTIVE in {build_s:.0f} s")
         results["storm_warm"] = storm(api, fleet, cpu, cold=False, expected=expected)
+        say(f"warm storm: {results['storm_warm']}")
         results["storm_cold"] = storm(api, fleet, cpu, cold=True, expected=expected)
+        say(f"cold storm: {results['storm_cold']}")
         results["port_up"], results["server_cpu"] = port_up(
-            api, hosts, network_of, args.rate, args.duration, cpu)
+            api, hosts, network_of, args.rate, args.duration, cpu,
+            lambda stuck: diagnose(api, fleet, connection, stuck, data_dir))
         results["load_average"] = {"before": [round(v, 2) for v in load_before],
                                    "after": [round(v, 2) for v in os.getloadavg()]}
         results["run_s"] = round(time.monotonic() - run_started, 1)
