@@ -36,7 +36,7 @@ from stacklet.agent.agent import Agent, Health
 from stacklet.agent.dhcp.role import DhcpRole
 from stacklet.agent.l2.role import L2Config, SyncResult
 from stacklet.agent.rpc import ServerClient, ServerUnavailable
-from stacklet.agent.waiter import RabbitWaiter
+from stacklet.agent.waiter import make_waiter
 from stacklet.contract import (
     COMPUTE_AGENT,
     DHCP_AGENT,
@@ -109,11 +109,14 @@ class SimAgent(Agent):
         self.conf = SimpleNamespace(
             host=host, DEFAULT=SimpleNamespace(transport_url=transport_url),
             agent=SimpleNamespace(report_interval=report_interval, check_interval=3.0,
-                                  resync_interval=3600))
+                                  resync_interval=3600),
+            dhcp=SimpleNamespace(enabled=dhcp), l3=SimpleNamespace(enabled=False),
+            compute=SimpleNamespace(enabled=False))
         self.host = host
         self.l2conf = L2Config(local_ip=tunneling_ip, tunnel_types=("vxlan",))
         self.client = ServerClient(server_url, host, secret=secret)
-        self.waiter = RabbitWaiter(transport_url, self.client, host)
+        # the agent's own choice of waiter: RabbitMQ (transport_url is set), link started
+        self.waiter = make_waiter(self.conf, self.client)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.vswitchd_lost = threading.Event()
@@ -152,7 +155,6 @@ class SimAgent(Agent):
         super()._fetch()
 
     def start(self) -> SimAgent:
-        self.waiter.start()
         for target in (self._events, self._heartbeat, self._roles, self._loop):
             thread = threading.Thread(target=target, daemon=True,
                                       name=f"{self.host}-{target.__name__.strip('_')}")
