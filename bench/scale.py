@@ -298,8 +298,8 @@ def diagnose(api: Api, fleet: Fleet, connection: str, port_ids: list[str],
     print("\n".join(log[-40:]), file=sys.stderr)
 
 
-def port_up(api: Api, hosts: list[str], network_of: dict[str, str], rate: float,
-            duration: float, cpu: Cpu, on_failure=None) -> tuple[dict, dict]:
+def port_up(api: Api, fleet: Fleet, hosts: list[str], network_of: dict[str, str],
+            rate: float, duration: float, cpu: Cpu, on_failure=None) -> tuple[dict, dict]:
     samples: list[float] = []
     failures: list[str] = []
     stuck: list[str] = []
@@ -325,6 +325,9 @@ def port_up(api: Api, hosts: list[str], network_of: dict[str, str], rate: float,
 
     count = max(1, round(rate * duration))
     threads = []
+    dhcp = fleet.agents.get(fleet.dhcp_host or "")
+    fetches = sum(a.fetches for a in fleet.agents.values())
+    dhcp_fetches = dhcp.fetches if dhcp is not None else 0
     mark = cpu.now()
     began = time.monotonic()
     for i in range(count):
@@ -342,6 +345,12 @@ def port_up(api: Api, hosts: list[str], network_of: dict[str, str], rate: float,
     figures = percentiles(samples, with_max=True)
     figures.update({"rate_per_s": rate, "duration_s": duration})
     per_port = {"ports": count, **cost,
+                # state fetches (pages built by the server) per port created: all agents,
+                # and the DHCP node's (its state holds every network's ports)
+                "fetches_per_port": round(
+                    (sum(a.fetches for a in fleet.agents.values()) - fetches) / count, 2),
+                "dhcp_node_fetches_per_port": round(
+                    ((dhcp.fetches if dhcp is not None else 0) - dhcp_fetches) / count, 2),
                 "server_cpu_ms_per_port": {"value": round(cost["server_cpu_s"] * 1000 / count,
                                                           1)}}
     return figures, per_port
@@ -437,7 +446,7 @@ def main() -> None:
         time.sleep(5 if quick() else 20)
         results["idle"] = used(cpu, mark)
         results["port_up"], results["server_cpu"] = port_up(
-            api, hosts, network_of, args.rate, args.duration, cpu,
+            api, fleet, hosts, network_of, args.rate, args.duration, cpu,
             lambda stuck: diagnose(api, fleet, connection, stuck, data_dir))
         idle_rate = results["idle"]["server_cpu_s"] / results["idle"]["wall_s"]
         busy = results["server_cpu"]
