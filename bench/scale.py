@@ -22,7 +22,11 @@ node); ``--ports`` ports are created bound to each host and wait until ACTIVE. T
    ports DOWN, then wired; from the restart until every port is ACTIVE again (checked: each
    port's revision moved by two or more, DOWN then ACTIVE).
 3. **port-up**: ``--rate`` ports a second for ``--duration`` seconds, round-robin over the
-   hosts: from the port create POST until the API shows it ACTIVE (polled every 20 ms).
+   hosts: from the port create POST until the API shows it ACTIVE (polled every 20 ms). The
+   ports are in the project's default security group, like the 1,000 before them: its
+   remote-group rules make each new address concern every host with a port in the group
+   (every host here), as in Neutron. Then again (``port_up_cidr_group``) in a group whose
+   rules name addresses, not groups: a new port concerns its own network's hosts only.
 4. **server CPU**: the server process's user + system CPU (/proc/<pid>/stat, with every
    process under it) over phase 3, divided by the ports created (also less what the server
    spends standing still, measured over 20 s before phase 3: the agents' heartbeats); also over
@@ -134,9 +138,12 @@ class Api:
             raise SystemExit(f"POST {path}: {response.status_code} {response.text[:500]}")
         return response.json()
 
-    def port(self, net_id: str, host: str) -> dict:
-        return {"network_id": net_id, "device_owner": "compute:nova",
+    def port(self, net_id: str, host: str, groups: list[str] | None = None) -> dict:
+        port = {"network_id": net_id, "device_owner": "compute:nova",
                 "device_id": str(uuid.uuid4()), "binding:host_id": host}
+        if groups is not None:
+            port["security_groups"] = groups
+        return port
 
     def not_active(self) -> int:
         """Instances' ports not ACTIVE (at most the API's page, 1,000)."""
@@ -299,7 +306,8 @@ def diagnose(api: Api, fleet: Fleet, connection: str, port_ids: list[str],
 
 
 def port_up(api: Api, fleet: Fleet, hosts: list[str], network_of: dict[str, str],
-            rate: float, duration: float, cpu: Cpu, on_failure=None) -> tuple[dict, dict]:
+            rate: float, duration: float, cpu: Cpu, on_failure=None,
+            groups: list[str] | None = None) -> tuple[dict, dict]:
     samples: list[float] = []
     failures: list[str] = []
     stuck: list[str] = []
@@ -308,7 +316,8 @@ def port_up(api: Api, fleet: Fleet, hosts: list[str], network_of: dict[str, str]
     def one(host: str) -> None:
         started = time.monotonic()
         try:
-            port = api.post("ports", {"port": api.port(network_of[host], host)})["port"]
+            port = api.post("ports", {"port": api.port(network_of[host], host,
+                                                       groups)})["port"]
             deadline = started + 60
             while api.status(port["id"]) != "ACTIVE":
                 if time.monotonic() > deadline:
@@ -448,10 +457,21 @@ def main() -> None:
         results["port_up"], results["server_cpu"] = port_up(
             api, fleet, hosts, network_of, args.rate, args.duration, cpu,
             lambda stuck: diagnose(api, fleet, connection, stuck, data_dir))
+        say(f"port-up: {results['port_up']}, {results['server_cpu']}")
+        # the same in a group without remote-group rules: a member's address concerns no
+        # other host (the default group's rules make every port's address every host's)
+        group = api.post("security-groups", {"security_group": {"name": "scale-cidr"}})[
+            "security_group"]["id"]
+        api.post("security-group-rules", {"security_group_rule": {
+            "security_group_id": group, "direction": "ingress", "ethertype": "IPv4",
+            "remote_ip_prefix": "10.0.0.0/8"}})
+        results["port_up_cidr_group"], results["server_cpu_cidr_group"] = port_up(
+            api, fleet, hosts, network_of, args.rate, args.duration, cpu,
+            lambda stuck: diagnose(api, fleet, connection, stuck, data_dir), groups=[group])
         idle_rate = results["idle"]["server_cpu_s"] / results["idle"]["wall_s"]
-        busy = results["server_cpu"]
-        busy["server_cpu_ms_per_port_less_idle"] = round(
-            (busy["server_cpu_s"] - idle_rate * busy["wall_s"]) * 1000 / busy["ports"], 1)
+        for busy in (results["server_cpu"], results["server_cpu_cidr_group"]):
+            busy["server_cpu_ms_per_port_less_idle"] = round(
+                (busy["server_cpu_s"] - idle_rate * busy["wall_s"]) * 1000 / busy["ports"], 1)
         results["load_average"] = {"before": [round(v, 2) for v in load_before],
                                    "after": [round(v, 2) for v in os.getloadavg()]}
         results["run_s"] = round(time.monotonic() - run_started, 1)
