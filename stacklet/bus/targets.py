@@ -8,10 +8,14 @@ hosts are found by queries (``resolve``):
 - a network (its segments, subnets, a port's or an IP's network): the hosts with ports bound
   on it (their flows and l2 population), the hosts of the DHCP agents serving it, the hosts of
   the L3 agents of the routers with a port on it;
-- a security group (its rules, its members): the hosts with ports in it, and the hosts with
-  ports in a group that names it as a remote group;
-- a port (its addresses, its groups): its groups as above, and the host of the instance it
-  belongs to;
+- a security group's rules (or the group itself): the hosts with ports in it (their snapshots
+  carry its rules);
+- a security group's members (a member port added, removed, its addresses changed): the hosts
+  with ports in a group that names it as a remote group (their snapshots carry its members'
+  addresses) — not the hosts of its other members, unless the group names itself, as the
+  default group does;
+- a port (its addresses, its groups): its own host, the members of its groups as above, and
+  the host of the instance it belongs to;
 - a router (its ports, floating IPs, agent binding): the hosts of its L3 agents;
 - an agent binding: the agent's host.
 
@@ -72,7 +76,8 @@ class Concern:
     hosts: set[str] = field(default_factory=set)
     networks: set[str] = field(default_factory=set)
     dhcp_networks: set[str] = field(default_factory=set)    # their DHCP hosts only
-    groups: set[str] = field(default_factory=set)
+    groups: set[str] = field(default_factory=set)          # rules changed
+    memberships: set[str] = field(default_factory=set)     # members changed
     ports: set[str] = field(default_factory=set)
     devices: set[str] = field(default_factory=set)          # instance ids
     routers: set[str] = field(default_factory=set)
@@ -82,12 +87,13 @@ class Concern:
 
     def __bool__(self) -> bool:
         return self.every or any((self.hosts, self.networks, self.dhcp_networks, self.groups,
-                                  self.ports, self.devices, self.routers, self.agents,
+                                  self.memberships, self.ports, self.devices, self.routers, self.agents,
                                   self.roles, self.registered))
 
     def merge(self, other: Concern) -> None:
         self.every = self.every or other.every
-        for name in ("hosts", "networks", "dhcp_networks", "groups", "ports", "devices",
+        for name in ("hosts", "networks", "dhcp_networks", "groups", "memberships", "ports",
+                     "devices",
                      "routers", "agents", "roles", "registered"):
             getattr(self, name).update(getattr(other, name))
 
@@ -119,12 +125,13 @@ class Concern:
             self.networks |= each("id")
         elif table in ("network_segments", "subnets"):
             self.networks |= each("network_id")
-        elif table == "securitygroups":
+        elif table == "securitygroups":         # made or gone: also rules naming it
             self.groups |= each("id")
+            self.memberships |= each("id")
         elif table == "securitygrouprules":
             self.groups |= each("security_group_id")
         elif table == "securitygroupportbindings":
-            self.groups |= each("security_group_id")
+            self.memberships |= each("security_group_id")
             self.ports |= each("port_id")
         elif table == "routers":
             self.routers |= each("id")
@@ -169,20 +176,26 @@ class Concern:
         from stacklet.store.models.servers import Instance
 
         hosts = set(self.hosts)
-        groups, routers = set(self.groups), set(self.routers)
+        memberships, routers = set(self.memberships), set(self.routers)
         with session.no_autoflush:
             for part in _chunks(self.ports):
-                groups.update(session.scalars(
+                memberships.update(session.scalars(
                     select(PortSecurityGroupBinding.security_group_id)
                     .where(PortSecurityGroupBinding.port_id.in_(part)).distinct()))
+                hosts.update(session.scalars(select(Port.binding_host_id).where(
+                    Port.id.in_(part), Port.binding_host_id != "").distinct()))
             for part in _chunks(self.devices):
                 hosts.update(session.scalars(select(Instance.host).where(
                     Instance.id.in_(part), Instance.host.is_not(None)).distinct()))
-            for part in _chunks(groups):
+            for part in _chunks(self.groups):       # their rules: their members' hosts
+                members = select(PortSecurityGroupBinding.port_id).where(
+                    PortSecurityGroupBinding.security_group_id.in_(part))
+                hosts.update(session.scalars(select(Port.binding_host_id).where(
+                    Port.id.in_(members), Port.binding_host_id != "").distinct()))
+            for part in _chunks(memberships):       # their members: the referring groups'
                 referring = select(SecurityGroupRule.security_group_id).where(
                     SecurityGroupRule.remote_group_id.in_(part))
                 members = select(PortSecurityGroupBinding.port_id).where(
-                    PortSecurityGroupBinding.security_group_id.in_(part) |
                     PortSecurityGroupBinding.security_group_id.in_(referring))
                 hosts.update(session.scalars(select(Port.binding_host_id).where(
                     Port.id.in_(members), Port.binding_host_id != "").distinct()))

@@ -220,3 +220,35 @@ def test_a_rollback_wakes_nobody_and_revisions_are_in_the_database(cloud):
     assert {h: svc.bus.seq(h) for h in HOSTS} == before
     with svc.db.read() as s:        # what another server process reads
         assert revisions.read(s, HOSTS) == before
+
+
+def _delete_port(cloud, port_id: str) -> None:
+    svc, _ = cloud
+
+    def delete(s):
+        s.query(PortSecurityGroupBinding).filter_by(port_id=port_id).delete()
+        s.query(IPAllocation).filter_by(port_id=port_id).delete()
+        s.delete(s.get(Port, port_id))
+    svc.db.retrying(delete)
+
+
+def test_a_new_member_of_a_group_no_rule_names_wakes_not_the_groups_other_hosts(cloud):
+    _, ids = cloud
+    # SR's rules name SA, nothing names SR: h4 (SR's other member, network B) holds SR's
+    # rules, which did not change, and no remote group's members -> not woken (network A:
+    # h1 and net; h2's port was deleted above)
+    made = []
+    assert woken(cloud, lambda s: made.append(
+        _port(s, "h1", ids["A"], ids["subA"], 23, [ids["SR"]]))) == {"h1", "net"}
+    _delete_port(cloud, made[-1])
+
+
+def test_a_port_added_to_a_group_wakes_its_own_host(cloud):
+    _, ids = cloud
+    # p3 (h3, no group) joins SA: h3 now needs SA's rules, h4's group names SA (its members
+    # changed); h1 (SA's other member) is not woken
+    assert woken(cloud, lambda s: s.add(PortSecurityGroupBinding(
+        port_id=ids["p3"], security_group_id=ids["SA"]))) == {"h3", "h4"}
+    svc, _ = cloud
+    svc.db.retrying(lambda s: s.query(PortSecurityGroupBinding).filter_by(
+        port_id=ids["p3"], security_group_id=ids["SA"]).delete())
