@@ -146,11 +146,12 @@ def test_a_node_without_records_adopts_the_namespaces_of_what_it_hosts(world, tm
     try:
         node.stop_agent()
         records = Path(node.dir) / "namespaces"
-        assert {p.name for p in records.iterdir()} == world["namespaces"]
+        # the node may also serve DHCP for other tests' networks of the session's cloud
+        assert world["namespaces"] <= {p.name for p in records.iterdir()}
         for record in records.iterdir():
             record.unlink()
         node.start_agent()
-        wait_for(lambda: {p.name for p in records.iterdir()} == world["namespaces"], SETUP,
+        wait_for(lambda: world["namespaces"] <= {p.name for p in records.iterdir()}, SETUP,
                  what="the node's namespaces recorded again")
         assert inodes(node, world["namespaces"]) == before
         time.sleep(NEXT_CHECK)      # the L3 role's next pass has had its chance to remove it
