@@ -48,6 +48,15 @@ def login(user: str, password: str, project: str | None = None) -> dict:
     return {"auth": auth}
 
 
+def cloud_token(data_dir: Path, url: str, cloud: str = "stacklet-admin") -> str:
+    """A project-scoped token of the data dir's clouds.yaml entry ``cloud``, from ``url``."""
+    auth = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"][cloud]["auth"]
+    response = httpx.post(f"{url}/identity/v3/auth/tokens", timeout=60, json=login(
+        auth["username"], auth["password"], auth["project_name"]))
+    response.raise_for_status()
+    return response.headers["x-subject-token"]
+
+
 @contextmanager
 def api_cloud(conf: str = "", cloud: str = "stacklet-admin") -> Iterator[tuple[str, str]]:
     """A stacklet of the benchmark's own (`stacklet up` in a temporary data dir, on a free
@@ -61,12 +70,8 @@ def api_cloud(conf: str = "", cloud: str = "stacklet-admin") -> Iterator[tuple[s
             f"[DEFAULT]\nbind_port = {port}\ncreate_default_image = false\n{conf}")
         subprocess.run([str(BIN / "stacklet"), "up", "--data-dir", str(data_dir)], check=True,
                        stdout=subprocess.DEVNULL)
-        auth = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"][cloud]["auth"]
         url = f"http://127.0.0.1:{port}"
-        response = httpx.post(f"{url}/identity/v3/auth/tokens", timeout=60, json=login(
-            auth["username"], auth["password"], auth["project_name"]))
-        response.raise_for_status()
-        yield url, response.headers["x-subject-token"]
+        yield url, cloud_token(data_dir, url, cloud)
     finally:
         subprocess.run([str(BIN / "stacklet"), "down", "--data-dir", str(data_dir)],
                        stdout=subprocess.DEVNULL, check=False)

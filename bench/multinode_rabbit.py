@@ -32,8 +32,16 @@ import uuid
 from pathlib import Path
 
 import httpx
-import yaml
-from common import QUICK_ENV, Target, free_port, login, percentiles, quick, verdict, write_results
+from common import (
+    QUICK_ENV,
+    Target,
+    cloud_token,
+    free_port,
+    percentiles,
+    quick,
+    verdict,
+    write_results,
+)
 
 from stacklet.harness import Cluster, sweep
 from stacklet.harness.rabbitserver import RabbitServer
@@ -113,12 +121,7 @@ def main() -> None:
         subprocess.run([str(BIN / "stacklet"), "up", "--data-dir", str(data_dir)], check=True,
                        stdout=subprocess.DEVNULL)
         url = f"http://{cluster.mgmt_ip}:{port}"
-        auth = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"][
-            "stacklet-admin"]["auth"]
-        token = httpx.post(f"{url}/identity/v3/auth/tokens", timeout=60, json=login(
-            auth["username"], auth["password"], auth["project_name"])).headers[
-            "x-subject-token"]
-        api = Api(url, token)
+        api = Api(url, cloud_token(data_dir, url))
         cluster.agent_ready = lambda node: api.alive(node.host)
         local = cluster.add_node("local")
         credential = work_dir / "remote.credential"

@@ -51,8 +51,16 @@ import uuid
 from pathlib import Path
 
 import httpx
-import yaml
-from common import QUICK_ENV, Target, free_port, login, percentiles, quick, verdict, write_results
+from common import (
+    QUICK_ENV,
+    Target,
+    cloud_token,
+    free_port,
+    percentiles,
+    quick,
+    verdict,
+    write_results,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -413,12 +421,7 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
         up = True
         url = f"http://127.0.0.1:{port}"
-        auth = yaml.safe_load((data_dir / "clouds.yaml").read_text())["clouds"][
-            "stacklet-admin"]["auth"]
-        token = httpx.post(f"{url}/identity/v3/auth/tokens", timeout=60, json=login(
-            auth["username"], auth["password"], auth["project_name"])).headers[
-            "x-subject-token"]
-        api = Api(url, token)
+        api = Api(url, cloud_token(data_dir, url))
         server_pid = int((data_dir / "run" / "server.pid").read_text().split()[0])
         cpu = Cpu({"server": server_pid, "database": database.pid if database else None,
                    "broker": broker.pid})
