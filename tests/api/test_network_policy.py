@@ -205,7 +205,9 @@ def test_non_admin_cannot_set_or_see_provider_attributes(a) -> None:
 
 def test_non_admin_cannot_set_or_see_binding_attributes(a) -> None:
     net = a.create("network", name=uname("bind"))
-    a.create("subnet", network_id=net["id"], ip_version=4, cidr="10.56.0.0/24")
+    # Addresses are picked at random from the pool: .2 stays outside it, for the DHCP port below.
+    a.create("subnet", network_id=net["id"], ip_version=4, cidr="10.56.0.0/24",
+             enable_dhcp=False, allocation_pools=[{"start": "10.56.0.10", "end": "10.56.0.250"}])
     for attrs in ({"binding:host_id": "node-1"}, {"binding:profile": {"a": "b"}}):
         a.post("ports", {"port": {"network_id": net["id"], **attrs}}, 403, "PolicyNotAuthorized")
     assert a.list("port", {"network_id": net["id"]}) == []
