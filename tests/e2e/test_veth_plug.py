@@ -130,3 +130,30 @@ def test_a_stale_ovs_port_of_the_same_name_is_replaced(node):
         peer.unplug()
         node.vsctl("--if-exists", "del-port", "br-int", dev)
         linux.netns_delete(ns)
+
+
+def test_a_vms_tap_is_one_device_on_the_dead_vlan_with_os_vifs_ids(node):
+    """``vif.plug_tap``, the QEMU driver's plug (and bench/density.py's VM ports): a tap in
+    vswitchd's namespace with the host side's MAC (0xfe first octet), the MTU, up, on br-int
+    on the dead VLAN with os-vif's external_ids; again on the same tap it restates them."""
+    dev, mac = "tapvptap0", "fa:16:3e:00:93:41"
+    ids = {"port_id": "tap-port", "mac": mac, "vm_uuid": "vm-1", "mtu": 1450,
+           "netns": node.netns}
+    try:
+        vif.plug_tap(node.ovs.vsctl, dev, **ids)
+        info = linux.link_info(dev, node.netns)
+        assert info["address"] == "fe:16:3e:00:93:41" and info["mtu"] == 1450
+        assert "UP" in info["flags"] and "PROMISC" in info["flags"]     # OVS's is a no-op
+        assert info["linkinfo"]["info_kind"] == "tun", info     # not a veth: no peer
+        assert node.vsctl("get", "Port", dev, "tag").strip() == str(vif.DEAD_VLAN)
+        got = node.vsctl("get", "Interface", dev, "external_ids")
+        for part in ('iface-id=tap-port', f'attached-mac="{mac}"', "iface-status=active",
+                     "vm-uuid=vm-1"):
+            assert part in got, got
+        assert interface(node, dev, "mtu_request") == "1450"
+        uuid_before = interface(node, dev, "_uuid")
+        vif.plug_tap(node.ovs.vsctl, dev, **ids)
+        assert interface(node, dev, "_uuid") == uuid_before
+    finally:
+        node.vsctl("--if-exists", "del-port", "br-int", dev)
+        linux.link_delete(dev, node.netns)

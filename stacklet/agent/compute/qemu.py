@@ -326,12 +326,8 @@ class QemuDriver:
     def _plug(self, spec: InstanceSpec) -> None:
         """A tap per VIF, in br-int (dead VLAN) before QEMU opens it."""
         for vif in spec.vifs:
-            dev = linux.check_ifname(vif.dev)
-            if not linux.link_exists(dev):
-                linux.run(["ip", "tuntap", "add", "dev", dev, "mode", "tap"])
-            # the host side's MAC as libvirt sets it: the guest's with the first octet 0xfe
-            linux.link_set(dev, mac="fe" + vif.mac[2:], mtu=vif.mtu, up=True)
-            os_vif.attach(self.db, dev, vif.port_id, vif.mac, spec.uuid, vif.mtu)
+            os_vif.plug_tap(os_vif.vsctl_cmd(self.db), vif.dev, port_id=vif.port_id,
+                            mac=vif.mac, vm_uuid=spec.uuid, mtu=vif.mtu)
 
     def _start(self, spec: InstanceSpec, files: qemu_argv.Files) -> None:
         (files.directory / "frozen").unlink(missing_ok=True)

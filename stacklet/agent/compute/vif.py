@@ -117,14 +117,32 @@ def plug_veth(vsctl: Vsctl | None, dev: str, peer: str, netns: str, *, port_id: 
     return remake
 
 
-def attach(db: str, dev: str, port_id: str, mac: str, vm_uuid: str, mtu: int = 1500,
+def plug_tap(vsctl: Vsctl, dev: str, *, port_id: str, mac: str, vm_uuid: str,
+             mtu: int = 1500, netns: str | None = None, bridge: str = "br-int") -> None:
+    """A VM's VIF as libvirt and os-vif make it: a tap `dev` in `netns` (None: the caller's,
+    where ovs-vswitchd runs; made unless it exists), the host side's MAC being the guest's
+    with the first octet 0xfe, the MTU, up; then added to the bridge as ``attach`` does. One
+    device per port, nothing in another namespace (QEMU opens the tap by name).
+
+    Promiscuous mode is set here, in the same request: ovs-vswitchd turns it on when it adds
+    the port, and that link event — like any in its namespace — made it reconfigure every
+    port once more while the agent was wiring this one."""
+    linux.check_ifname(dev)
+    if not linux.link_exists(dev, netns):
+        linux.run(["ip", "tuntap", "add", "dev", dev, "mode", "tap"], netns)
+    linux.run(["ip", "link", "set", "dev", dev, "address", "fe" + mac[2:], "mtu", str(mtu),
+               "promisc", "on", "up"], netns)
+    attach(vsctl, dev, port_id, mac, vm_uuid, mtu, bridge)
+
+
+def attach(vsctl: Vsctl, dev: str, port_id: str, mac: str, vm_uuid: str, mtu: int = 1500,
            bridge: str = "br-int") -> None:
     """Add ``dev`` (which exists) to the bridge on the dead VLAN with os-vif's external_ids;
     again on an existing port it only rewrites them."""
-    vsctl(db, "--may-exist", "add-port", bridge, dev, f"tag={DEAD_VLAN}", "--",
-          "set", "Interface", dev, f"external_ids:iface-id={port_id}",
-          f"external_ids:attached-mac={mac}", "external_ids:iface-status=active",
-          f"external_ids:vm-uuid={vm_uuid}", f"mtu_request={mtu}")
+    _run_vsctl(vsctl, "--may-exist", "add-port", bridge, dev, f"tag={DEAD_VLAN}", "--",
+               "set", "Interface", dev, f"external_ids:iface-id={port_id}",
+               f"external_ids:attached-mac={mac}", "external_ids:iface-status=active",
+               f"external_ids:vm-uuid={vm_uuid}", f"mtu_request={mtu}")
 
 
 def detach(db: str, dev: str, bridge: str = "br-int") -> None:
