@@ -42,6 +42,7 @@ LOG = logging.getLogger(__name__)
 CONCERN = "stacklet_bus_concern"    # session.info: the Concern still to resolve at commit
 NEW = "stacklet_bus_new"            # session.info: objects inserted (read once flushed)
 HOSTS = "stacklet_bus_hosts"        # session.info: hosts already resolved (None: every host)
+GROUPS = "stacklet_bus_groups"      # session.info: groups whose members changed, resolved
 PUBLISH = "stacklet_bus_publish"    # session.info: what after_commit publishes
 MAX_WAIT = 60.0
 _EVERY = object()
@@ -207,6 +208,7 @@ def _resolved(session: Session, hosts: set[str] | None) -> None:
 def _take(session: Session, later: targets.Concern, now: targets.Concern) -> None:
     if now:
         _resolved(session, now.resolve(session))
+        session.info.setdefault(GROUPS, set()).update(now.member_groups)
         # a role's hosts are read at commit, after its lock (targets.role_hosts)
         later.roles |= now.roles
         later.registered |= now.registered
@@ -215,7 +217,7 @@ def _take(session: Session, later: targets.Concern, now: targets.Concern) -> Non
 
 
 def _forget(session: Session) -> None:
-    for key in (CONCERN, NEW, HOSTS, PUBLISH):
+    for key in (CONCERN, NEW, HOSTS, GROUPS, PUBLISH):
         session.info.pop(key, None)
 
 
@@ -266,9 +268,11 @@ def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
         concern = session.info.pop(CONCERN, None) or targets.Concern()
         concern.merge(targets.new_rows(session.info.pop(NEW, [])))
         hosts = session.info.pop(HOSTS, None)
-        if not concern and hosts is None:
+        groups = session.info.pop(GROUPS, set())
+        if not concern and hosts is None and not groups:
             return
         resolved = concern.resolve(session) if concern else set()
+        groups |= concern.member_groups
         by_role: dict[str, set[str]] = {}
         if concern.roles or concern.registered:
             revisions.lock_roles(session, concern.roles | concern.registered)
@@ -280,9 +284,11 @@ def install(factory: sessionmaker, notifier: ChangeNotifier) -> ChangeNotifier:
             every = None
         else:
             every = set(hosts or ()) | resolved
-        if every is not None and not every:
+        if every is not None and not every and not groups:
             return
-        seqs = revisions.bump(session, every)
+        seqs = revisions.bump(session, every, groups)
+        if every is not None and not every:
+            return      # only members' seqs moved: no host to wake
         session.info[PUBLISH] = (every, seqs, by_role)
 
     @event.listens_for(factory, "after_commit")

@@ -9,6 +9,11 @@ key order with one upsert, so two transactions never wait for each other in oppo
 A change that concerns a whole role (``targets.role_hosts``) first takes that role's row
 ``@<agent type>`` (``lock_roles``, before any host row: the same order everywhere); those rows
 are locks, never part of a seq.
+
+A security group's members (their addresses, as remote groups carry them) have a seq too, the
+row ``%<group id>`` plus ``*``, bumped by the transaction that changes them, whether or not a
+host is concerned (``members_seqs``): a remote group's addresses built in one transaction
+serve every build that reads the same seq (``host_state``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from stacklet.store.models.bus import ChangeEpoch, HostRevision
 
 EVERY = "*"     # the row counting changes that concern every host
 ROLE = "@"      # rows "@<agent type>": a role's lock (lock_roles), never part of a seq
+MEMBERS = "%"   # rows "%<security group id>": changes of the group's members
 
 
 def _upsert(session: Session, keys: list[str]):
@@ -46,16 +52,22 @@ def _upsert(session: Session, keys: list[str]):
     return stmt.on_conflict_do_update(index_elements=["host"], set_={"seq": table.c.seq + 1})
 
 
-def bump(session: Session, hosts: Iterable[str] | None) -> dict[str, int]:
-    """Move the seq of ``hosts`` (None: every host) on, in this transaction; the new seqs of
-    those hosts (empty for every host: each host's is read when asked)."""
-    keys = [EVERY] if hosts is None else sorted({h for h in hosts if h and h != EVERY})
+def bump(session: Session, hosts: Iterable[str] | None,
+         member_groups: Iterable[str] = ()) -> dict[str, int]:
+    """Move the seq of ``hosts`` (None: every host, and so every group's members) and of
+    ``member_groups``' members on, in this transaction; the new seqs of those hosts (empty
+    for every host: each host's is read when asked)."""
+    if hosts is None:
+        keys = [EVERY]
+    else:
+        host_keys = {h for h in hosts if h and h != EVERY}
+        keys = sorted(host_keys | {MEMBERS + g for g in member_groups if g})
     if not keys:
         return {}
     session.execute(_upsert(session, keys))
-    if hosts is None:
+    if hosts is None or not host_keys:
         return {}
-    return read(session, keys)
+    return read(session, sorted(host_keys))
 
 
 def lock_roles(session: Session, roles: Iterable[str]) -> None:
@@ -65,6 +77,13 @@ def lock_roles(session: Session, roles: Iterable[str]) -> None:
     keys = sorted({ROLE + r for r in roles if r})
     if keys:
         session.execute(_upsert(session, keys))
+
+
+def members_seqs(session: Session, groups: Iterable[str]) -> dict[str, int]:
+    """The seq of each group's members (see the module's docstring)."""
+    groups = list(groups)
+    seqs = read(session, [MEMBERS + g for g in groups])
+    return {g: seqs[MEMBERS + g] for g in groups}
 
 
 def read(session: Session, hosts: Iterable[str]) -> dict[str, int]:

@@ -84,6 +84,9 @@ class Concern:
     agents: set[str] = field(default_factory=set)
     roles: set[str] = field(default_factory=set)        # every host running these agents
     registered: set[str] = field(default_factory=set)   # agent types registered or gone
+    # set by resolve(): every group whose members changed (named, and the groups of the
+    # ports concerned), for revisions.bump's member seqs
+    member_groups: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return self.every or any((self.hosts, self.networks, self.dhcp_networks, self.groups,
@@ -184,6 +187,7 @@ class Concern:
                     .where(PortSecurityGroupBinding.port_id.in_(part)).distinct()))
                 hosts.update(session.scalars(select(Port.binding_host_id).where(
                     Port.id.in_(part), Port.binding_host_id != "").distinct()))
+            self.member_groups = set(memberships)
             for part in _chunks(self.devices):
                 hosts.update(session.scalars(select(Instance.host).where(
                     Instance.id.in_(part), Instance.host.is_not(None)).distinct()))

@@ -8,7 +8,10 @@ ports is served in a few tens of milliseconds:
 2. their fixed IPs; 3. their security group bindings;
 4. their networks with segments;
 5. their groups; 6. those groups' rules;
-7./8. members of the groups named as remote groups (fixed IPs, address pairs);
+7./8. members of the groups named as remote groups (fixed IPs, address pairs) — built once
+    per seq of the group's members (``revisions.members_seqs``) in this process and shared by
+    every host's build at that seq: in the default group, whose rules name itself, each new
+    port concerns every host with a member, and each of their fetches rebuilt the whole list;
 9. the Open vSwitch agents (tunnel endpoints);
 10./11. ports of other hosts on the local tunnelled networks (l2 population) and their IPs;
 12.-14. the DHCP networks scheduled to the host's DHCP agent (with MTU), their subnets, and
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 from typing import Any
 
 import orjson
@@ -29,6 +33,7 @@ from sqlalchemy import String, and_, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from stacklet import contract as c
+from stacklet.bus import revisions
 from stacklet.contract import (
     DHCP_AGENT,
     DHCP_OWNER,
@@ -50,6 +55,10 @@ from stacklet.store.models.security_groups import (
 
 LOG = logging.getLogger(__name__)
 _WARNED: set[tuple[str, str]] = set()
+# (database URL, group id) -> (seq of its members, its addresses); see _remote_groups
+_MEMBERS: dict[tuple[str, str], tuple[int, c.RemoteGroup]] = {}
+_MEMBERS_LOCK = threading.Lock()
+MAX_CACHED_GROUPS = 4096
 
 
 def _endpoint(host: str, configurations: dict | None) -> c.TunnelEndpoint | None:
@@ -271,9 +280,34 @@ def _groups(session: Session, local: Any) -> dict[str, c.SecurityGroup]:
 
 def _remote_groups(session: Session, group_ids: list[str]) -> dict[str, c.RemoteGroup]:
     """7./8. every address of every port (any host) in each remote group: fixed IPs and
-    allowed address pair IPs (possibly CIDRs), sorted and deduplicated per family."""
+    allowed address pair IPs (possibly CIDRs), sorted and deduplicated per family.
+
+    A group's addresses read at a seq of its members serve every later build that reads the
+    same seq (the transaction that changes them moves it: ``revisions.bump``)."""
     if not group_ids:
         return {}
+    url = str(session.get_bind().url)
+    seqs = revisions.members_seqs(session, group_ids)
+    out: dict[str, c.RemoteGroup] = {}
+    with _MEMBERS_LOCK:
+        for g in group_ids:
+            cached = _MEMBERS.get((url, g))
+            if cached is not None and cached[0] == seqs[g]:
+                out[g] = cached[1]
+    missing = [g for g in group_ids if g not in out]
+    if missing:
+        built = _read_remote_groups(session, missing)
+        with _MEMBERS_LOCK:
+            if len(_MEMBERS) + len(built) > MAX_CACHED_GROUPS:
+                _MEMBERS.clear()
+            for g, group in built.items():
+                _MEMBERS[(url, g)] = (seqs[g], group)
+        out.update(built)
+    return {g: out[g] for g in group_ids}
+
+
+def _read_remote_groups(session: Session, group_ids: list[str]) -> dict[str, c.RemoteGroup]:
+    """What ``_remote_groups`` returns, read from the database."""
     found: dict[str, dict[str, set[str]]] = {
         g: {"ipv4": set(), "ipv6": set()} for g in group_ids}
     binding = PortSecurityGroupBinding
