@@ -301,7 +301,9 @@ def _remote_groups(session: Session, group_ids: list[str]) -> dict[str, c.Remote
             if len(_MEMBERS) + len(built) > MAX_CACHED_GROUPS:
                 _MEMBERS.clear()
             for g, group in built.items():
-                _MEMBERS[(url, g)] = (seqs[g], group)
+                cached = _MEMBERS.get((url, g))
+                if cached is None or cached[0] <= seqs[g]:   # an older read keeps the newer
+                    _MEMBERS[(url, g)] = (seqs[g], group)
         out.update(built)
     return {g: out[g] for g in group_ids}
 
