@@ -490,70 +490,102 @@ def _port_clause(table: int, port: FwPort, ident: int, clauses: int) -> Flow:
 def _rule_flows(firewalled: Sequence[FwPort], security_groups: Groups,
                 remote_groups: RemoteGroups) -> list[Flow]:
     # conjunction key (sg, remote group or "", direction, ethertype) → ports, rules
-    conjs: dict[tuple[str, str, str, str], tuple[set[FwPort], dict[str, list[str]]]] = {}
+    conjs: dict[tuple[str, str, str, str], tuple[set[FwPort], dict[str, tuple[str, ...]]]] = {}
     for port in firewalled:
         for sg_id in sorted(set(port.security_groups)):
             sg = security_groups.get(sg_id)
             if not sg:
                 continue
-            for rule in sg.rules:
-                direction = rule.direction
-                ethertype = rule.ethertype or "IPv4"
-                if direction not in ("ingress", "egress") or ethertype not in ("IPv4", "IPv6"):
-                    continue
-                matches = _rule_matches(rule)
-                if not matches:
-                    continue
-                key = (sg_id, rule.remote_group_id or "", direction, ethertype)
-                members, rules = conjs.setdefault(key, (set(), {}))
+            for key, rules in group_conjunctions(sg_id, sg).items():
+                members, all_rules = conjs.setdefault(key, (set(), {}))
                 members.add(port)
-                rules[str(rule.id)] = matches
+                all_rules.update(rules)
 
     used_ids: set[int] = set()
     flows = []
     for key in sorted(conjs):
-        sg_id, remote, direction, ethertype = key
         ports, rules = conjs[key]
-        stateful = security_groups[sg_id].stateful
         ident = conj_id(key)
         while ident in used_ids:          # a collision: next free id, in key order
             ident = ident % 0x7FFFFFFF + 1
         used_ids.add(ident)
-        proto = "ipv6" if ethertype == "IPv6" else "ip"
-        table = RULES_INGRESS if direction == "ingress" else RULES_EGRESS
-        clauses = 3 if remote else 2
+        body = conjunction_flows(key, ident, rules, security_groups[key[0]].stateful,
+                                 remote_groups.get(key[1]) if key[1] else None)
+        if body is None:
+            continue          # no member: the conjunction can never match
+        flows += [port_clause(key, port, ident) for port in ports]
+        flows += body
+    return flows
 
-        addresses = []
-        if remote:
-            side = "src" if direction == "ingress" else "dst"
-            field = f"{'ipv6' if ethertype == 'IPv6' else 'nw'}_{side}"
-            version = 6 if ethertype == "IPv6" else 4
-            group = remote_groups.get(remote)
-            for addr in group.addresses(ethertype) if group else ():
-                parsed = _address_text(addr)
-                if parsed and parsed[0] == version:
-                    addresses.append(f"{proto},{field}={parsed[1]}")
-            if not addresses:
-                continue          # no member: the conjunction can never match
-        flows += [_port_clause(table, port, ident, clauses) for port in ports]
-        members_cookie = owner_cookie(KIND_SG_MEMBERS, remote or 0)
-        for match in sorted(set(addresses)):
-            flows.append(Flow(table, PRI_RULE, match, f"conjunction({ident},2/{clauses})",
-                              members_cookie))
-        for rule_id, matches in sorted(rules.items()):
-            for match in matches:
-                flows.append(Flow(table, PRI_RULE, match,
-                                  f"conjunction({ident},{clauses}/{clauses})",
-                                  owner_cookie(KIND_SG_RULE, rule_id)))
 
-        accept = (f"resubmit(,{ACCEPT_OR_INGRESS})" if table == RULES_EGRESS else OUTPUT_PORT)
-        cookie = owner_cookie(KIND_SG_RULE, min(rules))
-        flows.append(Flow(table, PRI_RULE, f"conj_id={ident},ct_state=+new-est,{proto}",
-                          f"ct(commit,zone={ZONE}),{accept}", cookie))
-        flows.append(Flow(table, PRI_RULE, f"conj_id={ident},ct_state=+est-rel-rpl,{proto}",
+ConjKey = tuple[str, str, str, str]
+
+
+@functools.lru_cache(maxsize=4096)
+def group_conjunctions(sg_id: str, sg: SecurityGroup) -> dict[ConjKey, dict[str, tuple[str, ...]]]:
+    """The conjunctions a group's rules make: key (sg, remote group or "", direction,
+    ethertype) → rule id → the rule's matches (rules that cannot apply are left out). Once per
+    group record (records are frozen); do not modify the result."""
+    out: dict[ConjKey, dict[str, tuple[str, ...]]] = {}
+    for rule in sg.rules:
+        direction = rule.direction
+        ethertype = rule.ethertype or "IPv4"
+        if direction not in ("ingress", "egress") or ethertype not in ("IPv4", "IPv6"):
+            continue
+        matches = _rule_matches(rule)
+        if not matches:
+            continue
+        key = (sg_id, rule.remote_group_id or "", direction, ethertype)
+        out.setdefault(key, {})[str(rule.id)] = matches
+    return out
+
+
+def port_clause(key: ConjKey, port: FwPort, ident: int) -> Flow:
+    """A port's clause of a conjunction (clause 1: the packet is the port's)."""
+    table = RULES_INGRESS if key[2] == "ingress" else RULES_EGRESS
+    return _port_clause(table, port, ident, 3 if key[1] else 2)
+
+
+def conjunction_flows(key: ConjKey, ident: int, rules: dict[str, tuple[str, ...]],
+                      stateful: bool, group: RemoteGroup | None) -> list[Flow] | None:
+    """A conjunction's flows but its ports' clauses: the remote group's addresses (clause 2),
+    the rules' matches (the last clause), the conj_id flows. None when it has a remote group
+    without an address of its family (it can never match: no flow at all)."""
+    _, remote, direction, ethertype = key
+    proto = "ipv6" if ethertype == "IPv6" else "ip"
+    table = RULES_INGRESS if direction == "ingress" else RULES_EGRESS
+    clauses = 3 if remote else 2
+
+    addresses = []
+    if remote:
+        side = "src" if direction == "ingress" else "dst"
+        field = f"{'ipv6' if ethertype == 'IPv6' else 'nw'}_{side}"
+        version = 6 if ethertype == "IPv6" else 4
+        for addr in group.addresses(ethertype) if group else ():
+            parsed = _address_text(addr)
+            if parsed and parsed[0] == version:
+                addresses.append(f"{proto},{field}={parsed[1]}")
+        if not addresses:
+            return None
+    flows = []
+    members_cookie = owner_cookie(KIND_SG_MEMBERS, remote or 0)
+    for match in sorted(set(addresses)):
+        flows.append(Flow(table, PRI_RULE, match, f"conjunction({ident},2/{clauses})",
+                          members_cookie))
+    for rule_id, matches in sorted(rules.items()):
+        for match in matches:
+            flows.append(Flow(table, PRI_RULE, match,
+                              f"conjunction({ident},{clauses}/{clauses})",
+                              owner_cookie(KIND_SG_RULE, rule_id)))
+
+    accept = (f"resubmit(,{ACCEPT_OR_INGRESS})" if table == RULES_EGRESS else OUTPUT_PORT)
+    cookie = owner_cookie(KIND_SG_RULE, min(rules))
+    flows.append(Flow(table, PRI_RULE, f"conj_id={ident},ct_state=+new-est,{proto}",
+                      f"ct(commit,zone={ZONE}),{accept}", cookie))
+    flows.append(Flow(table, PRI_RULE, f"conj_id={ident},ct_state=+est-rel-rpl,{proto}",
+                      accept, cookie))
+    if not stateful:
+        # untracked packets: a port whose groups are all stateless skips conntrack
+        flows.append(Flow(table, PRI_RULE, f"conj_id={ident},ct_state=-trk,{proto}",
                           accept, cookie))
-        if not stateful:
-            # untracked packets: a port whose groups are all stateless skips conntrack
-            flows.append(Flow(table, PRI_RULE, f"conj_id={ident},ct_state=-trk,{proto}",
-                              accept, cookie))
     return flows

@@ -201,9 +201,27 @@ class FlowTable:
         node with hundreds of ports rewriting every flow kept ovs-vswitchd and the agent busy
         for seconds, and every port plugged meanwhile waited)."""
         flows = merged_by_key(renderable(desired))
+        return self._apply(flows, None, first, verify, own=True)
+
+    def sync_merged(self, flows: dict[tuple[int, int, str], Flow],
+                    changed: Iterable[tuple[int, int, str]] | None,
+                    first: Iterable[str] = (), verify: bool = False) -> int:
+        """``sync`` from flows already merged by key and ``renderable`` (an incremental
+        compiler's), with the keys changed since this table's last sync (None: not known):
+        then only those keys are compared with what is installed, not the whole table. The
+        first sync of a generation and a verify pass take the whole table as ``sync`` does.
+        ``flows`` is not kept (the caller may change it afterwards)."""
+        return self._apply(flows, changed, first, verify)
+
+    def _apply(self, flows: dict[tuple[int, int, str], Flow],
+               changed: Iterable[tuple[int, int, str]] | None,
+               first: Iterable[str], verify: bool, own: bool = False) -> int:
+        """own: ``flows`` is the caller's to give (kept as ``installed`` without a copy)."""
         lines = list(first)
         before = len(lines)
-        if verify and self.installed is not None:
+        installed = self.installed
+        updates: list[tuple[tuple[int, int, str], Flow | None]] | None = None
+        if verify and installed is not None:
             extra, missing = self.ofctl.diff([f.spec(self.generation) for f in flows.values()])
             lines += [f"delete_strict {match}" for match, cookie in extra
                       if cookie >> GENERATION_SHIFT != LEARNED_GENERATION]
@@ -211,7 +229,7 @@ class FlowTable:
             if len(lines) > before:
                 LOG.warning("%s: %d flows differed from the wanted ones: repaired",
                             self.ofctl.bridge, len(lines) - before)
-        elif self.installed is None:
+        elif installed is None:
             lines += [f"add {f.spec(self.generation)}" for f in flows.values()]
             if self.stale_generations is None:
                 stale = {0, *(c >> GENERATION_SHIFT for c in self.ofctl.cookies())}
@@ -220,14 +238,40 @@ class FlowTable:
             lines += [f"delete cookie={g << GENERATION_SHIFT:#x}/{GENERATION_MASK:#x}"
                       for g in sorted(stale - {self.generation, LEARNED_GENERATION})]
         else:
-            lines += [f"delete_strict {f.strict_match()}" for key, f in self.installed.items()
-                      if key not in flows]
-            lines += [f"add {f.spec(self.generation)}" for key, f in flows.items()
-                      if self.installed.get(key) != f]
+            if changed is not None:
+                updates, count = [], len(installed)
+                for key in changed:
+                    new, old = flows.get(key), installed.get(key)
+                    if new == old:
+                        continue
+                    if new is None:
+                        lines.append(f"delete_strict {old.strict_match()}")
+                        count -= 1
+                    else:
+                        lines.append(f"add {new.spec(self.generation)}")
+                        count += old is None
+                    updates.append((key, new))
+                if count != len(flows):   # a key changed but was not told: never expected
+                    LOG.error("%s: incremental flows out of step (%d installed, %d wanted): "
+                              "compared in full", self.ofctl.bridge, count, len(flows))
+                    del lines[before:]
+                    updates = None
+            if updates is None:
+                lines += [f"delete_strict {f.strict_match()}" for key, f in installed.items()
+                          if key not in flows]
+                lines += [f"add {f.spec(self.generation)}" for key, f in flows.items()
+                          if installed.get(key) != f]
         if lines and LOG.isEnabledFor(logging.DEBUG):
             LOG.debug("%s: %d flow mods: %s%s", self.ofctl.bridge, len(lines),
                       "; ".join(lines[:4]), " …" if len(lines) > 4 else "")
         self.ofctl.bundle(lines)
-        self.installed = flows
+        if updates is None:
+            self.installed = flows if own else dict(flows)
+        else:
+            for key, flow in updates:
+                if flow is None:
+                    del installed[key]
+                else:
+                    installed[key] = flow
         self.stale_generations = []
         return len(lines)

@@ -23,6 +23,7 @@ from stacklet.agent.l2.flows import (
     LEARNED_GENERATION,
     TUN_UCAST,
 )
+from stacklet.agent.l2.fw_incremental import IncrementalFirewall
 from stacklet.agent.l2.ofctl import FlowTable, Ofctl, OfctlError
 from stacklet.agent.l2.ovsdb import Ovsdb, OvsPort
 from stacklet.agent.l2.plan import (
@@ -107,6 +108,22 @@ def l2_view(snapshot: Snapshot) -> tuple:
             snapshot.tunnels, snapshot.l2pop)
 
 
+def _l2_port(port: Port) -> Port:
+    return replace(port, status="", revision_number=0)
+
+
+def same_l2_view(a: Snapshot, b: Snapshot) -> bool:
+    """``l2_view(a) == l2_view(b)`` without building either: records the server did not
+    change are the same objects (``Holding``), so most compare by identity."""
+    if a is b:
+        return True
+    if len(a.ports) != len(b.ports) or a.networks != b.networks or \
+            a.security_groups != b.security_groups or a.remote_groups != b.remote_groups or \
+            a.tunnels != b.tunnels or a.l2pop != b.l2pop:
+        return False
+    return all(x is y or _l2_port(x) == _l2_port(y) for x, y in zip(a.ports, b.ports))
+
+
 @dataclass
 class SyncResult:
     wired: set[str] = field(default_factory=set)       # port ids with flows installed
@@ -135,7 +152,12 @@ class OvsRole:
         # (snapshot, what of it the flows depend on, what else the last pass read, its
         # result): a pass whose inputs are the same sends nothing, and is skipped before
         # computing every flow of the node again
-        self._last: tuple[Snapshot, tuple, tuple, SyncResult] | None = None
+        self._last: tuple[Snapshot, tuple, SyncResult] | None = None
+        # br-int's flows, compiled incrementally, and the keys changed since its last sync
+        self._firewall = IncrementalFirewall()
+        self._int_changed: set[tuple[int, int, str]] = set()
+        # port id → (the Port record, ofport, lvid, its FwPort): rebuilt when one changes
+        self._fw_ports: dict[str, tuple[Port, int, int, firewall.FwPort]] = {}
 
     # -- bridges ------------------------------------------------------------------------------
 
@@ -269,9 +291,9 @@ class OvsRole:
         ovs_ports = self.ovsdb.bridge_ports(c.integration_bridge)
         vifs = [p for p in ovs_ports if p.iface_id and p.type != "patch"]
         last = self._last
-        if not verify and last is not None and last[2] == self._inputs(ovs_ports) and \
-                (last[0] is snapshot or last[1] == l2_view(snapshot)):
-            return SyncResult(wired=set(last[3].wired), plugged={
+        if not verify and last is not None and last[1] == self._inputs(ovs_ports) and \
+                same_l2_view(last[0], snapshot):
+            return SyncResult(wired=set(last[2].wired), plugged={
                 v.iface_id for v in vifs if v.iface_id in ports},
                 timings={"read": time.monotonic() - clock})
         self._last = None
@@ -302,22 +324,19 @@ class OvsRole:
         lap("tags")
 
         plan = self._plan(snapshot, nets, ovs_ports)
-        fw_ports = [firewall.FwPort(
-            id=port.id, ofport=vif.ofport, lvid=self.lvids[net.id],
-            mac=port.mac_address.lower(),
-            fixed_ips=tuple(ip.ip_address for ip in port.fixed_ips),
-            allowed_address_pairs=tuple((p.ip_address, (p.mac_address
-                                                         or port.mac_address).lower())
-                                        for p in port.allowed_address_pairs),
-            security_groups=port.security_groups,
-            port_security_enabled=port.port_security_enabled,
-            device_owner=port.device_owner) for vif, port, net in live]
-        int_flows = br_int.flows(plan) + firewall.firewall_flows(
+        fw_ports = [self._fw_port(vif, port, net) for vif, port, net in live]
+        if len(self._fw_ports) > 2 * len(live) + 64:
+            live_ids = {port.id for _, port, _ in live}
+            self._fw_ports = {k: v for k, v in self._fw_ports.items() if k in live_ids}
+        merged, changed = self._firewall.update(
             fw_ports, snapshot.security_groups, snapshot.remote_groups,
-            enable_security_group=c.enable_security_group, ordered=False)
+            enable_security_group=c.enable_security_group, extra=br_int.flows(plan))
+        self._int_changed |= changed
         lap("compute")
         reused = self._clear_reused()
-        result.flow_mods += self.tables[c.integration_bridge].sync(int_flows, verify=verify)
+        result.flow_mods += self.tables[c.integration_bridge].sync_merged(
+            merged, self._int_changed, verify=verify)
+        self._int_changed = set()
         if c.tunnelling:
             result.flow_mods += self.tables[c.tunnel_bridge].sync(br_tun.flows(plan),
                                                                   first=reused, verify=verify)
@@ -339,8 +358,7 @@ class OvsRole:
         # bridges as they are now (a tunnel port just added has no ofport yet: the pass that
         # sees it get one differs, and runs).
         inputs = self._inputs(ovs_ports, tagged)
-        self._last = None if inputs is None else \
-            (snapshot, l2_view(snapshot), inputs, result)
+        self._last = None if inputs is None else (snapshot, inputs, result)
         return result
 
     def _inputs(self, int_ports: list[OvsPort],
@@ -374,6 +392,28 @@ class OvsRole:
         return (tuple(ports), tuple(others))
 
     # -- pieces of a pass ---------------------------------------------------------------------
+
+    def _fw_port(self, vif: OvsPort, port: Port, net: Network) -> firewall.FwPort:
+        """The port as the firewall compiler takes it; the same object while its record, ofport
+        and local VLAN stay (the compiler's per-port work is skipped for an unchanged one)."""
+        lvid = self.lvids[net.id]
+        cached = self._fw_ports.get(port.id)
+        if cached is not None and cached[0] is port and cached[1] == vif.ofport and \
+                cached[2] == lvid:
+            return cached[3]
+        fw_port = firewall.FwPort(
+            id=port.id, ofport=vif.ofport, lvid=lvid, mac=port.mac_address.lower(),
+            fixed_ips=tuple(ip.ip_address for ip in port.fixed_ips),
+            allowed_address_pairs=tuple((p.ip_address, (p.mac_address
+                                                         or port.mac_address).lower())
+                                        for p in port.allowed_address_pairs),
+            security_groups=port.security_groups,
+            port_security_enabled=port.port_security_enabled,
+            device_owner=port.device_owner)
+        if cached is not None and cached[3] == fw_port:
+            fw_port = cached[3]         # a status change: the same FwPort
+        self._fw_ports[port.id] = (port, vif.ofport, lvid, fw_port)
+        return fw_port
 
     def _allocate_lvids(self, needed: set[str]) -> None:
         """Local VLANs for the networks with live ports here; a VLAN freed by one network may
