@@ -730,13 +730,22 @@ class FakeOvsdb:
             tags[port["ofport"]] = port["tag"]
 
     def bridge_ports(self, bridge: str) -> list:
+        """As the real Ovsdb: an unchanged row gives the same OvsPort object as last time."""
         from stacklet.agent.l2.ovsdb import OvsPort
-        return [OvsPort(name=p["name"], ofport=p["ofport"],
-                        iface_id=p["external_ids"].get("iface-id"),
-                        mac=p["external_ids"].get("attached-mac"), tag=p["tag"],
-                        other_config=dict(p["other_config"]),
-                        external_ids=dict(p["external_ids"]), type=p["type"])
-                for p in self.rows.get(bridge, {"ports": {}})["ports"].values()]
+        cache = self.__dict__.setdefault("_port_objects", {})
+        out = []
+        for p in self.rows.get(bridge, {"ports": {}})["ports"].values():
+            entry = OvsPort(name=p["name"], ofport=p["ofport"],
+                            iface_id=p["external_ids"].get("iface-id"),
+                            mac=p["external_ids"].get("attached-mac"), tag=p["tag"],
+                            other_config=dict(p["other_config"]),
+                            external_ids=dict(p["external_ids"]), type=p["type"])
+            old = cache.get((bridge, p["name"]))
+            if old == entry:
+                entry = old
+            cache[(bridge, p["name"])] = entry
+            out.append(entry)
+        return out
 
     def ofports(self, bridge: str) -> dict[str, int]:
         return {p["name"]: p["ofport"]

@@ -108,6 +108,14 @@ def l2_view(snapshot: Snapshot) -> tuple:
             snapshot.tunnels, snapshot.l2pop)
 
 
+def _port_input(p: OvsPort, tag: int | None, other: dict) -> tuple | None:
+    """What a pass reads of one br-int port; None for a VIF without an ofport on the dead
+    VLAN with nothing set (just plugged: it changes nothing a pass would do)."""
+    if p.ofport <= 0 and tag == DEAD_VLAN and not other and p.iface_id and p.type != "patch":
+        return None
+    return (p.name, p.ofport, p.iface_id, tag, p.type, tuple(sorted(other.items())))
+
+
 def _l2_port(port: Port) -> Port:
     return replace(port, status="", revision_number=0)
 
@@ -158,6 +166,8 @@ class OvsRole:
         self._int_changed: set[tuple[int, int, str]] = set()
         # port id → (the Port record, ofport, lvid, its FwPort): rebuilt when one changes
         self._fw_ports: dict[str, tuple[Port, int, int, firewall.FwPort]] = {}
+        # br-int port name → (the OvsPort read, what _inputs takes of it)
+        self._port_inputs: dict[str, tuple[OvsPort, tuple | None]] = {}
 
     # -- bridges ------------------------------------------------------------------------------
 
@@ -373,13 +383,22 @@ class OvsRole:
             return None
         c = self.conf
         ports = []
+        cache = self._port_inputs
+        if len(cache) > 2 * len(int_ports) + 64:
+            cache.clear()
         for p in int_ports:
-            tag, other = (tagged or {}).get(p.name, (p.tag, p.other_config))
-            if p.ofport <= 0 and tag == DEAD_VLAN and not other and p.iface_id and \
-                    p.type != "patch":
-                continue
-            ports.append((p.name, p.ofport, p.iface_id, tag, p.type,
-                          tuple(sorted(other.items()))))
+            if tagged and p.name in tagged:
+                value = _port_input(p, *tagged[p.name])
+            else:
+                # OvsPorts of unchanged rows are the same objects from read to read
+                cached = cache.get(p.name)
+                if cached is not None and cached[0] is p:
+                    value = cached[1]
+                else:
+                    value = _port_input(p, p.tag, p.other_config)
+                    cache[p.name] = (p, value)
+            if value is not None:
+                ports.append(value)
         others = []
         if c.tunnelling:
             others.append(tuple((p.name, p.ofport, p.type)
