@@ -43,6 +43,19 @@ from stacklet.agent.l2.flowset import FlowSet, Key
 LOG = logging.getLogger(__name__)
 
 
+def _changed(old: dict, new: dict) -> set:
+    """The keys whose value was added, removed or changed (records compared by identity
+    first: those the server did not change are the same objects)."""
+    if old is new:
+        return set()
+    out = old.keys() - new.keys()
+    for key, value in new.items():
+        before = old.get(key)
+        if before is not value and before != value:
+            out.add(key)
+    return out
+
+
 class _Fallback(Exception):
     """The incremental state cannot give the full compiler's flows for this input."""
 
@@ -116,25 +129,9 @@ class IncrementalFirewall:
                 if port.id in new_ports:
                     raise _Fallback(f"two ports {port.id}")
                 new_ports[port.id] = port
-        old_ports = self.ports
-        dirty = {pid for pid in old_ports.keys() - new_ports.keys()}
-        for pid, port in new_ports.items():
-            before = old_ports.get(pid)
-            if before is not port and before != port:
-                dirty.add(pid)
-
-        changed_groups = set()
-        if groups is not self.groups:
-            for sg in self.groups.keys() | groups.keys():
-                a, b = self.groups.get(sg), groups.get(sg)
-                if a is not b and a != b:
-                    changed_groups.add(sg)
-        changed_remote = set()
-        if remote is not self.remote:
-            for rg in self.remote.keys() | remote.keys():
-                a, b = self.remote.get(rg), remote.get(rg)
-                if a is not b and a != b:
-                    changed_remote.add(rg)
+        dirty = _changed(self.ports, new_ports)
+        changed_groups = _changed(self.groups, groups)
+        changed_remote = _changed(self.remote, remote)
         old_groups = self.groups
         self.groups, self.remote, self.ports = groups, remote, new_ports
 
