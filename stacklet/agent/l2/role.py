@@ -99,15 +99,6 @@ class L2Config:
         }
 
 
-def l2_view(snapshot: Snapshot) -> tuple:
-    """What of a snapshot this role's flows and tags depend on: not the ports' status and
-    revision (a port going ACTIVE changes the snapshot, not the node), nor the other roles'
-    parts (DHCP, routers, instances)."""
-    return (tuple(replace(p, status="", revision_number=0) for p in snapshot.ports),
-            snapshot.networks, snapshot.security_groups, snapshot.remote_groups,
-            snapshot.tunnels, snapshot.l2pop)
-
-
 def _port_input(p: OvsPort, tag: int | None, other: dict) -> tuple | None:
     """What a pass reads of one br-int port; None for a VIF without an ofport on the dead
     VLAN with nothing set (just plugged: it changes nothing a pass would do)."""
@@ -121,8 +112,11 @@ def _l2_port(port: Port) -> Port:
 
 
 def same_l2_view(a: Snapshot, b: Snapshot) -> bool:
-    """``l2_view(a) == l2_view(b)`` without building either: records the server did not
-    change are the same objects (``Holding``), so most compare by identity."""
+    """Whether the two snapshots are the same for this role's flows and tags: the ports but
+    their status and revision (a port going ACTIVE changes the snapshot, not the node), the
+    networks, security groups, remote groups, tunnels and l2pop; not the other roles' parts
+    (DHCP, routers, instances). Records the server did not change are the same objects
+    (``Holding``), so most compare by identity."""
     if a is b:
         return True
     if len(a.ports) != len(b.ports) or a.networks != b.networks or \
