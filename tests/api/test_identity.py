@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from netutil import osc as batch
 
 V3 = "/identity/v3"
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000000Z$")
@@ -176,44 +177,46 @@ def test_cli_catalog_list(cloud: Any) -> None:
 
 def test_cli_project_create_list_show_delete(cloud: Any) -> None:
     name = uname("proj")
-    created = osc(cloud, "project", "create", name, "--description", "made by a test")
+    # one CLI process per batch of commands (netutil.osc), each still parsed and formatted
+    created, listed, by_name = batch(
+        cloud, ["project", "create", name, "--description", "made-by-a-test", "-f", "json"],
+        ["project", "list", "-f", "json"], ["project", "show", name, "-f", "json"])
     assert created["name"] == name
-    assert created["description"] == "made by a test"
+    assert created["description"] == "made-by-a-test"
     assert created["domain_id"] == "default"
     assert created["enabled"] is True
     assert created["is_domain"] is False
     assert created["parent_id"] == "default"
 
-    listed = {p["Name"]: p["ID"] for p in osc(cloud, "project", "list")}
-    assert listed[name] == created["id"]
-    assert osc(cloud, "project", "show", name)["id"] == created["id"]  # by name
-    assert osc(cloud, "project", "show", created["id"])["name"] == name  # by id
-
-    cloud.openstack("project", "delete", name)
+    assert {p["Name"]: p["ID"] for p in listed}[name] == created["id"]
+    assert by_name["id"] == created["id"]  # by name
+    by_id, after = batch(cloud, ["project", "show", created["id"], "-f", "json"],
+                         ["project", "delete", name], ["project", "list", "-f", "json"])
+    assert by_id["name"] == name  # by id
+    assert name not in {p["Name"] for p in after}
     result = cloud.openstack("project", "show", created["id"], check=False)
     assert result.returncode != 0
-    assert name not in {p["Name"] for p in osc(cloud, "project", "list")}
 
 
 def test_cli_user_create_role_add_and_assignment_list(cloud: Any, admin: Admin) -> None:
     project = uname("proj")
     user = uname("user")
-    project_id = osc(cloud, "project", "create", project)["id"]
+    made_project, created, rows, effective = batch(
+        cloud, ["project", "create", project, "-f", "json"],
+        ["user", "create", "--password", "pw-1", "--project", project, user, "-f", "json"],
+        ["role", "add", "--project", project, "--user", user, "member"],
+        ["role", "assignment", "list", "--names", "--project", project, "-f", "json"],
+        ["role", "assignment", "list", "--names", "--effective", "--user", user, "-f", "json"])
+    project_id = made_project["id"]
     admin.created.append(f"/projects/{project_id}")
-    created = osc(cloud, "user", "create", "--password", "pw-1", "--project", project, user)
     admin.created.append(f"/users/{created['id']}")
     assert created["name"] == user
     assert created["default_project_id"] == project_id
     assert created["domain_id"] == "default"
     assert created["enabled"] is True
 
-    cloud.openstack("role", "add", "--project", project, "--user", user, "member")
-
-    rows = osc(cloud, "role", "assignment", "list", "--names", "--project", project)
     assert [(r["Role"], r["User"], r["Project"]) for r in rows] == \
         [("member", f"{user}@Default", f"{project}@Default")]
-    effective = osc(cloud, "role", "assignment", "list", "--names", "--effective",
-                    "--user", user)
     assert sorted(r["Role"] for r in effective) == ["member", "reader"]
 
     token = cloud.token(user, "pw-1", project)
@@ -222,8 +225,10 @@ def test_cli_user_create_role_add_and_assignment_list(cloud: Any, admin: Admin) 
     assert body["project"]["id"] == project_id
     assert sorted(r["name"] for r in body["roles"]) == ["member", "reader"]
 
-    cloud.openstack("role", "remove", "--project", project, "--user", user, "member")
-    assert osc(cloud, "role", "assignment", "list", "--project", project) == []
+    [remaining] = batch(cloud, ["role", "remove", "--project", project, "--user", user,
+                                "member"],
+                        ["role", "assignment", "list", "--project", project, "-f", "json"])
+    assert remaining == []
 
 
 def test_cli_non_admin_user_list_is_forbidden(cloud: Any) -> None:
@@ -234,39 +239,47 @@ def test_cli_non_admin_user_list_is_forbidden(cloud: Any) -> None:
 
 
 def test_cli_service_endpoint_region_lists(cloud: Any) -> None:
-    services = {s["Type"]: s["Name"] for s in osc(cloud, "service", "list")}
+    services, endpoints, regions = batch(
+        cloud, ["service", "list", "-f", "json"],
+        ["endpoint", "list", "--service", "identity", "-f", "json"],
+        ["region", "list", "-f", "json"])
+    services = {s["Type"]: s["Name"] for s in services}
     assert services["identity"] == "keystone" and services["network"] == "neutron"
     assert services["compute"] == "nova" and services["image"] == "glance"
-    endpoints = osc(cloud, "endpoint", "list", "--service", "identity")
     assert sorted(e["Interface"] for e in endpoints) == ["admin", "internal", "public"]
     assert {e["URL"] for e in endpoints} == {f"{cloud.url}/identity/v3"}
     assert {e["Region"] for e in endpoints} == {"RegionOne"}
-    assert "RegionOne" in {r["Region"] for r in osc(cloud, "region", "list")}
+    assert "RegionOne" in {r["Region"] for r in regions}
 
 
 def test_cli_service_and_endpoint_create_delete(cloud: Any) -> None:
     name = uname("svc")
-    service = osc(cloud, "service", "create", "--name", name, "--description", "test",
-                  "object-store")
+    service, endpoint = batch(
+        cloud, ["service", "create", "--name", name, "--description", "test", "object-store",
+                "-f", "json"],
+        ["endpoint", "create", "--region", "RegionOne", name, "public",
+         "http://example.test:8080/v1", "-f", "json"])
     assert (service["name"], service["type"], service["enabled"]) == (name, "object-store",
                                                                       True)
-    endpoint = osc(cloud, "endpoint", "create", "--region", "RegionOne", name, "public",
-                   "http://example.test:8080/v1")
     assert endpoint["url"] == "http://example.test:8080/v1"
     assert endpoint["service_id"] == service["id"]
-    catalog = {e["Name"]: e for e in osc(cloud, "catalog", "list")}
+    # a new process: `catalog list` shows its token's catalog, issued after the endpoint
+    catalog, services = batch(cloud, ["catalog", "list", "-f", "json"],
+                              ["endpoint", "delete", endpoint["id"]],
+                              ["service", "delete", service["id"]],
+                              ["service", "list", "-f", "json"])
+    catalog = {e["Name"]: e for e in catalog}
     assert catalog[name]["Endpoints"][0]["url"] == "http://example.test:8080/v1"
-    cloud.openstack("endpoint", "delete", endpoint["id"])
-    cloud.openstack("service", "delete", service["id"])
-    assert name not in {s["Name"] for s in osc(cloud, "service", "list")}
+    assert name not in {s["Name"] for s in services}
 
 
 def test_cli_region_create_show_delete(cloud: Any) -> None:
     region = uname("Region")
-    created = osc(cloud, "region", "create", "--description", "second", region)
+    created, shown = batch(
+        cloud, ["region", "create", "--description", "second", region, "-f", "json"],
+        ["region", "show", region, "-f", "json"], ["region", "delete", region])
     assert created["region"] == region and created["description"] == "second"
-    assert osc(cloud, "region", "show", region)["description"] == "second"
-    cloud.openstack("region", "delete", region)
+    assert shown["description"] == "second"
     assert cloud.openstack("region", "show", region, check=False).returncode != 0
 
 
