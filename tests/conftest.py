@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cli_env import cli_env
 
 from stacklet import config
 
@@ -343,7 +344,8 @@ class ProjectUser:
         return self.cloud.token(self.user_name, self.password, self.project_name)
 
     def env(self) -> dict[str, str]:
-        return _clean_env({
+        """The `openstack` CLI's environment acting as this user."""
+        return cli_env(_clean_env({
             "OS_CLIENT_CONFIG_FILE": str(self.cloud.clouds_yaml),
             "OS_AUTH_TYPE": "password",
             "OS_AUTH_URL": f"{self.cloud.url}/identity/v3",
@@ -355,7 +357,7 @@ class ProjectUser:
             "OS_PROJECT_NAME": self.project_name,
             "OS_USER_DOMAIN_NAME": "Default",
             "OS_PROJECT_DOMAIN_NAME": "Default",
-        })
+        }))
 
     def openstack(self, *args: str, check: bool = True) -> Result:
         return run([OPENSTACK, *args], env=self.env(), check=check)
@@ -411,7 +413,8 @@ class Cloud:
                   env: dict[str, str] | None = None) -> Result:
         full_env = _clean_env({"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml)})
         full_env.update(env or {})
-        return run([OPENSTACK, "--os-cloud", cloud_name, *args], env=full_env, check=check)
+        return run([OPENSTACK, "--os-cloud", cloud_name, *args], env=cli_env(full_env),
+                   check=check)
 
     def sdk(self, cloud_name: str = "stacklet-admin"):
         """An openstack.connection.Connection for a cloud of clouds.yaml."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cli_env import cli_env
 
 API = "/networking/v2.0"
 PLURAL = {"network": "networks", "subnet": "subnets", "port": "ports",
@@ -200,8 +201,8 @@ def osc(target: Any, *commands: Sequence[str], cloud_name: str = "stacklet-admin
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
         env.update({"OS_CLIENT_CONFIG_FILE": str(target.clouds_yaml), "OS_CLOUD": cloud_name})
     script = "".join(shlex.join(command) + "\n" for command in commands)
-    proc = subprocess.run([OPENSTACK], input=script, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([OPENSTACK], input=script, env=cli_env(env), capture_output=True,
+                          text=True, timeout=300)
     decoder = json.JSONDecoder()
     outputs, text, pos = [], proc.stdout, 0
     while True:

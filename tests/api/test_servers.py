@@ -242,14 +242,15 @@ def test_power_actions_and_console_with_the_cli(alice, nova, net, image):
 
 def test_server_create_wait_show_and_list_with_the_cli(alice, net, image, nodes):
     name = uname("cli")
-    [created] = osc(alice, ["server", "create", "--image", image["id"], "--flavor", "m1.tiny",
-                            "--network", net["id"], "--wait", "-f", "json", name])
+    [created, shown, listed] = osc(
+        alice, ["server", "create", "--image", image["id"], "--flavor", "m1.tiny",
+                "--network", net["id"], "--wait", "-f", "json", name],
+        ["server", "show", "-f", "json", name], ["server", "list", "-f", "json"],
+        ["server", "delete", "--wait", name])
     assert created["status"] == "ACTIVE"
-    [shown, listed] = osc(alice, ["server", "show", "-f", "json", name],
-                          ["server", "list", "-f", "json"])
     assert net["name"] in json.dumps(shown["addresses"])
     assert name in {s["Name"] for s in listed}
-    alice.openstack("server", "delete", "--wait", name)
+    assert name not in {s["name"] for s in nova_of(alice).get("servers")["servers"]}
 
 
 def test_security_groups_added_and_removed(alice, nova, admin, net, image):
@@ -337,16 +338,17 @@ def test_hypervisors_and_services(cloud, anova, nova, net, image, nodes):
 
 
 def test_a_disabled_or_dead_node_is_not_chosen(cloud, anova, nova, net, image, nodes):
-    services = cloud.openstack("compute", "service", "list", "-f", "json").json()
-    mine = [s for s in services if s["Host"] in {n.host for n in nodes}]
-    assert {s["Binary"] for s in mine} == {"nova-compute"}
-    assert {s["State"] for s in mine} == {"up"}
     first, second = nodes
-    cloud.openstack("compute", "service", "set", "--disable", "--disable-reason", "test",
-                    first.host, "nova-compute")
     try:
-        services = cloud.openstack("compute", "service", "list", "-f", "json").json()
-        [row] = [s for s in services if s["Host"] == first.host]
+        # one CLI process: the list, the disable, the list again
+        services, after = osc(cloud, ["compute", "service", "list", "-f", "json"],
+                              ["compute", "service", "set", "--disable", "--disable-reason",
+                               "test", first.host, "nova-compute"],
+                              ["compute", "service", "list", "-f", "json"])
+        mine = [s for s in services if s["Host"] in {n.host for n in nodes}]
+        assert {s["Binary"] for s in mine} == {"nova-compute"}
+        assert {s["State"] for s in mine} == {"up"}
+        [row] = [s for s in after if s["Host"] == first.host]
         assert row["Status"] == "disabled"
         placed = [boot(nova, net, image) for _ in range(2)]
         for server in placed:
