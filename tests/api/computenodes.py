@@ -150,6 +150,8 @@ def compute_nodes(cloud, admin, count: int = 2, **capacity) -> Iterator[list[Fak
     try:
         yield nodes
     finally:
+        for node in nodes:          # all told at once: their long polls end together
+            node._stop.set()
         for node in nodes:
             node.stop()
         for node in nodes:

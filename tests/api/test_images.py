@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from imgutil import call, create, glance_error, hashes, patch, qcow2_bytes, upload, write_file
+from netutil import osc
 
 MIB = 1024 * 1024
 
@@ -35,11 +36,12 @@ def test_cli_create_show_set_unset_save_delete(cloud, alice, tmp_path, unique_na
     source = write_file(tmp_path / "disk.qcow2", qcow2_bytes(5 * 1024**3, length=3 * MIB))
     md5, sha512 = hashes(source)
     name = unique_name("img")
-    created = alice.openstack(
+    # one CLI process per batch of commands (netutil.osc)
+    created, listed = osc(alice, [
         "image", "create", "--file", str(source), "--disk-format", "qcow2",
         "--container-format", "bare", "--min-disk", "2", "--tag", "debian",
         "--property", "hw_vif_model=e1000", "--property", "hw_disk_bus=sata",
-        "--property", "os_type=linux", name, "-f", "json").json()
+        "--property", "os_type=linux", name, "-f", "json"], ["image", "list", "-f", "json"])
     image_id = created["id"]
     assert created["status"] == "active"
     assert created["size"] == 3 * MIB
@@ -56,19 +58,18 @@ def test_cli_create_show_set_unset_save_delete(cloud, alice, tmp_path, unique_na
     assert raw["self"] == f"/v2/images/{image_id}" and raw["schema"] == "/v2/schemas/image"
     assert (_images_dir(cloud) / image_id).stat().st_size == 3 * MIB
 
-    assert name in _list_names(alice)
-    alice.openstack("image", "set", "--property", "os_distro=debian", "--min-ram", "128",
-                    "--name", name + "-x", name)
-    alice.openstack("image", "unset", "--property", "hw_disk_bus", "--tag", "debian",
-                    name + "-x")
+    assert name in {i["Name"] for i in listed}
+    saved = tmp_path / "saved"
+    osc(alice, ["image", "set", "--property", "os_distro=debian", "--min-ram", "128",
+                "--name", name + "-x", name],
+        ["image", "unset", "--property", "hw_disk_bus", "--tag", "debian", name + "-x"],
+        ["image", "save", "--file", str(saved), image_id])
+    assert hashes(saved) == (md5, sha512)
     shown = call(alice, "GET", f"/images/{image_id}").json()
     assert shown["name"] == name + "-x" and shown["os_distro"] == "debian"
     assert shown["min_ram"] == 128 and "hw_disk_bus" not in shown and shown["tags"] == []
     assert shown["hw_vif_model"] == "e1000"
 
-    saved = tmp_path / "saved"
-    alice.openstack("image", "save", "--file", str(saved), image_id)
-    assert hashes(saved) == (md5, sha512)
 
     alice.openstack("image", "delete", image_id)
     result = alice.openstack("image", "show", image_id, check=False)
@@ -130,8 +131,9 @@ def test_visibility_and_members_across_projects(cloud, alice, bob, tmp_path, uni
     # members only for shared images
     glance_error(call(alice, "POST", f"/images/{image_id}/members",
                       json={"member": bob.project_id}), 403, "Not allowed to create members")
-    alice.openstack("image", "set", "--shared", image_id)
-    alice.openstack("image", "add", "project", image_id, bob.project_id)
+    [member] = osc(alice, ["image", "set", "--shared", image_id],
+                   ["image", "add", "project", image_id, bob.project_id, "-f", "json"])
+    assert (member["member_id"], member["status"]) == (bob.project_id, "pending")
     # pending: bob may show it, his default list does not have it yet
     assert call(bob, "GET", f"/images/{image_id}").status_code == 200
     assert name not in _list_names(bob)
@@ -140,8 +142,11 @@ def test_visibility_and_members_across_projects(cloud, alice, bob, tmp_path, uni
     # the owner cannot accept on the member's behalf
     glance_error(call(alice, "PUT", f"/images/{image_id}/members/{bob.project_id}",
                       json={"status": "accepted"}), 403, "modify_member")
-    bob.openstack("image", "set", "--accept", image_id)
-    assert name in _list_names(bob)
+    saved = tmp_path / "by-bob"
+    [listed] = osc(bob, ["image", "set", "--accept", image_id],
+                   ["image", "list", "-f", "json"],
+                   ["image", "save", "--file", str(saved), image_id])  # read further down
+    assert name in {i["Name"] for i in listed}
     members = alice.openstack("image", "member", "list", image_id, "-f", "json").json()
     assert [(m["Member ID"], m["Status"]) for m in members] == [(bob.project_id, "accepted")]
     mine = call(bob, "GET", f"/images/{image_id}/members/{bob.project_id}").json()
@@ -158,9 +163,7 @@ def test_visibility_and_members_across_projects(cloud, alice, bob, tmp_path, uni
     glance_error(call(bob, "PUT", f"/images/{image_id}/tags/red"), 403, "modify_image")
     assert call(alice, "DELETE", f"/images/{image_id}/tags/blue").status_code == 204
     glance_error(call(alice, "DELETE", f"/images/{image_id}/tags/blue"), 404)
-    # a member reads and downloads, but changes nothing
-    saved = tmp_path / "by-bob"
-    bob.openstack("image", "save", "--file", str(saved), image_id)
+    # a member reads and downloads (saved above), but changes nothing
     assert saved.read_bytes() == source.read_bytes()
     glance_error(patch(bob, image_id, [{"op": "replace", "path": "/name", "value": "x"}]),
                  403, "You are not authorized to complete modify_image action.")
@@ -181,8 +184,10 @@ def test_visibility_and_members_across_projects(cloud, alice, bob, tmp_path, uni
     assert name in _list_names(cloud.new_project())
     alice.openstack("image", "set", "--community", image_id)
     stranger = cloud.new_project()
-    assert name not in _list_names(stranger)
-    assert name in _list_names(stranger, "--community")
+    default, community = osc(stranger, ["image", "list", "-f", "json"],
+                             ["image", "list", "--community", "-f", "json"])
+    assert name not in {i["Name"] for i in default}
+    assert name in {i["Name"] for i in community}
     assert call(stranger, "GET", f"/images/{image_id}").status_code == 200
     glance_error(call(alice, "GET", f"/images/{image_id}/members"), 403,
                  "Only shared images have members.")
