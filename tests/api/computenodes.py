@@ -117,7 +117,8 @@ class FakeComputeNode:
                 self._stop.wait(0.5)
                 continue
             try:
-                params = {"after": seq, "timeout": 5}
+                # short: stop() joins this thread, which waits out a poll in progress
+                params = {"after": seq, "timeout": 1}
                 if epoch:
                     params["epoch"] = epoch
                 answer = self.poll.get(f"/agent/v1/hosts/{self.host}/events",
