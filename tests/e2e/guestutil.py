@@ -35,21 +35,3 @@ def register_guest(cloud, name: str, built, **properties) -> dict:
     ramdisk = upload(cloud, f"{name}-ramdisk", built.ramdisk, "ari", "ari")
     return upload(cloud, name, built.disk, "qcow2", "bare", kernel_id=kernel["id"],
                   ramdisk_id=ramdisk["id"], **{**built.properties, **properties})
-
-
-# cloud-init makes RSA, ECDSA and Ed25519 host keys at first boot unless told otherwise: under
-# TCG that is ~18 s of a cloud-init boot (real-vms.md), mostly the RSA key. The tests that boot
-# the cloud-init image ask for the one key type their ssh client uses.
-HOST_KEYS_CONFIG = "#cloud-config\nssh_genkeytypes: [ed25519]\n"
-
-
-def user_data(script: str) -> bytes:
-    """User data as a MIME multi-part (as `cloud-init devel make-mime` writes it): ``script``
-    (a text/x-shellscript part, run once at first boot) and HOST_KEYS_CONFIG."""
-    from email.mime.multipart import MIMEMultipart
-    from email.mime.text import MIMEText
-
-    message = MIMEMultipart()
-    message.attach(MIMEText(HOST_KEYS_CONFIG, "cloud-config"))
-    message.attach(MIMEText(script, "x-shellscript"))
-    return message.as_bytes()

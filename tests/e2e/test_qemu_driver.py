@@ -22,7 +22,6 @@ from types import SimpleNamespace
 
 import pytest
 from dputil import APPLY, SETUP, boot, uname, wait_for, wait_status
-from guestutil import user_data as guest_user_data
 
 from stacklet import linux
 from stacklet.agent.compute import vif as os_vif
@@ -278,8 +277,7 @@ def test_cloud_init_image_configures_itself_and_takes_ssh_with_the_drive_key(
                   ramdisk=cloud_image.ramdisk, properties=cloud_image.properties)
     spec = spec_for(port, image, "ci-guest", config_drive=True,
                     public_keys={"test": key.with_suffix(".pub").read_text().strip()},
-                    user_data=guest_user_data(
-                        "#!/bin/sh\necho stacklet-user-data-ran > /dev/console\n"))
+                    user_data=b"#!/bin/sh\necho stacklet-user-data-ran > /dev/console\n")
     spec = InstanceSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__},
                            "memory_mb": 512, "disk_gb": 3})
     site.driver.spawn(spec)
@@ -301,10 +299,6 @@ def test_cloud_init_image_configures_itself_and_takes_ssh_with_the_drive_key(
     # the key came from the config drive (the metadata service has no keys yet), the host
     # name from its meta_data.json; cloud-init says it is done, without errors
     assert wait_for(lambda: ssh("hostname"), 60, interval=2, what="ssh") == "ci-guest"
-    # the user data's cloud-config part was applied too: the one host key type it asks for
-    host_keys = ssh("ls /etc/ssh")
-    assert host_keys is not None and {k for k in host_keys.split() if k.endswith(".pub")} \
-        == {"ssh_host_ed25519_key.pub"}, host_keys
     status = ssh("cloud-init status --long")
     assert status is not None and "status: done" in status, status
     assert "errors: []" in status or "error" not in status.lower(), status

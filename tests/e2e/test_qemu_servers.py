@@ -28,7 +28,6 @@ import httpx
 import pytest
 from dputil import APPLY, NO_REPLY, SETUP, nodes, public_router, uname, wait_for
 from guestutil import register_guest, upload
-from guestutil import user_data as guest_user_data
 
 from stacklet import linux
 from stacklet.guest_images import cloudinit, tiny
@@ -406,9 +405,8 @@ def test_cloud_init_image_configures_itself_from_the_metadata_service(cloud, wor
     cloud.openstack("keypair", "create", "--public-key", str(key.with_suffix(".pub")),
                     key_name)
     user_data = tmp_path / "user-data"
-    user_data.write_bytes(guest_user_data(
-        "#!/bin/sh\necho stacklet-user-data-ran > /dev/console\n"
-        "echo ran > /var/tmp/user-data-proof\n"))
+    user_data.write_text("#!/bin/sh\necho stacklet-user-data-ran > /dev/console\n"
+                         "echo ran > /var/tmp/user-data-proof\n")
     name = uname("ci")
     made = cloud.openstack(
         "server", "create", "--image", image["id"], "--flavor", flavor["id"],
@@ -443,10 +441,6 @@ def test_cloud_init_image_configures_itself_from_the_metadata_service(cloud, wor
     assert wait_for(lambda: ssh("hostname"), 90, interval=2, what="ssh to the floating IP") \
         == name
     assert ssh("cat /var/tmp/user-data-proof") == "ran"
-    # the user data's cloud-config part was applied too: the one host key type it asks for
-    host_keys = ssh("ls /etc/ssh")
-    assert host_keys is not None and {k for k in host_keys.split() if k.endswith(".pub")} \
-        == {"ssh_host_ed25519_key.pub"}, host_keys
     status = ssh("cloud-init status --long")
     assert status is not None and "status: done" in status, status
     assert "errors: []" in status or "error" not in status.lower(), status
