@@ -36,6 +36,7 @@ from stacklet.harness.external import External
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
 from computeutil import Nova
+from netutil import osc
 
 # a tiny guest's lease comes ~2 s after QEMU starts on a quiet machine; with several test
 # runs on the 2 cores, 10-15 s were seen (test_qemu_driver)
@@ -402,21 +403,20 @@ def test_cloud_init_image_configures_itself_from_the_metadata_service(cloud, wor
     key = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     key_name = uname("cikey")
-    cloud.openstack("keypair", "create", "--public-key", str(key.with_suffix(".pub")),
-                    key_name)
     user_data = tmp_path / "user-data"
     user_data.write_text("#!/bin/sh\necho stacklet-user-data-ran > /dev/console\n"
                          "echo ran > /var/tmp/user-data-proof\n")
     name = uname("ci")
-    made = cloud.openstack(
-        "server", "create", "--image", image["id"], "--flavor", flavor["id"],
-        "--network", world["net"]["id"], "--security-group", world["group"]["id"],
-        "--key-name", key_name, "--user-data", str(user_data),
-        "--availability-zone", f"nova:{world['q1'].host}", "--wait", "-f", "json",
-        name).json()
+    # the key pair, the floating IP and the server in one CLI process (netutil.osc)
+    _, fip, made = osc(cloud, ["keypair", "create", "--public-key", str(key.with_suffix(".pub")),
+                               "-f", "json", key_name],
+                       ["floating", "ip", "create", "-f", "json", world["ext_net"]["id"]],
+                       ["server", "create", "--image", image["id"], "--flavor", flavor["id"],
+                        "--network", world["net"]["id"], "--security-group",
+                        world["group"]["id"], "--key-name", key_name, "--user-data",
+                        str(user_data), "--availability-zone", f"nova:{world['q1'].host}",
+                        "--wait", "-f", "json", name])
     assert made["status"] == "ACTIVE"
-    fip = cloud.openstack("floating", "ip", "create", "-f", "json",
-                          world["ext_net"]["id"]).json()
     cloud.openstack("server", "add", "floating", "ip", made["id"],
                     fip["floating_ip_address"])
     console_shows(world, made["id"], "stacklet-user-data-ran", timeout=CLOUD_BOOT)
@@ -445,6 +445,5 @@ def test_cloud_init_image_configures_itself_from_the_metadata_service(cloud, wor
     assert status is not None and "status: done" in status, status
     assert "errors: []" in status or "error" not in status.lower(), status
     assert ssh("cat /run/cloud-init/result.json | tr -d ' \\n'") is not None
-    cloud.openstack("server", "delete", "--wait", made["id"])
-    cloud.openstack("floating", "ip", "delete", fip["id"])
+    osc(cloud, ["server", "delete", "--wait", made["id"]], ["floating", "ip", "delete", fip["id"]])
     wait_for(lambda: not qemu_pids(made["id"]), APPLY, what="QEMU gone")
