@@ -12,8 +12,9 @@ exactly as the harness plugs an instance (its own namespace, a veth whose host e
 `tap<id>` joins br-int on the dead VLAN with Nova's external_ids, as the netns compute
 driver does), on one VXLAN network with the default-like security group (ingress from
 members, egress anywhere). Then the same again on a new cloud and node with every port plugged
-as the QEMU driver plugs a VM's VIF (`vif.plug_tap`: a tap in the node's namespace, no instance
-namespace, no veth): results `density` (veth, netns instances) and `density_tap` (VMs).
+as the QEMU driver plugs a VM's VIF (`vif.make_tap`, `vif.attach`: a tap in the node's
+namespace, no instance namespace, no veth, opened as QEMU opens it before the add-port):
+results `density` (veth, netns instances) and `density_tap` (VMs).
 
 1. fill: --ports minus --measure ports created and plugged one after the other without
    waiting (the agent takes them in batches), then all of them ACTIVE (--fill internal: as
@@ -81,18 +82,16 @@ class TapVif(NamedTuple):
 
 
 def plug_tap(node, port: dict, mtu: int) -> TapVif:
-    """A port plugged as the QEMU driver plugs a VM's VIF (its own `vif.plug_tap`), in the
-    node's namespace, through the node's ovs-vsctl (PortClock sees the add-port); then the
-    tap is opened as QEMU opens it when the driver starts it right after (`-netdev
-    tap,ifname=…,vnet_hdr=off`): the tap gets its carrier, one more link event for
-    ovs-vswitchd while the agent wires the port, as with a real VM. The fd stays open until
-    the node goes (`close_taps`)."""
+    """A port plugged as the QEMU driver plugs a VM's VIF, in the node's namespace: the tap
+    made (`vif.make_tap`), opened as QEMU opens it (`-netdev tap,ifname=…,vnet_hdr=off`: the
+    tap gets its carrier; the fd, this "VM", stays open until the node goes), then added to
+    br-int (`vif.attach`) through the node's ovs-vsctl (PortClock sees the add-port)."""
     dev = f"tap{port['id'][:11]}"
-    vif.plug_tap(node.ovs.vsctl, dev, port_id=port["id"], mac=port["mac_address"],
-                 vm_uuid=port["device_id"], mtu=mtu, netns=node.netns)
+    vif.make_tap(dev, port["mac_address"], mtu, node.netns)
     with netns_entered(node.netns):
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", dev.encode(), IFF_TAP | IFF_NO_PI))
+    vif.attach(node.ovs.vsctl, dev, port["id"], port["mac_address"], port["device_id"], mtu)
     return TapVif(dev, fd)
 
 PASS = re.compile(r"^(\S+ \S+) DEBUG \S+: pass: snapshot (?:(\d+) ms|kept), sync (\d+) ms "

@@ -9,6 +9,9 @@ replaced, not reused."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import struct
 import subprocess
 import time
 import uuid
@@ -18,6 +21,7 @@ import pytest
 from stacklet import linux
 from stacklet.agent.compute import vif
 from stacklet.harness import Cluster, Node
+from stacklet.harness.machine import netns_entered
 
 CIDR = "10.93.0.0/24"
 
@@ -132,28 +136,48 @@ def test_a_stale_ovs_port_of_the_same_name_is_replaced(node):
         linux.netns_delete(ns)
 
 
-def test_a_vms_tap_is_one_device_on_the_dead_vlan_with_os_vifs_ids(node):
-    """``vif.plug_tap``, the QEMU driver's plug (and bench/density.py's VM ports): a tap in
-    vswitchd's namespace with the host side's MAC (0xfe first octet), the MTU, up, on br-int
-    on the dead VLAN with os-vif's external_ids; again on the same tap it restates them."""
+def test_a_vms_tap_is_one_device_opened_before_it_joins_the_dead_vlan(node):
+    """The QEMU driver's plug (and bench/density.py's VM ports): ``vif.make_tap`` makes a tap
+    in vswitchd's namespace with the host side's MAC (0xfe first octet), the MTU,
+    promiscuous mode, up; QEMU opens it (carrier); ``vif.attach`` then adds it to br-int on
+    the dead VLAN with os-vif's external_ids — and vswitchd's namespace sees no link event
+    after the add-port (each would reconfigure every port while the agent wires this one);
+    again on the same tap both restate, the OVS port is kept."""
     dev, mac = "tapvptap0", "fa:16:3e:00:93:41"
-    ids = {"port_id": "tap-port", "mac": mac, "vm_uuid": "vm-1", "mtu": 1450,
-           "netns": node.netns}
+    fd = None
     try:
-        vif.plug_tap(node.ovs.vsctl, dev, **ids)
+        vif.make_tap(dev, mac, 1450, node.netns)
         info = linux.link_info(dev, node.netns)
         assert info["address"] == "fe:16:3e:00:93:41" and info["mtu"] == 1450
-        assert "UP" in info["flags"] and "PROMISC" in info["flags"]     # OVS's is a no-op
+        assert "UP" in info["flags"] and "PROMISC" in info["flags"]
         assert info["linkinfo"]["info_kind"] == "tun", info     # not a veth: no peer
+        with netns_entered(node.netns):                         # as QEMU opens it
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", dev.encode(), 0x0002 | 0x1000))
+        time.sleep(0.3)
+        assert "LOWER_UP" in linux.link_info(dev, node.netns)["flags"]
+        monitor = subprocess.Popen(linux.in_netns(["ip", "-o", "monitor", "link"], node.netns),
+                                   stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        try:
+            vif.attach(node.ovs.vsctl, dev, "tap-port", mac, "vm-1", 1450)
+            time.sleep(0.5)
+        finally:
+            monitor.terminate()
+            seen = monitor.communicate(timeout=5)[0]
+        assert [line for line in seen.splitlines() if f" {dev}:" in line] == [], seen
         assert node.vsctl("get", "Port", dev, "tag").strip() == str(vif.DEAD_VLAN)
         got = node.vsctl("get", "Interface", dev, "external_ids")
-        for part in ('iface-id=tap-port', f'attached-mac="{mac}"', "iface-status=active",
+        for part in ("iface-id=tap-port", f'attached-mac="{mac}"', "iface-status=active",
                      "vm-uuid=vm-1"):
             assert part in got, got
         assert interface(node, dev, "mtu_request") == "1450"
         uuid_before = interface(node, dev, "_uuid")
-        vif.plug_tap(node.ovs.vsctl, dev, **ids)
+        vif.make_tap(dev, mac, 1450, node.netns)
+        vif.attach(node.ovs.vsctl, dev, "tap-port", mac, "vm-1", 1450)
         assert interface(node, dev, "_uuid") == uuid_before
     finally:
+        if fd is not None:
+            os.close(fd)
         node.vsctl("--if-exists", "del-port", "br-int", dev)
         linux.link_delete(dev, node.netns)

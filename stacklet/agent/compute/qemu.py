@@ -4,11 +4,13 @@ Per instance, ``<state_dir>/<uuid>/`` holds the qcow2 overlay on the cached base
 (``disk.qcow2``), the config drive (``config.iso``), the serial console (``console.log``,
 appended across boots), the PID file and the QMP socket. QEMU runs daemonized, so instances
 outlive the agent; ``instances()`` finds them again from those directories and their PIDs
-(adoption). Each VIF is a tap created before QEMU starts (``ip tuntap``; QEMU opens it with
-``vnet_hdr=off``: the userspace datapath reads taps without a virtio-net header) and added to
-br-int by ``vif.attach`` on the dead VLAN, so the guest's first DHCPDISCOVER goes out once the
-L2 agent wired the port. The command line is ``qemu_argv``'s; the accelerator
-``virt_type.resolve``'s.
+(adoption). Each VIF is a tap created before QEMU starts (``vif.make_tap``; QEMU opens it
+with ``vnet_hdr=off``: the userspace datapath reads taps without a virtio-net header) and
+added to br-int by ``vif.attach`` on the dead VLAN once QEMU runs, as libvirt does (the
+carrier's link event then comes before the add-port, not while the L2 agent wires the port);
+the guest's firmware and kernel take seconds before its first DHCPDISCOVER, and the dead
+VLAN drops anything it sends before the agent wired the port. The command line is
+``qemu_argv``'s; the accelerator ``virt_type.resolve``'s.
 
 Power: off is ACPI (QMP ``system_powerdown``), then ``quit`` after ``shutdown_timeout``; a soft
 reboot is off then on, a hard one QMP ``system_reset`` (kill and start when QMP does not
@@ -191,8 +193,10 @@ class QemuDriver:
             self._disk(spec, files)
             if spec.config_drive:
                 config_drive_iso.build(spec, files.config_drive)
+            for vif in spec.vifs:
+                os_vif.make_tap(vif.dev, vif.mac, vif.mtu)
+            self._start(spec, files)        # QEMU opens the taps: they get their carrier
             self._plug(spec)
-            self._start(spec, files)
         except linux.CommandFailed as exc:
             raise DriverError(str(exc)) from None
 
@@ -324,10 +328,10 @@ class QemuDriver:
         os.replace(tmp, files.disk)
 
     def _plug(self, spec: InstanceSpec) -> None:
-        """A tap per VIF, in br-int (dead VLAN) before QEMU opens it."""
+        """Each VIF's tap (made, and opened by QEMU) into br-int, on the dead VLAN."""
         for vif in spec.vifs:
-            os_vif.plug_tap(os_vif.vsctl_cmd(self.db), vif.dev, port_id=vif.port_id,
-                            mac=vif.mac, vm_uuid=spec.uuid, mtu=vif.mtu)
+            os_vif.attach(os_vif.vsctl_cmd(self.db), vif.dev, vif.port_id, vif.mac,
+                          spec.uuid, vif.mtu)
 
     def _start(self, spec: InstanceSpec, files: qemu_argv.Files) -> None:
         (files.directory / "frozen").unlink(missing_ok=True)

@@ -117,22 +117,21 @@ def plug_veth(vsctl: Vsctl | None, dev: str, peer: str, netns: str, *, port_id: 
     return remake
 
 
-def plug_tap(vsctl: Vsctl, dev: str, *, port_id: str, mac: str, vm_uuid: str,
-             mtu: int = 1500, netns: str | None = None, bridge: str = "br-int") -> None:
-    """A VM's VIF as libvirt and os-vif make it: a tap `dev` in `netns` (None: the caller's,
-    where ovs-vswitchd runs; made unless it exists), the host side's MAC being the guest's
-    with the first octet 0xfe, the MTU, up; then added to the bridge as ``attach`` does. One
-    device per port, nothing in another namespace (QEMU opens the tap by name).
+def make_tap(dev: str, mac: str, mtu: int = 1500, netns: str | None = None) -> None:
+    """A VM's VIF as libvirt makes it: a tap `dev` in `netns` (None: the caller's, where
+    ovs-vswitchd runs; made unless it exists) whose MAC is the guest's with the first octet
+    0xfe, with the MTU and promiscuous mode (which ovs-vswitchd would turn on itself when it
+    adds the port: one more link event, i.e. one more reconfiguration of every port), up.
 
-    Promiscuous mode is set here, in the same request: ovs-vswitchd turns it on when it adds
-    the port, and that link event — like any in its namespace — made it reconfigure every
-    port once more while the agent was wiring this one."""
+    Then QEMU opens it (the tap gets its carrier) and only then is it added to br-int
+    (``attach``), as libvirt opens the tap before the port is added: every link event in
+    ovs-vswitchd's namespace makes it reconfigure every port, and a carrier arriving after
+    the add-port did so while the L2 agent was wiring the new port."""
     linux.check_ifname(dev)
     if not linux.link_exists(dev, netns):
         linux.run(["ip", "tuntap", "add", "dev", dev, "mode", "tap"], netns)
     linux.run(["ip", "link", "set", "dev", dev, "address", "fe" + mac[2:], "mtu", str(mtu),
                "promisc", "on", "up"], netns)
-    attach(vsctl, dev, port_id, mac, vm_uuid, mtu, bridge)
 
 
 def attach(vsctl: Vsctl, dev: str, port_id: str, mac: str, vm_uuid: str, mtu: int = 1500,
