@@ -139,7 +139,7 @@ def test_a_stale_ovs_port_of_the_same_name_is_replaced(node):
 def test_a_vms_tap_is_one_device_opened_before_it_joins_the_dead_vlan(node):
     """The QEMU driver's plug (and bench/density.py's VM ports): ``vif.make_tap`` makes a tap
     in vswitchd's namespace with the host side's MAC (0xfe first octet), the MTU,
-    promiscuous mode, up; QEMU opens it (carrier); ``vif.attach`` then adds it to br-int on
+    promiscuous mode, no IPv6 address, up; QEMU opens it (carrier); ``vif.attach`` then adds it to br-int on
     the dead VLAN with os-vif's external_ids — and vswitchd's namespace sees no link event
     after the add-port (each would reconfigure every port while the agent wires this one);
     again on the same tap both restate, the OVS port is kept."""
@@ -151,6 +151,7 @@ def test_a_vms_tap_is_one_device_opened_before_it_joins_the_dead_vlan(node):
         assert info["address"] == "fe:16:3e:00:93:41" and info["mtu"] == 1450
         assert "UP" in info["flags"] and "PROMISC" in info["flags"]
         assert info["linkinfo"]["info_kind"] == "tun", info     # not a veth: no peer
+        assert [a for a in info.get("addr_info", []) if a.get("family") == "inet6"] == []
         with netns_entered(node.netns):                         # as QEMU opens it
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
         fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", dev.encode(), 0x0002 | 0x1000))

@@ -121,17 +121,22 @@ def make_tap(dev: str, mac: str, mtu: int = 1500, netns: str | None = None) -> N
     """A VM's VIF as libvirt makes it: a tap `dev` in `netns` (None: the caller's, where
     ovs-vswitchd runs; made unless it exists) whose MAC is the guest's with the first octet
     0xfe, with the MTU and promiscuous mode (which ovs-vswitchd would turn on itself when it
-    adds the port: one more link event, i.e. one more reconfiguration of every port), up.
+    adds the port: one more link event, i.e. one more reconfiguration of every port), no
+    IPv6, up — in one shell.
 
     Then QEMU opens it (the tap gets its carrier) and only then is it added to br-int
     (``attach``), as libvirt opens the tap before the port is added: every link event in
     ovs-vswitchd's namespace makes it reconfigure every port, and a carrier arriving after
     the add-port did so while the L2 agent was wiring the new port."""
     linux.check_ifname(dev)
-    if not linux.link_exists(dev, netns):
-        linux.run(["ip", "tuntap", "add", "dev", dev, "mode", "tap"], netns)
-    linux.run(["ip", "link", "set", "dev", dev, "address", "fe" + mac[2:], "mtu", str(mtu),
-               "promisc", "on", "up"], netns)
+    _script(netns, [
+        _line("ip", "tuntap", "add", "dev", dev, "mode", "tap") + " 2>/dev/null || true",
+        # no IPv6 on the host side before it comes up (as plug_veth's OVS end): its
+        # link-local address would be address events after the add-port (DAD ends a second
+        # after the carrier) and one more entry in every getifaddrs() dump of vswitchd's
+        _line("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1") + " || true",
+        _line("ip", "link", "set", "dev", dev, "address", "fe" + mac[2:], "mtu", str(mtu),
+              "promisc", "on", "up")])
 
 
 def attach(vsctl: Vsctl, dev: str, port_id: str, mac: str, vm_uuid: str, mtu: int = 1500,
