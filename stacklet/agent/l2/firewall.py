@@ -170,13 +170,18 @@ def firewall_flows(ports: Sequence[FwPort], security_groups: Groups,
         if port.id in stateless:
             flows += _port_flows(port, stateless[port.id])
         else:
-            flows.append(Flow(LOCAL_SWITCHING, PRI_VIF, f"in_port={port.ofport},{UNTAGGED}",
-                              f"set_field:{port.lvid:#x}->reg6,resubmit(,{TRANSIENT})",
-                              _port_cookie(port)))
+            flows.append(open_port_flow(port))
     flows += _delivery_flows(firewalled)
     flows += _rule_flows(firewalled, security_groups, remote_groups)
     merged = merge_conjunctions(flows)
     return sort_flows(merged) if ordered else merged
+
+
+def open_port_flow(port: FwPort) -> Flow:
+    """Table 0 for a VIF the firewall does not filter (no port security, a network:* owner,
+    security groups off): its network's VLAN in reg6, on to table 60."""
+    return Flow(LOCAL_SWITCHING, PRI_VIF, f"in_port={port.ofport},{UNTAGGED}",
+                f"set_field:{port.lvid:#x}->reg6,resubmit(,{TRANSIENT})", _port_cookie(port))
 
 
 @functools.lru_cache(maxsize=16384)

@@ -17,15 +17,11 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from stacklet.agent.l2.firewall import (
-    PRI_VIF,
-    TRANSIENT,
-    UNTAGGED,
     ConjKey,
     FwPort,
     Groups,
     RemoteGroups,
     _is_stateless,
-    _port_cookie,
     _port_delivery,
     _port_flows,
     _skeleton,
@@ -35,9 +31,10 @@ from stacklet.agent.l2.firewall import (
     firewall_flows,
     group_conjunctions,
     is_firewalled,
+    open_port_flow,
     port_clause,
 )
-from stacklet.agent.l2.flows import LOCAL_SWITCHING, Flow, merged_by_key, renderable
+from stacklet.agent.l2.flows import Flow, merged_by_key, renderable
 from stacklet.agent.l2.flowset import FlowSet, Key
 
 LOG = logging.getLogger(__name__)
@@ -200,10 +197,7 @@ class IncrementalFirewall:
             self.flows.drop(("port", pid))
             return set()
         if not is_firewalled(port, bool(self.enable)):
-            self.flows.set(("port", pid), (Flow(
-                LOCAL_SWITCHING, PRI_VIF, f"in_port={port.ofport},{UNTAGGED}",
-                f"set_field:{port.lvid:#x}->reg6,resubmit(,{TRANSIENT})",
-                _port_cookie(port)),))
+            self.flows.set(("port", pid), (open_port_flow(port),))
             return set()
         stateless = _is_stateless(port, self.groups)
         self.firewalled[pid] = stateless
